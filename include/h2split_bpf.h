@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The ABI between bpf/h2split.bpf.c and userspace: map key/value structs,
+ * the counter enum and fixed map slots. Everything here is read by
+ * `bpftool map dump`, so fields carry names that read like documentation.
+ * Invariant: addresses are 16 bytes, IPv4 stored IPv4-mapped (::ffff:a.b.c.d),
+ * so one key shape serves connect4, connect6 and IPv4-mapped IPv6 connects.
+ */
+#ifndef H2SPLIT_BPF_H
+#define H2SPLIT_BPF_H
+
+#include <linux/types.h>
+
+#define H2S_MAX_SERVICES 65536
+#define H2S_MAX_EXCLUDED 4096
+#define H2S_MAX_SOCKETS 262144 /* h2s_sock_origdst: live redirected sockets */
+/* h2s_conn_origdst: connects not yet accepted by the daemon (entries live
+ * from the SYN to accept(), so this is a backlog, not a connection count). */
+#define H2S_MAX_PENDING 65536
+/* Ancestor levels checked against h2s_excluded_cgroups (pod -> container nesting). */
+#define H2S_MAX_CGROUP_DEPTH 16
+
+/* h2s_listeners slots: the daemon's live listening sockets (liveness). */
+enum h2s_listener_slot {
+	H2S_LISTENER_V4 = 0,
+	H2S_LISTENER_V6 = 1,
+	H2S_LISTENER_SLOTS = 2,
+};
+
+/* h2s_excluded_cgroups value: who excluded the cgroup, so the daemon can
+ * resync its own entries at start without dropping an operator's. One byte. */
+enum __attribute__((packed)) h2s_exclude_origin {
+	H2S_EXCLUDE_SELF = 1, /* the daemon's own cgroup (loop safety) */
+	H2S_EXCLUDE_FLAG = 2, /* h2splitd --exclude-cgroup */
+	H2S_EXCLUDE_CTL = 3,  /* h2splitctl exclude */
+};
+
+/* A service frontend: ClusterIP (v4-mapped or v6) and port. */
+struct h2s_svc_key {
+	__u8 addr[16];
+	__u16 port; /* network byte order */
+	__u16 pad;
+};
+
+#define H2S_SVC_F_ENABLED (1u << 0)
+
+struct h2s_svc_value {
+	__u32 service_id; /* registry id, matches /services and metrics */
+	__u32 flags;	  /* H2S_SVC_F_* */
+};
+
+/* h2s_config, single slot: where to redirect. Written by the daemon at start. */
+struct h2s_config {
+	__u8 listen_v4[16];   /* v4-mapped; all-zero: no v4 listener */
+	__u8 listen_v6[16];   /* all-zero: no v6 listener */
+	__u16 listen_v4_port; /* network byte order */
+	__u16 listen_v6_port; /* network byte order */
+	__u32 flags;
+};
+
+/* What connect4/6 saw, keyed by socket cookie (h2s_sock_origdst). */
+struct h2s_origdst {
+	__u8 addr[16]; /* original destination: the VIP the app dialled */
+	__u16 port;    /* network byte order */
+	__u16 family;  /* AF_INET or AF_INET6 as the app used it */
+	__u32 service_id;
+	__u64 cgroup_id; /* the connecting task's cgroup v2 id */
+	__u32 pid;	 /* the connecting task's tgid: finds the pod's netns */
+	__u32 pad;
+};
+
+/* Tuple key of h2s_conn_origdst: the accepted connection as the daemon sees it. */
+struct h2s_tuple {
+	__u8 client_addr[16]; /* the pod's address (v4-mapped for IPv4) */
+	__u8 proxy_addr[16];  /* the splitter's listen address */
+	__u16 client_port;    /* host byte order */
+	__u16 proxy_port;     /* host byte order */
+	__u32 pad;
+};
+
+/* Per-CPU counters (h2s_counters), one slot per decision. Keep names in sync
+ * with h2s_counter_names in userspace/bpf_maps.c. */
+enum h2s_counter {
+	H2S_CNT_REDIRECTED = 0,
+	H2S_CNT_BYPASS_NO_LISTENER,
+	H2S_CNT_BYPASS_EXCLUDED,
+	H2S_CNT_NOT_A_SERVICE,
+	H2S_CNT_SERVICE_DISABLED,
+	H2S_CNT_MAP_FULL,
+	H2S_CNT_ORIGINAL_DST_MISSING,
+	H2S_CNT_TUPLE_RECORDED,
+	H2S_CNT_GETPEERNAME_REWRITTEN,
+	H2S_CNT_NOT_TCP,
+	H2S_CNT_NO_LISTEN_ADDR,
+	H2S_CNT_MAP_ERROR, /* a map update failed for another reason than full */
+	H2S_CNT_MAX,
+};
+
+#endif
