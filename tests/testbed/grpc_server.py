@@ -1,0 +1,176 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Test gRPC server: ``python3 -m testbed.grpc_server --pod NAME --port 50051``.
+
+Serves ``h2split.test.Echo`` (see testbed/echo.py for the message format)
+with real grpcio and generic handlers on [::]:PORT (dual stack). Every
+response names the pod that served it and the peer address it saw. Request
+metadata (except reserved keys) comes back as trailing metadata, plus
+``h2st-pod``; initial metadata carries ``h2st-pod`` too. Prints "ready" on
+stdout once the port accepts connections. SIGTERM: stop accepting, let
+running RPCs finish for --grace seconds, exit 0.
+"""
+
+import argparse
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent import futures
+
+import grpc
+
+from testbed import echo
+
+RESERVED = {"user-agent", "te", "content-type", ":authority", "grpc-accept-encoding",
+            "accept-encoding", "grpc-timeout", "grpc-encoding"}
+
+
+def peer(context):
+    """context.peer() with gRPC's percent-encoding undone: "ipv6:[fd00::1]:4242"."""
+    return urllib.parse.unquote(context.peer())
+
+
+class Echo:
+    def __init__(self, pod, delay_ms):
+        self.pod = pod
+        self.delay_ms = delay_ms
+        self.lock = threading.Lock()
+        self.counts = {m: 0 for m in echo.METHODS}
+        self.active = 0
+        self.cancelled = 0
+        self.peers = {}
+
+    # -- helpers --
+    def _begin(self, method, context):
+        with self.lock:
+            self.counts[method] += 1
+            self.active += 1
+            p = peer(context)
+            self.peers[p] = self.peers.get(p, 0) + 1
+        context.add_callback(self._end)
+        context.send_initial_metadata((("h2st-pod", self.pod),))
+        md = [(k, v) for k, v in context.invocation_metadata()
+              if k not in RESERVED and not k.startswith("grpc-")]
+        context.set_trailing_metadata(tuple(md) + (("h2st-pod", self.pod),))
+
+    def _end(self):
+        with self.lock:
+            self.active -= 1
+
+    def _response(self, context, method, hdr, seq, received, req_bytes, req_payload=b""):
+        delay = hdr.get("delay_ms", self.delay_ms)
+        if delay:
+            time.sleep(delay / 1000.0)
+        payload = req_payload if hdr.get("echo") else b"x" * int(hdr.get("size", 0))
+        return echo.encode({"pod": self.pod, "peer": peer(context), "method": method,
+                            "seq": seq, "received": received, "req_bytes": req_bytes,
+                            "size": len(payload)}, payload)
+
+    @staticmethod
+    def _finish(context, hdr):
+        code = int(hdr.get("status", 0))
+        if code:
+            status = next((s for s in grpc.StatusCode if s.value[0] == code), None)
+            if status is None:
+                status = grpc.StatusCode.UNKNOWN
+            context.abort(status, hdr.get("message", f"requested status {code}"))
+
+    def _cancelled(self, context):
+        if not context.is_active():
+            with self.lock:
+                self.cancelled += 1
+            return True
+        return False
+
+    # -- methods --
+    def unary(self, request, context):
+        self._begin("Unary", context)
+        hdr, payload = echo.decode(request)
+        if hdr.get("status"):
+            self._finish(context, hdr)
+        return self._response(context, "Unary", hdr, 0, 1, len(payload), payload)
+
+    def server_stream(self, request, context):
+        self._begin("ServerStream", context)
+        hdr, payload = echo.decode(request)
+        for i in range(int(hdr.get("count", 1))):
+            if self._cancelled(context):
+                return
+            yield self._response(context, "ServerStream", hdr, i, 1, len(payload), payload)
+        self._finish(context, hdr)
+
+    def client_stream(self, request_iterator, context):
+        self._begin("ClientStream", context)
+        first, n, nbytes = None, 0, 0
+        for req in request_iterator:
+            hdr, payload = echo.decode(req)
+            first = hdr if first is None else first
+            n += 1
+            nbytes += len(payload)
+        first = first or {}
+        self._finish(context, first)
+        return self._response(context, "ClientStream", first, 0, n, nbytes)
+
+    def bidi(self, request_iterator, context):
+        self._begin("Bidi", context)
+        n, nbytes = 0, 0
+        for req in request_iterator:
+            hdr, payload = echo.decode(req)
+            n += 1
+            nbytes += len(payload)
+            if hdr.get("status"):
+                self._finish(context, hdr)
+            yield self._response(context, "Bidi", hdr, n - 1, n, nbytes, payload)
+
+    def stats(self, request, context):
+        with self.lock:
+            return echo.encode({"pod": self.pod, "peer": peer(context), "method": "Stats",
+                                "counts": dict(self.counts), "active": self.active,
+                                "cancelled": self.cancelled, "peers": dict(self.peers)})
+
+    def handler(self):
+        return grpc.method_handlers_generic_handler(echo.SERVICE, {
+            "Unary": grpc.unary_unary_rpc_method_handler(self.unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(self.server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(self.client_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
+            "Stats": grpc.unary_unary_rpc_method_handler(self.stats),
+        })
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pod", required=True, help="name reported in every response")
+    ap.add_argument("--port", type=int, default=50051)
+    ap.add_argument("--listen", default="[::]", help="address to bind (default [::])")
+    ap.add_argument("--delay-ms", type=int, default=0, help="delay before each response")
+    ap.add_argument("--workers", type=int, default=64, help="max concurrent RPCs")
+    ap.add_argument("--max-concurrent-streams", type=int, default=0,
+                    help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (0: grpc default)")
+    ap.add_argument("--grace", type=float, default=5.0, help="drain time on SIGTERM")
+    a = ap.parse_args(argv)
+
+    opts = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1)]
+    if a.max_concurrent_streams:
+        opts.append(("grpc.max_concurrent_streams", a.max_concurrent_streams))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=a.workers),
+                         handlers=[Echo(a.pod, a.delay_ms).handler()], options=opts,
+                         maximum_concurrent_rpcs=None)
+    bound = server.add_insecure_port(f"{a.listen}:{a.port}")
+    if not bound:
+        print(f"grpc_server: cannot bind {a.listen}:{a.port}", file=sys.stderr)
+        return 1
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"ready pod={a.pod} port={bound}", flush=True)
+    stop.wait()
+    server.stop(a.grace).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
