@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Unit tests of h2splitd's command line: defaults, every flag's environment
+ * twin, flags winning over the environment, repeatable flags, and clear
+ * errors for bad values.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+static int parse(struct config *c, char *err, int argc, char **argv)
+{
+	return config_parse(c, argc, argv, err, 256);
+}
+
+static void test_defaults(void **state)
+{
+	char *argv[] = {"h2splitd", "--services-file", "/x.json"};
+	struct config c;
+	char err[256], buf[64];
+
+	(void)state;
+	assert_int_equal(parse(&c, err, 3, argv), 0);
+	assert_string_equal(config_addr_str(&c.listen_v4, buf, sizeof(buf)), "169.254.20.11:15001");
+	assert_int_equal(c.listen_v6.ss_family, 0);
+	assert_string_equal(config_addr_str(&c.admin, buf, sizeof(buf)), "127.0.0.1:9901");
+	assert_string_equal(c.bpffs, "/sys/fs/bpf/h2split");
+	assert_true(c.upstream_source_pod);
+	assert_int_equal(c.lb_policy, LB_LEAST_REQUEST);
+	assert_int_equal(c.drain_timeout_s, 30);
+	assert_string_equal(c.services_file, "/x.json");
+}
+
+static void test_flags_and_repeatable(void **state)
+{
+	char *argv[] = {"h2splitd", "--services-file=/s.json", "--listen", "10.1.2.3:1500",
+			"--listen", "[fd00::1]:1501", "--exclude-cgroup", "/a", "--exclude-cgroup=/b",
+			"--upstream-source", "node", "--workers", "3", "--lb-policy", "round_robin",
+			"--drain-timeout", "5", "--log-level", "debug", "--access-log"};
+	struct config c;
+	char err[256], buf[64];
+
+	(void)state;
+	assert_int_equal(parse(&c, err, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
+	assert_string_equal(config_addr_str(&c.listen_v4, buf, sizeof(buf)), "10.1.2.3:1500");
+	assert_string_equal(config_addr_str(&c.listen_v6, buf, sizeof(buf)), "[fd00::1]:1501");
+	assert_int_equal(c.n_exclude, 2);
+	assert_string_equal(c.exclude[1], "/b");
+	assert_false(c.upstream_source_pod);
+	assert_int_equal(c.workers, 3);
+	assert_int_equal(c.lb_policy, LB_ROUND_ROBIN);
+	assert_int_equal(c.drain_timeout_s, 5);
+	assert_int_equal(c.log_level, LOG_DEBUG);
+	assert_true(c.access_log);
+}
+
+static void test_env_and_flag_precedence(void **state)
+{
+	char *argv[] = {"h2splitd", "--workers", "2"};
+	struct config c;
+	char err[256];
+
+	(void)state;
+	setenv("H2SPLIT_SERVICES_FILE", "/env.json", 1);
+	setenv("H2SPLIT_WORKERS", "7", 1);
+	setenv("H2SPLIT_EXCLUDE_CGROUP", "/x,/y,/z", 1);
+	setenv("H2SPLIT_ACCESS_LOG", "true", 1);
+	assert_int_equal(parse(&c, err, 3, argv), 0);
+	assert_string_equal(c.services_file, "/env.json");
+	assert_int_equal(c.workers, 2); /* the flag wins */
+	assert_int_equal(c.n_exclude, 3);
+	assert_string_equal(c.exclude[2], "/z");
+	assert_true(c.access_log);
+	setenv("H2SPLIT_WORKERS", "many", 1);
+	assert_int_equal(parse(&c, err, 1, argv), -EINVAL);
+	assert_non_null(strstr(err, "H2SPLIT_WORKERS"));
+	unsetenv("H2SPLIT_SERVICES_FILE");
+	unsetenv("H2SPLIT_WORKERS");
+	unsetenv("H2SPLIT_EXCLUDE_CGROUP");
+	unsetenv("H2SPLIT_ACCESS_LOG");
+}
+
+static void test_errors_name_the_flag(void **state)
+{
+	struct {
+		char *argv[4];
+		int argc;
+		const char *want;
+	} cases[] = {
+		{{"h2splitd", "--bogus"}, 2, "unknown flag '--bogus'"},
+		{{"h2splitd", "--listen", "nope"}, 3, "--listen nope"},
+		{{"h2splitd", "--listen", "1.2.3.4:99999"}, 3, "--listen"},
+		{{"h2splitd", "--upstream-source", "moon"}, 3, "--upstream-source moon"},
+		{{"h2splitd", "--lb-policy", "random"}, 3, "--lb-policy random"},
+		{{"h2splitd", "--workers"}, 2, "--workers needs a value"},
+		{{"h2splitd", "stray"}, 2, "unexpected argument"},
+		{{"h2splitd"}, 1, "--services-file is required"},
+	};
+	struct config c;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(parse(&c, err, cases[i].argc, cases[i].argv), -EINVAL);
+		assert_non_null(strstr(err, cases[i].want));
+	}
+}
+
+static void test_parse_addr(void **state)
+{
+	struct sockaddr_storage ss;
+
+	(void)state;
+	assert_int_equal(config_parse_addr("127.0.0.1:80", &ss), 0);
+	assert_int_equal(ss.ss_family, AF_INET);
+	assert_int_equal(config_parse_addr("[::1]:443", &ss), 0);
+	assert_int_equal(ss.ss_family, AF_INET6);
+	assert_int_equal(config_parse_addr("::1:443", &ss), -EINVAL);
+	assert_int_equal(config_parse_addr("[::1]443", &ss), -EINVAL);
+	assert_int_equal(config_parse_addr("1.2.3.4:0", &ss), -EINVAL);
+	assert_int_equal(config_parse_addr(":80", &ss), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_flags_and_repeatable),
+		cmocka_unit_test(test_env_and_flag_precedence),
+		cmocka_unit_test(test_errors_name_the_flag),
+		cmocka_unit_test(test_parse_addr),
+	};
+
+	unsetenv("H2SPLIT_LISTEN");
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

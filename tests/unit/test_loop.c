@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Unit tests of the event loop: fd dispatch, removal of an fd by an earlier
+ * callback of the same batch, timer order and cancel, posts from another
+ * thread, and timers added from a timer callback waiting for the next pass.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "loop.h"
+
+struct rec {
+	int order[16];
+	int n;
+	struct loop_timer *to_cancel;
+	int pipes[2][2];
+};
+
+struct tagged {
+	struct rec *r;
+	int id;
+};
+
+static void record_timer(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct tagged *tg = arg;
+
+	(void)t;
+	tg->r->order[tg->r->n++] = tg->id;
+	if (tg->r->n == 3)
+		loop_stop(l);
+}
+
+static void test_timers_fire_in_order_and_cancel(void **state)
+{
+	struct loop *l = loop_new();
+	struct rec r = {0};
+	struct tagged tg[4] = {{&r, 1}, {&r, 2}, {&r, 3}, {&r, 4}};
+	struct loop_timer *t;
+
+	(void)state;
+	assert_non_null(l);
+	assert_non_null(loop_timer_add(l, 20, record_timer, &tg[0]));
+	t = loop_timer_add(l, 1, record_timer, &tg[1]);
+	assert_non_null(t);
+	loop_timer_cancel(l, t);
+	assert_non_null(loop_timer_add(l, 0, record_timer, &tg[2]));
+	assert_non_null(loop_timer_add(l, 40, record_timer, &tg[3]));
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(r.n, 3); /* the cancelled one never ran */
+	assert_int_equal(r.order[0], 3);
+	assert_int_equal(r.order[1], 1);
+	assert_int_equal(r.order[2], 4);
+	loop_free(l);
+}
+
+static void close_other(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct rec *r = arg;
+	int other = fd == r->pipes[0][0] ? r->pipes[1][0] : r->pipes[0][0];
+
+	(void)events;
+	r->order[r->n++] = fd;
+	/* Both pipes are readable in the same batch: the second must not be dispatched. */
+	loop_del_fd(l, other);
+	loop_del_fd(l, fd);
+	loop_stop(l);
+}
+
+static void test_fd_removed_by_earlier_callback_is_skipped(void **state)
+{
+	struct loop *l = loop_new();
+	struct rec r = {0};
+
+	(void)state;
+	assert_int_equal(pipe(r.pipes[0]), 0);
+	assert_int_equal(pipe(r.pipes[1]), 0);
+	assert_int_equal(write(r.pipes[0][1], "x", 1), 1);
+	assert_int_equal(write(r.pipes[1][1], "x", 1), 1);
+	assert_int_equal(loop_add_fd(l, r.pipes[0][0], EPOLLIN, close_other, &r), 0);
+	assert_int_equal(loop_add_fd(l, r.pipes[1][0], EPOLLIN, close_other, &r), 0);
+	assert_int_equal(loop_add_fd(l, r.pipes[1][0], EPOLLIN, close_other, &r), -EEXIST);
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(r.n, 1);
+	for (int i = 0; i < 2; i++)
+		for (int j = 0; j < 2; j++)
+			close(r.pipes[i][j]);
+	loop_free(l);
+}
+
+static void posted(struct loop *l, void *arg)
+{
+	int *n = arg;
+
+	if (++*n == 100)
+		loop_stop(l);
+}
+
+static void *poster(void *arg)
+{
+	struct loop *l = ((void **)arg)[0];
+	int *n = ((void **)arg)[1];
+
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(loop_post(l, posted, n), 0);
+	return NULL;
+}
+
+static void test_post_from_other_thread(void **state)
+{
+	struct loop *l = loop_new();
+	int n = 0;
+	void *args[2] = {l, &n};
+	pthread_t th;
+
+	(void)state;
+	assert_int_equal(pthread_create(&th, NULL, poster, args), 0);
+	assert_int_equal(loop_run(l), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(n, 100);
+	loop_free(l);
+}
+
+static void rearm(struct loop *l, struct loop_timer *t, void *arg)
+{
+	int *n = arg;
+
+	(void)t;
+	/* A 0 ms timer added here must wait for the next pass, never run in this one. */
+	if (++*n < 50)
+		assert_non_null(loop_timer_add(l, 0, rearm, n));
+	else
+		loop_stop(l);
+}
+
+static void test_timer_added_in_callback_runs_next_pass(void **state)
+{
+	struct loop *l = loop_new();
+	int n = 0;
+
+	(void)state;
+	assert_non_null(loop_timer_add(l, 0, rearm, &n));
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(n, 50);
+	loop_free(l);
+}
+
+static void test_set_events_unregistered(void **state)
+{
+	struct loop *l = loop_new();
+
+	(void)state;
+	assert_int_equal(loop_set_events(l, 1000, EPOLLIN), -ENOENT);
+	assert_int_equal(loop_add_fd(l, -1, EPOLLIN, close_other, NULL), -EBADF);
+	loop_del_fd(l, 1000); /* no-op */
+	loop_free(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_timers_fire_in_order_and_cancel),
+		cmocka_unit_test(test_fd_removed_by_earlier_callback_is_skipped),
+		cmocka_unit_test(test_post_from_other_thread),
+		cmocka_unit_test(test_timer_added_in_callback_runs_next_pass),
+		cmocka_unit_test(test_set_events_unregistered),
+	};
+
+	return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
+}

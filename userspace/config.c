@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Parses h2splitd's flags and their H2SPLIT_* environment twins into a
+ * struct config. One table lists every option once: its flag, whether it takes
+ * a value, and the setter; the environment pass and the argv pass both walk it,
+ * so a new flag can never be missing its environment variable.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+extern char **environ;
+
+typedef int opt_set_fn(struct config *c, const char *v, char *err, size_t errlen);
+
+struct opt {
+	const char *flag; /* without the leading "--" */
+	bool has_arg;
+	bool repeatable;
+	opt_set_fn *set;
+};
+
+static int set_str(char *dst, const char *v, const char *flag, char *err, size_t errlen)
+{
+	if (strlen(v) >= CONFIG_PATH_MAX) {
+		snprintf(err, errlen, "--%s: value longer than %d bytes", flag, CONFIG_PATH_MAX - 1);
+		return -EINVAL;
+	}
+	strcpy(dst, v);
+	return 0;
+}
+
+static int parse_int(const char *v, int min, int max, int *out)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < min || n > max)
+		return -EINVAL;
+	*out = (int)n;
+	return 0;
+}
+
+int config_parse_addr(const char *s, struct sockaddr_storage *ss)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon;
+	size_t hl;
+	int port;
+
+	memset(ss, 0, sizeof(*ss));
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		hl = (size_t)(close - s - 1);
+		if (hl >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, hl);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || (size_t)(colon - s) >= sizeof(host))
+			return -EINVAL;
+		hl = (size_t)(colon - s);
+		memcpy(host, s, hl);
+	}
+	host[hl] = 0;
+	if (parse_int(colon + 1, 1, 65535, &port))
+		return -EINVAL;
+	if (s[0] != '[') {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return -EINVAL;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return -EINVAL;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+	}
+	return 0;
+}
+
+const char *config_addr_str(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)ss;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		snprintf(buf, len, "%s:%u", host, ntohs(sin->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const void *)ss;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		snprintf(buf, len, "[%s]:%u", host, ntohs(sin6->sin6_port));
+	} else {
+		snprintf(buf, len, "none");
+	}
+	return buf;
+}
+
+static const char *const lb_names[] = {
+	[LB_DEFAULT] = "default",
+	[LB_ROUND_ROBIN] = "round_robin",
+	[LB_LEAST_REQUEST] = "least_request",
+};
+
+int config_parse_lb_policy(const char *s, enum lb_policy *out)
+{
+	for (int i = LB_ROUND_ROBIN; i <= LB_LEAST_REQUEST; i++) {
+		if (strcmp(s, lb_names[i]) == 0) {
+			*out = (enum lb_policy)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *config_lb_policy_name(enum lb_policy p)
+{
+	return (unsigned)p <= LB_LEAST_REQUEST ? lb_names[p] : "unknown";
+}
+
+static int opt_discovery(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "file") == 0)
+		c->discovery = DISCOVERY_FILE;
+	else if (strcmp(v, "kubernetes") == 0)
+		c->discovery = DISCOVERY_KUBERNETES;
+	else {
+		snprintf(err, errlen, "--discovery %s: expected file or kubernetes", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+#define STR_OPT(fn, field, flag)                                                                   \
+	static int fn(struct config *c, const char *v, char *err, size_t errlen)                   \
+	{                                                                                          \
+		return set_str(c->field, v, flag, err, errlen);                                    \
+	}
+STR_OPT(opt_services_file, services_file, "services-file")
+STR_OPT(opt_cgroup, cgroup_dir, "cgroup")
+STR_OPT(opt_bpffs, bpffs, "bpffs")
+STR_OPT(opt_upstream_ca, upstream_ca_file, "upstream-ca-file")
+STR_OPT(opt_kube_api, kube_api, "kube-api")
+STR_OPT(opt_kube_token, kube_token_file, "kube-token-file")
+STR_OPT(opt_kube_ca, kube_ca_file, "kube-ca-file")
+#undef STR_OPT
+
+static int opt_node_name(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (strlen(v) >= sizeof(c->node_name)) {
+		snprintf(err, errlen, "--node-name: longer than %zu bytes", sizeof(c->node_name) - 1);
+		return -EINVAL;
+	}
+	strcpy(c->node_name, v);
+	return 0;
+}
+
+static int opt_listen(struct config *c, const char *v, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+
+	if (config_parse_addr(v, &ss)) {
+		snprintf(err, errlen, "--listen %s: expected ADDR:PORT or [ADDR6]:PORT", v);
+		return -EINVAL;
+	}
+	if (ss.ss_family == AF_INET)
+		c->listen_v4 = ss;
+	else
+		c->listen_v6 = ss;
+	return 0;
+}
+
+static int opt_admin(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (config_parse_addr(v, &c->admin)) {
+		snprintf(err, errlen, "--admin %s: expected ADDR:PORT or [ADDR6]:PORT", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_exclude(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (c->n_exclude == CONFIG_MAX_EXCLUDE) {
+		snprintf(err, errlen, "--exclude-cgroup: at most %d", CONFIG_MAX_EXCLUDE);
+		return -EINVAL;
+	}
+	return set_str(c->exclude[c->n_exclude++], v, "exclude-cgroup", err, errlen);
+}
+
+static int opt_upstream_source(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "pod") == 0)
+		c->upstream_source_pod = true;
+	else if (strcmp(v, "node") == 0)
+		c->upstream_source_pod = false;
+	else {
+		snprintf(err, errlen, "--upstream-source %s: expected pod or node", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_workers(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 256, &c->workers)) {
+		snprintf(err, errlen, "--workers %s: expected 0 (one per CPU) to 256", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_lb(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (config_parse_lb_policy(v, &c->lb_policy)) {
+		snprintf(err, errlen, "--lb-policy %s: expected round_robin or least_request", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_drain(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 86400, &c->drain_timeout_s)) {
+		snprintf(err, errlen, "--drain-timeout %s: expected seconds, 0 to 86400", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_log_level(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (log_parse_level(v, &c->log_level)) {
+		snprintf(err, errlen, "--log-level %s: expected debug, info, warn or error", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	if (!v || !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
+		*out = true;
+	else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
+		*out = false;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+#define BOOL_OPT(fn, field, flag)                                                                  \
+	static int fn(struct config *c, const char *v, char *err, size_t errlen)                   \
+	{                                                                                          \
+		if (parse_bool(v, &c->field)) {                                                    \
+			snprintf(err, errlen, "%s=%s: expected true or false", flag, v);           \
+			return -EINVAL;                                                            \
+		}                                                                                  \
+		return 0;                                                                          \
+	}
+BOOL_OPT(opt_access_log, access_log, "access-log")
+BOOL_OPT(opt_uninstall, uninstall, "uninstall")
+BOOL_OPT(opt_version, version, "version")
+BOOL_OPT(opt_help, help, "help")
+#undef BOOL_OPT
+
+static const struct opt opts[] = {
+	{"discovery", true, false, opt_discovery},
+	{"services-file", true, false, opt_services_file},
+	{"cgroup", true, false, opt_cgroup},
+	{"bpffs", true, false, opt_bpffs},
+	{"listen", true, true, opt_listen},
+	{"admin", true, false, opt_admin},
+	{"exclude-cgroup", true, true, opt_exclude},
+	{"upstream-source", true, false, opt_upstream_source},
+	{"upstream-ca-file", true, false, opt_upstream_ca},
+	{"workers", true, false, opt_workers},
+	{"lb-policy", true, false, opt_lb},
+	{"drain-timeout", true, false, opt_drain},
+	{"log-level", true, false, opt_log_level},
+	{"access-log", false, false, opt_access_log},
+	{"kube-api", true, false, opt_kube_api},
+	{"kube-token-file", true, false, opt_kube_token},
+	{"kube-ca-file", true, false, opt_kube_ca},
+	{"node-name", true, false, opt_node_name},
+	{"uninstall", false, false, opt_uninstall},
+	{"version", false, false, opt_version},
+	{"help", false, false, opt_help},
+};
+
+void config_usage(FILE *f)
+{
+	fprintf(f,
+		"usage: h2splitd [options]\n"
+		"  --discovery file|kubernetes   where services come from (default file)\n"
+		"  --services-file FILE          kubectl get svc,endpointslices -o json output\n"
+		"  --cgroup DIR                  cgroup v2 dir to attach to (default: cgroup2 root)\n"
+		"  --bpffs DIR                   pin root (default /sys/fs/bpf/h2split)\n"
+		"  --listen ADDR:PORT            default 169.254.20.11:15001 (repeatable: one v4, one v6)\n"
+		"  --admin ADDR:PORT             default 127.0.0.1:9901\n"
+		"  --exclude-cgroup DIR          never redirect this cgroup or below (repeatable)\n"
+		"  --upstream-source pod|node    open upstream sockets in the client pod's netns (default pod)\n"
+		"  --upstream-ca-file FILE       CA bundle for TLS upstreams (h2split.io/upstream-tls)\n"
+		"  --workers N                   worker threads (default: one per CPU)\n"
+		"  --lb-policy NAME              least_request (default) | round_robin\n"
+		"  --drain-timeout SEC           drain on SIGTERM (default 30)\n"
+		"  --log-level LEVEL             debug|info|warn|error (default info)\n"
+		"  --access-log                  one log line per stream\n"
+		"  --kube-api URL --kube-token-file F --kube-ca-file F --node-name NAME\n"
+		"                                Kubernetes source off-cluster (default: in-cluster)\n"
+		"  --uninstall                   detach programs, remove pins and the listen address, exit\n"
+		"  --version  --help\n"
+		"Every flag also reads H2SPLIT_<FLAG> from the environment (e.g. H2SPLIT_LISTEN);\n"
+		"repeatable flags take a comma-separated list there.\n");
+}
+
+static void env_name(const char *flag, char *buf, size_t len)
+{
+	size_t i = (size_t)snprintf(buf, len, "H2SPLIT_");
+
+	for (; *flag && i + 1 < len; flag++)
+		buf[i++] = *flag == '-' ? '_' : (char)toupper((unsigned char)*flag);
+	buf[i] = 0;
+}
+
+static int apply_env(struct config *c, const struct opt *o, const char *v, char *err,
+		     size_t errlen)
+{
+	char item[CONFIG_PATH_MAX];
+	const char *p = v;
+
+	if (!o->repeatable)
+		return o->set(c, v, err, errlen);
+	while (*p) {
+		size_t n = strcspn(p, ",");
+
+		if (n >= sizeof(item)) {
+			snprintf(err, errlen, "--%s: list item too long", o->flag);
+			return -EINVAL;
+		}
+		memcpy(item, p, n);
+		item[n] = 0;
+		if (n && o->set(c, item, err, errlen))
+			return -EINVAL;
+		p += n + (p[n] == ',');
+	}
+	return 0;
+}
+
+static void set_defaults(struct config *c)
+{
+	memset(c, 0, sizeof(*c));
+	strcpy(c->bpffs, "/sys/fs/bpf/h2split");
+	config_parse_addr("169.254.20.11:15001", &c->listen_v4);
+	config_parse_addr("127.0.0.1:9901", &c->admin);
+	c->upstream_source_pod = true;
+	c->lb_policy = LB_LEAST_REQUEST;
+	c->drain_timeout_s = 30;
+	c->log_level = LOG_INFO;
+}
+
+int config_parse(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+	const size_t n_opts = sizeof(opts) / sizeof(opts[0]);
+	bool listen_env = false, listen_argv = false;
+
+	set_defaults(c);
+	for (size_t i = 0; i < n_opts; i++) {
+		char name[64];
+		const char *v;
+
+		env_name(opts[i].flag, name, sizeof(name));
+		v = getenv(name);
+		if (!v || !*v)
+			continue;
+		if (!strcmp(opts[i].flag, "listen") && !listen_env) {
+			memset(&c->listen_v4, 0, sizeof(c->listen_v4));
+			listen_env = true;
+		}
+		if (apply_env(c, &opts[i], v, err, errlen)) {
+			size_t l = strlen(err);
+
+			snprintf(err + l, errlen - l, " (from %s)", name);
+			return -EINVAL;
+		}
+	}
+	for (int a = 1; a < argc; a++) {
+		const char *arg = argv[a], *val = NULL, *eq;
+		const struct opt *o = NULL;
+		size_t nl;
+
+		if (strncmp(arg, "--", 2) != 0) {
+			snprintf(err, errlen, "unexpected argument '%s' (see --help)", arg);
+			return -EINVAL;
+		}
+		arg += 2;
+		eq = strchr(arg, '=');
+		nl = eq ? (size_t)(eq - arg) : strlen(arg);
+		for (size_t i = 0; i < n_opts; i++)
+			if (strlen(opts[i].flag) == nl && !strncmp(opts[i].flag, arg, nl))
+				o = &opts[i];
+		if (!o) {
+			snprintf(err, errlen, "unknown flag '--%.*s' (see --help)", (int)nl, arg);
+			return -EINVAL;
+		}
+		if (eq)
+			val = eq + 1;
+		else if (o->has_arg) {
+			if (a + 1 >= argc) {
+				snprintf(err, errlen, "--%s needs a value (see --help)", o->flag);
+				return -EINVAL;
+			}
+			val = argv[++a];
+		}
+		/* The first --listen on the command line replaces the default/env ones. */
+		if (!strcmp(o->flag, "listen") && !listen_argv) {
+			memset(&c->listen_v4, 0, sizeof(c->listen_v4));
+			memset(&c->listen_v6, 0, sizeof(c->listen_v6));
+			listen_argv = true;
+		}
+		if (o->set(c, val, err, errlen))
+			return -EINVAL;
+	}
+	if (!c->uninstall && !c->version && !c->help && c->discovery == DISCOVERY_FILE &&
+	    !c->services_file[0]) {
+		snprintf(err, errlen,
+			 "--services-file is required with --discovery file (or use --discovery kubernetes)");
+		return -EINVAL;
+	}
+	if (!c->listen_v4.ss_family && !c->listen_v6.ss_family) {
+		snprintf(err, errlen, "no --listen address left: give at least one ADDR:PORT");
+		return -EINVAL;
+	}
+	return 0;
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * h2splitd's command line: flags, each also read from an environment variable
+ * (H2SPLIT_ + the flag name upper-cased, '-' -> '_'; repeatable flags take a
+ * comma-separated list there), so a DaemonSet can set them from a ConfigMap.
+ * Flags win over the environment. The parsed config is immutable afterwards.
+ */
+#ifndef H2SPLIT_CONFIG_H
+#define H2SPLIT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "log.h"
+#include "state.h"
+
+#define CONFIG_MAX_EXCLUDE 64
+#define CONFIG_PATH_MAX 512
+
+enum discovery_kind { DISCOVERY_FILE = 0, DISCOVERY_KUBERNETES };
+
+struct config {
+	enum discovery_kind discovery;
+	char services_file[CONFIG_PATH_MAX];
+	char cgroup_dir[CONFIG_PATH_MAX]; /* "": the cgroup2 mount root */
+	char bpffs[CONFIG_PATH_MAX];
+	struct sockaddr_storage listen_v4; /* ss_family 0: none */
+	struct sockaddr_storage listen_v6; /* ss_family 0: none */
+	struct sockaddr_storage admin;
+	char exclude[CONFIG_MAX_EXCLUDE][CONFIG_PATH_MAX];
+	int n_exclude;
+	bool upstream_source_pod; /* --upstream-source pod (default) | node */
+	int workers;              /* 0: one per CPU */
+	enum lb_policy lb_policy;
+	int drain_timeout_s;
+	enum log_level log_level;
+	bool access_log;
+	char upstream_ca_file[CONFIG_PATH_MAX]; /* CA bundle for TLS upstreams */
+	char kube_api[CONFIG_PATH_MAX];         /* https://host:port; "": in-cluster */
+	char kube_token_file[CONFIG_PATH_MAX];
+	char kube_ca_file[CONFIG_PATH_MAX];
+	char node_name[256]; /* this node (Kubernetes source: pods of this node) */
+	bool uninstall;
+	bool version;
+	bool help;
+};
+
+/* Fill |c| from the environment |envp| (NULL: environ) then |argv|.
+ * 0, or -EINVAL with a message naming the bad flag and the fix in |err|. */
+int config_parse(struct config *c, int argc, char **argv, char *err, size_t errlen);
+/* Parse "1.2.3.4:80" or "[fd00::1]:80" into |ss|. 0 or -EINVAL. */
+int config_parse_addr(const char *s, struct sockaddr_storage *ss);
+/* Format |ss| as ADDR:PORT (brackets for IPv6) into |buf|. */
+const char *config_addr_str(const struct sockaddr_storage *ss, char *buf, size_t len);
+/* "round_robin" | "least_request": 0, or -EINVAL. */
+int config_parse_lb_policy(const char *s, enum lb_policy *out);
+const char *config_lb_policy_name(enum lb_policy p);
+void config_usage(FILE *f);
+
+#endif

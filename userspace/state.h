@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The desired state every discovery source produces: opted-in services
+ * (VIPs, port, options) and their endpoints. Plain data, built once, then
+ * read-only: the registry publishes it to workers as an immutable, refcounted
+ * snapshot, so nothing here is ever mutated after state_finish().
+ */
+#ifndef H2SPLIT_STATE_H
+#define H2SPLIT_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <netinet/in.h>
+
+#define STATE_NAME_MAX 64
+#define STATE_MAX_VIPS 2 /* one IPv4 and one IPv6 ClusterIP (dual-stack) */
+
+/* An IP address, IPv4 stored IPv4-mapped like the BPF maps do. */
+struct h2s_ip {
+	uint8_t b[16];
+};
+
+enum lb_policy {
+	LB_DEFAULT = 0, /* the daemon-wide --lb-policy */
+	LB_ROUND_ROBIN,
+	LB_LEAST_REQUEST,
+};
+
+struct state_endpoint {
+	struct h2s_ip ip;
+	uint16_t port; /* host byte order: the resolved target port */
+	bool ready;
+	bool serving;
+	bool terminating;
+	char pod[STATE_NAME_MAX]; /* targetRef name (cut to 63 bytes), "" when unknown */
+};
+
+struct state_service {
+	uint32_t id; /* stable for (namespace, name, port name) across reloads */
+	char ns[STATE_NAME_MAX];
+	char name[STATE_NAME_MAX];
+	char port_name[STATE_NAME_MAX]; /* "" for an unnamed single port */
+	uint16_t port;                  /* the ClusterIP port, host byte order */
+	struct h2s_ip vips[STATE_MAX_VIPS];
+	int n_vips;
+	enum lb_policy lb;
+	bool upstream_tls; /* h2split.io/upstream-tls: "true" */
+	struct state_endpoint *eps; /* owned */
+	int n_eps;
+};
+
+struct state_index;
+
+struct state {
+	struct state_service *svcs; /* owned, sorted by (ns, name, port_name) */
+	int n_svcs;
+	int n_alloc;
+	struct state_index *idx; /* owned, lookup tables built by state_finish() */
+};
+
+struct state *state_new(void);
+void state_free(struct state *st);
+/* Append a service (deep copy of |svc|, endpoints included). 0 or -ENOMEM. */
+int state_add_service(struct state *st, const struct state_service *svc);
+/* Sort services (and each one's endpoints by address, port), assign ids
+ * (FNV-1a of "ns/name:port_name", never 0, collisions probed upwards in sorted
+ * order) and build the lookup tables. 0 or -ENOMEM (the state is then still
+ * sorted and freeable, but the lookups find nothing). */
+int state_finish(struct state *st);
+/* Lookups, valid after state_finish(), O(log n). Find the service with
+ * |vip|:|port| (host byte order), or NULL; should two claim the same VIP:port,
+ * the first in sorted order. */
+const struct state_service *state_find_vip(const struct state *st, const struct h2s_ip *vip,
+					   uint16_t port);
+const struct state_service *state_find_id(const struct state *st, uint32_t id);
+/* True when an endpoint may take new streams: ready and not terminating. */
+bool state_endpoint_usable(const struct state_endpoint *ep);
+/* True for a terminating endpoint that still serves: kube-proxy sends new
+ * connections to these only when a service has no usable endpoint at all. */
+bool state_endpoint_fallback(const struct state_endpoint *ep);
+
+/* Address helpers. */
+bool h2s_ip_is_v4(const struct h2s_ip *ip);
+void h2s_ip_from_v4(struct h2s_ip *ip, struct in_addr a);
+/* Parse "10.0.0.1" or "fd00::1"; 0 or -EINVAL. */
+int h2s_ip_parse(struct h2s_ip *ip, const char *s);
+/* Format into |buf| (at least INET6_ADDRSTRLEN); IPv4-mapped prints dotted. */
+const char *h2s_ip_str(const struct h2s_ip *ip, char *buf, size_t len);
+
+#endif
