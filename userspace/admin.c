@@ -1,0 +1,505 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The admin endpoint (admin.h) on libmicrohttpd's internal polling thread.
+ * We bind the listening socket ourselves so a failure names its errno, then
+ * hand it to MHD. Requests are served one at a time on that one thread, so a
+ * scrape (merging every worker's tables) never runs twice at once. Invariant:
+ * nothing here writes to the daemon or blocks a worker.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "bpf_loader.h"
+#include "bpf_maps.h"
+#include "daemon.h"
+#include "metrics.h"
+
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_CONN_TIMEOUT_S 10
+
+#ifndef H2SPLIT_VERSION
+#define H2SPLIT_VERSION "unknown"
+#endif
+
+static const char text_plain[] = "text/plain; charset=utf-8";
+static const char prom_text[] = "text/plain; version=0.0.4; charset=utf-8";
+static const char app_json[] = "application/json";
+
+struct admin {
+	struct daemon *d;
+	struct MHD_Daemon *mhd; /* owned; owns the listening socket once started */
+	uint16_t port;
+};
+
+/* A response body: malloc'd, handed to MHD which frees it. */
+struct reply {
+	unsigned int status;
+	const char *ctype;
+	char *body;
+	size_t len;
+};
+
+static int reply_text(struct reply *r, unsigned int status, const char *text)
+{
+	r->status = status;
+	r->ctype = text_plain;
+	r->body = strdup(text);
+	r->len = r->body ? strlen(r->body) : 0;
+	return r->body ? 0 : -ENOMEM;
+}
+
+/* The newest snapshot, referenced (NULL before the first discovery sync). */
+static struct snapshot *snapshot_get(struct daemon *d)
+{
+	struct snapshot *s;
+
+	pthread_mutex_lock(&d->snap_lock);
+	s = d->snap ? registry_snapshot_ref(d->snap) : NULL;
+	pthread_mutex_unlock(&d->snap_lock);
+	return s;
+}
+
+/* The merged per-endpoint and per-service tables of every worker. */
+static struct metrics_merged *merge_workers(struct daemon *d)
+{
+	struct metrics **ms = calloc(d->n_workers > 0 ? (size_t)d->n_workers : 1, sizeof(*ms));
+	struct metrics_merged *mm;
+
+	if (!ms)
+		return NULL;
+	for (int i = 0; i < d->n_workers; i++)
+		ms[i] = d->workers[i].metrics;
+	mm = metrics_merge(ms, d->n_workers);
+	free(ms);
+	return mm;
+}
+
+static bool is_ready(struct daemon *d)
+{
+	return atomic_load(&d->synced) && atomic_load(&d->redirecting) &&
+	       !atomic_load(&d->draining);
+}
+
+/* ---- /healthz, /readyz ---- */
+
+static int h_healthz(struct daemon *d, struct reply *r)
+{
+	(void)d;
+	return reply_text(r, MHD_HTTP_OK, "ok\n");
+}
+
+static int h_readyz(struct daemon *d, struct reply *r)
+{
+	char buf[128] = "not ready:";
+	const char *sep = " ";
+
+	if (is_ready(d))
+		return reply_text(r, MHD_HTTP_OK, "ready\n");
+	if (!atomic_load(&d->synced)) {
+		strcat(buf, " discovery not synced");
+		sep = ", ";
+	}
+	if (!atomic_load(&d->redirecting)) {
+		strcat(buf, sep);
+		strcat(buf, "not redirecting");
+		sep = ", ";
+	}
+	if (atomic_load(&d->draining)) {
+		strcat(buf, sep);
+		strcat(buf, "draining");
+	}
+	strcat(buf, "\n");
+	return reply_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, buf);
+}
+
+/* ---- /metrics ---- */
+
+static void gauge(FILE *f, const char *name, const char *help, uint64_t v)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %" PRIu64 "\n", name, help, name, name, v);
+}
+
+static void write_daemon(FILE *f, struct daemon *d, const struct snapshot *snap)
+{
+	struct discovery *disc = __atomic_load_n(&d->disc, __ATOMIC_ACQUIRE);
+	uint64_t n_eps = 0;
+
+	fputs("# HELP h2split_build_info The running h2splitd's version.\n"
+	      "# TYPE h2split_build_info gauge\nh2split_build_info{version=\"",
+	      f);
+	metrics_write_label_value(f, H2SPLIT_VERSION);
+	fputs("\"} 1\n", f);
+	gauge(f, "h2split_ready", "1 when synced, redirecting and not draining (as /readyz).",
+	      is_ready(d));
+	gauge(f, "h2split_discovery_synced", "1 once discovery delivered a full state.",
+	      atomic_load(&d->synced));
+	gauge(f, "h2split_redirecting", "1 while the listeners are in the BPF liveness map.",
+	      atomic_load(&d->redirecting));
+	gauge(f, "h2split_draining", "1 once shutdown began.", atomic_load(&d->draining));
+	gauge(f, "h2split_workers", "Worker threads.", (uint64_t)d->n_workers);
+	for (int i = 0; snap && i < snap->st->n_svcs; i++)
+		n_eps += (uint64_t)snap->st->svcs[i].n_eps;
+	gauge(f, "h2split_state_generation", "Generation of the state in force.",
+	      snap ? snap->generation : 0);
+	gauge(f, "h2split_services", "Opted-in service ports in the state in force.",
+	      snap ? (uint64_t)snap->st->n_svcs : 0);
+	gauge(f, "h2split_endpoints", "Endpoints of those services, in any condition.", n_eps);
+	fputs("# HELP h2split_discovery_errors_total Discovery loads that failed.\n"
+	      "# TYPE h2split_discovery_errors_total counter\n",
+	      f);
+	fprintf(f, "h2split_discovery_errors_total %lu\n",
+		disc ? __atomic_load_n(&disc->n_errors, __ATOMIC_RELAXED) : 0ul);
+}
+
+/* Every per-worker counter of stats.h, summed: *_total counters, the rest gauges. */
+static void write_stats(FILE *f, struct daemon *d)
+{
+	for (int id = 0; id < ST_MAX; id++) {
+		const char *name = stats_names[id];
+		size_t len = strlen(name);
+		bool counter = len > 6 && !strcmp(name + len - 6, "_total");
+		uint64_t sum = 0;
+
+		for (int w = 0; w < d->n_workers; w++)
+			sum += stats_get(&d->workers[w].stats, (enum stat_id)id);
+		fprintf(f, "# TYPE h2split_%s %s\nh2split_%s %" PRIu64 "\n", name,
+			counter ? "counter" : "gauge", name, sum);
+	}
+}
+
+/* The kernel side's decisions, summed over CPUs. Nothing without BPF. */
+static void write_bpf(FILE *f, struct daemon *d)
+{
+	uint64_t v[H2S_CNT_MAX];
+
+	if (!d->bpf || bpf_maps_counters_read(bpf_loader_maps(d->bpf), v))
+		return;
+	for (int c = 0; c < H2S_CNT_MAX; c++) {
+		const char *name = bpf_maps_counter_name((enum h2s_counter)c);
+
+		if (!name)
+			continue;
+		fprintf(f, "# HELP h2split_bpf_%s_total %s\n# TYPE h2split_bpf_%s_total counter\n",
+			name, bpf_maps_counter_help((enum h2s_counter)c), name);
+		fprintf(f, "h2split_bpf_%s_total %" PRIu64 "\n", name, v[c]);
+	}
+}
+
+static int h_metrics(struct daemon *d, struct reply *r)
+{
+	struct snapshot *snap = snapshot_get(d);
+	struct metrics_merged *mm = merge_workers(d);
+	FILE *f = NULL;
+	int err = -ENOMEM;
+
+	r->body = NULL;
+	if (mm)
+		f = open_memstream(&r->body, &r->len);
+	if (f) {
+		write_daemon(f, d, snap);
+		write_stats(f, d);
+		write_bpf(f, d);
+		err = metrics_write_prometheus(f, mm, snap ? snap->st : NULL);
+		if (fclose(f) && !err)
+			err = -EIO;
+	}
+	metrics_merged_free(mm);
+	registry_snapshot_unref(snap);
+	if (err) {
+		free(r->body);
+		r->body = NULL;
+		return err;
+	}
+	r->status = MHD_HTTP_OK;
+	r->ctype = prom_text;
+	return 0;
+}
+
+/* ---- /services, /endpoints ---- */
+
+static int reply_json(struct reply *r, struct json_object *root)
+{
+	const char *s = root ? json_object_to_json_string_ext(
+				   root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+			     : NULL;
+
+	r->body = s ? malloc(strlen(s) + 2) : NULL;
+	if (r->body) {
+		r->len = (size_t)sprintf(r->body, "%s\n", s);
+		r->status = MHD_HTTP_OK;
+		r->ctype = app_json;
+	}
+	json_object_put(root);
+	return r->body ? 0 : -ENOMEM;
+}
+
+static struct json_object *json_root(const struct snapshot *snap, struct json_object **arr)
+{
+	struct json_object *root = json_object_new_object();
+
+	*arr = json_object_new_array();
+	if (!root || !*arr) {
+		json_object_put(root);
+		json_object_put(*arr);
+		return NULL;
+	}
+	json_object_object_add(root, "generation",
+			       json_object_new_uint64(snap ? snap->generation : 0));
+	json_object_object_add(root, "services", *arr);
+	return root;
+}
+
+static void add_str(struct json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void add_u64(struct json_object *o, const char *k, uint64_t v)
+{
+	json_object_object_add(o, k, json_object_new_uint64(v));
+}
+
+static struct json_object *service_json(struct daemon *d, const struct state_service *svc)
+{
+	struct json_object *o = json_object_new_object(), *vips = json_object_new_array();
+	enum lb_policy lb = svc->lb == LB_DEFAULT ? d->cfg.lb_policy : svc->lb;
+	uint64_t usable = 0;
+	char ip[INET6_ADDRSTRLEN];
+
+	if (!o || !vips) {
+		json_object_put(o);
+		json_object_put(vips);
+		return NULL;
+	}
+	for (int i = 0; i < svc->n_vips; i++)
+		json_object_array_add(
+		    vips, json_object_new_string(h2s_ip_str(&svc->vips[i], ip, sizeof(ip))));
+	for (int i = 0; i < svc->n_eps; i++)
+		usable += state_endpoint_usable(&svc->eps[i]);
+	add_u64(o, "id", svc->id);
+	add_str(o, "namespace", svc->ns);
+	add_str(o, "name", svc->name);
+	add_str(o, "port_name", svc->port_name);
+	add_u64(o, "port", svc->port);
+	json_object_object_add(o, "vips", vips);
+	add_str(o, "lb_policy", config_lb_policy_name(lb));
+	json_object_object_add(o, "upstream_tls", json_object_new_boolean(svc->upstream_tls));
+	add_u64(o, "endpoints", (uint64_t)svc->n_eps);
+	add_u64(o, "endpoints_usable", usable);
+	return o;
+}
+
+static int h_services(struct daemon *d, struct reply *r)
+{
+	struct snapshot *snap = snapshot_get(d);
+	struct json_object *arr, *root = json_root(snap, &arr);
+
+	for (int i = 0; root && snap && i < snap->st->n_svcs; i++)
+		json_object_array_add(arr, service_json(d, &snap->st->svcs[i]));
+	registry_snapshot_unref(snap);
+	return reply_json(r, root);
+}
+
+static struct json_object *endpoint_json(const struct state_service *svc,
+					 const struct state_endpoint *ep,
+					 const struct metrics_merged *mm)
+{
+	struct json_object *o = json_object_new_object();
+	struct metrics_endpoint_totals t;
+	char ip[INET6_ADDRSTRLEN];
+
+	if (!o)
+		return NULL;
+	metrics_merged_endpoint(mm, svc->id, &ep->ip, ep->port, &t);
+	add_str(o, "ip", h2s_ip_str(&ep->ip, ip, sizeof(ip)));
+	add_u64(o, "port", ep->port);
+	add_str(o, "pod", ep->pod);
+	json_object_object_add(o, "ready", json_object_new_boolean(ep->ready));
+	json_object_object_add(o, "serving", json_object_new_boolean(ep->serving));
+	json_object_object_add(o, "terminating", json_object_new_boolean(ep->terminating));
+	json_object_object_add(o, "active", json_object_new_int64(t.active));
+	add_u64(o, "requests", t.requests);
+	add_u64(o, "failures", t.failures);
+	add_u64(o, "retries", t.events[METRICS_EV_RETRY]);
+	add_u64(o, "resets_sent", t.events[METRICS_EV_RESET_SENT]);
+	add_u64(o, "resets_received", t.events[METRICS_EV_RESET_RECEIVED]);
+	add_u64(o, "connect_failures", t.events[METRICS_EV_CONNECT_FAILURE]);
+	return o;
+}
+
+static struct json_object *service_endpoints_json(const struct state_service *svc,
+						  const struct metrics_merged *mm)
+{
+	struct json_object *o = json_object_new_object(), *eps = json_object_new_array();
+	char label[STATE_NAME_MAX * 2 + 16];
+
+	if (!o || !eps) {
+		json_object_put(o);
+		json_object_put(eps);
+		return NULL;
+	}
+	snprintf(label, sizeof(label), "%s/%s:%u", svc->ns, svc->name, svc->port);
+	add_u64(o, "id", svc->id);
+	add_str(o, "service", label);
+	for (int i = 0; i < svc->n_eps; i++)
+		json_object_array_add(eps, endpoint_json(svc, &svc->eps[i], mm));
+	json_object_object_add(o, "endpoints", eps);
+	return o;
+}
+
+static int h_endpoints(struct daemon *d, struct reply *r)
+{
+	struct snapshot *snap = snapshot_get(d);
+	struct metrics_merged *mm = merge_workers(d);
+	struct json_object *arr, *root = mm ? json_root(snap, &arr) : NULL;
+
+	for (int i = 0; root && snap && i < snap->st->n_svcs; i++)
+		json_object_array_add(arr, service_endpoints_json(&snap->st->svcs[i], mm));
+	metrics_merged_free(mm);
+	registry_snapshot_unref(snap);
+	return reply_json(r, root);
+}
+
+/* ---- dispatch ---- */
+
+static const struct route {
+	const char *path;
+	int (*handler)(struct daemon *d, struct reply *r);
+} routes[] = {
+    {"/healthz", h_healthz},   {"/readyz", h_readyz},	    {"/metrics", h_metrics},
+    {"/services", h_services}, {"/endpoints", h_endpoints},
+};
+
+static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply *r)
+{
+	struct MHD_Response *resp =
+	    MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result ret;
+
+	if (!resp) {
+		free(r->body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+	if (r->status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	ret = MHD_queue_response(c, r->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* MHD's access handler: one call per request (GET bodies are ignored). */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **req_cls)
+{
+	struct admin *a = cls;
+	struct reply r = {0};
+	int err = 0;
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)req_cls;
+	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
+		err = reply_text(&r, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	} else {
+		size_t i;
+
+		for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+			if (!strcmp(url, routes[i].path))
+				break;
+		if (i < sizeof(routes) / sizeof(routes[0]))
+			err = routes[i].handler(a->d, &r);
+		else
+			err = reply_text(&r, MHD_HTTP_NOT_FOUND, "not found\n");
+	}
+	if (err && reply_text(&r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n"))
+		return MHD_NO;
+	return send_reply(c, &r);
+}
+
+/* ---- start, stop ---- */
+
+static int open_listener(const struct sockaddr_storage *ss, uint16_t *port)
+{
+	socklen_t len =
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	struct sockaddr_storage bound;
+	int one = 1, fd, err;
+
+	if (ss->ss_family != AF_INET && ss->ss_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    bind(fd, (const struct sockaddr *)ss, len) || listen(fd, ADMIN_MAX_CONNS) ||
+	    getsockname(fd, (struct sockaddr *)&bound, &len)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	*port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+						  : ((struct sockaddr_in *)&bound)->sin_port);
+	return fd;
+}
+
+struct admin *admin_start(struct daemon *d)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+	char addr[80];
+	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD;
+	int fd;
+
+	config_addr_str(&d->cfg.admin, addr, sizeof(addr));
+	if (!a) {
+		fprintf(stderr, "h2splitd: admin: cannot listen on %s: %s\n", addr,
+			strerror(ENOMEM));
+		return NULL;
+	}
+	a->d = d;
+	fd = open_listener(&d->cfg.admin, &a->port);
+	if (fd < 0) {
+		fprintf(stderr, "h2splitd: admin: cannot listen on %s: %s\n", addr, strerror(-fd));
+		free(a);
+		return NULL;
+	}
+	if (d->cfg.admin.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_LISTEN_SOCKET, fd,
+				  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_MAX_CONNS,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT_S,
+				  MHD_OPTION_END);
+	if (!a->mhd) {
+		fprintf(stderr,
+			"h2splitd: admin: cannot listen on %s: libmicrohttpd did not start\n",
+			addr);
+		close(fd);
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+void admin_stop(struct admin *a)
+{
+	if (!a)
+		return;
+	MHD_stop_daemon(a->mhd); /* joins its thread and closes the listening socket */
+	free(a);
+}
+
+uint16_t admin_port(const struct admin *a)
+{
+	return a->port;
+}

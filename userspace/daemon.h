@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one daemon struct: everything h2splitd owns, driven by the main
+ * thread's loop (signals, discovery, drain, admin). Workers never see it;
+ * they get struct worker_shared. The admin endpoint reads it to report
+ * readiness and to merge worker stats.
+ */
+#ifndef H2SPLIT_DAEMON_H
+#define H2SPLIT_DAEMON_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "discovery.h"
+#include "loop.h"
+#include "registry.h"
+#include "worker.h"
+
+struct admin;
+
+struct daemon {
+	struct config cfg;
+	struct loop *loop;        /* owned: the main thread's */
+	struct h2s_bpf *bpf;      /* owned */
+	struct netns_cache *netns; /* owned */
+	struct worker_shared sh;
+	struct worker *workers;   /* owned array */
+	int n_workers;
+	struct discovery *disc;   /* owned */
+	struct admin *admin;      /* owned */
+	pthread_mutex_t snap_lock; /* guards |snap| against the admin thread */
+	struct snapshot *snap;    /* owned ref: the newest state, for the admin API */
+	uint64_t generation;
+	atomic_bool synced;       /* discovery delivered a full state */
+	atomic_bool redirecting;  /* listeners are in the liveness map */
+	atomic_bool draining;
+	int sig_fd;
+	uint64_t drain_deadline_ms;
+	int exit_code;
+};
+
+#endif

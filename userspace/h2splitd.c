@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * h2splitd: load and attach the BPF programs, keep the services map in step
+ * with discovery, run the workers that split HTTP/2 streams, and on SIGTERM
+ * stop redirecting first, then drain. Redirection starts only after the first
+ * full discovery sync, and is switched on by putting worker 0's listeners in
+ * the liveness SOCKMAP: the kernel drops them the moment this process dies.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "bpf_loader.h"
+#include "bpf_maps.h"
+#include "cgroup.h"
+#include "daemon.h"
+#include "ifaddr.h"
+#include "log.h"
+#include "netns.h"
+
+#define DRAIN_POLL_MS 100
+#define NETNS_IDLE_MS 60000
+
+static const struct sockaddr_storage *listen_addr(const struct config *c, int slot)
+{
+	return slot == H2S_LISTENER_V4 ? &c->listen_v4 : &c->listen_v6;
+}
+
+static void set_redirecting(struct daemon *d, bool on)
+{
+	if (atomic_load(&d->redirecting) == on)
+		return;
+	for (int slot = 0; slot < H2S_LISTENER_SLOTS; slot++) {
+		int fd = d->workers[0].listen_fds[slot];
+		int err;
+
+		if (fd < 0)
+			continue;
+		err = on ? bpf_loader_add_listener(d->bpf, slot, fd)
+			 : bpf_loader_del_listener(d->bpf, slot);
+		if (err)
+			log_error("liveness_map_update_failed slot=%d on=%d err=\"%s\"", slot, on,
+				  strerror(-err));
+	}
+	atomic_store(&d->redirecting, on);
+	log_info("%s", on ? "redirecting" : "redirection_stopped");
+}
+
+static void on_state(void *arg, struct state *st)
+{
+	struct daemon *d = arg;
+	struct bpf_maps_sync_stats sync = {0};
+	struct snapshot *snap;
+	int err;
+
+	err = bpf_maps_sync_services(bpf_loader_maps(d->bpf), st, &sync);
+	if (err)
+		log_error("services_map_sync_failed err=\"%s\"", strerror(-err));
+	else if (sync.added || sync.changed || sync.removed)
+		log_info("services_map_synced added=%d changed=%d removed=%d", sync.added,
+			 sync.changed, sync.removed);
+	snap = registry_snapshot_new(st, ++d->generation);
+	if (!snap) {
+		state_free(st);
+		return;
+	}
+	for (int i = 0; i < d->n_workers; i++)
+		worker_post_snapshot(&d->workers[i], registry_snapshot_ref(snap));
+	pthread_mutex_lock(&d->snap_lock);
+	registry_snapshot_unref(d->snap);
+	d->snap = snap;
+	pthread_mutex_unlock(&d->snap_lock);
+	log_info("state_applied generation=%llu services=%d", (unsigned long long)d->generation,
+		 st->n_svcs);
+	if (!atomic_load(&d->synced)) {
+		atomic_store(&d->synced, true);
+		if (!atomic_load(&d->draining))
+			set_redirecting(d, true);
+	}
+}
+
+static uint64_t active_conns(const struct daemon *d)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < d->n_workers; i++)
+		n += stats_get(&d->workers[i].stats, ST_DOWNSTREAM_CONNS_ACTIVE);
+	return n;
+}
+
+static void on_drain_tick(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t left = active_conns(d);
+
+	(void)t;
+	if (left && loop_now_ms() < d->drain_deadline_ms) {
+		loop_timer_add(l, DRAIN_POLL_MS, on_drain_tick, d);
+		return;
+	}
+	if (left)
+		log_warn("drain_timeout connections_left=%llu", (unsigned long long)left);
+	else
+		log_info("drained");
+	loop_stop(l);
+}
+
+static void start_drain(struct daemon *d)
+{
+	if (atomic_exchange(&d->draining, true))
+		return;
+	log_info("draining timeout_s=%d", d->cfg.drain_timeout_s);
+	/* Stop redirecting first: from here on new connects go where the app aimed. */
+	set_redirecting(d, false);
+	for (int i = 0; i < d->n_workers; i++)
+		worker_post_drain(&d->workers[i]);
+	d->drain_deadline_ms = loop_now_ms() + (uint64_t)d->cfg.drain_timeout_s * 1000;
+	loop_timer_add(d->loop, DRAIN_POLL_MS, on_drain_tick, d);
+}
+
+static void on_signal(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct daemon *d = arg;
+	struct signalfd_siginfo si;
+
+	(void)l;
+	(void)events;
+	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			log_info("reload_requested");
+			if (d->disc && d->disc->ops->reload)
+				d->disc->ops->reload(d->disc);
+		} else if (atomic_load(&d->draining)) {
+			log_warn("second_signal_exiting_now");
+			loop_stop(d->loop);
+		} else {
+			start_drain(d);
+		}
+	}
+}
+
+static void on_housekeeping(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)t;
+	netns_cache_expire(d->netns, NETNS_IDLE_MS);
+	loop_timer_add(l, 10000, on_housekeeping, d);
+}
+
+static int setup_signals(struct daemon *d)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	/* Blocked before any thread starts, so workers inherit the mask. */
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL))
+		return -errno;
+	d->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d->sig_fd < 0)
+		return -errno;
+	return loop_add_fd(d->loop, d->sig_fd, EPOLLIN, on_signal, d);
+}
+
+/* The daemon's own sockets (its L4 path dials VIPs) must never be redirected.
+ * Each origin's set is replaced whole, so a flag dropped since the last run
+ * stops excluding while `h2splitctl exclude` entries stay. */
+static int exclude_cgroups(struct daemon *d)
+{
+	const struct bpf_maps *maps = bpf_loader_maps(d->bpf);
+	uint64_t ids[CONFIG_MAX_EXCLUDE], self_id;
+	char self[CONFIG_PATH_MAX];
+	int err, n = 0;
+
+	if (cgroup_self_dir(self, sizeof(self)) == 0 && cgroup_id_of(self, &self_id) == 0) {
+		err = bpf_maps_excluded_sync(maps, H2S_EXCLUDE_SELF, &self_id, 1);
+		if (err)
+			log_warn("exclude_own_cgroup_failed path=%s err=\"%s\"", self, strerror(-err));
+	} else {
+		log_warn("own_cgroup_unknown: the daemon relies on running outside --cgroup");
+	}
+	for (int i = 0; i < d->cfg.n_exclude; i++) {
+		err = cgroup_id_of(d->cfg.exclude[i], &ids[n]);
+		if (err) {
+			fprintf(stderr, "h2splitd: --exclude-cgroup %s: %s (give a cgroup v2 directory)\n",
+				d->cfg.exclude[i], strerror(-err));
+			return err;
+		}
+		n++;
+	}
+	return bpf_maps_excluded_sync(maps, H2S_EXCLUDE_FLAG, ids, n);
+}
+
+static int start_workers(struct daemon *d)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int err;
+
+	d->n_workers = d->cfg.workers ? d->cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
+	d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
+	if (!d->workers)
+		return -ENOMEM;
+	for (int i = 0; i < d->n_workers; i++) {
+		err = worker_init(&d->workers[i], i, &d->sh);
+		if (err)
+			return err;
+	}
+	for (int i = 0; i < d->n_workers; i++) {
+		err = worker_start(&d->workers[i]);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int setup_listen(struct daemon *d)
+{
+	for (int slot = 0; slot < H2S_LISTENER_SLOTS; slot++) {
+		const struct sockaddr_storage *a = listen_addr(&d->cfg, slot);
+		char buf[64];
+		int err;
+
+		if (!a->ss_family)
+			continue;
+		err = ifaddr_ensure(a);
+		if (err) {
+			fprintf(stderr, "h2splitd: cannot add listen address %s: %s\n",
+				config_addr_str(a, buf, sizeof(buf)), strerror(-err));
+			return err;
+		}
+	}
+	return bpf_loader_set_listen(d->bpf, &d->cfg.listen_v4, &d->cfg.listen_v6);
+}
+
+static int uninstall(const struct config *c)
+{
+	int err = bpf_loader_uninstall(c->bpffs);
+
+	for (int slot = 0; slot < H2S_LISTENER_SLOTS; slot++)
+		if (listen_addr(c, slot)->ss_family)
+			ifaddr_remove(listen_addr(c, slot));
+	if (err) {
+		fprintf(stderr, "h2splitd: uninstall: %s\n", strerror(-err));
+		return 1;
+	}
+	printf("h2split uninstalled: programs detached, pins under %s removed\n", c->bpffs);
+	return 0;
+}
+
+static struct discovery *make_discovery(struct daemon *d)
+{
+	if (d->cfg.discovery == DISCOVERY_FILE)
+		return discovery_file_new(d->cfg.services_file, on_state, d);
+	return discovery_kubernetes_new(&d->cfg, d->bpf, on_state, d);
+}
+
+static int run(struct daemon *d)
+{
+	char err_msg[512] = "";
+	int err;
+
+	err = bpf_loader_preflight(d->cfg.bpffs, err_msg, sizeof(err_msg));
+	if (err) {
+		fprintf(stderr, "h2splitd: %s\n", err_msg);
+		return err;
+	}
+	d->loop = loop_new();
+	d->netns = netns_cache_new();
+	if (!d->loop || !d->netns)
+		return -ENOMEM;
+	err = bpf_loader_open(d->cfg.bpffs, d->cfg.cgroup_dir[0] ? d->cfg.cgroup_dir : NULL, &d->bpf);
+	if (err) {
+		fprintf(stderr, "h2splitd: loading BPF programs failed: %s\n", strerror(-err));
+		return err;
+	}
+	d->sh = (struct worker_shared){
+		.cfg = &d->cfg, .maps = bpf_loader_maps(d->bpf), .netns = d->netns};
+	if ((err = exclude_cgroups(d)) || (err = setup_listen(d)) || (err = setup_signals(d)))
+		return err;
+	if ((err = start_workers(d))) {
+		fprintf(stderr, "h2splitd: starting workers failed: %s\n", strerror(-err));
+		return err;
+	}
+	d->admin = admin_start(d);
+	if (!d->admin)
+		return -EADDRINUSE;
+	d->disc = make_discovery(d);
+	if (!d->disc || (err = d->disc->ops->start(d->disc, d->loop))) {
+		fprintf(stderr, "h2splitd: starting %s discovery failed\n",
+			d->cfg.discovery == DISCOVERY_FILE ? "file" : "kubernetes");
+		return err ? err : -ENOMEM;
+	}
+	loop_timer_add(d->loop, 10000, on_housekeeping, d);
+	log_info("started version=%s workers=%d bpffs=%s", H2SPLIT_VERSION, d->n_workers,
+		 d->cfg.bpffs);
+	return loop_run(d->loop);
+}
+
+static void shutdown_daemon(struct daemon *d)
+{
+	if (d->workers && atomic_load(&d->redirecting))
+		set_redirecting(d, false);
+	admin_stop(d->admin);
+	for (int i = 0; d->workers && i < d->n_workers; i++)
+		if (d->workers[i].loop)
+			worker_stop(&d->workers[i]);
+	for (int i = 0; d->workers && i < d->n_workers; i++)
+		if (d->workers[i].thread)
+			worker_join(&d->workers[i]);
+	for (int i = 0; d->workers && i < d->n_workers; i++)
+		worker_destroy(&d->workers[i]);
+	free(d->workers);
+	if (d->disc)
+		d->disc->ops->destroy(d->disc);
+	registry_snapshot_unref(d->snap);
+	bpf_loader_close(d->bpf); /* pins stay: redirection resumes with the next daemon */
+	netns_cache_free(d->netns);
+	if (d->sig_fd > 0)
+		close(d->sig_fd);
+	loop_free(d->loop);
+	pthread_mutex_destroy(&d->snap_lock);
+}
+
+int main(int argc, char **argv)
+{
+	static struct daemon d;
+	char err[512];
+	int rc;
+
+	if (config_parse(&d.cfg, argc, argv, err, sizeof(err))) {
+		fprintf(stderr, "h2splitd: %s\n", err);
+		return 2;
+	}
+	if (d.cfg.help) {
+		config_usage(stdout);
+		return 0;
+	}
+	if (d.cfg.version) {
+		printf("h2splitd %s\n", H2SPLIT_VERSION);
+		return 0;
+	}
+	log_set_level(d.cfg.log_level);
+	if (d.cfg.uninstall)
+		return uninstall(&d.cfg);
+	pthread_mutex_init(&d.snap_lock, NULL);
+	d.sig_fd = -1;
+	rc = run(&d);
+	if (rc)
+		log_error("exiting err=\"%s\"", strerror(-rc));
+	shutdown_daemon(&d);
+	log_info("stopped");
+	return rc ? 1 : 0;
+}

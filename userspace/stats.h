@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Per-worker counters. Each worker increments its own with relaxed atomics
+ * (no lock, no shared cache line across workers); the admin endpoint sums
+ * them over workers on scrape. Add a counter here and to stats_names in
+ * stats.c together.
+ */
+#ifndef H2SPLIT_STATS_H
+#define H2SPLIT_STATS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+enum stat_id {
+	ST_DOWNSTREAM_CONNS_TOTAL = 0,
+	ST_DOWNSTREAM_CONNS_ACTIVE,
+	ST_DOWNSTREAM_H2_CONNS_TOTAL,
+	ST_L4_CONNS_TOTAL,
+	ST_L4_CONNS_ACTIVE,
+	ST_L4_CONNECT_FAILURES,
+	ST_L4_BYTES_UP,
+	ST_L4_BYTES_DOWN,
+	ST_ORIGINAL_DST_MISSING,
+	ST_NETNS_FAILURES,
+	ST_ACCEPT_ERRORS,
+	ST_STREAMS_TOTAL,
+	ST_STREAMS_ACTIVE,
+	ST_UPSTREAM_CONNS_TOTAL,
+	ST_UPSTREAM_CONNS_ACTIVE,
+	ST_UPSTREAM_CONNECT_FAILURES,
+	ST_UPSTREAM_RETRIES,
+	ST_RESETS_SENT,
+	ST_RESETS_RECEIVED,
+	ST_GOAWAY_SENT,
+	ST_GOAWAY_RECEIVED,
+	ST_BYTES_IN,
+	ST_BYTES_OUT,
+	ST_NO_ENDPOINT,
+	ST_DEADLINE_EXCEEDED,
+	ST_UNEXPECTED, /* "should not happen" branches of the splitter */
+	ST_MAX,
+};
+
+struct worker_stats {
+	_Atomic uint64_t v[ST_MAX];
+};
+
+extern const char *const stats_names[ST_MAX];
+
+static inline void stats_add(struct worker_stats *s, enum stat_id id, uint64_t n)
+{
+	atomic_fetch_add_explicit(&s->v[id], n, memory_order_relaxed);
+}
+
+static inline void stats_inc(struct worker_stats *s, enum stat_id id)
+{
+	stats_add(s, id, 1);
+}
+
+static inline void stats_dec(struct worker_stats *s, enum stat_id id)
+{
+	atomic_fetch_sub_explicit(&s->v[id], 1, memory_order_relaxed);
+}
+
+static inline uint64_t stats_get(const struct worker_stats *s, enum stat_id id)
+{
+	return atomic_load_explicit(&s->v[id], memory_order_relaxed);
+}
+
+#endif

@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Worker threads (worker.h): accept on the worker's own SO_REUSEPORT
+ * listeners, find each connection's original destination in the BPF tuple
+ * map, sniff the first bytes, and hand the connection to the HTTP/2 splitter
+ * (client preface) or the L4 path (anything else). A connection stays on the
+ * worker that accepted it until it closes.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bpf_maps.h"
+#include "config.h"
+#include "l4_proxy.h"
+#include "log.h"
+#include "metrics.h"
+#include "netns.h"
+#include "splitter.h"
+#include "worker.h"
+
+static const uint8_t h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof(h2_preface) - 1)
+/* A client that says nothing for this long is not speaking HTTP/2 first
+ * (a server-speaks-first protocol): hand it to the L4 path. */
+#define SNIFF_TIMEOUT_MS 1000
+#define SNIFF_BUF 4096
+#define ACCEPT_BATCH 64
+
+/* An accepted connection whose first bytes are not known yet. */
+struct sniff {
+	struct worker *w;
+	int fd;
+	struct conn_info ci;
+	struct loop_timer *timer;
+	size_t n;
+	uint8_t buf[SNIFF_BUF];
+};
+
+static void sniff_free(struct sniff *s)
+{
+	loop_timer_cancel(s->w->loop, s->timer);
+	free(s);
+}
+
+static void sniff_to_l4(struct sniff *s)
+{
+	struct worker *w = s->w;
+
+	loop_del_fd(w->loop, s->fd);
+	l4_proxy_start(w, s->fd, &s->ci, s->buf, s->n);
+	sniff_free(s);
+}
+
+static void sniff_to_h2(struct sniff *s)
+{
+	struct worker *w = s->w;
+
+	loop_del_fd(w->loop, s->fd);
+	stats_inc(&w->stats, ST_DOWNSTREAM_H2_CONNS_TOTAL);
+	splitter_conn_start(w->splitter, s->fd, &s->ci, s->buf, s->n);
+	sniff_free(s);
+}
+
+static void sniff_abort(struct sniff *s)
+{
+	loop_del_fd(s->w->loop, s->fd);
+	close(s->fd);
+	netns_ref_put(s->w->sh->netns, s->ci.netns);
+	worker_conn_closed(s->w);
+	sniff_free(s);
+}
+
+static void on_sniff_timeout(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct sniff *s = arg;
+
+	(void)l;
+	(void)t;
+	s->timer = NULL;
+	sniff_to_l4(s);
+}
+
+static void on_sniff_readable(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct sniff *s = arg;
+	ssize_t n;
+	size_t cmp;
+
+	(void)l;
+	(void)events;
+	n = recv(fd, s->buf + s->n, sizeof(s->buf) - s->n, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		if (s->n) /* said something, then closed: deliver it as it was */
+			sniff_to_l4(s);
+		else
+			sniff_abort(s);
+		return;
+	}
+	s->n += (size_t)n;
+	cmp = s->n < H2_PREFACE_LEN ? s->n : H2_PREFACE_LEN;
+	if (memcmp(s->buf, h2_preface, cmp) != 0)
+		sniff_to_l4(s);
+	else if (s->n >= H2_PREFACE_LEN)
+		sniff_to_h2(s);
+}
+
+static void start_sniff(struct worker *w, int fd, struct conn_info *ci)
+{
+	struct sniff *s = malloc(sizeof(*s));
+
+	if (!s)
+		goto fail;
+	s->w = w;
+	s->fd = fd;
+	s->ci = *ci;
+	s->n = 0;
+	s->timer = loop_timer_add(w->loop, SNIFF_TIMEOUT_MS, on_sniff_timeout, s);
+	if (!s->timer || loop_add_fd(w->loop, fd, EPOLLIN, on_sniff_readable, s)) {
+		loop_timer_cancel(w->loop, s->timer);
+		free(s);
+		goto fail;
+	}
+	return;
+fail:
+	close(fd);
+	netns_ref_put(w->sh->netns, ci->netns);
+	worker_conn_closed(w);
+}
+
+/* The VIP:port the app dialled, as a sockaddr in the family it used. */
+static int origdst_sockaddr(const struct h2s_origdst *od, struct sockaddr_storage *ss)
+{
+	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	memset(ss, 0, sizeof(*ss));
+	if (!memcmp(od->addr, v4mapped, sizeof(v4mapped))) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, od->addr + 12, 4);
+		sin->sin_port = od->port;
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, od->addr, 16);
+		sin6->sin6_port = od->port;
+	}
+	return od->port ? 0 : -EINVAL;
+}
+
+static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer)
+{
+	struct conn_info ci = {.client = *peer};
+	struct sockaddr_storage local;
+	socklen_t len = sizeof(local);
+	int one = 1, err;
+
+	w->n_conns++;
+	stats_inc(&w->stats, ST_DOWNSTREAM_CONNS_TOTAL);
+	stats_inc(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (getsockname(fd, (struct sockaddr *)&local, &len) ||
+	    bpf_maps_take_origdst(w->sh->maps, (const struct sockaddr *)peer,
+				  (const struct sockaddr *)&local, &ci.od) ||
+	    origdst_sockaddr(&ci.od, &ci.orig)) {
+		/* Not redirected by us (someone dialled the listen address itself),
+		 * or the entry was evicted: there is nowhere to forward it. */
+		stats_inc(&w->stats, ST_ORIGINAL_DST_MISSING);
+		log_debug("original_dst_missing");
+		goto drop;
+	}
+	if (log_get_level() <= LOG_DEBUG) {
+		char a[64], b[64];
+
+		log_debug("accepted client=%s orig=%s service_id=%u cgroup_id=%llu pid=%u worker=%d",
+			  config_addr_str(peer, a, sizeof(a)), config_addr_str(&ci.orig, b, sizeof(b)),
+			  ci.od.service_id, (unsigned long long)ci.od.cgroup_id, ci.od.pid, w->id);
+	}
+	if (w->sh->cfg->upstream_source_pod) {
+		err = netns_cache_get(w->sh->netns, ci.od.cgroup_id, ci.od.pid, &ci.netns);
+		if (err) {
+			stats_inc(&w->stats, ST_NETNS_FAILURES);
+			log_warn("client_netns_not_found cgroup_id=%llu pid=%u err=\"%s\"",
+				 (unsigned long long)ci.od.cgroup_id, ci.od.pid, strerror(-err));
+			goto drop;
+		}
+	}
+	start_sniff(w, fd, &ci);
+	return;
+drop:
+	close(fd);
+	worker_conn_closed(w);
+}
+
+static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)l;
+	(void)events;
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+				stats_inc(&w->stats, ST_ACCEPT_ERRORS);
+				log_warn("accept_failed err=\"%m\"");
+			}
+			return;
+		}
+		conn_accepted(w, fd, &peer);
+	}
+}
+
+static int open_listener(const struct sockaddr_storage *addr)
+{
+	socklen_t alen = addr->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						    : sizeof(struct sockaddr_in6);
+	int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1, err;
+
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    (addr->ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one))) ||
+	    bind(fd, (const struct sockaddr *)addr, alen) || listen(fd, 4096)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int worker_init(struct worker *w, int id, const struct worker_shared *sh)
+{
+	const struct sockaddr_storage *addrs[2] = {&sh->cfg->listen_v4, &sh->cfg->listen_v6};
+
+	memset(w, 0, sizeof(*w));
+	w->id = id;
+	w->sh = sh;
+	w->listen_fds[0] = w->listen_fds[1] = -1;
+	w->loop = loop_new();
+	if (!w->loop)
+		return -ENOMEM;
+	w->metrics = metrics_new();
+	if (!w->metrics)
+		return -ENOMEM;
+	w->splitter = splitter_new(w);
+	if (!w->splitter)
+		return -ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		char buf[64];
+		int fd, err;
+
+		if (!addrs[i]->ss_family)
+			continue;
+		fd = open_listener(addrs[i]);
+		if (fd < 0) {
+			log_error("listen_failed addr=%s err=\"%s\"",
+				  config_addr_str(addrs[i], buf, sizeof(buf)), strerror(-fd));
+			return fd;
+		}
+		w->listen_fds[i] = fd;
+		err = loop_add_fd(w->loop, fd, EPOLLIN, on_accept, w);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	char name[16];
+	int err;
+
+	snprintf(name, sizeof(name), "h2s-worker-%d", w->id);
+	pthread_setname_np(pthread_self(), name);
+	err = loop_run(w->loop);
+	if (err)
+		log_error("worker_loop_failed worker=%d err=\"%s\"", w->id, strerror(-err));
+	return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+	return -pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+static void do_snapshot(struct loop *l, void *arg)
+{
+	struct worker *w = NULL;
+	struct snapshot **msg = arg;
+
+	(void)l;
+	w = (struct worker *)msg[0];
+	registry_snapshot_unref(w->snap);
+	w->snap = msg[1];
+	free(msg);
+	metrics_prune(w->metrics, w->snap ? w->snap->st : NULL);
+	splitter_snapshot_changed(w->splitter);
+}
+
+int worker_post_snapshot(struct worker *w, struct snapshot *s)
+{
+	void **msg = malloc(2 * sizeof(void *));
+	int err;
+
+	if (!msg) {
+		registry_snapshot_unref(s);
+		return -ENOMEM;
+	}
+	msg[0] = w;
+	msg[1] = s;
+	err = loop_post(w->loop, do_snapshot, msg);
+	if (err) {
+		free(msg);
+		registry_snapshot_unref(s);
+	}
+	return err;
+}
+
+static void close_listeners(struct worker *w)
+{
+	for (int i = 0; i < 2; i++) {
+		if (w->listen_fds[i] < 0)
+			continue;
+		loop_del_fd(w->loop, w->listen_fds[i]);
+		close(w->listen_fds[i]);
+		w->listen_fds[i] = -1;
+	}
+}
+
+static void do_drain(struct loop *l, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)l;
+	w->draining = true;
+	close_listeners(w);
+	splitter_drain(w->splitter);
+}
+
+int worker_post_drain(struct worker *w)
+{
+	return loop_post(w->loop, do_drain, w);
+}
+
+void worker_conn_closed(struct worker *w)
+{
+	w->n_conns--;
+	stats_dec(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
+}
+
+void worker_stop(struct worker *w)
+{
+	loop_stop(w->loop);
+}
+
+void worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+}
+
+void worker_destroy(struct worker *w)
+{
+	if (w->splitter)
+		splitter_free(w->splitter);
+	metrics_free(w->metrics);
+	close_listeners(w);
+	registry_snapshot_unref(w->snap);
+	loop_free(w->loop);
+}
