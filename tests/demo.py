@@ -15,6 +15,8 @@ Adding a phase: write ``def phase_x(demo) -> bool`` using ``demo.node``,
 
 import collections
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -49,6 +51,8 @@ class Demo:
         self.svc = None
         self.client_pods = []
         self.clients = []
+        self.daemon = None
+        self.history = []  # [(title, {client: {pod: n}})], for the chart
 
     def start_cluster(self):
         names = [f"server-{i}" for i in range(N_SERVERS)]
@@ -66,7 +70,7 @@ class Demo:
         self.node.set_endpoints(self.svc, self.servers)
         return pod
 
-    def round(self, title):
+    def round(self, title, label=None):
         """RPCS unary RPCs on every channel at once; print and return {client: {pod: n}}."""
         results = testbed.unary_all(self.clients, RPCS)
         table = {}
@@ -75,6 +79,7 @@ class Demo:
                 print(Style.bad(f"  {pod.name}: errors {r['errors']} {r['details'][:2]}"))
             table[pod.name] = r["pods"]
         show(title, table, [s.name for s in self.servers])
+        self.history.append((label or title, table))
         return table
 
 
@@ -112,7 +117,8 @@ def verdict(ok, yes, no):
 
 def phase_kube_proxy(demo):
     """Before: kube-proxy alone balances connections, so each channel sticks to one pod."""
-    table = demo.round("phase 1: kube-proxy alone, RPCs per client and pod")
+    table = demo.round("phase 1: kube-proxy alone, RPCs per client and pod",
+                       "kube-proxy")
     pinned = all(len(p) == 1 for p in table.values())
     demo.pinned = {c: next(iter(p)) for c, p in table.items() if len(p) == 1}
     return verdict(pinned, "every client's RPCs all went to ONE pod (its connection's)",
@@ -123,14 +129,108 @@ def phase_scale_out(demo):
     """Before: scaling out does not help channels that are already open."""
     new = demo.add_server()
     print(f"scaled out: {new.name} ({new.ip4}) added to the Service's endpoints\n")
-    table = demo.round(f"phase 2: after scale-out to {len(demo.servers)} pods, same channels")
+    table = demo.round(f"phase 2: after scale-out to {len(demo.servers)} pods, same channels",
+                       "kube-proxy, scaled out")
     idle = all(new.name not in p for p in table.values())
     same = all(len(p) == 1 and next(iter(p)) == demo.pinned.get(c) for c, p in table.items())
     return verdict(idle and same, f"{new.name} got 0 RPCs; every client stayed on its pod",
                    f"{new.name} got traffic or a client moved without h2split")
 
 
-PHASES = [phase_kube_proxy, phase_scale_out]
+def start_h2splitd(demo):
+    d = demo.node.popen([os.path.join(demo.build, "h2splitd"), *demo.node.daemon_args()],
+                        name="h2splitd", watch=True, stderr=subprocess.STDOUT)
+    d.wait_line(r"msg=redirecting", 20)
+    return d
+
+
+def reconnect_clients(demo):
+    for c in demo.clients:
+        c.close()
+    demo.clients = testbed.open_clients(demo.client_pods, demo.svc.target4)
+
+
+def even(table, servers, tolerance=0.5):
+    """Every pod got within |tolerance| of a fair share of the round's RPCs."""
+    totals = collections.Counter()
+    for pods in table.values():
+        totals.update(pods)
+    fair = sum(totals.values()) / len(servers)
+    return all(abs(totals[s.name] - fair) <= tolerance * fair for s in servers)
+
+
+def phase_h2split_on(demo):
+    """After: h2splitd on the node; clients reconnect once (a rollout, say) and from
+    then on every RPC is balanced on its own."""
+    demo.daemon = start_h2splitd(demo)
+    reconnect_clients(demo)
+    print("h2splitd started on the node; the clients reconnected (their connects to the\n"
+          "ClusterIP now go to h2splitd, which picks a pod per RPC)\n")
+    table = demo.round(f"phase 3: h2split on, {len(demo.servers)} pods", "h2split")
+    spread = all(len(p) > 1 for p in table.values())
+    return verdict(spread and even(table, demo.servers),
+                   "every client's RPCs spread over all pods, evenly",
+                   "RPCs were not spread evenly over the pods")
+
+
+def phase_h2split_scale_out(demo):
+    """After: a pod added while the channels are open gets its share at once."""
+    new = demo.add_server()
+    print(f"scaled out: {new.name} ({new.ip4}) added; the same channels stay open\n")
+    table = demo.round(f"phase 4: h2split on, scaled out to {len(demo.servers)} pods",
+                       "h2split, scaled out")
+    got = sum(p.get(new.name, 0) for p in table.values())
+    return verdict(got > 0 and even(table, demo.servers),
+                   f"{new.name} took its share ({got} RPCs) with no client restart",
+                   f"{new.name} got {got} RPCs")
+
+
+def phase_fail_open(demo):
+    """After: kill -9 h2splitd; connects go where the app aimed them (kube-proxy)."""
+    demo.daemon.send_signal(signal.SIGKILL)
+    demo.daemon.wait(10)
+    print("h2splitd killed with SIGKILL: the kernel dropped its listener from the\n"
+          "liveness map, so the clients' reconnects go straight to the ClusterIP\n")
+    results = testbed.unary_all(demo.clients, RPCS, wait_for_ready=True)
+    table = {pod.name: r["pods"] for pod, r in zip(demo.client_pods, results)}
+    failed = sum(sum(r["errors"].values()) for r in results)
+    show("phase 5: h2splitd killed, same clients", table, [s.name for s in demo.servers])
+    demo.history.append(("h2splitd killed", table))
+    pinned = all(len(p) == 1 for p in table.values())
+    return verdict(failed == 0 and pinned,
+                   "every RPC succeeded through kube-proxy (pinned per connection again)",
+                   f"{failed} RPCs failed after the kill")
+
+
+PHASES = [phase_kube_proxy, phase_scale_out, phase_h2split_on, phase_h2split_scale_out,
+          phase_fail_open]
+
+
+def write_chart(history, servers, out_dir):
+    """Per-phase RPCs per pod as a PNG (gnuplot), next to its data file."""
+    os.makedirs(out_dir, exist_ok=True)
+    dat, png = os.path.join(out_dir, "demo.dat"), os.path.join(out_dir, "demo.png")
+    with open(dat, "w") as f:
+        f.write("phase " + " ".join(servers) + "\n")
+        for title, table in history:
+            totals = collections.Counter()
+            for pods in table.values():
+                totals.update(pods)
+            f.write(f'"{title}" ' + " ".join(str(totals[s]) for s in servers) + "\n")
+    script = (f"set terminal pngcairo size 1000,500; set output '{png}';"
+              "set style data histograms; set style histogram clustered gap 1;"
+              "set style fill solid border -1; set ylabel 'RPCs'; set yrange [0:*];"
+              "set offsets 0,0,graph 0.08,0;"
+              "set title 'h2split demo: RPCs per pod in each phase';"
+              "set key outside right; set xtics rotate by -15;"
+              f"plot '{dat}' using 2:xtic(1) title columnheader, " +
+              ", ".join(f"'' using {i + 2} title columnheader"
+                        for i in range(1, len(servers))))
+    r = subprocess.run(["gnuplot", "-e", script], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(Style.bad(f"  chart not written: gnuplot: {r.stderr.strip()[:200]}"))
+        return None
+    return png
 
 
 def main():
@@ -153,9 +253,13 @@ def main():
                 print(Style.bad(f"  FAIL {phase.__name__}: {type(e).__name__}: {e}"))
                 ok = False
             results.append((phase.__name__, ok))
+        png = write_chart(demo.history, [s.name for s in demo.servers],
+                          os.path.join(build, "demo"))
     print(Style.bold("== summary"))
     for name, ok in results:
         print(f"  {(Style.good('OK  ') if ok else Style.bad('FAIL'))} {name}")
+    if png:
+        print(f"  chart: {png}")
     print(Style.dim(f"  ({time.monotonic() - t0:.1f}s, test bed removed)"))
     return 0 if all(ok for _, ok in results) else 1
 
