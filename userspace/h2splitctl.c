@@ -41,6 +41,8 @@ struct ctl {
 	const char *admin; /* ADDR:PORT */
 	bool json;
 	const char *arg; /* the command's argument, if any */
+	int interval_ms;  /* top: refresh period */
+	int iterations;   /* top: refreshes before exiting; 0: until interrupted */
 };
 
 static void usage(FILE *f)
@@ -58,7 +60,9 @@ static void usage(FILE *f)
 		"  uninstall      detach every program and remove every pin\n"
 		"Commands that ask a running h2splitd (admin API):\n"
 		"  endpoints      endpoints per service, with their state and load\n"
-		"  top            per-service traffic\n"
+		"  top            live requests/s, in-flight and failures per endpoint,\n"
+		"                 refreshing every --interval SEC (default 1) until Ctrl-C,\n"
+		"                 or --iterations N times; -o json: one array per refresh\n"
 		"\n"
 		"Options (each also from the environment):\n"
 		"  --bpffs DIR        pin root (H2SPLIT_BPFFS, default " BPF_LOADER_PIN_ROOT ")\n"
@@ -630,7 +634,10 @@ static int admin_get(int fd, const char *path, char **body, int *status)
 	return 0;
 }
 
-static int cmd_admin(const struct ctl *c, const char *what, const char *path)
+/* GET |path| as JSON. 0 with |*out| owned by the caller, or an exit code
+ * after the message. */
+static int admin_json(const struct ctl *c, const char *what, const char *path,
+		      struct json_object **out)
 {
 	char err[256], *body = NULL;
 	int fd, status = 0, rc;
@@ -654,21 +661,223 @@ static int cmd_admin(const struct ctl *c, const char *what, const char *path)
 		free(body);
 		return EXIT_ERR;
 	}
-	fputs(body, stdout);
-	if (body[0] && body[strlen(body) - 1] != '\n')
-		putchar('\n');
+	*out = json_tokener_parse(body);
 	free(body);
+	if (!*out) {
+		fprintf(stderr, "%s: admin API at %s: GET %s: not JSON\n", what, c->admin, path);
+		return EXIT_ERR;
+	}
 	return EXIT_OK;
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : "";
+}
+
+static int64_t jint(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+static const char *ep_state(struct json_object *ep)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(ep, "terminating", &v) && json_object_get_boolean(v))
+		return "terminating";
+	if (json_object_object_get_ex(ep, "ready", &v) && json_object_get_boolean(v))
+		return "ready";
+	return "not-ready";
+}
+
+/* Calls |fn| for every endpoint of every service in an /endpoints answer. */
+static void for_each_endpoint(struct json_object *root,
+			      void (*fn)(struct json_object *svc, struct json_object *ep, void *arg),
+			      void *arg)
+{
+	struct json_object *svcs, *eps;
+
+	if (!json_object_object_get_ex(root, "services", &svcs))
+		return;
+	for (size_t i = 0; i < json_object_array_length(svcs); i++) {
+		struct json_object *svc = json_object_array_get_idx(svcs, i);
+
+		if (!json_object_object_get_ex(svc, "endpoints", &eps))
+			continue;
+		for (size_t j = 0; j < json_object_array_length(eps); j++)
+			fn(svc, json_object_array_get_idx(eps, j), arg);
+	}
+}
+
+static void ep_addr(struct json_object *ep, char *buf, size_t len)
+{
+	const char *ip = jstr(ep, "ip");
+
+	snprintf(buf, len, strchr(ip, ':') ? "[%s]:%lld" : "%s:%lld", ip,
+		 (long long)jint(ep, "port"));
+}
+
+static void print_endpoint_row(struct json_object *svc, struct json_object *ep, void *arg)
+{
+	char addr[64];
+
+	(void)arg;
+	ep_addr(ep, addr, sizeof(addr));
+	printf("%-32s %-24s %-20s %-11s %8lld %12lld %9lld\n", jstr(svc, "service"), addr,
+	       jstr(ep, "pod")[0] ? jstr(ep, "pod") : "-", ep_state(ep),
+	       (long long)jint(ep, "active"), (long long)jint(ep, "requests"),
+	       (long long)jint(ep, "failures"));
 }
 
 static int cmd_endpoints(const struct ctl *c)
 {
-	return cmd_admin(c, "endpoints", c->json ? "/endpoints?format=json" : "/endpoints");
+	struct json_object *root;
+	int rc = admin_json(c, "endpoints", "/endpoints", &root);
+
+	if (rc)
+		return rc;
+	if (c->json) {
+		puts(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY));
+	} else {
+		printf("%-32s %-24s %-20s %-11s %8s %12s %9s\n", "SERVICE", "ENDPOINT", "POD", "STATE",
+		       "ACTIVE", "REQUESTS", "FAILURES");
+		for_each_endpoint(root, print_endpoint_row, NULL);
+	}
+	json_object_put(root);
+	return EXIT_OK;
 }
 
+/* top: two /endpoints samples |interval| apart give requests per second. */
+struct top_row {
+	char key[160];
+	int64_t requests;
+};
+
+struct top_sample {
+	struct top_row *rows;
+	size_t n;
+	size_t cap;
+};
+
+static void ep_key(struct json_object *svc, struct json_object *ep, char *buf, size_t len)
+{
+	char addr[64];
+
+	ep_addr(ep, addr, sizeof(addr));
+	snprintf(buf, len, "%s %s", jstr(svc, "service"), addr);
+}
+
+static void collect_row(struct json_object *svc, struct json_object *ep, void *arg)
+{
+	struct top_sample *s = arg;
+
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 64;
+		struct top_row *r = realloc(s->rows, cap * sizeof(*r));
+
+		if (!r)
+			return;
+		s->rows = r;
+		s->cap = cap;
+	}
+	ep_key(svc, ep, s->rows[s->n].key, sizeof(s->rows[s->n].key));
+	s->rows[s->n++].requests = jint(ep, "requests");
+}
+
+static int64_t prev_requests(const struct top_sample *s, const char *key, int64_t now)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->rows[i].key, key) == 0)
+			return s->rows[i].requests;
+	return now; /* new endpoint: no rate yet */
+}
+
+struct top_print {
+	const struct top_sample *prev;
+	double interval;
+	struct json_object *out; /* -o json */
+};
+
+static void print_top_row(struct json_object *svc, struct json_object *ep, void *arg)
+{
+	struct top_print *tp = arg;
+	char key[160], addr[64];
+	int64_t req = jint(ep, "requests");
+	double rps = (double)(req - prev_requests(tp->prev, (ep_key(svc, ep, key, sizeof(key)), key),
+					  req)) / tp->interval;
+
+	ep_addr(ep, addr, sizeof(addr));
+	if (tp->out) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "service", json_object_new_string(jstr(svc, "service")));
+		json_object_object_add(o, "endpoint", json_object_new_string(addr));
+		json_object_object_add(o, "pod", json_object_new_string(jstr(ep, "pod")));
+		json_object_object_add(o, "state", json_object_new_string(ep_state(ep)));
+		json_object_object_add(o, "rps", json_object_new_double(rps));
+		json_object_object_add(o, "active", json_object_new_int64(jint(ep, "active")));
+		json_object_object_add(o, "requests", json_object_new_int64(req));
+		json_object_object_add(o, "failures", json_object_new_int64(jint(ep, "failures")));
+		json_object_array_add(tp->out, o);
+		return;
+	}
+	printf("%-32s %-24s %-20s %-11s %9.1f %8lld %12lld %9lld\n", jstr(svc, "service"), addr,
+	       jstr(ep, "pod")[0] ? jstr(ep, "pod") : "-", ep_state(ep), rps,
+	       (long long)jint(ep, "active"), (long long)req, (long long)jint(ep, "failures"));
+}
+
+/* Refreshes every |c->interval_ms| until interrupted, or |c->iterations| times.
+ * With -o json: one array per refresh, one line each. */
 static int cmd_top(const struct ctl *c)
 {
-	return cmd_admin(c, "top", c->json ? "/top?format=json" : "/top");
+	struct top_sample prev = {0};
+	struct json_object *root;
+	bool tty = isatty(STDOUT_FILENO);
+	int rc;
+
+	rc = admin_json(c, "top", "/endpoints", &root);
+	if (rc)
+		return rc;
+	for_each_endpoint(root, collect_row, &prev);
+	json_object_put(root);
+	for (int it = 0; c->iterations <= 0 || it < c->iterations; it++) {
+		struct top_sample cur = {0};
+		struct top_print tp = {.prev = &prev, .interval = c->interval_ms / 1000.0};
+
+		poll(NULL, 0, c->interval_ms);
+		rc = admin_json(c, "top", "/endpoints", &root);
+		if (rc) {
+			free(prev.rows);
+			return rc;
+		}
+		if (c->json) {
+			tp.out = json_object_new_array();
+		} else {
+			if (tty)
+				fputs("\033[H\033[2J", stdout);
+			printf("h2splitctl top (admin %s, every %.1fs)\n%-32s %-24s %-20s %-11s %9s "
+			       "%8s %12s %9s\n",
+			       c->admin, tp.interval, "SERVICE", "ENDPOINT", "POD", "STATE", "RPS",
+			       "ACTIVE", "REQUESTS", "FAILURES");
+		}
+		for_each_endpoint(root, print_top_row, &tp);
+		if (tp.out) {
+			puts(json_object_to_json_string_ext(tp.out, JSON_C_TO_STRING_PLAIN));
+			json_object_put(tp.out);
+		}
+		fflush(stdout);
+		for_each_endpoint(root, collect_row, &cur);
+		json_object_put(root);
+		free(prev.rows);
+		prev = cur;
+	}
+	free(prev.rows);
+	return EXIT_OK;
 }
 
 /* ---- main ---- */
@@ -711,12 +920,15 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"bpffs", required_argument, NULL, 'b'},  {"admin", required_argument, NULL, 'a'},
 	    {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+	    {"version", no_argument, NULL, 'V'},      {"interval", required_argument, NULL, 'd'},
+	    {"iterations", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0},
 	};
 	struct ctl c = {
 	    .bpffs = env_or("H2SPLIT_BPFFS", BPF_LOADER_PIN_ROOT),
 	    .admin = env_or("H2SPLIT_ADMIN", DEFAULT_ADMIN),
+	    .interval_ms = 1000,
 	};
+	char *end;
 	int opt;
 
 	log_set_level(LOG_WARN);
@@ -724,8 +936,25 @@ int main(int argc, char **argv)
 		fprintf(stderr, "H2SPLIT_OUTPUT: expected text or json\n");
 		return EXIT_USAGE;
 	}
-	while ((opt = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "o:hd:n:", opts, NULL)) != -1) {
 		switch (opt) {
+		case 'd': {
+			double sec = strtod(optarg, &end);
+
+			if (*end || sec < 0.1 || sec > 3600) {
+				fprintf(stderr, "--interval %s: expected seconds, 0.1 to 3600\n", optarg);
+				return EXIT_USAGE;
+			}
+			c.interval_ms = (int)(sec * 1000);
+			break;
+		}
+		case 'n':
+			c.iterations = (int)strtol(optarg, &end, 10);
+			if (*end || c.iterations < 1) {
+				fprintf(stderr, "--iterations %s: expected a count >= 1\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'b':
 			c.bpffs = optarg;
 			break;
