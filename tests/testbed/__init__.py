@@ -103,6 +103,9 @@ Programs (run them in a place with ``python()`` and ``-m``):
     [--max-concurrent-streams N] [--workers N]``: service h2split.test.Echo
     (Unary, ServerStream, ClientStream, Bidi, Stats), prints "ready ...".
   ``testbed.grpc_client --target HOST:PORT (--count N | --interactive)``.
+  ``testbed.kube_api``: a fake Kubernetes API server (HTTPS, throwaway CA) with
+    list/watch, bookmarks, 410 Gone, dropped/silent watches and token rotation
+    for the Kubernetes discovery source (``KubeAPIProcess`` runs it in a bed).
 """
 
 from .bed import GATEWAY4, GATEWAY6, GRPC_PORT, NODE_IP6, Node, Pod, check_environment
