@@ -33,6 +33,7 @@ enum __attribute__((packed)) h2s_exclude_origin {
 	H2S_EXCLUDE_SELF = 1, /* the daemon's own cgroup (loop safety) */
 	H2S_EXCLUDE_FLAG = 2, /* h2splitd --exclude-cgroup */
 	H2S_EXCLUDE_CTL = 3,  /* h2splitctl exclude */
+	H2S_EXCLUDE_K8S = 4,  /* a pod or namespace opted out (h2split.io/enabled: "false") */
 };
 
 /* A service frontend: ClusterIP (v4-mapped or v6) and port. */

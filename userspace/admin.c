@@ -442,7 +442,10 @@ static int open_listener(const struct sockaddr_storage *ss, uint16_t *port)
 	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	/* SO_REUSEPORT: during a rolling update (maxSurge) the new daemon binds
+	 * beside the old one; either may answer a probe until the old one exits. */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
 	    bind(fd, (const struct sockaddr *)ss, len) || listen(fd, ADMIN_MAX_CONNS) ||
 	    getsockname(fd, (struct sockaddr *)&bound, &len)) {
 		err = -errno;

@@ -472,6 +472,8 @@ const char *bpf_maps_origin_name(enum h2s_exclude_origin origin)
 		return "flag";
 	case H2S_EXCLUDE_CTL:
 		return "ctl";
+	case H2S_EXCLUDE_K8S:
+		return "k8s";
 	}
 	return "unknown";
 }

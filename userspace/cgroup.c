@@ -296,3 +296,13 @@ int cgroup_find_pid(uint64_t id)
 		return err;
 	return cgroup_find_pid_at(root, id);
 }
+
+bool cgroup_is_root(const char *dir)
+{
+	char root[PATH_MAX];
+	struct stat a, b;
+
+	if (cgroup_v2_root(root, sizeof(root)) || stat(root, &a) || stat(dir, &b))
+		return false;
+	return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}

@@ -8,6 +8,7 @@
 #ifndef H2SPLIT_CGROUP_H
 #define H2SPLIT_CGROUP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
@@ -23,6 +24,9 @@ int cgroup_v2_root_from(FILE *mounts, char *buf, size_t len);
 /* 0 when |dir| is a directory of a cgroup2 filesystem; -ENOENT, -ENOTDIR,
  * or -EMEDIUMTYPE when it is something else (a cgroup v1 dir, a plain dir). */
 int cgroup_check_dir(const char *dir);
+/* True when |dir| is the cgroup2 mount root itself (excluding it would
+ * exclude every process on the node). */
+bool cgroup_is_root(const char *dir);
 /* The kernel's id of cgroup |dir| (its kernfs file handle). */
 int cgroup_id_of(const char *dir, uint64_t *id);
 /* The path of the calling process's own cgroup, under the cgroup2 mount (from

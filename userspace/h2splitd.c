@@ -8,11 +8,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -32,6 +34,19 @@ static const struct sockaddr_storage *listen_addr(const struct config *c, int sl
 	return slot == H2S_LISTENER_V4 ? &c->listen_v4 : &c->listen_v6;
 }
 
+/* During a rolling update the new daemon puts its own listener in the slot;
+ * the old one must not empty it on its way out. */
+static bool slot_is_ours(struct daemon *d, int slot, int fd)
+{
+	uint64_t ours = 0, in_map = 0;
+	socklen_t len = sizeof(ours);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &ours, &len) ||
+	    bpf_maps_listener_cookie(bpf_loader_maps(d->bpf), slot, &in_map))
+		return true; /* unknown: removing is the fail-safe choice */
+	return ours == in_map;
+}
+
 static void set_redirecting(struct daemon *d, bool on)
 {
 	if (atomic_load(&d->redirecting) == on)
@@ -42,8 +57,12 @@ static void set_redirecting(struct daemon *d, bool on)
 
 		if (fd < 0)
 			continue;
-		err = on ? bpf_loader_add_listener(d->bpf, slot, fd)
-			 : bpf_loader_del_listener(d->bpf, slot);
+		if (on)
+			err = bpf_loader_add_listener(d->bpf, slot, fd);
+		else if (slot_is_ours(d, slot, fd))
+			err = bpf_loader_del_listener(d->bpf, slot);
+		else
+			continue; /* a newer daemon took the slot over (rolling update) */
 		if (err)
 			log_error("liveness_map_update_failed slot=%d on=%d err=\"%s\"", slot, on,
 				  strerror(-err));
@@ -179,15 +198,17 @@ static int exclude_cgroups(struct daemon *d)
 {
 	const struct bpf_maps *maps = bpf_loader_maps(d->bpf);
 	uint64_t ids[CONFIG_MAX_EXCLUDE], self_id;
-	char self[CONFIG_PATH_MAX];
+	char self[CONFIG_PATH_MAX] = "";
 	int err, n = 0;
 
-	if (cgroup_self_dir(self, sizeof(self)) == 0 && cgroup_id_of(self, &self_id) == 0) {
+	if (cgroup_self_dir(self, sizeof(self)) == 0 && !cgroup_is_root(self) &&
+	    cgroup_id_of(self, &self_id) == 0) {
 		err = bpf_maps_excluded_sync(maps, H2S_EXCLUDE_SELF, &self_id, 1);
 		if (err)
 			log_warn("exclude_own_cgroup_failed path=%s err=\"%s\"", self, strerror(-err));
 	} else {
-		log_warn("own_cgroup_unknown: the daemon relies on running outside --cgroup");
+		log_warn("own_cgroup_unknown path=%s: the daemon must run outside --cgroup "
+			 "or in a cgroup given to --exclude-cgroup", self);
 	}
 	for (int i = 0; i < d->cfg.n_exclude; i++) {
 		err = cgroup_id_of(d->cfg.exclude[i], &ids[n]);
@@ -331,6 +352,25 @@ static void shutdown_daemon(struct daemon *d)
 	pthread_mutex_destroy(&d->snap_lock);
 }
 
+/* In a container with its own cgroup namespace /proc/self/cgroup says "/",
+ * which would hide the daemon's real cgroup (and excluding "/" would turn
+ * redirection off for the whole node). With hostPID, join the host's cgroup
+ * namespace so the path is the real one. */
+static void join_host_cgroupns(void)
+{
+	struct stat self, host;
+	int fd;
+
+	if (stat("/proc/self/ns/cgroup", &self) || stat("/proc/1/ns/cgroup", &host) ||
+	    self.st_ino == host.st_ino)
+		return;
+	fd = open("/proc/1/ns/cgroup", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWCGROUP))
+		log_warn("host_cgroupns_join_failed err=\"%m\" (run with hostPID)");
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	static struct daemon d;
@@ -352,6 +392,7 @@ int main(int argc, char **argv)
 	log_set_level(d.cfg.log_level);
 	if (d.cfg.uninstall)
 		return uninstall(&d.cfg);
+	join_host_cgroupns();
 	pthread_mutex_init(&d.snap_lock, NULL);
 	d.sig_fd = -1;
 	rc = run(&d);

@@ -110,6 +110,11 @@ static void test_live_hierarchy(void **unused)
 	assert_int_equal(cgroup_path_of_id(root, id, path, sizeof(path)), 0);
 	assert_string_equal(path, self);
 	assert_int_equal(cgroup_path_of_id(root, UINT64_MAX - 1, path, sizeof(path)), -ENOENT);
+	assert_true(cgroup_is_root(root));
+	strcat(root, "/."); /* the same directory, spelled differently */
+	assert_true(cgroup_is_root(root));
+	assert_false(cgroup_is_root("/tmp"));
+	assert_false(cgroup_is_root("/nonexistent/cgroup"));
 }
 
 static void test_loader_names(void **unused)
