@@ -200,13 +200,10 @@ drop:
 	worker_conn_closed(w);
 }
 
-static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
+/* Accept up to |max| connections; false once the queue is empty. */
+static bool accept_some(struct worker *w, int lfd, int max)
 {
-	struct worker *w = arg;
-
-	(void)l;
-	(void)events;
-	for (int i = 0; i < ACCEPT_BATCH; i++) {
+	for (int i = 0; i < max; i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 		int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -216,10 +213,18 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 				stats_inc(&w->stats, ST_ACCEPT_ERRORS);
 				log_warn("accept_failed err=\"%m\"");
 			}
-			return;
+			return false;
 		}
 		conn_accepted(w, fd, &peer);
 	}
+	return true;
+}
+
+static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
+{
+	(void)l;
+	(void)events;
+	accept_some(arg, lfd, ACCEPT_BATCH);
 }
 
 static int open_listener(const struct sockaddr_storage *addr)
@@ -349,6 +354,12 @@ static void do_drain(struct loop *l, void *arg)
 
 	(void)l;
 	w->draining = true;
+	/* Connects redirected just before the liveness slot emptied wait in the
+	 * accept queue: take them (they get a GOAWAY) rather than reset them. */
+	for (int i = 0; i < 2; i++)
+		for (int batch = 0; batch < 64 && w->listen_fds[i] >= 0; batch++)
+			if (!accept_some(w, w->listen_fds[i], ACCEPT_BATCH))
+				break;
 	close_listeners(w);
 	splitter_drain(w->splitter);
 }
