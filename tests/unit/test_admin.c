@@ -323,14 +323,25 @@ static void test_not_found_and_method(void **state)
 /* A busy address: NULL, and the message names the address and the errno. */
 static void test_listen_failure(void **state)
 {
-	struct fixture *fx = *state;
 	struct daemon d2 = {0};
+	struct sockaddr_storage held;
+	socklen_t len = sizeof(held);
 	char msg[256] = "", port[16];
 	FILE *tmp = tmpfile();
 	int saved = dup(2);
+	/* A port held WITHOUT SO_REUSEPORT (the admin socket sets it, so that a
+	 * surge daemon can bind beside an old one). */
+	int busy = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t busy_port;
 
+	(void)state;
+	set_loopback(&held, 0);
+	assert_int_equal(bind(busy, (struct sockaddr *)&held, sizeof(struct sockaddr_in)), 0);
+	assert_int_equal(listen(busy, 1), 0);
+	assert_int_equal(getsockname(busy, (struct sockaddr *)&held, &len), 0);
+	busy_port = ntohs(((struct sockaddr_in *)&held)->sin_port);
 	pthread_mutex_init(&d2.snap_lock, NULL);
-	set_loopback(&d2.cfg.admin, admin_port(fx->a));
+	set_loopback(&d2.cfg.admin, busy_port);
 	fflush(stderr);
 	dup2(fileno(tmp), 2);
 	assert_null(admin_start(&d2));
@@ -340,12 +351,29 @@ static void test_listen_failure(void **state)
 	rewind(tmp);
 	assert_non_null(fgets(msg, sizeof(msg), tmp));
 	fclose(tmp);
-	snprintf(port, sizeof(port), ":%u: ", admin_port(fx->a));
+	close(busy);
+	snprintf(port, sizeof(port), ":%u: ", busy_port);
 	assert_non_null(strstr(msg, "h2splitd: admin: cannot listen on 127.0.0.1:"));
 	assert_non_null(strstr(msg, port));
 	assert_non_null(strstr(msg, strerror(EADDRINUSE)));
 	pthread_mutex_destroy(&d2.snap_lock);
 	admin_stop(NULL);
+}
+
+/* A rolling update's surge daemon binds the same admin port beside the old one. */
+static void test_surge_daemon_binds_beside(void **state)
+{
+	struct fixture *fx = *state;
+	struct daemon d2 = {0};
+	struct admin *a2;
+
+	pthread_mutex_init(&d2.snap_lock, NULL);
+	set_loopback(&d2.cfg.admin, admin_port(fx->a));
+	a2 = admin_start(&d2);
+	assert_non_null(a2);
+	assert_int_equal(admin_port(a2), admin_port(fx->a));
+	admin_stop(a2);
+	pthread_mutex_destroy(&d2.snap_lock);
 }
 
 /* Stopping closes the listening socket: the port can be bound again at once. */
@@ -378,7 +406,8 @@ int main(void)
 	    cmocka_unit_test(test_healthz),	   cmocka_unit_test(test_readyz_flips),
 	    cmocka_unit_test(test_metrics),	   cmocka_unit_test(test_services),
 	    cmocka_unit_test(test_endpoints),	   cmocka_unit_test(test_not_found_and_method),
-	    cmocka_unit_test(test_listen_failure), cmocka_unit_test(test_stop_releases_port),
+	    cmocka_unit_test(test_listen_failure), cmocka_unit_test(test_surge_daemon_binds_beside),
+	    cmocka_unit_test(test_stop_releases_port),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
