@@ -49,6 +49,10 @@ struct loop {
 	uint64_t timer_seq;
 	pthread_mutex_t post_lock;
 	struct post *posts; /* owned, LIFO; reversed when drained */
+	struct {
+		loop_post_cb *cb;
+		void *arg;
+	} hooks[LOOP_MAX_PASS_HOOKS]; /* end-of-pass hooks; cb NULL: free slot */
 };
 
 uint64_t loop_now_ns(void)
@@ -327,6 +331,32 @@ static void wake_cb(struct loop *l, int fd, uint32_t events, void *arg)
 	}
 }
 
+int loop_add_pass_hook(struct loop *l, loop_post_cb *cb, void *arg)
+{
+	for (int i = 0; i < LOOP_MAX_PASS_HOOKS; i++) {
+		if (!l->hooks[i].cb) {
+			l->hooks[i].cb = cb;
+			l->hooks[i].arg = arg;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+void loop_del_pass_hook(struct loop *l, loop_post_cb *cb, void *arg)
+{
+	for (int i = 0; i < LOOP_MAX_PASS_HOOKS; i++)
+		if (l->hooks[i].cb == cb && l->hooks[i].arg == arg)
+			l->hooks[i].cb = NULL;
+}
+
+static void run_pass_hooks(struct loop *l)
+{
+	for (int i = 0; i < LOOP_MAX_PASS_HOOKS; i++)
+		if (l->hooks[i].cb)
+			l->hooks[i].cb(l, l->hooks[i].arg);
+}
+
 void loop_stop(struct loop *l)
 {
 	uint64_t one = 1;
@@ -361,6 +391,7 @@ int loop_run(struct loop *l)
 			e->cb(l, fd, evs[i].events, e->arg);
 		}
 		run_timers(l);
+		run_pass_hooks(l);
 	}
 	return 0;
 }

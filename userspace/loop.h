@@ -38,6 +38,14 @@ struct loop_timer *loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb *cb
  * Must not be called on a timer whose callback is running (it is already gone). */
 void loop_timer_cancel(struct loop *l, struct loop_timer *t);
 
+/* Run |cb(arg)| once per pass, after the pass's fd callbacks and timers and
+ * before the loop waits again: work that callbacks only mark (flushing
+ * output) is then done once per pass, not once per event. Owning thread
+ * only; at most LOOP_MAX_PASS_HOOKS. 0 or -ENOSPC. */
+#define LOOP_MAX_PASS_HOOKS 4
+int loop_add_pass_hook(struct loop *l, loop_post_cb *cb, void *arg);
+void loop_del_pass_hook(struct loop *l, loop_post_cb *cb, void *arg);
+
 /* Run |cb(arg)| on the loop's thread soon. Any thread. 0 or -ENOMEM. */
 int loop_post(struct loop *l, loop_post_cb *cb, void *arg);
 

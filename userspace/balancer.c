@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Balancer policies and the per-worker endpoint registry (see balancer.h).
+ * Two chained hash tables: services by id (policy instance + the current
+ * candidate list) and endpoints by (service id, ip, port). Candidate lists
+ * point at endpoint states that the current snapshot lists, so they never
+ * dangle: only unlisted endpoints are ever freed.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <string.h>
+
+#include "balancer.h"
+
+uint64_t balancer_rand(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* Index of the |k|-th entry not marked in |tried|. */
+static size_t kth_untried(const char *tried, size_t n, size_t k)
+{
+	if (!tried)
+		return k;
+	for (size_t i = 0; i < n; i++)
+		if (!tried[i] && k-- == 0)
+			return i;
+	return n; /* not reached: callers count first */
+}
+
+static size_t count_untried(const char *tried, size_t n)
+{
+	size_t m = n;
+
+	if (!tried)
+		return n;
+	for (size_t i = 0; i < n; i++)
+		m -= tried[i] != 0;
+	return m;
+}
+
+/* round_robin: a cursor that walks the list; skips tried endpoints. */
+struct rr_balancer {
+	struct balancer base;
+	size_t next;
+};
+
+static int rr_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
+		     const char *tried)
+{
+	struct rr_balancer *rr = (struct rr_balancer *)b;
+
+	(void)eps;
+	for (size_t k = 0; k < n; k++) {
+		size_t i = (rr->next + k) % n;
+
+		if (tried && tried[i])
+			continue;
+		rr->next = i + 1;
+		return (int)i;
+	}
+	return -1;
+}
+
+static void free_balancer(struct balancer *b)
+{
+	free(b);
+}
+
+static const struct balancer_ops rr_ops = {
+    .name = "round_robin",
+    .select = rr_select,
+    .destroy = free_balancer,
+};
+
+/* least_request: power of two choices over in-flight streams. */
+static int p2c_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
+		      const char *tried)
+{
+	size_t m = count_untried(tried, n), ka, kb, a, c;
+
+	if (m == 0)
+		return -1;
+	ka = (size_t)(balancer_rand(b->rng) % m);
+	a = kth_untried(tried, n, ka);
+	if (m == 1)
+		return (int)a;
+	kb = (size_t)(balancer_rand(b->rng) % (m - 1));
+	if (kb >= ka)
+		kb++;
+	c = kth_untried(tried, n, kb);
+	return (int)(eps[c]->inflight < eps[a]->inflight ? c : a);
+}
+
+static const struct balancer_ops p2c_ops = {
+    .name = "least_request",
+    .select = p2c_select,
+    .destroy = free_balancer,
+};
+
+struct balancer *balancer_new(enum lb_policy policy, uint64_t *rng)
+{
+	if (policy == LB_ROUND_ROBIN) {
+		struct rr_balancer *rr = calloc(1, sizeof(*rr));
+
+		if (!rr)
+			return NULL;
+		rr->base = (struct balancer){.ops = &rr_ops, .rng = rng};
+		/* Start workers (and services) at different places in the list. */
+		rr->next = (size_t)(balancer_rand(rng) >> 33);
+		return &rr->base;
+	}
+	struct balancer *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	*p = (struct balancer){.ops = &p2c_ops, .rng = rng};
+	return p;
+}
+
+/* The set. */
+struct lb_service {
+	uint32_t id;
+	uint64_t gen;
+	enum lb_policy policy;
+	struct balancer *b;		/* owned */
+	struct balancer_endpoint **eps; /* owned array: usable then fallback */
+	size_t n_usable, n_fallback, n_alloc;
+	bool mixed; /* both IPv4 and IPv6 endpoints: filter by family */
+	struct lb_service *hnext;
+};
+
+struct balancer_set {
+	uint64_t rng;
+	enum lb_policy dflt;
+	uint64_t gen;
+	struct lb_service **svc_tab; /* owned chains */
+	size_t svc_buckets, n_svcs;
+	struct balancer_endpoint **ep_tab; /* owned chains */
+	size_t ep_buckets, n_eps;
+	char *tried; /* owned scratch, tried_alloc bytes */
+	size_t tried_alloc;
+};
+
+struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt)
+{
+	struct balancer_set *bs = calloc(1, sizeof(*bs));
+
+	if (!bs)
+		return NULL;
+	bs->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
+	bs->dflt = dflt;
+	bs->svc_buckets = 64;
+	bs->ep_buckets = 256;
+	bs->svc_tab = calloc(bs->svc_buckets, sizeof(*bs->svc_tab));
+	bs->ep_tab = calloc(bs->ep_buckets, sizeof(*bs->ep_tab));
+	if (!bs->svc_tab || !bs->ep_tab) {
+		balancer_set_free(bs);
+		return NULL;
+	}
+	return bs;
+}
+
+static void service_free(struct lb_service *ls)
+{
+	balancer_destroy(ls->b);
+	free(ls->eps);
+	free(ls);
+}
+
+void balancer_set_free(struct balancer_set *bs)
+{
+	if (!bs)
+		return;
+	for (size_t i = 0; bs->svc_tab && i < bs->svc_buckets; i++) {
+		for (struct lb_service *ls = bs->svc_tab[i], *next; ls; ls = next) {
+			next = ls->hnext;
+			service_free(ls);
+		}
+	}
+	for (size_t i = 0; bs->ep_tab && i < bs->ep_buckets; i++) {
+		for (struct balancer_endpoint *ep = bs->ep_tab[i], *next; ep; ep = next) {
+			next = ep->hnext;
+			free(ep);
+		}
+	}
+	free(bs->svc_tab);
+	free(bs->ep_tab);
+	free(bs->tried);
+	free(bs);
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static size_t ep_hash(const struct balancer_set *bs, uint32_t id, const struct h2s_ip *ip,
+		      uint16_t port)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	h = fnv1a(h, &id, sizeof(id));
+	h = fnv1a(h, ip->b, sizeof(ip->b));
+	h = fnv1a(h, &port, sizeof(port));
+	return (size_t)(h & (bs->ep_buckets - 1));
+}
+
+static void ep_grow(struct balancer_set *bs)
+{
+	size_t nb = bs->ep_buckets * 2;
+	struct balancer_endpoint **tab = calloc(nb, sizeof(*tab)), **old = bs->ep_tab;
+	size_t ob = bs->ep_buckets;
+
+	if (!tab)
+		return; /* keep the longer chains */
+	bs->ep_tab = tab;
+	bs->ep_buckets = nb;
+	for (size_t i = 0; i < ob; i++) {
+		for (struct balancer_endpoint *ep = old[i], *next; ep; ep = next) {
+			size_t h = ep_hash(bs, ep->service_id, &ep->ip, ep->port);
+
+			next = ep->hnext;
+			ep->hnext = tab[h];
+			tab[h] = ep;
+		}
+	}
+	free(old);
+}
+
+static struct balancer_endpoint *ep_get(struct balancer_set *bs, uint32_t id,
+					const struct h2s_ip *ip, uint16_t port)
+{
+	size_t h = ep_hash(bs, id, ip, port);
+	struct balancer_endpoint *ep;
+
+	for (ep = bs->ep_tab[h]; ep; ep = ep->hnext)
+		if (ep->service_id == id && ep->port == port && !memcmp(&ep->ip, ip, sizeof(*ip)))
+			return ep;
+	ep = calloc(1, sizeof(*ep));
+	if (!ep)
+		return NULL;
+	ep->service_id = id;
+	ep->ip = *ip;
+	ep->port = port;
+	ep->hnext = bs->ep_tab[h];
+	bs->ep_tab[h] = ep;
+	if (++bs->n_eps > bs->ep_buckets * 2)
+		ep_grow(bs);
+	return ep;
+}
+
+static void ep_unlink(struct balancer_set *bs, struct balancer_endpoint *ep)
+{
+	struct balancer_endpoint **pp = &bs->ep_tab[ep_hash(bs, ep->service_id, &ep->ip, ep->port)];
+
+	for (; *pp; pp = &(*pp)->hnext) {
+		if (*pp == ep) {
+			*pp = ep->hnext;
+			bs->n_eps--;
+			return;
+		}
+	}
+}
+
+static struct lb_service **svc_slot(struct balancer_set *bs, uint32_t id)
+{
+	struct lb_service **pp = &bs->svc_tab[(id * 2654435761u) & (bs->svc_buckets - 1)];
+
+	while (*pp && (*pp)->id != id)
+		pp = &(*pp)->hnext;
+	return pp;
+}
+
+static void svc_grow(struct balancer_set *bs)
+{
+	size_t ob = bs->svc_buckets;
+	struct lb_service **tab = calloc(ob * 2, sizeof(*tab)), **old = bs->svc_tab;
+
+	if (!tab)
+		return;
+	bs->svc_tab = tab;
+	bs->svc_buckets = ob * 2;
+	for (size_t i = 0; i < ob; i++) {
+		for (struct lb_service *ls = old[i], *next; ls; ls = next) {
+			struct lb_service **pp = svc_slot(bs, ls->id);
+
+			next = ls->hnext;
+			ls->hnext = NULL;
+			*pp = ls;
+		}
+	}
+	free(old);
+}
+
+static enum lb_policy resolve(enum lb_policy p, enum lb_policy dflt)
+{
+	if (p == LB_DEFAULT)
+		p = dflt;
+	return p == LB_ROUND_ROBIN ? LB_ROUND_ROBIN : LB_LEAST_REQUEST;
+}
+
+/* Rebuild |ls|'s candidates from |svc|. -ENOMEM leaves it empty. */
+static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
+			   const struct state_service *svc, uint64_t gen)
+{
+	enum lb_policy p = resolve(svc->lb, bs->dflt);
+	size_t nu = 0, nf = 0, n4 = 0;
+
+	ls->gen = gen;
+	ls->n_usable = ls->n_fallback = 0;
+	if (!ls->b || ls->policy != p) {
+		balancer_destroy(ls->b);
+		ls->b = balancer_new(p, &bs->rng);
+		ls->policy = p;
+		if (!ls->b)
+			return -ENOMEM;
+	}
+	if ((size_t)svc->n_eps > ls->n_alloc) {
+		struct balancer_endpoint **v = realloc(ls->eps, (size_t)svc->n_eps * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		ls->eps = v;
+		ls->n_alloc = (size_t)svc->n_eps;
+	}
+	for (int i = 0; i < svc->n_eps; i++) {
+		const struct state_endpoint *se = &svc->eps[i];
+		struct balancer_endpoint *ep = ep_get(bs, svc->id, &se->ip, se->port);
+
+		if (!ep)
+			return -ENOMEM;
+		ep->seen_gen = gen;
+		ep->usable = state_endpoint_usable(se);
+		ep->fallback = !ep->usable && state_endpoint_fallback(se);
+		memcpy(ep->pod, se->pod, sizeof(ep->pod));
+		ep->pod[sizeof(ep->pod) - 1] = '\0';
+		nu += ep->usable;
+		nf += ep->fallback;
+		n4 += h2s_ip_is_v4(&se->ip);
+	}
+	ls->mixed = n4 && n4 < (size_t)svc->n_eps;
+	/* Usable first, then fallback, each in snapshot order. */
+	for (int i = 0, u = 0, f = 0; i < svc->n_eps; i++) {
+		const struct state_endpoint *se = &svc->eps[i];
+		struct balancer_endpoint *ep = ep_get(bs, svc->id, &se->ip, se->port);
+
+		if (ep->usable)
+			ls->eps[u++] = ep;
+		else if (ep->fallback)
+			ls->eps[nu + (size_t)f++] = ep;
+	}
+	ls->n_usable = nu;
+	ls->n_fallback = nf;
+	return 0;
+}
+
+static bool in_backoff(const struct balancer_endpoint *ep, const struct balancer_pick *p)
+{
+	return ep->backoff_until_ms > p->now_ms &&
+	       (!ep->backoff_netns || ep->backoff_netns == p->netns_id);
+}
+
+static bool wrong_family(const struct balancer_endpoint *ep, int family)
+{
+	return family != AF_UNSPEC && h2s_ip_is_v4(&ep->ip) != (family == AF_INET);
+}
+
+/* Mark the candidates to skip in bs->tried: of the wrong family (|family|),
+ * in backoff (all of them when |backoff|, else only tried ones) and, when
+ * |use_avoid|, tried ones. NULL when nothing is marked. */
+static const char *mark_tried(struct balancer_set *bs, struct balancer_endpoint *const *eps,
+			      size_t n, const struct balancer_pick *p, int family, bool use_avoid,
+			      bool backoff)
+{
+	bool any = false;
+
+	if (!family && !p->n_avoid && !backoff)
+		return NULL;
+	if (n > bs->tried_alloc) {
+		char *t = realloc(bs->tried, n);
+
+		if (!t)
+			return NULL; /* a retry may land on a tried endpoint: harmless */
+		bs->tried = t;
+		bs->tried_alloc = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		bool boff = in_backoff(eps[i], p), avoided = false;
+
+		for (size_t j = 0; j < p->n_avoid; j++)
+			avoided |= eps[i] == p->avoid[j];
+		bs->tried[i] = (char)(wrong_family(eps[i], family) || (use_avoid && avoided) ||
+				      (boff && (backoff || avoided)));
+		any |= bs->tried[i];
+	}
+	return any ? bs->tried : NULL;
+}
+
+struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
+					    const struct state_service *svc, uint64_t gen,
+					    const struct balancer_pick *p)
+{
+	struct lb_service **pp = svc_slot(bs, svc->id), *ls = *pp;
+	struct balancer_endpoint *const *list;
+	struct balancer *b;
+	int i, family;
+	size_t n;
+
+	if (gen != bs->gen)
+		bs->gen = gen;
+	if (!ls) {
+		ls = calloc(1, sizeof(*ls));
+		if (!ls)
+			return NULL;
+		ls->id = svc->id;
+		*pp = ls;
+		if (++bs->n_svcs > bs->svc_buckets * 2)
+			svc_grow(bs);
+	}
+	if (ls->gen != gen && service_refresh(bs, ls, svc, gen))
+		return NULL;
+	list = ls->eps;
+	n = ls->n_usable;
+	if (!n) {
+		list = ls->eps + ls->n_usable;
+		n = ls->n_fallback;
+	}
+	if (!n)
+		return NULL;
+	b = ls->b;
+	family = ls->mixed ? p->family : AF_UNSPEC;
+	/* Preference: fresh endpoints, then fresh ones in backoff, then ones
+	 * tried already but not failing to connect (a refused stream). */
+	i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, true, true));
+	if (i < 0)
+		i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, true, false));
+	if (i < 0 && p->n_avoid)
+		i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, false, true));
+	return i < 0 ? NULL : list[i];
+}
+
+void balancer_endpoint_connect_failed(struct balancer_endpoint *ep, uint64_t now_ms,
+				      uint64_t netns_id)
+{
+	ep->failures++;
+	/* Many streams learn of one failure at once: step once per window. */
+	if (ep->backoff_until_ms > now_ms && ep->backoff_netns == netns_id)
+		return;
+	if (ep->backoff_netns != netns_id)
+		ep->backoff_step = 0; /* another client pod: start over */
+	ep->backoff_netns = netns_id;
+	if (ep->backoff_step < 6)
+		ep->backoff_step++;
+	ep->backoff_until_ms = now_ms + (500ull << (ep->backoff_step - 1));
+	if (ep->backoff_until_ms > now_ms + 30000)
+		ep->backoff_until_ms = now_ms + 30000;
+}
+
+void balancer_stream_start(struct balancer_endpoint *ep)
+{
+	ep->inflight++;
+	ep->total++;
+}
+
+void balancer_stream_end(struct balancer_set *bs, struct balancer_endpoint *ep)
+{
+	if (ep->inflight)
+		ep->inflight--;
+	if (ep->inflight || ep->seen_gen == bs->gen)
+		return;
+	ep_unlink(bs, ep);
+	free(ep);
+}
+
+void balancer_set_update(struct balancer_set *bs, const struct state *st, uint64_t gen)
+{
+	bs->gen = gen;
+	for (size_t i = 0; i < bs->svc_buckets; i++) {
+		struct lb_service **pp = &bs->svc_tab[i];
+
+		while (*pp) {
+			struct lb_service *ls = *pp;
+			const struct state_service *svc = st ? state_find_id(st, ls->id) : NULL;
+
+			if (svc) {
+				if (service_refresh(bs, ls, svc, gen))
+					ls->gen = 0; /* retried on the next pick */
+				pp = &ls->hnext;
+				continue;
+			}
+			*pp = ls->hnext;
+			bs->n_svcs--;
+			service_free(ls);
+		}
+	}
+	for (size_t i = 0; i < bs->ep_buckets; i++) {
+		struct balancer_endpoint **pp = &bs->ep_tab[i];
+
+		while (*pp) {
+			struct balancer_endpoint *ep = *pp;
+
+			if (ep->seen_gen == gen || ep->inflight) {
+				pp = &ep->hnext;
+				continue;
+			}
+			*pp = ep->hnext;
+			bs->n_eps--;
+			free(ep);
+		}
+	}
+}
+
+void balancer_set_foreach(struct balancer_set *bs,
+			  void (*cb)(const struct balancer_endpoint *ep, void *arg), void *arg)
+{
+	for (size_t i = 0; i < bs->ep_buckets; i++)
+		for (struct balancer_endpoint *ep = bs->ep_tab[i]; ep; ep = ep->hnext)
+			cb(ep, arg);
+}
+
+size_t balancer_set_count(const struct balancer_set *bs)
+{
+	return bs->n_eps;
+}

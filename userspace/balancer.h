@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Per-stream load balancing. A policy is a base struct plus a const ops table
+ * (h2o style): round_robin, and least_request = power of two choices over the
+ * streams in flight. A worker's balancer_set keeps one policy instance per
+ * service and one balancer_endpoint per (service id, ip, port); the endpoint
+ * state (in-flight count, totals, failures) survives snapshot swaps and is
+ * freed only when no snapshot lists it and nothing is in flight on it.
+ * Worker thread only.
+ */
+#ifndef H2SPLIT_BALANCER_H
+#define H2SPLIT_BALANCER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "state.h"
+
+struct balancer_endpoint {
+	uint32_t service_id;
+	struct h2s_ip ip;
+	uint16_t port;
+	bool usable;   /* as of the last snapshot that listed it */
+	bool fallback; /* terminating but serving: used only when nothing is usable */
+	uint32_t inflight;
+	uint64_t total;
+	uint64_t failures;	   /* connect failures and streams lost with a connection */
+	uint64_t seen_gen;	   /* last snapshot generation that listed it */
+	uint64_t backoff_until_ms; /* after connect failures: no new streams before */
+	uint64_t backoff_netns;	   /* ... from this client netns (0: any) */
+	uint32_t backoff_step;
+	char pod[STATE_NAME_MAX];
+	struct balancer_endpoint *hnext; /* hash chain, owned by the set */
+};
+
+struct balancer;
+
+struct balancer_ops {
+	const char *name;
+	/* Index into |eps| (|n| > 0) of the endpoint for a new stream, skipping
+	 * those with |tried[i]| nonzero (|tried| may be NULL), or -1. */
+	int (*select)(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
+		      const char *tried);
+	void (*destroy)(struct balancer *b);
+};
+
+/* Embedded first in every policy's own struct. */
+struct balancer {
+	const struct balancer_ops *ops;
+	uint64_t *rng; /* borrowed: the set's generator */
+};
+
+/* A policy instance; |rng| is borrowed and must outlive it. NULL on ENOMEM. */
+struct balancer *balancer_new(enum lb_policy policy, uint64_t *rng);
+static inline void balancer_destroy(struct balancer *b)
+{
+	if (b)
+		b->ops->destroy(b);
+}
+/* xorshift64*: cheap, per worker, good enough for P2C. */
+uint64_t balancer_rand(uint64_t *state);
+
+struct balancer_set;
+
+/* |dflt| is the policy of services that say LB_DEFAULT (--lb-policy). */
+struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt);
+void balancer_set_free(struct balancer_set *bs);
+/* Who asks, for balancer_set_pick(). */
+struct balancer_pick {
+	uint64_t now_ms;
+	uint64_t netns_id; /* the client's netns (backoff is per client netns) */
+	int family;	   /* AF_INET / AF_INET6: the VIP's family; AF_UNSPEC: any */
+	struct balancer_endpoint *const *avoid; /* tried already */
+	size_t n_avoid;
+};
+
+/* An endpoint of |svc| (from the snapshot with generation |gen|) for a new
+ * stream: usable ones by |svc->lb|, else fallback ones; of |p->family| when
+ * the service has both (dual-stack, as kube-proxy does). Preference: neither
+ * tried nor in backoff; then in backoff; then tried but not in backoff (a
+ * refused stream). NULL when there is none. */
+struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
+					    const struct state_service *svc, uint64_t gen,
+					    const struct balancer_pick *p);
+/* A stream starts on / leaves |ep|. An endpoint no snapshot lists any more is
+ * freed with its last stream: do not use |ep| after balancer_stream_end(). */
+void balancer_stream_start(struct balancer_endpoint *ep);
+void balancer_stream_end(struct balancer_set *bs, struct balancer_endpoint *ep);
+/* A connection to |ep| from client netns |netns_id| failed: avoid it for
+ * streams from there for a while (500 ms doubling up to 30 s) unless nothing
+ * else is left. Other pods may well reach it (NetworkPolicy). */
+void balancer_endpoint_connect_failed(struct balancer_endpoint *ep, uint64_t now_ms,
+				      uint64_t netns_id);
+/* |ep| answered: forget its backoff. */
+static inline void balancer_endpoint_ok(struct balancer_endpoint *ep)
+{
+	ep->backoff_step = 0;
+	ep->backoff_until_ms = 0;
+}
+/* A new snapshot is current: refresh every cached service from |st| and free
+ * endpoint state that |st| no longer lists and that has nothing in flight. */
+void balancer_set_update(struct balancer_set *bs, const struct state *st, uint64_t gen);
+/* Every endpoint the set knows, listed or still draining. */
+void balancer_set_foreach(struct balancer_set *bs,
+			  void (*cb)(const struct balancer_endpoint *ep, void *arg), void *arg);
+size_t balancer_set_count(const struct balancer_set *bs);
+
+#endif

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Byte chains for DATA in transit between the two sessions of a stream:
+ * fixed-size blocks from a per-worker free list, so buffering a frame costs
+ * no allocation in the steady state. A chain only ever holds what the
+ * receiving session's flow-control window let in, which is what bounds it.
+ */
+#ifndef H2SPLIT_H2_BUF_H
+#define H2SPLIT_H2_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define H2_BLOCK_SIZE (16384 - 2 * sizeof(void *))
+/* Free blocks a worker keeps around (4 MiB). */
+#define H2_BLOCKS_KEEP 256
+
+struct h2_block {
+	struct h2_block *next;
+	size_t len; /* bytes used from data[0] */
+	uint8_t data[H2_BLOCK_SIZE];
+};
+
+/* The free list; owns its blocks. */
+struct h2_blocks {
+	struct h2_block *free;
+	size_t n_free;
+	size_t n_live; /* blocks handed out and not returned */
+};
+
+/* Bytes [head_off, ...) of the blocks head..tail; owns its blocks. */
+struct h2_chain {
+	struct h2_block *head, *tail;
+	size_t head_off;
+	size_t len;
+};
+
+void h2_blocks_fini(struct h2_blocks *fl);
+/* Append |n| bytes. 0 or -ENOMEM (then nothing was appended). */
+int h2_chain_append(struct h2_chain *c, struct h2_blocks *fl, const uint8_t *p, size_t n);
+/* Copy |n| bytes starting |off| bytes into the chain to |dst|; the caller
+ * checks off + n <= len. */
+void h2_chain_copy(const struct h2_chain *c, size_t off, uint8_t *dst, size_t n);
+/* Drop the first |n| (<= len) bytes. */
+void h2_chain_drop(struct h2_chain *c, struct h2_blocks *fl, size_t n);
+static inline void h2_chain_clear(struct h2_chain *c, struct h2_blocks *fl)
+{
+	h2_chain_drop(c, fl, c->len);
+}
+
+#endif

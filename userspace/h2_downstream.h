@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A downstream connection: the client pod's HTTP/2 connection, served by an
+ * nghttp2 server session. It owns its streams (h2_stream) and its netns
+ * reference; the limits it advertises live in splitter_int.h.
+ */
+#ifndef H2SPLIT_H2_DOWNSTREAM_H
+#define H2SPLIT_H2_DOWNSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "splitter_int.h"
+
+struct h2_downstream {
+	struct h2_conn c;		   /* first: splitter_flush() casts */
+	struct conn_info ci;		   /* ci.netns: owned reference */
+	struct h2_stream *streams;	   /* owned list; freed by on_stream_close or destroy */
+	struct h2_downstream *next, *prev; /* s->ds_list */
+	size_t retained;		   /* request bytes its streams hold for retries */
+	bool notice_sent, goaway_sent;
+	char peer[64]; /* client address, for logs */
+};
+
+/* See splitter_conn_start(). */
+int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const uint8_t *pre,
+			size_t n);
+/* Free everything (splitter_flush() only); calls worker_conn_closed(). */
+void h2_downstream_destroy(struct h2_downstream *ds);
+/* Drain, step one: GOAWAY with the maximum stream id. */
+void h2_downstream_shutdown_notice(struct h2_downstream *ds);
+/* Drain, step two: GOAWAY with the last stream id processed. */
+void h2_downstream_goaway(struct h2_downstream *ds);
+/* The shared nghttp2 callbacks and options. 0 or -ENOMEM. */
+int h2_downstream_setup(struct splitter *s);
+
+#endif

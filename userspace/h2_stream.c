@@ -1,0 +1,867 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The per-stream bridge (see h2_stream.h): routing to an endpoint, request
+ * and response forwarding with flow control tied across the two sessions,
+ * resets both ways, retries of streams that were surely not processed, and
+ * the replies the splitter makes itself (Trailers-Only for gRPC).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "grpc.h"
+#include "h2_downstream.h"
+#include "h2_stream.h"
+#include "h2_upstream.h"
+#include "log.h"
+#include "loop.h"
+#include "netns.h"
+#include "metrics.h"
+#include "registry.h"
+
+static struct splitter *S(const struct h2_stream *st)
+{
+	return st->ds->c.s;
+}
+
+static nghttp2_session *ds_session(const struct h2_stream *st)
+{
+	return st->ds->c.session;
+}
+
+static ssize_t ds_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+		       uint32_t *flags, nghttp2_data_source *src, void *ud);
+
+/* The client's netns as pools and backoff know it (0: the daemon's). */
+static uint64_t client_netns(const struct h2_stream *st)
+{
+	const struct config *cfg = st->ds->c.s->cfg;
+
+	return !cfg || cfg->upstream_source_pod ? netns_ref_id(st->ds->ci.netns) : 0;
+}
+
+/* The family of the VIP the app dialled (an IPv4-mapped one is IPv4). */
+static int vip_family(const struct sockaddr_storage *orig)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)orig;
+
+	if (orig->ss_family == AF_INET)
+		return AF_INET;
+	if (orig->ss_family != AF_INET6)
+		return AF_UNSPEC;
+	return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) ? AF_INET : AF_INET6;
+}
+
+static void ep_event(struct h2_stream *st, enum metrics_upstream_event ev)
+{
+	struct metrics *m = st->ds->c.s->w->metrics;
+
+	if (m && st->ep)
+		metrics_upstream_event(m, st->ep->service_id, &st->ep->ip, st->ep->port, ev);
+}
+
+/* The attempt on st->ep is over (retry or end of stream). */
+static void ep_release(struct h2_stream *st)
+{
+	struct splitter *s = st->ds->c.s;
+
+	if (!st->ep)
+		return;
+	if (s->w->metrics)
+		metrics_endpoint_inflight(s->w->metrics, st->ep->service_id, &st->ep->ip,
+					  st->ep->port, -1);
+	balancer_stream_end(s->lb, st->ep);
+	st->ep = NULL;
+}
+
+static void ds_consume(struct h2_stream *st, size_t n)
+{
+	if (!n)
+		return;
+	nghttp2_session_consume(ds_session(st), st->ds_id, n);
+	h2_conn_dirty(&st->ds->c);
+}
+
+static void up_consume(struct h2_stream *st, size_t n)
+{
+	if (!n || !st->up)
+		return;
+	/* Also fine once the upstream stream is closed: the connection window. */
+	nghttp2_session_consume(st->up->c.session, st->up_id, n);
+	h2_conn_dirty(&st->up->c);
+}
+
+static void ds_reset(struct h2_stream *st, uint32_t code)
+{
+	nghttp2_submit_rst_stream(ds_session(st), NGHTTP2_FLAG_NONE, st->ds_id, code);
+	stats_inc(S(st)->stats, ST_RESETS_SENT);
+	h2_conn_dirty(&st->ds->c);
+}
+
+static void resume_up(struct h2_stream *st)
+{
+	if (st->leg != H2_LEG_OPEN || !st->up_deferred)
+		return;
+	st->up_deferred = false;
+	nghttp2_session_resume_data(st->up->c.session, st->up_id);
+	h2_conn_dirty(&st->up->c);
+}
+
+static void resume_ds(struct h2_stream *st)
+{
+	if (!st->ds_deferred)
+		return;
+	st->ds_deferred = false;
+	nghttp2_session_resume_data(ds_session(st), st->ds_id);
+	h2_conn_dirty(&st->ds->c);
+}
+
+/* Drop the request bytes held for a retry: from now on the request cannot be
+ * sent again, and the client gets its window back. */
+static void release_retention(struct h2_stream *st)
+{
+	st->retaining = false;
+	if (!st->req_sent)
+		return;
+	h2_chain_drop(&st->req_body, &S(st)->blocks, st->req_sent);
+	ds_consume(st, st->req_sent);
+	st->ds->retained -= st->req_sent;
+	st->req_sent = 0;
+	st->req_dropped = true;
+}
+
+/* The request is of no more use (the response is complete or made up here):
+ * drop what is buffered and whatever still arrives. */
+static void discard_request(struct h2_stream *st)
+{
+	release_retention(st);
+	ds_consume(st, st->req_body.len);
+	h2_chain_clear(&st->req_body, &S(st)->blocks);
+	st->req_discard = true;
+}
+
+static bool retryable(const struct h2_stream *st)
+{
+	return !st->req_dropped && !st->req_discard && !st->resp_hdrs_rcvd &&
+	       st->n_tried < H2_MAX_ATTEMPTS;
+}
+
+static void unqueue(struct h2_stream *st)
+{
+	if (st->q_prev)
+		st->q_prev->q_next = st->q_next;
+	else
+		S(st)->route_q = st->q_next;
+	if (st->q_next)
+		st->q_next->q_prev = st->q_prev;
+	else
+		S(st)->route_tail = st->q_prev;
+	st->q_next = st->q_prev = NULL;
+	st->leg = H2_LEG_DONE;
+}
+
+/* Stop the upstream stream (RST_STREAM |code|) and stop hearing about it:
+ * its user data goes NULL, so later upstream callbacks see no stream. */
+static void abandon_upstream(struct h2_stream *st, uint32_t code)
+{
+	if (st->leg != H2_LEG_OPEN)
+		return;
+	nghttp2_submit_rst_stream(st->up->c.session, NGHTTP2_FLAG_NONE, st->up_id, code);
+	nghttp2_session_set_stream_user_data(st->up->c.session, st->up_id, NULL);
+	stats_inc(S(st)->stats, ST_RESETS_SENT);
+	ep_event(st, METRICS_EV_RESET_SENT);
+	h2_conn_dirty(&st->up->c);
+	st->leg = H2_LEG_DONE;
+	release_retention(st);
+}
+
+static const char *ep_str(const struct balancer_endpoint *ep, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	if (!ep) {
+		snprintf(buf, len, "-");
+		return buf;
+	}
+	h2s_ip_str(&ep->ip, ip, sizeof(ip));
+	snprintf(buf, len, h2s_ip_is_v4(&ep->ip) ? "%s:%u" : "[%s]:%u", ip, ep->port);
+	return buf;
+}
+
+static int submit_local_http(struct h2_stream *st, int http_status, const char *msg)
+{
+	static const char ct[] = "text/plain; charset=utf-8";
+	nghttp2_data_provider prd;
+	char status[8], clen[24];
+	nghttp2_nv nv[3];
+	int n;
+
+	n = asprintf(&st->local_body, "%s\n", msg);
+	if (n < 0) {
+		st->local_body = NULL;
+		return -ENOMEM;
+	}
+	st->local_len = (size_t)n;
+	snprintf(status, sizeof(status), "%d", http_status);
+	snprintf(clen, sizeof(clen), "%d", n);
+	nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, strlen(status), 0};
+	nv[1] = (nghttp2_nv){(uint8_t *)"content-type", (uint8_t *)ct, 12, sizeof(ct) - 1, 0};
+	nv[2] = (nghttp2_nv){(uint8_t *)"content-length", (uint8_t *)clen, 14, strlen(clen), 0};
+	prd.source.ptr = st;
+	prd.read_callback = ds_read;
+	return nghttp2_submit_response(ds_session(st), st->ds_id, nv, 3, &prd);
+}
+
+/* Answer the stream ourselves: Trailers-Only |grpc_status| for gRPC, HTTP
+ * |http_status| otherwise; trailers or a reset when headers already went out. */
+static void reply_error(struct h2_stream *st, enum grpc_status grpc_status, int http_status,
+			const char *msg)
+{
+	struct grpc_trailers_only t;
+	int rv = 0;
+
+	abandon_upstream(st, NGHTTP2_CANCEL);
+	discard_request(st);
+	st->leg = H2_LEG_DONE;
+	log_debug("stream_reply stream=%d grpc=%d status=%d msg=\"%s\"", st->ds_id, st->grpc,
+		  st->grpc ? (int)grpc_status : http_status, msg);
+	if (st->resp_end && st->resp_hdrs_sent)
+		return; /* the whole response is here already: let it finish */
+	if (!st->resp_hdrs_sent) {
+		st->resp_hdrs_sent = true;
+		st->resp_end = true;
+		if (st->grpc) {
+			size_t n = grpc_trailers_only_build(&t, grpc_status, msg);
+
+			st->resp_status = 200;
+			st->grpc_status = (int)grpc_status;
+			rv = nghttp2_submit_response(ds_session(st), st->ds_id, t.nv, n, NULL);
+		} else {
+			st->resp_status = http_status;
+			rv = submit_local_http(st, http_status, msg);
+		}
+		if (rv) {
+			stats_inc(S(st)->stats, ST_UNEXPECTED);
+			ds_reset(st, NGHTTP2_INTERNAL_ERROR);
+		}
+		h2_conn_dirty(&st->ds->c);
+		return;
+	}
+	if (!st->grpc) {
+		ds_reset(st, NGHTTP2_INTERNAL_ERROR);
+		return;
+	}
+	/* Headers are out: end the body with gRPC trailers instead. */
+	grpc_trailers_only_build(&t, grpc_status, msg);
+	h2_hdrs_clear(&st->resp_trl);
+	for (int i = 0; i < GRPC_TRAILERS_LEN; i++) {
+		const nghttp2_nv *nv = &GRPC_TRAILERS(&t)[i];
+
+		if (h2_hdrs_add(&st->resp_trl, nv->name, nv->namelen, nv->value, nv->valuelen, 0)) {
+			ds_reset(st, NGHTTP2_INTERNAL_ERROR);
+			return;
+		}
+	}
+	st->grpc_status = (int)grpc_status;
+	st->resp_end = true;
+	resume_ds(st);
+}
+
+static void queue_route(struct h2_stream *st)
+{
+	struct splitter *s = S(st);
+
+	st->leg = H2_LEG_QUEUED;
+	st->q_next = NULL;
+	st->q_prev = s->route_tail;
+	if (s->route_tail)
+		s->route_tail->q_next = st;
+	else
+		s->route_q = st;
+	s->route_tail = st;
+}
+
+/* Send |st| elsewhere: it was surely not processed where it went. */
+static void retry(struct h2_stream *st, const char *why)
+{
+	char ep[64];
+
+	log_debug("stream_retry stream=%d endpoint=%s why=\"%s\" attempt=%u", st->ds_id,
+		  ep_str(st->ep, ep, sizeof(ep)), why, st->n_tried + 1);
+	if (st->up) {
+		h2_upstream_unlink(st->up, st);
+		st->up = NULL;
+	}
+	ep_event(st, METRICS_EV_RETRY);
+	ep_release(st);
+	st->ds->retained -= st->req_sent;
+	st->req_sent = 0;
+	st->up_deferred = false;
+	st->up_hdrs_sent = false;
+	stats_inc(S(st)->stats, ST_UPSTREAM_RETRIES);
+	queue_route(st);
+}
+
+static void on_deadline(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct h2_stream *st = arg;
+	struct splitter *s = S(st);
+
+	(void)l;
+	(void)t;
+	st->deadline = NULL;
+	if (!st->resp_end) {
+		stats_inc(s->stats, ST_DEADLINE_EXCEEDED);
+		if (st->leg == H2_LEG_QUEUED)
+			unqueue(st);
+		reply_error(st, GRPC_DEADLINE_EXCEEDED, 504, "h2split: deadline exceeded");
+	}
+	splitter_kick(s);
+}
+
+static void start_deadline(struct h2_stream *st)
+{
+	const char *err = NULL;
+	uint64_t ns, ms;
+	size_t vl;
+	const uint8_t *v = h2_hdrs_get(&st->req_hdrs, "grpc-timeout", &vl);
+
+	if (!v)
+		return;
+	if (grpc_timeout_parse(v, vl, &ns, &err)) {
+		log_debug("stream_bad_grpc_timeout stream=%d err=\"%s\"", st->ds_id, err);
+		return;
+	}
+	ms = ns / 1000000 + (ns % 1000000 != 0);
+	if (ms > 366ull * 24 * 3600 * 1000) /* no deadline worth a timer */
+		return;
+	st->deadline = loop_timer_add(S(st)->w->loop, ms, on_deadline, st);
+}
+
+struct h2_stream *h2_stream_new(struct h2_downstream *ds, int32_t id)
+{
+	struct h2_stream *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return NULL;
+	st->ds = ds;
+	st->ds_id = id;
+	st->grpc_status = -1;
+	st->retaining = true;
+	st->start_ns = loop_now_ns();
+	st->ds_next = ds->streams;
+	if (ds->streams)
+		ds->streams->ds_prev = st;
+	ds->streams = st;
+	stats_inc(ds->c.s->stats, ST_STREAMS_TOTAL);
+	stats_inc(ds->c.s->stats, ST_STREAMS_ACTIVE);
+	return st;
+}
+
+int h2_stream_ds_header(struct h2_stream *st, bool trailer, const uint8_t *name, size_t nlen,
+			const uint8_t *value, size_t vlen, uint8_t flags)
+{
+	if (h2_header_is_hop_by_hop(name, nlen, value, vlen))
+		return 0;
+	if (!trailer && nlen == 12 && !memcmp(name, "content-type", 12))
+		st->grpc = grpc_is_content_type(value, vlen);
+	if (h2_hdrs_add(trailer ? &st->req_trl : &st->req_hdrs, name, nlen, value, vlen, flags))
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	return 0;
+}
+
+void h2_stream_ds_headers_done(struct h2_stream *st, bool trailer, bool end_stream)
+{
+	if (trailer) {
+		h2_stream_ds_end(st);
+		return;
+	}
+	st->req_end = end_stream;
+	start_deadline(st);
+	/* Routed at the end of the pass: a stream reset within the same read
+	 * (rapid reset) never costs an upstream stream, and DATA that came with
+	 * the HEADERS is there to go out with them. */
+	queue_route(st);
+}
+
+void h2_stream_ds_data(struct h2_stream *st, const uint8_t *data, size_t len)
+{
+	if (st->req_discard) {
+		ds_consume(st, len);
+		return;
+	}
+	if (h2_chain_append(&st->req_body, &S(st)->blocks, data, len)) {
+		ds_consume(st, len);
+		reply_error(st, GRPC_UNAVAILABLE, 503, "h2split: out of memory");
+		return;
+	}
+	st->req_bytes += len;
+	resume_up(st);
+}
+
+void h2_stream_ds_end(struct h2_stream *st)
+{
+	st->req_end = true;
+	resume_up(st);
+}
+
+void h2_stream_ds_end_sent(struct h2_stream *st)
+{
+	/* RFC 9113 8.1: a complete response may cut an unfinished request short. */
+	if (st->req_discard && !st->req_end) {
+		nghttp2_submit_rst_stream(ds_session(st), NGHTTP2_FLAG_NONE, st->ds_id,
+					  NGHTTP2_NO_ERROR);
+		h2_conn_dirty(&st->ds->c);
+	}
+}
+
+static void access_log(struct h2_stream *st, uint32_t code)
+{
+	const uint8_t *m, *p, *a;
+	size_t ml, pl, al;
+	char ep[64];
+
+	m = h2_hdrs_get(&st->req_hdrs, ":method", &ml);
+	p = h2_hdrs_get(&st->req_hdrs, ":path", &pl);
+	a = h2_hdrs_get(&st->req_hdrs, ":authority", &al);
+	log_info("access_log client=%s method=%.*s authority=%.*s path=%.*s endpoint=%s status=%d "
+		 "grpc_status=%d reset=%u attempts=%u req_bytes=%" PRIu64 " resp_bytes=%" PRIu64
+		 " duration_us=%" PRIu64,
+		 st->ds->peer, (int)ml, m ? (const char *)m : "", (int)al, a ? (const char *)a : "",
+		 (int)pl, p ? (const char *)p : "",
+		 ep_str(st->ep ? st->ep : (st->n_tried ? st->tried[st->n_tried - 1] : NULL), ep,
+			sizeof(ep)),
+		 st->resp_status, st->grpc_status, code, st->n_tried, st->req_bytes, st->resp_bytes,
+		 (loop_now_ns() - st->start_ns) / 1000);
+}
+
+/* Let go of everything; |ds_alive|: the downstream session goes on. */
+static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
+{
+	struct splitter *s = S(st);
+	struct h2_downstream *ds = st->ds;
+
+	if (s->cfg && s->cfg->access_log)
+		access_log(st, code);
+	loop_timer_cancel(s->w->loop, st->deadline);
+	if (st->leg == H2_LEG_QUEUED)
+		unqueue(st);
+	abandon_upstream(st, NGHTTP2_CANCEL);
+	if (st->up) {
+		up_consume(st, st->resp_body.len);
+		h2_upstream_unlink(st->up, st);
+	}
+	if (ds_alive)
+		ds_consume(st, st->req_body.len);
+	ds->retained -= st->req_sent;
+	if (s->w->metrics)
+		metrics_stream_done(s->w->metrics, ds->ci.od.service_id,
+				    st->ep ? &st->ep->ip : NULL, st->ep ? st->ep->port : 0,
+				    st->grpc ? st->grpc_status : -1, st->resp_status,
+				    loop_now_ns() - st->start_ns, st->req_bytes, st->resp_bytes);
+	ep_release(st);
+	h2_chain_clear(&st->req_body, &s->blocks);
+	h2_chain_clear(&st->resp_body, &s->blocks);
+	h2_hdrs_clear(&st->req_hdrs);
+	h2_hdrs_clear(&st->req_trl);
+	h2_hdrs_clear(&st->resp_hdrs);
+	h2_hdrs_clear(&st->resp_trl);
+	free(st->local_body);
+	if (st->ds_prev)
+		st->ds_prev->ds_next = st->ds_next;
+	else
+		ds->streams = st->ds_next;
+	if (st->ds_next)
+		st->ds_next->ds_prev = st->ds_prev;
+	stats_dec(s->stats, ST_STREAMS_ACTIVE);
+	free(st);
+}
+
+void h2_stream_ds_closed(struct h2_stream *st, uint32_t error_code)
+{
+	log_debug("stream_closed stream=%d code=%u status=%d grpc_status=%d", st->ds_id, error_code,
+		  st->resp_status, st->grpc_status);
+	stream_free(st, true, error_code);
+}
+
+void h2_stream_free_detached(struct h2_stream *st)
+{
+	stream_free(st, false, NGHTTP2_CANCEL);
+}
+
+/* Data providers. Both hand out bytes with NO_COPY: the send_data callbacks
+ * copy them straight from the chain into the write buffer, then drop them
+ * and consume them on the session they came from. */
+static ssize_t ds_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+		       uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+	struct h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
+	size_t avail, n;
+
+	(void)buf;
+	(void)src;
+	(void)ud;
+	if (!st)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	avail = st->local_body ? st->local_len - st->local_off : st->resp_body.len;
+	if (!avail && !st->resp_end) {
+		st->ds_deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	n = avail < length ? avail : length;
+	if (n)
+		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (n == avail && st->resp_end) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (st->resp_trl.n) {
+			size_t k = h2_hdrs_to_nv(&st->resp_trl, S(st)->nv, H2_HDRS_MAX_FIELDS);
+
+			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			if (nghttp2_submit_trailer(session, id, S(st)->nv, k))
+				stats_inc(S(st)->stats, ST_UNEXPECTED);
+			h2_hdrs_clear(&st->resp_trl);
+		}
+	}
+	return (ssize_t)n;
+}
+
+static ssize_t up_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+		       uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+	struct h2_stream *st = nghttp2_session_get_stream_user_data(session, id);
+	size_t avail, n;
+
+	(void)buf;
+	(void)src;
+	(void)ud;
+	if (!st) /* let go of: an RST_STREAM is queued */
+		return NGHTTP2_ERR_DEFERRED;
+	avail = st->req_body.len - st->req_sent;
+	if (!avail && !st->req_end) {
+		st->up_deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	n = avail < length ? avail : length;
+	if (n)
+		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (n == avail && st->req_end) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (st->req_trl.n) { /* kept: a retry sends them again */
+			size_t k = h2_hdrs_to_nv(&st->req_trl, S(st)->nv, H2_HDRS_MAX_FIELDS);
+
+			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			if (nghttp2_submit_trailer(session, id, S(st)->nv, k))
+				stats_inc(S(st)->stats, ST_UNEXPECTED);
+		}
+	}
+	return (ssize_t)n;
+}
+
+/* Frame room for a DATA frame, padding included; NULL: would block. */
+static uint8_t *frame_start(struct splitter *s, const nghttp2_frame *frame, const uint8_t *framehd,
+			    size_t length, size_t *total)
+{
+	size_t pad = frame->data.padlen;
+	uint8_t *p;
+
+	*total = 9 + length + pad;
+	p = h2_conn_frame_room(s, length + pad);
+	if (!p)
+		return NULL;
+	memcpy(p, framehd, 9);
+	p += 9;
+	if (pad)
+		*p++ = (uint8_t)(pad - 1);
+	return p;
+}
+
+static void frame_end(struct splitter *s, uint8_t *p, const nghttp2_frame *frame, size_t total)
+{
+	if (frame->data.padlen > 1)
+		memset(p, 0, frame->data.padlen - 1);
+	s->wlen += total;
+}
+
+int h2_stream_ds_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+			   size_t length, nghttp2_data_source *source, void *user_data)
+{
+	struct h2_conn *c = user_data;
+	struct h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	size_t total;
+	uint8_t *p;
+
+	(void)source;
+	if (!st) {
+		stats_inc(c->s->stats, ST_UNEXPECTED);
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
+	p = frame_start(c->s, frame, framehd, length, &total);
+	if (!p)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	if (st->local_body) {
+		memcpy(p, st->local_body + st->local_off, length);
+		st->local_off += length;
+	} else {
+		h2_chain_copy(&st->resp_body, 0, p, length);
+		h2_chain_drop(&st->resp_body, &c->s->blocks, length);
+		up_consume(st, length);
+	}
+	frame_end(c->s, p + length, frame, total);
+	return 0;
+}
+
+int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+			   size_t length, nghttp2_data_source *source, void *user_data)
+{
+	struct h2_conn *c = user_data;
+	struct h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	size_t total;
+	uint8_t *p;
+
+	(void)source;
+	if (!st) /* let go of while this frame waited for room */
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	p = frame_start(c->s, frame, framehd, length, &total);
+	if (!p)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	h2_chain_copy(&st->req_body, st->req_sent, p, length);
+	frame_end(c->s, p + length, frame, total);
+	if (st->retaining) {
+		st->req_sent += length;
+		st->ds->retained += length;
+		if (st->req_sent > H2_RETAIN_MAX || st->ds->retained > H2_RETAIN_CONN_MAX)
+			release_retention(st);
+	} else {
+		h2_chain_drop(&st->req_body, &c->s->blocks, length);
+		ds_consume(st, length);
+		st->req_dropped = true;
+	}
+	return 0;
+}
+
+/* Upstream side. */
+int h2_stream_us_header(struct h2_stream *st, bool trailer, const uint8_t *name, size_t nlen,
+			const uint8_t *value, size_t vlen, uint8_t flags)
+{
+	if (h2_header_is_hop_by_hop(name, nlen, value, vlen))
+		return 0;
+	if (nlen == 11 && !memcmp(name, "grpc-status", 11) && vlen && vlen < 4)
+		st->grpc_status = atoi((const char *)value) * (value[0] >= '0' && value[0] <= '9');
+	if (h2_hdrs_add(trailer ? &st->resp_trl : &st->resp_hdrs, name, nlen, value, vlen, flags))
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	return 0;
+}
+
+void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stream)
+{
+	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = ds_read};
+	const uint8_t *status;
+	size_t sl, n;
+
+	if (trailer) {
+		h2_stream_us_end(st);
+		return;
+	}
+	status = h2_hdrs_get(&st->resp_hdrs, ":status", &sl);
+	if (status && sl == 3 && status[0] == '1') {
+		/* Interim (100 Continue, 103 Early Hints): forwarded as it came. */
+		n = h2_hdrs_to_nv(&st->resp_hdrs, S(st)->nv, H2_HDRS_MAX_FIELDS);
+		if (!st->resp_hdrs_sent &&
+		    nghttp2_submit_headers(ds_session(st), NGHTTP2_FLAG_NONE, st->ds_id, NULL,
+					   S(st)->nv, n, NULL) < 0)
+			stats_inc(S(st)->stats, ST_UNEXPECTED);
+		h2_hdrs_clear(&st->resp_hdrs);
+		h2_conn_dirty(&st->ds->c);
+		return;
+	}
+	st->resp_hdrs_rcvd = true;
+	if (st->ep)
+		balancer_endpoint_ok(st->ep);
+	release_retention(st);
+	st->resp_end = end_stream;
+	st->resp_status = status && sl == 3 ? atoi((const char *)status) % 1000 : 0;
+	n = h2_hdrs_to_nv(&st->resp_hdrs, S(st)->nv, H2_HDRS_MAX_FIELDS);
+	if (nghttp2_submit_response(ds_session(st), st->ds_id, S(st)->nv, n,
+				    end_stream ? NULL : &prd)) {
+		stats_inc(S(st)->stats, ST_UNEXPECTED);
+		abandon_upstream(st, NGHTTP2_INTERNAL_ERROR);
+		ds_reset(st, NGHTTP2_INTERNAL_ERROR);
+	}
+	st->resp_hdrs_sent = true;
+	h2_hdrs_clear(&st->resp_hdrs);
+	h2_conn_dirty(&st->ds->c);
+}
+
+void h2_stream_us_data(struct h2_stream *st, const uint8_t *data, size_t len)
+{
+	if (h2_chain_append(&st->resp_body, &S(st)->blocks, data, len)) {
+		up_consume(st, len);
+		abandon_upstream(st, NGHTTP2_INTERNAL_ERROR);
+		ds_reset(st, NGHTTP2_INTERNAL_ERROR);
+		return;
+	}
+	st->resp_bytes += len;
+	resume_ds(st);
+}
+
+void h2_stream_us_end(struct h2_stream *st)
+{
+	st->resp_end = true;
+	resume_ds(st);
+}
+
+void h2_stream_us_headers_sent(struct h2_stream *st)
+{
+	st->up_hdrs_sent = true;
+}
+
+void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code)
+{
+	char ep[64];
+
+	st->leg = H2_LEG_DONE;
+	if (st->resp_end) {
+		/* Done upstream; the rest of the request, if any, is not wanted. */
+		if (!st->req_end || st->req_body.len > st->req_sent)
+			discard_request(st);
+		else
+			release_retention(st);
+		return;
+	}
+	if (error_code == NGHTTP2_REFUSED_STREAM && retryable(st)) {
+		st->fail_why = "refused stream";
+		retry(st, st->fail_why);
+		return;
+	}
+	log_debug("stream_reset_by_upstream stream=%d endpoint=%s code=%u", st->ds_id,
+		  ep_str(st->ep, ep, sizeof(ep)), error_code);
+	discard_request(st);
+	ds_reset(st, error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
+}
+
+void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, const char *why)
+{
+	bool unprocessed = connect_failed || !st->up_hdrs_sent;
+	char msg[160], ep[64];
+
+	st->leg = H2_LEG_DONE;
+	st->fail_why = why;
+	if (st->ep && connect_failed) {
+		balancer_endpoint_connect_failed(st->ep, loop_now_ms(), client_netns(st));
+		ep_event(st, METRICS_EV_CONNECT_FAILURE);
+	} else if (st->ep) {
+		st->ep->failures++;
+	}
+	if (unprocessed && retryable(st)) {
+		retry(st, why);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "h2split: upstream %s: %s", ep_str(st->ep, ep, sizeof(ep)), why);
+	reply_error(st, GRPC_UNAVAILABLE, 502, msg);
+}
+
+/* Routing. */
+static const char *svc_str(const struct state_service *svc, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%s%s%s", svc->ns, svc->name, svc->port_name[0] ? ":" : "",
+		 svc->port_name);
+	return buf;
+}
+
+static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char *tls_host)
+{
+	struct splitter *s = S(st);
+	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = up_read};
+	bool body = !st->req_end || st->req_body.len || st->req_trl.n;
+	struct h2_upstream *uc;
+	int err = 0;
+	int32_t id;
+	size_t n;
+
+	uc = h2_upstream_get(s, ep, tls_host, st->ds->ci.netns, &err);
+	if (!uc)
+		return err;
+	n = h2_hdrs_to_nv(&st->req_hdrs, s->nv, H2_HDRS_MAX_FIELDS);
+	id = nghttp2_submit_request(uc->c.session, NULL, s->nv, n, body ? &prd : NULL, st);
+	if (id < 0) {
+		log_warn("upstream_submit_failed endpoint=%s err=\"%s\"", uc->name,
+			 nghttp2_strerror(id));
+		uc->pc.accepting = false; /* e.g. stream ids exhausted */
+		return -EIO;
+	}
+	h2_upstream_link(uc, st, id);
+	st->ep = ep;
+	balancer_stream_start(ep);
+	if (s->w->metrics)
+		metrics_endpoint_inflight(s->w->metrics, ep->service_id, &ep->ip, ep->port, +1);
+	st->leg = H2_LEG_OPEN;
+	st->up_deferred = false;
+	h2_conn_dirty(&uc->c);
+	return 0;
+}
+
+void h2_stream_route(struct h2_stream *st)
+{
+	struct splitter *s = S(st);
+	const struct snapshot *snap = s->w->snap;
+	const struct state_service *svc =
+	    snap ? state_find_id(snap->st, st->ds->ci.od.service_id) : NULL;
+	struct balancer_endpoint *ep = NULL;
+	char name[3 * STATE_NAME_MAX + 4], msg[320], eps[64], host[2 * STATE_NAME_MAX + 8];
+	int err = 0;
+
+	st->leg = H2_LEG_NONE;
+	if (st->ds->c.dead) /* going away with its connection */
+		return;
+	if (!svc) {
+		stats_inc(s->stats, ST_NO_ENDPOINT);
+		snprintf(msg, sizeof(msg), "h2split: service id %u is not (any more) opted in",
+			 st->ds->ci.od.service_id);
+		reply_error(st, GRPC_UNAVAILABLE, 503, msg);
+		return;
+	}
+	/* TLS upstreams are verified as the Service's own DNS name. */
+	snprintf(host, sizeof(host), "%s.%s.svc", svc->name, svc->ns);
+	while (st->n_tried < H2_MAX_ATTEMPTS) {
+		struct balancer_pick p = {
+		    .now_ms = loop_now_ms(),
+		    .netns_id = client_netns(st),
+		    .family = vip_family(&st->ds->ci.orig),
+		    .avoid = st->tried,
+		    .n_avoid = st->n_tried,
+		};
+
+		ep = balancer_set_pick(s->lb, svc, snap->generation, &p);
+		if (!ep)
+			break;
+		st->tried[st->n_tried++] = ep;
+		err = submit(st, ep, svc->upstream_tls ? host : NULL);
+		if (!err) {
+			log_debug("stream_routed stream=%d endpoint=%s attempt=%u", st->ds_id,
+				  ep_str(ep, eps, sizeof(eps)), st->n_tried);
+			return;
+		}
+		balancer_endpoint_connect_failed(ep, loop_now_ms(), client_netns(st));
+		if (s->w->metrics)
+			metrics_upstream_event(s->w->metrics, ep->service_id, &ep->ip, ep->port,
+					       METRICS_EV_CONNECT_FAILURE);
+		st->fail_why = "connect failed";
+		log_debug("stream_connect_failed stream=%d endpoint=%s err=%d", st->ds_id,
+			  ep_str(ep, eps, sizeof(eps)), err);
+	}
+	svc_str(svc, name, sizeof(name));
+	if (!st->n_tried) {
+		stats_inc(s->stats, ST_NO_ENDPOINT);
+		snprintf(msg, sizeof(msg), "h2split: no ready endpoint for %s", name);
+		reply_error(st, GRPC_UNAVAILABLE, 503, msg);
+		return;
+	}
+	snprintf(msg, sizeof(msg),
+		 "h2split: no endpoint of %s reachable after %u attempts (%s: %s)", name,
+		 st->n_tried, ep_str(st->tried[st->n_tried - 1], eps, sizeof(eps)),
+		 st->fail_why ? st->fail_why : "failed");
+	reply_error(st, GRPC_UNAVAILABLE, 502, msg);
+}
