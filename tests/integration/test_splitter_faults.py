@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The splitter when things die under load, on a fresh simulated node per
+test: a backend pod killed -9, a backend stopped gracefully (GOAWAY), and
+h2splitd itself stopped with SIGTERM. Each test asserts what the clients
+saw: which RPCs failed, with which status, and where the later ones went."""
+
+import signal
+
+import pytest
+
+import testbed
+from test_splitter import Daemon, assert_all_ok, peer_ips, short
+
+CONCURRENCY = 8
+
+
+class Bed:
+    """Three Echo pods (10 s grace on SIGTERM) behind one opted-in service,
+    three client pods, h2splitd (round robin, 2 workers)."""
+
+    def __init__(self, node, build_dir):
+        self.node = node
+        self.servers = node.add_server_pods(["server-0", "server-1", "server-2"],
+                                            args=("--grace", "10"))
+        self.clients = [node.add_pod(f"client-{i}") for i in range(3)]
+        self.svc = node.add_service("echo", pods=self.servers)
+        self.daemon = Daemon(node, build_dir).start("--lb-policy", "round_robin",
+                                                    "--workers", "2", "--drain-timeout", "10")
+        # Channels from the node straight to each server (the node is not redirected).
+        self.direct = {p.name: node.grpc_client(f"{p.ip4}:{testbed.GRPC_PORT}")
+                       for p in self.servers}
+
+    def served(self, pod):
+        """Unary RPCs ``pod`` has served, asked directly (not through h2split)."""
+        return self.direct[pod.name].stats().get("counts", {}).get("Unary", 0)
+
+
+@pytest.fixture
+def bed(node, build_dir):
+    return Bed(node, build_dir)
+
+
+def load_until_busy(bed, c, victim, n=3000):
+    """Start ``n`` unary RPCs (``CONCURRENCY`` in flight, 10 ms each at the
+    server) in the background; return the job once ``victim`` is serving."""
+    job = c.start("unary", n, concurrency=CONCURRENCY, delay_ms=10, rpc_timeout=30)
+    testbed.wait_for(lambda: bed.served(victim) >= 100, 20, f"{victim.name} to serve 100 RPCs")
+    return job
+
+
+def test_upstream_killed_fails_only_rpcs_in_flight_on_it(bed):
+    victim = bed.servers[1]
+    with bed.clients[0].grpc_client(bed.svc.target4) as c:
+        job = load_until_busy(bed, c, victim)
+        victim.kill()
+        r = c.wait(job, 120)
+        failed = r["n"] - r["ok"]
+        assert set(r["errors"]) <= {"UNAVAILABLE"}, \
+            f"RPCs lost with {victim.name} must fail UNAVAILABLE: {short(r)}"
+        # At most CONCURRENCY RPCs were in flight at any moment, a third of them
+        # on the victim: more failures means new RPCs were sent to a dead pod.
+        assert failed <= CONCURRENCY, \
+            f"{failed} RPCs failed when {victim.name} was killed, at most {CONCURRENCY} " \
+            f"were in flight: {short(r)}\n{bed.daemon.notable()}"
+        assert r["n"] == 3000, short(r)
+
+        # Give the daemon a moment (the deadline), then every RPC must succeed.
+        def clean_batch():
+            b = c.unary(200, concurrency=4, rpc_timeout=10)
+            return b["ok"] == b["n"] and b
+        testbed.wait_for(clean_batch, 10, "a batch of 200 RPCs without a failure")
+        after = c.unary(600, concurrency=4, rpc_timeout=10)
+    assert_all_ok(after, f"RPCs after {victim.name} was killed")
+    assert victim.name not in after["pods"], \
+        f"RPCs after the kill were answered by {victim.name}?: {after['pods']}"
+    assert set(after["pods"]) == {"server-0", "server-2"}, short(after)
+
+
+def test_upstream_graceful_stop_loses_no_rpc(bed):
+    victim = bed.servers[1]
+    with bed.clients[0].grpc_client(bed.svc.target4) as c:
+        job = load_until_busy(bed, c, victim)
+        victim.server.send_signal(signal.SIGTERM)  # grpc server.stop(grace): GOAWAY, drain
+        assert victim.server.wait(20) == 0, victim.server.log_tail()
+        r = c.wait(job, 120)
+        assert_all_ok(r, f"RPCs while {victim.name} stopped gracefully")
+        after = c.unary(300, concurrency=4, rpc_timeout=10)
+    assert_all_ok(after, f"RPCs after {victim.name} stopped")
+    assert set(after["pods"]) == {"server-0", "server-2"}, \
+        f"RPCs after {victim.name} exited went to {after['pods']}"
+
+
+def test_daemon_sigterm_under_load_loses_no_rpc_and_connects_go_direct(bed):
+    d = bed.daemon
+    clients = testbed.open_clients(bed.clients, bed.svc.target4)
+    try:
+        jobs = [c.start("unary", 3000, concurrency=4, delay_ms=5, wait_for_ready=True,
+                        rpc_timeout=30) for c in clients]
+        testbed.wait_for(lambda: d.metrics().get("h2split_downstream_streams_total") >= 600,
+                         20, "600 streams through h2splitd")
+        before = d.ctl("counters")
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(30)
+        log = "\n".join(d.proc.lines[-15:])
+        assert rc == 0, f"h2splitd exited {rc} on SIGTERM:\n{log}"
+        results = [c.wait(j, 120) for c, j in zip(clients, jobs)]
+        for pod, r in zip(bed.clients, results):
+            assert_all_ok(r, f"{pod.name}'s RPCs across the h2splitd SIGTERM")
+            assert set(peer_ips(r)) == {pod.ip4}, \
+                f"{pod.name}'s RPCs reached backends from {peer_ips(r)}, want {pod.ip4}"
+        mid = d.ctl("counters")
+        assert mid["bypass_no_listener"] >= before["bypass_no_listener"] + len(clients), \
+            f"bypass_no_listener {before['bypass_no_listener']} -> " \
+            f"{mid['bypass_no_listener']}: the {len(clients)} clients' reconnects did not " \
+            "go direct"
+    finally:
+        for c in clients:
+            c.close()
+    # A new client, with h2splitd gone: straight through kube-proxy.
+    pod = bed.clients[0]
+    with pod.grpc_client(bed.svc.target4) as c:
+        r = c.unary(50, wait_for_ready=True, rpc_timeout=10)
+    assert_all_ok(r, "a new client after h2splitd exited")
+    assert set(peer_ips(r)) == {pod.ip4}, f"backends saw {peer_ips(r)}, want {pod.ip4}"
+    end = d.ctl("counters")
+    assert end["bypass_no_listener"] > mid["bypass_no_listener"], \
+        f"the new client's connect was not counted as bypass_no_listener: {end}"
+    assert end["redirected"] == mid["redirected"], \
+        f"connects were still redirected after h2splitd exited: {mid} -> {end}"
