@@ -151,6 +151,61 @@ static void test_timer_added_in_callback_runs_next_pass(void **state)
 	loop_free(l);
 }
 
+struct hooked {
+	int fd_calls;
+	int hook_calls;
+	int fd_calls_seen_by_hook;
+	int pipe[2];
+};
+
+static void hooked_fd(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct hooked *h = arg;
+	char c;
+
+	(void)l;
+	(void)events;
+	if (read(fd, &c, 1) == 1)
+		h->fd_calls++;
+}
+
+static void pass_hook(struct loop *l, void *arg)
+{
+	struct hooked *h = arg;
+
+	h->hook_calls++;
+	h->fd_calls_seen_by_hook = h->fd_calls;
+	if (h->fd_calls == 2) {
+		loop_del_pass_hook(l, pass_hook, h);
+		loop_stop(l);
+	} else if (write(h->pipe[1], "y", 1) != 1) {
+		fail();
+	}
+}
+
+/* A pass hook runs after the pass's fd callbacks, once per pass, until removed. */
+static void test_pass_hook_runs_after_callbacks(void **state)
+{
+	struct loop *l = loop_new();
+	struct hooked h = {0};
+
+	(void)state;
+	assert_int_equal(pipe(h.pipe), 0);
+	assert_int_equal(write(h.pipe[1], "x", 1), 1);
+	assert_int_equal(loop_add_fd(l, h.pipe[0], EPOLLIN, hooked_fd, &h), 0);
+	assert_int_equal(loop_add_pass_hook(l, pass_hook, &h), 0);
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(h.fd_calls, 2);
+	assert_int_equal(h.fd_calls_seen_by_hook, 2);
+	assert_int_equal(h.hook_calls, 2);
+	for (int i = 0; i < LOOP_MAX_PASS_HOOKS; i++)
+		assert_int_equal(loop_add_pass_hook(l, pass_hook, &h), 0);
+	assert_int_equal(loop_add_pass_hook(l, pass_hook, &h), -ENOSPC);
+	close(h.pipe[0]);
+	close(h.pipe[1]);
+	loop_free(l);
+}
+
 static void test_set_events_unregistered(void **state)
 {
 	struct loop *l = loop_new();
@@ -169,6 +224,7 @@ int main(void)
 		cmocka_unit_test(test_fd_removed_by_earlier_callback_is_skipped),
 		cmocka_unit_test(test_post_from_other_thread),
 		cmocka_unit_test(test_timer_added_in_callback_runs_next_pass),
+		cmocka_unit_test(test_pass_hook_runs_after_callbacks),
 		cmocka_unit_test(test_set_events_unregistered),
 	};
 
