@@ -4,6 +4,7 @@
 #   make test       deps, unit tests (cmocka), integration tests (pytest, root)
 #   make demo       deps, the before/after demo on a simulated node
 #   make sanitize   the same build with ASan+UBSan into build/san (SANITIZE=1)
+#   make fuzz       libFuzzer targets (tests/fuzz), FUZZ_SECONDS (60) each; fuzz-smoke: 10 s each
 
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := all
@@ -105,6 +106,7 @@ integration: all
 test: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory unit
+	$(Q)$(MAKE) --no-print-directory fuzz-smoke
 	$(Q)$(MAKE) --no-print-directory integration
 
 demo: deps
@@ -113,6 +115,75 @@ demo: deps
 
 sanitize:
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 all
+
+# Benchmarks (tests/bench/): the harness and its C helpers; BENCH_ARGS=--smoke for a short run.
+BENCH_BINS := $(BUILD)/bench/grpc_backend $(BUILD)/bench/connect_loop
+
+$(BUILD)/bench:
+	$(Q)mkdir -p $@
+
+$(BUILD)/bench/%: tests/bench/%.c | $(BUILD)/bench
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) $< $(LDFLAGS) $(LDLIBS) -o $@
+
+bench: all $(BENCH_BINS)
+	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/h2bench.py $(BENCH_ARGS)
+
+# Fuzzing (tests/fuzz/): libFuzzer targets built with clang, ASan and UBSan,
+# against their own instrumented copy of the daemon's modules. `make fuzz`
+# runs each for FUZZ_SECONDS on its checked-in seeds plus a working corpus
+# in $(BUILD)/fuzz/corpus; `make fuzz-smoke` runs each for FUZZ_SMOKE_SECONDS.
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_ARGS ?=
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+	      -fno-sanitize-recover=undefined
+FUZZ_CFLAGS = -std=gnu11 -Wall -Wextra -Wshadow -Werror -pthread -D_GNU_SOURCE \
+	      -DH2SPLIT_VERSION='"$(VERSION)"' -Iinclude -Iuserspace -I$(BUILD) $(PKG_CFLAGS) \
+	      $(FUZZ_FLAGS)
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_LIB_OBJ := $(patsubst userspace/%.c,$(FUZZ_DIR)/obj/%.o,$(LIB_SRC))
+
+$(FUZZ_DIR)/obj:
+	$(Q)mkdir -p $@
+
+$(FUZZ_DIR)/obj/%.o: userspace/%.c $(SKEL) | $(FUZZ_DIR)/obj
+	$(call msg,CC-FUZZ,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_DIR)/libh2split.a: $(FUZZ_LIB_OBJ)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_DIR)/libh2split.a
+	$(call msg,LD-FUZZ,$@)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_DIR)/libh2split.a $(PKG_LIBS) -lm -o $@
+
+-include $(wildcard $(FUZZ_DIR)/obj/*.d)
+
+# One target after another, each for $(1) seconds; stops at the first crash
+# (the reproducer is left in $(FUZZ_DIR)/artifacts).
+fuzz_run = $(Q)set -e; for t in $(FUZZ_TARGETS); do \
+	mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts; \
+	echo "  FUZZ     $$t ($(1) s)"; \
+	$(FUZZ_DIR)/fuzz_$$t -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 \
+		-print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- $(FUZZ_ARGS) \
+		$(FUZZ_DIR)/corpus/$$t tests/fuzz/corpus/$$t 2>$(FUZZ_DIR)/$$t.log || \
+		{ tail -n 60 $(FUZZ_DIR)/$$t.log; exit 1; }; \
+	grep -E '^stat::(number_of_executed_units|new_units_added)' $(FUZZ_DIR)/$$t.log | \
+		sed 's/^/           /'; \
+	done
+
+.PHONY: fuzz-build fuzz-smoke
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 format:
 	$(Q)clang-format -i bpf/*.c include/*.h userspace/*.c userspace/*.h tests/unit/*.c
