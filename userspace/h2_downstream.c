@@ -49,6 +49,23 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 				   value, vlen, flags);
 }
 
+/* Rapid reset (CVE-2023-44487): nghttp2's own reset rate limit only queues a
+ * GOAWAY, and streams keep being accepted until that GOAWAY is written, which
+ * can be thousands of HEADERS+RST pairs later within one read. Counting the
+ * client's resets here stops the connection at the very frame that exceeds
+ * the budget. */
+static bool reset_budget_exceeded(struct h2_downstream *ds)
+{
+	uint64_t now = loop_now_ms();
+
+	ds->rst_tokens += (double)(now - ds->rst_refill_ms) * H2_DS_RESET_RATE / 1000.0;
+	if (ds->rst_tokens > H2_DS_RESET_BURST)
+		ds->rst_tokens = H2_DS_RESET_BURST;
+	ds->rst_refill_ms = now;
+	ds->rst_tokens -= 1.0;
+	return ds->rst_tokens < 0;
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
 {
 	struct h2_downstream *ds = ud;
@@ -69,6 +86,11 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 		break;
 	case NGHTTP2_RST_STREAM:
 		stats_inc(ds->c.s->stats, ST_RESETS_RECEIVED);
+		if (reset_budget_exceeded(ds)) {
+			log_warn("downstream_reset_flood client=%s", ds->peer);
+			ds->c.fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		}
 		break;
 	case NGHTTP2_GOAWAY:
 		stats_inc(ds->c.s->stats, ST_GOAWAY_RECEIVED);
@@ -226,6 +248,8 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	ds->c.s = s;
 	ds->c.fd = fd;
 	ds->ci = *ci;
+	ds->rst_tokens = H2_DS_RESET_BURST;
+	ds->rst_refill_ms = loop_now_ms();
 	peer_str(&ci->client, ds->peer, sizeof(ds->peer));
 	err = session_init(ds);
 	if (!err)

@@ -18,6 +18,8 @@ struct h2_downstream {
 	struct h2_stream *streams;	   /* owned list; freed by on_stream_close or destroy */
 	struct h2_downstream *next, *prev; /* s->ds_list */
 	size_t retained;		   /* request bytes its streams hold for retries */
+	double rst_tokens;		   /* RST_STREAM budget (token bucket) */
+	uint64_t rst_refill_ms;
 	bool notice_sent, goaway_sent;
 	char peer[64]; /* client address, for logs */
 };

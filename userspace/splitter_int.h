@@ -69,6 +69,7 @@ struct h2_conn {
 	bool dirty;	 /* on s->dirty */
 	bool dead;	 /* to be destroyed by splitter_flush() */
 	bool is_upstream;
+	uint32_t fatal_code; /* GOAWAY code for a receive error we raised (0: derive) */
 	struct h2_conn *dirty_next;
 };
 
