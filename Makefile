@@ -4,6 +4,7 @@
 #   make test       deps, unit tests (cmocka), integration tests (pytest, root)
 #   make demo       deps, the before/after demo on a simulated node
 #   make sanitize   the same build with ASan+UBSan into build/san (SANITIZE=1)
+#   make soak       10 minutes of load while pods scale in and out (H2S_SOAK_SECONDS)
 #   make fuzz       libFuzzer targets (tests/fuzz), FUZZ_SECONDS (60) each; fuzz-smoke: 10 s each
 
 .DELETE_ON_ERROR:
@@ -61,7 +62,7 @@ BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration demo sanitize bench fuzz clean install format
+.PHONY: all deps test unit integration demo sanitize soak bench fuzz clean install format
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -115,6 +116,11 @@ demo: deps
 
 sanitize:
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 all
+
+# 10 minutes of load with pods scaling in and out (make test runs 60 s of it).
+soak: deps all
+	$(Q)cd tests/integration && H2S_SOAK_SECONDS=$${H2S_SOAK_SECONDS:-600} \
+		H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider test_soak.py
 
 # Benchmarks (tests/bench/): the harness and its C helpers; BENCH_ARGS=--smoke for a short run.
 BENCH_BINS := $(BUILD)/bench/grpc_backend $(BUILD)/bench/connect_loop
