@@ -62,7 +62,7 @@ BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration demo sanitize soak bench fuzz clean install format
+.PHONY: all deps test unit integration demo sanitize soak bench fuzz clean format
 
 all: $(BINS) $(BPF_OBJ)
 

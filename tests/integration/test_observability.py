@@ -39,7 +39,7 @@ def metric(text, name, **labels):
     """Sum of the samples of |name| whose labels include |labels|."""
     total = 0.0
     for line in text.splitlines():
-        m = re.match(r"^([a-z_]+)(\{[^}]*\})? (\S+)$", line)
+        m = re.match(r"^([a-z0-9_]+)(\{[^}]*\})? (\S+)$", line)
         if not m or m.group(1) != name:
             continue
         have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
@@ -65,7 +65,7 @@ def test_readyz_follows_sync_redirecting_and_drain(node, build_dir):
 
     os.rename(node.services_file + ".hold", node.services_file)
     d.wait_line(r"msg=redirecting", 15)
-    assert get(node, "/readyz") == (200, "ready")
+    assert get(node, "/readyz") == (200, "ready\n")
 
     # An L4-path connection (not HTTP/2) keeps the drain going until it closes.
     client = node.add_pod("client-0")
