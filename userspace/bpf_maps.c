@@ -265,7 +265,8 @@ int bpf_maps_services_diff(const struct bpf_maps_svc_entry *want, int n_want,
 	o = calloc((size_t)(n_want + n_cur), sizeof(*o));
 	if (!o)
 		return -ENOMEM;
-	qsort(cur, (size_t)n_cur, sizeof(*cur), cmp_svc_entry);
+	if (n_cur)
+		qsort(cur, (size_t)n_cur, sizeof(*cur), cmp_svc_entry);
 	/* Adds and changes fill |o| from the front, removes from the back. */
 	while (i < n_want || j < n_cur) {
 		int c = i == n_want ? 1 : j == n_cur ? -1 : cmp_svc_key(&want[i].key, &cur[j].key);

@@ -639,7 +639,8 @@ void h2_upstream_snapshot_changed(struct splitter *s, const struct state *st)
 		for (int j = 0; j < st->svcs[i].n_eps; j++)
 			rc.v[rc.n++] =
 			    (struct ep_key){st->svcs[i].eps[j].ip, st->svcs[i].eps[j].port};
-	qsort(rc.v, rc.n, sizeof(*rc.v), ep_cmp);
+	if (rc.n)
+		qsort(rc.v, rc.n, sizeof(*rc.v), ep_cmp);
 	upstream_pools_foreach(&s->pools, retire_pool, &rc);
 	free(rc.v);
 }
