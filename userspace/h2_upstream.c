@@ -617,7 +617,7 @@ static void retire_pool(struct upstream_pool *p, void *arg)
 	struct retire_ctx *rc = arg;
 	struct ep_key k = {.ip = p->key.ip, .port = p->key.port};
 
-	p->retired = rc->all || !bsearch(&k, rc->v, rc->n, sizeof(k), ep_cmp);
+	p->retired = rc->all || !rc->n || !bsearch(&k, rc->v, rc->n, sizeof(k), ep_cmp);
 	for (struct upstream_pool_conn *pc = p->conns; pc; pc = pc->next) {
 		struct h2_upstream *uc = container_of(pc, struct h2_upstream, pc);
 

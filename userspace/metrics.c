@@ -458,6 +458,8 @@ static int cmp_state_ep(const void *key, const void *elem)
 static const struct state_endpoint *find_state_ep(const struct state_service *svc,
 						  const struct key *k)
 {
+	if (!svc->n_eps) /* eps is NULL then, which bsearch must not see */
+		return NULL;
 	return bsearch(k, svc->eps, (size_t)svc->n_eps, sizeof(*svc->eps), cmp_state_ep);
 }
 
@@ -621,7 +623,7 @@ int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id
 	const struct row *r;
 
 	memset(out, 0, sizeof(*out));
-	r = bsearch(&key, mm->eps.rows, (size_t)mm->eps.n, sizeof(*r), cmp_row);
+	r = mm->eps.n ? bsearch(&key, mm->eps.rows, (size_t)mm->eps.n, sizeof(*r), cmp_row) : NULL;
 	if (!r)
 		return -ENOENT;
 	out->active = (int64_t)r->c[EC_ACTIVE];
