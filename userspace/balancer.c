@@ -7,6 +7,7 @@
  * dangle: only unlisted endpoints are ever freed.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <string.h>
@@ -105,23 +106,88 @@ static const struct balancer_ops p2c_ops = {
     .destroy = free_balancer,
 };
 
+double balancer_endpoint_latency(const struct balancer_endpoint *ep, uint64_t now_ms,
+				 uint32_t decay_ms, uint32_t default_us)
+{
+	uint64_t dt = now_ms > ep->ewma_stamp_ms ? now_ms - ep->ewma_stamp_ms : 0;
+
+	if (!ep->ewma_init)
+		return default_us;
+	return ep->ewma_us * exp(-(double)dt / decay_ms);
+}
+
+/* Finagle's PeakEwma.observe: a sample above the (decayed) estimate replaces
+ * it at once; one below pulls it down by the weight of the time since the
+ * last sample. */
+static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t decay_ms,
+			 uint32_t default_us, double rtt_us)
+{
+	uint64_t dt = ep->ewma_init && now_ms > ep->ewma_stamp_ms ? now_ms - ep->ewma_stamp_ms : 0;
+	double w = exp(-(double)dt / decay_ms);
+	double est = balancer_endpoint_latency(ep, now_ms, decay_ms, default_us);
+
+	/* The first sample replaces the guess, whatever its side. */
+	ep->ewma_us = rtt_us > est || !ep->ewma_init ? rtt_us : est + rtt_us * (1.0 - w);
+	ep->ewma_stamp_ms = now_ms;
+	ep->ewma_init = true;
+}
+
+/* ewma: power of two choices over peak-EWMA latency x (in flight + 1). */
+static double ewma_cost(const struct balancer *b, const struct balancer_endpoint *ep)
+{
+	return balancer_endpoint_latency(ep, b->now_ms, b->ewma_decay_ms, b->ewma_default_us) *
+	       (ep->inflight + 1);
+}
+
+static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
+		       const char *tried)
+{
+	size_t m = count_untried(tried, n), ka, kb, a, c;
+
+	if (m == 0)
+		return -1;
+	ka = (size_t)(balancer_rand(b->rng) % m);
+	a = kth_untried(tried, n, ka);
+	if (m == 1)
+		return (int)a;
+	kb = (size_t)(balancer_rand(b->rng) % (m - 1));
+	if (kb >= ka)
+		kb++;
+	c = kth_untried(tried, n, kb);
+	return (int)(ewma_cost(b, eps[c]) < ewma_cost(b, eps[a]) ? c : a);
+}
+
+static const struct balancer_ops ewma_ops = {
+    .name = "ewma",
+    .select = ewma_select,
+    .destroy = free_balancer,
+};
+
 struct balancer *balancer_new(enum lb_policy policy, uint64_t *rng)
 {
+	struct balancer base = {
+	    .rng = rng,
+	    .ewma_decay_ms = BALANCER_EWMA_DECAY_MS,
+	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
+	};
+	struct balancer *p;
+
 	if (policy == LB_ROUND_ROBIN) {
 		struct rr_balancer *rr = calloc(1, sizeof(*rr));
 
 		if (!rr)
 			return NULL;
-		rr->base = (struct balancer){.ops = &rr_ops, .rng = rng};
+		rr->base = base;
+		rr->base.ops = &rr_ops;
 		/* Start workers (and services) at different places in the list. */
 		rr->next = (size_t)(balancer_rand(rng) >> 33);
 		return &rr->base;
 	}
-	struct balancer *p = calloc(1, sizeof(*p));
-
+	p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	*p = (struct balancer){.ops = &p2c_ops, .rng = rng};
+	*p = base;
+	p->ops = policy == LB_EWMA ? &ewma_ops : &p2c_ops;
 	return p;
 }
 
@@ -140,6 +206,7 @@ struct lb_service {
 struct balancer_set {
 	uint64_t rng;
 	enum lb_policy dflt;
+	struct balancer_params params;
 	uint64_t gen;
 	struct lb_service **svc_tab; /* owned chains */
 	size_t svc_buckets, n_svcs;
@@ -157,6 +224,12 @@ struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt)
 		return NULL;
 	bs->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
 	bs->dflt = dflt;
+	bs->params = (struct balancer_params){
+	    .ewma_decay_ms = BALANCER_EWMA_DECAY_MS,
+	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
+	    .eject_failures = BALANCER_EJECT_FAILURES,
+	    .eject_base_ms = BALANCER_EJECT_BASE_MS,
+	};
 	bs->svc_buckets = 64;
 	bs->ep_buckets = 256;
 	bs->svc_tab = calloc(bs->svc_buckets, sizeof(*bs->svc_tab));
@@ -166,6 +239,13 @@ struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt)
 		return NULL;
 	}
 	return bs;
+}
+
+void balancer_set_params(struct balancer_set *bs, const struct balancer_params *p)
+{
+	bs->params = *p;
+	if (!bs->params.ewma_decay_ms)
+		bs->params.ewma_decay_ms = 1;
 }
 
 static void service_free(struct lb_service *ls)
@@ -310,7 +390,7 @@ static enum lb_policy resolve(enum lb_policy p, enum lb_policy dflt)
 {
 	if (p == LB_DEFAULT)
 		p = dflt;
-	return p == LB_ROUND_ROBIN ? LB_ROUND_ROBIN : LB_LEAST_REQUEST;
+	return p == LB_ROUND_ROBIN || p == LB_EWMA ? p : LB_LEAST_REQUEST;
 }
 
 /* Rebuild |ls|'s candidates from |svc|. -ENOMEM leaves it empty. */
@@ -328,6 +408,8 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 		ls->policy = p;
 		if (!ls->b)
 			return -ENOMEM;
+		ls->b->ewma_decay_ms = bs->params.ewma_decay_ms;
+		ls->b->ewma_default_us = bs->params.ewma_default_us;
 	}
 	if ((size_t)svc->n_eps > ls->n_alloc) {
 		struct balancer_endpoint **v = realloc(ls->eps, (size_t)svc->n_eps * sizeof(*v));
@@ -374,17 +456,27 @@ static bool in_backoff(const struct balancer_endpoint *ep, const struct balancer
 	       (!ep->backoff_netns || ep->backoff_netns == p->netns_id);
 }
 
+/* Ejected endpoints among |eps|. */
+static size_t count_ejected(struct balancer_endpoint *const *eps, size_t n, uint64_t now_ms)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		k += balancer_endpoint_ejected(eps[i], now_ms);
+	return k;
+}
+
 static bool wrong_family(const struct balancer_endpoint *ep, int family)
 {
 	return family != AF_UNSPEC && h2s_ip_is_v4(&ep->ip) != (family == AF_INET);
 }
 
 /* Mark the candidates to skip in bs->tried: of the wrong family (|family|),
- * in backoff (all of them when |backoff|, else only tried ones) and, when
- * |use_avoid|, tried ones. NULL when nothing is marked. */
+ * in backoff or, when |eject|, ejected (all of them when |backoff|, else only
+ * tried ones) and, when |use_avoid|, tried ones. NULL when nothing is marked. */
 static const char *mark_tried(struct balancer_set *bs, struct balancer_endpoint *const *eps,
 			      size_t n, const struct balancer_pick *p, int family, bool use_avoid,
-			      bool backoff)
+			      bool backoff, bool eject)
 {
 	bool any = false;
 
@@ -399,7 +491,9 @@ static const char *mark_tried(struct balancer_set *bs, struct balancer_endpoint 
 		bs->tried_alloc = n;
 	}
 	for (size_t i = 0; i < n; i++) {
-		bool boff = in_backoff(eps[i], p), avoided = false;
+		bool boff = in_backoff(eps[i], p) ||
+			    (eject && balancer_endpoint_ejected(eps[i], p->now_ms)),
+		     avoided = false;
 
 		for (size_t j = 0; j < p->n_avoid; j++)
 			avoided |= eps[i] == p->avoid[j];
@@ -418,6 +512,7 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	struct balancer_endpoint *const *list;
 	struct balancer *b;
 	int i, family;
+	bool eject;
 	size_t n;
 
 	if (gen != bs->gen)
@@ -442,14 +537,19 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	if (!n)
 		return NULL;
 	b = ls->b;
+	b->now_ms = p->now_ms;
 	family = ls->mixed ? p->family : AF_UNSPEC;
-	/* Preference: fresh endpoints, then fresh ones in backoff, then ones
-	 * tried already but not failing to connect (a refused stream). */
-	i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, true, true));
+	/* Panic: past the cap (the list shrank since), ejection is ignored. */
+	eject = count_ejected(list, n, p->now_ms) * 2 <= n;
+	/* Preference: fresh endpoints, then fresh ones in backoff or ejected,
+	 * then ones tried already but not failing (a refused stream). */
+	i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, true, true, eject));
 	if (i < 0)
-		i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, true, false));
+		i = b->ops->select(b, list, n,
+				   mark_tried(bs, list, n, p, family, true, false, eject));
 	if (i < 0 && p->n_avoid)
-		i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, false, true));
+		i = b->ops->select(b, list, n,
+				   mark_tried(bs, list, n, p, family, false, true, eject));
 	return i < 0 ? NULL : list[i];
 }
 
@@ -468,6 +568,70 @@ void balancer_endpoint_connect_failed(struct balancer_endpoint *ep, uint64_t now
 	ep->backoff_until_ms = now_ms + (500ull << (ep->backoff_step - 1));
 	if (ep->backoff_until_ms > now_ms + 30000)
 		ep->backoff_until_ms = now_ms + 30000;
+}
+
+/* Eject |ep| unless that would put more than half of its service's current
+ * candidates (usable ones, else fallback ones) out. */
+static bool try_eject(struct balancer_set *bs, struct balancer_endpoint *ep, uint64_t now_ms)
+{
+	struct lb_service *ls = *svc_slot(bs, ep->service_id);
+	struct balancer_endpoint *const *list;
+	uint64_t ms, max = BALANCER_EJECT_MAX_MS;
+	size_t n;
+
+	if (!ls)
+		return false;
+	list = ls->eps;
+	n = ls->n_usable;
+	if (!n) {
+		list = ls->eps + ls->n_usable;
+		n = ls->n_fallback;
+	}
+	if ((count_ejected(list, n, now_ms) + 1) * 2 > n)
+		return false;
+	/* Well behaved for as long as the longest ejection: start over. */
+	if (ep->ejected_until_ms + BALANCER_EJECT_MAX_MS < now_ms)
+		ep->ejections = 0;
+	ep->ejections++;
+	if (max < bs->params.eject_base_ms)
+		max = bs->params.eject_base_ms;
+	ms = (uint64_t)bs->params.eject_base_ms * ep->ejections;
+	ep->ejected_until_ms = now_ms + (ms < max ? ms : max);
+	ep->consec_failures = 0;
+	return true;
+}
+
+bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint *ep,
+			      uint64_t now_ms, uint64_t rtt_us, enum balancer_outcome o)
+{
+	const struct balancer_params *pa = &bs->params;
+	double est = balancer_endpoint_latency(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us);
+	double rtt = (double)rtt_us;
+
+	switch (o) {
+	case BALANCER_NO_VERDICT:
+		if (rtt > est) /* at least this slow */
+			ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt);
+		return false;
+	case BALANCER_OK:
+		ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt);
+		ep->consec_failures = 0;
+		return false;
+	case BALANCER_OVERLOADED:
+	case BALANCER_FAILED:
+		break;
+	}
+	if (rtt < BALANCER_EWMA_PENALTY_US)
+		rtt = BALANCER_EWMA_PENALTY_US;
+	ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt);
+	if (o != BALANCER_FAILED || !pa->eject_failures)
+		return false;
+	/* An ejected endpoint still finishing streams does not extend its time. */
+	if (balancer_endpoint_ejected(ep, now_ms))
+		return false;
+	if (++ep->consec_failures < pa->eject_failures)
+		return false;
+	return try_eject(bs, ep, now_ms);
 }
 
 void balancer_stream_start(struct balancer_endpoint *ep)

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Per-stream load balancing. A policy is a base struct plus a const ops table
- * (h2o style): round_robin, and least_request = power of two choices over the
- * streams in flight. A worker's balancer_set keeps one policy instance per
- * service and one balancer_endpoint per (service id, ip, port); the endpoint
- * state (in-flight count, totals, failures) survives snapshot swaps and is
- * freed only when no snapshot lists it and nothing is in flight on it.
- * Worker thread only.
+ * (h2o style): round_robin, least_request = power of two choices over the
+ * streams in flight, and ewma = power of two choices over peak-EWMA latency x
+ * (in flight + 1) (Finagle, Linkerd). A worker's balancer_set keeps one policy
+ * instance per service and one balancer_endpoint per (service id, ip, port);
+ * the endpoint state (in-flight count, latency, failures, ejection) survives
+ * snapshot swaps and is freed only when no snapshot lists it and nothing is in
+ * flight on it. Passive outlier ejection applies to every policy, per worker.
+ * Worker thread only; time is always passed in (ms, CLOCK_MONOTONIC).
  */
 #ifndef H2SPLIT_BALANCER_H
 #define H2SPLIT_BALANCER_H
@@ -30,6 +32,12 @@ struct balancer_endpoint {
 	uint64_t backoff_until_ms; /* after connect failures: no new streams before */
 	uint64_t backoff_netns;	   /* ... from this client netns (0: any) */
 	uint32_t backoff_step;
+	double ewma_us; /* peak-EWMA latency as of ewma_stamp_ms */
+	uint64_t ewma_stamp_ms;
+	bool ewma_init;		   /* ewma_us holds a value (else: the default RTT) */
+	uint32_t consec_failures;  /* since the last success */
+	uint32_t ejections;	   /* sets the length of the next ejection */
+	uint64_t ejected_until_ms; /* outlier: no new streams before, unless in panic */
 	char pod[STATE_NAME_MAX];
 	struct balancer_endpoint *hnext; /* hash chain, owned by the set */
 };
@@ -48,7 +56,30 @@ struct balancer_ops {
 /* Embedded first in every policy's own struct. */
 struct balancer {
 	const struct balancer_ops *ops;
-	uint64_t *rng; /* borrowed: the set's generator */
+	uint64_t *rng;		  /* borrowed: the set's generator */
+	uint64_t now_ms;	  /* of the pick being made (the set sets it) */
+	uint32_t ewma_decay_ms;	  /* peak-EWMA time constant */
+	uint32_t ewma_default_us; /* latency assumed for an endpoint not yet measured */
+};
+
+/* Tunables of a balancer_set; balancer_set_new() starts with the defaults. */
+#define BALANCER_EWMA_DECAY_MS 10000
+/* Below any slow endpoint and near a healthy in-cluster unary RPC: a new pod
+ * gets streams at once (bounded by the in-flight factor, as least_request
+ * would) and is then judged on what it measures, not on a guess. */
+#define BALANCER_EWMA_DEFAULT_US 1000
+/* Latency fed for a failed stream, unless it took longer: a pod failing fast
+ * must not look fast. Decays below healthy peers in about a minute (10 s). */
+#define BALANCER_EWMA_PENALTY_US 250000
+#define BALANCER_EJECT_FAILURES 5
+#define BALANCER_EJECT_BASE_MS 30000
+#define BALANCER_EJECT_MAX_MS 300000
+
+struct balancer_params {
+	uint32_t ewma_decay_ms; /* > 0 */
+	uint32_t ewma_default_us;
+	uint32_t eject_failures; /* consecutive failures that eject; 0: never */
+	uint32_t eject_base_ms;	 /* first ejection; x the number of ejections */
 };
 
 /* A policy instance; |rng| is borrowed and must outlive it. NULL on ENOMEM. */
@@ -66,6 +97,8 @@ struct balancer_set;
 /* |dflt| is the policy of services that say LB_DEFAULT (--lb-policy). */
 struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt);
 void balancer_set_free(struct balancer_set *bs);
+/* Applies to policy instances made from now on (set it before the first pick). */
+void balancer_set_params(struct balancer_set *bs, const struct balancer_params *p);
 /* Who asks, for balancer_set_pick(). */
 struct balancer_pick {
 	uint64_t now_ms;
@@ -78,8 +111,10 @@ struct balancer_pick {
 /* An endpoint of |svc| (from the snapshot with generation |gen|) for a new
  * stream: usable ones by |svc->lb|, else fallback ones; of |p->family| when
  * the service has both (dual-stack, as kube-proxy does). Preference: neither
- * tried nor in backoff; then in backoff; then tried but not in backoff (a
- * refused stream). NULL when there is none. */
+ * tried nor in backoff nor ejected; then in backoff or ejected; then tried but
+ * neither (a refused stream). When more than half of the candidates are
+ * ejected (the list shrank since), ejection is ignored: panic, route to all.
+ * NULL when there is none. */
 struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 					    const struct state_service *svc, uint64_t gen,
 					    const struct balancer_pick *p);
@@ -97,6 +132,30 @@ static inline void balancer_endpoint_ok(struct balancer_endpoint *ep)
 {
 	ep->backoff_step = 0;
 	ep->backoff_until_ms = 0;
+}
+/* How a stream's attempt on an endpoint went, for ewma and outlier ejection. */
+enum balancer_outcome {
+	BALANCER_NO_VERDICT, /* cancelled, refused, timed out: |rtt_us| is a lower bound */
+	BALANCER_OK,	     /* answered: |rtt_us| until the response headers */
+	BALANCER_OVERLOADED, /* RESOURCE_EXHAUSTED: latency penalty, not a failure */
+	BALANCER_FAILED,     /* UNAVAILABLE, reset, connection lost or refused */
+};
+
+/* Record |o| for |ep| at |now_ms|: feeds the peak-EWMA (a failure as at least
+ * BALANCER_EWMA_PENALTY_US) and counts consecutive failures; a success resets
+ * the count. The failure that reaches params.eject_failures ejects |ep| for
+ * params.eject_base_ms (30 s) x its ejections, at most 5 min (or the base),
+ * unless that would eject more than half of its service's endpoints. True
+ * when this call ejected |ep|. */
+bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint *ep,
+			      uint64_t now_ms, uint64_t rtt_us, enum balancer_outcome o);
+/* Peak-EWMA latency of |ep| at |now_ms| in microseconds: decays toward zero
+ * while nothing is observed, so a shunned endpoint is probed again. */
+double balancer_endpoint_latency(const struct balancer_endpoint *ep, uint64_t now_ms,
+				 uint32_t decay_ms, uint32_t default_us);
+static inline bool balancer_endpoint_ejected(const struct balancer_endpoint *ep, uint64_t now_ms)
+{
+	return ep->ejected_until_ms > now_ms;
 }
 /* A new snapshot is current: refresh every cached service from |st| and free
  * endpoint state that |st| no longer lists and that has nothing in flight. */

@@ -120,11 +120,12 @@ static const char *const lb_names[] = {
 	[LB_DEFAULT] = "default",
 	[LB_ROUND_ROBIN] = "round_robin",
 	[LB_LEAST_REQUEST] = "least_request",
+	[LB_EWMA] = "ewma",
 };
 
 int config_parse_lb_policy(const char *s, enum lb_policy *out)
 {
-	for (int i = LB_ROUND_ROBIN; i <= LB_LEAST_REQUEST; i++) {
+	for (int i = LB_ROUND_ROBIN; i <= LB_EWMA; i++) {
 		if (strcmp(s, lb_names[i]) == 0) {
 			*out = (enum lb_policy)i;
 			return 0;
@@ -135,7 +136,7 @@ int config_parse_lb_policy(const char *s, enum lb_policy *out)
 
 const char *config_lb_policy_name(enum lb_policy p)
 {
-	return (unsigned)p <= LB_LEAST_REQUEST ? lb_names[p] : "unknown";
+	return (unsigned)p <= LB_EWMA ? lb_names[p] : "unknown";
 }
 
 static int opt_discovery(struct config *c, const char *v, char *err, size_t errlen)
@@ -233,7 +234,36 @@ static int opt_workers(struct config *c, const char *v, char *err, size_t errlen
 static int opt_lb(struct config *c, const char *v, char *err, size_t errlen)
 {
 	if (config_parse_lb_policy(v, &c->lb_policy)) {
-		snprintf(err, errlen, "--lb-policy %s: expected round_robin or least_request", v);
+		snprintf(err, errlen, "--lb-policy %s: expected least_request, round_robin or ewma", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_ewma_decay(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 1, 3600000, &c->lb_ewma_decay_ms)) {
+		snprintf(err, errlen, "--lb-ewma-decay %s: expected milliseconds, 1 to 3600000", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_outlier_failures(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 1000000, &c->outlier_failures)) {
+		snprintf(err, errlen, "--outlier-failures %s: expected a count, 0 (off) to 1000000",
+			 v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_outlier_ejection(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 1, 3600000, &c->outlier_ejection_ms)) {
+		snprintf(err, errlen, "--outlier-ejection %s: expected milliseconds, 1 to 3600000",
+			 v);
 		return -EINVAL;
 	}
 	return 0;
@@ -295,6 +325,9 @@ static const struct opt opts[] = {
 	{"upstream-ca-file", true, false, opt_upstream_ca},
 	{"workers", true, false, opt_workers},
 	{"lb-policy", true, false, opt_lb},
+	{"lb-ewma-decay", true, false, opt_ewma_decay},
+	{"outlier-failures", true, false, opt_outlier_failures},
+	{"outlier-ejection", true, false, opt_outlier_ejection},
 	{"drain-timeout", true, false, opt_drain},
 	{"log-level", true, false, opt_log_level},
 	{"access-log", false, false, opt_access_log},
@@ -321,7 +354,12 @@ void config_usage(FILE *f)
 		"  --upstream-source pod|node    open upstream sockets in the client pod's netns (default pod)\n"
 		"  --upstream-ca-file FILE       CA bundle for TLS upstreams (h2split.io/upstream-tls)\n"
 		"  --workers N                   worker threads (default: one per CPU)\n"
-		"  --lb-policy NAME              least_request (default) | round_robin\n"
+		"  --lb-policy NAME              least_request (default) | round_robin | ewma\n"
+		"  --lb-ewma-decay MS            ewma: latency average time constant (default 10000)\n"
+		"  --outlier-failures N          eject an endpoint after N failures in a row\n"
+		"                                (UNAVAILABLE, reset, connect failure; default 5, 0: off)\n"
+		"  --outlier-ejection MS         first ejection; x the number of ejections, at most\n"
+		"                                5 min (default 30000)\n"
 		"  --drain-timeout SEC           drain on SIGTERM (default 30)\n"
 		"  --log-level LEVEL             debug|info|warn|error (default info)\n"
 		"  --access-log                  one log line per stream\n"
@@ -374,6 +412,9 @@ static void set_defaults(struct config *c)
 	config_parse_addr("127.0.0.1:9901", &c->admin);
 	c->upstream_source_pod = true;
 	c->lb_policy = LB_LEAST_REQUEST;
+	c->lb_ewma_decay_ms = 10000;
+	c->outlier_failures = 5;
+	c->outlier_ejection_ms = 30000;
 	c->drain_timeout_s = 30;
 	c->log_level = LOG_INFO;
 }

@@ -34,6 +34,9 @@ struct config {
 	bool upstream_source_pod; /* --upstream-source pod (default) | node */
 	int workers;              /* 0: one per CPU */
 	enum lb_policy lb_policy;
+	int lb_ewma_decay_ms; /* ewma: time constant of the latency average */
+	int outlier_failures;	 /* consecutive failures that eject; 0: off */
+	int outlier_ejection_ms; /* first ejection, x the number of ejections */
 	int drain_timeout_s;
 	enum log_level log_level;
 	bool access_log;
@@ -54,7 +57,7 @@ int config_parse(struct config *c, int argc, char **argv, char *err, size_t errl
 int config_parse_addr(const char *s, struct sockaddr_storage *ss);
 /* Format |ss| as ADDR:PORT (brackets for IPv6) into |buf|. */
 const char *config_addr_str(const struct sockaddr_storage *ss, char *buf, size_t len);
-/* "round_robin" | "least_request": 0, or -EINVAL. */
+/* "round_robin" | "least_request" | "ewma": 0, or -EINVAL. */
 int config_parse_lb_policy(const char *s, enum lb_policy *out);
 const char *config_lb_policy_name(enum lb_policy p);
 void config_usage(FILE *f);

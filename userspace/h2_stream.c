@@ -34,6 +34,7 @@ static nghttp2_session *ds_session(const struct h2_stream *st)
 
 static ssize_t ds_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
 		       uint32_t *flags, nghttp2_data_source *src, void *ud);
+static const char *ep_str(const struct balancer_endpoint *ep, char *buf, size_t len);
 
 /* The client's netns as pools and backoff know it (0: the daemon's). */
 static uint64_t client_netns(const struct h2_stream *st)
@@ -63,13 +64,66 @@ static void ep_event(struct h2_stream *st, enum metrics_upstream_event ev)
 		metrics_upstream_event(m, st->ep->service_id, &st->ep->ip, st->ep->port, ev);
 }
 
+/* Record |o| for |ep| with the balancer; count and log an ejection. */
+static void ep_report(struct h2_stream *st, struct balancer_endpoint *ep, uint64_t rtt_us,
+		      enum balancer_outcome o)
+{
+	struct splitter *s = S(st);
+	char eps[64];
+
+	if (!balancer_endpoint_report(s->lb, ep, loop_now_ms(), rtt_us, o))
+		return;
+	stats_inc(s->stats, ST_EJECTIONS);
+	log_warn("endpoint_ejected endpoint=%s pod=%s ejections=%u for_ms=%" PRIu64,
+		 ep_str(ep, eps, sizeof(eps)), ep->pod, ep->ejections,
+		 ep->ejected_until_ms - loop_now_ms());
+}
+
+/* The latency ewma measures: to the first response byte of the body, or the
+ * end of the response. Not to the headers: gRPC servers may send those at
+ * once (initial metadata) and take their time over the message. */
+static void first_answer(struct h2_stream *st)
+{
+	if (!st->up_rtt_us)
+		st->up_rtt_us = (loop_now_ns() - st->up_start_ns) / 1000 + 1; /* nonzero: came */
+}
+
+/* How the attempt on st->ep went, as outlier detection and ewma see it:
+ * UNAVAILABLE (or 502/503/504 without gRPC status), resets and lost
+ * connections are failures; the client giving up first is no verdict. So is
+ * a connect failure from the client pod's netns (--upstream-source pod): a
+ * NetworkPolicy may deny that pod alone, and the backoff per client netns
+ * deals with it; ejecting for everyone would punish the allowed pods. */
+static enum balancer_outcome attempt_outcome(const struct h2_stream *st)
+{
+	int hs = st->resp_status;
+
+	if (st->up_failed)
+		return BALANCER_FAILED;
+	if (st->up_grpc_status == GRPC_UNAVAILABLE)
+		return BALANCER_FAILED;
+	if (st->up_grpc_status == GRPC_RESOURCE_EXHAUSTED)
+		return BALANCER_OVERLOADED;
+	if (!st->resp_hdrs_rcvd)
+		return BALANCER_NO_VERDICT;
+	if (st->up_grpc_status < 0 && (hs == 502 || hs == 503 || hs == 504))
+		return BALANCER_FAILED;
+	return st->up_rtt_us ? BALANCER_OK : BALANCER_NO_VERDICT;
+}
+
 /* The attempt on st->ep is over (retry or end of stream). */
 static void ep_release(struct h2_stream *st)
 {
 	struct splitter *s = st->ds->c.s;
+	enum balancer_outcome o;
+	uint64_t rtt_us;
 
 	if (!st->ep)
 		return;
+	o = attempt_outcome(st);
+	rtt_us = o == BALANCER_OK ? st->up_rtt_us : (loop_now_ns() - st->up_start_ns) / 1000;
+	if (!st->up_netns_refused)
+		ep_report(st, st->ep, rtt_us, o);
 	if (s->w->metrics)
 		metrics_endpoint_inflight(s->w->metrics, st->ep->service_id, &st->ep->ip,
 					  st->ep->port, -1);
@@ -350,6 +404,7 @@ struct h2_stream *h2_stream_new(struct h2_downstream *ds, int32_t id)
 	st->ds = ds;
 	st->ds_id = id;
 	st->grpc_status = -1;
+	st->up_grpc_status = -1;
 	st->retaining = true;
 	st->start_ns = loop_now_ns();
 	st->ds_next = ds->streams;
@@ -648,8 +703,10 @@ int h2_stream_us_header(struct h2_stream *st, bool trailer, const uint8_t *name,
 {
 	if (h2_header_is_hop_by_hop(name, nlen, value, vlen))
 		return 0;
-	if (nlen == 11 && !memcmp(name, "grpc-status", 11) && vlen && vlen < 4)
+	if (nlen == 11 && !memcmp(name, "grpc-status", 11) && vlen && vlen < 4) {
 		st->grpc_status = atoi((const char *)value) * (value[0] >= '0' && value[0] <= '9');
+		st->up_grpc_status = st->grpc_status;
+	}
 	if (h2_hdrs_add(trailer ? &st->resp_trl : &st->resp_hdrs, name, nlen, value, vlen, flags))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	return 0;
@@ -678,6 +735,8 @@ void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stre
 		return;
 	}
 	st->resp_hdrs_rcvd = true;
+	if (end_stream)
+		first_answer(st);
 	if (st->ep)
 		balancer_endpoint_ok(st->ep);
 	release_retention(st);
@@ -697,6 +756,7 @@ void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stre
 
 void h2_stream_us_data(struct h2_stream *st, const uint8_t *data, size_t len)
 {
+	first_answer(st);
 	if (h2_chain_append(&st->resp_body, &S(st)->blocks, data, len)) {
 		up_consume(st, len);
 		abandon_upstream(st, NGHTTP2_INTERNAL_ERROR);
@@ -709,6 +769,7 @@ void h2_stream_us_data(struct h2_stream *st, const uint8_t *data, size_t len)
 
 void h2_stream_us_end(struct h2_stream *st)
 {
+	first_answer(st);
 	st->resp_end = true;
 	resume_ds(st);
 }
@@ -738,6 +799,7 @@ void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code)
 	}
 	log_debug("stream_reset_by_upstream stream=%d endpoint=%s code=%u", st->ds_id,
 		  ep_str(st->ep, ep, sizeof(ep)), error_code);
+	st->up_failed = true;
 	discard_request(st);
 	ds_reset(st, error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
 }
@@ -749,6 +811,8 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, const char *wh
 
 	st->leg = H2_LEG_DONE;
 	st->fail_why = why;
+	st->up_failed = !connect_failed || !client_netns(st);
+	st->up_netns_refused = !st->up_failed;
 	if (st->ep && connect_failed) {
 		balancer_endpoint_connect_failed(st->ep, loop_now_ms(), client_netns(st));
 		ep_event(st, METRICS_EV_CONNECT_FAILURE);
@@ -794,6 +858,11 @@ static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char
 	}
 	h2_upstream_link(uc, st, id);
 	st->ep = ep;
+	st->up_start_ns = loop_now_ns();
+	st->up_rtt_us = 0;
+	st->up_grpc_status = -1;
+	st->up_failed = false;
+	st->up_netns_refused = false;
 	balancer_stream_start(ep);
 	if (s->w->metrics)
 		metrics_endpoint_inflight(s->w->metrics, ep->service_id, &ep->ip, ep->port, +1);
@@ -845,6 +914,8 @@ void h2_stream_route(struct h2_stream *st)
 			return;
 		}
 		balancer_endpoint_connect_failed(ep, loop_now_ms(), client_netns(st));
+		if (!client_netns(st)) /* else: the per-netns backoff's business */
+			ep_report(st, ep, 0, BALANCER_FAILED);
 		if (s->w->metrics)
 			metrics_upstream_event(s->w->metrics, ep->service_id, &ep->ip, ep->port,
 					       METRICS_EV_CONNECT_FAILURE);

@@ -51,6 +51,11 @@ struct h2_stream {
 	size_t local_len, local_off;
 	struct loop_timer *deadline; /* owned: grpc-timeout */
 	uint64_t start_ns;
+	uint64_t up_start_ns;  /* this attempt was submitted upstream */
+	uint64_t up_rtt_us;    /* ... and its first body byte or end came after, 0 before */
+	int up_grpc_status;    /* grpc-status from upstream on this attempt, -1 before */
+	bool up_failed;	       /* reset or lost upstream (a connect failure: see attempt_outcome) */
+	bool up_netns_refused; /* ... no: connect failed from the client's netns, no verdict */
 	uint64_t req_bytes, resp_bytes;
 	int resp_status;	       /* :status sent downstream, 0 before */
 	int grpc_status;	       /* grpc-status seen or made, -1 before */

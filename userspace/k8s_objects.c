@@ -357,7 +357,7 @@ static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *
 	ob->svc.lb = LB_DEFAULT;
 	if (v && config_parse_lb_policy(v, &ob->svc.lb)) {
 		log_warn("annotation_ignored service=%s/%s key=h2split.io/lb-policy value=\"%s\" "
-			 "expected=round_robin|least_request",
+			 "expected=least_request|round_robin|ewma",
 			 ob->ns, ob->name, v);
 		ob->svc.lb = LB_DEFAULT;
 	}

@@ -101,7 +101,8 @@ static ssize_t conn_send(struct h2_conn *c, const uint8_t *buf, size_t len)
  * effort, when no partial frame is pending on the socket. */
 static void goaway_raw(struct h2_conn *c, int err)
 {
-	uint32_t code = err == NGHTTP2_ERR_FLOODED || err == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+	uint32_t code = c->fatal_code ? c->fatal_code
+			: err == NGHTTP2_ERR_FLOODED || err == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
 			    ? NGHTTP2_ENHANCE_YOUR_CALM
 			    : NGHTTP2_PROTOCOL_ERROR;
 	int32_t last = nghttp2_session_get_last_proc_stream_id(c->session);
@@ -339,6 +340,16 @@ struct splitter *splitter_new(struct worker *w)
 	s->stats = &w->stats;
 	dflt = s->cfg ? s->cfg->lb_policy : LB_LEAST_REQUEST;
 	s->lb = balancer_set_new(loop_now_ns() ^ ((uint64_t)(w->id + 1) << 40), dflt);
+	if (s->lb && s->cfg) {
+		struct balancer_params bp = {
+		    .ewma_decay_ms = (uint32_t)s->cfg->lb_ewma_decay_ms,
+		    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
+		    .eject_failures = (uint32_t)s->cfg->outlier_failures,
+		    .eject_base_ms = (uint32_t)s->cfg->outlier_ejection_ms,
+		};
+
+		balancer_set_params(s->lb, &bp);
+	}
 	s->rbuf = malloc(H2_RBUF_SIZE);
 	s->wbuf = malloc(H2_WBUF_SIZE);
 	s->nv = calloc(H2_HDRS_MAX_FIELDS + 4, sizeof(*s->nv));

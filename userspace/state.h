@@ -25,6 +25,7 @@ enum lb_policy {
 	LB_DEFAULT = 0, /* the daemon-wide --lb-policy */
 	LB_ROUND_ROBIN,
 	LB_LEAST_REQUEST,
+	LB_EWMA, /* peak-EWMA latency x in flight, P2C */
 };
 
 struct state_endpoint {

@@ -32,6 +32,7 @@ const char *const stats_names[ST_MAX] = {
 	[ST_BYTES_OUT] = "bytes_sent_total",
 	[ST_NO_ENDPOINT] = "no_endpoint_total",
 	[ST_DEADLINE_EXCEEDED] = "deadline_exceeded_total",
+	[ST_EJECTIONS] = "outlier_ejections_total",
 	[ST_UNEXPECTED] = "splitter_unexpected_total",
 };
 

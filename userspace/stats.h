@@ -37,6 +37,7 @@ enum stat_id {
 	ST_BYTES_OUT,
 	ST_NO_ENDPOINT,
 	ST_DEADLINE_EXCEEDED,
+	ST_EJECTIONS,  /* outlier ejections of upstream endpoints */
 	ST_UNEXPECTED, /* "should not happen" branches of the splitter */
 	ST_MAX,
 };

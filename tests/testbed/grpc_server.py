@@ -7,7 +7,8 @@ response names the pod that served it and the peer address it saw. Request
 metadata (except reserved keys) comes back as trailing metadata, plus
 ``h2st-pod``; initial metadata carries ``h2st-pod`` too. Prints "ready" on
 stdout once the port accepts connections. SIGTERM: stop accepting, let
-running RPCs finish for --grace seconds, exit 0.
+running RPCs finish for --grace seconds, exit 0. ``--fail-status N`` answers
+every RPC (Stats aside) with gRPC status N, a pod gone bad; SIGUSR1 heals it.
 """
 
 import argparse
@@ -32,9 +33,10 @@ def peer(context):
 
 
 class Echo:
-    def __init__(self, pod, delay_ms):
+    def __init__(self, pod, delay_ms, fail_status=0):
         self.pod = pod
         self.delay_ms = delay_ms
+        self.fail_status = fail_status
         self.lock = threading.Lock()
         self.counts = {m: 0 for m in echo.METHODS}
         self.active = 0
@@ -53,6 +55,9 @@ class Echo:
         md = [(k, v) for k, v in context.invocation_metadata()
               if k not in RESERVED and not k.startswith("grpc-")]
         context.set_trailing_metadata(tuple(md) + (("h2st-pod", self.pod),))
+        if self.fail_status:
+            self._finish(context, {"status": self.fail_status,
+                                   "message": f"{self.pod}: --fail-status"})
 
     def _end(self):
         with self.lock:
@@ -149,14 +154,17 @@ def main(argv=None):
     ap.add_argument("--max-concurrent-streams", type=int, default=0,
                     help="HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (0: grpc default)")
     ap.add_argument("--grace", type=float, default=5.0, help="drain time on SIGTERM")
+    ap.add_argument("--fail-status", type=int, default=0,
+                    help="answer every RPC with this gRPC status (SIGUSR1: stop)")
     a = ap.parse_args(argv)
 
     opts = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", -1)]
     if a.max_concurrent_streams:
         opts.append(("grpc.max_concurrent_streams", a.max_concurrent_streams))
+    svc = Echo(a.pod, a.delay_ms, a.fail_status)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=a.workers),
-                         handlers=[Echo(a.pod, a.delay_ms).handler()], options=opts,
+                         handlers=[svc.handler()], options=opts,
                          maximum_concurrent_rpcs=None)
     bound = server.add_insecure_port(f"{a.listen}:{a.port}")
     if not bound:
@@ -166,6 +174,7 @@ def main(argv=None):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: setattr(svc, "fail_status", 0))
     print(f"ready pod={a.pod} port={bound}", flush=True)
     stop.wait()
     server.stop(a.grace).wait()

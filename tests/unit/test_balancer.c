@@ -4,7 +4,9 @@
  * away from busy endpoints, which endpoints are candidates (ready, not
  * terminating; terminating-but-serving only as a last resort), retries
  * avoiding tried endpoints, connect-failure backoff, the per-service policy,
- * and per-endpoint state surviving snapshot swaps.
+ * per-endpoint state surviving snapshot swaps, ewma (peak-EWMA latency P2C:
+ * fast endpoints win, failures cost, estimates decay) and outlier ejection
+ * (after N failures, at most half the endpoints, for a growing time).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +17,7 @@
 #include <sys/socket.h>
 
 #include <cmocka.h>
+#include <math.h>
 
 #include "balancer.h"
 
@@ -379,11 +382,285 @@ static void test_policy_per_service(void **state)
 	state_free(dflt);
 }
 
+static const struct ep_spec four[] = {
+    {"10.0.0.1", 8080, ""},
+    {"10.0.0.2", 8080, ""},
+    {"10.0.0.3", 8080, ""},
+    {"10.0.0.4", 8080, ""},
+};
+
+/* Every endpoint of |svc|, by index (picks until each has come up). */
+static void all_eps(struct balancer_set *bs, const struct state_service *svc, uint64_t gen,
+		    struct balancer_endpoint **eps, int n)
+{
+	int found = 0;
+
+	memset(eps, 0, (size_t)n * sizeof(*eps));
+	for (int i = 0; i < 10000 && found < n; i++) {
+		struct balancer_endpoint *ep = pick(bs, svc, gen, NULL, 0, 0);
+
+		if (!eps[idx_of(ep)]) {
+			eps[idx_of(ep)] = ep;
+			found++;
+		}
+	}
+	assert_int_equal(found, n);
+}
+
+static void count_picks(struct balancer_set *bs, const struct state_service *svc, uint64_t gen,
+			uint64_t now_ms, int times, int *seen)
+{
+	for (int i = 0; i < times; i++)
+		seen[idx_of(pick(bs, svc, gen, NULL, 0, now_ms))]++;
+}
+
+static void report_n(struct balancer_set *bs, struct balancer_endpoint *ep, uint64_t now_ms,
+		     uint64_t rtt_us, enum balancer_outcome o, int n)
+{
+	for (int i = 0; i < n; i++)
+		assert_false(balancer_endpoint_report(bs, ep, now_ms, rtt_us, o));
+}
+
+static void test_ewma_prefers_fast(void **state)
+{
+	struct state *st = make_state(LB_EWMA, three, 3);
+	struct balancer_set *bs = balancer_set_new(17, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[3];
+	int seen[3] = {0};
+
+	(void)state;
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	report_n(bs, eps[0], 1000, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[1], 1000, 1200, BALANCER_OK, 1);
+	report_n(bs, eps[2], 1000, 50000, BALANCER_OK, 1);
+	/* Any pair holds a faster endpoint than the 50 ms one. */
+	count_picks(bs, &st->svcs[0], 1, 1000, 3000, seen);
+	assert_int_equal(seen[2], 0);
+	assert_true(seen[0] > 1000 && seen[1] > 500);
+	/* Latency x (in flight + 1): a busy fast endpoint loses to an idle slower one. */
+	for (int i = 0; i < 100; i++)
+		balancer_stream_start(eps[0]);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 1000, 300, seen);
+	assert_int_equal(seen[0], 0);
+	for (int i = 0; i < 100; i++)
+		balancer_stream_end(bs, eps[0]);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+static void test_ewma_failure_penalty(void **state)
+{
+	struct state *st = make_state(LB_EWMA, three, 3);
+	struct balancer_set *bs = balancer_set_new(19, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[3];
+	int seen[3] = {0};
+
+	(void)state;
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	for (int i = 0; i < 3; i++)
+		report_n(bs, eps[i], 1000, 1000, BALANCER_OK, 1);
+	/* Failing in 100 us must not look fast: penalised to 250 ms. */
+	report_n(bs, eps[0], 1000, 100, BALANCER_FAILED, 1);
+	assert_true(balancer_endpoint_latency(eps[0], 1000, BALANCER_EWMA_DECAY_MS,
+					      BALANCER_EWMA_DEFAULT_US) >=
+		    BALANCER_EWMA_PENALTY_US);
+	/* RESOURCE_EXHAUSTED costs latency too, but never ejects. */
+	report_n(bs, eps[1], 1000, 100, BALANCER_OVERLOADED, 20);
+	assert_false(balancer_endpoint_ejected(eps[1], 1000));
+	assert_true(eps[1]->ewma_us >= BALANCER_EWMA_PENALTY_US);
+	count_picks(bs, &st->svcs[0], 1, 1000, 300, seen);
+	assert_int_equal(seen[2], 300 - seen[0] - seen[1]);
+	assert_true(seen[2] >= 200);
+	/* The client giving up early says nothing about the endpoint... */
+	report_n(bs, eps[2], 1000, 10, BALANCER_NO_VERDICT, 1);
+	assert_true(fabs(eps[2]->ewma_us - 1000) < 1);
+	/* ... unless it waited longer than the estimate: that is a lower bound. */
+	report_n(bs, eps[2], 1000, 40000, BALANCER_NO_VERDICT, 1);
+	assert_true(fabs(eps[2]->ewma_us - 40000) < 1);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+static void test_ewma_decay(void **state)
+{
+	struct state *st = make_state(LB_EWMA, three, 3);
+	struct balancer_set *bs = balancer_set_new(23, LB_LEAST_REQUEST);
+	struct balancer_params bp = {
+	    .ewma_decay_ms = 5000,
+	    .ewma_default_us = 1000,
+	    .eject_failures = 5,
+	    .eject_base_ms = 30000,
+	};
+	struct balancer_endpoint *eps[3];
+	double l;
+	int seen[3] = {0};
+
+	(void)state;
+	balancer_set_params(bs, &bp);
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	/* Not measured yet: the default. */
+	l = balancer_endpoint_latency(eps[0], 0, 5000, 1000);
+	assert_true(fabs(l - 1000) < 1);
+	/* The first sample replaces it; a peak replaces the estimate at once. */
+	report_n(bs, eps[0], 0, 400, BALANCER_OK, 1);
+	assert_true(fabs(eps[0]->ewma_us - 400) < 1);
+	report_n(bs, eps[0], 0, 10000, BALANCER_OK, 1);
+	assert_true(fabs(eps[0]->ewma_us - 10000) < 1);
+	/* One time constant later it has decayed by e; a low sample then pulls
+	 * it toward itself by 1 - 1/e. */
+	l = balancer_endpoint_latency(eps[0], 5000, 5000, 1000);
+	assert_true(fabs(l - 10000 * exp(-1)) < 1);
+	report_n(bs, eps[0], 5000, 1000, BALANCER_OK, 1);
+	assert_true(fabs(eps[0]->ewma_us - (10000 * exp(-1) + 1000 * (1 - exp(-1)))) < 1);
+	/* A shunned slow endpoint is probed again once its estimate has decayed
+	 * below what its busy peers keep measuring (5 s time constant here). */
+	report_n(bs, eps[2], 5000, 50000, BALANCER_OK, 1);
+	report_n(bs, eps[0], 5000, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[1], 5000, 1000, BALANCER_OK, 1);
+	count_picks(bs, &st->svcs[0], 1, 5000, 300, seen);
+	assert_int_equal(seen[2], 0);
+	report_n(bs, eps[0], 35000, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[1], 35000, 1000, BALANCER_OK, 1);
+	count_picks(bs, &st->svcs[0], 1, 35000, 300, seen);
+	assert_true(seen[2] > 100);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+static void test_eject_after_failures(void **state)
+{
+	struct state *st = make_state(LB_ROUND_ROBIN, three, 3);
+	struct balancer_set *bs = balancer_set_new(29, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[3];
+	int seen[3] = {0};
+
+	(void)state;
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	/* A success resets the count. */
+	report_n(bs, eps[1], 1000, 0, BALANCER_FAILED, 4);
+	report_n(bs, eps[1], 1000, 500, BALANCER_OK, 1);
+	report_n(bs, eps[1], 1000, 0, BALANCER_FAILED, 4);
+	assert_false(balancer_endpoint_ejected(eps[1], 1000));
+	report_n(bs, eps[1], 1000, 500, BALANCER_OK, 1);
+	/* The fifth failure in a row ejects, for 30 s. */
+	report_n(bs, eps[0], 1000, 0, BALANCER_FAILED, 4);
+	assert_true(balancer_endpoint_report(bs, eps[0], 1000, 0, BALANCER_FAILED));
+	assert_true(balancer_endpoint_ejected(eps[0], 1000));
+	assert_int_equal(eps[0]->ejected_until_ms, 31000);
+	/* Streams that were in flight failing too do not extend it. */
+	report_n(bs, eps[0], 1001, 0, BALANCER_FAILED, 10);
+	assert_int_equal(eps[0]->ejected_until_ms, 31000);
+	count_picks(bs, &st->svcs[0], 1, 30999, 300, seen);
+	assert_int_equal(seen[0], 0);
+	assert_int_equal(seen[1], 150);
+	/* A retry whose other options are spent may still land on it. */
+	{
+		struct balancer_endpoint *tried[2] = {eps[1], eps[2]};
+
+		assert_ptr_equal(pick(bs, &st->svcs[0], 1, tried, 2, 30999), eps[0]);
+	}
+	/* Back after its time. */
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 31000, 300, seen);
+	assert_int_equal(seen[0], 100);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+static void test_eject_time_grows(void **state)
+{
+	struct state *st = make_state(LB_LEAST_REQUEST, three, 3);
+	struct balancer_set *bs = balancer_set_new(31, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[3];
+	uint64_t now = 1000;
+
+	(void)state;
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	/* 30 s x the number of ejections, capped at 5 min. */
+	for (uint64_t k = 1; k <= 12; k++) {
+		uint64_t want = 30000 * k < 300000 ? 30000 * k : 300000;
+
+		report_n(bs, eps[0], now, 0, BALANCER_FAILED, 4);
+		assert_true(balancer_endpoint_report(bs, eps[0], now, 0, BALANCER_FAILED));
+		assert_int_equal(eps[0]->ejected_until_ms - now, want);
+		now = eps[0]->ejected_until_ms;
+	}
+	/* Well behaved for longer than the longest ejection: back to 30 s. */
+	now += 300001;
+	report_n(bs, eps[0], now, 0, BALANCER_FAILED, 4);
+	assert_true(balancer_endpoint_report(bs, eps[0], now, 0, BALANCER_FAILED));
+	assert_int_equal(eps[0]->ejected_until_ms - now, 30000);
+	/* Ejection applies to every policy, and not with ejection off. */
+	{
+		struct balancer_params bp = {
+		    .ewma_decay_ms = 10000,
+		    .ewma_default_us = 1000,
+		    .eject_failures = 0,
+		    .eject_base_ms = 30000,
+		};
+
+		balancer_set_params(bs, &bp);
+		report_n(bs, eps[1], now, 0, BALANCER_FAILED, 50);
+		assert_false(balancer_endpoint_ejected(eps[1], now));
+		/* --outlier-failures 2 --outlier-ejection 2000, once eps[0] is back
+		 * (two of three out would be more than half). */
+		now = eps[0]->ejected_until_ms;
+		bp.eject_failures = 2;
+		bp.eject_base_ms = 2000;
+		balancer_set_params(bs, &bp);
+		report_n(bs, eps[2], now, 0, BALANCER_FAILED, 1);
+		assert_true(balancer_endpoint_report(bs, eps[2], now, 0, BALANCER_FAILED));
+		assert_int_equal(eps[2]->ejected_until_ms - now, 2000);
+	}
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+static void test_eject_cap_and_panic(void **state)
+{
+	struct state *st4 = make_state(LB_ROUND_ROBIN, four, 4);
+	struct state *st3 = make_state(LB_ROUND_ROBIN, four, 3);
+	struct state *st1 = make_state(LB_ROUND_ROBIN, four, 1);
+	struct balancer_set *bs = balancer_set_new(37, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[4];
+	int seen[4] = {0};
+
+	(void)state;
+	all_eps(bs, &st4->svcs[0], 1, eps, 4);
+	/* Two of four may go; the third would be more than half. */
+	report_n(bs, eps[0], 1000, 0, BALANCER_FAILED, 4);
+	assert_true(balancer_endpoint_report(bs, eps[0], 1000, 0, BALANCER_FAILED));
+	report_n(bs, eps[1], 1000, 0, BALANCER_FAILED, 4);
+	assert_true(balancer_endpoint_report(bs, eps[1], 1000, 0, BALANCER_FAILED));
+	report_n(bs, eps[2], 1000, 0, BALANCER_FAILED, 10);
+	assert_false(balancer_endpoint_ejected(eps[2], 1000));
+	count_picks(bs, &st4->svcs[0], 1, 2000, 100, seen);
+	assert_int_equal(seen[0] + seen[1], 0);
+	/* The list shrinks to three: two ejected is more than half, panic: all. */
+	balancer_set_update(bs, st3, 2);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st3->svcs[0], 2, 2000, 300, seen);
+	assert_int_equal(seen[0], 100);
+	assert_int_equal(seen[1], 100);
+	assert_int_equal(seen[2], 100);
+	/* A lone endpoint is never ejected. */
+	balancer_set_update(bs, st1, 3);
+	report_n(bs, eps[0], 40000, 0, BALANCER_FAILED, 20);
+	assert_false(balancer_endpoint_ejected(eps[0], 40000));
+	assert_ptr_equal(pick(bs, &st1->svcs[0], 3, NULL, 0, 40000), eps[0]);
+	balancer_set_free(bs);
+	state_free(st4);
+	state_free(st3);
+	state_free(st1);
+}
+
 static void test_ops_tables(void **state)
 {
 	uint64_t rng = 1;
 	struct balancer *rr = balancer_new(LB_ROUND_ROBIN, &rng);
 	struct balancer *lr = balancer_new(LB_LEAST_REQUEST, &rng);
+	struct balancer *ew = balancer_new(LB_EWMA, &rng);
 	struct balancer_endpoint e[2] = {0};
 	struct balancer_endpoint *v[2] = {&e[0], &e[1]};
 	const char all[2] = {1, 1}, first[2] = {1, 0};
@@ -391,6 +668,10 @@ static void test_ops_tables(void **state)
 	(void)state;
 	assert_string_equal(rr->ops->name, "round_robin");
 	assert_string_equal(lr->ops->name, "least_request");
+	assert_string_equal(ew->ops->name, "ewma");
+	assert_int_equal(ew->ops->select(ew, v, 2, all), -1);
+	assert_int_equal(ew->ops->select(ew, v, 2, first), 1);
+	assert_int_equal(ew->ops->select(ew, v, 1, NULL), 0);
 	assert_int_equal(rr->ops->select(rr, v, 2, all), -1);
 	assert_int_equal(lr->ops->select(lr, v, 2, all), -1);
 	assert_int_equal(rr->ops->select(rr, v, 2, first), 1);
@@ -398,6 +679,7 @@ static void test_ops_tables(void **state)
 	assert_int_equal(lr->ops->select(lr, v, 1, NULL), 0);
 	balancer_destroy(rr);
 	balancer_destroy(lr);
+	balancer_destroy(ew);
 }
 
 int main(void)
@@ -413,6 +695,12 @@ int main(void)
 	    cmocka_unit_test(test_dual_stack_keeps_family),
 	    cmocka_unit_test(test_state_survives_swaps),
 	    cmocka_unit_test(test_policy_per_service),
+	    cmocka_unit_test(test_ewma_prefers_fast),
+	    cmocka_unit_test(test_ewma_failure_penalty),
+	    cmocka_unit_test(test_ewma_decay),
+	    cmocka_unit_test(test_eject_after_failures),
+	    cmocka_unit_test(test_eject_time_grows),
+	    cmocka_unit_test(test_eject_cap_and_panic),
 	    cmocka_unit_test(test_ops_tables),
 	};
 

@@ -35,6 +35,9 @@ static void test_defaults(void **state)
 	assert_string_equal(c.bpffs, "/sys/fs/bpf/h2split");
 	assert_true(c.upstream_source_pod);
 	assert_int_equal(c.lb_policy, LB_LEAST_REQUEST);
+	assert_int_equal(c.lb_ewma_decay_ms, 10000);
+	assert_int_equal(c.outlier_failures, 5);
+	assert_int_equal(c.outlier_ejection_ms, 30000);
 	assert_int_equal(c.drain_timeout_s, 30);
 	assert_string_equal(c.services_file, "/x.json");
 }
@@ -100,6 +103,8 @@ static void test_errors_name_the_flag(void **state)
 		{{"h2splitd", "--listen", "1.2.3.4:99999"}, 3, "--listen"},
 		{{"h2splitd", "--upstream-source", "moon"}, 3, "--upstream-source moon"},
 		{{"h2splitd", "--lb-policy", "random"}, 3, "--lb-policy random"},
+		{{"h2splitd", "--lb-ewma-decay", "0"}, 3, "--lb-ewma-decay 0"},
+		{{"h2splitd", "--outlier-ejection", "0"}, 3, "--outlier-ejection 0"},
 		{{"h2splitd", "--workers"}, 2, "--workers needs a value"},
 		{{"h2splitd", "stray"}, 2, "unexpected argument"},
 		{{"h2splitd"}, 1, "--services-file is required"},
@@ -112,6 +117,27 @@ static void test_errors_name_the_flag(void **state)
 		assert_int_equal(parse(&c, err, cases[i].argc, cases[i].argv), -EINVAL);
 		assert_non_null(strstr(err, cases[i].want));
 	}
+}
+
+static void test_ewma_policy(void **state)
+{
+	char *argv[] = {"h2splitd", "--services-file=/s.json", "--lb-policy", "ewma",
+			"--lb-ewma-decay", "2500", "--outlier-failures", "0",
+			"--outlier-ejection", "1000"};
+	enum lb_policy p;
+	struct config c;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(parse(&c, err, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
+	assert_int_equal(c.lb_policy, LB_EWMA);
+	assert_int_equal(c.lb_ewma_decay_ms, 2500);
+	assert_int_equal(c.outlier_failures, 0);
+	assert_int_equal(c.outlier_ejection_ms, 1000);
+	assert_string_equal(config_lb_policy_name(LB_EWMA), "ewma");
+	/* The h2split.io/lb-policy annotation parses with the same function. */
+	assert_int_equal(config_parse_lb_policy("ewma", &p), 0);
+	assert_int_equal(p, LB_EWMA);
 }
 
 static void test_parse_addr(void **state)
@@ -136,6 +162,7 @@ int main(void)
 		cmocka_unit_test(test_flags_and_repeatable),
 		cmocka_unit_test(test_env_and_flag_precedence),
 		cmocka_unit_test(test_errors_name_the_flag),
+		cmocka_unit_test(test_ewma_policy),
 		cmocka_unit_test(test_parse_addr),
 	};
 

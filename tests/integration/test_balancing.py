@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Balancing by how backends behave, on the simulated node: the ewma policy
+steers RPCs away from a slow pod, and outlier ejection takes a pod that
+answers UNAVAILABLE out of rotation until it is healthy again. Assertions
+compare what the pods served, never timings.
+"""
+
+import signal
+
+import pytest
+
+import testbed
+from test_splitter import Daemon, short
+
+SLOW_MS = 50
+N = 300
+
+
+class Bed:
+    """Services ``latency`` (fast-0, fast-1 and slow-0, which takes 50 ms per
+    RPC) and ``flaky`` (ok-0, ok-1 and bad-0, which fails every RPC with
+    UNAVAILABLE until SIGUSR1), one client pod, h2splitd (restarted per test)."""
+
+    def __init__(self, node, build_dir):
+        self.node = node
+        self.fast = node.add_server_pods(["fast-0", "fast-1"])
+        self.slow = node.add_server_pods(["slow-0"], delay_ms=SLOW_MS)
+        self.ok = node.add_server_pods(["ok-0", "ok-1"])
+        self.bad = node.add_server_pods(["bad-0"], args=("--fail-status", "14"))[0]
+        self.client = node.add_pod("client-0")
+        self.latency = node.add_service("latency", pods=self.fast + self.slow)
+        self.flaky = node.add_service("flaky", pods=self.ok + [self.bad])
+        self.daemon = Daemon(node, build_dir)
+
+    def restart(self, *args):
+        self.daemon.stop()
+        return self.daemon.start("--workers", "1", "--drain-timeout", "1", *args)
+
+
+@pytest.fixture(scope="module")
+def bed(module_node, build_dir):
+    return Bed(module_node, build_dir)
+
+
+def slow_share(bed, policy):
+    """RPCs of N on one fresh channel that the slow pod served under ``policy``."""
+    bed.restart("--lb-policy", policy)
+    with bed.client.grpc_client(bed.latency.target4) as c:
+        r = c.unary(N, concurrency=4)
+    assert r["ok"] == N and not r["errors"], f"{policy}: {short(r)}"
+    return r["pods"].get("slow-0", 0), r
+
+
+def test_ewma_sends_less_to_the_slow_pod_than_round_robin(bed):
+    rr, r_rr = slow_share(bed, "round_robin")
+    ew, r_ew = slow_share(bed, "ewma")
+    assert rr == N // 3, f"round_robin: want {N // 3} RPCs on slow-0: {short(r_rr)}"
+    # slow-0 is measured at 50 ms after its first answers and loses every
+    # comparison against the fast pods after that.
+    assert ew * 5 < rr, (f"ewma: slow-0 served {ew} of {N}, want well under a fifth of "
+                         f"round_robin's {rr}: {short(r_ew)}")
+    assert set(r_ew["pods"]) >= {"fast-0", "fast-1"}, short(r_ew)
+
+
+def test_failing_pod_is_ejected_and_comes_back_once_healthy(bed):
+    d = bed.restart("--lb-policy", "round_robin", "--outlier-ejection", "3000")
+    with bed.client.grpc_client(bed.flaky.target4) as c:
+        r = c.unary(N)
+        failed = r["errors"].get("UNAVAILABLE", 0)
+        assert set(r["errors"]) <= {"UNAVAILABLE"}, short(r)
+        # Round robin alone would send bad-0 a third (100); ejected after 5
+        # failures in a row, it gets a handful per ejection, and each one
+        # lasts longer (3 s, 6 s, ...).
+        assert 5 <= failed <= 25, f"want bad-0 ejected after 5 failures: {short(r)}"
+        assert d.metrics().get("h2split_outlier_ejections_total") >= 1, d.notable()
+        assert r["pods"].get("ok-0", 0) + r["pods"].get("ok-1", 0) == N - failed, short(r)
+
+        bed.bad.server.send_signal(signal.SIGUSR1)  # healed
+        testbed.wait_for(lambda: c.unary(10)["pods"].get("bad-0", 0) > 0, 30,
+                         "bad-0 to serve again once its ejection ends")
+        r = c.unary(N)
+    assert r["ok"] == N and not r["errors"], short(r)
+    assert r["pods"] == {"ok-0": 100, "ok-1": 100, "bad-0": 100}, \
+        f"healed bad-0 back in round robin: {short(r)}"
