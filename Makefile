@@ -101,8 +101,14 @@ deps:
 unit: $(UNIT_BINS)
 	$(Q)fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
 
+# Under SANITIZE=1 the tests skip their CPU/RSS bounds (H2SPLIT_SANITIZE) and
+# ASan keeps a small quarantine, so memory stays near what the daemon uses.
+SAN_ENV := $(if $(filter 1,$(SANITIZE)),H2SPLIT_SANITIZE=1 \
+	   ASAN_OPTIONS=quarantine_size_mb=16:detect_leaks=1 \
+	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+
 integration: all
-	$(Q)cd tests/integration && H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(Q)cd tests/integration && $(SAN_ENV) H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -226,8 +226,9 @@ def attack_window(bed, max_cpu_s, max_rss_mib):
     rpcs, ok, errors = bed.good.since(mark)
     assert not errors and ok == rpcs, \
         f"good client failed during the attack: {errors} {bed.good.details[-3:]}"
-    assert m.cpu <= max_cpu_s, f"daemon CPU during the attack: {m}"
-    assert m.rss_growth_mib <= max_rss_mib, f"daemon RSS during the attack: {m}"
+    if not testbed.sanitized():  # ASan is slower and its quarantine keeps freed memory
+        assert m.cpu <= max_cpu_s, f"daemon CPU during the attack: {m}"
+        assert m.rss_growth_mib <= max_rss_mib, f"daemon RSS during the attack: {m}"
     want = base.get("h2split_downstream_connections_active", 1)
     testbed.wait_for(lambda: bed.metrics().get("h2split_downstream_connections_active") <= want,
                      15, "the attacker's downstream connections to close")

@@ -85,7 +85,8 @@ def test_soak_scaling_under_load(node, build_dir):
     # plus allocator slack.
     half = len(samples) // 2
     first, second = max(samples[:half]), max(samples[half:])
-    assert second <= first * 1.10 + 2048, f"RSS samples (KiB) {samples}"
+    if not testbed.sanitized():  # ASan's quarantine keeps freed memory resident
+        assert second <= first * 1.10 + 2048, f"RSS samples (KiB) {samples}"
 
     # Every connection gone once nothing is routed any more. What may stay is
     # one cached netns handle per client pod (netns.c keeps them 60 s idle).

@@ -115,9 +115,9 @@ from .client import Client, open_clients, unary_all
 from .echo import peer_addr
 from .kube import Endpoint, Service
 from .proc import Proc
-from .util import StopWaiting, TestbedError, cgroup2_mount, python, wait_for
+from .util import StopWaiting, TestbedError, cgroup2_mount, python, sanitized, wait_for
 
 __all__ = ["Node", "Pod", "Service", "Endpoint", "Client", "Proc", "TestbedError",
            "open_clients", "unary_all", "peer_addr",
-           "wait_for", "StopWaiting", "cleanup", "leftovers", "cgroup2_mount", "python",
+           "wait_for", "StopWaiting", "sanitized", "cleanup", "leftovers", "cgroup2_mount", "python",
            "check_environment", "GATEWAY4", "GATEWAY6", "NODE_IP6", "GRPC_PORT"]

@@ -51,6 +51,12 @@ class StopWaiting(Exception):
     """Raised by a ``wait_for`` predicate: the condition can no longer come true."""
 
 
+def sanitized():
+    """True when the daemon under test is an ASan/UBSan build (make SANITIZE=1):
+    resource bounds (CPU, RSS) are then not meaningful and are left to the plain run."""
+    return os.environ.get("H2SPLIT_SANITIZE") == "1"
+
+
 def wait_for(predicate, timeout=10.0, what="condition", interval=0.02):
     """Poll ``predicate()`` until it returns a truthy value; return that value.
 
