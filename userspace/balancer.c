@@ -81,22 +81,35 @@ static const struct balancer_ops rr_ops = {
     .destroy = free_balancer,
 };
 
+/* Two distinct untried endpoints at random, for the power-of-two-choices
+ * policies: the count of untried ones (0: none; 1: only |*a| is set). */
+static size_t pick_two(struct balancer *b, const char *tried, size_t n, size_t *a, size_t *c)
+{
+	size_t m = count_untried(tried, n), ka, kb;
+
+	if (m == 0)
+		return 0;
+	ka = (size_t)(balancer_rand(b->rng) % m);
+	*a = kth_untried(tried, n, ka);
+	if (m == 1)
+		return 1;
+	kb = (size_t)(balancer_rand(b->rng) % (m - 1));
+	if (kb >= ka)
+		kb++;
+	*c = kth_untried(tried, n, kb);
+	return m;
+}
+
 /* least_request: power of two choices over in-flight streams. */
 static int p2c_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		      const char *tried)
 {
-	size_t m = count_untried(tried, n), ka, kb, a, c;
+	size_t a = 0, c = 0, m = pick_two(b, tried, n, &a, &c);
 
 	if (m == 0)
 		return -1;
-	ka = (size_t)(balancer_rand(b->rng) % m);
-	a = kth_untried(tried, n, ka);
 	if (m == 1)
 		return (int)a;
-	kb = (size_t)(balancer_rand(b->rng) % (m - 1));
-	if (kb >= ka)
-		kb++;
-	c = kth_untried(tried, n, kb);
 	return (int)(eps[c]->inflight < eps[a]->inflight ? c : a);
 }
 
@@ -142,18 +155,12 @@ static double ewma_cost(const struct balancer *b, const struct balancer_endpoint
 static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		       const char *tried)
 {
-	size_t m = count_untried(tried, n), ka, kb, a, c;
+	size_t a = 0, c = 0, m = pick_two(b, tried, n, &a, &c);
 
 	if (m == 0)
 		return -1;
-	ka = (size_t)(balancer_rand(b->rng) % m);
-	a = kth_untried(tried, n, ka);
 	if (m == 1)
 		return (int)a;
-	kb = (size_t)(balancer_rand(b->rng) % (m - 1));
-	if (kb >= ka)
-		kb++;
-	c = kth_untried(tried, n, kb);
 	return (int)(ewma_cost(b, eps[c]) < ewma_cost(b, eps[a]) ? c : a);
 }
 
