@@ -21,6 +21,7 @@
 #include "bpf_loader.h"
 #include "bpf_maps.h"
 #include "daemon.h"
+#include "loop.h"
 #include "metrics.h"
 
 #define ADMIN_MAX_CONNS 64
@@ -208,7 +209,7 @@ static int h_metrics(struct daemon *d, struct reply *r)
 		write_daemon(f, d, snap);
 		write_stats(f, d);
 		write_bpf(f, d);
-		err = metrics_write_prometheus(f, mm, snap ? snap->st : NULL);
+		err = metrics_write_prometheus(f, mm, snap ? snap->st : NULL, loop_now_ms());
 		if (fclose(f) && !err)
 			err = -EIO;
 	}
@@ -309,17 +310,37 @@ static int h_services(struct daemon *d, struct reply *r)
 	return reply_json(r, root);
 }
 
+/* Why an endpoint takes new streams or not, most decisive first: what
+ * discovery says, then what the balancer learnt (on any worker). */
+static const char *endpoint_state(const struct state_endpoint *ep,
+				  const struct metrics_endpoint_health *h, uint64_t now_ms)
+{
+	if (ep->terminating)
+		return "terminating";
+	if (!ep->ready)
+		return "unhealthy";
+	if (h->ejected_until_ms > now_ms)
+		return "ejected";
+	if (h->backoff_until_ms > now_ms)
+		return "backoff";
+	return "usable";
+}
+
 static struct json_object *endpoint_json(const struct state_service *svc,
 					 const struct state_endpoint *ep,
-					 const struct metrics_merged *mm)
+					 const struct metrics_merged *mm, uint64_t now_ms)
 {
 	struct json_object *o = json_object_new_object();
+	const struct metrics_endpoint_health *h;
 	struct metrics_endpoint_totals t;
 	char ip[INET6_ADDRSTRLEN];
+	uint64_t ej_ms;
 
 	if (!o)
 		return NULL;
 	metrics_merged_endpoint(mm, svc->id, &ep->ip, ep->port, &t);
+	h = &t.health;
+	ej_ms = h->ejected_until_ms > now_ms ? h->ejected_until_ms - now_ms : 0;
 	add_str(o, "ip", h2s_ip_str(&ep->ip, ip, sizeof(ip)));
 	add_u64(o, "port", ep->port);
 	add_str(o, "pod", ep->pod);
@@ -333,11 +354,16 @@ static struct json_object *endpoint_json(const struct state_service *svc,
 	add_u64(o, "resets_sent", t.events[METRICS_EV_RESET_SENT]);
 	add_u64(o, "resets_received", t.events[METRICS_EV_RESET_RECEIVED]);
 	add_u64(o, "connect_failures", t.events[METRICS_EV_CONNECT_FAILURE]);
+	add_str(o, "state", endpoint_state(ep, h, now_ms));
+	json_object_object_add(o, "ejected_until", json_object_new_double((double)ej_ms / 1000.0));
+	add_u64(o, "consecutive_failures", h->consec_failures);
+	add_u64(o, "ejections", h->ejections);
+	add_u64(o, "ewma_latency_us", h->ewma_us);
 	return o;
 }
 
 static struct json_object *service_endpoints_json(const struct state_service *svc,
-						  const struct metrics_merged *mm)
+						  const struct metrics_merged *mm, uint64_t now_ms)
 {
 	struct json_object *o = json_object_new_object(), *eps = json_object_new_array();
 	char label[STATE_NAME_MAX * 2 + 16];
@@ -351,7 +377,7 @@ static struct json_object *service_endpoints_json(const struct state_service *sv
 	add_u64(o, "id", svc->id);
 	add_str(o, "service", label);
 	for (int i = 0; i < svc->n_eps; i++)
-		json_object_array_add(eps, endpoint_json(svc, &svc->eps[i], mm));
+		json_object_array_add(eps, endpoint_json(svc, &svc->eps[i], mm, now_ms));
 	json_object_object_add(o, "endpoints", eps);
 	return o;
 }
@@ -361,9 +387,10 @@ static int h_endpoints(struct daemon *d, struct reply *r)
 	struct snapshot *snap = snapshot_get(d);
 	struct metrics_merged *mm = merge_workers(d);
 	struct json_object *arr, *root = mm ? json_root(snap, &arr) : NULL;
+	uint64_t now_ms = loop_now_ms();
 
 	for (int i = 0; root && snap && i < snap->st->n_svcs; i++)
-		json_object_array_add(arr, service_endpoints_json(&snap->st->svcs[i], mm));
+		json_object_array_add(arr, service_endpoints_json(&snap->st->svcs[i], mm, now_ms));
 	metrics_merged_free(mm);
 	registry_snapshot_unref(snap);
 	return reply_json(r, root);

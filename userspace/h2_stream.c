@@ -64,14 +64,31 @@ static void ep_event(struct h2_stream *st, enum metrics_upstream_event ev)
 		metrics_upstream_event(m, st->ep->service_id, &st->ep->ip, st->ep->port, ev);
 }
 
+/* Show what the balancer now thinks of |ep| on /endpoints and /metrics. */
+static void ep_publish(struct splitter *s, const struct balancer_endpoint *ep)
+{
+	struct metrics_endpoint_health h = {
+	    .ejected_until_ms = ep->ejected_until_ms,
+	    .backoff_until_ms = ep->backoff_until_ms,
+	    .consec_failures = ep->consec_failures,
+	    .ejections = ep->ejections,
+	    .ewma_us = ep->ewma_init ? (uint64_t)ep->ewma_us : 0,
+	};
+
+	if (s->w->metrics)
+		metrics_endpoint_health(s->w->metrics, ep->service_id, &ep->ip, ep->port, &h);
+}
+
 /* Record |o| for |ep| with the balancer; count and log an ejection. */
 static void ep_report(struct h2_stream *st, struct balancer_endpoint *ep, uint64_t rtt_us,
 		      enum balancer_outcome o)
 {
 	struct splitter *s = S(st);
+	bool ejected = balancer_endpoint_report(s->lb, ep, loop_now_ms(), rtt_us, o);
 	char eps[64];
 
-	if (!balancer_endpoint_report(s->lb, ep, loop_now_ms(), rtt_us, o))
+	ep_publish(s, ep);
+	if (!ejected)
 		return;
 	stats_inc(s->stats, ST_EJECTIONS);
 	log_warn("endpoint_ejected endpoint=%s pod=%s ejections=%u for_ms=%" PRIu64,
@@ -916,6 +933,8 @@ void h2_stream_route(struct h2_stream *st)
 		balancer_endpoint_connect_failed(ep, loop_now_ms(), client_netns(st));
 		if (!client_netns(st)) /* else: the per-netns backoff's business */
 			ep_report(st, ep, 0, BALANCER_FAILED);
+		else
+			ep_publish(s, ep);
 		if (s->w->metrics)
 			metrics_upstream_event(s->w->metrics, ep->service_id, &ep->ip, ep->port,
 					       METRICS_EV_CONNECT_FAILURE);

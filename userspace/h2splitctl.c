@@ -688,6 +688,9 @@ static const char *ep_state(struct json_object *ep)
 {
 	struct json_object *v;
 
+	if (jstr(ep, "state")[0])
+		return jstr(ep, "state");
+	/* An h2splitd older than the "state" field. */
 	if (json_object_object_get_ex(ep, "terminating", &v) && json_object_get_boolean(v))
 		return "terminating";
 	if (json_object_object_get_ex(ep, "ready", &v) && json_object_get_boolean(v))

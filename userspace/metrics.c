@@ -29,8 +29,17 @@ enum {
 	EC_REQUESTS,
 	EC_FAILURES,
 	EC_EVENTS,
-	EC_MAX = EC_EVENTS + METRICS_EV_MAX,
+	/* Balancer state (metrics_endpoint_health): merged by max, not summed. */
+	EC_EJECTED_UNTIL = EC_EVENTS + METRICS_EV_MAX,
+	EC_BACKOFF_UNTIL,
+	EC_CONSEC_FAILURES,
+	EC_EJECTIONS,
+	EC_EWMA_US,
+	EC_MAX,
 };
+#define EC_MAX_MERGED                                                                              \
+	(1ull << EC_EJECTED_UNTIL | 1ull << EC_BACKOFF_UNTIL | 1ull << EC_CONSEC_FAILURES |        \
+	 1ull << EC_EJECTIONS | 1ull << EC_EWMA_US)
 
 /* HTTP status classes: "none" (no status), then 1xx..5xx. */
 #define HTTP_CLASSES 6
@@ -91,6 +100,7 @@ struct entry {
 
 struct table {
 	int n_counters;
+	uint64_t max_merged; /* bit i: counter i is a state, merged by max */
 	int chunk_entries;
 	size_t entry_size;
 	_Atomic(unsigned char *) chunks[MAX_CHUNKS]; /* owned; NULL past the last */
@@ -120,6 +130,7 @@ struct mtable {
 	int n;
 	uint64_t *vals; /* owned, n_counters per row */
 	int n_counters;
+	uint64_t max_merged; /* as table.max_merged */
 	uint64_t overflow;
 };
 
@@ -143,9 +154,11 @@ static inline uint64_t cget(_Atomic uint64_t *c)
 
 /* ---- the table ---- */
 
-static int table_init(struct table *t, int max_entries, int chunk_entries, int n_counters)
+static int table_init(struct table *t, int max_entries, int chunk_entries, int n_counters,
+		      uint64_t max_merged)
 {
 	t->n_counters = n_counters;
+	t->max_merged = max_merged;
 	t->chunk_entries = chunk_entries;
 	t->entry_size = sizeof(struct entry) + (size_t)n_counters * sizeof(_Atomic uint64_t);
 	t->hash_mask = (uint32_t)max_entries - 1; /* max_entries is a power of two */
@@ -339,8 +352,8 @@ struct metrics *metrics_new(void)
 
 	if (!m)
 		return NULL;
-	if (table_init(&m->eps, METRICS_MAX_ENDPOINTS, EP_CHUNK, EC_MAX) ||
-	    table_init(&m->svcs, METRICS_MAX_SERVICES, SVC_CHUNK, SC_MAX)) {
+	if (table_init(&m->eps, METRICS_MAX_ENDPOINTS, EP_CHUNK, EC_MAX, EC_MAX_MERGED) ||
+	    table_init(&m->svcs, METRICS_MAX_SERVICES, SVC_CHUNK, SC_MAX, 0)) {
 		metrics_free(m);
 		return NULL;
 	}
@@ -398,6 +411,20 @@ void metrics_upstream_event(struct metrics *m, uint32_t service_id, const struct
 	e = endpoint_entry(m, service_id, ip, port);
 	if (e)
 		cadd(&e->c[EC_EVENTS + ev], 1);
+}
+
+void metrics_endpoint_health(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
+			     uint16_t port, const struct metrics_endpoint_health *h)
+{
+	struct entry *e = endpoint_entry(m, service_id, ip, port);
+
+	if (!e)
+		return;
+	atomic_store_explicit(&e->c[EC_EJECTED_UNTIL], h->ejected_until_ms, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_BACKOFF_UNTIL], h->backoff_until_ms, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_CONSEC_FAILURES], h->consec_failures, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_EJECTIONS], h->ejections, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_EWMA_US], h->ewma_us, memory_order_relaxed);
 }
 
 static bool is_failure(int grpc_status, int http_status)
@@ -535,8 +562,14 @@ static void fold_rows(struct mtable *mt, int n_rows)
 		struct row *dst = mt->n ? &mt->rows[mt->n - 1] : NULL;
 
 		if (dst && !cmp_key(&dst->k, &mt->rows[i].k)) {
-			for (int j = 0; j < mt->n_counters; j++)
-				dst->c[j] += mt->rows[i].c[j];
+			for (int j = 0; j < mt->n_counters; j++) {
+				uint64_t v = mt->rows[i].c[j];
+
+				if (!(mt->max_merged >> j & 1))
+					dst->c[j] += v;
+				else if (v > dst->c[j])
+					dst->c[j] = v;
+			}
 			continue;
 		}
 		mt->rows[mt->n++] = mt->rows[i];
@@ -562,6 +595,7 @@ static int mtable_merge(struct mtable *mt, struct metrics *const *ms, int n, siz
 		if (!ms[w])
 			continue;
 		mt->n_counters = table_of(ms[w], which)->n_counters;
+		mt->max_merged = table_of(ms[w], which)->max_merged;
 		chunks[w] = count_chunks(table_of(ms[w], which));
 		cap += (size_t)chunks[w] * (size_t)table_of(ms[w], which)->chunk_entries;
 	}
@@ -631,6 +665,11 @@ int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id
 	out->failures = r->c[EC_FAILURES];
 	for (int i = 0; i < METRICS_EV_MAX; i++)
 		out->events[i] = r->c[EC_EVENTS + i];
+	out->health.ejected_until_ms = r->c[EC_EJECTED_UNTIL];
+	out->health.backoff_until_ms = r->c[EC_BACKOFF_UNTIL];
+	out->health.consec_failures = (uint32_t)r->c[EC_CONSEC_FAILURES];
+	out->health.ejections = (uint32_t)r->c[EC_EJECTIONS];
+	out->health.ewma_us = r->c[EC_EWMA_US];
 	return 0;
 }
 
@@ -740,7 +779,7 @@ static void write_endpoint_counter(FILE *f, const struct labeled *l, int n, int 
 	}
 }
 
-static void write_endpoints(FILE *f, const struct labeled *l, int n)
+static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t now_ms)
 {
 	write_endpoint_counter(f, l, n, EC_REQUESTS, "h2split_endpoint_requests_total",
 			       "Stream attempts sent to the endpoint, retries included.");
@@ -756,6 +795,12 @@ static void write_endpoints(FILE *f, const struct labeled *l, int n)
 	for (int ev = 0; ev < METRICS_EV_MAX; ev++)
 		write_endpoint_counter(f, l, n, EC_EVENTS + ev, endpoint_event_families[ev][0],
 				       endpoint_event_families[ev][1]);
+	family(f, "h2split_endpoint_ejected", "gauge",
+	       "1 while outlier detection keeps new streams off the endpoint (on any worker).");
+	for (int i = 0; i < n; i++) {
+		put_endpoint(f, "h2split_endpoint_ejected", &l[i]);
+		fprintf(f, "} %d\n", l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
+	}
 }
 
 static void write_histogram(FILE *f, const struct labeled *l, int n)
@@ -854,7 +899,8 @@ static void write_state(FILE *f, const struct state *st)
 	}
 }
 
-int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st)
+int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
+			     uint64_t now_ms)
 {
 	struct labeled *eps = label_rows(&mm->eps, st);
 	struct labeled *svcs = label_rows(&mm->svcs, st);
@@ -864,7 +910,7 @@ int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const str
 		free(svcs);
 		return -ENOMEM;
 	}
-	write_endpoints(f, eps, mm->eps.n);
+	write_endpoints(f, eps, mm->eps.n, now_ms);
 	write_services(f, svcs, mm->svcs.n);
 	write_state(f, st);
 	family(f, "h2split_metrics_overflow_total", "counter",

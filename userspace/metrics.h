@@ -47,6 +47,20 @@ void metrics_free(struct metrics *m);
 void metrics_endpoint_inflight(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
 			       uint16_t port, int delta);
 
+/* What the worker's balancer thinks of an endpoint, as of its last change.
+ * Times are CLOCK_MONOTONIC ms (loop_now_ms()); across workers each field
+ * merges to its maximum (any worker that ejected it, the worst latency). */
+struct metrics_endpoint_health {
+	uint64_t ejected_until_ms; /* outlier ejection ends; 0: never ejected */
+	uint64_t backoff_until_ms; /* connect backoff ends (from some client netns) */
+	uint32_t consec_failures;
+	uint32_t ejections; /* sets the length of the next ejection */
+	uint64_t ewma_us;   /* peak-EWMA latency at the last observation; 0: none yet */
+};
+
+void metrics_endpoint_health(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
+			     uint16_t port, const struct metrics_endpoint_health *h);
+
 /* A downstream stream ended. |ep_ip| is the endpoint that served its last
  * attempt, NULL when none did (no endpoint, every attempt failed): then only
  * the service's series change. |grpc_status| is -1 when the stream was not
@@ -75,6 +89,7 @@ struct metrics_endpoint_totals {
 	uint64_t requests; /* attempts started */
 	uint64_t failures; /* streams that ended in failure (see above) */
 	uint64_t events[METRICS_EV_MAX];
+	struct metrics_endpoint_health health;
 };
 
 struct metrics_merged;
@@ -92,9 +107,11 @@ int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id
  * 0.0.4) to |f|, and the endpoint counts of every service in |st| (may be
  * NULL). Labels are resolved in |st|: service="namespace/name:port",
  * endpoint="ip:port" ("[v6]:port"), pod="name" ("" when unknown); an id |st|
- * does not know prints as service="id:<id>".
+ * does not know prints as service="id:<id>". |now_ms| (CLOCK_MONOTONIC, as
+ * loop_now_ms()) decides which endpoints are ejected at present.
  * 0, -ENOMEM, or -EIO when |f| failed. */
-int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st);
+int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
+			     uint64_t now_ms);
 
 /* Write |s| as a label value: backslash, double quote and newline escaped. */
 void metrics_write_label_value(FILE *f, const char *s);

@@ -5,6 +5,7 @@ answers UNAVAILABLE out of rotation until it is healthy again. Assertions
 compare what the pods served, never timings.
 """
 
+import json
 import signal
 
 import pytest
@@ -42,6 +43,23 @@ def bed(module_node, build_dir):
     return Bed(module_node, build_dir)
 
 
+def ctl_endpoints(bed, *args):
+    """`h2splitctl endpoints` inside the node netns: stdout."""
+    r = bed.node.run([bed.daemon.ctl_binary, "--bpffs", bed.node.bpffs, *args, "endpoints"],
+                     check=False)
+    assert r.returncode == 0, f"h2splitctl endpoints: rc={r.returncode} {r.stderr}"
+    return r.stdout
+
+
+def endpoint_of(bed, pod):
+    """The `h2splitctl -o json endpoints` entry of ``pod``."""
+    for svc in json.loads(ctl_endpoints(bed, "-o", "json"))["services"]:
+        for ep in svc["endpoints"]:
+            if ep["pod"] == pod:
+                return ep
+    raise AssertionError(f"{pod} not in h2splitctl endpoints")
+
+
 def slow_share(bed, policy):
     """RPCs of N on one fresh channel that the slow pod served under ``policy``."""
     bed.restart("--lb-policy", policy)
@@ -75,10 +93,28 @@ def test_failing_pod_is_ejected_and_comes_back_once_healthy(bed):
         assert d.metrics().get("h2split_outlier_ejections_total") >= 1, d.notable()
         assert r["pods"].get("ok-0", 0) + r["pods"].get("ok-1", 0) == N - failed, short(r)
 
+        # Between ejections bad-0 fails its way back out: keep calling until
+        # the operator sees it ejected.
+        testbed.wait_for(lambda: c.unary(5) and endpoint_of(bed, "bad-0")["state"] == "ejected",
+                         30, "h2splitctl endpoints to show bad-0 ejected")
+        ep = endpoint_of(bed, "bad-0")
+        assert ep["ejected_until"] > 0 and ep["ejections"] >= 1, ep
+        assert ep["ewma_latency_us"] > 0, ep
+        assert endpoint_of(bed, "ok-0")["state"] == "usable", endpoint_of(bed, "ok-0")
+        table = ctl_endpoints(bed)
+        assert "STATE" in table.splitlines()[0], table
+        assert any("bad-0" in l and " ejected " in l for l in table.splitlines()), table
+        ejected = d.metrics()
+        assert ejected.get("h2split_endpoint_ejected", pod="bad-0") == 1, ejected.text[-2000:]
+        assert ejected.get("h2split_endpoint_ejected", pod="ok-0") == 0, d.notable()
+
         bed.bad.server.send_signal(signal.SIGUSR1)  # healed
         testbed.wait_for(lambda: c.unary(10)["pods"].get("bad-0", 0) > 0, 30,
                          "bad-0 to serve again once its ejection ends")
         r = c.unary(N)
+        ep = endpoint_of(bed, "bad-0")
+        assert ep["state"] == "usable" and ep["consecutive_failures"] == 0, ep
+        assert ep["ejected_until"] == 0, ep
     assert r["ok"] == N and not r["errors"], short(r)
     assert r["pods"] == {"ok-0": 100, "ok-1": 100, "bad-0": 100}, \
         f"healed bad-0 back in round robin: {short(r)}"

@@ -134,6 +134,13 @@ static int setup(void **state)
 	metrics_endpoint_inflight(d->workers[1].metrics, fx->greeter, &a, 8080, +1);
 	metrics_endpoint_inflight(d->workers[1].metrics, fx->greeter, &a, 8080, -1);
 	metrics_stream_done(d->workers[1].metrics, fx->greeter, &a, 8080, 13, 200, 1000000, 5, 6);
+	/* Worker 1 ejected greeter-a for a minute; worker 0 saw it fail 3 times. */
+	metrics_endpoint_health(d->workers[0].metrics, fx->greeter, &a, 8080,
+				&(struct metrics_endpoint_health){.consec_failures = 3, .ewma_us = 900});
+	metrics_endpoint_health(d->workers[1].metrics, fx->greeter, &a, 8080,
+				&(struct metrics_endpoint_health){.ejected_until_ms = loop_now_ms() + 60000,
+								  .ejections = 2,
+								  .ewma_us = 250000});
 	fx->a = admin_start(d);
 	if (!fx->a)
 		return -1;
@@ -224,6 +231,9 @@ static void test_metrics(void **state)
 	assert_non_null(
 	    strstr(r.body, "\nh2split_endpoint_requests_active{service=\"default/"
 			   "greeter:50051\",endpoint=\"10.0.0.1:8080\",pod=\"greeter-a\"} 1\n"));
+	assert_non_null(
+	    strstr(r.body, "# TYPE h2split_endpoint_ejected gauge\nh2split_endpoint_ejected{service="
+			   "\"default/greeter:50051\",endpoint=\"10.0.0.1:8080\",pod=\"greeter-a\"} 1\n"));
 	assert_non_null(strstr(r.body, "\nh2split_service_grpc_responses_total{service=\"default/"
 				       "greeter:50051\",grpc_status=\"13\"} 1\n"));
 	assert_non_null(strstr(r.body, "\nh2split_service_endpoints_usable{service=\"default/"
@@ -296,10 +306,19 @@ static void test_endpoints(void **state)
 	assert_int_equal(json_object_get_int(field(a, "active")), 1);
 	assert_int_equal(json_object_get_int(field(a, "requests")), 2);
 	assert_int_equal(json_object_get_int(field(a, "failures")), 1); /* INTERNAL */
+	/* The balancer's view, merged across workers: ejected by one is ejected. */
+	assert_string_equal(json_object_get_string(field(a, "state")), "ejected");
+	assert_true(json_object_get_double(field(a, "ejected_until")) > 1.0);
+	assert_true(json_object_get_double(field(a, "ejected_until")) <= 60.0);
+	assert_int_equal(json_object_get_int(field(a, "consecutive_failures")), 3);
+	assert_int_equal(json_object_get_int(field(a, "ejections")), 2);
+	assert_int_equal(json_object_get_int(field(a, "ewma_latency_us")), 250000);
 	b = json_object_array_get_idx(eps, 1);
 	assert_string_equal(json_object_get_string(field(b, "pod")), "greeter-b");
 	assert_true(json_object_get_boolean(field(b, "terminating")));
 	assert_int_equal(json_object_get_int(field(b, "requests")), 0);
+	assert_string_equal(json_object_get_string(field(b, "state")), "terminating");
+	assert_int_equal(json_object_get_double(field(b, "ejected_until")), 0);
 	json_object_put(root);
 }
 

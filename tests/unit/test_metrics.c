@@ -30,17 +30,22 @@ static struct h2s_ip ip(const char *s)
 	return a;
 }
 
-/* Write |mm| as Prometheus text into a malloc'd string. */
-static char *render(const struct metrics_merged *mm, const struct state *st)
+/* Write |mm| as Prometheus text at |now_ms| into a malloc'd string. */
+static char *render_at(const struct metrics_merged *mm, const struct state *st, uint64_t now_ms)
 {
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 
 	assert_non_null(f);
-	assert_int_equal(metrics_write_prometheus(f, mm, st), 0);
+	assert_int_equal(metrics_write_prometheus(f, mm, st, now_ms), 0);
 	assert_int_equal(fclose(f), 0);
 	return buf;
+}
+
+static char *render(const struct metrics_merged *mm, const struct state *st)
+{
+	return render_at(mm, st, 0);
 }
 
 static void add_ep(struct state_service *svc, const char *addr, uint16_t port, const char *pod)
@@ -133,6 +138,62 @@ static void test_merge_across_workers(void **unused)
 	metrics_merged_free(mm);
 	metrics_free(w[0]);
 	metrics_free(w[2]);
+}
+
+/* Balancer state merges to the worst any worker saw, and the ejected gauge
+ * follows the clock it is rendered at. */
+static void test_endpoint_health(void **unused)
+{
+	struct metrics *w[2] = {metrics_new(), metrics_new()};
+	struct state *st = make_state();
+	uint32_t g = svc_id(st, "greeter");
+	struct h2s_ip a = ip("10.0.0.1");
+	struct metrics_endpoint_totals t;
+	struct metrics_merged *mm;
+	static const char gauge[] = "h2split_endpoint_ejected{service=\"default/greeter:50051\","
+				    "endpoint=\"10.0.0.1:8080\",pod=\"greeter-a\"} ";
+	char *text, *at;
+
+	(void)unused;
+	metrics_endpoint_health(w[0], g, &a, 8080,
+				&(struct metrics_endpoint_health){.ejected_until_ms = 5000,
+								  .consec_failures = 1,
+								  .ejections = 1,
+								  .ewma_us = 700});
+	metrics_endpoint_health(w[1], g, &a, 8080,
+				&(struct metrics_endpoint_health){.backoff_until_ms = 900,
+								  .consec_failures = 4,
+								  .ewma_us = 300});
+	mm = metrics_merge(w, 2);
+	assert_non_null(mm);
+	assert_int_equal(metrics_merged_endpoint(mm, g, &a, 8080, &t), 0);
+	assert_int_equal(t.health.ejected_until_ms, 5000);
+	assert_int_equal(t.health.backoff_until_ms, 900);
+	assert_int_equal(t.health.consec_failures, 4);
+	assert_int_equal(t.health.ejections, 1);
+	assert_int_equal(t.health.ewma_us, 700);
+	assert_int_equal(t.requests, 0); /* state alone starts no stream */
+	text = render_at(mm, st, 4999);
+	at = strstr(text, gauge);
+	assert_non_null(at);
+	assert_int_equal(at[strlen(gauge)], '1');
+	free(text);
+	text = render_at(mm, st, 5000);
+	at = strstr(text, gauge);
+	assert_non_null(at);
+	assert_int_equal(at[strlen(gauge)], '0');
+	free(text);
+	/* A later update replaces the worker's own view (ejection over). */
+	metrics_merged_free(mm);
+	metrics_endpoint_health(w[0], g, &a, 8080, &(struct metrics_endpoint_health){.ejections = 1});
+	mm = metrics_merge(w, 2);
+	assert_int_equal(metrics_merged_endpoint(mm, g, &a, 8080, &t), 0);
+	assert_int_equal(t.health.ejected_until_ms, 0);
+	assert_int_equal(t.health.ewma_us, 300);
+	metrics_merged_free(mm);
+	metrics_free(w[0]);
+	metrics_free(w[1]);
+	state_free(st);
 }
 
 static void test_histogram_buckets(void **unused)
@@ -388,6 +449,13 @@ static const char expected_text[] =
     "greeter:50051\",endpoint=\"10.0.0.1:8080\",pod=\"greeter-a\"} 0\n"
     "h2split_endpoint_connect_failures_total{service=\"default/"
     "greeter:50051\",endpoint=\"[fd00::2]:8080\",pod=\"\"} 0\n"
+    "# HELP h2split_endpoint_ejected 1 while outlier detection keeps new streams off the "
+    "endpoint (on any worker).\n"
+    "# TYPE h2split_endpoint_ejected gauge\n"
+    "h2split_endpoint_ejected{service=\"default/"
+    "greeter:50051\",endpoint=\"10.0.0.1:8080\",pod=\"greeter-a\"} 0\n"
+    "h2split_endpoint_ejected{service=\"default/"
+    "greeter:50051\",endpoint=\"[fd00::2]:8080\",pod=\"\"} 0\n"
     "# HELP h2split_service_request_duration_seconds Duration of downstream streams, from "
     "first headers to close.\n"
     "# TYPE h2split_service_request_duration_seconds histogram\n"
@@ -534,6 +602,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_merge_across_workers),
+	    cmocka_unit_test(test_endpoint_health),
 	    cmocka_unit_test(test_histogram_buckets),
 	    cmocka_unit_test(test_label_escaping),
 	    cmocka_unit_test(test_prune),
