@@ -198,6 +198,55 @@ struct balancer *balancer_new(enum lb_policy policy, uint64_t *rng)
 	return p;
 }
 
+/* A FIFO of waiters (borrowed: each is embedded in its stream). */
+struct balancer_waitq {
+	struct balancer_waiter *head, *tail;
+	size_t n;
+};
+
+static void waitq_push(struct balancer_waitq *q, struct balancer_waiter *w, bool front)
+{
+	w->q = q;
+	if (front) {
+		w->prev = NULL;
+		w->next = q->head;
+		if (q->head)
+			q->head->prev = w;
+		else
+			q->tail = w;
+		q->head = w;
+	} else {
+		w->next = NULL;
+		w->prev = q->tail;
+		if (q->tail)
+			q->tail->next = w;
+		else
+			q->head = w;
+		q->tail = w;
+	}
+	q->n++;
+}
+
+bool balancer_unwait(struct balancer_waiter *w)
+{
+	struct balancer_waitq *q = w->q;
+
+	if (!q)
+		return false;
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		q->tail = w->prev;
+	q->n--;
+	w->next = w->prev = NULL;
+	w->q = NULL;
+	return true;
+}
+
 /* The set. */
 struct lb_service {
 	uint32_t id;
@@ -207,6 +256,9 @@ struct lb_service {
 	struct balancer_endpoint **eps; /* owned array: usable then fallback */
 	size_t n_usable, n_fallback, n_alloc;
 	bool mixed; /* both IPv4 and IPv6 endpoints: filter by family */
+	uint32_t max_ep, max_svc, max_pending; /* caps in force (0: none) */
+	uint32_t inflight;		       /* streams on its endpoints, as counted here */
+	struct balancer_waitq waiting;	       /* streams waiting for room */
 	struct lb_service *hnext;
 };
 
@@ -221,6 +273,7 @@ struct balancer_set {
 	size_t ep_buckets, n_eps;
 	char *tried; /* owned scratch, tried_alloc bytes */
 	size_t tried_alloc;
+	struct balancer_waitq woken; /* waiters handed back, for balancer_woken() */
 };
 
 struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt)
@@ -236,6 +289,7 @@ struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt)
 	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
 	    .eject_failures = BALANCER_EJECT_FAILURES,
 	    .eject_base_ms = BALANCER_EJECT_BASE_MS,
+	    .max_pending = BALANCER_MAX_PENDING,
 	};
 	bs->svc_buckets = 64;
 	bs->ep_buckets = 256;
@@ -255,8 +309,30 @@ void balancer_set_params(struct balancer_set *bs, const struct balancer_params *
 		bs->params.ewma_decay_ms = 1;
 }
 
-static void service_free(struct lb_service *ls)
+/* Move the first waiter of |ls| to the woken list. */
+static void wake_one(struct balancer_set *bs, struct lb_service *ls)
 {
+	struct balancer_waiter *w = ls->waiting.head;
+
+	if (!w)
+		return;
+	balancer_unwait(w);
+	waitq_push(&bs->woken, w, false);
+}
+
+struct balancer_waiter *balancer_woken(struct balancer_set *bs)
+{
+	struct balancer_waiter *w = bs->woken.head;
+
+	if (w)
+		balancer_unwait(w);
+	return w;
+}
+
+static void service_free(struct balancer_set *bs, struct lb_service *ls)
+{
+	while (ls->waiting.head) /* they learn that the service is gone */
+		wake_one(bs, ls);
 	balancer_destroy(ls->b);
 	free(ls->eps);
 	free(ls);
@@ -269,7 +345,7 @@ void balancer_set_free(struct balancer_set *bs)
 	for (size_t i = 0; bs->svc_tab && i < bs->svc_buckets; i++) {
 		for (struct lb_service *ls = bs->svc_tab[i], *next; ls; ls = next) {
 			next = ls->hnext;
-			service_free(ls);
+			service_free(bs, ls);
 		}
 	}
 	for (size_t i = 0; bs->ep_tab && i < bs->ep_buckets; i++) {
@@ -400,6 +476,14 @@ static enum lb_policy resolve(enum lb_policy p, enum lb_policy dflt)
 	return p == LB_ROUND_ROBIN || p == LB_EWMA ? p : LB_LEAST_REQUEST;
 }
 
+/* A service's cap: its own (-1: none) or else the set's. */
+static uint32_t cap(int32_t svc_value, uint32_t dflt)
+{
+	if (svc_value < 0)
+		return 0;
+	return svc_value ? (uint32_t)svc_value : dflt;
+}
+
 /* Rebuild |ls|'s candidates from |svc|. -ENOMEM leaves it empty. */
 static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 			   const struct state_service *svc, uint64_t gen)
@@ -409,6 +493,9 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 
 	ls->gen = gen;
 	ls->n_usable = ls->n_fallback = 0;
+	ls->max_ep = cap(svc->max_inflight_ep, bs->params.max_inflight_ep);
+	ls->max_svc = cap(svc->max_inflight, bs->params.max_inflight_svc);
+	ls->max_pending = cap(svc->max_pending, bs->params.max_pending);
 	if (!ls->b || ls->policy != p) {
 		balancer_destroy(ls->b);
 		ls->b = balancer_new(p, &bs->rng);
@@ -478,16 +565,23 @@ static bool wrong_family(const struct balancer_endpoint *ep, int family)
 	return family != AF_UNSPEC && h2s_ip_is_v4(&ep->ip) != (family == AF_INET);
 }
 
-/* Mark the candidates to skip in bs->tried: of the wrong family (|family|),
- * in backoff or, when |eject|, ejected (all of them when |backoff|, else only
- * tried ones) and, when |use_avoid|, tried ones. NULL when nothing is marked. */
-static const char *mark_tried(struct balancer_set *bs, struct balancer_endpoint *const *eps,
-			      size_t n, const struct balancer_pick *p, int family, bool use_avoid,
+static bool at_cap(const struct lb_service *ls, const struct balancer_endpoint *ep)
+{
+	return ls->max_ep && ep->inflight >= ls->max_ep;
+}
+
+/* Mark the candidates to skip in bs->tried: at their cap, of the wrong family
+ * (|family|), in backoff or, when |eject|, ejected (all of them when
+ * |backoff|, else only tried ones) and, when |use_avoid|, tried ones. NULL
+ * when nothing is marked. */
+static const char *mark_tried(struct balancer_set *bs, const struct lb_service *ls,
+			      struct balancer_endpoint *const *eps, size_t n,
+			      const struct balancer_pick *p, int family, bool use_avoid,
 			      bool backoff, bool eject)
 {
 	bool any = false;
 
-	if (!family && !p->n_avoid && !backoff)
+	if (!family && !p->n_avoid && !backoff && !ls->max_ep)
 		return NULL;
 	if (n > bs->tried_alloc) {
 		char *t = realloc(bs->tried, n);
@@ -505,15 +599,25 @@ static const char *mark_tried(struct balancer_set *bs, struct balancer_endpoint 
 		for (size_t j = 0; j < p->n_avoid; j++)
 			avoided |= eps[i] == p->avoid[j];
 		bs->tried[i] = (char)(wrong_family(eps[i], family) || (use_avoid && avoided) ||
-				      (boff && (backoff || avoided)));
+				      (boff && (backoff || avoided)) || at_cap(ls, eps[i]));
 		any |= bs->tried[i];
 	}
 	return any ? bs->tried : NULL;
 }
 
+/* Some candidate of the right family is at its cap. */
+static bool any_at_cap(const struct lb_service *ls, struct balancer_endpoint *const *eps, size_t n,
+		       int family)
+{
+	for (size_t i = 0; ls->max_ep && i < n; i++)
+		if (!wrong_family(eps[i], family) && at_cap(ls, eps[i]))
+			return true;
+	return false;
+}
+
 struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 					    const struct state_service *svc, uint64_t gen,
-					    const struct balancer_pick *p)
+					    struct balancer_pick *p)
 {
 	struct lb_service **pp = svc_slot(bs, svc->id), *ls = *pp;
 	struct balancer_endpoint *const *list;
@@ -533,8 +637,14 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 		if (++bs->n_svcs > bs->svc_buckets * 2)
 			svc_grow(bs);
 	}
+	p->saturated = false;
 	if (ls->gen != gen && service_refresh(bs, ls, svc, gen))
 		return NULL;
+	/* First come, first served: a new stream queues behind waiting ones. */
+	if ((ls->max_svc && ls->inflight >= ls->max_svc) || (ls->waiting.n && !p->waited)) {
+		p->saturated = true;
+		return NULL;
+	}
 	list = ls->eps;
 	n = ls->n_usable;
 	if (!n) {
@@ -550,13 +660,15 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	eject = count_ejected(list, n, p->now_ms) * 2 <= n;
 	/* Preference: fresh endpoints, then fresh ones in backoff or ejected,
 	 * then ones tried already but not failing (a refused stream). */
-	i = b->ops->select(b, list, n, mark_tried(bs, list, n, p, family, true, true, eject));
+	i = b->ops->select(b, list, n, mark_tried(bs, ls, list, n, p, family, true, true, eject));
 	if (i < 0)
 		i = b->ops->select(b, list, n,
-				   mark_tried(bs, list, n, p, family, true, false, eject));
+				   mark_tried(bs, ls, list, n, p, family, true, false, eject));
 	if (i < 0 && p->n_avoid)
 		i = b->ops->select(b, list, n,
-				   mark_tried(bs, list, n, p, family, false, true, eject));
+				   mark_tried(bs, ls, list, n, p, family, false, true, eject));
+	if (i < 0)
+		p->saturated = any_at_cap(ls, list, n, family);
 	return i < 0 ? NULL : list[i];
 }
 
@@ -641,16 +753,45 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 	return try_eject(bs, ep, now_ms);
 }
 
-void balancer_stream_start(struct balancer_endpoint *ep)
+/* Wake the first waiter of |ls| when it has room: the woken stream picks
+ * again and, should it find none after all, goes back to the front. */
+static void maybe_wake(struct balancer_set *bs, struct lb_service *ls)
 {
+	size_t n = ls->n_usable ? ls->n_usable : ls->n_fallback;
+	struct balancer_endpoint *const *list = ls->n_usable ? ls->eps : ls->eps + ls->n_usable;
+	bool room = !ls->max_ep;
+
+	if (!ls->waiting.n || (ls->max_svc && ls->inflight >= ls->max_svc))
+		return;
+	for (size_t i = 0; !room && i < n; i++) /* only with waiters: rare */
+		room = !at_cap(ls, list[i]);
+	if (room)
+		wake_one(bs, ls);
+}
+
+void balancer_stream_start(struct balancer_set *bs, struct balancer_endpoint *ep)
+{
+	struct lb_service *ls = *svc_slot(bs, ep->service_id);
+
 	ep->inflight++;
 	ep->total++;
+	if (!ls)
+		return;
+	ls->inflight++;
+	maybe_wake(bs, ls);
 }
 
 void balancer_stream_end(struct balancer_set *bs, struct balancer_endpoint *ep)
 {
+	struct lb_service *ls = *svc_slot(bs, ep->service_id);
+
 	if (ep->inflight)
 		ep->inflight--;
+	if (ls) {
+		if (ls->inflight)
+			ls->inflight--;
+		maybe_wake(bs, ls);
+	}
 	if (ep->inflight || ep->seen_gen == bs->gen)
 		return;
 	ep_unlink(bs, ep);
@@ -670,12 +811,13 @@ void balancer_set_update(struct balancer_set *bs, const struct state *st, uint64
 			if (svc) {
 				if (service_refresh(bs, ls, svc, gen))
 					ls->gen = 0; /* retried on the next pick */
+				maybe_wake(bs, ls); /* endpoints or caps may have changed */
 				pp = &ls->hnext;
 				continue;
 			}
 			*pp = ls->hnext;
 			bs->n_svcs--;
-			service_free(ls);
+			service_free(bs, ls);
 		}
 	}
 	for (size_t i = 0; i < bs->ep_buckets; i++) {
@@ -701,6 +843,26 @@ void balancer_set_foreach(struct balancer_set *bs,
 	for (size_t i = 0; i < bs->ep_buckets; i++)
 		for (struct balancer_endpoint *ep = bs->ep_tab[i]; ep; ep = ep->hnext)
 			cb(ep, arg);
+}
+
+int balancer_wait(struct balancer_set *bs, uint32_t service_id, struct balancer_waiter *w,
+		  bool front)
+{
+	struct lb_service *ls = *svc_slot(bs, service_id);
+
+	if (!ls)
+		return -ENOENT;
+	if (!front && ls->waiting.n >= ls->max_pending)
+		return -ENOSPC;
+	waitq_push(&ls->waiting, w, front);
+	return 0;
+}
+
+size_t balancer_waiting(struct balancer_set *bs, uint32_t service_id)
+{
+	struct lb_service *ls = *svc_slot(bs, service_id);
+
+	return ls ? ls->waiting.n : 0;
 }
 
 size_t balancer_set_count(const struct balancer_set *bs)

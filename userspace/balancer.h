@@ -8,7 +8,11 @@
  * the endpoint state (in-flight count, latency, failures, ejection) survives
  * snapshot swaps and is freed only when no snapshot lists it and nothing is in
  * flight on it. Passive outlier ejection applies to every policy, per worker.
- * Worker thread only; time is always passed in (ms, CLOCK_MONOTONIC).
+ * Circuit breaking (in-flight caps per endpoint and per service) is per worker
+ * too: a stream that finds every candidate at its cap waits in its service's
+ * bounded FIFO (balancer_wait) and is handed back through the set's woken list
+ * as streams start or end. Worker thread only; time is always passed in (ms,
+ * CLOCK_MONOTONIC).
  */
 #ifndef H2SPLIT_BALANCER_H
 #define H2SPLIT_BALANCER_H
@@ -75,11 +79,23 @@ struct balancer {
 #define BALANCER_EJECT_BASE_MS 30000
 #define BALANCER_EJECT_MAX_MS 300000
 
+#define BALANCER_MAX_PENDING 1024
+
 struct balancer_params {
 	uint32_t ewma_decay_ms; /* > 0 */
 	uint32_t ewma_default_us;
-	uint32_t eject_failures; /* consecutive failures that eject; 0: never */
-	uint32_t eject_base_ms;	 /* first ejection; x the number of ejections */
+	uint32_t eject_failures;   /* consecutive failures that eject; 0: never */
+	uint32_t eject_base_ms;	   /* first ejection; x the number of ejections */
+	uint32_t max_inflight_ep;  /* streams per endpoint; 0: no cap (a service may say) */
+	uint32_t max_inflight_svc; /* streams per service; 0: no cap */
+	uint32_t max_pending;	   /* waiting streams per service; 0: fail at once */
+};
+
+/* A stream waiting for room in its service, embedded in the stream. */
+struct balancer_waitq;
+struct balancer_waiter {
+	struct balancer_waiter *next, *prev; /* on |q| */
+	struct balancer_waitq *q;	     /* a service's queue, the woken list, or NULL */
 };
 
 /* A policy instance; |rng| is borrowed and must outlive it. NULL on ENOMEM. */
@@ -106,6 +122,9 @@ struct balancer_pick {
 	int family;	   /* AF_INET / AF_INET6: the VIP's family; AF_UNSPEC: any */
 	struct balancer_endpoint *const *avoid; /* tried already */
 	size_t n_avoid;
+	bool waited;	/* the stream was queued already: it need not queue behind others */
+	bool saturated; /* out: NULL because every candidate is at its cap, or the
+			 * service is, or others are queued (balancer_wait()) */
 };
 
 /* An endpoint of |svc| (from the snapshot with generation |gen|) for a new
@@ -114,14 +133,30 @@ struct balancer_pick {
  * tried nor in backoff nor ejected; then in backoff or ejected; then tried but
  * neither (a refused stream). When more than half of the candidates are
  * ejected (the list shrank since), ejection is ignored: panic, route to all.
- * NULL when there is none. */
+ * Endpoints at their in-flight cap are never picked. NULL when there is none
+ * (p->saturated says whether caps are why). */
 struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 					    const struct state_service *svc, uint64_t gen,
-					    const struct balancer_pick *p);
+					    struct balancer_pick *p);
 /* A stream starts on / leaves |ep|. An endpoint no snapshot lists any more is
- * freed with its last stream: do not use |ep| after balancer_stream_end(). */
-void balancer_stream_start(struct balancer_endpoint *ep);
+ * freed with its last stream: do not use |ep| after balancer_stream_end().
+ * Both move the first stream waiting for |ep|'s service to the woken list
+ * while the service has room. */
+void balancer_stream_start(struct balancer_set *bs, struct balancer_endpoint *ep);
 void balancer_stream_end(struct balancer_set *bs, struct balancer_endpoint *ep);
+/* Queue |w| (not queued) on service |service_id|'s FIFO, at the front when
+ * |front| (a woken stream that found no room again: it keeps its place and
+ * is not refused). 0, -ENOSPC when max_pending are queued already, -ENOENT
+ * when no pick was made for the service. */
+int balancer_wait(struct balancer_set *bs, uint32_t service_id, struct balancer_waiter *w,
+		  bool front);
+/* Take |w| off whatever list it is on; false when it was on none. */
+bool balancer_unwait(struct balancer_waiter *w);
+/* The next woken waiter (FIFO), taken off the list, or NULL. Its stream should
+ * pick again with p->waited set. Services that vanish wake all theirs. */
+struct balancer_waiter *balancer_woken(struct balancer_set *bs);
+/* Streams queued for service |service_id| (0 when unknown). */
+size_t balancer_waiting(struct balancer_set *bs, uint32_t service_id);
 /* A connection to |ep| from client netns |netns_id| failed: avoid it for
  * streams from there for a while (500 ms doubling up to 30 s) unless nothing
  * else is left. Other pods may well reach it (NetworkPolicy). */

@@ -269,6 +269,45 @@ static int opt_outlier_ejection(struct config *c, const char *v, char *err, size
 	return 0;
 }
 
+static int opt_max_inflight_ep(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 1000000, &c->max_inflight_per_endpoint)) {
+		snprintf(err, errlen,
+			 "--max-inflight-per-endpoint %s: expected a count, 0 (no limit) to 1000000", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_max_inflight_svc(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 1000000, &c->max_inflight_per_service)) {
+		snprintf(err, errlen,
+			 "--max-inflight-per-service %s: expected a count, 0 (no limit) to 1000000", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_max_pending(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 1000000, &c->max_pending)) {
+		snprintf(err, errlen, "--max-pending %s: expected a count, 0 (no queue) to 1000000",
+			 v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int opt_pending_timeout(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 1, 3600000, &c->pending_timeout_ms)) {
+		snprintf(err, errlen, "--pending-timeout %s: expected milliseconds, 1 to 3600000", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int opt_drain(struct config *c, const char *v, char *err, size_t errlen)
 {
 	if (parse_int(v, 0, 86400, &c->drain_timeout_s)) {
@@ -328,6 +367,10 @@ static const struct opt opts[] = {
 	{"lb-ewma-decay", true, false, opt_ewma_decay},
 	{"outlier-failures", true, false, opt_outlier_failures},
 	{"outlier-ejection", true, false, opt_outlier_ejection},
+	{"max-inflight-per-endpoint", true, false, opt_max_inflight_ep},
+	{"max-inflight-per-service", true, false, opt_max_inflight_svc},
+	{"max-pending", true, false, opt_max_pending},
+	{"pending-timeout", true, false, opt_pending_timeout},
 	{"drain-timeout", true, false, opt_drain},
 	{"log-level", true, false, opt_log_level},
 	{"access-log", false, false, opt_access_log},
@@ -360,6 +403,12 @@ void config_usage(FILE *f)
 		"                                (UNAVAILABLE, reset, connect failure; default 5, 0: off)\n"
 		"  --outlier-ejection MS         first ejection; x the number of ejections, at most\n"
 		"                                5 min (default 30000)\n"
+		"  --max-inflight-per-endpoint N streams in flight per endpoint and worker (default 0:\n"
+		"                                no limit; h2split.io/max-inflight-per-endpoint)\n"
+		"  --max-inflight-per-service N  ... per service and worker (default 0; h2split.io/max-inflight)\n"
+		"  --max-pending N               streams waiting for room, per service and worker\n"
+		"                                (default 1024, 0: fail at once; h2split.io/max-pending)\n"
+		"  --pending-timeout MS          longest wait for room, then UNAVAILABLE (default 1000)\n"
 		"  --drain-timeout SEC           drain on SIGTERM (default 30)\n"
 		"  --log-level LEVEL             debug|info|warn|error (default info)\n"
 		"  --access-log                  one log line per stream\n"
@@ -415,6 +464,8 @@ static void set_defaults(struct config *c)
 	c->lb_ewma_decay_ms = 10000;
 	c->outlier_failures = 5;
 	c->outlier_ejection_ms = 30000;
+	c->max_pending = 1024;
+	c->pending_timeout_ms = 1000;
 	c->drain_timeout_s = 30;
 	c->log_level = LOG_INFO;
 }

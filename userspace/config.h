@@ -37,6 +37,11 @@ struct config {
 	int lb_ewma_decay_ms; /* ewma: time constant of the latency average */
 	int outlier_failures;	 /* consecutive failures that eject; 0: off */
 	int outlier_ejection_ms; /* first ejection, x the number of ejections */
+	/* Circuit breaking, per worker (Service annotations override): */
+	int max_inflight_per_endpoint; /* 0: no limit */
+	int max_inflight_per_service;  /* 0: no limit */
+	int max_pending;	       /* waiting streams per service; 0: fail at once */
+	int pending_timeout_ms;	       /* longest wait in the pending queue */
 	int drain_timeout_s;
 	enum log_level log_level;
 	bool access_log;

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ static nghttp2_session *ds_session(const struct h2_stream *st)
 static ssize_t ds_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
 		       uint32_t *flags, nghttp2_data_source *src, void *ud);
 static const char *ep_str(const struct balancer_endpoint *ep, char *buf, size_t len);
+static const char *svc_str(const struct state_service *svc, char *buf, size_t len);
 
 /* The client's netns as pools and backoff know it (0: the daemon's). */
 static uint64_t client_netns(const struct h2_stream *st)
@@ -376,6 +378,86 @@ static void retry(struct h2_stream *st, const char *why)
 	queue_route(st);
 }
 
+/* Take |st| off the balancer's wait lists, if on one. */
+static void unpend(struct h2_stream *st)
+{
+	struct splitter *s = S(st);
+
+	if (!balancer_unwait(&st->wait))
+		return;
+	if (s->w->metrics)
+		metrics_service_pending(s->w->metrics, st->ds->ci.od.service_id, -1);
+	if (st->leg == H2_LEG_PENDING)
+		st->leg = H2_LEG_NONE;
+}
+
+void h2_stream_wake(struct balancer_waiter *w)
+{
+	struct h2_stream *st = (struct h2_stream *)((char *)w - offsetof(struct h2_stream, wait));
+	struct splitter *s = S(st);
+
+	if (s->w->metrics)
+		metrics_service_pending(s->w->metrics, st->ds->ci.od.service_id, -1);
+	st->waited = true;
+	h2_stream_route(st); /* now, ahead of the streams in route_q: it came first */
+}
+
+static void cb_reject(struct h2_stream *st, enum metrics_cb_reason why, const char *name,
+		      const char *what)
+{
+	struct splitter *s = S(st);
+	char msg[320];
+
+	if (s->w->metrics)
+		metrics_circuit_breaker_rejection(s->w->metrics, st->ds->ci.od.service_id, why);
+	snprintf(msg, sizeof(msg), "h2split: circuit breaker: %s %s", name, what);
+	reply_error(st, GRPC_UNAVAILABLE, 503, msg);
+}
+
+static void on_pending_timeout(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct h2_stream *st = arg;
+	struct splitter *s = S(st);
+	const struct state_service *svc;
+	char name[3 * STATE_NAME_MAX + 4];
+
+	(void)l;
+	(void)t;
+	st->pending_timer = NULL;
+	unpend(st); /* pending: a routed stream has no timer */
+	svc = s->w->snap ? state_find_id(s->w->snap->st, st->ds->ci.od.service_id) : NULL;
+	if (svc)
+		svc_str(svc, name, sizeof(name));
+	else
+		snprintf(name, sizeof(name), "service id %u", st->ds->ci.od.service_id);
+	cb_reject(st, METRICS_CB_TIMEOUT, name, "had no room within --pending-timeout");
+	splitter_kick(s);
+}
+
+/* Every candidate of |svc| is at its cap: wait for room, or fail fast when
+ * the queue is full or the wait already ran out. */
+static void pend(struct h2_stream *st, const struct state_service *svc, const char *name)
+{
+	struct splitter *s = S(st);
+	int err;
+
+	err = balancer_wait(s->lb, svc->id, &st->wait, st->waited);
+	if (err) {
+		cb_reject(st, METRICS_CB_QUEUE_FULL, name,
+			  "is at its in-flight limit and its pending queue is full");
+		return;
+	}
+	st->leg = H2_LEG_PENDING;
+	if (s->w->metrics)
+		metrics_service_pending(s->w->metrics, svc->id, +1);
+	if (!st->pending_timer)
+		st->pending_timer =
+		    loop_timer_add(s->w->loop, s->cfg ? (uint64_t)s->cfg->pending_timeout_ms : 1000,
+				   on_pending_timeout, st);
+	log_debug("stream_pending stream=%d service=%s waiting=%zu", st->ds_id, name,
+		  balancer_waiting(s->lb, svc->id));
+}
+
 static void on_deadline(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct h2_stream *st = arg;
@@ -388,6 +470,7 @@ static void on_deadline(struct loop *l, struct loop_timer *t, void *arg)
 		stats_inc(s->stats, ST_DEADLINE_EXCEEDED);
 		if (st->leg == H2_LEG_QUEUED)
 			unqueue(st);
+		unpend(st);
 		reply_error(st, GRPC_DEADLINE_EXCEEDED, 504, "h2split: deadline exceeded");
 	}
 	splitter_kick(s);
@@ -519,8 +602,10 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 	if (s->cfg && s->cfg->access_log)
 		access_log(st, code);
 	loop_timer_cancel(s->w->loop, st->deadline);
+	loop_timer_cancel(s->w->loop, st->pending_timer);
 	if (st->leg == H2_LEG_QUEUED)
 		unqueue(st);
+	unpend(st);
 	abandon_upstream(st, NGHTTP2_CANCEL);
 	if (st->up) {
 		up_consume(st, st->resp_body.len);
@@ -880,7 +965,7 @@ static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char
 	st->up_grpc_status = -1;
 	st->up_failed = false;
 	st->up_netns_refused = false;
-	balancer_stream_start(ep);
+	balancer_stream_start(s->lb, ep);
 	if (s->w->metrics)
 		metrics_endpoint_inflight(s->w->metrics, ep->service_id, &ep->ip, ep->port, +1);
 	st->leg = H2_LEG_OPEN;
@@ -918,14 +1003,22 @@ void h2_stream_route(struct h2_stream *st)
 		    .family = vip_family(&st->ds->ci.orig),
 		    .avoid = st->tried,
 		    .n_avoid = st->n_tried,
+		    .waited = st->waited,
 		};
 
 		ep = balancer_set_pick(s->lb, svc, snap->generation, &p);
+		if (!ep && p.saturated) {
+			svc_str(svc, name, sizeof(name));
+			pend(st, svc, name);
+			return;
+		}
 		if (!ep)
 			break;
 		st->tried[st->n_tried++] = ep;
 		err = submit(st, ep, svc->upstream_tls ? host : NULL);
 		if (!err) {
+			loop_timer_cancel(s->w->loop, st->pending_timer);
+			st->pending_timer = NULL;
 			log_debug("stream_routed stream=%d endpoint=%s attempt=%u", st->ds_id,
 				  ep_str(ep, eps, sizeof(eps)), st->n_tried);
 			return;

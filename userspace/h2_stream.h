@@ -25,6 +25,7 @@
 enum h2_leg {
 	H2_LEG_NONE = 0, /* request headers still arriving */
 	H2_LEG_QUEUED,	 /* on s->route_q: routed at the end of the loop pass */
+	H2_LEG_PENDING,	 /* waiting for room in its service (balancer_wait) */
 	H2_LEG_OPEN,	 /* submitted on |up| as |up_id| */
 	H2_LEG_DONE,	 /* upstream finished, was reset or let go; no retry */
 };
@@ -50,6 +51,9 @@ struct h2_stream {
 	char *local_body;	   /* owned: body of a reply the splitter made */
 	size_t local_len, local_off;
 	struct loop_timer *deadline; /* owned: grpc-timeout */
+	struct balancer_waiter wait;	  /* on a balancer wait list while pending or woken */
+	struct loop_timer *pending_timer; /* owned: --pending-timeout, from the first wait */
+	bool waited;			  /* was queued: keeps its place ahead of new streams */
 	uint64_t start_ns;
 	uint64_t up_start_ns;  /* this attempt was submitted upstream */
 	uint64_t up_rtt_us;    /* ... and its first body byte or end came after, 0 before */
@@ -104,5 +108,8 @@ int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const
 
 /* Route a queued stream (splitter_flush()). */
 void h2_stream_route(struct h2_stream *st);
+/* The balancer woke |w|, a pending stream's waiter: route it again now
+ * (splitter_flush(), which drains woken waiters before route_q). */
+void h2_stream_wake(struct balancer_waiter *w);
 
 #endif

@@ -35,6 +35,7 @@ struct svc {
 	int n_vips;
 	enum lb_policy lb;
 	bool upstream_tls;
+	int32_t max_inflight_ep, max_inflight, max_pending; /* as state_service */
 	struct svc_port *ports; /* owned */
 	int n_ports;
 };
@@ -334,6 +335,33 @@ static int annotation(struct json_object *meta, const char *key, const char **ou
 	return 0;
 }
 
+/* A count annotation |key| into |*out| as state_service keeps it: unset 0
+ * (the daemon's flag), "0" -1 (none), else the count. A bad value is warned
+ * about and left unset. */
+static int count_annotation(struct json_object *meta, const struct obj *ob, const char *key,
+			    int32_t *out, const char **err)
+{
+	const char *v;
+	char *end;
+	long n;
+
+	*out = 0;
+	if (annotation(meta, key, &v, err))
+		return -EINVAL;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (!*v || *end || errno || n < 0 || n > 1000000 || *v == '+' || *v == ' ') {
+		log_warn("annotation_ignored service=%s/%s key=%s value=\"%s\" "
+			 "expected=a count, 0 (no limit) to 1000000",
+			 ob->ns, ob->name, key, v);
+		return 0;
+	}
+	*out = n ? (int32_t)n : -1;
+	return 0;
+}
+
 /* |*enabled| is h2split.io/enabled: -1 unset, 0 "false", 1 "true". */
 static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *enabled,
 				 const char **err)
@@ -365,6 +393,11 @@ static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *
 	if (annotation(meta, "h2split.io/upstream-tls", &v, err))
 		return -EINVAL;
 	ob->svc.upstream_tls = v && !strcmp(v, "true");
+	if (count_annotation(meta, ob, "h2split.io/max-inflight-per-endpoint",
+			     &ob->svc.max_inflight_ep, err) ||
+	    count_annotation(meta, ob, "h2split.io/max-inflight", &ob->svc.max_inflight, err) ||
+	    count_annotation(meta, ob, "h2split.io/max-pending", &ob->svc.max_pending, err))
+		return -EINVAL;
 	return 0;
 }
 
@@ -977,6 +1010,9 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		    .n_vips = o->svc.n_vips,
 		    .lb = o->svc.lb,
 		    .upstream_tls = o->svc.upstream_tls,
+		    .max_inflight_ep = o->svc.max_inflight_ep,
+		    .max_inflight = o->svc.max_inflight,
+		    .max_pending = o->svc.max_pending,
 		};
 
 		if (!sp->opted)

@@ -52,7 +52,9 @@ enum {
 	SC_HTTP = SC_GRPC + METRICS_GRPC_CODES + 1, /* HTTP_CLASSES */
 	SC_REQ_BYTES = SC_HTTP + HTTP_CLASSES,
 	SC_RESP_BYTES,
-	SC_MAX,
+	SC_PENDING,  /* int64 stored as uint64, as EC_ACTIVE */
+	SC_CB_REJECT, /* METRICS_CB_MAX */
+	SC_MAX = SC_CB_REJECT + METRICS_CB_MAX,
 };
 
 static const struct {
@@ -473,6 +475,31 @@ void metrics_stream_done(struct metrics *m, uint32_t service_id, const struct h2
 		cadd(&e->c[EC_FAILURES], 1);
 }
 
+void metrics_service_pending(struct metrics *m, uint32_t service_id, int delta)
+{
+	struct key k = {.svc = service_id};
+	struct entry *e = table_get(&m->svcs, &k);
+	int64_t n;
+
+	if (!e)
+		return;
+	n = (int64_t)cget(&e->c[SC_PENDING]) + delta;
+	atomic_store_explicit(&e->c[SC_PENDING], (uint64_t)(n > 0 ? n : 0), memory_order_relaxed);
+}
+
+void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
+				       enum metrics_cb_reason why)
+{
+	struct key k = {.svc = service_id};
+	struct entry *e;
+
+	if ((unsigned)why >= METRICS_CB_MAX)
+		return;
+	e = table_get(&m->svcs, &k);
+	if (e)
+		cadd(&e->c[SC_CB_REJECT + why], 1);
+}
+
 static int cmp_state_ep(const void *key, const void *elem)
 {
 	const struct key *k = key;
@@ -841,6 +868,8 @@ static void write_services(FILE *f, const struct labeled *l, int n)
 {
 	static const char grpc[] = "h2split_service_grpc_responses_total";
 	static const char http[] = "h2split_service_http_responses_total";
+	static const char cb[] = "h2split_circuit_breaker_rejections_total";
+	static const char *const cb_reasons[METRICS_CB_MAX] = {"queue_full", "timeout"};
 
 	write_histogram(f, l, n);
 	family(f, grpc, "counter", "gRPC streams by the grpc-status the client got.");
@@ -872,6 +901,22 @@ static void write_services(FILE *f, const struct labeled *l, int n)
 			      "Request body bytes received from clients.");
 	write_service_counter(f, l, n, SC_RESP_BYTES, "h2split_service_response_bytes_total",
 			      "Response body bytes sent to clients.");
+	family(f, "h2split_service_pending", "gauge",
+	       "Streams waiting for room under the service's in-flight caps.");
+	for (int i = 0; i < n; i++) {
+		put_service(f, "h2split_service_pending", &l[i]);
+		fprintf(f, "} %" PRId64 "\n", (int64_t)l[i].r->c[SC_PENDING]);
+	}
+	family(f, cb, "counter",
+	       "Streams failed fast by circuit breaking: the pending queue was full, or the "
+	       "wait timed out.");
+	for (int i = 0; i < n; i++) {
+		for (int r = 0; r < METRICS_CB_MAX; r++) {
+			put_service(f, cb, &l[i]);
+			fprintf(f, ",reason=\"%s\"} %" PRIu64 "\n", cb_reasons[r],
+				l[i].r->c[SC_CB_REJECT + r]);
+		}
+	}
 }
 
 /* Endpoint counts of every service in |st|, in state order. */

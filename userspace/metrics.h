@@ -61,6 +61,19 @@ struct metrics_endpoint_health {
 void metrics_endpoint_health(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
 			     uint16_t port, const struct metrics_endpoint_health *h);
 
+/* Streams of |service_id| waiting for room (circuit breaking) changed by |delta|. */
+void metrics_service_pending(struct metrics *m, uint32_t service_id, int delta);
+
+enum metrics_cb_reason {
+	METRICS_CB_QUEUE_FULL = 0, /* the pending queue was full */
+	METRICS_CB_TIMEOUT,	   /* waited --pending-timeout for room */
+	METRICS_CB_MAX,
+};
+
+/* A stream of |service_id| was failed fast by circuit breaking. */
+void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
+				       enum metrics_cb_reason why);
+
 /* A downstream stream ended. |ep_ip| is the endpoint that served its last
  * attempt, NULL when none did (no endpoint, every attempt failed): then only
  * the service's series change. |grpc_status| is -1 when the stream was not

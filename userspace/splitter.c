@@ -279,8 +279,13 @@ void splitter_flush(struct splitter *s)
 		return;
 	s->flushing = true;
 	for (;;) {
+		struct balancer_waiter *w = balancer_woken(s->lb);
 		struct h2_conn *c;
 
+		if (w) { /* first come: before the new streams in route_q */
+			h2_stream_wake(w);
+			continue;
+		}
 		if (s->route_q) {
 			struct h2_stream *st = s->route_q;
 
@@ -346,6 +351,9 @@ struct splitter *splitter_new(struct worker *w)
 		    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
 		    .eject_failures = (uint32_t)s->cfg->outlier_failures,
 		    .eject_base_ms = (uint32_t)s->cfg->outlier_ejection_ms,
+		    .max_inflight_ep = (uint32_t)s->cfg->max_inflight_per_endpoint,
+		    .max_inflight_svc = (uint32_t)s->cfg->max_inflight_per_service,
+		    .max_pending = (uint32_t)s->cfg->max_pending,
 		};
 
 		balancer_set_params(s->lb, &bp);

@@ -47,6 +47,8 @@ struct state_service {
 	int n_vips;
 	enum lb_policy lb;
 	bool upstream_tls; /* h2split.io/upstream-tls: "true" */
+	/* Circuit breaking (h2split.io/max-*): 0: the daemon's flag; -1: none. */
+	int32_t max_inflight_ep, max_inflight, max_pending;
 	struct state_endpoint *eps; /* owned */
 	int n_eps;
 };

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Balancing by how backends behave, on the simulated node: the ewma policy
-steers RPCs away from a slow pod, and outlier ejection takes a pod that
-answers UNAVAILABLE out of rotation until it is healthy again. Assertions
-compare what the pods served, never timings.
+steers RPCs away from a slow pod, outlier ejection takes a pod that
+answers UNAVAILABLE out of rotation until it is healthy again, and circuit
+breaking caps the streams in flight, queues a bounded number and fails the
+rest fast. Assertions compare what the pods served and what the clients got,
+never timings.
 """
 
 import json
@@ -28,9 +30,13 @@ class Bed:
         self.slow = node.add_server_pods(["slow-0"], delay_ms=SLOW_MS)
         self.ok = node.add_server_pods(["ok-0", "ok-1"])
         self.bad = node.add_server_pods(["bad-0"], args=("--fail-status", "14"))[0]
+        self.held = node.add_server_pods(["held-0"])
         self.client = node.add_pod("client-0")
         self.latency = node.add_service("latency", pods=self.fast + self.slow)
         self.flaky = node.add_service("flaky", pods=self.ok + [self.bad])
+        # 2 streams in flight, 3 more may wait; RPCs ask held-0 to sit on them.
+        self.capped = node.add_service("capped", pods=self.held, annotations={
+            "h2split.io/max-inflight": "2", "h2split.io/max-pending": "3"})
         self.daemon = Daemon(node, build_dir)
 
     def restart(self, *args):
@@ -118,3 +124,49 @@ def test_failing_pod_is_ejected_and_comes_back_once_healthy(bed):
     assert r["ok"] == N and not r["errors"], short(r)
     assert r["pods"] == {"ok-0": 100, "ok-1": 100, "bad-0": 100}, \
         f"healed bad-0 back in round robin: {short(r)}"
+
+
+# Long enough that all RPCs of a batch are in (running or queued) before the
+# first two finish; the queued ones then run two at a time.
+HOLD_MS = 1500
+
+
+def test_circuit_breaker_queues_up_to_max_pending_and_fails_the_rest_fast(bed):
+    d = bed.restart("--pending-timeout", "60000")
+    with bed.client.grpc_client(bed.capped.target4) as c:
+        r = c.unary(10, concurrency=10, delay_ms=HOLD_MS)
+    # 2 in flight + 3 queued succeed; the other 5 find the queue full.
+    assert r["ok"] == 5 and r["errors"] == {"UNAVAILABLE": 5}, short(r)
+    assert all("h2split: circuit breaker" in x for x in r["details"]), r["details"]
+    m = d.metrics()
+    svc = "default/capped:50051"
+    assert m.get("h2split_circuit_breaker_rejections_total", service=svc,
+                 reason="queue_full") == 5, d.notable()
+    assert m.get("h2split_circuit_breaker_rejections_total", service=svc,
+                 reason="timeout") == 0, d.notable()
+    assert m.get("h2split_service_pending", service=svc) == 0, d.notable()
+
+
+def test_circuit_breaker_wait_times_out_as_unavailable(bed):
+    d = bed.restart("--pending-timeout", "300")
+    with bed.client.grpc_client(bed.capped.target4) as c:
+        r = c.unary(5, concurrency=5, delay_ms=4 * HOLD_MS)
+    assert r["ok"] == 2 and r["errors"] == {"UNAVAILABLE": 3}, short(r)
+    assert d.metrics().get("h2split_circuit_breaker_rejections_total",
+                           service="default/capped:50051", reason="timeout") == 3, d.notable()
+
+
+def test_deadline_while_queued_frees_the_place(bed):
+    d = bed.restart("--pending-timeout", "60000")
+    with bed.client.grpc_client(bed.capped.target4) as c:
+        # Two hold the slots past their deadline, two wait and give up.
+        r = c.unary(4, concurrency=4, delay_ms=4 * HOLD_MS, rpc_timeout=1)
+        assert r["errors"] == {"DEADLINE_EXCEEDED": 4}, short(r)
+        testbed.wait_for(lambda: d.metrics().get("h2split_service_pending",
+                                                 service="default/capped:50051") == 0,
+                         10, "the queue to be empty")
+        # The in-flight slots come free as held-0 finishes; then all fit again.
+        testbed.wait_for(lambda: c.unary(2, concurrency=2)["ok"] == 2, 30,
+                         "capped to serve again")
+        r = c.unary(5, concurrency=5, delay_ms=HOLD_MS)
+    assert r["ok"] == 5 and not r["errors"], short(r)

@@ -6,8 +6,11 @@
  * avoiding tried endpoints, connect-failure backoff, the per-service policy,
  * per-endpoint state surviving snapshot swaps, ewma (peak-EWMA latency P2C:
  * fast endpoints win, failures cost, estimates decay) and outlier ejection
- * (after N failures, at most half the endpoints, for a growing time).
+ * (after N failures, at most half the endpoints, for a growing time), and
+ * circuit breaking (caps per endpoint and service, the bounded FIFO of
+ * waiting streams and who gets woken).
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -114,7 +117,7 @@ static void test_least_request_avoids_busy(void **state)
 			busy = ep;
 	}
 	for (int i = 0; i < 10; i++)
-		balancer_stream_start(busy);
+		balancer_stream_start(bs, busy);
 	/* P2C never picks the strictly busiest of three: any pair has a better one. */
 	for (int i = 0; i < 3000; i++) {
 		struct balancer_endpoint *ep = pick(bs, &st->svcs[0], 1, NULL, 0, 0);
@@ -142,7 +145,7 @@ static void test_least_request_spreads_load(void **state)
 	/* Streams that stay open: in-flight counts stay within a small spread. */
 	for (int i = 0; i < 300; i++) {
 		eps[i] = pick(bs, &st->svcs[0], 1, NULL, 0, 0);
-		balancer_stream_start(eps[i]);
+		balancer_stream_start(bs, eps[i]);
 		seen[idx_of(eps[i])]++;
 	}
 	for (int i = 0; i < 3; i++)
@@ -327,7 +330,7 @@ static void test_state_survives_swaps(void **state)
 	for (int i = 0; i < 3; i++) {
 		ep = pick(bs, &st1->svcs[0], 1, NULL, 0, 0);
 		eps[idx_of(ep)] = ep;
-		balancer_stream_start(ep);
+		balancer_stream_start(bs, ep);
 	}
 	assert_int_equal(balancer_set_count(bs), 3);
 	/* 10.0.0.2 leaves with a stream in flight: its state stays until it ends. */
@@ -337,7 +340,7 @@ static void test_state_survives_swaps(void **state)
 		ep = pick(bs, &st2->svcs[0], 2, NULL, 0, 0);
 		assert_ptr_not_equal(ep, eps[1]);
 		assert_true(ep == eps[0] || ep == eps[2]); /* same objects: counters kept */
-		balancer_stream_start(ep);
+		balancer_stream_start(bs, ep);
 		balancer_stream_end(bs, ep);
 	}
 	assert_true(eps[0]->total + eps[2]->total == 22);
@@ -439,7 +442,7 @@ static void test_ewma_prefers_fast(void **state)
 	assert_true(seen[0] > 1000 && seen[1] > 500);
 	/* Latency x (in flight + 1): a busy fast endpoint loses to an idle slower one. */
 	for (int i = 0; i < 100; i++)
-		balancer_stream_start(eps[0]);
+		balancer_stream_start(bs, eps[0]);
 	memset(seen, 0, sizeof(seen));
 	count_picks(bs, &st->svcs[0], 1, 1000, 300, seen);
 	assert_int_equal(seen[0], 0);
@@ -682,6 +685,144 @@ static void test_ops_tables(void **state)
 	balancer_destroy(ew);
 }
 
+static struct balancer_set *capped_set(uint32_t max_ep, uint32_t max_svc, uint32_t max_pending)
+{
+	struct balancer_set *bs = balancer_set_new(5, LB_LEAST_REQUEST);
+	struct balancer_params pa = {
+	    .ewma_decay_ms = BALANCER_EWMA_DECAY_MS,
+	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
+	    .max_inflight_ep = max_ep,
+	    .max_inflight_svc = max_svc,
+	    .max_pending = max_pending,
+	};
+
+	assert_non_null(bs);
+	balancer_set_params(bs, &pa);
+	return bs;
+}
+
+/* A pick that reports saturation, as the splitter sees it. */
+static struct balancer_endpoint *pick_cb(struct balancer_set *bs, const struct state_service *svc,
+					 bool waited, bool *saturated)
+{
+	struct balancer_pick p = {.family = AF_UNSPEC, .waited = waited};
+	struct balancer_endpoint *ep = balancer_set_pick(bs, svc, 1, &p);
+
+	*saturated = p.saturated;
+	return ep;
+}
+
+static void test_cap_per_endpoint(void **state)
+{
+	struct state *st = make_state(LB_DEFAULT, three, 3);
+	struct balancer_set *bs = capped_set(2, 0, 4);
+	struct balancer_endpoint *eps[6];
+	struct balancer_waiter w1 = {0}, w2 = {0};
+	int per[3] = {0};
+	bool sat;
+
+	(void)state;
+	/* Two per endpoint: six streams fit, on every endpoint twice. */
+	for (int i = 0; i < 6; i++) {
+		eps[i] = pick_cb(bs, &st->svcs[0], false, &sat);
+		assert_non_null(eps[i]);
+		assert_false(sat);
+		balancer_stream_start(bs, eps[i]);
+		per[idx_of(eps[i])]++;
+	}
+	assert_int_equal(per[0], 2);
+	assert_int_equal(per[1], 2);
+	assert_int_equal(per[2], 2);
+	/* The seventh finds no room and waits, so does the eighth: behind it. */
+	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
+	assert_true(sat);
+	assert_int_equal(balancer_wait(bs, st->svcs[0].id, &w1, false), 0);
+	assert_int_equal(balancer_wait(bs, st->svcs[0].id, &w2, false), 0);
+	assert_int_equal(balancer_waiting(bs, st->svcs[0].id), 2);
+	assert_null(balancer_woken(bs));
+	/* A stream ends: the first waiter is woken, gets that endpoint; a new
+	 * stream would not jump the queue even with room. */
+	balancer_stream_end(bs, eps[4]);
+	assert_ptr_equal(balancer_woken(bs), &w1);
+	assert_null(balancer_woken(bs));
+	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
+	assert_true(sat);
+	assert_ptr_equal(pick_cb(bs, &st->svcs[0], true, &sat), eps[4]);
+	balancer_stream_start(bs, eps[4]);
+	assert_null(balancer_woken(bs)); /* still full: w2 waits on */
+	assert_int_equal(balancer_waiting(bs, st->svcs[0].id), 1);
+	/* Cancelled while queued: off the queue. */
+	assert_true(balancer_unwait(&w2));
+	assert_false(balancer_unwait(&w2));
+	assert_int_equal(balancer_waiting(bs, st->svcs[0].id), 0);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+static void test_cap_per_service_and_queue_bound(void **state)
+{
+	struct state *st = make_state(LB_DEFAULT, three, 3);
+	struct balancer_set *bs = capped_set(0, 2, 2);
+	struct balancer_endpoint *a, *b;
+	struct balancer_waiter w[4] = {{0}};
+	uint32_t id = st->svcs[0].id;
+	bool sat;
+
+	(void)state;
+	assert_int_equal(balancer_wait(bs, id, &w[0], false), -ENOENT); /* no pick yet */
+	a = pick_cb(bs, &st->svcs[0], false, &sat);
+	balancer_stream_start(bs, a);
+	b = pick_cb(bs, &st->svcs[0], false, &sat);
+	balancer_stream_start(bs, b);
+	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
+	assert_true(sat);
+	assert_int_equal(balancer_wait(bs, id, &w[0], false), 0);
+	assert_int_equal(balancer_wait(bs, id, &w[1], false), 0);
+	assert_int_equal(balancer_wait(bs, id, &w[2], false), -ENOSPC); /* 2 queued: full */
+	/* A woken stream that lost the race goes back to the front, cap or not. */
+	balancer_stream_end(bs, a);
+	assert_ptr_equal(balancer_woken(bs), &w[0]);
+	assert_int_equal(balancer_wait(bs, id, &w[3], false), 0);
+	assert_int_equal(balancer_wait(bs, id, &w[0], true), 0);
+	assert_int_equal(balancer_waiting(bs, id), 3);
+	/* Room again: each start or end with room wakes the next, in order. */
+	balancer_stream_end(bs, b);
+	assert_ptr_equal(balancer_woken(bs), &w[0]);
+	assert_null(balancer_woken(bs));
+	/* The service goes away: its waiters are all handed back. */
+	balancer_set_update(bs, NULL, 2);
+	assert_ptr_equal(balancer_woken(bs), &w[1]);
+	assert_ptr_equal(balancer_woken(bs), &w[3]);
+	assert_null(balancer_woken(bs));
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+/* A Service's annotations override the daemon's caps: -1 lifts them. */
+static void test_cap_service_override(void **state)
+{
+	struct state *st = make_state(LB_DEFAULT, three, 3);
+	struct balancer_set *bs = capped_set(1, 1, 0);
+	struct balancer_waiter w = {0};
+	bool sat;
+
+	(void)state;
+	st->svcs[0].max_inflight_ep = -1;
+	st->svcs[0].max_inflight = 5;
+	for (int i = 0; i < 5; i++) {
+		struct balancer_endpoint *ep = pick_cb(bs, &st->svcs[0], false, &sat);
+
+		assert_non_null(ep);
+		balancer_stream_start(bs, ep);
+	}
+	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
+	assert_true(sat);
+	/* --max-pending 0: no queue at all. */
+	assert_int_equal(balancer_wait(bs, st->svcs[0].id, &w, false), -ENOSPC);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -702,6 +843,9 @@ int main(void)
 	    cmocka_unit_test(test_eject_time_grows),
 	    cmocka_unit_test(test_eject_cap_and_panic),
 	    cmocka_unit_test(test_ops_tables),
+	    cmocka_unit_test(test_cap_per_endpoint),
+	    cmocka_unit_test(test_cap_per_service_and_queue_bound),
+	    cmocka_unit_test(test_cap_service_override),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -183,6 +183,10 @@ static void test_named_ports_dual_stack(void **unused)
 	assert_true(has_vip(grpc, "fd00:10:96::5"));
 	assert_int_equal(grpc->lb, LB_ROUND_ROBIN);
 	assert_true(grpc->upstream_tls);
+	/* Circuit breaking annotations: "0" lifts a cap (-1), counts are kept. */
+	assert_int_equal(grpc->max_inflight, -1);
+	assert_int_equal(grpc->max_inflight_ep, 8);
+	assert_int_equal(grpc->max_pending, 100);
 	/* Each service port gets the slice port of the same name, IPv4 and IPv6 slices. */
 	assert_int_equal(grpc->n_eps, 3);
 	assert_non_null(find_ep(grpc, "10.244.1.20", 9090));
@@ -198,6 +202,10 @@ static void test_named_ports_dual_stack(void **unused)
 	assert_non_null(mixed);
 	assert_int_equal(mixed->lb, LB_DEFAULT);
 	assert_int_equal(mixed->n_eps, 0);
+	/* Bad counts are ignored (the daemon's flag applies); "0" pending: no queue. */
+	assert_int_equal(mixed->max_inflight, 0);
+	assert_int_equal(mixed->max_inflight_ep, 0);
+	assert_int_equal(mixed->max_pending, -1);
 	state_free(st);
 	k8s_store_free(s);
 }
@@ -508,6 +516,6 @@ int main(void)
 	    cmocka_unit_test(test_many_objects),
 	};
 
-	log_set_level(LOG_ERROR); /* the fixture's unknown lb-policy warns on every load */
+	log_set_level(LOG_ERROR); /* the fixture's bad annotations warn on every load */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -545,6 +545,20 @@ static const char expected_text[] =
     "# TYPE h2split_service_response_bytes_total counter\n"
     "h2split_service_response_bytes_total{service=\"default/greeter:50051\"} 3000\n"
     "h2split_service_response_bytes_total{service=\"shop/cart:9000\"} 0\n"
+    "# HELP h2split_service_pending Streams waiting for room under the service's in-flight "
+    "caps.\n"
+    "# TYPE h2split_service_pending gauge\n"
+    "h2split_service_pending{service=\"default/greeter:50051\"} 1\n"
+    "h2split_service_pending{service=\"shop/cart:9000\"} 0\n"
+    "# HELP h2split_circuit_breaker_rejections_total Streams failed fast by circuit breaking: "
+    "the pending queue was full, or the wait timed out.\n"
+    "# TYPE h2split_circuit_breaker_rejections_total counter\n"
+    "h2split_circuit_breaker_rejections_total{service=\"default/greeter:50051\","
+    "reason=\"queue_full\"} 0\n"
+    "h2split_circuit_breaker_rejections_total{service=\"default/greeter:50051\","
+    "reason=\"timeout\"} 0\n"
+    "h2split_circuit_breaker_rejections_total{service=\"shop/cart:9000\",reason=\"queue_full\"} 0\n"
+    "h2split_circuit_breaker_rejections_total{service=\"shop/cart:9000\",reason=\"timeout\"} 1\n"
     "# HELP h2split_service_endpoints Endpoints of the service in the state in force.\n"
     "# TYPE h2split_service_endpoints gauge\n"
     "h2split_service_endpoints{service=\"default/greeter:50051\"} 2\n"
@@ -585,6 +599,12 @@ static void test_prometheus_text(void **unused)
 	metrics_stream_done(w[1], greeter, NULL, 0, 99, 200, 2500 * MS, 0, 2000);
 	/* Worker 0: a plain HTTP 404 on cart. */
 	metrics_stream_done(w[0], cart, NULL, 0, -1, 404, 300 * 1000, 7, 0);
+	/* Circuit breaking: two greeter streams waited on two workers, one still
+	 * does; a cart stream waited too long. */
+	metrics_service_pending(w[0], greeter, +1);
+	metrics_service_pending(w[1], greeter, +1);
+	metrics_service_pending(w[1], greeter, -1);
+	metrics_circuit_breaker_rejection(w[0], cart, METRICS_CB_TIMEOUT);
 
 	mm = metrics_merge(w, 2);
 	text = render(mm, st);
