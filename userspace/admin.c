@@ -323,6 +323,8 @@ static const char *endpoint_state(const struct state_endpoint *ep,
 		return "ejected";
 	if (h->backoff_until_ms > now_ms)
 		return "backoff";
+	if (h->warm_until_ms > now_ms)
+		return "warming";
 	return "usable";
 }
 

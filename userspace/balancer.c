@@ -47,7 +47,39 @@ static size_t count_untried(const char *tried, size_t n)
 	return m;
 }
 
-/* round_robin: a cursor that walks the list; skips tried endpoints. */
+/* The share of new streams |ep| should get relative to a peer of weight 1:
+ * its static weight, ramped linearly from BALANCER_SLOW_START_FLOOR up over
+ * b->slow_start_ms after it joined (Envoy's slow start, aggression 1). */
+double balancer_endpoint_weight(const struct balancer_endpoint *ep, uint64_t now_ms,
+				uint32_t slow_start_ms)
+{
+	double w = ep->weight ? ep->weight : 1;
+	uint64_t age;
+
+	if (!slow_start_ms || ep->warm_start_ms == BALANCER_WARM_UNSTAMPED ||
+	    !ep->warm_start_ms || now_ms >= ep->warm_start_ms + slow_start_ms)
+		return w;
+	age = now_ms > ep->warm_start_ms ? now_ms - ep->warm_start_ms : 0;
+	if ((double)age / slow_start_ms < BALANCER_SLOW_START_FLOOR)
+		return w * BALANCER_SLOW_START_FLOOR;
+	return w * (double)age / slow_start_ms;
+}
+
+static double weight(const struct balancer *b, const struct balancer_endpoint *ep)
+{
+	return b->uniform ? 1.0 : balancer_endpoint_weight(ep, b->now_ms, b->slow_start_ms);
+}
+
+/* True with probability |p| (0..1). */
+static bool chance(struct balancer *b, double p)
+{
+	return p >= 1.0 || (double)(balancer_rand(b->rng) >> 11) * 0x1.0p-53 < p;
+}
+
+/* round_robin: a cursor that walks the list; skips tried endpoints. With
+ * weights (or slow start), an endpoint the cursor reaches takes the stream
+ * with probability weight / the service's top weight, else the cursor moves
+ * on: over a round, streams split by weight. */
 struct rr_balancer {
 	struct balancer base;
 	size_t next;
@@ -57,17 +89,23 @@ static int rr_select(struct balancer *b, struct balancer_endpoint *const *eps, s
 		     const char *tried)
 {
 	struct rr_balancer *rr = (struct rr_balancer *)b;
+	int first = -1;
 
-	(void)eps;
 	for (size_t k = 0; k < n; k++) {
 		size_t i = (rr->next + k) % n;
 
 		if (tried && tried[i])
 			continue;
+		if (first < 0)
+			first = (int)i;
+		if (!b->uniform && !chance(b, weight(b, eps[i]) / b->max_weight))
+			continue;
 		rr->next = i + 1;
 		return (int)i;
 	}
-	return -1;
+	if (first >= 0) /* every one declined: the first in line */
+		rr->next = (size_t)first + 1;
+	return first;
 }
 
 static void free_balancer(struct balancer *b)
@@ -81,14 +119,46 @@ static const struct balancer_ops rr_ops = {
     .destroy = free_balancer,
 };
 
-/* Two distinct untried endpoints at random, for the power-of-two-choices
- * policies: the count of untried ones (0: none; 1: only |*a| is set). */
-static size_t pick_two(struct balancer *b, const char *tried, size_t n, size_t *a, size_t *c)
+/* An untried endpoint other than |skip| (n: none), drawn with probability
+ * proportional to its weight; |n| when the weights are all zero. */
+static size_t weighted_draw(struct balancer *b, struct balancer_endpoint *const *eps,
+			    const char *tried, size_t n, size_t skip)
+{
+	double sum = 0, x;
+
+	for (size_t i = 0; i < n; i++)
+		if (i != skip && !(tried && tried[i]))
+			sum += weight(b, eps[i]);
+	x = (double)(balancer_rand(b->rng) >> 11) * 0x1.0p-53 * sum;
+	for (size_t i = 0; i < n; i++) {
+		if (i == skip || (tried && tried[i]))
+			continue;
+		x -= weight(b, eps[i]);
+		if (x < 0)
+			return i;
+	}
+	for (size_t i = n; i-- > 0;) /* rounding: the last candidate */
+		if (i != skip && !(tried && tried[i]))
+			return i;
+	return n;
+}
+
+/* Two distinct untried endpoints at random (by weight unless uniform), for
+ * the power-of-two-choices policies: the count of untried ones (0: none; 1:
+ * only |*a| is set). */
+static size_t pick_two(struct balancer *b, struct balancer_endpoint *const *eps, const char *tried,
+		       size_t n, size_t *a, size_t *c)
 {
 	size_t m = count_untried(tried, n), ka, kb;
 
 	if (m == 0)
 		return 0;
+	if (!b->uniform) {
+		*a = weighted_draw(b, eps, tried, n, n);
+		if (m > 1)
+			*c = weighted_draw(b, eps, tried, n, *a);
+		return m;
+	}
 	ka = (size_t)(balancer_rand(b->rng) % m);
 	*a = kth_untried(tried, n, ka);
 	if (m == 1)
@@ -100,17 +170,23 @@ static size_t pick_two(struct balancer *b, const char *tried, size_t n, size_t *
 	return m;
 }
 
-/* least_request: power of two choices over in-flight streams. */
+/* least_request: power of two choices over in-flight streams per unit of
+ * weight (ties to the first draw, which is by weight: idle endpoints then
+ * split streams by weight too). */
 static int p2c_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		      const char *tried)
 {
-	size_t a = 0, c = 0, m = pick_two(b, tried, n, &a, &c);
+	size_t a = 0, c = 0, m = pick_two(b, eps, tried, n, &a, &c);
 
 	if (m == 0)
 		return -1;
 	if (m == 1)
 		return (int)a;
-	return (int)(eps[c]->inflight < eps[a]->inflight ? c : a);
+	if (b->uniform)
+		return (int)(eps[c]->inflight < eps[a]->inflight ? c : a);
+	return (int)(eps[c]->inflight / weight(b, eps[c]) < eps[a]->inflight / weight(b, eps[a])
+			 ? c
+			 : a);
 }
 
 static const struct balancer_ops p2c_ops = {
@@ -145,17 +221,20 @@ static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t
 	ep->ewma_init = true;
 }
 
-/* ewma: power of two choices over peak-EWMA latency x (in flight + 1). */
+/* ewma: power of two choices over peak-EWMA latency x (in flight + 1), per
+ * unit of static weight. Slow start acts through the draw alone: dividing
+ * by a warming endpoint's 0.1 would shut it out until the ramp ends, since an
+ * idle peer costs as little. */
 static double ewma_cost(const struct balancer *b, const struct balancer_endpoint *ep)
 {
 	return balancer_endpoint_latency(ep, b->now_ms, b->ewma_decay_ms, b->ewma_default_us) *
-	       (ep->inflight + 1);
+	       (ep->inflight + 1) / (b->uniform ? 1 : ep->weight);
 }
 
 static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		       const char *tried)
 {
-	size_t a = 0, c = 0, m = pick_two(b, tried, n, &a, &c);
+	size_t a = 0, c = 0, m = pick_two(b, eps, tried, n, &a, &c);
 
 	if (m == 0)
 		return -1;
@@ -174,6 +253,8 @@ struct balancer *balancer_new(enum lb_policy policy, uint64_t *rng)
 {
 	struct balancer base = {
 	    .rng = rng,
+	    .uniform = true,
+	    .max_weight = 1,
 	    .ewma_decay_ms = BALANCER_EWMA_DECAY_MS,
 	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
 	};
@@ -257,6 +338,12 @@ struct lb_service {
 	size_t n_usable, n_fallback, n_alloc;
 	bool mixed; /* both IPv4 and IPv6 endpoints: filter by family */
 	uint32_t max_ep, max_svc, max_pending; /* caps in force (0: none) */
+	uint32_t slow_start_ms;		       /* in force (0: off) */
+	bool seeded;	     /* refreshed once: endpoints that join later warm up */
+	bool unstamped;	     /* some endpoint waits for its warm-up start time */
+	bool weighted;	     /* static weights differ */
+	double max_weight;   /* the top static weight */
+	uint64_t warm_until_ms; /* some endpoint warms up until then */
 	uint32_t inflight;		       /* streams on its endpoints, as counted here */
 	struct balancer_waitq waiting;	       /* streams waiting for room */
 	struct lb_service *hnext;
@@ -404,18 +491,21 @@ static void ep_grow(struct balancer_set *bs)
 	free(old);
 }
 
+/* The state of (|id|, |ip|, |port|), created when new (|*created| set). */
 static struct balancer_endpoint *ep_get(struct balancer_set *bs, uint32_t id,
-					const struct h2s_ip *ip, uint16_t port)
+					const struct h2s_ip *ip, uint16_t port, bool *created)
 {
 	size_t h = ep_hash(bs, id, ip, port);
 	struct balancer_endpoint *ep;
 
+	*created = false;
 	for (ep = bs->ep_tab[h]; ep; ep = ep->hnext)
 		if (ep->service_id == id && ep->port == port && !memcmp(&ep->ip, ip, sizeof(*ip)))
 			return ep;
 	ep = calloc(1, sizeof(*ep));
 	if (!ep)
 		return NULL;
+	*created = true;
 	ep->service_id = id;
 	ep->ip = *ip;
 	ep->port = port;
@@ -496,6 +586,9 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 	ls->max_ep = cap(svc->max_inflight_ep, bs->params.max_inflight_ep);
 	ls->max_svc = cap(svc->max_inflight, bs->params.max_inflight_svc);
 	ls->max_pending = cap(svc->max_pending, bs->params.max_pending);
+	ls->slow_start_ms = cap(svc->slow_start_ms, bs->params.slow_start_ms);
+	ls->weighted = false;
+	ls->max_weight = 1;
 	if (!ls->b || ls->policy != p) {
 		balancer_destroy(ls->b);
 		ls->b = balancer_new(p, &bs->rng);
@@ -515,10 +608,22 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 	}
 	for (int i = 0; i < svc->n_eps; i++) {
 		const struct state_endpoint *se = &svc->eps[i];
-		struct balancer_endpoint *ep = ep_get(bs, svc->id, &se->ip, se->port);
+		bool created;
+		struct balancer_endpoint *ep = ep_get(bs, svc->id, &se->ip, se->port, &created);
 
 		if (!ep)
 			return -ENOMEM;
+		/* Endpoints there when the worker first routes to the service are
+		 * established (Envoy: no slow start in a new cluster). */
+		if (created && ls->seeded)
+			ep->warm_start_ms = BALANCER_WARM_UNSTAMPED;
+		/* Its ramp starts once it is a candidate (ready), at a pick. */
+		ls->unstamped |= ep->warm_start_ms == BALANCER_WARM_UNSTAMPED;
+		ep->weight = se->weight ? se->weight : 1;
+		if (i && ep->weight != ls->max_weight)
+			ls->weighted = true;
+		if (!i || ep->weight > ls->max_weight)
+			ls->max_weight = ep->weight;
 		ep->seen_gen = gen;
 		ep->usable = state_endpoint_usable(se);
 		ep->fallback = !ep->usable && state_endpoint_fallback(se);
@@ -532,7 +637,8 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 	/* Usable first, then fallback, each in snapshot order. */
 	for (int i = 0, u = 0, f = 0; i < svc->n_eps; i++) {
 		const struct state_endpoint *se = &svc->eps[i];
-		struct balancer_endpoint *ep = ep_get(bs, svc->id, &se->ip, se->port);
+		bool created;
+		struct balancer_endpoint *ep = ep_get(bs, svc->id, &se->ip, se->port, &created);
 
 		if (ep->usable)
 			ls->eps[u++] = ep;
@@ -541,7 +647,24 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 	}
 	ls->n_usable = nu;
 	ls->n_fallback = nf;
+	ls->seeded = true;
 	return 0;
+}
+
+/* Start the warm-up of endpoints that joined since the last pick: now. */
+static void stamp_warmup(struct lb_service *ls, uint64_t now_ms)
+{
+	ls->unstamped = false;
+	for (size_t i = 0; i < ls->n_usable + ls->n_fallback; i++) {
+		struct balancer_endpoint *ep = ls->eps[i];
+
+		if (ep->warm_start_ms != BALANCER_WARM_UNSTAMPED)
+			continue;
+		ep->warm_start_ms = now_ms ? now_ms : 1; /* 0 means established */
+		ep->warm_until_ms = now_ms + ls->slow_start_ms;
+		if (ls->warm_until_ms < now_ms + ls->slow_start_ms)
+			ls->warm_until_ms = now_ms + ls->slow_start_ms;
+	}
 }
 
 static bool in_backoff(const struct balancer_endpoint *ep, const struct balancer_pick *p)
@@ -653,8 +776,13 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	}
 	if (!n)
 		return NULL;
+	if (ls->unstamped)
+		stamp_warmup(ls, p->now_ms);
 	b = ls->b;
 	b->now_ms = p->now_ms;
+	b->slow_start_ms = ls->slow_start_ms;
+	b->max_weight = ls->max_weight;
+	b->uniform = !ls->weighted && (!ls->slow_start_ms || p->now_ms >= ls->warm_until_ms);
 	family = ls->mixed ? p->family : AF_UNSPEC;
 	/* Panic: past the cap (the list shrank since), ejection is ignored. */
 	eject = count_ejected(list, n, p->now_ms) * 2 <= n;

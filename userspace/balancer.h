@@ -42,6 +42,9 @@ struct balancer_endpoint {
 	uint32_t consec_failures;  /* since the last success */
 	uint32_t ejections;	   /* sets the length of the next ejection */
 	uint64_t ejected_until_ms; /* outlier: no new streams before, unless in panic */
+	uint64_t warm_start_ms;	   /* joined (slow start from then); 0: established */
+	uint64_t warm_until_ms;	   /* ... and warms up until then (for display) */
+	uint32_t weight;	   /* static (h2split.io/weights), >= 1 */
 	char pod[STATE_NAME_MAX];
 	struct balancer_endpoint *hnext; /* hash chain, owned by the set */
 };
@@ -64,6 +67,9 @@ struct balancer {
 	uint64_t now_ms;	  /* of the pick being made (the set sets it) */
 	uint32_t ewma_decay_ms;	  /* peak-EWMA time constant */
 	uint32_t ewma_default_us; /* latency assumed for an endpoint not yet measured */
+	uint32_t slow_start_ms;	  /* of the service being picked for */
+	double max_weight;	  /* ... its top static weight */
+	bool uniform;		  /* ... every weight is 1 now: the plain, cheaper paths */
 };
 
 /* Tunables of a balancer_set; balancer_set_new() starts with the defaults. */
@@ -80,6 +86,10 @@ struct balancer {
 #define BALANCER_EJECT_MAX_MS 300000
 
 #define BALANCER_MAX_PENDING 1024
+/* Slow start: a joining endpoint's weight ramps from this share (Envoy's
+ * min_weight_percent default) to its full weight. */
+#define BALANCER_SLOW_START_FLOOR 0.1
+#define BALANCER_WARM_UNSTAMPED UINT64_MAX /* joined; ramp starts at the next pick */
 
 struct balancer_params {
 	uint32_t ewma_decay_ms; /* > 0 */
@@ -89,6 +99,7 @@ struct balancer_params {
 	uint32_t max_inflight_ep;  /* streams per endpoint; 0: no cap (a service may say) */
 	uint32_t max_inflight_svc; /* streams per service; 0: no cap */
 	uint32_t max_pending;	   /* waiting streams per service; 0: fail at once */
+	uint32_t slow_start_ms;	   /* joining endpoints' ramp; 0: off (a service may say) */
 };
 
 /* A stream waiting for room in its service, embedded in the stream. */
@@ -188,6 +199,10 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
  * while nothing is observed, so a shunned endpoint is probed again. */
 double balancer_endpoint_latency(const struct balancer_endpoint *ep, uint64_t now_ms,
 				 uint32_t decay_ms, uint32_t default_us);
+/* The selection weight of |ep| at |now_ms|: its static weight, scaled down
+ * while it warms up (slow start over |slow_start_ms|, 0: off). */
+double balancer_endpoint_weight(const struct balancer_endpoint *ep, uint64_t now_ms,
+				uint32_t slow_start_ms);
 static inline bool balancer_endpoint_ejected(const struct balancer_endpoint *ep, uint64_t now_ms)
 {
 	return ep->ejected_until_ms > now_ms;

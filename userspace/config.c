@@ -123,6 +123,36 @@ static const char *const lb_names[] = {
 	[LB_EWMA] = "ewma",
 };
 
+int config_parse_duration_ms(const char *s, int max_ms, int *out)
+{
+	static const struct {
+		const char *unit;
+		long ms;
+	} units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}};
+	char *end;
+	long n;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	n = strtol(s, &end, 10);
+	if (errno || n > max_ms)
+		return -EINVAL;
+	if (!*end && n == 0) {
+		*out = 0;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit))
+			continue;
+		if (n > max_ms / units[i].ms)
+			return -EINVAL;
+		*out = (int)(n * units[i].ms);
+		return 0;
+	}
+	return -EINVAL;
+}
+
 int config_parse_lb_policy(const char *s, enum lb_policy *out)
 {
 	for (int i = LB_ROUND_ROBIN; i <= LB_EWMA; i++) {
@@ -308,6 +338,15 @@ static int opt_pending_timeout(struct config *c, const char *v, char *err, size_
 	return 0;
 }
 
+static int opt_slow_start(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 3600000, &c->slow_start_ms)) {
+		snprintf(err, errlen, "--slow-start %s: expected milliseconds, 0 (off) to 3600000", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int opt_drain(struct config *c, const char *v, char *err, size_t errlen)
 {
 	if (parse_int(v, 0, 86400, &c->drain_timeout_s)) {
@@ -367,6 +406,7 @@ static const struct opt opts[] = {
 	{"lb-ewma-decay", true, false, opt_ewma_decay},
 	{"outlier-failures", true, false, opt_outlier_failures},
 	{"outlier-ejection", true, false, opt_outlier_ejection},
+	{"slow-start", true, false, opt_slow_start},
 	{"max-inflight-per-endpoint", true, false, opt_max_inflight_ep},
 	{"max-inflight-per-service", true, false, opt_max_inflight_svc},
 	{"max-pending", true, false, opt_max_pending},
@@ -403,6 +443,8 @@ void config_usage(FILE *f)
 		"                                (UNAVAILABLE, reset, connect failure; default 5, 0: off)\n"
 		"  --outlier-ejection MS         first ejection; x the number of ejections, at most\n"
 		"                                5 min (default 30000)\n"
+		"  --slow-start MS               ramp a joining endpoint's share up over MS\n"
+		"                                (default 0: off; h2split.io/slow-start)\n"
 		"  --max-inflight-per-endpoint N streams in flight per endpoint and worker (default 0:\n"
 		"                                no limit; h2split.io/max-inflight-per-endpoint)\n"
 		"  --max-inflight-per-service N  ... per service and worker (default 0; h2split.io/max-inflight)\n"

@@ -37,6 +37,7 @@ struct config {
 	int lb_ewma_decay_ms; /* ewma: time constant of the latency average */
 	int outlier_failures;	 /* consecutive failures that eject; 0: off */
 	int outlier_ejection_ms; /* first ejection, x the number of ejections */
+	int slow_start_ms; /* joining endpoints' ramp; 0: off */
 	/* Circuit breaking, per worker (Service annotations override): */
 	int max_inflight_per_endpoint; /* 0: no limit */
 	int max_inflight_per_service;  /* 0: no limit */
@@ -62,6 +63,9 @@ int config_parse(struct config *c, int argc, char **argv, char *err, size_t errl
 int config_parse_addr(const char *s, struct sockaddr_storage *ss);
 /* Format |ss| as ADDR:PORT (brackets for IPv6) into |buf|. */
 const char *config_addr_str(const struct sockaddr_storage *ss, char *buf, size_t len);
+/* A duration "250ms", "10s", "2m" or "0" into |*out| milliseconds, at most
+ * |max_ms|: 0, or -EINVAL. */
+int config_parse_duration_ms(const char *s, int max_ms, int *out);
 /* "round_robin" | "least_request" | "ewma": 0, or -EINVAL. */
 int config_parse_lb_policy(const char *s, enum lb_policy *out);
 const char *config_lb_policy_name(enum lb_policy p);

@@ -36,6 +36,7 @@ struct svc {
 	enum lb_policy lb;
 	bool upstream_tls;
 	int32_t max_inflight_ep, max_inflight, max_pending; /* as state_service */
+	int32_t slow_start_ms;				    /* as state_service */
 	struct svc_port *ports; /* owned */
 	int n_ports;
 };
@@ -362,6 +363,28 @@ static int count_annotation(struct json_object *meta, const struct obj *ob, cons
 	return 0;
 }
 
+/* A duration annotation |key| ("10s") into |*out| as count_annotation does. */
+static int duration_annotation(struct json_object *meta, const struct obj *ob, const char *key,
+			       int32_t *out, const char **err)
+{
+	const char *v;
+	int ms;
+
+	*out = 0;
+	if (annotation(meta, key, &v, err))
+		return -EINVAL;
+	if (!v)
+		return 0;
+	if (config_parse_duration_ms(v, 3600000, &ms)) {
+		log_warn("annotation_ignored service=%s/%s key=%s value=\"%s\" "
+			 "expected=a duration such as 500ms, 10s or 2m, at most 1h (0: off)",
+			 ob->ns, ob->name, key, v);
+		return 0;
+	}
+	*out = ms ? ms : -1;
+	return 0;
+}
+
 /* |*enabled| is h2split.io/enabled: -1 unset, 0 "false", 1 "true". */
 static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *enabled,
 				 const char **err)
@@ -396,7 +419,8 @@ static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *
 	if (count_annotation(meta, ob, "h2split.io/max-inflight-per-endpoint",
 			     &ob->svc.max_inflight_ep, err) ||
 	    count_annotation(meta, ob, "h2split.io/max-inflight", &ob->svc.max_inflight, err) ||
-	    count_annotation(meta, ob, "h2split.io/max-pending", &ob->svc.max_pending, err))
+	    count_annotation(meta, ob, "h2split.io/max-pending", &ob->svc.max_pending, err) ||
+	    duration_annotation(meta, ob, "h2split.io/slow-start", &ob->svc.slow_start_ms, err))
 		return -EINVAL;
 	return 0;
 }
@@ -1013,6 +1037,7 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		    .max_inflight_ep = o->svc.max_inflight_ep,
 		    .max_inflight = o->svc.max_inflight,
 		    .max_pending = o->svc.max_pending,
+		    .slow_start_ms = o->svc.slow_start_ms,
 		};
 
 		if (!sp->opted)

@@ -354,6 +354,7 @@ struct splitter *splitter_new(struct worker *w)
 		    .max_inflight_ep = (uint32_t)s->cfg->max_inflight_per_endpoint,
 		    .max_inflight_svc = (uint32_t)s->cfg->max_inflight_per_service,
 		    .max_pending = (uint32_t)s->cfg->max_pending,
+		    .slow_start_ms = (uint32_t)s->cfg->slow_start_ms,
 		};
 
 		balancer_set_params(s->lb, &bp);

@@ -34,6 +34,7 @@ struct state_endpoint {
 	bool ready;
 	bool serving;
 	bool terminating;
+	uint16_t weight;	  /* h2split.io/weights for its pod; 0: unset (1) */
 	char pod[STATE_NAME_MAX]; /* targetRef name (cut to 63 bytes), "" when unknown */
 };
 
@@ -49,6 +50,7 @@ struct state_service {
 	bool upstream_tls; /* h2split.io/upstream-tls: "true" */
 	/* Circuit breaking (h2split.io/max-*): 0: the daemon's flag; -1: none. */
 	int32_t max_inflight_ep, max_inflight, max_pending;
+	int32_t slow_start_ms; /* h2split.io/slow-start: 0: the daemon's flag; -1: off */
 	struct state_endpoint *eps; /* owned */
 	int n_eps;
 };

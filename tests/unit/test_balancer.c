@@ -8,7 +8,8 @@
  * fast endpoints win, failures cost, estimates decay) and outlier ejection
  * (after N failures, at most half the endpoints, for a growing time), and
  * circuit breaking (caps per endpoint and service, the bounded FIFO of
- * waiting streams and who gets woken).
+ * waiting streams and who gets woken), slow start and static weights (on a
+ * fake clock: time is always passed in).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -823,6 +824,113 @@ static void test_cap_service_override(void **state)
 	state_free(st);
 }
 
+static struct balancer_set *slow_set(enum lb_policy dflt, uint32_t slow_start_ms)
+{
+	struct balancer_set *bs = balancer_set_new(17, dflt);
+	struct balancer_params pa = {
+	    .ewma_decay_ms = BALANCER_EWMA_DECAY_MS,
+	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
+	    .max_pending = BALANCER_MAX_PENDING,
+	    .slow_start_ms = slow_start_ms,
+	};
+
+	assert_non_null(bs);
+	balancer_set_params(bs, &pa);
+	return bs;
+}
+
+/* Streams of 3000 picks at |now_ms| (none left in flight) per endpoint index. */
+static void share(struct balancer_set *bs, const struct state_service *svc, uint64_t gen,
+		  uint64_t now_ms, int out[3])
+{
+	out[0] = out[1] = out[2] = 0;
+	for (int i = 0; i < 3000; i++)
+		out[idx_of(pick(bs, svc, gen, NULL, 0, now_ms))]++;
+}
+
+/* Endpoints of the first routing are established; one that joins later ramps
+ * from 10 % to full over --slow-start, under every policy. */
+static void test_slow_start(void **state)
+{
+	static const struct ep_spec two[] = {{"10.0.0.1", 8080, ""}, {"10.0.0.2", 8080, ""}};
+	static const enum lb_policy policies[] = {LB_LEAST_REQUEST, LB_ROUND_ROBIN, LB_EWMA};
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(policies) / sizeof(policies[0]); k++) {
+		struct state *st1 = make_state(policies[k], two, 2);
+		struct state *st2 = make_state(policies[k], three, 3);
+		struct balancer_set *bs = slow_set(LB_LEAST_REQUEST, 10000);
+		struct balancer_endpoint *a = pick(bs, &st1->svcs[0], 1, NULL, 0, 5000), *c;
+		int n[3];
+
+		assert_int_equal(balancer_endpoint_weight(a, 5000, 10000), 1.0);
+		/* 10.0.0.3 joins at t=20 s; its ramp starts at the next pick. */
+		balancer_set_update(bs, st2, 2);
+		share(bs, &st2->svcs[0], 2, 20000, n);
+		c = pick(bs, &st2->svcs[0], 2, NULL, 0, 20000);
+		for (int i = 0; i < 10000 && idx_of(c) != 2; i++)
+			c = pick(bs, &st2->svcs[0], 2, NULL, 0, 20000);
+		assert_int_equal(idx_of(c), 2);
+		assert_int_equal(c->warm_start_ms, 20000);
+		assert_int_equal(c->warm_until_ms, 30000);
+		assert_true(fabs(balancer_endpoint_weight(c, 20000, 10000) - 0.1) < 1e-9);
+		assert_true(fabs(balancer_endpoint_weight(c, 25000, 10000) - 0.5) < 1e-9);
+		assert_true(fabs(balancer_endpoint_weight(c, 30000, 10000) - 1.0) < 1e-9);
+		/* Share 0.1 / 2.1 (4.8 %) at first ... */
+		assert_true(n[2] > 40 && n[2] < 300);
+		assert_true(n[0] > 1200 && n[1] > 1200);
+		/* ... 0.5 / 2.5 (20 %) half way ... */
+		share(bs, &st2->svcs[0], 2, 25000, n);
+		assert_true(n[2] > 450 && n[2] < 750);
+		/* ... and a third once warm. */
+		share(bs, &st2->svcs[0], 2, 30000, n);
+		assert_true(n[2] > 850 && n[2] < 1150);
+		balancer_set_free(bs);
+		state_free(st1);
+		state_free(st2);
+	}
+}
+
+/* Static weights split idle endpoints' streams by weight; least_request
+ * keeps in flight per unit of weight even. */
+static void test_static_weights(void **state)
+{
+	static const enum lb_policy policies[] = {LB_LEAST_REQUEST, LB_ROUND_ROBIN};
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(policies) / sizeof(policies[0]); k++) {
+		struct state *st = make_state(policies[k], three, 3);
+		struct balancer_set *bs = slow_set(LB_LEAST_REQUEST, 0);
+		int n[3];
+
+		st->svcs[0].eps[0].weight = 3; /* 3 : 1 : 1 */
+		share(bs, &st->svcs[0], 1, 0, n);
+		assert_true(n[0] > 1650 && n[0] < 1950); /* 60 % */
+		assert_true(n[1] > 450 && n[1] < 750);
+		assert_true(n[2] > 450 && n[2] < 750);
+		balancer_set_free(bs);
+		state_free(st);
+	}
+	/* Under load: 50 streams held spread 30 : 10 : 10. */
+	{
+		struct state *st = make_state(LB_LEAST_REQUEST, three, 3);
+		struct balancer_set *bs = slow_set(LB_LEAST_REQUEST, 0);
+		int n[3] = {0};
+
+		st->svcs[0].eps[0].weight = 3;
+		for (int i = 0; i < 50; i++) {
+			struct balancer_endpoint *ep = pick(bs, &st->svcs[0], 1, NULL, 0, 0);
+
+			balancer_stream_start(bs, ep);
+			n[idx_of(ep)]++;
+		}
+		assert_true(n[0] >= 26 && n[0] <= 34);
+		assert_true(n[1] >= 6 && n[2] >= 6);
+		balancer_set_free(bs);
+		state_free(st);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -846,6 +954,8 @@ int main(void)
 	    cmocka_unit_test(test_cap_per_endpoint),
 	    cmocka_unit_test(test_cap_per_service_and_queue_bound),
 	    cmocka_unit_test(test_cap_service_override),
+	    cmocka_unit_test(test_slow_start),
+	    cmocka_unit_test(test_static_weights),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
