@@ -29,6 +29,15 @@ struct svc_port {
 	bool opted; /* TCP and opted in by appProtocol or annotation */
 };
 
+/* One entry of h2split.io/weights. */
+struct pod_weight {
+	char pod[STATE_NAME_MAX];
+	uint16_t weight;
+};
+
+#define WEIGHTS_MAX 1024   /* entries of h2split.io/weights kept */
+#define WEIGHT_MAX 1000	   /* largest weight */
+
 struct svc {
 	bool routable; /* ClusterIP/NodePort/LoadBalancer with a cluster IP */
 	struct h2s_ip vips[STATE_MAX_VIPS];
@@ -37,6 +46,8 @@ struct svc {
 	bool upstream_tls;
 	int32_t max_inflight_ep, max_inflight, max_pending; /* as state_service */
 	int32_t slow_start_ms;				    /* as state_service */
+	struct pod_weight *weights; /* owned, sorted by pod, unique */
+	int n_weights;
 	struct svc_port *ports; /* owned */
 	int n_ports;
 };
@@ -80,6 +91,7 @@ static void obj_free(struct obj *o)
 		return;
 	if (o->kind == OBJ_SERVICE) {
 		free(o->svc.ports);
+		free(o->svc.weights);
 	} else {
 		free(o->slice.ports);
 		free(o->slice.eps);
@@ -385,6 +397,105 @@ static int duration_annotation(struct json_object *meta, const struct obj *ob, c
 	return 0;
 }
 
+static int cmp_weight(const void *a, const void *b)
+{
+	return strcmp(((const struct pod_weight *)a)->pod, ((const struct pod_weight *)b)->pod);
+}
+
+/* By pod, then weight: of a pod listed twice, the lowest weight comes first. */
+static int cmp_weight_entry(const void *a, const void *b)
+{
+	const struct pod_weight *x = a, *y = b;
+	int c = strcmp(x->pod, y->pod);
+
+	return c ? c : (int)x->weight - (int)y->weight;
+}
+
+/* One "pod=N" item of |v| (|len| bytes) into |pw|: 0 or -EINVAL. */
+static int parse_weight_item(const char *v, size_t len, struct pod_weight *pw)
+{
+	const char *eq;
+	size_t nl;
+	long n = 0;
+
+	while (len && *v == ' ') {
+		v++;
+		len--;
+	}
+	while (len && v[len - 1] == ' ')
+		len--;
+	eq = memchr(v, '=', len);
+	if (!eq)
+		return -EINVAL;
+	nl = (size_t)(eq - v);
+	if (!nl || nl >= sizeof(pw->pod) || eq + 1 == v + len)
+		return -EINVAL;
+	for (const char *d = eq + 1; d < v + len; d++) {
+		if (*d < '0' || *d > '9' || (n = n * 10 + (*d - '0')) > WEIGHT_MAX)
+			return -EINVAL;
+	}
+	if (n < 1)
+		return -EINVAL;
+	memcpy(pw->pod, v, nl);
+	pw->pod[nl] = '\0';
+	pw->weight = (uint16_t)n;
+	return 0;
+}
+
+/* h2split.io/weights: "pod-a=3,pod-b=1" (by the pod of each endpoint's
+ * targetRef; pods not listed weigh 1). A bad item is warned about and
+ * skipped, the rest apply; a pod listed twice gets its lowest weight. */
+static int parse_weights(struct json_object *meta, struct obj *ob, const char **err)
+{
+	struct pod_weight *w;
+	const char *v, *p;
+	int n = 0, out = 0;
+
+	if (annotation(meta, "h2split.io/weights", &v, err))
+		return -EINVAL;
+	if (!v || !*v)
+		return 0;
+	for (p = v; *p; p++)
+		n += *p == ',';
+	n = n + 1 < WEIGHTS_MAX ? n + 1 : WEIGHTS_MAX;
+	w = calloc((size_t)n, sizeof(*w));
+	if (!w)
+		NOMEM();
+	for (p = v; *p && out < n;) {
+		size_t len = strcspn(p, ",");
+
+		if (parse_weight_item(p, len, &w[out]))
+			log_warn("annotation_ignored service=%s/%s key=h2split.io/weights item=\"%.*s\" "
+				 "expected=POD=WEIGHT, WEIGHT 1 to %d, items separated by commas",
+				 ob->ns, ob->name, (int)(len > 80 ? 80 : len), p, WEIGHT_MAX);
+		else
+			out++;
+		p += len + (p[len] == ',');
+	}
+	if (*p)
+		log_warn("annotation_truncated service=%s/%s key=h2split.io/weights kept=%d",
+			 ob->ns, ob->name, WEIGHTS_MAX);
+	qsort(w, (size_t)out, sizeof(*w), cmp_weight_entry);
+	ob->svc.n_weights = 0;
+	for (int i = 0; i < out; i++)
+		if (!ob->svc.n_weights || strcmp(w[ob->svc.n_weights - 1].pod, w[i].pod))
+			w[ob->svc.n_weights++] = w[i];
+	ob->svc.weights = w;
+	return 0;
+}
+
+/* The weight h2split.io/weights gives |pod|, 0 when it gives none. */
+static uint16_t pod_weight(const struct svc *svc, const char *pod)
+{
+	struct pod_weight key, *hit;
+
+	if (!svc->n_weights || !*pod)
+		return 0;
+	snprintf(key.pod, sizeof(key.pod), "%s", pod);
+	hit = bsearch(&key, svc->weights, (size_t)svc->n_weights, sizeof(key), cmp_weight);
+	return hit ? hit->weight : 0;
+}
+
 /* |*enabled| is h2split.io/enabled: -1 unset, 0 "false", 1 "true". */
 static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *enabled,
 				 const char **err)
@@ -420,7 +531,8 @@ static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *
 			     &ob->svc.max_inflight_ep, err) ||
 	    count_annotation(meta, ob, "h2split.io/max-inflight", &ob->svc.max_inflight, err) ||
 	    count_annotation(meta, ob, "h2split.io/max-pending", &ob->svc.max_pending, err) ||
-	    duration_annotation(meta, ob, "h2split.io/slow-start", &ob->svc.slow_start_ms, err))
+	    duration_annotation(meta, ob, "h2split.io/slow-start", &ob->svc.slow_start_ms, err) ||
+	    parse_weights(meta, ob, err))
 		return -EINVAL;
 	return 0;
 }
@@ -1047,7 +1159,11 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		memcpy(svc.name, o->name, sizeof(svc.name));
 		memcpy(svc.port_name, sp->name, sizeof(svc.port_name));
 		memcpy(svc.vips, o->svc.vips, sizeof(svc.vips));
-		if (gather_endpoints(sc, first, last, &svc) || state_add_service(st, &svc))
+		if (gather_endpoints(sc, first, last, &svc))
+			return -ENOMEM;
+		for (int j = 0; j < svc.n_eps; j++)
+			svc.eps[j].weight = pod_weight(&o->svc, svc.eps[j].pod);
+		if (state_add_service(st, &svc))
 			return -ENOMEM;
 	}
 	return 0;

@@ -31,12 +31,15 @@ class Bed:
         self.ok = node.add_server_pods(["ok-0", "ok-1"])
         self.bad = node.add_server_pods(["bad-0"], args=("--fail-status", "14"))[0]
         self.held = node.add_server_pods(["held-0"])
+        self.heavy = node.add_server_pods(["heavy-0", "light-0"])
         self.client = node.add_pod("client-0")
         self.latency = node.add_service("latency", pods=self.fast + self.slow)
         self.flaky = node.add_service("flaky", pods=self.ok + [self.bad])
         # 2 streams in flight, 3 more may wait; RPCs ask held-0 to sit on them.
         self.capped = node.add_service("capped", pods=self.held, annotations={
             "h2split.io/max-inflight": "2", "h2split.io/max-pending": "3"})
+        self.weighted = node.add_service("weighted", pods=self.heavy, annotations={
+            "h2split.io/weights": "heavy-0=3,light-0=1"})
         self.daemon = Daemon(node, build_dir)
 
     def restart(self, *args):
@@ -124,6 +127,17 @@ def test_failing_pod_is_ejected_and_comes_back_once_healthy(bed):
     assert r["ok"] == N and not r["errors"], short(r)
     assert r["pods"] == {"ok-0": 100, "ok-1": 100, "bad-0": 100}, \
         f"healed bad-0 back in round robin: {short(r)}"
+
+
+@pytest.mark.parametrize("policy", ["least_request", "round_robin"])
+def test_weights_annotation_splits_rpcs_by_pod_weight(bed, policy):
+    bed.restart("--lb-policy", policy)
+    with bed.client.grpc_client(bed.weighted.target4) as c:
+        r = c.unary(400)
+    assert r["ok"] == 400 and not r["errors"], short(r)
+    # 3 : 1, drawn at random: light-0 expects 100 (sd ~9).
+    assert 60 <= r["pods"].get("light-0", 0) <= 140, f"{policy}: {short(r)}"
+    assert r["pods"]["heavy-0"] + r["pods"].get("light-0", 0) == 400, short(r)
 
 
 # Long enough that all RPCs of a batch are in (running or queued) before the

@@ -39,6 +39,11 @@ static void test_defaults(void **state)
 	assert_int_equal(c.outlier_failures, 5);
 	assert_int_equal(c.outlier_ejection_ms, 30000);
 	assert_int_equal(c.drain_timeout_s, 30);
+	assert_int_equal(c.slow_start_ms, 0);
+	assert_int_equal(c.max_inflight_per_endpoint, 0);
+	assert_int_equal(c.max_inflight_per_service, 0);
+	assert_int_equal(c.max_pending, 1024);
+	assert_int_equal(c.pending_timeout_ms, 1000);
 	assert_string_equal(c.services_file, "/x.json");
 }
 
@@ -105,6 +110,9 @@ static void test_errors_name_the_flag(void **state)
 		{{"h2splitd", "--lb-policy", "random"}, 3, "--lb-policy random"},
 		{{"h2splitd", "--lb-ewma-decay", "0"}, 3, "--lb-ewma-decay 0"},
 		{{"h2splitd", "--outlier-ejection", "0"}, 3, "--outlier-ejection 0"},
+		{{"h2splitd", "--max-pending", "-1"}, 3, "--max-pending -1"},
+		{{"h2splitd", "--pending-timeout", "0"}, 3, "--pending-timeout 0"},
+		{{"h2splitd", "--slow-start", "10s"}, 3, "--slow-start 10s"},
 		{{"h2splitd", "--workers"}, 2, "--workers needs a value"},
 		{{"h2splitd", "stray"}, 2, "unexpected argument"},
 		{{"h2splitd"}, 1, "--services-file is required"},
@@ -140,6 +148,37 @@ static void test_ewma_policy(void **state)
 	assert_int_equal(p, LB_EWMA);
 }
 
+static void test_balancing_flags_and_durations(void **state)
+{
+	char *argv[] = {"h2splitd", "--services-file=/s.json", "--slow-start", "5000",
+			"--max-inflight-per-endpoint", "8", "--max-inflight-per-service", "100",
+			"--max-pending", "0", "--pending-timeout", "250"};
+	static const struct {
+		const char *s;
+		int rc, ms;
+	} d[] = {{"0", 0, 0},	   {"250ms", 0, 250}, {"10s", 0, 10000}, {"2m", 0, 120000},
+		 {"60m", 0, 3600000}, {"61m", -EINVAL, 0}, {"10", -EINVAL, 0}, {"s", -EINVAL, 0},
+		 {"-1s", -EINVAL, 0}, {"1h", -EINVAL, 0},    {"", -EINVAL, 0},	 {"1.5s", -EINVAL, 0}};
+	struct config c;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(parse(&c, err, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
+	assert_int_equal(c.slow_start_ms, 5000);
+	assert_int_equal(c.max_inflight_per_endpoint, 8);
+	assert_int_equal(c.max_inflight_per_service, 100);
+	assert_int_equal(c.max_pending, 0);
+	assert_int_equal(c.pending_timeout_ms, 250);
+	/* Annotation durations (h2split.io/slow-start, ...). */
+	for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++) {
+		int ms = -7;
+
+		assert_int_equal(config_parse_duration_ms(d[i].s, 3600000, &ms), d[i].rc);
+		if (!d[i].rc)
+			assert_int_equal(ms, d[i].ms);
+	}
+}
+
 static void test_parse_addr(void **state)
 {
 	struct sockaddr_storage ss;
@@ -163,6 +202,7 @@ int main(void)
 		cmocka_unit_test(test_env_and_flag_precedence),
 		cmocka_unit_test(test_errors_name_the_flag),
 		cmocka_unit_test(test_ewma_policy),
+		cmocka_unit_test(test_balancing_flags_and_durations),
 		cmocka_unit_test(test_parse_addr),
 	};
 

@@ -187,6 +187,13 @@ static void test_named_ports_dual_stack(void **unused)
 	assert_int_equal(grpc->max_inflight, -1);
 	assert_int_equal(grpc->max_inflight_ep, 8);
 	assert_int_equal(grpc->max_pending, 100);
+	assert_int_equal(grpc->slow_start_ms, 30000);
+	/* h2split.io/weights by targetRef pod: both families of pod aaaaa weigh 3;
+	 * bbbbb, listed twice, its lowest; bad items are skipped. */
+	assert_int_equal(find_ep(grpc, "10.244.1.20", 9090)->weight, 3);
+	assert_int_equal(find_ep(grpc, "fd00:10:244:1::20", 9090)->weight, 3);
+	assert_int_equal(find_ep(grpc, "10.244.2.21", 9090)->weight, 5);
+	assert_int_equal(find_ep(admin, "10.244.1.20", 9191)->weight, 3);
 	/* Each service port gets the slice port of the same name, IPv4 and IPv6 slices. */
 	assert_int_equal(grpc->n_eps, 3);
 	assert_non_null(find_ep(grpc, "10.244.1.20", 9090));
@@ -206,6 +213,7 @@ static void test_named_ports_dual_stack(void **unused)
 	assert_int_equal(mixed->max_inflight, 0);
 	assert_int_equal(mixed->max_inflight_ep, 0);
 	assert_int_equal(mixed->max_pending, -1);
+	assert_int_equal(mixed->slow_start_ms, 0);
 	state_free(st);
 	k8s_store_free(s);
 }
