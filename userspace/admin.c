@@ -312,12 +312,14 @@ static int h_services(struct daemon *d, struct reply *r)
 
 /* Why an endpoint takes new streams or not, most decisive first: what
  * discovery says, then what the balancer learnt (on any worker). */
-static const char *endpoint_state(const struct state_endpoint *ep,
-				  const struct metrics_endpoint_health *h, uint64_t now_ms)
+static const char *endpoint_state(const struct state_service *svc, const struct state_endpoint *ep,
+				  const struct metrics_endpoint_health *h, uint64_t now_ms,
+				  const struct health_table *health)
 {
 	if (ep->terminating)
 		return "terminating";
-	if (!ep->ready)
+	if (!ep->ready || (svc->health_check &&
+			   health_table_unhealthy(health, svc->id, &ep->ip, ep->port)))
 		return "unhealthy";
 	if (h->ejected_until_ms > now_ms)
 		return "ejected";
@@ -330,7 +332,8 @@ static const char *endpoint_state(const struct state_endpoint *ep,
 
 static struct json_object *endpoint_json(const struct state_service *svc,
 					 const struct state_endpoint *ep,
-					 const struct metrics_merged *mm, uint64_t now_ms)
+					 const struct metrics_merged *mm, uint64_t now_ms,
+					 const struct health_table *health)
 {
 	struct json_object *o = json_object_new_object();
 	const struct metrics_endpoint_health *h;
@@ -356,7 +359,7 @@ static struct json_object *endpoint_json(const struct state_service *svc,
 	add_u64(o, "resets_sent", t.events[METRICS_EV_RESET_SENT]);
 	add_u64(o, "resets_received", t.events[METRICS_EV_RESET_RECEIVED]);
 	add_u64(o, "connect_failures", t.events[METRICS_EV_CONNECT_FAILURE]);
-	add_str(o, "state", endpoint_state(ep, h, now_ms));
+	add_str(o, "state", endpoint_state(svc, ep, h, now_ms, health));
 	json_object_object_add(o, "ejected_until", json_object_new_double((double)ej_ms / 1000.0));
 	add_u64(o, "consecutive_failures", h->consec_failures);
 	add_u64(o, "ejections", h->ejections);
@@ -365,7 +368,8 @@ static struct json_object *endpoint_json(const struct state_service *svc,
 }
 
 static struct json_object *service_endpoints_json(const struct state_service *svc,
-						  const struct metrics_merged *mm, uint64_t now_ms)
+						  const struct metrics_merged *mm, uint64_t now_ms,
+						  const struct health_table *health)
 {
 	struct json_object *o = json_object_new_object(), *eps = json_object_new_array();
 	char label[STATE_NAME_MAX * 2 + 16];
@@ -379,7 +383,7 @@ static struct json_object *service_endpoints_json(const struct state_service *sv
 	add_u64(o, "id", svc->id);
 	add_str(o, "service", label);
 	for (int i = 0; i < svc->n_eps; i++)
-		json_object_array_add(eps, endpoint_json(svc, &svc->eps[i], mm, now_ms));
+		json_object_array_add(eps, endpoint_json(svc, &svc->eps[i], mm, now_ms, health));
 	json_object_object_add(o, "endpoints", eps);
 	return o;
 }
@@ -392,7 +396,8 @@ static int h_endpoints(struct daemon *d, struct reply *r)
 	uint64_t now_ms = loop_now_ms();
 
 	for (int i = 0; root && snap && i < snap->st->n_svcs; i++)
-		json_object_array_add(arr, service_endpoints_json(&snap->st->svcs[i], mm, now_ms));
+		json_object_array_add(
+		    arr, service_endpoints_json(&snap->st->svcs[i], mm, now_ms, d->health));
 	metrics_merged_free(mm);
 	registry_snapshot_unref(snap);
 	return reply_json(r, root);

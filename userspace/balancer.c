@@ -700,7 +700,7 @@ static bool at_cap(const struct lb_service *ls, const struct balancer_endpoint *
 static const char *mark_tried(struct balancer_set *bs, const struct lb_service *ls,
 			      struct balancer_endpoint *const *eps, size_t n,
 			      const struct balancer_pick *p, int family, bool use_avoid,
-			      bool backoff, bool eject)
+			      bool backoff, bool eject, bool checked)
 {
 	bool any = false;
 
@@ -716,7 +716,9 @@ static const char *mark_tried(struct balancer_set *bs, const struct lb_service *
 	}
 	for (size_t i = 0; i < n; i++) {
 		bool boff = in_backoff(eps[i], p) ||
-			    (eject && balancer_endpoint_ejected(eps[i], p->now_ms)),
+			    (eject && balancer_endpoint_ejected(eps[i], p->now_ms)) ||
+			    (checked && health_table_unhealthy(p->health, eps[i]->service_id,
+							       &eps[i]->ip, eps[i]->port)),
 		     avoided = false;
 
 		for (size_t j = 0; j < p->n_avoid; j++)
@@ -746,7 +748,7 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	struct balancer_endpoint *const *list;
 	struct balancer *b;
 	int i, family;
-	bool eject;
+	bool eject, checked;
 	size_t n;
 
 	if (gen != bs->gen)
@@ -788,13 +790,15 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	eject = count_ejected(list, n, p->now_ms) * 2 <= n;
 	/* Preference: fresh endpoints, then fresh ones in backoff or ejected,
 	 * then ones tried already but not failing (a refused stream). */
-	i = b->ops->select(b, list, n, mark_tried(bs, ls, list, n, p, family, true, true, eject));
+	checked = svc->health_check && p->health;
+	i = b->ops->select(b, list, n,
+			   mark_tried(bs, ls, list, n, p, family, true, true, eject, checked));
 	if (i < 0)
-		i = b->ops->select(b, list, n,
-				   mark_tried(bs, ls, list, n, p, family, true, false, eject));
+		i = b->ops->select(
+		    b, list, n, mark_tried(bs, ls, list, n, p, family, true, false, eject, checked));
 	if (i < 0 && p->n_avoid)
-		i = b->ops->select(b, list, n,
-				   mark_tried(bs, ls, list, n, p, family, false, true, eject));
+		i = b->ops->select(
+		    b, list, n, mark_tried(bs, ls, list, n, p, family, false, true, eject, checked));
 	if (i < 0)
 		p->saturated = any_at_cap(ls, list, n, family);
 	return i < 0 ? NULL : list[i];

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "health.h"
 #include "state.h"
 
 struct balancer_endpoint {
@@ -133,6 +134,7 @@ struct balancer_pick {
 	int family;	   /* AF_INET / AF_INET6: the VIP's family; AF_UNSPEC: any */
 	struct balancer_endpoint *const *avoid; /* tried already */
 	size_t n_avoid;
+	const struct health_table *health; /* active health verdicts (NULL: none) */
 	bool waited;	/* the stream was queued already: it need not queue behind others */
 	bool saturated; /* out: NULL because every candidate is at its cap, or the
 			 * service is, or others are queued (balancer_wait()) */
@@ -141,8 +143,9 @@ struct balancer_pick {
 /* An endpoint of |svc| (from the snapshot with generation |gen|) for a new
  * stream: usable ones by |svc->lb|, else fallback ones; of |p->family| when
  * the service has both (dual-stack, as kube-proxy does). Preference: neither
- * tried nor in backoff nor ejected; then in backoff or ejected; then tried but
- * neither (a refused stream). When more than half of the candidates are
+ * tried nor in backoff nor ejected nor unhealthy (active health checks); then
+ * in backoff, ejected or unhealthy (never none: all of them rather); then
+ * tried but none of those (a refused stream). When more than half of the candidates are
  * ejected (the list shrank since), ejection is ignored: panic, route to all.
  * Endpoints at their in-flight cap are never picked. NULL when there is none
  * (p->saturated says whether caps are why). */

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "discovery.h"
+#include "health.h"
 #include "loop.h"
 #include "registry.h"
 #include "worker.h"
@@ -31,6 +32,8 @@ struct daemon {
 	int n_workers;
 	struct discovery *disc;   /* owned */
 	struct admin *admin;      /* owned */
+	struct health_table *health;   /* owned: written by |checker|, read by all */
+	struct health_checker *checker; /* owned */
 	pthread_mutex_t snap_lock; /* guards |snap| against the admin thread */
 	struct snapshot *snap;    /* owned ref: the newest state, for the admin API */
 	uint64_t generation;

@@ -1005,6 +1005,7 @@ void h2_stream_route(struct h2_stream *st)
 		    .avoid = st->tried,
 		    .n_avoid = st->n_tried,
 		    .waited = st->waited,
+		    .health = s->w->sh ? s->w->sh->health : NULL,
 		};
 
 		ep = balancer_set_pick(s->lb, svc, snap->generation, &p);

@@ -285,6 +285,18 @@ static struct discovery *make_discovery(struct daemon *d)
 	return discovery_kubernetes_new(&d->cfg, d->bpf, on_state, d);
 }
 
+/* The newest snapshot, referenced, for the health checker thread. */
+static struct snapshot *current_snapshot(void *arg)
+{
+	struct daemon *d = arg;
+	struct snapshot *s;
+
+	pthread_mutex_lock(&d->snap_lock);
+	s = d->snap ? registry_snapshot_ref(d->snap) : NULL;
+	pthread_mutex_unlock(&d->snap_lock);
+	return s;
+}
+
 static int run(struct daemon *d)
 {
 	char err_msg[512] = "";
@@ -297,7 +309,8 @@ static int run(struct daemon *d)
 	}
 	d->loop = loop_new();
 	d->netns = netns_cache_new();
-	if (!d->loop || !d->netns)
+	d->health = health_table_new();
+	if (!d->loop || !d->netns || !d->health)
 		return -ENOMEM;
 	err = bpf_loader_open(d->cfg.bpffs, d->cfg.cgroup_dir[0] ? d->cfg.cgroup_dir : NULL, &d->bpf);
 	if (err) {
@@ -305,7 +318,10 @@ static int run(struct daemon *d)
 		return err;
 	}
 	d->sh = (struct worker_shared){
-		.cfg = &d->cfg, .maps = bpf_loader_maps(d->bpf), .netns = d->netns};
+		.cfg = &d->cfg,
+		.maps = bpf_loader_maps(d->bpf),
+		.netns = d->netns,
+		.health = d->health};
 	if ((err = exclude_cgroups(d)) || (err = setup_listen(d)) || (err = setup_signals(d)))
 		return err;
 	if ((err = start_workers(d))) {
@@ -315,6 +331,9 @@ static int run(struct daemon *d)
 	d->admin = admin_start(d);
 	if (!d->admin)
 		return -EADDRINUSE;
+	d->checker = health_checker_start(d->health, current_snapshot, d);
+	if (!d->checker)
+		return -ENOMEM;
 	d->disc = make_discovery(d);
 	if (!d->disc || (err = d->disc->ops->start(d->disc, d->loop))) {
 		fprintf(stderr, "h2splitd: starting %s discovery failed\n",
@@ -332,6 +351,7 @@ static void shutdown_daemon(struct daemon *d)
 	if (d->workers && atomic_load(&d->redirecting))
 		set_redirecting(d, false);
 	admin_stop(d->admin);
+	health_checker_stop(d->checker);
 	for (int i = 0; d->workers && i < d->n_workers; i++)
 		if (d->workers[i].loop)
 			worker_stop(&d->workers[i]);
@@ -346,6 +366,7 @@ static void shutdown_daemon(struct daemon *d)
 	registry_snapshot_unref(d->snap);
 	bpf_loader_close(d->bpf); /* pins stay: redirection resumes with the next daemon */
 	netns_cache_free(d->netns);
+	health_table_free(d->health);
 	if (d->sig_fd > 0)
 		close(d->sig_fd);
 	loop_free(d->loop);

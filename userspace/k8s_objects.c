@@ -46,6 +46,9 @@ struct svc {
 	bool upstream_tls;
 	int32_t max_inflight_ep, max_inflight, max_pending; /* as state_service */
 	int32_t slow_start_ms;				    /* as state_service */
+	bool health_check;				    /* as state_service */
+	int32_t health_interval_ms;
+	char health_service[STATE_HEALTH_SERVICE_MAX];
 	struct pod_weight *weights; /* owned, sorted by pod, unique */
 	int n_weights;
 	struct svc_port *ports; /* owned */
@@ -496,6 +499,39 @@ static uint16_t pod_weight(const struct svc *svc, const char *pod)
 	return hit ? hit->weight : 0;
 }
 
+/* h2split.io/health-check ("grpc"), -service and -interval. */
+static int parse_health(struct json_object *meta, struct obj *ob, const char **err)
+{
+	const char *v;
+	int ms;
+
+	if (annotation(meta, "h2split.io/health-check", &v, err))
+		return -EINVAL;
+	ob->svc.health_check = v && !strcmp(v, "grpc");
+	if (v && !ob->svc.health_check)
+		log_warn("annotation_ignored service=%s/%s key=h2split.io/health-check value=\"%s\" "
+			 "expected=grpc",
+			 ob->ns, ob->name, v);
+	if (annotation(meta, "h2split.io/health-check-service", &v, err))
+		return -EINVAL;
+	if (v && strlen(v) >= sizeof(ob->svc.health_service))
+		log_warn("annotation_ignored service=%s/%s key=h2split.io/health-check-service "
+			 "expected=at most %zu characters",
+			 ob->ns, ob->name, sizeof(ob->svc.health_service) - 1);
+	else if (v)
+		strcpy(ob->svc.health_service, v);
+	if (annotation(meta, "h2split.io/health-check-interval", &v, err))
+		return -EINVAL;
+	ob->svc.health_interval_ms = 0;
+	if (v && (config_parse_duration_ms(v, 3600000, &ms) || ms < 100))
+		log_warn("annotation_ignored service=%s/%s key=h2split.io/health-check-interval "
+			 "value=\"%s\" expected=a duration from 100ms to 1h",
+			 ob->ns, ob->name, v);
+	else if (v)
+		ob->svc.health_interval_ms = ms;
+	return 0;
+}
+
 /* |*enabled| is h2split.io/enabled: -1 unset, 0 "false", 1 "true". */
 static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *enabled,
 				 const char **err)
@@ -532,7 +568,7 @@ static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *
 	    count_annotation(meta, ob, "h2split.io/max-inflight", &ob->svc.max_inflight, err) ||
 	    count_annotation(meta, ob, "h2split.io/max-pending", &ob->svc.max_pending, err) ||
 	    duration_annotation(meta, ob, "h2split.io/slow-start", &ob->svc.slow_start_ms, err) ||
-	    parse_weights(meta, ob, err))
+	    parse_weights(meta, ob, err) || parse_health(meta, ob, err))
 		return -EINVAL;
 	return 0;
 }
@@ -1150,6 +1186,8 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		    .max_inflight = o->svc.max_inflight,
 		    .max_pending = o->svc.max_pending,
 		    .slow_start_ms = o->svc.slow_start_ms,
+		    .health_check = o->svc.health_check,
+		    .health_interval_ms = o->svc.health_interval_ms,
 		};
 
 		if (!sp->opted)
@@ -1159,6 +1197,7 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		memcpy(svc.name, o->name, sizeof(svc.name));
 		memcpy(svc.port_name, sp->name, sizeof(svc.port_name));
 		memcpy(svc.vips, o->svc.vips, sizeof(svc.vips));
+		memcpy(svc.health_service, o->svc.health_service, sizeof(svc.health_service));
 		if (gather_endpoints(sc, first, last, &svc))
 			return -ENOMEM;
 		for (int j = 0; j < svc.n_eps; j++)

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 
 #define STATE_NAME_MAX 64
+#define STATE_HEALTH_SERVICE_MAX 128 /* h2split.io/health-check-service */
 #define STATE_MAX_VIPS 2 /* one IPv4 and one IPv6 ClusterIP (dual-stack) */
 
 /* An IP address, IPv4 stored IPv4-mapped like the BPF maps do. */
@@ -51,6 +52,9 @@ struct state_service {
 	/* Circuit breaking (h2split.io/max-*): 0: the daemon's flag; -1: none. */
 	int32_t max_inflight_ep, max_inflight, max_pending;
 	int32_t slow_start_ms; /* h2split.io/slow-start: 0: the daemon's flag; -1: off */
+	bool health_check;     /* h2split.io/health-check: "grpc" */
+	int32_t health_interval_ms; /* h2split.io/health-check-interval; 0: the default */
+	char health_service[STATE_HEALTH_SERVICE_MAX]; /* h2split.io/health-check-service */
 	struct state_endpoint *eps; /* owned */
 	int n_eps;
 };

@@ -16,6 +16,7 @@
 
 #include "h2split_bpf.h"
 #include "loop.h"
+#include "health.h"
 #include "registry.h"
 #include "stats.h"
 
@@ -31,6 +32,7 @@ struct worker_shared {
 	const struct config *cfg;
 	const struct bpf_maps *maps; /* tuple lookups (thread-safe syscalls) */
 	struct netns_cache *netns; /* thread-safe */
+	const struct health_table *health; /* active health verdicts (lock-free reads) */
 };
 
 /* A redirected connection as accepted: who, and where it was going. */

@@ -32,6 +32,7 @@ class Bed:
         self.bad = node.add_server_pods(["bad-0"], args=("--fail-status", "14"))[0]
         self.held = node.add_server_pods(["held-0"])
         self.heavy = node.add_server_pods(["heavy-0", "light-0"])
+        self.probed = node.add_server_pods(["probed-0", "probed-1"])
         self.client = node.add_pod("client-0")
         self.latency = node.add_service("latency", pods=self.fast + self.slow)
         self.flaky = node.add_service("flaky", pods=self.ok + [self.bad])
@@ -40,6 +41,9 @@ class Bed:
             "h2split.io/max-inflight": "2", "h2split.io/max-pending": "3"})
         self.weighted = node.add_service("weighted", pods=self.heavy, annotations={
             "h2split.io/weights": "heavy-0=3,light-0=1"})
+        self.checked = node.add_service("checked", pods=self.probed, annotations={
+            "h2split.io/health-check": "grpc",
+            "h2split.io/health-check-interval": "200ms"})
         self.daemon = Daemon(node, build_dir)
 
     def restart(self, *args):
@@ -184,3 +188,36 @@ def test_deadline_while_queued_frees_the_place(bed):
                          "capped to serve again")
         r = c.unary(5, concurrency=5, delay_ms=HOLD_MS)
     assert r["ok"] == 5 and not r["errors"], short(r)
+
+
+def test_active_health_check_takes_a_not_serving_pod_out_and_back(bed):
+    d = bed.restart()
+    p1 = bed.probed[1]
+    with bed.client.grpc_client(bed.checked.target4) as c:
+        r = c.unary(40)
+        assert r["ok"] == 40 and r["pods"].get("probed-1", 0) > 0, short(r)
+
+        p1.server.send_signal(signal.SIGUSR2)  # NOT_SERVING
+        testbed.wait_for(lambda: endpoint_of(bed, "probed-1")["state"] == "unhealthy", 10,
+                         "h2splitctl endpoints to show probed-1 unhealthy")
+        r = c.unary(60)
+        assert r["ok"] == 60 and r["pods"] == {"probed-0": 60}, \
+            f"no new RPCs for a NOT_SERVING pod: {short(r)}"
+        assert endpoint_of(bed, "probed-0")["state"] == "usable", endpoint_of(bed, "probed-0")
+
+        # Both NOT_SERVING: never none, all of them rather.
+        bed.probed[0].server.send_signal(signal.SIGUSR2)
+        testbed.wait_for(lambda: endpoint_of(bed, "probed-0")["state"] == "unhealthy", 10,
+                         "probed-0 unhealthy too")
+        r = c.unary(20)
+        assert r["ok"] == 20 and not r["errors"], short(r)
+        bed.probed[0].server.send_signal(signal.SIGUSR2)
+
+        p1.server.send_signal(signal.SIGUSR2)  # SERVING again
+        testbed.wait_for(lambda: all(endpoint_of(bed, p)["state"] == "usable"
+                                     for p in ("probed-0", "probed-1")), 10,
+                         "both pods usable again")
+        r = c.unary(60)
+    assert r["ok"] == 60 and r["pods"].get("probed-1", 0) > 0, \
+        f"probed-1 back in rotation: {short(r)}"
+    assert "endpoint_unhealthy" in "\n".join(d.proc.lines), d.notable()

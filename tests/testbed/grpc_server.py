@@ -9,6 +9,10 @@ metadata (except reserved keys) comes back as trailing metadata, plus
 stdout once the port accepts connections. SIGTERM: stop accepting, let
 running RPCs finish for --grace seconds, exit 0. ``--fail-status N`` answers
 every RPC (Stats aside) with gRPC status N, a pod gone bad; SIGUSR1 heals it.
+It also serves ``grpc.health.v1.Health/Check`` (hand-encoded protobuf, so
+grpcio-health-checking is not needed): SERVING, or NOT_SERVING after
+SIGUSR2 (which toggles), for any service name; Check calls are not
+counted with the Echo RPCs.
 """
 
 import argparse
@@ -30,6 +34,28 @@ RESERVED = {"user-agent", "te", "content-type", ":authority", "grpc-accept-encod
 def peer(context):
     """context.peer() with gRPC's percent-encoding undone: "ipv6:[fd00::1]:4242"."""
     return urllib.parse.unquote(context.peer())
+
+
+SERVING, NOT_SERVING = 1, 2
+
+
+class Health:
+    """grpc.health.v1.Health on raw bytes: HealthCheckResponse{status} is
+    field 1, varint: b"\\x08" + status."""
+
+    def __init__(self):
+        self.status = SERVING
+
+    def toggle(self):
+        self.status = NOT_SERVING if self.status == SERVING else SERVING
+
+    def check(self, request, context):
+        return bytes([0x08, self.status])
+
+    def handler(self):
+        return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+            "Check": grpc.unary_unary_rpc_method_handler(self.check),
+        })
 
 
 class Echo:
@@ -163,8 +189,9 @@ def main(argv=None):
     if a.max_concurrent_streams:
         opts.append(("grpc.max_concurrent_streams", a.max_concurrent_streams))
     svc = Echo(a.pod, a.delay_ms, a.fail_status)
+    health = Health()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=a.workers),
-                         handlers=[svc.handler()], options=opts,
+                         handlers=[svc.handler(), health.handler()], options=opts,
                          maximum_concurrent_rpcs=None)
     bound = server.add_insecure_port(f"{a.listen}:{a.port}")
     if not bound:
@@ -175,6 +202,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGUSR1, lambda *_: setattr(svc, "fail_status", 0))
+    signal.signal(signal.SIGUSR2, lambda *_: health.toggle())
     print(f"ready pod={a.pod} port={bound}", flush=True)
     stop.wait()
     server.stop(a.grace).wait()

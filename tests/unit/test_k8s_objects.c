@@ -188,6 +188,10 @@ static void test_named_ports_dual_stack(void **unused)
 	assert_int_equal(grpc->max_inflight_ep, 8);
 	assert_int_equal(grpc->max_pending, 100);
 	assert_int_equal(grpc->slow_start_ms, 30000);
+	assert_true(grpc->health_check);
+	assert_int_equal(grpc->health_interval_ms, 2000);
+	assert_string_equal(grpc->health_service, "shop.Checkout");
+	assert_true(admin->health_check); /* every port of the Service */
 	/* h2split.io/weights by targetRef pod: both families of pod aaaaa weigh 3;
 	 * bbbbb, listed twice, its lowest; bad items are skipped. */
 	assert_int_equal(find_ep(grpc, "10.244.1.20", 9090)->weight, 3);
@@ -214,6 +218,8 @@ static void test_named_ports_dual_stack(void **unused)
 	assert_int_equal(mixed->max_inflight_ep, 0);
 	assert_int_equal(mixed->max_pending, -1);
 	assert_int_equal(mixed->slow_start_ms, 0);
+	assert_false(mixed->health_check); /* only "grpc" */
+	assert_int_equal(mixed->health_interval_ms, 0);
 	state_free(st);
 	k8s_store_free(s);
 }
