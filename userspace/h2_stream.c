@@ -379,17 +379,18 @@ static void retry(struct h2_stream *st, const char *why)
 	queue_route(st);
 }
 
-/* Take |st| off the balancer's wait lists, if on one. */
-static void unpend(struct h2_stream *st)
+/* Take |st| off the balancer's wait lists: false when it was on none. */
+static bool unpend(struct h2_stream *st)
 {
 	struct splitter *s = S(st);
 
 	if (!balancer_unwait(&st->wait))
-		return;
+		return false;
 	if (s->w->metrics)
 		metrics_service_pending(s->w->metrics, st->ds->ci.od.service_id, -1);
 	if (st->leg == H2_LEG_PENDING)
 		st->leg = H2_LEG_NONE;
+	return true;
 }
 
 void h2_stream_wake(struct balancer_waiter *w)
@@ -425,7 +426,8 @@ static void on_pending_timeout(struct loop *l, struct loop_timer *t, void *arg)
 	(void)l;
 	(void)t;
 	st->pending_timer = NULL;
-	unpend(st); /* pending: a routed stream has no timer */
+	if (!unpend(st)) /* woken and answered meanwhile (every connect failed) */
+		return;
 	svc = s->w->snap ? state_find_id(s->w->snap->st, st->ds->ci.od.service_id) : NULL;
 	if (svc)
 		svc_str(svc, name, sizeof(name));

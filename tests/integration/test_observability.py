@@ -113,7 +113,7 @@ def test_metrics_and_h2splitctl_agree_with_the_rpcs(node, build_dir):
     assert sorted((e["pod"], e["requests"]) for e in entry["endpoints"]) == \
         [(s.name, 100) for s in servers]
     table = ctl(node, build_dir, "endpoints").stdout
-    assert all(re.search(rf"{s.ip4}:50051\s+{s.name}\s+ready\s+0\s+100\s", table)
+    assert all(re.search(rf"{s.ip4}:50051\s+{s.name}\s+usable\s+0\s+100\s", table)
                for s in servers), table
 
     # top: a live rate while a client runs, as JSON for scripts.
