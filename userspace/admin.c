@@ -318,8 +318,8 @@ static const char *endpoint_state(const struct state_service *svc, const struct 
 {
 	if (ep->terminating)
 		return "terminating";
-	if (!ep->ready || (svc->health_check &&
-			   health_table_unhealthy(health, svc->id, &ep->ip, ep->port)))
+	if (!ep->ready ||
+	    (svc->health_check && health_table_unhealthy(health, svc->id, &ep->ip, ep->port)))
 		return "unhealthy";
 	if (h->ejected_until_ms > now_ms)
 		return "ejected";

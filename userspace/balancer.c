@@ -56,8 +56,8 @@ double balancer_endpoint_weight(const struct balancer_endpoint *ep, uint64_t now
 	double w = ep->weight ? ep->weight : 1;
 	uint64_t age;
 
-	if (!slow_start_ms || ep->warm_start_ms == BALANCER_WARM_UNSTAMPED ||
-	    !ep->warm_start_ms || now_ms >= ep->warm_start_ms + slow_start_ms)
+	if (!slow_start_ms || ep->warm_start_ms == BALANCER_WARM_UNSTAMPED || !ep->warm_start_ms ||
+	    now_ms >= ep->warm_start_ms + slow_start_ms)
 		return w;
 	age = now_ms > ep->warm_start_ms ? now_ms - ep->warm_start_ms : 0;
 	if ((double)age / slow_start_ms < BALANCER_SLOW_START_FLOOR)
@@ -336,16 +336,16 @@ struct lb_service {
 	struct balancer *b;		/* owned */
 	struct balancer_endpoint **eps; /* owned array: usable then fallback */
 	size_t n_usable, n_fallback, n_alloc;
-	bool mixed; /* both IPv4 and IPv6 endpoints: filter by family */
+	bool mixed;			       /* both IPv4 and IPv6 endpoints: filter by family */
 	uint32_t max_ep, max_svc, max_pending; /* caps in force (0: none) */
 	uint32_t slow_start_ms;		       /* in force (0: off) */
-	bool seeded;	     /* refreshed once: endpoints that join later warm up */
-	bool unstamped;	     /* some endpoint waits for its warm-up start time */
-	bool weighted;	     /* static weights differ */
-	double max_weight;   /* the top static weight */
-	uint64_t warm_until_ms; /* some endpoint warms up until then */
-	uint32_t inflight;		       /* streams on its endpoints, as counted here */
-	struct balancer_waitq waiting;	       /* streams waiting for room */
+	bool seeded;		       /* refreshed once: endpoints that join later warm up */
+	bool unstamped;		       /* some endpoint waits for its warm-up start time */
+	bool weighted;		       /* static weights differ */
+	double max_weight;	       /* the top static weight */
+	uint64_t warm_until_ms;	       /* some endpoint warms up until then */
+	uint32_t inflight;	       /* streams on its endpoints, as counted here */
+	struct balancer_waitq waiting; /* streams waiting for room */
 	struct lb_service *hnext;
 };
 
@@ -795,10 +795,12 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 			   mark_tried(bs, ls, list, n, p, family, true, true, eject, checked));
 	if (i < 0)
 		i = b->ops->select(
-		    b, list, n, mark_tried(bs, ls, list, n, p, family, true, false, eject, checked));
+		    b, list, n,
+		    mark_tried(bs, ls, list, n, p, family, true, false, eject, checked));
 	if (i < 0 && p->n_avoid)
 		i = b->ops->select(
-		    b, list, n, mark_tried(bs, ls, list, n, p, family, false, true, eject, checked));
+		    b, list, n,
+		    mark_tried(bs, ls, list, n, p, family, false, true, eject, checked));
 	if (i < 0)
 		p->saturated = any_at_cap(ls, list, n, family);
 	return i < 0 ? NULL : list[i];
@@ -943,7 +945,7 @@ void balancer_set_update(struct balancer_set *bs, const struct state *st, uint64
 			if (svc) {
 				if (service_refresh(bs, ls, svc, gen))
 					ls->gen = 0; /* retried on the next pick */
-				maybe_wake(bs, ls); /* endpoints or caps may have changed */
+				maybe_wake(bs, ls);  /* endpoints or caps may have changed */
 				pp = &ls->hnext;
 				continue;
 			}

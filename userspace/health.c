@@ -370,7 +370,10 @@ static nghttp2_session *probe_session(struct probe *p)
 	return s;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE     \
+	}
 
 /* Ask |ip|:|port| for the health of gRPC service |service|: the
  * HealthCheckResponse status (1: SERVING), or -errno. */
@@ -388,8 +391,7 @@ static int probe(const struct h2s_ip *ip, uint16_t port, const char *service)
 		return n;
 	p.req_len = (size_t)n;
 	h2s_ip_str(ip, ipbuf, sizeof(ipbuf));
-	snprintf(authority, sizeof(authority), h2s_ip_is_v4(ip) ? "%s:%u" : "[%s]:%u", ipbuf,
-		 port);
+	snprintf(authority, sizeof(authority), h2s_ip_is_v4(ip) ? "%s:%u" : "[%s]:%u", ipbuf, port);
 	p.fd = probe_connect(ip, port, deadline);
 	if (p.fd < 0)
 		return p.fd;
@@ -504,8 +506,9 @@ static int rebuild(struct health_checker *hc, const struct state *st, uint64_t n
 			e->service_id = svc->id;
 			e->ip = svc->eps[j].ip;
 			e->port = svc->eps[j].port;
-			e->interval_ms = svc->health_interval_ms > 0 ? (uint32_t)svc->health_interval_ms
-								     : HEALTH_INTERVAL_MS;
+			e->interval_ms = svc->health_interval_ms > 0
+					     ? (uint32_t)svc->health_interval_ms
+					     : HEALTH_INTERVAL_MS;
 			memcpy(e->service, svc->health_service, sizeof(e->service));
 			memcpy(e->pod, svc->eps[j].pod, sizeof(e->pod));
 			old = hc->n_eps ? bsearch(e, hc->eps, hc->n_eps, sizeof(*e), cmp_hc) : NULL;
@@ -539,8 +542,8 @@ static void judge(struct health_checker *hc, struct hc_ep *e, int status)
 	if (status == 1) {
 		e->unhealthy = false;
 		health_table_set(hc->t, e->service_id, &e->ip, e->port, false);
-		log_info("endpoint_healthy endpoint=%s:%u pod=%s", h2s_ip_str(&e->ip, ip, sizeof(ip)),
-			 e->port, e->pod);
+		log_info("endpoint_healthy endpoint=%s:%u pod=%s",
+			 h2s_ip_str(&e->ip, ip, sizeof(ip)), e->port, e->pod);
 		return;
 	}
 	if (e->unhealthy)
@@ -596,8 +599,7 @@ static void *checker_main(void *arg)
 }
 
 struct health_checker *health_checker_start(struct health_table *t,
-					    struct snapshot *(*get_snapshot)(void *arg),
-					    void *arg)
+					    struct snapshot *(*get_snapshot)(void *arg), void *arg)
 {
 	struct health_checker *hc = calloc(1, sizeof(*hc));
 	pthread_condattr_t ca;

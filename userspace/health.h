@@ -52,8 +52,7 @@ struct health_checker;
 /* Start the checker thread. |get_snapshot| returns the newest snapshot with
  * a reference the checker drops (NULL: none yet). NULL on failure. */
 struct health_checker *health_checker_start(struct health_table *t,
-					    struct snapshot *(*get_snapshot)(void *arg),
-					    void *arg);
+					    struct snapshot *(*get_snapshot)(void *arg), void *arg);
 /* Stop and join the thread (NULL-safe). */
 void health_checker_stop(struct health_checker *hc);
 

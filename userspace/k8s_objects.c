@@ -35,8 +35,8 @@ struct pod_weight {
 	uint16_t weight;
 };
 
-#define WEIGHTS_MAX 1024   /* entries of h2split.io/weights kept */
-#define WEIGHT_MAX 1000	   /* largest weight */
+#define WEIGHTS_MAX 1024 /* entries of h2split.io/weights kept */
+#define WEIGHT_MAX 1000	 /* largest weight */
 
 struct svc {
 	bool routable; /* ClusterIP/NodePort/LoadBalancer with a cluster IP */
@@ -468,9 +468,10 @@ static int parse_weights(struct json_object *meta, struct obj *ob, const char **
 		size_t len = strcspn(p, ",");
 
 		if (parse_weight_item(p, len, &w[out]))
-			log_warn("annotation_ignored service=%s/%s key=h2split.io/weights item=\"%.*s\" "
-				 "expected=POD=WEIGHT, WEIGHT 1 to %d, items separated by commas",
-				 ob->ns, ob->name, (int)(len > 80 ? 80 : len), p, WEIGHT_MAX);
+			log_warn(
+			    "annotation_ignored service=%s/%s key=h2split.io/weights item=\"%.*s\" "
+			    "expected=POD=WEIGHT, WEIGHT 1 to %d, items separated by commas",
+			    ob->ns, ob->name, (int)(len > 80 ? 80 : len), p, WEIGHT_MAX);
 		else
 			out++;
 		p += len + (p[len] == ',');
@@ -509,9 +510,10 @@ static int parse_health(struct json_object *meta, struct obj *ob, const char **e
 		return -EINVAL;
 	ob->svc.health_check = v && !strcmp(v, "grpc");
 	if (v && !ob->svc.health_check)
-		log_warn("annotation_ignored service=%s/%s key=h2split.io/health-check value=\"%s\" "
-			 "expected=grpc",
-			 ob->ns, ob->name, v);
+		log_warn(
+		    "annotation_ignored service=%s/%s key=h2split.io/health-check value=\"%s\" "
+		    "expected=grpc",
+		    ob->ns, ob->name, v);
 	if (annotation(meta, "h2split.io/health-check-service", &v, err))
 		return -EINVAL;
 	if (v && strlen(v) >= sizeof(ob->svc.health_service))

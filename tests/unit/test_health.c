@@ -80,7 +80,10 @@ static void test_encode_request(void **state)
 	assert_int_equal(health_encode_request(NULL, buf, sizeof(buf)), 5);
 	/* {service: "echo"}: field 1, length 4. */
 	assert_int_equal(health_encode_request("echo", buf, sizeof(buf)), 11);
-	assert_memory_equal(buf, "\0\0\0\0\x06\x0a\x04" "echo", 11);
+	assert_memory_equal(buf,
+			    "\0\0\0\0\x06\x0a\x04"
+			    "echo",
+			    11);
 	/* 200 bytes: a two-byte length varint (0xc8 0x01). */
 	memset(longname, 'x', 200);
 	longname[200] = 0;
