@@ -15,14 +15,17 @@ import pytest
 import testbed
 from test_splitter import Daemon, short
 
-SLOW_MS = 50
+SLOW_MS = 150
 N = 300
 
 
 class Bed:
-    """Services ``latency`` (fast-0, fast-1 and slow-0, which takes 50 ms per
-    RPC) and ``flaky`` (ok-0, ok-1 and bad-0, which fails every RPC with
-    UNAVAILABLE until SIGUSR1), one client pod, h2splitd (restarted per test)."""
+    """Services ``latency`` (fast-0, fast-1 and slow-0, which takes 150 ms per
+    RPC), ``flaky`` (ok-0, ok-1 and bad-0, which fails every RPC with
+    UNAVAILABLE until SIGUSR1), ``capped`` (held-0; 2 in flight, 3 queued),
+    ``weighted`` (heavy-0 weighs 3, light-0 1) and ``checked`` (probed-0 and
+    probed-1, health-checked every 200 ms; SIGUSR2 toggles NOT_SERVING), one
+    client pod, h2splitd (restarted per test)."""
 
     def __init__(self, node, build_dir):
         self.node = node
@@ -86,7 +89,7 @@ def test_ewma_sends_less_to_the_slow_pod_than_round_robin(bed):
     rr, r_rr = slow_share(bed, "round_robin")
     ew, r_ew = slow_share(bed, "ewma")
     assert rr == N // 3, f"round_robin: want {N // 3} RPCs on slow-0: {short(r_rr)}"
-    # slow-0 is measured at 50 ms after its first answers and loses every
+    # slow-0 is measured at 150 ms after its first answers and loses every
     # comparison against the fast pods after that.
     assert ew * 5 < rr, (f"ewma: slow-0 served {ew} of {N}, want well under a fifth of "
                          f"round_robin's {rr}: {short(r_ew)}")
