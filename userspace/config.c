@@ -287,6 +287,32 @@ static int opt_log_level(struct config *c, const char *v, char *err, size_t errl
 	return 0;
 }
 
+/* An integer flag with its range; the message names the unit and range. */
+#define INT_OPT(fn, field, flag, min, max, what)                                                   \
+	static int fn(struct config *c, const char *v, char *err, size_t errlen)                   \
+	{                                                                                          \
+		if (parse_int(v, min, max, &c->field)) {                                           \
+			snprintf(err, errlen, "--%s %s: expected %s, %d to %d", flag, v, what,     \
+				 min, max);                                                        \
+			return -EINVAL;                                                            \
+		}                                                                                  \
+		return 0;                                                                          \
+	}
+INT_OPT(opt_max_hdr_list, max_header_list_size, "max-header-list-size", 1024, 65536, "bytes")
+INT_OPT(opt_max_headers, max_headers, "max-headers", 8, 256, "a count")
+INT_OPT(opt_max_cont, max_continuations, "max-continuations", 1, 10000, "a count")
+INT_OPT(opt_max_streams, max_concurrent_streams, "max-concurrent-streams", 1, 1000000, "a count")
+INT_OPT(opt_max_ctrl_rate, max_control_frame_rate, "max-control-frame-rate", 10, 10000000,
+	"frames per second")
+INT_OPT(opt_max_out_ctrl, max_outbound_control_frames, "max-outbound-control-frames", 10,
+	1000000, "a count")
+INT_OPT(opt_max_pending, max_pending_bytes, "max-pending-bytes", 65535, 16777216, "bytes")
+INT_OPT(opt_max_conns_pod, max_connections_per_pod, "max-connections-per-pod", 0, 1000000,
+	"a count (0: off)")
+INT_OPT(opt_idle_timeout, idle_timeout_s, "idle-timeout", 0, 86400, "seconds (0: off)")
+INT_OPT(opt_header_timeout, header_timeout_s, "header-timeout", 0, 3600, "seconds (0: off)")
+#undef INT_OPT
+
 static int parse_bool(const char *v, bool *out)
 {
 	if (!v || !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
@@ -335,6 +361,16 @@ static const struct opt opts[] = {
 	{"kube-token-file", true, false, opt_kube_token},
 	{"kube-ca-file", true, false, opt_kube_ca},
 	{"node-name", true, false, opt_node_name},
+	{"max-header-list-size", true, false, opt_max_hdr_list},
+	{"max-headers", true, false, opt_max_headers},
+	{"max-continuations", true, false, opt_max_cont},
+	{"max-concurrent-streams", true, false, opt_max_streams},
+	{"max-control-frame-rate", true, false, opt_max_ctrl_rate},
+	{"max-outbound-control-frames", true, false, opt_max_out_ctrl},
+	{"max-pending-bytes", true, false, opt_max_pending},
+	{"max-connections-per-pod", true, false, opt_max_conns_pod},
+	{"idle-timeout", true, false, opt_idle_timeout},
+	{"header-timeout", true, false, opt_header_timeout},
 	{"uninstall", false, false, opt_uninstall},
 	{"version", false, false, opt_version},
 	{"help", false, false, opt_help},
@@ -365,6 +401,23 @@ void config_usage(FILE *f)
 		"  --access-log                  one log line per stream\n"
 		"  --kube-api URL --kube-token-file F --kube-ca-file F --node-name NAME\n"
 		"                                Kubernetes source off-cluster (default: in-cluster)\n"
+		"Limits per downstream connection (docs/security.md; each hit is counted in\n"
+		"h2split_limit_exceeded_total{limit=...}):\n"
+		"  --max-header-list-size BYTES  one header block (default 65536, at most 65536)\n"
+		"  --max-headers N               fields in one header block (default 256, at most 256)\n"
+		"  --max-continuations N         CONTINUATION frames per header block (default 8)\n"
+		"  --max-concurrent-streams N    open streams (default 1000)\n"
+		"  --max-control-frame-rate N    SETTINGS/PING/RST_STREAM/PRIORITY/WINDOW_UPDATE\n"
+		"                                frames per second, burst of one second (default 10000)\n"
+		"  --max-outbound-control-frames N  ACKs and resets queued for a peer that does\n"
+		"                                not read (default 1000)\n"
+		"  --max-pending-bytes BYTES     per stream and direction (the HTTP/2 stream window;\n"
+		"                                default 262144)\n"
+		"  --max-connections-per-pod N   open connections from one client pod (default 1024,\n"
+		"                                0: off); more are refused\n"
+		"  --idle-timeout SEC            close a connection without streams (default 3600, 0: off)\n"
+		"  --header-timeout SEC          the preface and each header block, once begun, must\n"
+		"                                complete in time (default 30, 0: off)\n"
 		"  --uninstall                   detach programs, remove pins and the listen address, exit\n"
 		"  --version  --help\n"
 		"Every flag also reads H2SPLIT_<FLAG> from the environment (e.g. H2SPLIT_LISTEN);\n"
@@ -417,6 +470,16 @@ static void set_defaults(struct config *c)
 	c->outlier_ejection_ms = 30000;
 	c->drain_timeout_s = 30;
 	c->log_level = LOG_INFO;
+	c->max_header_list_size = 65536;
+	c->max_headers = 256;
+	c->max_continuations = 8;
+	c->max_concurrent_streams = 1000;
+	c->max_control_frame_rate = 10000;
+	c->max_outbound_control_frames = 1000;
+	c->max_pending_bytes = 256 * 1024;
+	c->max_connections_per_pod = 1024;
+	c->idle_timeout_s = 3600;
+	c->header_timeout_s = 30;
 }
 
 int config_parse(struct config *c, int argc, char **argv, char *err, size_t errlen)

@@ -232,7 +232,7 @@ int h2_upstream_setup(struct splitter *s)
 	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, UPSTREAM_PRE_SETTINGS_STREAMS);
-	nghttp2_option_set_max_continuations(opt, H2_MAX_CONTINUATIONS);
+	nghttp2_option_set_max_continuations(opt, (size_t)s->cfg->max_continuations);
 	s->us_cbs = cb;
 	s->us_opt = opt;
 	return 0;
@@ -374,7 +374,7 @@ static int session_init(struct h2_upstream *uc)
 	struct splitter *s = uc->c.s;
 	const nghttp2_settings_entry iv[] = {
 	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)s->cfg->max_pending_bytes},
 	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
 	};
 

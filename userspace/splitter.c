@@ -141,6 +141,8 @@ int h2_conn_read(struct h2_conn *c)
 			log_info("h2_protocol_error side=%s err=\"%s\"",
 				 c->is_upstream ? "upstream" : "downstream",
 				 nghttp2_strerror((int)rv));
+			if (!c->is_upstream)
+				h2_downstream_recv_failed((struct h2_downstream *)c, (int)rv);
 			goaway_raw(c, (int)rv);
 			return -EPROTO;
 		}
@@ -335,12 +337,16 @@ struct splitter *splitter_new(struct worker *w)
 
 	if (!s)
 		return NULL;
+	if (!w->sh || !w->sh->cfg) { /* the limits come from the config */
+		free(s);
+		return NULL;
+	}
 	s->w = w;
-	s->cfg = w->sh ? w->sh->cfg : NULL;
+	s->cfg = w->sh->cfg;
 	s->stats = &w->stats;
-	dflt = s->cfg ? s->cfg->lb_policy : LB_LEAST_REQUEST;
+	dflt = s->cfg->lb_policy;
 	s->lb = balancer_set_new(loop_now_ns() ^ ((uint64_t)(w->id + 1) << 40), dflt);
-	if (s->lb && s->cfg) {
+	if (s->lb) {
 		struct balancer_params bp = {
 		    .ewma_decay_ms = (uint32_t)s->cfg->lb_ewma_decay_ms,
 		    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,

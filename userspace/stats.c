@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * Names of the per-worker counters, as the admin endpoint exports them
- * (prefixed h2split_). Indexed by enum stat_id; the static assert keeps the
- * table and the enum the same length.
+ * (prefixed h2split_), and of the limits (the label of
+ * h2split_limit_exceeded_total). Indexed by their enums; the static asserts
+ * keep each table and its enum the same length.
  */
 #include "stats.h"
 
@@ -37,3 +38,19 @@ const char *const stats_names[ST_MAX] = {
 };
 
 _Static_assert(sizeof(stats_names) / sizeof(stats_names[0]) == ST_MAX, "stats_names");
+
+const char *const limit_names[LIMIT_MAX] = {
+	[LIMIT_HEADER_LIST_SIZE] = "header_list_size",
+	[LIMIT_HEADERS] = "headers",
+	[LIMIT_CONTINUATIONS] = "continuations",
+	[LIMIT_CONCURRENT_STREAMS] = "concurrent_streams",
+	[LIMIT_CONTROL_FRAME_RATE] = "control_frame_rate",
+	[LIMIT_RESET_RATE] = "reset_rate",
+	[LIMIT_OUTBOUND_CONTROL_FRAMES] = "outbound_control_frames",
+	[LIMIT_PENDING_BYTES] = "pending_bytes",
+	[LIMIT_CONNECTIONS_PER_POD] = "connections_per_pod",
+	[LIMIT_IDLE_TIMEOUT] = "idle_timeout",
+	[LIMIT_HEADER_TIMEOUT] = "header_timeout",
+};
+
+_Static_assert(sizeof(limit_names) / sizeof(limit_names[0]) == LIMIT_MAX, "limit_names");
