@@ -461,7 +461,7 @@ fail:
 	log_warn("downstream_setup_failed err=%d", err);
 	close(fd);
 	netns_ref_put(s->w->sh ? s->w->sh->netns : NULL, ci->netns);
-	worker_conn_closed(s->w);
+	worker_conn_closed(s->w, ci->pod_key);
 	return err;
 }
 
@@ -485,7 +485,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 		ds->next->prev = ds->prev;
 	s->n_ds--;
 	log_debug("downstream_closed client=%s", ds->peer);
-	worker_conn_closed(s->w);
+	worker_conn_closed(s->w, ds->ci.pod_key);
 	free(ds);
 }
 

@@ -21,6 +21,7 @@
 #include "bpf_loader.h"
 #include "bpf_maps.h"
 #include "cgroup.h"
+#include "conn_limit.h"
 #include "daemon.h"
 #include "ifaddr.h"
 #include "log.h"
@@ -306,6 +307,9 @@ static int run(struct daemon *d)
 	}
 	d->sh = (struct worker_shared){
 		.cfg = &d->cfg, .maps = bpf_loader_maps(d->bpf), .netns = d->netns};
+	if (d->cfg.max_connections_per_pod &&
+	    !(d->sh.pod_conns = conn_limit_new((uint32_t)d->cfg.max_connections_per_pod)))
+		return -ENOMEM;
 	if ((err = exclude_cgroups(d)) || (err = setup_listen(d)) || (err = setup_signals(d)))
 		return err;
 	if ((err = start_workers(d))) {
@@ -346,6 +350,7 @@ static void shutdown_daemon(struct daemon *d)
 	registry_snapshot_unref(d->snap);
 	bpf_loader_close(d->bpf); /* pins stay: redirection resumes with the next daemon */
 	netns_cache_free(d->netns);
+	conn_limit_free(d->sh.pod_conns);
 	if (d->sig_fd > 0)
 		close(d->sig_fd);
 	loop_free(d->loop);

@@ -16,6 +16,7 @@
 
 #include "bpf_maps.h"
 #include "config.h"
+#include "conn_limit.h"
 #include "l4_proxy.h"
 #include "log.h"
 #include "metrics.h"
@@ -71,7 +72,7 @@ static void sniff_abort(struct sniff *s)
 	loop_del_fd(s->w->loop, s->fd);
 	close(s->fd);
 	netns_ref_put(s->w->sh->netns, s->ci.netns);
-	worker_conn_closed(s->w);
+	worker_conn_closed(s->w, s->ci.pod_key);
 	sniff_free(s);
 }
 
@@ -131,7 +132,7 @@ static void start_sniff(struct worker *w, int fd, struct conn_info *ci)
 fail:
 	close(fd);
 	netns_ref_put(w->sh->netns, ci->netns);
-	worker_conn_closed(w);
+	worker_conn_closed(w, ci->pod_key);
 }
 
 /* The VIP:port the app dialled, as a sockaddr in the family it used. */
@@ -154,6 +155,40 @@ static int origdst_sockaddr(const struct h2s_origdst *od, struct sockaddr_storag
 		sin6->sin6_port = od->port;
 	}
 	return od->port ? 0 : -EINVAL;
+}
+
+/* --max-connections-per-pod: count the connection against its client (the
+ * cgroup BPF saw connect, i.e. the container); one over the limit is
+ * refused before a byte is read: reset (SO_LINGER 0), so the client fails
+ * at once with ECONNRESET and its gRPC channel reconnects with backoff.
+ * True: refused and closed. */
+static bool pod_limit_refuses(struct worker *w, int fd, struct conn_info *ci)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	uint64_t now;
+	int err;
+
+	if (!w->sh->pod_conns || !ci->od.cgroup_id)
+		return false;
+	err = conn_limit_take(w->sh->pod_conns, ci->od.cgroup_id);
+	if (!err)
+		ci->pod_key = ci->od.cgroup_id;
+	if (err != -EBUSY)
+		return false;
+	stats_limit_inc(&w->stats, LIMIT_CONNECTIONS_PER_POD);
+	now = loop_now_ms();
+	if (now - w->pod_limit_log_ms >= 1000) { /* a refused client retries: log 1/s */
+		char a[64];
+
+		w->pod_limit_log_ms = now;
+		log_warn("limit_exceeded limit=connections_per_pod client=%s cgroup_id=%llu max=%d",
+			 config_addr_str(&ci->client, a, sizeof(a)),
+			 (unsigned long long)ci->od.cgroup_id, w->sh->cfg->max_connections_per_pod);
+	}
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	worker_conn_closed(w, 0);
+	return true;
 }
 
 static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer)
@@ -184,6 +219,8 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 			  config_addr_str(peer, a, sizeof(a)), config_addr_str(&ci.orig, b, sizeof(b)),
 			  ci.od.service_id, (unsigned long long)ci.od.cgroup_id, ci.od.pid, w->id);
 	}
+	if (pod_limit_refuses(w, fd, &ci))
+		return;
 	if (w->sh->cfg->upstream_source_pod) {
 		err = netns_cache_get(w->sh->netns, ci.od.cgroup_id, ci.od.pid, &ci.netns);
 		if (err) {
@@ -197,7 +234,7 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 	return;
 drop:
 	close(fd);
-	worker_conn_closed(w);
+	worker_conn_closed(w, ci.pod_key);
 }
 
 /* Accept up to |max| connections; false once the queue is empty. */
@@ -369,8 +406,10 @@ int worker_post_drain(struct worker *w)
 	return loop_post(w->loop, do_drain, w);
 }
 
-void worker_conn_closed(struct worker *w)
+void worker_conn_closed(struct worker *w, uint64_t pod_key)
 {
+	if (pod_key)
+		conn_limit_put(w->sh->pod_conns, pod_key);
 	w->n_conns--;
 	stats_dec(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
 }

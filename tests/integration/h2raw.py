@@ -667,6 +667,45 @@ def _honest_request(c, sid, authority, seconds):
     return _status(c, sid)
 
 
+def _connections(a):
+    """--n connections at once from this pod: how many were served (server
+    SETTINGS arrived) and how many refused; then all closed, how long until
+    a new one is served again."""
+    conns, served, refused = [], 0, []
+    for _ in range(a.n):
+        c = None
+        try:
+            c = Conn(a.host, a.port)
+            c.handshake(timeout=5)
+            served += 1
+        except (ConnectionError, OSError) as e:  # the reset may come as early as connect()
+            refused.append(c.end if c and c.end else type(e).__name__)
+        if c:
+            conns.append(c)
+    for c in conns:  # shutdown: close() alone waits for the reader thread's recv()
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
+    deadline, again, c = time.monotonic() + a.seconds, None, None
+    while again is None and time.monotonic() < deadline:
+        if c:
+            time.sleep(0.05)  # retry interval while the daemon sees the closes
+        try:
+            c = Conn(a.host, a.port)
+            c.handshake(timeout=5)
+            again = round(time.monotonic() - (deadline - a.seconds), 3)
+            c.send(headers(1, encode(request_fields(a.authority))),
+                   data(1, echo_request(), end_stream=True))
+            c.wait(lambda x: x.stream_ended(1) or x.end, a.seconds)
+        except (ConnectionError, OSError):
+            if c:
+                c.close()
+    return c, {"served": served, "refused": refused, "served_again_after_s": again,
+               "status_after": _status(c, 1) if again is not None else None}
+
+
 def attack_limit(a):
     """--case NAME: run into one of h2splitd's limits (which the test set low)
     on one connection; --n sizes the attempt:
@@ -676,7 +715,12 @@ def attack_limit(a):
     control-rate  --n WINDOW_UPDATE frames on stream 0 in one burst
     pending       a request, then --n body bytes without reading a window update
     idle          a handshake, then nothing (until the server ends it)
-    slow-headers  half of a HEADERS frame, then nothing"""
+    slow-headers  half of a HEADERS frame, then nothing
+    connections   --n connections at once (see _connections)"""
+    if a.case == "connections":
+        c, out = _connections(a)
+        out["case"] = a.case
+        return c, out
     c = Conn(a.host, a.port)
     c.handshake()
     c.wait(lambda x: any(f[0] == SETTINGS and f[1] & ACK for f in x.frames), 5)

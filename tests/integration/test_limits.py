@@ -19,7 +19,8 @@ from test_hostile import Bed, attack_window, goaway_code
 
 LIMIT_ARGS = ["--max-headers", "16", "--max-header-list-size", "4096",
               "--max-concurrent-streams", "5", "--max-control-frame-rate", "100",
-              "--max-pending-bytes", "65535", "--idle-timeout", "2", "--header-timeout", "1"]
+              "--max-pending-bytes", "65535", "--idle-timeout", "2", "--header-timeout", "1",
+              "--max-connections-per-pod", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +114,17 @@ def test_idle_timeout(bed):
     assert r["waited_s"] >= 1.5, r
     assert hit == {"idle_timeout": 1}, hit
     logged(bed, "idle_timeout")
+
+
+def test_connections_per_pod(bed):
+    """5 connections at once from one pod with --max-connections-per-pod 3: the
+    first 3 are served, the other 2 are reset before a byte is read (counted,
+    logged); the good client's pod is not affected, and once the attacker's
+    connections close a new one is served again."""
+    r, hit = run_limit(bed, "connections", "--n", 5, "--seconds", 15)
+    assert r["served"] == 3, r
+    assert len(r["refused"]) == 2 and set(r["refused"]) <= {"reset", "eof", "ConnectionResetError"}, r
+    assert r["served_again_after_s"] is not None and r["status_after"] == "200", r
+    # 2, plus any retry made before the daemon saw the closes
+    assert list(hit) == ["connections_per_pod"] and hit["connections_per_pod"] >= 2, hit
+    logged(bed, "connections_per_pod")
