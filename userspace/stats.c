@@ -34,6 +34,8 @@ const char *const stats_names[ST_MAX] = {
 	[ST_NO_ENDPOINT] = "no_endpoint_total",
 	[ST_DEADLINE_EXCEEDED] = "deadline_exceeded_total",
 	[ST_EJECTIONS] = "outlier_ejections_total",
+	[ST_FD_PAUSES] = "fd_exhaustion_pauses_total",
+	[ST_FD_REFUSED] = "fd_exhaustion_refused_total",
 	[ST_UNEXPECTED] = "splitter_unexpected_total",
 };
 

@@ -38,6 +38,8 @@ enum stat_id {
 	ST_NO_ENDPOINT,
 	ST_DEADLINE_EXCEEDED,
 	ST_EJECTIONS,  /* outlier ejections of upstream endpoints */
+	ST_FD_PAUSES,  /* accept paused: the process ran out of fds */
+	ST_FD_REFUSED, /* connections reset from the accept queue while out of fds */
 	ST_UNEXPECTED, /* "should not happen" branches of the splitter */
 	ST_MAX,
 };

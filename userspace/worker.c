@@ -6,11 +6,14 @@
  * (client preface) or the L4 path (anything else). A connection stays on the
  * worker that accepted it until it closes.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,6 +34,14 @@ static const uint8_t h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define SNIFF_TIMEOUT_MS 1000
 #define SNIFF_BUF 4096
 #define ACCEPT_BATCH 64
+/* Out of fds: how often to look again, and how many connections at most to
+ * reset from an accept queue per look. */
+#define FD_CHECK_MS 200
+#define FD_REFUSE_BATCH 4096
+/* Fds kept free for the admin endpoint, upstream sockets and netns handles:
+ * an eighth of RLIMIT_NOFILE, within these bounds. */
+#define FD_RESERVE_MIN 32
+#define FD_RESERVE_MAX 1024
 
 /* An accepted connection whose first bytes are not known yet. */
 struct sniff {
@@ -237,6 +248,139 @@ drop:
 	worker_conn_closed(w, ci.pod_key);
 }
 
+static void set_accepting(struct worker *w, bool on)
+{
+	for (int i = 0; i < 2; i++)
+		if (w->listen_fds[i] >= 0 && loop_set_events(w->loop, w->listen_fds[i], on ? EPOLLIN : 0))
+			stats_inc(&w->stats, ST_UNEXPECTED);
+}
+
+static void spare_open(struct worker *w)
+{
+	if (w->spare_fd < 0)
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void spare_close(struct worker *w)
+{
+	if (w->spare_fd >= 0)
+		close(w->spare_fd);
+	w->spare_fd = -1;
+}
+
+/* Redirected connects that queued before the liveness slot emptied: with the
+ * spare fd given up, accept each and reset it at once, so the client fails
+ * fast and its retry goes direct, rather than hanging in the queue. */
+static void refuse_queued(struct worker *w)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	spare_close(w);
+	for (int i = 0; i < 2; i++) {
+		for (int n = 0; n < FD_REFUSE_BATCH && w->listen_fds[i] >= 0; n++) {
+			int fd = accept4(w->listen_fds[i], NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd < 0)
+				break;
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			close(fd);
+			stats_inc(&w->stats, ST_FD_REFUSED);
+		}
+	}
+	spare_open(w);
+}
+
+/* Open fds of the process, with the spare given up for the directory fd.
+ * -errno when they cannot be counted (still out of fds). */
+static int count_fds(struct worker *w)
+{
+	struct dirent *e;
+	DIR *dir;
+	int n = 0;
+
+	spare_close(w);
+	dir = opendir("/proc/self/fd");
+	if (!dir) {
+		n = -errno;
+		spare_open(w);
+		return n;
+	}
+	while ((e = readdir(dir)))
+		n += e->d_name[0] != '.';
+	closedir(dir);
+	spare_open(w);
+	return n - 1; /* the directory's own fd */
+}
+
+static void on_fd_check(struct loop *l, struct loop_timer *t, void *arg);
+
+static uint64_t fd_reserve(const struct worker *w)
+{
+	uint64_t r = w->fd_limit / 8;
+
+	return r < FD_RESERVE_MIN ? FD_RESERVE_MIN : r > FD_RESERVE_MAX ? FD_RESERVE_MAX : r;
+}
+
+static void fd_limit_refresh(struct worker *w)
+{
+	struct rlimit rl;
+
+	if (!getrlimit(RLIMIT_NOFILE, &rl))
+		w->fd_limit = rl.rlim_cur;
+}
+
+/* Fds run short: accepted fd |fd| is within the reserve (fds are allocated
+ * lowest first, so at least fd + 1 are open), or accept() said EMFILE/ENFILE
+ * (|fd| -1). Level-triggered listeners would wake us again at once, forever:
+ * take them out of epoll, have the daemon empty the liveness slot (new
+ * connects go direct: fail open), reset what is queued, and look again every
+ * FD_CHECK_MS until the fds are below the low-water mark. */
+static void fd_exhausted(struct worker *w, int fd)
+{
+	if (!w->accept_paused) {
+		w->accept_paused = true;
+		stats_inc(&w->stats, ST_FD_PAUSES);
+		log_warn("accept_paused reason=fd_exhaustion worker=%d fd=%d limit=%llu reserve=%llu "
+			 "fix=\"raise the daemon's RLIMIT_NOFILE\"",
+			 w->id, fd, (unsigned long long)w->fd_limit,
+			 (unsigned long long)fd_reserve(w));
+		set_accepting(w, false);
+		if (w->sh->fd_pressure)
+			w->sh->fd_pressure(w->sh->fd_pressure_arg, true);
+		w->fd_timer = loop_timer_add(w->loop, FD_CHECK_MS, on_fd_check, w);
+	}
+	refuse_queued(w);
+}
+
+/* Resume once twice the reserve is free again (hysteresis). */
+static bool fds_below_low_water(struct worker *w)
+{
+	int n = count_fds(w);
+
+	fd_limit_refresh(w);
+	return n >= 0 && (uint64_t)n + 2 * fd_reserve(w) <= w->fd_limit;
+}
+
+static void on_fd_check(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)t;
+	w->fd_timer = NULL;
+	if (w->draining)
+		return;
+	if (!fds_below_low_water(w)) {
+		refuse_queued(w);
+		w->fd_timer = loop_timer_add(l, FD_CHECK_MS, on_fd_check, w);
+		return;
+	}
+	w->accept_paused = false;
+	set_accepting(w, true);
+	if (w->sh->fd_pressure)
+		w->sh->fd_pressure(w->sh->fd_pressure_arg, false);
+	log_info("accept_resumed worker=%d", w->id);
+}
+
 /* Accept up to |max| connections; false once the queue is empty. */
 static bool accept_some(struct worker *w, int lfd, int max)
 {
@@ -246,10 +390,22 @@ static bool accept_some(struct worker *w, int lfd, int max)
 		int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+			if (errno == EMFILE || errno == ENFILE) {
+				stats_inc(&w->stats, ST_ACCEPT_ERRORS);
+				fd_exhausted(w, -1);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				stats_inc(&w->stats, ST_ACCEPT_ERRORS);
 				log_warn("accept_failed err=\"%m\"");
 			}
+			return false;
+		}
+		if ((uint64_t)fd + fd_reserve(w) >= w->fd_limit) {
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			close(fd);
+			stats_inc(&w->stats, ST_FD_REFUSED);
+			fd_exhausted(w, fd);
 			return false;
 		}
 		conn_accepted(w, fd, &peer);
@@ -293,6 +449,9 @@ int worker_init(struct worker *w, int id, const struct worker_shared *sh)
 	w->id = id;
 	w->sh = sh;
 	w->listen_fds[0] = w->listen_fds[1] = -1;
+	w->spare_fd = -1;
+	spare_open(w);
+	fd_limit_refresh(w);
 	w->loop = loop_new();
 	if (!w->loop)
 		return -ENOMEM;
@@ -430,6 +589,8 @@ void worker_destroy(struct worker *w)
 		splitter_free(w->splitter);
 	metrics_free(w->metrics);
 	close_listeners(w);
+	loop_timer_cancel(w->loop, w->fd_timer);
+	spare_close(w);
 	registry_snapshot_unref(w->snap);
 	loop_free(w->loop);
 }

@@ -32,6 +32,10 @@ struct worker_shared {
 	const struct bpf_maps *maps; /* tuple lookups (thread-safe syscalls) */
 	struct netns_cache *netns; /* thread-safe */
 	struct conn_limit *pod_conns; /* thread-safe; NULL: no per-pod limit */
+	/* Any thread: a worker ran out of fds (|paused|) or has enough again.
+	 * NULL: nobody to tell. */
+	void (*fd_pressure)(void *arg, bool paused);
+	void *fd_pressure_arg;
 };
 
 /* A redirected connection as accepted: who, and where it was going. */
@@ -55,6 +59,10 @@ struct worker {
 	struct metrics *metrics;         /* owned; written by this worker only (metrics.h) */
 	int n_conns;                     /* open downstream connections (L4 + h2) */
 	uint64_t pod_limit_log_ms;       /* last connections_per_pod log line */
+	int spare_fd;                    /* owned: given up to accept-and-reset when out of fds */
+	bool accept_paused;              /* out of fds: listeners off, fd_timer checks */
+	uint64_t fd_limit;               /* RLIMIT_NOFILE (soft) */
+	struct loop_timer *fd_timer;
 	bool draining;
 };
 

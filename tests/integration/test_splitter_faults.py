@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """The splitter when things die under load, on a fresh simulated node per
-test: a backend pod killed -9, a backend stopped gracefully (GOAWAY), and
-h2splitd itself stopped with SIGTERM. Each test asserts what the clients
-saw: which RPCs failed, with which status, and where the later ones went."""
+test: a backend pod killed -9, a backend stopped gracefully (GOAWAY),
+h2splitd itself stopped with SIGTERM, and h2splitd out of file descriptors.
+Each test asserts what the clients saw: which RPCs failed, with which status,
+and where the later ones went."""
 
+import json
+import os
 import signal
 
 import pytest
@@ -127,3 +130,86 @@ def test_daemon_sigterm_under_load_loses_no_rpc_and_connects_go_direct(bed):
         f"the new client's connect was not counted as bypass_no_listener: {end}"
     assert end["redirected"] == mid["redirected"], \
         f"connects were still redirected after h2splitd exited: {mid} -> {end}"
+
+
+# ---- out of file descriptors -----------------------------------------------------------
+
+NOFILE = 256
+# A pod that opens connections to HOST:PORT, each starting HTTP/2 (preface +
+# SETTINGS) so the daemon keeps it as an idle downstream, and holds them
+# until it is stopped. Prints how many it opened and how many were reset.
+HOG = r"""
+import json, socket, sys, threading
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+held, reset = [], 0
+for _ in range(n):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, port))
+        s.sendall(preface)
+        held.append(s)
+    except OSError:
+        reset += 1
+        s.close()
+print(json.dumps({"opened": len(held), "reset": reset}), flush=True)
+threading.Event().wait()
+"""
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_fd_exhaustion_fails_open_and_recovers(node, build_dir):
+    """h2splitd with RLIMIT_NOFILE 256 and a pod that opens 400 connections
+    through it: once its fds run short the daemon pauses accepting and empties
+    the liveness slot, so new connects go direct (kube-proxy path). The daemon
+    stays up and idle (no accept loop at 100% CPU), a grpcio client sees no
+    failure meanwhile, and when the hog goes away redirection comes back and
+    RPCs are split by the daemon again."""
+    servers = node.add_server_pods(["server-0", "server-1"])
+    svc = node.add_service("echo", pods=servers)
+    hog_pod, client_pod = node.add_pod("hog"), node.add_pod("client-0")
+    d = Daemon(node, build_dir).start("--workers", "2", "--max-connections-per-pod", "0",
+                                      wrapper=("prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"))
+    hog = hog_pod.popen([testbed.python(), "-u", "-c", HOG, svc.vip4,
+                         str(testbed.GRPC_PORT), "400"], name="hog", watch=True)
+    held = json.loads(hog.wait_line(r'"opened"', 120))
+    m = d.metrics()
+    print(f"hog: {held}; daemon: paused {m.get('h2split_fd_exhaustion_pauses_total')} times, "
+          f"{m.get('h2split_fd_exhaustion_refused_total')} connections refused, "
+          f"{m.get('h2split_downstream_connections_active')} held")
+    assert m.get("h2split_fd_exhaustion_pauses_total") >= 1, held
+    testbed.wait_for(lambda: d.metrics().get("h2split_redirecting") == 0, 10,
+                     "the liveness slot to be emptied")
+    # The daemon held what its fds allow (keeping a reserve), reset what had
+    # queued for it, and the rest went direct once the slot was empty.
+    assert m.get("h2split_downstream_connections_active") < NOFILE, held
+    assert m.get("h2split_downstream_connections_active") + \
+        m.get("h2split_fd_exhaustion_refused_total") < 400, held
+
+    cpu0 = cpu_seconds(d.pid)
+    streams0 = d.metrics().get("h2split_downstream_streams_total")
+    with client_pod.grpc_client(svc.target4) as c:
+        r = c.unary(100, concurrency=4, rpc_timeout=10)
+    assert_all_ok(r, "RPCs while h2splitd is out of fds")
+    assert d.metrics().get("h2split_downstream_streams_total") == streams0, \
+        "RPCs went through the paused daemon"
+    if not testbed.sanitized():
+        # A level-triggered accept loop would burn a CPU all along.
+        assert cpu_seconds(d.pid) - cpu0 < 0.5 * r["ms"] / 1000 + 0.5, r["ms"]
+    assert d.running(), d.proc.lines[-20:]
+
+    hog.stop()
+    testbed.wait_for(lambda: d.metrics().get("h2split_redirecting") == 1, 15,
+                     "redirection to resume once the hog's connections closed")
+    streams0 = d.metrics().get("h2split_downstream_streams_total")
+    with client_pod.grpc_client(svc.target4) as c:
+        r = c.unary(50, concurrency=4, rpc_timeout=10)
+    assert_all_ok(r, "RPCs after the fds came back")
+    assert d.metrics().get("h2split_downstream_streams_total") - streams0 == 50, \
+        "RPCs after recovery were not split by h2splitd"
