@@ -311,6 +311,10 @@ INT_OPT(opt_max_conns_pod, max_connections_per_pod, "max-connections-per-pod", 0
 	"a count (0: off)")
 INT_OPT(opt_idle_timeout, idle_timeout_s, "idle-timeout", 0, 86400, "seconds (0: off)")
 INT_OPT(opt_header_timeout, header_timeout_s, "header-timeout", 0, 3600, "seconds (0: off)")
+INT_OPT(opt_us_ka_time, upstream_keepalive_time_s, "upstream-keepalive-time", 0, 3600,
+	"seconds (0: off)")
+INT_OPT(opt_us_ka_timeout, upstream_keepalive_timeout_s, "upstream-keepalive-timeout", 1, 3600,
+	"seconds")
 #undef INT_OPT
 
 static int parse_bool(const char *v, bool *out)
@@ -371,6 +375,8 @@ static const struct opt opts[] = {
 	{"max-connections-per-pod", true, false, opt_max_conns_pod},
 	{"idle-timeout", true, false, opt_idle_timeout},
 	{"header-timeout", true, false, opt_header_timeout},
+	{"upstream-keepalive-time", true, false, opt_us_ka_time},
+	{"upstream-keepalive-timeout", true, false, opt_us_ka_timeout},
 	{"uninstall", false, false, opt_uninstall},
 	{"version", false, false, opt_version},
 	{"help", false, false, opt_help},
@@ -389,6 +395,10 @@ void config_usage(FILE *f)
 		"  --exclude-cgroup DIR          never redirect this cgroup or below (repeatable)\n"
 		"  --upstream-source pod|node    open upstream sockets in the client pod's netns (default pod)\n"
 		"  --upstream-ca-file FILE       CA bundle for TLS upstreams (h2split.io/upstream-tls)\n"
+		"  --upstream-keepalive-time SEC PING an upstream connection with streams in flight\n"
+		"                                after this long without a frame (default 10, 0: off)\n"
+		"  --upstream-keepalive-timeout SEC  no PING ACK in time: close it, its streams fail\n"
+		"                                UNAVAILABLE (default 5)\n"
 		"  --workers N                   worker threads (default: one per CPU)\n"
 		"  --lb-policy NAME              least_request (default) | round_robin | ewma\n"
 		"  --lb-ewma-decay MS            ewma: latency average time constant (default 10000)\n"
@@ -480,6 +490,8 @@ static void set_defaults(struct config *c)
 	c->max_connections_per_pod = 1024;
 	c->idle_timeout_s = 3600;
 	c->header_timeout_s = 30;
+	c->upstream_keepalive_time_s = 10;
+	c->upstream_keepalive_timeout_s = 5;
 }
 
 int config_parse(struct config *c, int argc, char **argv, char *err, size_t errlen)

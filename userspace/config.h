@@ -57,6 +57,11 @@ struct config {
 	int max_connections_per_pod;	 /* 0: off */
 	int idle_timeout_s;		 /* downstream connection without streams */
 	int header_timeout_s;		 /* preface and each header block, once begun */
+	/* Upstream liveness: PING a connection with streams silent this long
+	 * (0: off); no ACK within the timeout: it is dead. Also the sockets'
+	 * TCP keepalive and TCP_USER_TIMEOUT. */
+	int upstream_keepalive_time_s;
+	int upstream_keepalive_timeout_s;
 	bool uninstall;
 	bool version;
 	bool help;

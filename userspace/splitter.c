@@ -314,6 +314,26 @@ void splitter_flush(struct splitter *s)
 	s->flushing = false;
 }
 
+/* Upstream keepalive checks, four per --upstream-keepalive-timeout (at
+ * least every 100 ms), so a dead connection is found within about
+ * keepalive time + timeout. */
+static uint64_t keepalive_tick_ms(const struct config *cfg)
+{
+	uint64_t ms = (uint64_t)cfg->upstream_keepalive_timeout_s * 1000 / 4;
+
+	return ms < 100 ? 100 : ms;
+}
+
+static void on_keepalive(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct splitter *s = arg;
+
+	(void)t;
+	s->keepalive_timer = loop_timer_add(l, keepalive_tick_ms(s->cfg), on_keepalive, s);
+	h2_upstream_keepalive(s);
+	splitter_kick(s);
+}
+
 static void on_sweep(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct splitter *s = arg;
@@ -361,7 +381,10 @@ struct splitter *splitter_new(struct worker *w)
 	s->nv = calloc(H2_HDRS_MAX_FIELDS + 4, sizeof(*s->nv));
 	if (!s->lb || !s->rbuf || !s->wbuf || !s->nv || upstream_pools_init(&s->pools) ||
 	    h2_downstream_setup(s) || h2_upstream_setup(s) ||
-	    !(s->sweep_timer = loop_timer_add(w->loop, H2_SWEEP_MS, on_sweep, s))) {
+	    !(s->sweep_timer = loop_timer_add(w->loop, H2_SWEEP_MS, on_sweep, s)) ||
+	    (s->cfg->upstream_keepalive_time_s &&
+	     !(s->keepalive_timer = loop_timer_add(w->loop, keepalive_tick_ms(s->cfg),
+						   on_keepalive, s)))) {
 		splitter_free(s);
 		return NULL;
 	}
@@ -385,6 +408,7 @@ void splitter_free(struct splitter *s)
 		if (s->pass_hook)
 			loop_del_pass_hook(s->w->loop, on_pass_end, s);
 		loop_timer_cancel(s->w->loop, s->sweep_timer);
+		loop_timer_cancel(s->w->loop, s->keepalive_timer);
 		loop_timer_cancel(s->w->loop, s->drain_timer);
 	}
 	if (s->pools.tab)

@@ -89,6 +89,7 @@ struct splitter {
 	nghttp2_option *ds_opt, *us_opt;	    /* owned */
 	nghttp2_nv *nv;				    /* owned scratch */
 	struct loop_timer *sweep_timer;
+	struct loop_timer *keepalive_timer; /* NULL: upstream keepalive off */
 	struct loop_timer *drain_timer;
 	SSL_CTX *ssl_ctx; /* owned, made on first TLS upstream */
 	bool ssl_ctx_failed;

@@ -36,6 +36,7 @@ const char *const stats_names[ST_MAX] = {
 	[ST_EJECTIONS] = "outlier_ejections_total",
 	[ST_FD_PAUSES] = "fd_exhaustion_pauses_total",
 	[ST_FD_REFUSED] = "fd_exhaustion_refused_total",
+	[ST_UPSTREAM_PING_TIMEOUTS] = "upstream_keepalive_timeouts_total",
 	[ST_UNEXPECTED] = "splitter_unexpected_total",
 };
 

@@ -40,6 +40,7 @@ enum stat_id {
 	ST_EJECTIONS,  /* outlier ejections of upstream endpoints */
 	ST_FD_PAUSES,  /* accept paused: the process ran out of fds */
 	ST_FD_REFUSED, /* connections reset from the accept queue while out of fds */
+	ST_UPSTREAM_PING_TIMEOUTS, /* upstream connections closed: no PING ACK in time */
 	ST_UNEXPECTED, /* "should not happen" branches of the splitter */
 	ST_MAX,
 };

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The splitter when things die under load, on a fresh simulated node per
-test: a backend pod killed -9, a backend stopped gracefully (GOAWAY),
-h2splitd itself stopped with SIGTERM, and h2splitd out of file descriptors.
+test: a backend pod killed -9, a backend stopped gracefully (GOAWAY), a
+backend whose network is cut, a service whose endpoints go away and come
+back, h2splitd itself stopped with SIGTERM, and h2splitd out of file
+descriptors.
 Each test asserts what the clients saw: which RPCs failed, with which status,
 and where the later ones went."""
 
@@ -130,6 +132,78 @@ def test_daemon_sigterm_under_load_loses_no_rpc_and_connects_go_direct(bed):
         f"the new client's connect was not counted as bypass_no_listener: {end}"
     assert end["redirected"] == mid["redirected"], \
         f"connects were still redirected after h2splitd exited: {mid} -> {end}"
+
+
+# ---- upstream liveness --------------------------------------------------------------------
+
+def cut(node, pod, on):
+    """DROP everything to and from ``pod`` in the node netns (the path between
+    pods, and between a client pod's upstream sockets and the backend)."""
+    op = "-I" if on else "-D"
+    for flag in ("-d", "-s"):
+        node.run(["iptables", "-w", op, "FORWARD", flag, pod.ip4, "-j", "DROP"])
+
+
+def test_upstream_network_cut_fails_only_its_rpcs(bed):
+    """server-1's network is cut (packets dropped, no RST) while RPCs are in
+    flight on it. With --upstream-keepalive-time/timeout 1 s the daemon's PING
+    on that connection goes unanswered, it closes the connection, and the RPCs
+    on it fail UNAVAILABLE rather than hang until their deadline; every other
+    RPC succeeds. Once the DROP is removed, server-1 gets traffic again."""
+    d = bed.daemon
+    d.stop()
+    d.start("--lb-policy", "round_robin", "--workers", "2", "--upstream-keepalive-time", "1",
+            "--upstream-keepalive-timeout", "1", "--outlier-ejection", "1000")
+    victim = bed.servers[1]
+    with bed.clients[0].grpc_client(bed.svc.target4) as c:
+        job = load_until_busy(bed, c, victim)
+        cut(bed.node, victim, True)
+        try:
+            testbed.wait_for(
+                lambda: d.metrics().get("h2split_upstream_keepalive_timeouts_total") >= 1, 20,
+                "the daemon to find the cut connection dead (no PING ACK)")
+            r = c.wait(job, 180)
+        finally:
+            cut(bed.node, victim, False)
+        failed = r["n"] - r["ok"]
+        print(f"network cut: {short(r)}")
+        assert r["n"] == 3000, short(r)
+        assert set(r["errors"]) <= {"UNAVAILABLE"}, \
+            f"RPCs on the cut connection must fail UNAVAILABLE, not hang: {short(r)}"
+        assert failed <= CONCURRENCY, \
+            f"{failed} RPCs failed, at most {CONCURRENCY} were in flight: {short(r)}"
+        served = bed.served(victim)
+
+        def victim_back():
+            c.unary(30, concurrency=4, rpc_timeout=10)
+            return bed.served(victim) > served
+        testbed.wait_for(victim_back, 30, f"{victim.name} to get RPCs again after the cut")
+
+
+def test_endpoints_emptied_and_refilled(bed):
+    """The services file is rewritten with no endpoints for the service, then
+    with them again. Meanwhile the same grpcio channels keep making RPCs:
+    while the list is empty each fails UNAVAILABLE at once (never waits for
+    its deadline); after the refill every RPC succeeds, on the same channel."""
+    d = bed.daemon
+    clients = testbed.open_clients(bed.clients[:2], bed.svc.target4)
+    try:
+        for c in clients:
+            assert_all_ok(c.unary(20, rpc_timeout=10), "RPCs before the endpoints went away")
+        bed.node.set_endpoints(bed.svc, [])
+        d.wait_usable(bed.svc, 0)
+        for c in clients:
+            r = c.unary(20, rpc_timeout=20)
+            # DEADLINE_EXCEEDED here would mean RPCs hung until their deadline.
+            assert r["ok"] == 0 and set(r["errors"]) == {"UNAVAILABLE"}, short(r)
+        bed.node.set_endpoints(bed.svc, bed.servers)
+        d.wait_usable(bed.svc, 3)
+        for c in clients:
+            r = c.unary(60, concurrency=4, rpc_timeout=10)
+            assert_all_ok(r, "RPCs on the same channel after the refill")
+    finally:
+        for c in clients:
+            c.close()
 
 
 # ---- out of file descriptors -----------------------------------------------------------

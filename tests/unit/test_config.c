@@ -147,7 +147,8 @@ static void test_limits(void **state)
 			"--max-headers", "16", "--max-continuations=2", "--max-concurrent-streams",
 			"5", "--max-control-frame-rate", "50", "--max-outbound-control-frames", "20",
 			"--max-pending-bytes", "65535", "--max-connections-per-pod", "0",
-			"--idle-timeout", "0", "--header-timeout", "1"};
+			"--idle-timeout", "0", "--header-timeout", "1",
+			"--upstream-keepalive-time", "0", "--upstream-keepalive-timeout", "2"};
 	struct {
 		const char *flag, *value, *want;
 	} bad[] = {
@@ -163,6 +164,8 @@ static void test_limits(void **state)
 		{"--max-connections-per-pod", "-1", "--max-connections-per-pod -1"},
 		{"--idle-timeout", "1s", "--idle-timeout 1s"},
 		{"--header-timeout", "3601", "--header-timeout 3601"},
+		{"--upstream-keepalive-time", "-1", "--upstream-keepalive-time -1"},
+		{"--upstream-keepalive-timeout", "0", "--upstream-keepalive-timeout 0: expected seconds, 1 to 3600"},
 	};
 	struct config c;
 	char err[256];
@@ -179,6 +182,8 @@ static void test_limits(void **state)
 	assert_int_equal(c.max_connections_per_pod, 1024);
 	assert_int_equal(c.idle_timeout_s, 3600);
 	assert_int_equal(c.header_timeout_s, 30);
+	assert_int_equal(c.upstream_keepalive_time_s, 10);
+	assert_int_equal(c.upstream_keepalive_timeout_s, 5);
 	assert_int_equal(parse(&c, err, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
 	assert_int_equal(c.max_header_list_size, 4096);
 	assert_int_equal(c.max_headers, 16);
@@ -190,6 +195,8 @@ static void test_limits(void **state)
 	assert_int_equal(c.max_connections_per_pod, 0);
 	assert_int_equal(c.idle_timeout_s, 0);
 	assert_int_equal(c.header_timeout_s, 1);
+	assert_int_equal(c.upstream_keepalive_time_s, 0);
+	assert_int_equal(c.upstream_keepalive_timeout_s, 2);
 	/* The environment twins, and the flag winning over them. */
 	setenv("H2SPLIT_MAX_HEADERS", "32", 1);
 	setenv("H2SPLIT_IDLE_TIMEOUT", "7", 1);
