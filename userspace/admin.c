@@ -177,6 +177,22 @@ static void write_stats(FILE *f, struct daemon *d)
 	}
 }
 
+/* One labelled family for every hardening limit a peer ran into. */
+static void write_limits(FILE *f, struct daemon *d)
+{
+	fputs("# HELP h2split_limit_exceeded_total Times a peer ran into a hardening limit.\n"
+	      "# TYPE h2split_limit_exceeded_total counter\n",
+	      f);
+	for (int id = 0; id < LIMIT_MAX; id++) {
+		uint64_t sum = 0;
+
+		for (int w = 0; w < d->n_workers; w++)
+			sum += stats_limit_get(&d->workers[w].stats, (enum limit_id)id);
+		fprintf(f, "h2split_limit_exceeded_total{limit=\"%s\"} %" PRIu64 "\n",
+			limit_names[id], sum);
+	}
+}
+
 /* The kernel side's decisions, summed over CPUs. Nothing without BPF. */
 static void write_bpf(FILE *f, struct daemon *d)
 {
@@ -208,6 +224,7 @@ static int h_metrics(struct daemon *d, struct reply *r)
 	if (f) {
 		write_daemon(f, d, snap);
 		write_stats(f, d);
+		write_limits(f, d);
 		write_bpf(f, d);
 		err = metrics_write_prometheus(f, mm, snap ? snap->st : NULL, loop_now_ms());
 		if (fclose(f) && !err)

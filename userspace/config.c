@@ -299,54 +299,6 @@ static int opt_outlier_ejection(struct config *c, const char *v, char *err, size
 	return 0;
 }
 
-static int opt_max_inflight_ep(struct config *c, const char *v, char *err, size_t errlen)
-{
-	if (parse_int(v, 0, 1000000, &c->max_inflight_per_endpoint)) {
-		snprintf(err, errlen,
-			 "--max-inflight-per-endpoint %s: expected a count, 0 (no limit) to 1000000", v);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int opt_max_inflight_svc(struct config *c, const char *v, char *err, size_t errlen)
-{
-	if (parse_int(v, 0, 1000000, &c->max_inflight_per_service)) {
-		snprintf(err, errlen,
-			 "--max-inflight-per-service %s: expected a count, 0 (no limit) to 1000000", v);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int opt_max_pending(struct config *c, const char *v, char *err, size_t errlen)
-{
-	if (parse_int(v, 0, 1000000, &c->max_pending)) {
-		snprintf(err, errlen, "--max-pending %s: expected a count, 0 (no queue) to 1000000",
-			 v);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int opt_pending_timeout(struct config *c, const char *v, char *err, size_t errlen)
-{
-	if (parse_int(v, 1, 3600000, &c->pending_timeout_ms)) {
-		snprintf(err, errlen, "--pending-timeout %s: expected milliseconds, 1 to 3600000", v);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-static int opt_slow_start(struct config *c, const char *v, char *err, size_t errlen)
-{
-	if (parse_int(v, 0, 3600000, &c->slow_start_ms)) {
-		snprintf(err, errlen, "--slow-start %s: expected milliseconds, 0 (off) to 3600000", v);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 static int opt_drain(struct config *c, const char *v, char *err, size_t errlen)
 {
 	if (parse_int(v, 0, 86400, &c->drain_timeout_s)) {
@@ -364,6 +316,44 @@ static int opt_log_level(struct config *c, const char *v, char *err, size_t errl
 	}
 	return 0;
 }
+
+/* An integer flag with its range; the message names the unit and range. */
+#define INT_OPT(fn, field, flag, min, max, what)                                                   \
+	static int fn(struct config *c, const char *v, char *err, size_t errlen)                   \
+	{                                                                                          \
+		if (parse_int(v, min, max, &c->field)) {                                           \
+			snprintf(err, errlen, "--%s %s: expected %s, %d to %d", flag, v, what,     \
+				 min, max);                                                        \
+			return -EINVAL;                                                            \
+		}                                                                                  \
+		return 0;                                                                          \
+	}
+INT_OPT(opt_max_hdr_list, max_header_list_size, "max-header-list-size", 1024, 65536, "bytes")
+INT_OPT(opt_max_headers, max_headers, "max-headers", 8, 256, "a count")
+INT_OPT(opt_max_cont, max_continuations, "max-continuations", 1, 10000, "a count")
+INT_OPT(opt_max_streams, max_concurrent_streams, "max-concurrent-streams", 1, 1000000, "a count")
+INT_OPT(opt_max_ctrl_rate, max_control_frame_rate, "max-control-frame-rate", 10, 10000000,
+	"frames per second")
+INT_OPT(opt_max_out_ctrl, max_outbound_control_frames, "max-outbound-control-frames", 10,
+	1000000, "a count")
+INT_OPT(opt_max_pending, max_pending_bytes, "max-pending-bytes", 65535, 16777216, "bytes")
+INT_OPT(opt_max_conns_pod, max_connections_per_pod, "max-connections-per-pod", 0, 1000000,
+	"a count (0: off)")
+INT_OPT(opt_idle_timeout, idle_timeout_s, "idle-timeout", 0, 86400, "seconds (0: off)")
+INT_OPT(opt_header_timeout, header_timeout_s, "header-timeout", 0, 3600, "seconds (0: off)")
+INT_OPT(opt_us_ka_time, upstream_keepalive_time_s, "upstream-keepalive-time", 0, 3600,
+	"seconds (0: off)")
+INT_OPT(opt_us_ka_timeout, upstream_keepalive_timeout_s, "upstream-keepalive-timeout", 1, 3600,
+	"seconds")
+INT_OPT(opt_slow_start, slow_start_ms, "slow-start", 0, 3600000, "milliseconds (0: off)")
+INT_OPT(opt_cb_max_ep, max_inflight_per_endpoint, "max-inflight-per-endpoint", 0, 1000000,
+	"a count (0: no limit)")
+INT_OPT(opt_cb_max_svc, max_inflight_per_service, "max-inflight-per-service", 0, 1000000,
+	"a count (0: no limit)")
+INT_OPT(opt_cb_max_pending, max_pending, "max-pending", 0, 1000000, "a count (0: no queue)")
+INT_OPT(opt_cb_pending_timeout, pending_timeout_ms, "pending-timeout", 1, 3600000,
+	"milliseconds")
+#undef INT_OPT
 
 static int parse_bool(const char *v, bool *out)
 {
@@ -407,10 +397,10 @@ static const struct opt opts[] = {
 	{"outlier-failures", true, false, opt_outlier_failures},
 	{"outlier-ejection", true, false, opt_outlier_ejection},
 	{"slow-start", true, false, opt_slow_start},
-	{"max-inflight-per-endpoint", true, false, opt_max_inflight_ep},
-	{"max-inflight-per-service", true, false, opt_max_inflight_svc},
-	{"max-pending", true, false, opt_max_pending},
-	{"pending-timeout", true, false, opt_pending_timeout},
+	{"max-inflight-per-endpoint", true, false, opt_cb_max_ep},
+	{"max-inflight-per-service", true, false, opt_cb_max_svc},
+	{"max-pending", true, false, opt_cb_max_pending},
+	{"pending-timeout", true, false, opt_cb_pending_timeout},
 	{"drain-timeout", true, false, opt_drain},
 	{"log-level", true, false, opt_log_level},
 	{"access-log", false, false, opt_access_log},
@@ -418,6 +408,18 @@ static const struct opt opts[] = {
 	{"kube-token-file", true, false, opt_kube_token},
 	{"kube-ca-file", true, false, opt_kube_ca},
 	{"node-name", true, false, opt_node_name},
+	{"max-header-list-size", true, false, opt_max_hdr_list},
+	{"max-headers", true, false, opt_max_headers},
+	{"max-continuations", true, false, opt_max_cont},
+	{"max-concurrent-streams", true, false, opt_max_streams},
+	{"max-control-frame-rate", true, false, opt_max_ctrl_rate},
+	{"max-outbound-control-frames", true, false, opt_max_out_ctrl},
+	{"max-pending-bytes", true, false, opt_max_pending},
+	{"max-connections-per-pod", true, false, opt_max_conns_pod},
+	{"idle-timeout", true, false, opt_idle_timeout},
+	{"header-timeout", true, false, opt_header_timeout},
+	{"upstream-keepalive-time", true, false, opt_us_ka_time},
+	{"upstream-keepalive-timeout", true, false, opt_us_ka_timeout},
 	{"uninstall", false, false, opt_uninstall},
 	{"version", false, false, opt_version},
 	{"help", false, false, opt_help},
@@ -436,6 +438,10 @@ void config_usage(FILE *f)
 		"  --exclude-cgroup DIR          never redirect this cgroup or below (repeatable)\n"
 		"  --upstream-source pod|node    open upstream sockets in the client pod's netns (default pod)\n"
 		"  --upstream-ca-file FILE       CA bundle for TLS upstreams (h2split.io/upstream-tls)\n"
+		"  --upstream-keepalive-time SEC PING an upstream connection with streams in flight\n"
+		"                                after this long without a frame (default 10, 0: off)\n"
+		"  --upstream-keepalive-timeout SEC  no PING ACK in time: close it, its streams fail\n"
+		"                                UNAVAILABLE (default 5)\n"
 		"  --workers N                   worker threads (default: one per CPU)\n"
 		"  --lb-policy NAME              least_request (default) | round_robin | ewma\n"
 		"  --lb-ewma-decay MS            ewma: latency average time constant (default 10000)\n"
@@ -456,6 +462,23 @@ void config_usage(FILE *f)
 		"  --access-log                  one log line per stream\n"
 		"  --kube-api URL --kube-token-file F --kube-ca-file F --node-name NAME\n"
 		"                                Kubernetes source off-cluster (default: in-cluster)\n"
+		"Limits per downstream connection (docs/security.md; each hit is counted in\n"
+		"h2split_limit_exceeded_total{limit=...}):\n"
+		"  --max-header-list-size BYTES  one header block (default 65536, at most 65536)\n"
+		"  --max-headers N               fields in one header block (default 256, at most 256)\n"
+		"  --max-continuations N         CONTINUATION frames per header block (default 8)\n"
+		"  --max-concurrent-streams N    open streams (default 1000)\n"
+		"  --max-control-frame-rate N    SETTINGS/PING/RST_STREAM/PRIORITY/WINDOW_UPDATE\n"
+		"                                frames per second, burst of one second (default 10000)\n"
+		"  --max-outbound-control-frames N  ACKs and resets queued for a peer that does\n"
+		"                                not read (default 1000)\n"
+		"  --max-pending-bytes BYTES     per stream and direction (the HTTP/2 stream window;\n"
+		"                                default 262144)\n"
+		"  --max-connections-per-pod N   open connections from one client pod (default 1024,\n"
+		"                                0: off); more are refused\n"
+		"  --idle-timeout SEC            close a connection without streams (default 3600, 0: off)\n"
+		"  --header-timeout SEC          the preface and each header block, once begun, must\n"
+		"                                complete in time (default 30, 0: off)\n"
 		"  --uninstall                   detach programs, remove pins and the listen address, exit\n"
 		"  --version  --help\n"
 		"Every flag also reads H2SPLIT_<FLAG> from the environment (e.g. H2SPLIT_LISTEN);\n"
@@ -510,6 +533,18 @@ static void set_defaults(struct config *c)
 	c->pending_timeout_ms = 1000;
 	c->drain_timeout_s = 30;
 	c->log_level = LOG_INFO;
+	c->max_header_list_size = 65536;
+	c->max_headers = 256;
+	c->max_continuations = 8;
+	c->max_concurrent_streams = 1000;
+	c->max_control_frame_rate = 10000;
+	c->max_outbound_control_frames = 1000;
+	c->max_pending_bytes = 256 * 1024;
+	c->max_connections_per_pod = 1024;
+	c->idle_timeout_s = 3600;
+	c->header_timeout_s = 30;
+	c->upstream_keepalive_time_s = 10;
+	c->upstream_keepalive_timeout_s = 5;
 }
 
 int config_parse(struct config *c, int argc, char **argv, char *err, size_t errlen)

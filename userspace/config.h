@@ -51,6 +51,23 @@ struct config {
 	char kube_token_file[CONFIG_PATH_MAX];
 	char kube_ca_file[CONFIG_PATH_MAX];
 	char node_name[256]; /* this node (Kubernetes source: pods of this node) */
+	/* Hardening limits (docs/security.md); each hit counts in
+	 * h2split_limit_exceeded_total{limit=...}. Timeouts 0: off. */
+	int max_header_list_size;	 /* bytes of one header block (RFC 9113 size) */
+	int max_headers;		 /* fields in one header block */
+	int max_continuations;		 /* CONTINUATION frames after one HEADERS */
+	int max_concurrent_streams;	 /* per downstream connection */
+	int max_control_frame_rate;	 /* control frames/s per connection (burst: 1 s) */
+	int max_outbound_control_frames; /* queued SETTINGS/PING ACKs, RST_STREAMs */
+	int max_pending_bytes;		 /* per stream and direction: the stream window */
+	int max_connections_per_pod;	 /* 0: off */
+	int idle_timeout_s;		 /* downstream connection without streams */
+	int header_timeout_s;		 /* preface and each header block, once begun */
+	/* Upstream liveness: PING a connection with streams silent this long
+	 * (0: off); no ACK within the timeout: it is dead. Also the sockets'
+	 * TCP keepalive and TCP_USER_TIMEOUT. */
+	int upstream_keepalive_time_s;
+	int upstream_keepalive_timeout_s;
 	bool uninstall;
 	bool version;
 	bool help;

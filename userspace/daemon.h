@@ -40,6 +40,7 @@ struct daemon {
 	atomic_bool synced;       /* discovery delivered a full state */
 	atomic_bool redirecting;  /* listeners are in the liveness map */
 	atomic_bool draining;
+	int fd_paused; /* main thread: workers out of fds (redirection off while > 0) */
 	int sig_fd;
 	uint64_t drain_deadline_ms;
 	int exit_code;

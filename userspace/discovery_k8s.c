@@ -236,12 +236,16 @@ static void apply_store(struct reflector *r, enum k8s_event ev, struct json_obje
 	}
 	rc = k8s_store_apply(dk->store, ev, obj, &err);
 	if (rc) {
-		/* Drop what we had rather than keep serving a stale version. */
-		log_warn("kube_object_invalid resource=%s object=%s error=\"%s\" action=ignored",
+		/* The store still holds the last good version (or nothing, for a
+		 * new object): keep routing on it. The API validates what it
+		 * stores, so this is a broken or hostile server, not a real change;
+		 * the key stays known so a later list or DELETED removes it. */
+		log_warn("kube_object_invalid resource=%s object=%s error=\"%s\" "
+			 "action=kept_last_good",
 			 rname(r), key, err ? err : strerror(-rc));
 		dk->base.n_errors++;
-		store_delete_key(r, key);
-		json_object_object_del(r->keys, key);
+		json_object_object_add(r->keys, key, NULL);
+		return;
 	} else if (ev == K8S_DELETED) {
 		json_object_object_del(r->keys, key);
 	} else {

@@ -3,7 +3,9 @@
  * Downstream connections (see h2_downstream.h): the nghttp2 server session
  * for a client pod's connection, its limits, and the callbacks that hand
  * each stream to the bridge. Streams are attached in on_begin_headers and
- * freed only in on_stream_close (or with the connection).
+ * freed only in on_stream_close (or with the connection). Every limit a
+ * client runs into is counted (h2split_limit_exceeded_total) and logged once
+ * per connection, here.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,6 +25,94 @@ static struct h2_stream *stream_of(nghttp2_session *session, int32_t id)
 	return nghttp2_session_get_stream_user_data(session, id);
 }
 
+/* The client ran into limit |id|: count it; log it once per connection. */
+static void limit_hit(struct h2_downstream *ds, enum limit_id id)
+{
+	enum log_level lvl = id == LIMIT_IDLE_TIMEOUT ? LOG_INFO : LOG_WARN;
+
+	stats_limit_inc(ds->c.s->stats, id);
+	if (ds->limits_logged & (1u << id))
+		return;
+	ds->limits_logged |= 1u << id;
+	log_msg(lvl, "limit_exceeded limit=%s client=%s cgroup_id=%llu", limit_names[id], ds->peer,
+		(unsigned long long)ds->ci.od.cgroup_id);
+}
+
+/* Token bucket: |rate| tokens a second, at most |burst|. False: empty. */
+static bool bucket_take(double *tokens, uint64_t *refill_ms, double rate, double burst)
+{
+	uint64_t now = loop_now_ms();
+
+	*tokens += (double)(now - *refill_ms) * rate / 1000.0;
+	if (*tokens > burst)
+		*tokens = burst;
+	*refill_ms = now;
+	*tokens -= 1.0;
+	return *tokens >= 0;
+}
+
+static bool expired(uint64_t since_ms, int timeout_s, uint64_t now)
+{
+	return since_ms && timeout_s && now >= since_ms + (uint64_t)timeout_s * 1000;
+}
+
+static void on_timer(struct loop *l, struct loop_timer *t, void *arg);
+
+/* (Re)arm the timer for the earlier of the header and idle deadlines. A
+ * timer already due no later is kept: it re-arms itself when it fires. */
+static void arm_timer(struct h2_downstream *ds)
+{
+	const struct config *cfg = ds->c.s->cfg;
+	struct loop *l = ds->c.s->w->loop;
+	uint64_t at = UINT64_MAX, now = loop_now_ms();
+
+	if (ds->hdr_since_ms && cfg->header_timeout_s)
+		at = ds->hdr_since_ms + (uint64_t)cfg->header_timeout_s * 1000;
+	if (ds->idle_since_ms && cfg->idle_timeout_s &&
+	    ds->idle_since_ms + (uint64_t)cfg->idle_timeout_s * 1000 < at)
+		at = ds->idle_since_ms + (uint64_t)cfg->idle_timeout_s * 1000;
+	if (at == UINT64_MAX || (ds->timer && ds->timer_at_ms <= at) || ds->c.dead)
+		return;
+	loop_timer_cancel(l, ds->timer);
+	ds->timer = loop_timer_add(l, at > now ? at - now : 0, on_timer, ds);
+	ds->timer_at_ms = at;
+	if (!ds->timer)
+		stats_inc(ds->c.s->stats, ST_UNEXPECTED);
+}
+
+/* GOAWAY(|code|) with the last stream processed; closed once it is out. */
+static void terminate(struct h2_downstream *ds, uint32_t code)
+{
+	if (nghttp2_session_terminate_session(ds->c.session, code))
+		h2_conn_kill(&ds->c);
+	h2_conn_dirty(&ds->c);
+}
+
+static void on_timer(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct h2_downstream *ds = arg;
+	const struct config *cfg = ds->c.s->cfg;
+	uint64_t now = loop_now_ms();
+
+	(void)l;
+	(void)t;
+	ds->timer = NULL;
+	if (ds->c.dead)
+		return;
+	if (expired(ds->hdr_since_ms, cfg->header_timeout_s, now)) {
+		limit_hit(ds, LIMIT_HEADER_TIMEOUT);
+		ds->hdr_since_ms = ds->idle_since_ms = 0;
+		terminate(ds, NGHTTP2_ENHANCE_YOUR_CALM);
+	} else if (expired(ds->idle_since_ms, cfg->idle_timeout_s, now)) {
+		limit_hit(ds, LIMIT_IDLE_TIMEOUT);
+		ds->hdr_since_ms = ds->idle_since_ms = 0;
+		terminate(ds, NGHTTP2_NO_ERROR);
+	} else {
+		arm_timer(ds);
+	}
+	splitter_kick(ds->c.s);
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
 {
 	struct h2_downstream *ds = ud;
@@ -34,17 +124,31 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 	if (!st)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, st);
+	ds->n_streams++;
+	ds->idle_since_ms = 0;
 	return 0;
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
 		     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
 {
+	struct h2_downstream *ds = ud;
 	struct h2_stream *st = stream_of(session, frame->hd.stream_id);
+	const struct config *cfg = ds->c.s->cfg;
+	const struct h2_hdrs *h;
 
-	(void)ud;
 	if (!st || frame->hd.type != NGHTTP2_HEADERS)
 		return 0;
+	/* A stream error (RST_STREAM): the connection and its HPACK context go on. */
+	h = frame->headers.cat == NGHTTP2_HCAT_HEADERS ? &st->req_trl : &st->req_hdrs;
+	if (h->n >= (uint32_t)cfg->max_headers) {
+		limit_hit(ds, LIMIT_HEADERS);
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
+	if (h->list_size + nlen + vlen + 32 > (size_t)cfg->max_header_list_size) {
+		limit_hit(ds, LIMIT_HEADER_LIST_SIZE);
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
 	return h2_stream_ds_header(st, frame->headers.cat == NGHTTP2_HCAT_HEADERS, name, nlen,
 				   value, vlen, flags);
 }
@@ -56,14 +160,66 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
  * the budget. */
 static bool reset_budget_exceeded(struct h2_downstream *ds)
 {
-	uint64_t now = loop_now_ms();
+	return !bucket_take(&ds->rst_tokens, &ds->rst_refill_ms, H2_DS_RESET_RATE,
+			    H2_DS_RESET_BURST);
+}
 
-	ds->rst_tokens += (double)(now - ds->rst_refill_ms) * H2_DS_RESET_RATE / 1000.0;
-	if (ds->rst_tokens > H2_DS_RESET_BURST)
-		ds->rst_tokens = H2_DS_RESET_BURST;
-	ds->rst_refill_ms = now;
-	ds->rst_tokens -= 1.0;
-	return ds->rst_tokens < 0;
+/* Every frame header: control frames draw on the connection's budget
+ * (counted before nghttp2 decides to ignore a frame, so floods of ignored
+ * frames cost their budget too); a header block starts the header timeout,
+ * any frame but a CONTINUATION ends it (a block is contiguous). */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *ud)
+{
+	struct h2_downstream *ds = ud;
+	double rate = ds->c.s->cfg->max_control_frame_rate;
+
+	(void)session;
+	switch (hd->type) {
+	case NGHTTP2_HEADERS:
+		ds->hdr_since_ms = loop_now_ms();
+		arm_timer(ds);
+		return 0;
+	case NGHTTP2_CONTINUATION:
+		return 0;
+	case NGHTTP2_SETTINGS:
+	case NGHTTP2_PING:
+	case NGHTTP2_RST_STREAM:
+	case NGHTTP2_PRIORITY:
+	case NGHTTP2_WINDOW_UPDATE:
+		ds->hdr_since_ms = 0;
+		if (!bucket_take(&ds->ctl_tokens, &ds->ctl_refill_ms, rate, rate)) {
+			limit_hit(ds, LIMIT_CONTROL_FRAME_RATE);
+			ds->c.fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
+			return NGHTTP2_ERR_CALLBACK_FAILURE;
+		}
+		return 0;
+	default:
+		ds->hdr_since_ms = 0;
+		return 0;
+	}
+}
+
+/* nghttp2 refused a frame; the one case that is a limit of ours is a
+ * HEADERS past SETTINGS_MAX_CONCURRENT_STREAMS. */
+static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
+				 int lib_error_code, void *ud)
+{
+	struct h2_downstream *ds = ud;
+
+	(void)session;
+	(void)lib_error_code;
+	if (frame->hd.type == NGHTTP2_HEADERS &&
+	    ds->n_streams >= (uint32_t)ds->c.s->cfg->max_concurrent_streams)
+		limit_hit(ds, LIMIT_CONCURRENT_STREAMS);
+	return 0;
+}
+
+void h2_downstream_recv_failed(struct h2_downstream *ds, int rv)
+{
+	if (rv == NGHTTP2_ERR_FLOODED)
+		limit_hit(ds, LIMIT_OUTBOUND_CONTROL_FRAMES);
+	else if (rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
+		limit_hit(ds, LIMIT_CONTINUATIONS);
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
@@ -74,6 +230,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 
 	switch (frame->hd.type) {
 	case NGHTTP2_HEADERS:
+		ds->hdr_since_ms = 0;
 		st = stream_of(session, frame->hd.stream_id);
 		if (st)
 			h2_stream_ds_headers_done(st, frame->headers.cat == NGHTTP2_HCAT_HEADERS,
@@ -87,7 +244,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 	case NGHTTP2_RST_STREAM:
 		stats_inc(ds->c.s->stats, ST_RESETS_RECEIVED);
 		if (reset_budget_exceeded(ds)) {
-			log_warn("downstream_reset_flood client=%s", ds->peer);
+			limit_hit(ds, LIMIT_RESET_RATE);
 			ds->c.fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
 			return NGHTTP2_ERR_CALLBACK_FAILURE;
 		}
@@ -123,6 +280,13 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 	struct h2_downstream *ds = ud;
 	struct h2_stream *st;
 
+	/* FLOW_CONTROL_ERROR from us: the client sent past a window, i.e. more
+	 * than --max-pending-bytes on a stream (or the connection window). */
+	if ((frame->hd.type == NGHTTP2_GOAWAY &&
+	     frame->goaway.error_code == NGHTTP2_FLOW_CONTROL_ERROR) ||
+	    (frame->hd.type == NGHTTP2_RST_STREAM &&
+	     frame->rst_stream.error_code == NGHTTP2_FLOW_CONTROL_ERROR))
+		limit_hit(ds, LIMIT_PENDING_BYTES);
 	if (frame->hd.type == NGHTTP2_GOAWAY) {
 		stats_inc(ds->c.s->stats, ST_GOAWAY_SENT);
 		return 0;
@@ -138,12 +302,16 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 
 static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, void *ud)
 {
+	struct h2_downstream *ds = ud;
 	struct h2_stream *st = stream_of(session, id);
 
-	(void)ud;
 	if (st) {
 		nghttp2_session_set_stream_user_data(session, id, NULL);
 		h2_stream_ds_closed(st, code);
+		if (--ds->n_streams == 0) {
+			ds->idle_since_ms = loop_now_ms();
+			arm_timer(ds);
+		}
 	}
 	return 0;
 }
@@ -171,6 +339,8 @@ int h2_downstream_setup(struct splitter *s)
 	}
 	nghttp2_session_callbacks_set_send_callback(cb, h2_conn_send_cb);
 	nghttp2_session_callbacks_set_send_data_callback(cb, h2_stream_ds_send_data);
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
+	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame_recv);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
@@ -178,10 +348,11 @@ int h2_downstream_setup(struct splitter *s)
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
-	/* The hardening knobs, all here. */
+	/* The hardening knobs nghttp2 enforces itself, all here. */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_stream_reset_rate_limit(opt, H2_DS_RESET_BURST, H2_DS_RESET_RATE);
-	nghttp2_option_set_max_continuations(opt, H2_MAX_CONTINUATIONS);
+	nghttp2_option_set_max_continuations(opt, (size_t)s->cfg->max_continuations);
+	nghttp2_option_set_max_outbound_ack(opt, (size_t)s->cfg->max_outbound_control_frames);
 	s->ds_cbs = cb;
 	s->ds_opt = opt;
 	return 0;
@@ -219,9 +390,9 @@ static int session_init(struct h2_downstream *ds)
 {
 	struct splitter *s = ds->c.s;
 	const nghttp2_settings_entry iv[] = {
-	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_DS_MAX_STREAMS},
-	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
-	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)s->cfg->max_concurrent_streams},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)s->cfg->max_pending_bytes},
+	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)s->cfg->max_header_list_size},
 	};
 
 	if (nghttp2_session_server_new2(&ds->c.session, s->ds_cbs, ds, s->ds_opt))
@@ -249,7 +420,10 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	ds->c.fd = fd;
 	ds->ci = *ci;
 	ds->rst_tokens = H2_DS_RESET_BURST;
-	ds->rst_refill_ms = loop_now_ms();
+	ds->rst_refill_ms = ds->ctl_refill_ms = loop_now_ms();
+	ds->ctl_tokens = s->cfg->max_control_frame_rate;
+	/* The preface counts as a header block until the client's SETTINGS. */
+	ds->hdr_since_ms = ds->idle_since_ms = loop_now_ms();
 	peer_str(&ci->client, ds->peer, sizeof(ds->peer));
 	err = session_init(ds);
 	if (!err)
@@ -261,6 +435,7 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	}
 	ds->c.events = EPOLLIN;
 	ds->c.io_ready = true;
+	arm_timer(ds);
 	ds->next = s->ds_list;
 	if (s->ds_list)
 		s->ds_list->prev = ds;
@@ -286,7 +461,7 @@ fail:
 	log_warn("downstream_setup_failed err=%d", err);
 	close(fd);
 	netns_ref_put(s->w->sh ? s->w->sh->netns : NULL, ci->netns);
-	worker_conn_closed(s->w);
+	worker_conn_closed(s->w, ci->pod_key);
 	return err;
 }
 
@@ -295,6 +470,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 	struct splitter *s = ds->c.s;
 
 	ds->c.dirty = true; /* never queued again */
+	loop_timer_cancel(s->w->loop, ds->timer);
 	while (ds->streams)
 		h2_stream_free_detached(ds->streams);
 	nghttp2_session_del(ds->c.session);
@@ -309,7 +485,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 		ds->next->prev = ds->prev;
 	s->n_ds--;
 	log_debug("downstream_closed client=%s", ds->peer);
-	worker_conn_closed(s->w);
+	worker_conn_closed(s->w, ds->ci.pod_key);
 	free(ds);
 }
 

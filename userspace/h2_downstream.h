@@ -2,7 +2,8 @@
 /*
  * A downstream connection: the client pod's HTTP/2 connection, served by an
  * nghttp2 server session. It owns its streams (h2_stream) and its netns
- * reference; the limits it advertises live in splitter_int.h.
+ * reference. Its limits come from the config (--max-*, --idle-timeout,
+ * --header-timeout); each hit is counted and logged once per connection.
  */
 #ifndef H2SPLIT_H2_DOWNSTREAM_H
 #define H2SPLIT_H2_DOWNSTREAM_H
@@ -20,6 +21,14 @@ struct h2_downstream {
 	size_t retained;		   /* request bytes its streams hold for retries */
 	double rst_tokens;		   /* RST_STREAM budget (token bucket) */
 	uint64_t rst_refill_ms;
+	double ctl_tokens; /* control frame budget (token bucket) */
+	uint64_t ctl_refill_ms;
+	uint32_t n_streams;	      /* on |streams| */
+	uint32_t limits_logged;	      /* bit per enum limit_id: logged once */
+	uint64_t hdr_since_ms;	      /* preface or header block begun, not complete; 0: none */
+	uint64_t idle_since_ms;	      /* no stream since; 0: has streams */
+	struct loop_timer *timer;     /* owned: the next header/idle deadline */
+	uint64_t timer_at_ms;
 	bool notice_sent, goaway_sent;
 	char peer[64]; /* client address, for logs */
 };
@@ -33,6 +42,8 @@ void h2_downstream_destroy(struct h2_downstream *ds);
 void h2_downstream_shutdown_notice(struct h2_downstream *ds);
 /* Drain, step two: GOAWAY with the last stream id processed. */
 void h2_downstream_goaway(struct h2_downstream *ds);
+/* nghttp2_session_mem_recv() failed with |rv|: count the limit it stands for. */
+void h2_downstream_recv_failed(struct h2_downstream *ds, int rv);
 /* The shared nghttp2 callbacks and options. 0 or -ENOMEM. */
 int h2_downstream_setup(struct splitter *s);
 

@@ -108,6 +108,22 @@ static void on_settings(struct h2_upstream *uc, nghttp2_session *session)
 	log_debug("upstream_ready endpoint=%s max_streams=%u", uc->name, uc->pc.peer_max);
 }
 
+/* Any frame is a sign of life (a PING ACK included). One PING per silence
+ * at most, though: gRPC servers count PINGs that come while they send no
+ * data as abuse (GOAWAY "too_many_pings"), so another one waits for a
+ * HEADERS or DATA frame; a stream silent for longer is left to TCP keepalive. */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *ud)
+{
+	struct h2_upstream *uc = ud;
+
+	(void)session;
+	uc->last_rx_ms = loop_now_ms();
+	uc->ping_sent_ms = 0;
+	if (hd->type == NGHTTP2_HEADERS || hd->type == NGHTTP2_DATA)
+		uc->may_ping = true;
+	return 0;
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
 {
 	struct h2_upstream *uc = ud;
@@ -225,6 +241,7 @@ int h2_upstream_setup(struct splitter *s)
 	nghttp2_session_callbacks_set_send_callback(cb, h2_conn_send_cb);
 	nghttp2_session_callbacks_set_send_data_callback(cb, h2_stream_us_send_data);
 	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_begin_frame_callback(cb, on_begin_frame);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
@@ -232,7 +249,7 @@ int h2_upstream_setup(struct splitter *s)
 	nghttp2_session_callbacks_set_error_callback2(cb, on_error);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, UPSTREAM_PRE_SETTINGS_STREAMS);
-	nghttp2_option_set_max_continuations(opt, H2_MAX_CONTINUATIONS);
+	nghttp2_option_set_max_continuations(opt, (size_t)s->cfg->max_continuations);
 	s->us_cbs = cb;
 	s->us_opt = opt;
 	return 0;
@@ -374,7 +391,7 @@ static int session_init(struct h2_upstream *uc)
 	struct splitter *s = uc->c.s;
 	const nghttp2_settings_entry iv[] = {
 	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)s->cfg->max_pending_bytes},
 	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
 	};
 
@@ -388,7 +405,26 @@ static int session_init(struct h2_upstream *uc)
 	return 0;
 }
 
-static int sock_connect(struct upstream_pool *p, int *fdp)
+/* The kernel's half of liveness: TCP keepalive probes on idle pooled
+ * connections (which get no PING), and TCP_USER_TIMEOUT, so data the peer
+ * never acknowledges ends the connection too. */
+static void set_keepalive(int fd, const struct config *cfg)
+{
+	int one = 1, t = cfg->upstream_keepalive_time_s, to = cfg->upstream_keepalive_timeout_s;
+	int cnt = 3;
+	unsigned int user_ms = (unsigned int)(t + to) * 1000;
+
+	if (!t)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &t, sizeof(t)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &to, sizeof(to)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_ms, sizeof(user_ms)))
+		log_debug("setsockopt_failed opt=keepalive err=\"%s\"", strerror(errno));
+}
+
+static int sock_connect(struct upstream_pool *p, const struct config *cfg, int *fdp)
 {
 	struct sockaddr_storage ss = {0};
 	socklen_t sl;
@@ -414,6 +450,7 @@ static int sock_connect(struct upstream_pool *p, int *fdp)
 		return fd;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)))
 		log_debug("setsockopt_failed opt=TCP_NODELAY err=\"%s\"", strerror(errno));
+	set_keepalive(fd, cfg);
 	*fdp = fd;
 	if (connect(fd, (struct sockaddr *)&ss, sl) == 0)
 		return 1;
@@ -439,7 +476,7 @@ static struct h2_upstream *conn_open(struct splitter *s, struct upstream_pool *p
 		return NULL;
 	}
 	ep_name(&p->key, uc->name, sizeof(uc->name));
-	rv = sock_connect(p, &fd);
+	rv = sock_connect(p, s->cfg, &fd);
 	if (rv < 0) {
 		stats_inc(s->stats, ST_UPSTREAM_CONNECT_FAILURES);
 		warn_connect_failed(s, uc->name, "socket", rv);
@@ -471,7 +508,8 @@ static struct h2_upstream *conn_open(struct splitter *s, struct upstream_pool *p
 	uc->c.events = EPOLLOUT;
 	upstream_pool_link(p, &uc->pc);
 	set_state(uc, H2_UP_CONNECTING);
-	uc->idle_since_ms = loop_now_ms();
+	uc->idle_since_ms = uc->last_rx_ms = loop_now_ms();
+	uc->may_ping = true;
 	uc->next = s->us_list;
 	if (s->us_list)
 		s->us_list->prev = uc;
@@ -643,6 +681,34 @@ void h2_upstream_snapshot_changed(struct splitter *s, const struct state *st)
 		qsort(rc.v, rc.n, sizeof(*rc.v), ep_cmp);
 	upstream_pools_foreach(&s->pools, retire_pool, &rc);
 	free(rc.v);
+}
+
+void h2_upstream_keepalive(struct splitter *s)
+{
+	uint64_t now = loop_now_ms();
+	uint64_t time_ms = (uint64_t)s->cfg->upstream_keepalive_time_s * 1000;
+	uint64_t timeout_ms = (uint64_t)s->cfg->upstream_keepalive_timeout_s * 1000;
+
+	for (struct h2_upstream *uc = s->us_list; uc; uc = uc->next) {
+		if (uc->c.dead || !uc->ever_open || !uc->pc.n_streams)
+			continue;
+		if (uc->ping_sent_ms) {
+			if (now - uc->ping_sent_ms < timeout_ms)
+				continue;
+			stats_inc(s->stats, ST_UPSTREAM_PING_TIMEOUTS);
+			fail(uc, "no PING ACK in time", -ETIMEDOUT);
+			continue;
+		}
+		if (!time_ms || !uc->may_ping || now - uc->last_rx_ms < time_ms)
+			continue;
+		if (nghttp2_submit_ping(uc->c.session, NGHTTP2_FLAG_NONE, NULL)) {
+			stats_inc(s->stats, ST_UNEXPECTED);
+			continue;
+		}
+		uc->ping_sent_ms = now;
+		uc->may_ping = false;
+		h2_conn_dirty(&uc->c);
+	}
 }
 
 void h2_upstream_sweep(struct splitter *s, bool all_idle)

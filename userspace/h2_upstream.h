@@ -31,6 +31,9 @@ struct h2_upstream {
 	struct h2_stream *streams;	  /* borrowed: streams linked to it (open or draining) */
 	struct h2_upstream *next, *prev;  /* s->us_list */
 	uint64_t idle_since_ms;		  /* when n_streams last dropped to 0 */
+	uint64_t last_rx_ms;		  /* last frame received */
+	uint64_t ping_sent_ms;		  /* keepalive PING outstanding since; 0: none */
+	bool may_ping;			  /* HEADERS or DATA arrived since the last PING */
 	bool ever_open;			  /* got the peer's SETTINGS */
 	const char *fail_why;		  /* static string: why it is being destroyed */
 	char name[64];			  /* ip:port, for logs and messages */
@@ -54,6 +57,11 @@ void h2_upstream_snapshot_changed(struct splitter *s, const struct state *st);
 /* Close connections idle for longer than H2_UPSTREAM_IDLE_MS (all idle ones
  * when |all_idle|). */
 void h2_upstream_sweep(struct splitter *s, bool all_idle);
+/* Liveness (splitter's keepalive timer): PING connections with streams that
+ * have been silent for --upstream-keepalive-time; close those whose PING
+ * went unanswered for --upstream-keepalive-timeout (their streams fail
+ * UNAVAILABLE unless surely unprocessed, and count against the endpoint). */
+void h2_upstream_keepalive(struct splitter *s);
 /* The shared nghttp2 callbacks and options. 0 or -ENOMEM. */
 int h2_upstream_setup(struct splitter *s);
 

@@ -21,6 +21,7 @@
 #include "bpf_loader.h"
 #include "bpf_maps.h"
 #include "cgroup.h"
+#include "conn_limit.h"
 #include "daemon.h"
 #include "ifaddr.h"
 #include "log.h"
@@ -71,6 +72,39 @@ static void set_redirecting(struct daemon *d, bool on)
 	log_info("%s", on ? "redirecting" : "redirection_stopped");
 }
 
+/* Main thread: a worker ran out of fds, or recovered. While any worker is
+ * out, the liveness slot is empty (only if it holds our listener): new
+ * connects go direct instead of to a daemon that cannot take them. */
+static void do_fd_pause(struct loop *l, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)l;
+	if (d->fd_paused++ == 0) {
+		log_warn("redirection_paused reason=fd_exhaustion");
+		set_redirecting(d, false);
+	}
+}
+
+static void do_fd_resume(struct loop *l, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)l;
+	if (--d->fd_paused == 0 && atomic_load(&d->synced) && !atomic_load(&d->draining)) {
+		log_info("redirection_resumed reason=fds_available");
+		set_redirecting(d, true);
+	}
+}
+
+static void on_fd_pressure(void *arg, bool paused)
+{
+	struct daemon *d = arg;
+
+	if (loop_post(d->loop, paused ? do_fd_pause : do_fd_resume, d))
+		log_error("fd_pressure_lost paused=%d", paused);
+}
+
 static void on_state(void *arg, struct state *st)
 {
 	struct daemon *d = arg;
@@ -99,7 +133,7 @@ static void on_state(void *arg, struct state *st)
 		 st->n_svcs);
 	if (!atomic_load(&d->synced)) {
 		atomic_store(&d->synced, true);
-		if (!atomic_load(&d->draining))
+		if (!atomic_load(&d->draining) && !d->fd_paused)
 			set_redirecting(d, true);
 	}
 }
@@ -321,7 +355,12 @@ static int run(struct daemon *d)
 		.cfg = &d->cfg,
 		.maps = bpf_loader_maps(d->bpf),
 		.netns = d->netns,
-		.health = d->health};
+		.health = d->health,
+		.fd_pressure = on_fd_pressure,
+		.fd_pressure_arg = d};
+	if (d->cfg.max_connections_per_pod &&
+	    !(d->sh.pod_conns = conn_limit_new((uint32_t)d->cfg.max_connections_per_pod)))
+		return -ENOMEM;
 	if ((err = exclude_cgroups(d)) || (err = setup_listen(d)) || (err = setup_signals(d)))
 		return err;
 	if ((err = start_workers(d))) {
@@ -367,6 +406,7 @@ static void shutdown_daemon(struct daemon *d)
 	bpf_loader_close(d->bpf); /* pins stay: redirection resumes with the next daemon */
 	netns_cache_free(d->netns);
 	health_table_free(d->health);
+	conn_limit_free(d->sh.pod_conns);
 	if (d->sig_fd > 0)
 		close(d->sig_fd);
 	loop_free(d->loop);

@@ -36,6 +36,7 @@ struct l4_dir {
 struct l4_conn {
 	struct worker *w;
 	int fd[2];              /* owned */
+	uint64_t pod_key;       /* conn_info.pod_key */
 	struct l4_dir dir[2];   /* dir[DOWN]: client -> upstream, dir[UP]: upstream -> client */
 	bool connecting;
 	bool hup[2];        /* EPOLLHUP seen: the peer finished and we shut our side */
@@ -68,7 +69,7 @@ static void l4_free(struct l4_conn *c, bool reset)
 	}
 	netns_ref_put(c->w->sh->netns, c->netns);
 	stats_dec(&c->w->stats, ST_L4_CONNS_ACTIVE);
-	worker_conn_closed(c->w);
+	worker_conn_closed(c->w, c->pod_key);
 	free(c);
 }
 
@@ -256,10 +257,10 @@ int l4_proxy_start(struct worker *w, int fd, struct conn_info *ci, const uint8_t
 	if (!c) {
 		close(fd);
 		netns_ref_put(w->sh->netns, ci->netns);
-		worker_conn_closed(w);
+		worker_conn_closed(w, ci->pod_key);
 		return -ENOMEM;
 	}
-	*c = (struct l4_conn){.w = w, .fd = {fd, -1}, .netns = ci->netns};
+	*c = (struct l4_conn){.w = w, .fd = {fd, -1}, .netns = ci->netns, .pod_key = ci->pod_key};
 	for (int i = 0; i < 2; i++)
 		c->dir[i].pipe[0] = c->dir[i].pipe[1] = -1;
 	ci->netns = NULL;

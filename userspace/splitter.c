@@ -141,6 +141,8 @@ int h2_conn_read(struct h2_conn *c)
 			log_info("h2_protocol_error side=%s err=\"%s\"",
 				 c->is_upstream ? "upstream" : "downstream",
 				 nghttp2_strerror((int)rv));
+			if (!c->is_upstream)
+				h2_downstream_recv_failed((struct h2_downstream *)c, (int)rv);
 			goaway_raw(c, (int)rv);
 			return -EPROTO;
 		}
@@ -317,6 +319,26 @@ void splitter_flush(struct splitter *s)
 	s->flushing = false;
 }
 
+/* Upstream keepalive checks, four per --upstream-keepalive-timeout (at
+ * least every 100 ms), so a dead connection is found within about
+ * keepalive time + timeout. */
+static uint64_t keepalive_tick_ms(const struct config *cfg)
+{
+	uint64_t ms = (uint64_t)cfg->upstream_keepalive_timeout_s * 1000 / 4;
+
+	return ms < 100 ? 100 : ms;
+}
+
+static void on_keepalive(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct splitter *s = arg;
+
+	(void)t;
+	s->keepalive_timer = loop_timer_add(l, keepalive_tick_ms(s->cfg), on_keepalive, s);
+	h2_upstream_keepalive(s);
+	splitter_kick(s);
+}
+
 static void on_sweep(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct splitter *s = arg;
@@ -340,12 +362,16 @@ struct splitter *splitter_new(struct worker *w)
 
 	if (!s)
 		return NULL;
+	if (!w->sh || !w->sh->cfg) { /* the limits come from the config */
+		free(s);
+		return NULL;
+	}
 	s->w = w;
-	s->cfg = w->sh ? w->sh->cfg : NULL;
+	s->cfg = w->sh->cfg;
 	s->stats = &w->stats;
-	dflt = s->cfg ? s->cfg->lb_policy : LB_LEAST_REQUEST;
+	dflt = s->cfg->lb_policy;
 	s->lb = balancer_set_new(loop_now_ns() ^ ((uint64_t)(w->id + 1) << 40), dflt);
-	if (s->lb && s->cfg) {
+	if (s->lb) {
 		struct balancer_params bp = {
 		    .ewma_decay_ms = (uint32_t)s->cfg->lb_ewma_decay_ms,
 		    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
@@ -364,7 +390,10 @@ struct splitter *splitter_new(struct worker *w)
 	s->nv = calloc(H2_HDRS_MAX_FIELDS + 4, sizeof(*s->nv));
 	if (!s->lb || !s->rbuf || !s->wbuf || !s->nv || upstream_pools_init(&s->pools) ||
 	    h2_downstream_setup(s) || h2_upstream_setup(s) ||
-	    !(s->sweep_timer = loop_timer_add(w->loop, H2_SWEEP_MS, on_sweep, s))) {
+	    !(s->sweep_timer = loop_timer_add(w->loop, H2_SWEEP_MS, on_sweep, s)) ||
+	    (s->cfg->upstream_keepalive_time_s &&
+	     !(s->keepalive_timer = loop_timer_add(w->loop, keepalive_tick_ms(s->cfg),
+						   on_keepalive, s)))) {
 		splitter_free(s);
 		return NULL;
 	}
@@ -388,6 +417,7 @@ void splitter_free(struct splitter *s)
 		if (s->pass_hook)
 			loop_del_pass_hook(s->w->loop, on_pass_end, s);
 		loop_timer_cancel(s->w->loop, s->sweep_timer);
+		loop_timer_cancel(s->w->loop, s->keepalive_timer);
 		loop_timer_cancel(s->w->loop, s->drain_timer);
 	}
 	if (s->pools.tab)

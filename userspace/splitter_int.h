@@ -22,16 +22,15 @@
 #include "upstream_pool.h"
 #include "worker.h"
 
-/* Flow control, both sides: the windows are the memory bound per stream and
- * per connection (bytes are consumed only once the other side took them). */
-#define H2_STREAM_WINDOW (256 * 1024)
+/* Flow control, both sides: the windows are the memory bound per stream
+ * (--max-pending-bytes) and per connection (bytes are consumed only once the
+ * other side took them). */
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
-/* Downstream limits, in one place for the hardening work. */
-#define H2_DS_MAX_STREAMS 1000
+/* The other downstream limits are flags (config.h); these stay fixed. What
+ * an upstream may send in one header block is the most a block can hold. */
 #define H2_MAX_HEADER_LIST H2_HDRS_MAX_BYTES
 #define H2_DS_RESET_BURST 1000
 #define H2_DS_RESET_RATE 33
-#define H2_MAX_CONTINUATIONS 8
 /* Output: frames are serialized into one worker buffer and written with one
  * send() per connection per pass; what a send leaves is kept per connection
  * and nothing more is serialized until it is gone. */
@@ -90,6 +89,7 @@ struct splitter {
 	nghttp2_option *ds_opt, *us_opt;	    /* owned */
 	nghttp2_nv *nv;				    /* owned scratch */
 	struct loop_timer *sweep_timer;
+	struct loop_timer *keepalive_timer; /* NULL: upstream keepalive off */
 	struct loop_timer *drain_timer;
 	SSL_CTX *ssl_ctx; /* owned, made on first TLS upstream */
 	bool ssl_ctx_failed;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * Names of the per-worker counters, as the admin endpoint exports them
- * (prefixed h2split_). Indexed by enum stat_id; the static assert keeps the
- * table and the enum the same length.
+ * (prefixed h2split_), and of the limits (the label of
+ * h2split_limit_exceeded_total). Indexed by their enums; the static asserts
+ * keep each table and its enum the same length.
  */
 #include "stats.h"
 
@@ -33,7 +34,26 @@ const char *const stats_names[ST_MAX] = {
 	[ST_NO_ENDPOINT] = "no_endpoint_total",
 	[ST_DEADLINE_EXCEEDED] = "deadline_exceeded_total",
 	[ST_EJECTIONS] = "outlier_ejections_total",
+	[ST_FD_PAUSES] = "fd_exhaustion_pauses_total",
+	[ST_FD_REFUSED] = "fd_exhaustion_refused_total",
+	[ST_UPSTREAM_PING_TIMEOUTS] = "upstream_keepalive_timeouts_total",
 	[ST_UNEXPECTED] = "splitter_unexpected_total",
 };
 
 _Static_assert(sizeof(stats_names) / sizeof(stats_names[0]) == ST_MAX, "stats_names");
+
+const char *const limit_names[LIMIT_MAX] = {
+	[LIMIT_HEADER_LIST_SIZE] = "header_list_size",
+	[LIMIT_HEADERS] = "headers",
+	[LIMIT_CONTINUATIONS] = "continuations",
+	[LIMIT_CONCURRENT_STREAMS] = "concurrent_streams",
+	[LIMIT_CONTROL_FRAME_RATE] = "control_frame_rate",
+	[LIMIT_RESET_RATE] = "reset_rate",
+	[LIMIT_OUTBOUND_CONTROL_FRAMES] = "outbound_control_frames",
+	[LIMIT_PENDING_BYTES] = "pending_bytes",
+	[LIMIT_CONNECTIONS_PER_POD] = "connections_per_pod",
+	[LIMIT_IDLE_TIMEOUT] = "idle_timeout",
+	[LIMIT_HEADER_TIMEOUT] = "header_timeout",
+};
+
+_Static_assert(sizeof(limit_names) / sizeof(limit_names[0]) == LIMIT_MAX, "limit_names");

@@ -38,15 +38,38 @@ enum stat_id {
 	ST_NO_ENDPOINT,
 	ST_DEADLINE_EXCEEDED,
 	ST_EJECTIONS,  /* outlier ejections of upstream endpoints */
+	ST_FD_PAUSES,  /* accept paused: the process ran out of fds */
+	ST_FD_REFUSED, /* connections reset from the accept queue while out of fds */
+	ST_UPSTREAM_PING_TIMEOUTS, /* upstream connections closed: no PING ACK in time */
 	ST_UNEXPECTED, /* "should not happen" branches of the splitter */
 	ST_MAX,
 };
 
+/* The hardening limits (config.h has their flags): each time a peer runs
+ * into one, h2split_limit_exceeded_total{limit=NAME} counts it. Add a limit
+ * here and to limit_names in stats.c together. */
+enum limit_id {
+	LIMIT_HEADER_LIST_SIZE = 0,
+	LIMIT_HEADERS,
+	LIMIT_CONTINUATIONS,
+	LIMIT_CONCURRENT_STREAMS,
+	LIMIT_CONTROL_FRAME_RATE,
+	LIMIT_RESET_RATE,
+	LIMIT_OUTBOUND_CONTROL_FRAMES,
+	LIMIT_PENDING_BYTES,
+	LIMIT_CONNECTIONS_PER_POD,
+	LIMIT_IDLE_TIMEOUT,
+	LIMIT_HEADER_TIMEOUT,
+	LIMIT_MAX,
+};
+
 struct worker_stats {
 	_Atomic uint64_t v[ST_MAX];
+	_Atomic uint64_t limits[LIMIT_MAX];
 };
 
 extern const char *const stats_names[ST_MAX];
+extern const char *const limit_names[LIMIT_MAX];
 
 static inline void stats_add(struct worker_stats *s, enum stat_id id, uint64_t n)
 {
@@ -61,6 +84,16 @@ static inline void stats_inc(struct worker_stats *s, enum stat_id id)
 static inline void stats_dec(struct worker_stats *s, enum stat_id id)
 {
 	atomic_fetch_sub_explicit(&s->v[id], 1, memory_order_relaxed);
+}
+
+static inline void stats_limit_inc(struct worker_stats *s, enum limit_id id)
+{
+	atomic_fetch_add_explicit(&s->limits[id], 1, memory_order_relaxed);
+}
+
+static inline uint64_t stats_limit_get(const struct worker_stats *s, enum limit_id id)
+{
+	return atomic_load_explicit(&s->limits[id], memory_order_relaxed);
 }
 
 static inline uint64_t stats_get(const struct worker_stats *s, enum stat_id id)

@@ -6,16 +6,20 @@
  * (client preface) or the L4 path (anything else). A connection stays on the
  * worker that accepted it until it closes.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "bpf_maps.h"
 #include "config.h"
+#include "conn_limit.h"
 #include "l4_proxy.h"
 #include "log.h"
 #include "metrics.h"
@@ -30,6 +34,14 @@ static const uint8_t h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define SNIFF_TIMEOUT_MS 1000
 #define SNIFF_BUF 4096
 #define ACCEPT_BATCH 64
+/* Out of fds: how often to look again, and how many connections at most to
+ * reset from an accept queue per look. */
+#define FD_CHECK_MS 200
+#define FD_REFUSE_BATCH 4096
+/* Fds kept free for the admin endpoint, upstream sockets and netns handles:
+ * an eighth of RLIMIT_NOFILE, within these bounds. */
+#define FD_RESERVE_MIN 32
+#define FD_RESERVE_MAX 1024
 
 /* An accepted connection whose first bytes are not known yet. */
 struct sniff {
@@ -71,7 +83,7 @@ static void sniff_abort(struct sniff *s)
 	loop_del_fd(s->w->loop, s->fd);
 	close(s->fd);
 	netns_ref_put(s->w->sh->netns, s->ci.netns);
-	worker_conn_closed(s->w);
+	worker_conn_closed(s->w, s->ci.pod_key);
 	sniff_free(s);
 }
 
@@ -131,7 +143,7 @@ static void start_sniff(struct worker *w, int fd, struct conn_info *ci)
 fail:
 	close(fd);
 	netns_ref_put(w->sh->netns, ci->netns);
-	worker_conn_closed(w);
+	worker_conn_closed(w, ci->pod_key);
 }
 
 /* The VIP:port the app dialled, as a sockaddr in the family it used. */
@@ -154,6 +166,40 @@ static int origdst_sockaddr(const struct h2s_origdst *od, struct sockaddr_storag
 		sin6->sin6_port = od->port;
 	}
 	return od->port ? 0 : -EINVAL;
+}
+
+/* --max-connections-per-pod: count the connection against its client (the
+ * cgroup BPF saw connect, i.e. the container); one over the limit is
+ * refused before a byte is read: reset (SO_LINGER 0), so the client fails
+ * at once with ECONNRESET and its gRPC channel reconnects with backoff.
+ * True: refused and closed. */
+static bool pod_limit_refuses(struct worker *w, int fd, struct conn_info *ci)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	uint64_t now;
+	int err;
+
+	if (!w->sh->pod_conns || !ci->od.cgroup_id)
+		return false;
+	err = conn_limit_take(w->sh->pod_conns, ci->od.cgroup_id);
+	if (!err)
+		ci->pod_key = ci->od.cgroup_id;
+	if (err != -EBUSY)
+		return false;
+	stats_limit_inc(&w->stats, LIMIT_CONNECTIONS_PER_POD);
+	now = loop_now_ms();
+	if (now - w->pod_limit_log_ms >= 1000) { /* a refused client retries: log 1/s */
+		char a[64];
+
+		w->pod_limit_log_ms = now;
+		log_warn("limit_exceeded limit=connections_per_pod client=%s cgroup_id=%llu max=%d",
+			 config_addr_str(&ci->client, a, sizeof(a)),
+			 (unsigned long long)ci->od.cgroup_id, w->sh->cfg->max_connections_per_pod);
+	}
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+	worker_conn_closed(w, 0);
+	return true;
 }
 
 static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer)
@@ -184,6 +230,8 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 			  config_addr_str(peer, a, sizeof(a)), config_addr_str(&ci.orig, b, sizeof(b)),
 			  ci.od.service_id, (unsigned long long)ci.od.cgroup_id, ci.od.pid, w->id);
 	}
+	if (pod_limit_refuses(w, fd, &ci))
+		return;
 	if (w->sh->cfg->upstream_source_pod) {
 		err = netns_cache_get(w->sh->netns, ci.od.cgroup_id, ci.od.pid, &ci.netns);
 		if (err) {
@@ -197,7 +245,140 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 	return;
 drop:
 	close(fd);
-	worker_conn_closed(w);
+	worker_conn_closed(w, ci.pod_key);
+}
+
+static void set_accepting(struct worker *w, bool on)
+{
+	for (int i = 0; i < 2; i++)
+		if (w->listen_fds[i] >= 0 && loop_set_events(w->loop, w->listen_fds[i], on ? EPOLLIN : 0))
+			stats_inc(&w->stats, ST_UNEXPECTED);
+}
+
+static void spare_open(struct worker *w)
+{
+	if (w->spare_fd < 0)
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void spare_close(struct worker *w)
+{
+	if (w->spare_fd >= 0)
+		close(w->spare_fd);
+	w->spare_fd = -1;
+}
+
+/* Redirected connects that queued before the liveness slot emptied: with the
+ * spare fd given up, accept each and reset it at once, so the client fails
+ * fast and its retry goes direct, rather than hanging in the queue. */
+static void refuse_queued(struct worker *w)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	spare_close(w);
+	for (int i = 0; i < 2; i++) {
+		for (int n = 0; n < FD_REFUSE_BATCH && w->listen_fds[i] >= 0; n++) {
+			int fd = accept4(w->listen_fds[i], NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd < 0)
+				break;
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			close(fd);
+			stats_inc(&w->stats, ST_FD_REFUSED);
+		}
+	}
+	spare_open(w);
+}
+
+/* Open fds of the process, with the spare given up for the directory fd.
+ * -errno when they cannot be counted (still out of fds). */
+static int count_fds(struct worker *w)
+{
+	struct dirent *e;
+	DIR *dir;
+	int n = 0;
+
+	spare_close(w);
+	dir = opendir("/proc/self/fd");
+	if (!dir) {
+		n = -errno;
+		spare_open(w);
+		return n;
+	}
+	while ((e = readdir(dir)))
+		n += e->d_name[0] != '.';
+	closedir(dir);
+	spare_open(w);
+	return n - 1; /* the directory's own fd */
+}
+
+static void on_fd_check(struct loop *l, struct loop_timer *t, void *arg);
+
+static uint64_t fd_reserve(const struct worker *w)
+{
+	uint64_t r = w->fd_limit / 8;
+
+	return r < FD_RESERVE_MIN ? FD_RESERVE_MIN : r > FD_RESERVE_MAX ? FD_RESERVE_MAX : r;
+}
+
+static void fd_limit_refresh(struct worker *w)
+{
+	struct rlimit rl;
+
+	if (!getrlimit(RLIMIT_NOFILE, &rl))
+		w->fd_limit = rl.rlim_cur;
+}
+
+/* Fds run short: accepted fd |fd| is within the reserve (fds are allocated
+ * lowest first, so at least fd + 1 are open), or accept() said EMFILE/ENFILE
+ * (|fd| -1). Level-triggered listeners would wake us again at once, forever:
+ * take them out of epoll, have the daemon empty the liveness slot (new
+ * connects go direct: fail open), reset what is queued, and look again every
+ * FD_CHECK_MS until the fds are below the low-water mark. */
+static void fd_exhausted(struct worker *w, int fd)
+{
+	if (!w->accept_paused) {
+		w->accept_paused = true;
+		stats_inc(&w->stats, ST_FD_PAUSES);
+		log_warn("accept_paused reason=fd_exhaustion worker=%d fd=%d limit=%llu reserve=%llu "
+			 "fix=\"raise the daemon's RLIMIT_NOFILE\"",
+			 w->id, fd, (unsigned long long)w->fd_limit,
+			 (unsigned long long)fd_reserve(w));
+		set_accepting(w, false);
+		if (w->sh->fd_pressure)
+			w->sh->fd_pressure(w->sh->fd_pressure_arg, true);
+		w->fd_timer = loop_timer_add(w->loop, FD_CHECK_MS, on_fd_check, w);
+	}
+	refuse_queued(w);
+}
+
+/* Resume once twice the reserve is free again (hysteresis). */
+static bool fds_below_low_water(struct worker *w)
+{
+	int n = count_fds(w);
+
+	fd_limit_refresh(w);
+	return n >= 0 && (uint64_t)n + 2 * fd_reserve(w) <= w->fd_limit;
+}
+
+static void on_fd_check(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)t;
+	w->fd_timer = NULL;
+	if (w->draining)
+		return;
+	if (!fds_below_low_water(w)) {
+		refuse_queued(w);
+		w->fd_timer = loop_timer_add(l, FD_CHECK_MS, on_fd_check, w);
+		return;
+	}
+	w->accept_paused = false;
+	set_accepting(w, true);
+	if (w->sh->fd_pressure)
+		w->sh->fd_pressure(w->sh->fd_pressure_arg, false);
+	log_info("accept_resumed worker=%d", w->id);
 }
 
 /* Accept up to |max| connections; false once the queue is empty. */
@@ -209,10 +390,22 @@ static bool accept_some(struct worker *w, int lfd, int max)
 		int fd = accept4(lfd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+			if (errno == EMFILE || errno == ENFILE) {
+				stats_inc(&w->stats, ST_ACCEPT_ERRORS);
+				fd_exhausted(w, -1);
+			} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
 				stats_inc(&w->stats, ST_ACCEPT_ERRORS);
 				log_warn("accept_failed err=\"%m\"");
 			}
+			return false;
+		}
+		if ((uint64_t)fd + fd_reserve(w) >= w->fd_limit) {
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			close(fd);
+			stats_inc(&w->stats, ST_FD_REFUSED);
+			fd_exhausted(w, fd);
 			return false;
 		}
 		conn_accepted(w, fd, &peer);
@@ -256,6 +449,9 @@ int worker_init(struct worker *w, int id, const struct worker_shared *sh)
 	w->id = id;
 	w->sh = sh;
 	w->listen_fds[0] = w->listen_fds[1] = -1;
+	w->spare_fd = -1;
+	spare_open(w);
+	fd_limit_refresh(w);
 	w->loop = loop_new();
 	if (!w->loop)
 		return -ENOMEM;
@@ -369,8 +565,10 @@ int worker_post_drain(struct worker *w)
 	return loop_post(w->loop, do_drain, w);
 }
 
-void worker_conn_closed(struct worker *w)
+void worker_conn_closed(struct worker *w, uint64_t pod_key)
 {
+	if (pod_key)
+		conn_limit_put(w->sh->pod_conns, pod_key);
 	w->n_conns--;
 	stats_dec(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
 }
@@ -391,6 +589,8 @@ void worker_destroy(struct worker *w)
 		splitter_free(w->splitter);
 	metrics_free(w->metrics);
 	close_listeners(w);
+	loop_timer_cancel(w->loop, w->fd_timer);
+	spare_close(w);
 	registry_snapshot_unref(w->snap);
 	loop_free(w->loop);
 }

@@ -33,6 +33,11 @@ struct worker_shared {
 	const struct bpf_maps *maps; /* tuple lookups (thread-safe syscalls) */
 	struct netns_cache *netns; /* thread-safe */
 	const struct health_table *health; /* active health verdicts (lock-free reads) */
+	struct conn_limit *pod_conns; /* thread-safe; NULL: no per-pod limit */
+	/* Any thread: a worker ran out of fds (|paused|) or has enough again.
+	 * NULL: nobody to tell. */
+	void (*fd_pressure)(void *arg, bool paused);
+	void *fd_pressure_arg;
 };
 
 /* A redirected connection as accepted: who, and where it was going. */
@@ -41,6 +46,7 @@ struct conn_info {
 	struct sockaddr_storage orig;   /* the VIP:port the app dialled */
 	struct h2s_origdst od;          /* what BPF recorded */
 	struct netns_ref *netns;        /* owned ref; NULL: daemon's netns */
+	uint64_t pod_key;               /* counted in sh->pod_conns; 0: not counted */
 };
 
 struct worker {
@@ -54,6 +60,11 @@ struct worker {
 	struct worker_stats stats;       /* written by this worker only */
 	struct metrics *metrics;         /* owned; written by this worker only (metrics.h) */
 	int n_conns;                     /* open downstream connections (L4 + h2) */
+	uint64_t pod_limit_log_ms;       /* last connections_per_pod log line */
+	int spare_fd;                    /* owned: given up to accept-and-reset when out of fds */
+	bool accept_paused;              /* out of fds: listeners off, fd_timer checks */
+	uint64_t fd_limit;               /* RLIMIT_NOFILE (soft) */
+	struct loop_timer *fd_timer;
 	bool draining;
 };
 
@@ -70,7 +81,8 @@ void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
 
 /* Worker thread only: a connection ended (decrements n_conns; the drain
- * completes when it reaches 0). */
-void worker_conn_closed(struct worker *w);
+ * completes when it reaches 0) and its client's count (|pod_key|, from its
+ * conn_info; 0: none) goes down. */
+void worker_conn_closed(struct worker *w, uint64_t pod_key);
 
 #endif

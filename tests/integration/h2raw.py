@@ -654,7 +654,116 @@ def attack_request(a):
     return c, out
 
 
+def _status(c, sid):
+    h = c.response_headers(sid)
+    return (dict(h).get(b":status") or b"?").decode() if h else None
+
+
+def _honest_request(c, sid, authority, seconds):
+    """After a stream error: does the same connection still serve a request?"""
+    c.send(headers(sid, encode(request_fields(authority))),
+           data(sid, echo_request(), end_stream=True))
+    c.wait(lambda x: x.stream_ended(sid) or x.end, seconds)
+    return _status(c, sid)
+
+
+def _connections(a):
+    """--n connections at once from this pod: how many were served (server
+    SETTINGS arrived) and how many refused; then all closed, how long until
+    a new one is served again."""
+    conns, served, refused = [], 0, []
+    for _ in range(a.n):
+        c = None
+        try:
+            c = Conn(a.host, a.port)
+            c.handshake(timeout=5)
+            served += 1
+        except (ConnectionError, OSError) as e:  # the reset may come as early as connect()
+            refused.append(c.end if c and c.end else type(e).__name__)
+        if c:
+            conns.append(c)
+    for c in conns:  # shutdown: close() alone waits for the reader thread's recv()
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
+    deadline, again, c = time.monotonic() + a.seconds, None, None
+    while again is None and time.monotonic() < deadline:
+        if c:
+            time.sleep(0.05)  # retry interval while the daemon sees the closes
+        try:
+            c = Conn(a.host, a.port)
+            c.handshake(timeout=5)
+            again = round(time.monotonic() - (deadline - a.seconds), 3)
+            c.send(headers(1, encode(request_fields(a.authority))),
+                   data(1, echo_request(), end_stream=True))
+            c.wait(lambda x: x.stream_ended(1) or x.end, a.seconds)
+        except (ConnectionError, OSError):
+            if c:
+                c.close()
+    return c, {"served": served, "refused": refused, "served_again_after_s": again,
+               "status_after": _status(c, 1) if again is not None else None}
+
+
+def attack_limit(a):
+    """--case NAME: run into one of h2splitd's limits (which the test set low)
+    on one connection; --n sizes the attempt:
+    headers       a request with --n extra header fields, then an honest one
+    header-list   a request with one header value of --n bytes, then an honest one
+    concurrent    --n requests left open (HEADERS without END_STREAM)
+    control-rate  --n WINDOW_UPDATE frames on stream 0 in one burst
+    pending       a request, then --n body bytes without reading a window update
+    idle          a handshake, then nothing (until the server ends it)
+    slow-headers  half of a HEADERS frame, then nothing
+    connections   --n connections at once (see _connections)"""
+    if a.case == "connections":
+        c, out = _connections(a)
+        out["case"] = a.case
+        return c, out
+    c = Conn(a.host, a.port)
+    c.handshake()
+    c.wait(lambda x: any(f[0] == SETTINGS and f[1] & ACK for f in x.frames), 5)
+    t0 = time.monotonic()
+    out_extra = {}
+    if a.case in ("headers", "header-list"):
+        extra = ([(f"x-h{i}", "v") for i in range(a.n)] if a.case == "headers"
+                 else [("x-big", "b" * a.n)])
+        c.send(headers(1, encode(request_fields(a.authority, extra=extra)), end_stream=True))
+        c.wait(lambda x: x.stream_ended(1) or x.end, a.seconds)
+        out_extra["status"] = _status(c, 1)
+        out_extra["honest_status"] = None if c.end else _honest_request(c, 3, a.authority,
+                                                                         a.seconds)
+    elif a.case == "concurrent":
+        block = encode(request_fields(a.authority))
+        c.send(*(headers(1 + 2 * i, block) for i in range(a.n)))
+        c.wait(lambda x: x.end, a.seconds)
+    elif a.case == "control-rate":
+        c.send(window_update(0, 1) * a.n)
+        c.wait(lambda x: x.end, a.seconds)
+    elif a.case == "pending":
+        c.send(headers(1, encode(request_fields(a.authority))))
+        left = a.n
+        while left > 0 and not c.end:
+            n = min(left, 16384)
+            c.send(data(1, b"p" * n))
+            left -= n
+        c.wait(lambda x: x.rsts or x.end, a.seconds)
+    elif a.case == "idle":
+        c.wait(lambda x: x.end, a.seconds)
+    elif a.case == "slow-headers":
+        block = encode(request_fields(a.authority))
+        c.send(headers(1, block, end_stream=True)[:9 + len(block) // 2])
+        c.wait(lambda x: x.end, a.seconds)
+    else:
+        raise SystemExit(f"unknown --case {a.case}")
+    out = c.summary()
+    out.update(out_extra, case=a.case, waited_s=round(time.monotonic() - t0, 3))
+    return c, out
+
+
 ATTACKS = {
+    "limit": attack_limit,
     "rapid-reset": attack_rapid_reset,
     "continuation-flood": attack_continuation_flood,
     "settings-flood": attack_settings_flood,

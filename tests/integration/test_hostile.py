@@ -35,7 +35,7 @@ H2RAW = os.path.join(HERE, "h2raw.py")
 PORT = 50051
 ECHO_PORT = 9000
 ADMIN = "http://127.0.0.1:9901"
-STREAM_WINDOW = 256 * 1024  # H2_STREAM_WINDOW in userspace/splitter_int.h
+STREAM_WINDOW = 256 * 1024  # --max-pending-bytes default
 RESET_BURST = 1000          # H2_DS_RESET_BURST
 
 
@@ -144,7 +144,7 @@ class Bed:
     "raw", a silent HTTP/2 pod behind Service "sink" (all opted in), an
     attacker pod, a good client pod, h2splitd."""
 
-    def __init__(self, node, build_dir):
+    def __init__(self, node, build_dir, extra_args=()):
         self.node = node
         self.servers = node.add_server_pods(["server-0", "server-1"])
         self.echo = node.add_service("echo", PORT, pods=self.servers)
@@ -163,7 +163,7 @@ class Bed:
         self.good_pod = node.add_pod("good-0")
         self.daemon = node.popen([os.path.join(build_dir, "h2splitd"), *node.daemon_args(),
                                   "--listen", "169.254.20.11:15001", "--workers", "2",
-                                  "--log-level", "info"],
+                                  "--log-level", "info", *extra_args],
                                  name="h2splitd", watch=True, stderr=subprocess.STDOUT)
         self.daemon.wait_line(r"msg=redirecting", 20)
         self.usage = Usage(self.daemon.pid)
@@ -187,6 +187,12 @@ class Bed:
             if m:
                 out[m.group(1)] = int(m.group(2))
         return out
+
+    def limits(self):
+        """h2split_limit_exceeded_total by limit."""
+        r = self.node.run(["curl", "-s", "--max-time", "5", ADMIN + "/metrics"], check=False)
+        return {m.group(1): int(m.group(2)) for m in re.finditer(
+            r'^h2split_limit_exceeded_total\{limit="([a-z_]+)"\} (\d+)$', r.stdout, re.M)}
 
     def fds_not_upstream(self):
         """Open fds minus pooled upstream connections (which idle up to 60 s)."""
@@ -307,8 +313,11 @@ _flood_runs = {}
 
 def run_flood(bed, name):
     if name not in _flood_runs:
+        before = bed.limits()
         with attack_window(bed, max_cpu_s=3.0, max_rss_mib=16) as m:
             r = bed.attack(name, *FLOODS[name], "--seconds", 10)
+        after = bed.limits()
+        r["limits"] = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
         print(f"{name}: {m}; {r}")
         _flood_runs[name] = (r, m, bed.log_tail(r"h2_protocol_error", 3))
     return _flood_runs[name]
@@ -327,6 +336,21 @@ def test_flood_is_answered_with_enhance_your_calm(bed, name):
     error); the daemon then writes GOAWAY(ENHANCE_YOUR_CALM) itself."""
     r, _, log = run_flood(bed, name)
     assert goaway_code(r) == "ENHANCE_YOUR_CALM", f"{r}\ndaemon log:\n{log}"
+
+
+# Which limit each flood runs into first (h2split_limit_exceeded_total{limit}).
+FLOOD_LIMITS = {
+    "continuation-flood": {"continuations"},
+    "settings-flood": {"outbound_control_frames", "control_frame_rate"},
+    "ping-flood": {"outbound_control_frames", "control_frame_rate"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOODS))
+def test_flood_is_counted_as_a_limit(bed, name):
+    r, _, _ = run_flood(bed, name)
+    assert len(r["limits"]) == 1 and set(r["limits"]) <= FLOOD_LIMITS[name], r["limits"]
+    assert bed.log_tail(r"limit_exceeded limit=(" + "|".join(FLOOD_LIMITS[name]) + ")", 1)
 
 
 # ---- flow control: a client that takes nothing ---------------------------------------

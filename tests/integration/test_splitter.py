@@ -80,11 +80,13 @@ class Daemon:
         self.proc = None
         self.args = None
 
-    def start(self, *extra, timeout=20):
+    def start(self, *extra, timeout=20, wrapper=()):
+        """``wrapper``: argv to run the daemon under (prlimit, valgrind ...)."""
         if not os.access(self.binary, os.X_OK):
             pytest.fail(f"{self.binary} missing: run make", pytrace=False)
         self.args = tuple(extra)
-        argv = [self.binary, *self.node.daemon_args(), "--log-level", "debug", *extra]
+        argv = [*wrapper, self.binary, *self.node.daemon_args(), "--log-level", "debug",
+                *extra]
         self.proc = self.node.popen(argv, name="h2splitd", watch=True, stderr=subprocess.STDOUT)
         self.proc.wait_line(r"msg=redirecting", timeout)
         testbed.wait_for(lambda: self.admin("/readyz")[0] == 200, 10, "h2splitd /readyz 200")

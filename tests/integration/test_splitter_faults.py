@@ -1,9 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """The splitter when things die under load, on a fresh simulated node per
-test: a backend pod killed -9, a backend stopped gracefully (GOAWAY), and
-h2splitd itself stopped with SIGTERM. Each test asserts what the clients
-saw: which RPCs failed, with which status, and where the later ones went."""
+test: a backend pod killed -9, a backend stopped gracefully (GOAWAY), a
+backend whose network is cut, a service whose endpoints go away and come
+back, h2splitd itself stopped with SIGTERM, and h2splitd out of file
+descriptors.
+Each test asserts what the clients saw: which RPCs failed, with which status,
+and where the later ones went."""
 
+import json
+import os
 import signal
 
 import pytest
@@ -127,3 +132,160 @@ def test_daemon_sigterm_under_load_loses_no_rpc_and_connects_go_direct(bed):
         f"the new client's connect was not counted as bypass_no_listener: {end}"
     assert end["redirected"] == mid["redirected"], \
         f"connects were still redirected after h2splitd exited: {mid} -> {end}"
+
+
+# ---- upstream liveness --------------------------------------------------------------------
+
+def cut(node, pod, on):
+    """DROP everything to and from ``pod`` in the node netns (the path between
+    pods, and between a client pod's upstream sockets and the backend)."""
+    op = "-I" if on else "-D"
+    for flag in ("-d", "-s"):
+        node.run(["iptables", "-w", op, "FORWARD", flag, pod.ip4, "-j", "DROP"])
+
+
+def test_upstream_network_cut_fails_only_its_rpcs(bed):
+    """server-1's network is cut (packets dropped, no RST) while RPCs are in
+    flight on it. With --upstream-keepalive-time/timeout 1 s the daemon's PING
+    on that connection goes unanswered, it closes the connection, and the RPCs
+    on it fail UNAVAILABLE rather than hang until their deadline; every other
+    RPC succeeds. Once the DROP is removed, server-1 gets traffic again."""
+    d = bed.daemon
+    d.stop()
+    d.start("--lb-policy", "round_robin", "--workers", "2", "--upstream-keepalive-time", "1",
+            "--upstream-keepalive-timeout", "1", "--outlier-ejection", "1000")
+    victim = bed.servers[1]
+    with bed.clients[0].grpc_client(bed.svc.target4) as c:
+        job = load_until_busy(bed, c, victim)
+        cut(bed.node, victim, True)
+        try:
+            testbed.wait_for(
+                lambda: d.metrics().get("h2split_upstream_keepalive_timeouts_total") >= 1, 20,
+                "the daemon to find the cut connection dead (no PING ACK)")
+            r = c.wait(job, 180)
+        finally:
+            cut(bed.node, victim, False)
+        failed = r["n"] - r["ok"]
+        print(f"network cut: {short(r)}")
+        assert r["n"] == 3000, short(r)
+        assert set(r["errors"]) <= {"UNAVAILABLE"}, \
+            f"RPCs on the cut connection must fail UNAVAILABLE, not hang: {short(r)}"
+        assert failed <= CONCURRENCY, \
+            f"{failed} RPCs failed, at most {CONCURRENCY} were in flight: {short(r)}"
+        served = bed.served(victim)
+
+        def victim_back():
+            c.unary(30, concurrency=4, rpc_timeout=10)
+            return bed.served(victim) > served
+        testbed.wait_for(victim_back, 30, f"{victim.name} to get RPCs again after the cut")
+
+
+def test_endpoints_emptied_and_refilled(bed):
+    """The services file is rewritten with no endpoints for the service, then
+    with them again. Meanwhile the same grpcio channels keep making RPCs:
+    while the list is empty each fails UNAVAILABLE at once (never waits for
+    its deadline); after the refill every RPC succeeds, on the same channel."""
+    d = bed.daemon
+    clients = testbed.open_clients(bed.clients[:2], bed.svc.target4)
+    try:
+        for c in clients:
+            assert_all_ok(c.unary(20, rpc_timeout=10), "RPCs before the endpoints went away")
+        bed.node.set_endpoints(bed.svc, [])
+        d.wait_usable(bed.svc, 0)
+        for c in clients:
+            r = c.unary(20, rpc_timeout=20)
+            # DEADLINE_EXCEEDED here would mean RPCs hung until their deadline.
+            assert r["ok"] == 0 and set(r["errors"]) == {"UNAVAILABLE"}, short(r)
+        bed.node.set_endpoints(bed.svc, bed.servers)
+        d.wait_usable(bed.svc, 3)
+        for c in clients:
+            r = c.unary(60, concurrency=4, rpc_timeout=10)
+            assert_all_ok(r, "RPCs on the same channel after the refill")
+    finally:
+        for c in clients:
+            c.close()
+
+
+# ---- out of file descriptors -----------------------------------------------------------
+
+NOFILE = 256
+# A pod that opens connections to HOST:PORT, each starting HTTP/2 (preface +
+# SETTINGS) so the daemon keeps it as an idle downstream, and holds them
+# until it is stopped. Prints how many it opened and how many were reset.
+HOG = r"""
+import json, socket, sys, threading
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+held, reset = [], 0
+for _ in range(n):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((host, port))
+        s.sendall(preface)
+        held.append(s)
+    except OSError:
+        reset += 1
+        s.close()
+print(json.dumps({"opened": len(held), "reset": reset}), flush=True)
+threading.Event().wait()
+"""
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_fd_exhaustion_fails_open_and_recovers(node, build_dir):
+    """h2splitd with RLIMIT_NOFILE 256 and a pod that opens 400 connections
+    through it: once its fds run short the daemon pauses accepting and empties
+    the liveness slot, so new connects go direct (kube-proxy path). The daemon
+    stays up and idle (no accept loop at 100% CPU), a grpcio client sees no
+    failure meanwhile, and when the hog goes away redirection comes back and
+    RPCs are split by the daemon again."""
+    servers = node.add_server_pods(["server-0", "server-1"])
+    svc = node.add_service("echo", pods=servers)
+    hog_pod, client_pod = node.add_pod("hog"), node.add_pod("client-0")
+    d = Daemon(node, build_dir).start("--workers", "2", "--max-connections-per-pod", "0",
+                                      wrapper=("prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"))
+    hog = hog_pod.popen([testbed.python(), "-u", "-c", HOG, svc.vip4,
+                         str(testbed.GRPC_PORT), "400"], name="hog", watch=True)
+    held = json.loads(hog.wait_line(r'"opened"', 120))
+    m = d.metrics()
+    print(f"hog: {held}; daemon: paused {m.get('h2split_fd_exhaustion_pauses_total')} times, "
+          f"{m.get('h2split_fd_exhaustion_refused_total')} connections refused, "
+          f"{m.get('h2split_downstream_connections_active')} held")
+    assert m.get("h2split_fd_exhaustion_pauses_total") >= 1, held
+    testbed.wait_for(lambda: d.metrics().get("h2split_redirecting") == 0, 10,
+                     "the liveness slot to be emptied")
+    # The daemon held what its fds allow (keeping a reserve) and reset the
+    # connection that ran into the reserve and what had queued behind it; any
+    # later connect went direct once the slot was empty.
+    assert m.get("h2split_downstream_connections_active") < NOFILE, held
+    assert m.get("h2split_fd_exhaustion_refused_total") >= 1, held
+    assert m.get("h2split_downstream_connections_active") + \
+        m.get("h2split_fd_exhaustion_refused_total") <= 400, held
+
+    cpu0 = cpu_seconds(d.pid)
+    streams0 = d.metrics().get("h2split_downstream_streams_total")
+    with client_pod.grpc_client(svc.target4) as c:
+        r = c.unary(100, concurrency=4, rpc_timeout=10)
+    assert_all_ok(r, "RPCs while h2splitd is out of fds")
+    assert d.metrics().get("h2split_downstream_streams_total") == streams0, \
+        "RPCs went through the paused daemon"
+    if not testbed.sanitized():
+        # A level-triggered accept loop would burn a CPU all along.
+        assert cpu_seconds(d.pid) - cpu0 < 0.5 * r["ms"] / 1000 + 0.5, r["ms"]
+    assert d.running(), d.proc.lines[-20:]
+
+    hog.stop()
+    testbed.wait_for(lambda: d.metrics().get("h2split_redirecting") == 1, 15,
+                     "redirection to resume once the hog's connections closed")
+    streams0 = d.metrics().get("h2split_downstream_streams_total")
+    with client_pod.grpc_client(svc.target4) as c:
+        r = c.unary(50, concurrency=4, rpc_timeout=10)
+    assert_all_ok(r, "RPCs after the fds came back")
+    assert d.metrics().get("h2split_downstream_streams_total") - streams0 == 50, \
+        "RPCs after recovery were not split by h2splitd"

@@ -21,6 +21,8 @@ In-process::
     api.drop_watches()               # cut watch connections mid-stream
     api.stall_watches()              # open watches go silent (no bookmarks)
     api.rotate_token()               # new token file; the old token is refused
+    api.send_raw("watch", "services", '{"type":"MODIFIED","obj')  # garbage to open watches
+    api.send_raw("list", "services", '{"kind":"ServiceList","items":[')  # as the next list
     api.stop()
 
 As a process (e.g. inside a test bed netns), commands as JSON lines on stdin::
@@ -207,6 +209,7 @@ class _Watch:
         self.dropped = False
         self.stalled = False
         self.expired = False
+        self.raw = []  # lines to send as they are (send_raw)
 
 
 class KubeAPI:
@@ -233,6 +236,7 @@ class KubeAPI:
         self._snapshots = {}  # continue token -> remaining items
         self._tokens = set()
         self._forbidden = set()  # resources the token may not read (RBAC)
+        self._raw_lists = {}  # resource -> raw bodies the next lists answer with
         self.requests = []  # (method, path, query dict, status) of every request
         self._server = None
         self._thread = None
@@ -403,6 +407,31 @@ class KubeAPI:
             self._tokens = {tok}
         return tok
 
+    def send_raw(self, where, kind, text, count=1):
+        """Malformed input, as a broken or hostile API server would send it.
+        ``where="watch"``: ``text`` goes as one line (one chunk) to every open
+        watch of ``kind``, as if it were an event. ``where="list"``: the next
+        ``count`` lists of ``kind`` answer 200 with ``text`` as the body.
+        The objects the API holds do not change. Returns how many watches got
+        it (watch) or ``count`` (list)."""
+        r = resource_of(kind)
+        with self._cond:
+            if where == "list":
+                self._raw_lists.setdefault(r, []).extend([text] * count)
+                return count
+            if where != "watch":
+                raise ValueError(f"where={where!r}: watch or list")
+            ws = [w for w in self._watches if w.resource == r and not w.stalled]
+            for w in ws:
+                w.raw.append(text)
+            self._cond.notify_all()
+            return len(ws)
+
+    def _raw_list(self, resource):
+        with self._cond:
+            pending = self._raw_lists.get(resource)
+            return pending.pop(0) if pending else None
+
     def forbid(self, kind, forbidden=True):
         """Answer 403 Forbidden for ``kind``, as RBAC without that grant does."""
         with self._cond:
@@ -494,21 +523,23 @@ class KubeAPI:
             return w, [], since, False
 
     def _watch_next(self, w, since, node, wait_s):
-        """Events of ``w``'s resource after ``since`` (waits up to ``wait_s``)."""
+        """(raw lines, events of ``w``'s resource after ``since``, last version);
+        waits up to ``wait_s``."""
         with self._cond:
             def ready():
-                return (self._stopping or w.dropped or w.expired or
+                return (self._stopping or w.dropped or w.expired or w.raw or
                         (not w.stalled and any(rv > since and r == w.resource
                                                for rv, r, _t, _o in self._events)))
             self._cond.wait_for(ready, timeout=wait_s)
+            raw, w.raw = w.raw, []
             if w.stalled:
-                return [], since
+                return raw, [], since
             evs = [(rv, t, copy.deepcopy(o)) for rv, r, t, o in self._events
                    if rv > since and r == w.resource]
             last = max([since] + [rv for rv, _t, _o in evs])
             if node:
                 evs = [e for e in evs if e[2].get("spec", {}).get("nodeName") == node]
-            return evs, last
+            return raw, evs, last
 
     def _watch_end(self, w):
         with self._cond:
@@ -575,9 +606,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if query.get("watch") in ("1", "true"):
             api._log(u.path, query, 200)
             return self._watch(api, resource, query)
+        raw = None if query.get("continue") else api._raw_list(resource)
+        if raw is not None:
+            api._log(u.path, query, 200)
+            return self._send_raw(raw)
         code, body = api._list(resource, query)
         api._log(u.path, query, code)
         self._send_json(code, body)
+
+    def _send_raw(self, text):
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
 
     def _watch(self, api, resource, query):
         node = _node_selector(query)
@@ -617,7 +662,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 wait = 1.0
             else:
                 wait = min(deadline, next_bookmark if bookmarks else deadline) - now
-            evs, since = api._watch_next(w, since, node, max(0.0, wait))
+            raw, evs, since = api._watch_next(w, since, node, max(0.0, wait))
             if api._stopping or w.dropped:
                 # Cut the TCP connection under TLS: no close_notify, no last chunk.
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -627,6 +672,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     410, "Expired", f"too old resource version: {since} ({api._compacted})")})
                 self.wfile.write(b"0\r\n\r\n")
                 return
+            for line in raw:
+                data = line.encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             for _rv, t, o in evs:
                 self._chunk({"type": t, "object": o})
             if bookmarks and not w.stalled and time.monotonic() >= next_bookmark:
@@ -696,6 +744,9 @@ class KubeAPIProcess:
     def forbid(self, kind, forbidden=True):
         return self._call("forbid", kind=kind, forbidden=forbidden)
 
+    def send_raw(self, where, kind, text, count=1):
+        return self._call("send_raw", where=where, kind=kind, text=text, count=count)
+
     def count_requests(self, status=None, resource=None, watch=None):
         return self._call("count_requests", status=status, resource=resource, watch=watch)
 
@@ -705,7 +756,7 @@ class KubeAPIProcess:
 
 _COMMANDS = {"apply", "delete", "set_objects", "objects", "expire_resource_versions",
              "drop_watches", "stall_watches", "rotate_token", "watch_count", "forbid",
-             "count_requests"}
+             "count_requests", "send_raw"}
 
 
 def main(argv=None):

@@ -148,6 +148,88 @@ static void test_ewma_policy(void **state)
 	assert_int_equal(p, LB_EWMA);
 }
 
+static void test_limits(void **state)
+{
+	char *dflt[] = {"h2splitd", "--services-file=/s.json"};
+	char *argv[] = {"h2splitd", "--services-file=/s.json", "--max-header-list-size", "4096",
+			"--max-headers", "16", "--max-continuations=2", "--max-concurrent-streams",
+			"5", "--max-control-frame-rate", "50", "--max-outbound-control-frames", "20",
+			"--max-pending-bytes", "65535", "--max-connections-per-pod", "0",
+			"--idle-timeout", "0", "--header-timeout", "1",
+			"--upstream-keepalive-time", "0", "--upstream-keepalive-timeout", "2"};
+	struct {
+		const char *flag, *value, *want;
+	} bad[] = {
+		{"--max-header-list-size", "65537", "--max-header-list-size 65537: expected bytes, 1024 to 65536"},
+		{"--max-headers", "257", "--max-headers 257"},
+		{"--max-headers", "7", "--max-headers 7"},
+		{"--max-continuations", "0", "--max-continuations 0"},
+		{"--max-concurrent-streams", "0", "--max-concurrent-streams 0"},
+		{"--max-control-frame-rate", "9", "--max-control-frame-rate 9"},
+		{"--max-outbound-control-frames", "x", "--max-outbound-control-frames x"},
+		{"--max-pending-bytes", "65534", "--max-pending-bytes 65534"},
+		{"--max-pending-bytes", "16777217", "--max-pending-bytes 16777217"},
+		{"--max-connections-per-pod", "-1", "--max-connections-per-pod -1"},
+		{"--idle-timeout", "1s", "--idle-timeout 1s"},
+		{"--header-timeout", "3601", "--header-timeout 3601"},
+		{"--upstream-keepalive-time", "-1", "--upstream-keepalive-time -1"},
+		{"--upstream-keepalive-timeout", "0", "--upstream-keepalive-timeout 0: expected seconds, 1 to 3600"},
+	};
+	struct config c;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(parse(&c, err, 2, dflt), 0);
+	assert_int_equal(c.max_header_list_size, 65536);
+	assert_int_equal(c.max_headers, 256);
+	assert_int_equal(c.max_continuations, 8);
+	assert_int_equal(c.max_concurrent_streams, 1000);
+	assert_int_equal(c.max_control_frame_rate, 10000);
+	assert_int_equal(c.max_outbound_control_frames, 1000);
+	assert_int_equal(c.max_pending_bytes, 256 * 1024);
+	assert_int_equal(c.max_connections_per_pod, 1024);
+	assert_int_equal(c.idle_timeout_s, 3600);
+	assert_int_equal(c.header_timeout_s, 30);
+	assert_int_equal(c.upstream_keepalive_time_s, 10);
+	assert_int_equal(c.upstream_keepalive_timeout_s, 5);
+	assert_int_equal(parse(&c, err, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
+	assert_int_equal(c.max_header_list_size, 4096);
+	assert_int_equal(c.max_headers, 16);
+	assert_int_equal(c.max_continuations, 2);
+	assert_int_equal(c.max_concurrent_streams, 5);
+	assert_int_equal(c.max_control_frame_rate, 50);
+	assert_int_equal(c.max_outbound_control_frames, 20);
+	assert_int_equal(c.max_pending_bytes, 65535);
+	assert_int_equal(c.max_connections_per_pod, 0);
+	assert_int_equal(c.idle_timeout_s, 0);
+	assert_int_equal(c.header_timeout_s, 1);
+	assert_int_equal(c.upstream_keepalive_time_s, 0);
+	assert_int_equal(c.upstream_keepalive_timeout_s, 2);
+	/* The environment twins, and the flag winning over them. */
+	setenv("H2SPLIT_MAX_HEADERS", "32", 1);
+	setenv("H2SPLIT_IDLE_TIMEOUT", "7", 1);
+	setenv("H2SPLIT_MAX_CONNECTIONS_PER_POD", "9", 1);
+	assert_int_equal(parse(&c, err, 2, dflt), 0);
+	assert_int_equal(c.max_headers, 32);
+	assert_int_equal(c.idle_timeout_s, 7);
+	assert_int_equal(c.max_connections_per_pod, 9);
+	assert_int_equal(parse(&c, err, (int)(sizeof(argv) / sizeof(argv[0])), argv), 0);
+	assert_int_equal(c.max_headers, 16);
+	setenv("H2SPLIT_MAX_HEADERS", "lots", 1);
+	assert_int_equal(parse(&c, err, 2, dflt), -EINVAL);
+	assert_non_null(strstr(err, "H2SPLIT_MAX_HEADERS"));
+	unsetenv("H2SPLIT_MAX_HEADERS");
+	unsetenv("H2SPLIT_IDLE_TIMEOUT");
+	unsetenv("H2SPLIT_MAX_CONNECTIONS_PER_POD");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *a[] = {"h2splitd", "--services-file=/s.json", (char *)bad[i].flag,
+			     (char *)bad[i].value};
+
+		assert_int_equal(parse(&c, err, 4, a), -EINVAL);
+		assert_non_null(strstr(err, bad[i].want));
+	}
+}
+
 static void test_balancing_flags_and_durations(void **state)
 {
 	char *argv[] = {"h2splitd", "--services-file=/s.json", "--slow-start", "5000",
@@ -169,6 +251,8 @@ static void test_balancing_flags_and_durations(void **state)
 	assert_int_equal(c.max_inflight_per_service, 100);
 	assert_int_equal(c.max_pending, 0);
 	assert_int_equal(c.pending_timeout_ms, 250);
+	/* --max-pending and main's --max-pending-bytes are two flags. */
+	assert_int_equal(c.max_pending_bytes, 256 * 1024);
 	/* Annotation durations (h2split.io/slow-start, ...). */
 	for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++) {
 		int ms = -7;
@@ -204,6 +288,7 @@ int main(void)
 		cmocka_unit_test(test_ewma_policy),
 		cmocka_unit_test(test_balancing_flags_and_durations),
 		cmocka_unit_test(test_parse_addr),
+		cmocka_unit_test(test_limits),
 	};
 
 	unsetenv("H2SPLIT_LISTEN");
