@@ -95,9 +95,13 @@ def summarize(results):
                                round(v * 100, 3) if v is not None else None, 99.5, "min"))
     if "added" in agg:
         for lb in labels:
-            goals.append(_goal(f"pod added under load, {lb}: seconds until its share of a "
-                               "100 ms bucket reaches 80% of a fair share",
-                               agg["added"].get(lb, {}).get("fair_share_after_s"), 1.0, "max"))
+            rec = agg["added"].get(lb, {})
+            g = _goal(f"pod added under load, {lb}: seconds until its share of a "
+                      "100 ms bucket reaches 80% of a fair share",
+                      rec.get("fair_share_after_s"), 1.0, "max")
+            if rec and "error" not in rec and g["measured"] is None:
+                g.update(met=False, never=True)  # ran, and never got there
+            goals.append(g)
     s["goals"] = goals
     s["recommendation"] = recommend(agg, labels)
     return s
@@ -334,7 +338,8 @@ def render(results, chart_names=()):
     w("|---|---|---|---|")
     for g in s["goals"]:
         bound = ("≥ " if g["how"] == "min" else "≤ ") + f"{g['bound']:g}"
-        w(f"| {g['what']} | {bound} | {_num(g['measured'])} | {_met(g)} |")
+        got = "never, within the run" if g.get("never") else _num(g["measured"])
+        w(f"| {g['what']} | {bound} | {got} | {_met(g)} |")
     w("")
     w("## Recommendation\n")
     w(s["recommendation"]["text"] + "\n")
