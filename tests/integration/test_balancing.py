@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Balancing by how backends behave, on the simulated node: the ewma policy
-steers RPCs away from a slow pod, and outlier ejection takes a pod that
-answers UNAVAILABLE out of rotation until it is healthy again. Assertions
-compare what the pods served, never timings.
+steers RPCs away from a slow pod and from one that stalls (stops reading),
+outlier ejection takes a pod that answers UNAVAILABLE out of rotation until
+it is healthy again, and a pod added to a Service under load gets RPCs on
+channels that were open before it came. Assertions compare what the pods
+served, never timings (tests/bench/balance.py measures those).
 """
 
 import signal
@@ -18,8 +20,10 @@ N = 300
 
 class Bed:
     """Services ``latency`` (fast-0, fast-1 and slow-0, which takes 50 ms per
-    RPC) and ``flaky`` (ok-0, ok-1 and bad-0, which fails every RPC with
-    UNAVAILABLE until SIGUSR1), one client pod, h2splitd (restarted per test)."""
+    RPC), ``flaky`` (ok-0, ok-1 and bad-0, which fails every RPC with
+    UNAVAILABLE until SIGUSR1), ``stalling`` (fast-0, fast-1 and stall-0, which
+    a test stops with SIGSTOP) and ``growing`` (fast-0, fast-1; new-0 joins in
+    a test), one client pod, h2splitd (restarted per test)."""
 
     def __init__(self, node, build_dir):
         self.node = node
@@ -27,9 +31,12 @@ class Bed:
         self.slow = node.add_server_pods(["slow-0"], delay_ms=SLOW_MS)
         self.ok = node.add_server_pods(["ok-0", "ok-1"])
         self.bad = node.add_server_pods(["bad-0"], args=("--fail-status", "14"))[0]
+        self.stall, self.new = node.add_server_pods(["stall-0", "new-0"])
         self.client = node.add_pod("client-0")
         self.latency = node.add_service("latency", pods=self.fast + self.slow)
         self.flaky = node.add_service("flaky", pods=self.ok + [self.bad])
+        self.stalling = node.add_service("stalling", pods=self.fast + [self.stall])
+        self.growing = node.add_service("growing", pods=self.fast)
         self.daemon = Daemon(node, build_dir)
 
     def restart(self, *args):
@@ -82,3 +89,51 @@ def test_failing_pod_is_ejected_and_comes_back_once_healthy(bed):
     assert r["ok"] == N and not r["errors"], short(r)
     assert r["pods"] == {"ok-0": 100, "ok-1": 100, "bad-0": 100}, \
         f"healed bad-0 back in round robin: {short(r)}"
+
+
+def test_ewma_stops_sending_to_a_pod_that_stalls(bed):
+    """A pod whose server stops reading (SIGSTOP; its sockets stay open) holds
+    the RPCs it gets until the client's deadline. ewma learns that from the
+    first one and sends the next ones elsewhere; round_robin keeps sending it
+    its turn."""
+    deadline = 0.5
+    for policy in ("round_robin", "ewma"):
+        bed.restart("--lb-policy", policy)
+        with bed.client.grpc_client(bed.stalling.target4) as c:
+            r = c.unary(30)
+            assert r["ok"] == 30 and "stall-0" in r["pods"], f"{policy}: {short(r)}"
+            bed.stall.server.send_signal(signal.SIGSTOP)
+            try:
+                first = c.unary(30, rpc_timeout=deadline)
+                then = c.unary(30, rpc_timeout=deadline)
+            finally:
+                bed.stall.server.send_signal(signal.SIGCONT)
+        for x in (first, then):
+            assert set(x["errors"]) <= {"DEADLINE_EXCEEDED"}, f"{policy}: {short(x)}"
+            assert "stall-0" not in x["pods"], f"{policy}: {short(x)}"
+        if policy == "round_robin":
+            assert then["errors"].get("DEADLINE_EXCEEDED", 0) == 10, \
+                f"round_robin sends the stalled pod every third RPC: {short(then)}"
+        else:
+            assert first["errors"].get("DEADLINE_EXCEEDED", 0) <= 1, \
+                f"ewma: more than the first RPC on the stalled pod failed: {short(first)}"
+            assert then["ok"] == 30, f"ewma sent RPCs to the stalled pod again: {short(then)}"
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_request", "ewma"])
+def test_pod_added_under_load_gets_rpcs_on_open_channels(bed, policy):
+    """new-0 joins the Service while a channel is open and busy: the same
+    channel's RPCs reach it (kube-proxy alone would never move that
+    connection)."""
+    bed.node.set_endpoints(bed.growing, bed.fast)
+    bed.restart("--lb-policy", policy)
+    with bed.client.grpc_client(bed.growing.target4) as c:
+        r = c.unary(40, concurrency=4)
+        assert r["ok"] == 40 and set(r["pods"]) == {"fast-0", "fast-1"}, short(r)
+        bed.node.set_endpoints(bed.growing, bed.fast + [bed.new])
+        testbed.wait_for(lambda: c.unary(20, concurrency=4)["pods"].get("new-0", 0) > 0, 30,
+                         f"{policy}: new-0 to serve RPCs of the open channel")
+        r = c.unary(60, concurrency=4)
+    assert r["ok"] == 60 and not r["errors"], f"{policy}: {short(r)}"
+    if policy == "round_robin":
+        assert r["pods"] == {"fast-0": 20, "fast-1": 20, "new-0": 20}, short(r)
