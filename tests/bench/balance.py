@@ -3,7 +3,7 @@
 treat backends that misbehave. ``make bench-balance`` runs it and rewrites
 docs/balancing.md and its charts.
 
-  balance.py [--smoke] [--rate 1000] [--duration 20] [--scenarios equal,slow,...]
+  balance.py [--smoke] [--rate 1000] [--duration 15] [--scenarios equal,slow,...]
              [--policies round_robin,least_request,ewma] [--variant LABEL=POLICY[,ARG...]]
              [--daemon-arg ARG]... [--annotation KEY=VALUE]... [--docs DIR] [--json FILE]
 
@@ -46,8 +46,11 @@ PODS = [f"be-{i}" for i in range(6)]
 BAD = "be-4"    # the slow, failing or stalled pod
 NEW = "be-5"    # the pod added under load
 BUCKET_US = 100_000
+HICCUP_US = 50_000  # a bucket's p99 this slow with no failure: the machine, not a pod
+ADMIN = "127.0.0.1:9901"  # connect_cost.start_h2splitd: node.daemon_args()' default
+COUNTERS = ("h2split_outlier_ejections_total", "h2split_endpoint_retries_total")
 
-FULL = dict(rate=1000.0, duration=20.0, repeat=1)
+FULL = dict(rate=1000.0, duration=15.0, repeat=1)
 SMOKE = dict(rate=300.0, duration=1.5, repeat=1)
 
 
@@ -102,6 +105,7 @@ def parse_args(argv=None):
         a.annotations[k] = v
     if a.docs is None and not a.smoke:
         a.docs = os.path.join(benchlib.REPO_DIR, "docs")
+    a.argv = list(sys.argv[1:] if argv is None else argv)
     if a.json is None:
         a.json = os.path.join(benchlib.build_dir(), "bench",
                               "balance-smoke.json" if a.smoke else "balance.json")
@@ -170,6 +174,10 @@ def analyze(rpcs, scenario, event_us, pods, args):
     r["timeline"] = [{"t_s": round(k * BUCKET_US / 1e6, 1), "n": b["n"], "fail": b["fail"],
                       "pods": b["pods"], "p99_us": percentile(sorted(b["lat"]), 99)}
                      for k, b in sorted(buckets.items())]
+    # The shared machine's hiccups: buckets where even RPCs that all succeeded
+    # were slow. They hit every policy alike; a run with many is less telling.
+    r["hiccup_buckets"] = sum(1 for b in r["timeline"]
+                              if b["fail"] == 0 and b["p99_us"] >= HICCUP_US)
     if scenario == "added":
         r.update(added_figures(rpcs, r["timeline"], event_us, len(pods)))
     if scenario == "stall":
@@ -288,6 +296,18 @@ class Bench:
         self.commands.setdefault("h2splitd", " ".join(
             ["h2splitd", *self.daemon.args[self.daemon.args.index("--discovery"):]]))
 
+    def counters(self):
+        """h2splitd's counters of interest (outlier ejections, retries): sums over
+        every label set, from its /metrics."""
+        r = self.node.run(["curl", "-s", "--max-time", "5", f"http://{ADMIN}/metrics"],
+                          check=False)
+        out = {k: 0 for k in COUNTERS}
+        for line in r.stdout.splitlines():
+            name = line.split("{")[0].split(" ")[0]
+            if name in out:
+                out[name] += int(float(line.rsplit(" ", 1)[1]))
+        return out
+
     def stop_daemon(self):
         if self.daemon is not None:
             self.daemon.stop(timeout=10)
@@ -333,7 +353,9 @@ class Bench:
             if p.poll() is None:
                 p.stop()
             alive = self.daemon.poll() is None
-            if not alive:
+            if alive:
+                res["daemon_counters"] = self.counters()
+            else:
                 res["error"] = f"h2splitd exited ({self.daemon.returncode}):\n" \
                     f"{self.daemon.log_tail(15)}"
             self.stop_daemon()
@@ -358,6 +380,7 @@ def run(args):
                    "rate", "duration", "repeat", "scenarios", "base_delay_us", "slow_factor",
                    "fail_pct", "cold_ms", "cold_factor", "conns", "deadline_ms", "workers",
                    "daemon_arg", "annotations")},
+               "argv": args.argv,
                "contenders": [{"label": c[0], "policy": c[1], "args": c[2]}
                               for c in args.contenders],
                "runs": []}

@@ -25,7 +25,8 @@ FIGURES = ("success", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "spread
            "fair_share_after_s", "first_rpc_after_s", "new_first2s_p99_us",
            "new_first2s_p50_us", "others_first2s_p99_us", "all_first2s_p99_us",
            "new_share_after", "stalled_failed", "stalled_rpcs", "stalled_success",
-           "stalled_p99_us", "failed_after_first_deadline", "last_failed_start_s", "n")
+           "stalled_p99_us", "failed_after_first_deadline", "last_failed_start_s", "n",
+           "hiccup_buckets")
 COLORS = ["#9a9a9a", "#4c78a8", "#2a9d8f", "#f58518", "#e45756", "#b279a2"]
 
 
@@ -57,6 +58,7 @@ def aggregate(results):
                 a["share"] = {p: round(sum(r["share"][p] for r in good) / len(good), 4)
                               for p in pods}
                 a["statuses"] = good[0]["statuses"]
+                a["daemon_counters"] = good[0].get("daemon_counters", {})
                 a["timeline"] = good[0]["timeline"]
                 a["curve"] = good[0]["curve"]
                 a["event_s"] = good[0].get("event_s")
@@ -364,9 +366,9 @@ def render(results, chart_names=()):
         by = agg[sc]
         pods = next((list(r["share"]) for r in by.values() if "share" in r), [])
         head = "| policy | success | p50 ms | p99 ms | p99.9 ms | " + \
-            " | ".join(f"{x} share" for x in pods) + " |"
+            " | ".join(f"{x} share" for x in pods) + " | ejections | hiccups |"
         w(head)
-        w("|" + "---|" * (5 + len(pods)))
+        w("|" + "---|" * (7 + len(pods)))
         for lb in labels:
             r = by.get(lb)
             if not r:
@@ -376,7 +378,9 @@ def render(results, chart_names=()):
                 continue
             w(f"| {lb} | {_pct(r.get('success'))} | {_ms(r.get('p50_us'))} | "
               f"{_ms(r.get('p99_us'))} | {_ms(r.get('p999_us'))} | " +
-              " | ".join(_pct(r["share"][x], 1) for x in pods) + " |")
+              " | ".join(_pct(r["share"][x], 1) for x in pods) + " | " +
+              _num(r["daemon_counters"].get("h2split_outlier_ejections_total")) + " | " +
+              _num(r.get("hiccup_buckets")) + " |")
         w("")
         if sc == "equal":
             w("Spread (max-min)/mean of the shares: " + ", ".join(
@@ -421,6 +425,13 @@ def render(results, chart_names=()):
     w("/usr/bin/python3 tests/bench/balance_report.py build/bench/balance.json docs  "
       "# re-render")
     w("```\n")
+    w("This run: `make bench-balance" + (f" BALANCE_ARGS='{' '.join(results['argv'])}'"
+                                         if results.get("argv") else "") + "`\n")
+    w("Shares count the RPCs each pod answered (x-pod header); ejections: h2splitd's "
+      "h2split_outlier_ejections_total at the end of the run; hiccups: 100 ms buckets whose "
+      "p99 was 50 ms or more although none of their RPCs failed: the shared machine "
+      "stalling everything (other benchmarks ran alongside), not a pod, so a p99 from a run "
+      "with many of them says little about its policy.\n")
     cmds = results.get("commands", {})
     w("Simulated node: tests/testbed (pods are netns + cgroup, kube-proxy-shaped iptables); "
       "the client pod's connects to the ClusterIP are redirected to h2splitd by its BPF "
