@@ -4,7 +4,7 @@
  * backend pods are never what is measured. Every POST is answered with
  * :status 200, content-type application/grpc, one gRPC message (5-byte
  * prefix + payload, by default as long as the request's) and trailers
- * grpc-status 0.  * GET /stats answers "requests N bytes_in N conns N\n" (totals
+ * grpc-status 0. GET /stats answers "requests N bytes_in N conns N\n" (totals
  * since start; conns counts accepted connections).
  * One epoll loop per thread, each on its own SO_REUSEPORT listener; all
  * frames a pass produces go out in one send() per connection.
@@ -15,7 +15,8 @@
  * UNAVAILABLE (Trailers-Only), be slower while "cold" after the first RPC,
  * and name its pod in an x-pod response header. GET
  * /control?delay_us=N&fail_pct=N&cold_ms=N&cold_factor=N changes any of
- * them (and restarts the cold period) and answers the current settings.
+ * them (and restarts the cold period) and answers the current settings
+ * (400 and the offending parameter when one is unknown or out of range).
  *
  *   grpc_backend [--port 50051] [--threads 1] [--response-size -1]
  *                [--max-streams 1024] [--window 1048576] [--pod NAME]
@@ -135,36 +136,42 @@ static uint64_t delay_ns(uint64_t now)
 		return base;
 	atomic_compare_exchange_strong(&g_cold_start_ns, &zero, now);
 	start = atomic_load(&g_cold_start_ns);
-	age = now - start;
+	age = now > start ? now - start : 0;
 	if (age >= cold)
 		return base;
 	return base + (uint64_t)((double)base * (factor - 1) * (double)(cold - age) / (double)cold);
 }
 
-static void control(struct stream *st)
+/* Apply /control's query; NULL, or the first parameter that is unknown or
+ * out of range (those before it are applied). */
+static const char *control(struct stream *st)
 {
-	char *save = NULL, *kv;
+	char *save = NULL, *kv, *end;
 	long v;
 
+	atomic_store(&g_cold_start_ns, 0);
 	for (kv = strtok_r(st->query, "&", &save); kv; kv = strtok_r(NULL, "&", &save)) {
 		char *eq = strchr(kv, '=');
 
 		if (!eq)
-			continue;
+			return kv;
 		*eq = 0;
-		v = strtol(eq + 1, NULL, 10);
-		if (v < 0)
-			continue;
-		if (!strcmp(kv, "delay_us"))
+		errno = 0;
+		v = strtol(eq + 1, &end, 10);
+		if (errno || *end || end == eq + 1 || v < 0)
+			return kv;
+		if (!strcmp(kv, "delay_us") && v <= 10000000)
 			atomic_store(&g_delay_us, v);
 		else if (!strcmp(kv, "fail_pct") && v <= 100)
 			atomic_store(&g_fail_pct, (int)v);
-		else if (!strcmp(kv, "cold_ms"))
+		else if (!strcmp(kv, "cold_ms") && v <= 3600000)
 			atomic_store(&g_cold_ms, v);
 		else if (!strcmp(kv, "cold_factor") && v >= 1 && v <= 1000)
 			atomic_store(&g_cold_factor, (int)v);
+		else
+			return kv;
 	}
-	atomic_store(&g_cold_start_ns, 0);
+	return NULL;
 }
 
 static void die(const char *what)
@@ -234,13 +241,21 @@ static int respond(nghttp2_session *h2, struct stream *st)
 					       NV("grpc-message", "grpc_backend: failing on purpose")};
 	static const nghttp2_nv text_hdrs[] = {NV(":status", "200"),
 					       NV("content-type", "text/plain")};
+	static const nghttp2_nv bad_hdrs[] = {NV(":status", "400"),
+					      NV("content-type", "text/plain")};
 	nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_body};
+	const char *bad;
 	nghttp2_nv nv[5];
 	size_t n;
 
 	if (st->is_stats) {
+		if (st->is_control && (bad = control(st))) {
+			n = (size_t)snprintf(st->stats, sizeof(st->stats), "bad control parameter: %.64s\n",
+					     bad);
+			st->resp_len = n < sizeof(st->stats) ? n : sizeof(st->stats) - 1;
+			return nghttp2_submit_response(h2, st->id, bad_hdrs, 2, &dp);
+		}
 		if (st->is_control) {
-			control(st);
 			n = (size_t)snprintf(st->stats, sizeof(st->stats),
 					     "delay_us %ld fail_pct %d cold_ms %ld cold_factor %d\n",
 					     atomic_load(&g_delay_us), atomic_load(&g_fail_pct),
