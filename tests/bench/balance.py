@@ -344,9 +344,10 @@ class Bench:
                 event_us = (time.monotonic_ns() - start_ns) // 1000
                 self.event(scenario)
             done = p.wait_line(r"^done ", a.duration + a.deadline_ms / 1000 + 30)
-            p.wait(10)
+            if p.wait(10):
+                raise testbed.StopWaiting(f"balance_load exited {p.returncode}\n{p.log_tail()}")
             res["load_summary"] = done
-        except (TimeoutError, testbed.StopWaiting) as e:
+        except (TimeoutError, RuntimeError, testbed.StopWaiting) as e:  # RuntimeError: exited
             res["error"] = str(e)[-1500:]
         finally:
             self.undo(scenario)
