@@ -69,8 +69,7 @@ static struct {
 	uint64_t deadline_ns;
 	size_t payload;
 	const char *out;
-} g_opt = {.path = "/bench.Echo/Unary", .nconns = 2, .deadline_ns = 1000000000ull,
-	   .payload = 10};
+} g_opt = {.path = "/bench.Echo/Unary", .nconns = 2, .deadline_ns = 1000000000ull, .payload = 10};
 
 static struct conn g_conns[MAX_CONNS];
 static struct rpc_list g_waiting, g_cancelled;
@@ -123,10 +122,8 @@ static void finish(struct rpc *r, int status)
 {
 	uint64_t now = now_ns();
 
-	fprintf(g_out, "%llu %llu %d %s\n",
-		(unsigned long long)((r->sched_ns - g_start_ns) / 1000),
-		(unsigned long long)((now - r->sched_ns) / 1000), status,
-		r->pod[0] ? r->pod : "-");
+	fprintf(g_out, "%llu %llu %d %s\n", (unsigned long long)((r->sched_ns - g_start_ns) / 1000),
+		(unsigned long long)((now - r->sched_ns) / 1000), status, r->pod[0] ? r->pod : "-");
 	if (status == 0)
 		g_ok++;
 	else
@@ -151,8 +148,8 @@ static ssize_t send_cb(nghttp2_session *h2, const uint8_t *data, size_t len, int
 	return n;
 }
 
-static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
-		     size_t nlen, const uint8_t *val, size_t vlen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+		     const uint8_t *val, size_t vlen, uint8_t flags, void *ud)
 {
 	struct rpc *r = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
 
@@ -309,13 +306,13 @@ static void submit(int i, uint64_t sched)
 	struct conn *c = &g_conns[i];
 	nghttp2_nv hdrs[] = {
 #define NV(n, v, vl) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, vl, NGHTTP2_NV_FLAG_NONE}
-		NV(":method", "POST", 4),
-		NV(":scheme", "http", 4),
-		NV(":path", g_opt.path, strlen(g_opt.path)),
-		NV(":authority", g_opt.authority, strlen(g_opt.authority)),
-		NV("content-type", "application/grpc", 16),
-		NV("te", "trailers", 8),
-		NV("grpc-timeout", g_grpc_timeout, strlen(g_grpc_timeout)),
+	    NV(":method", "POST", 4),
+	    NV(":scheme", "http", 4),
+	    NV(":path", g_opt.path, strlen(g_opt.path)),
+	    NV(":authority", g_opt.authority, strlen(g_opt.authority)),
+	    NV("content-type", "application/grpc", 16),
+	    NV("te", "trailers", 8),
+	    NV("grpc-timeout", g_grpc_timeout, strlen(g_grpc_timeout)),
 #undef NV
 	};
 	nghttp2_data_provider dp = {.read_callback = read_body};
@@ -406,8 +403,9 @@ static int parse_target(const char *t)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: balance_load --target IP:PORT --rate RPS --duration S --out FILE"
-			" [--conns 1-%d] [--deadline-ms MS] [--payload 0-%d] [--path PATH]\n",
+	fprintf(stderr,
+		"usage: balance_load --target IP:PORT --rate RPS --duration S --out FILE"
+		" [--conns 1-%d] [--deadline-ms MS] [--payload 0-%d] [--path PATH]\n",
 		MAX_CONNS, MAX_PAYLOAD);
 	exit(2);
 }
@@ -532,8 +530,8 @@ int main(int argc, char **argv)
 				conn_flush(i);
 		if (next == UINT64_MAX && (!g_inflight || now >= drain_end))
 			break;
-		n = epoll_pwait2(g_epfd, evs, MAX_CONNS, timeout(now, next == UINT64_MAX ?
-								    drain_end : next, &ts), NULL);
+		n = epoll_pwait2(g_epfd, evs, MAX_CONNS,
+				 timeout(now, next == UINT64_MAX ? drain_end : next, &ts), NULL);
 		if (n < 0 && errno != EINTR) {
 			perror("balance_load: epoll_pwait2");
 			return 1;

@@ -77,8 +77,8 @@ struct stream {
 	int is_stats; /* a text answer: /stats or /control */
 	int is_control;
 	char query[128];
-	size_t body_len;  /* request body bytes received */
-	size_t resp_len;  /* bytes of the DATA payload to send (prefix included) */
+	size_t body_len; /* request body bytes received */
+	size_t resp_len; /* bytes of the DATA payload to send (prefix included) */
 	size_t resp_off;
 	char stats[128];
 };
@@ -98,7 +98,7 @@ struct conn {
 	nghttp2_session *h2;
 	uint8_t *out;
 	size_t out_len, out_off;
-	struct pending *pending; /* owned; unordered */
+	struct pending *pending;  /* owned; unordered */
 	struct conn *prev, *next; /* the worker's list of connections */
 	struct conn **head;
 };
@@ -208,9 +208,8 @@ static ssize_t read_body(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t 
 	if (st->resp_off == st->resp_len) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (!st->is_stats) {
-			static const nghttp2_nv tr[] = {
-				{(uint8_t *)"grpc-status", (uint8_t *)"0", 11, 1,
-				 NGHTTP2_NV_FLAG_NONE}};
+			static const nghttp2_nv tr[] = {{(uint8_t *)"grpc-status", (uint8_t *)"0",
+							 11, 1, NGHTTP2_NV_FLAG_NONE}};
 			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 			nghttp2_submit_trailer(h2, st->id, tr, 1);
 		}
@@ -218,7 +217,10 @@ static ssize_t read_body(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t 
 	return (ssize_t)n;
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE \
+	}
 
 /* Response headers: |hdrs| plus x-pod when --pod is set; the count. */
 static size_t with_pod(nghttp2_nv *out, const nghttp2_nv *hdrs, size_t n)
@@ -235,10 +237,9 @@ static int respond(nghttp2_session *h2, struct stream *st)
 {
 	static const nghttp2_nv grpc_hdrs[] = {NV(":status", "200"),
 					       NV("content-type", "application/grpc")};
-	static const nghttp2_nv fail_hdrs[] = {NV(":status", "200"),
-					       NV("content-type", "application/grpc"),
-					       NV("grpc-status", "14"),
-					       NV("grpc-message", "grpc_backend: failing on purpose")};
+	static const nghttp2_nv fail_hdrs[] = {
+	    NV(":status", "200"), NV("content-type", "application/grpc"), NV("grpc-status", "14"),
+	    NV("grpc-message", "grpc_backend: failing on purpose")};
 	static const nghttp2_nv text_hdrs[] = {NV(":status", "200"),
 					       NV("content-type", "text/plain")};
 	static const nghttp2_nv bad_hdrs[] = {NV(":status", "400"),
@@ -250,16 +251,17 @@ static int respond(nghttp2_session *h2, struct stream *st)
 
 	if (st->is_stats) {
 		if (st->is_control && (bad = control(st))) {
-			n = (size_t)snprintf(st->stats, sizeof(st->stats), "bad control parameter: %.64s\n",
-					     bad);
+			n = (size_t)snprintf(st->stats, sizeof(st->stats),
+					     "bad control parameter: %.64s\n", bad);
 			st->resp_len = n < sizeof(st->stats) ? n : sizeof(st->stats) - 1;
 			return nghttp2_submit_response(h2, st->id, bad_hdrs, 2, &dp);
 		}
 		if (st->is_control) {
-			n = (size_t)snprintf(st->stats, sizeof(st->stats),
-					     "delay_us %ld fail_pct %d cold_ms %ld cold_factor %d\n",
-					     atomic_load(&g_delay_us), atomic_load(&g_fail_pct),
-					     atomic_load(&g_cold_ms), atomic_load(&g_cold_factor));
+			n = (size_t)snprintf(
+			    st->stats, sizeof(st->stats),
+			    "delay_us %ld fail_pct %d cold_ms %ld cold_factor %d\n",
+			    atomic_load(&g_delay_us), atomic_load(&g_fail_pct),
+			    atomic_load(&g_cold_ms), atomic_load(&g_cold_factor));
 		} else {
 			n = (size_t)snprintf(st->stats, sizeof(st->stats),
 					     "requests %lu bytes_in %lu conns %lu\n",
@@ -297,8 +299,8 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *u
 	return 0;
 }
 
-static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
-		     size_t nlen, const uint8_t *val, size_t vlen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+		     const uint8_t *val, size_t vlen, uint8_t flags, void *ud)
 {
 	struct stream *st = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
 	(void)flags;
@@ -429,8 +431,8 @@ static int conn_flush(struct conn *c)
 		if (c->out_off == c->out_len)
 			break;
 		while (c->out_off < c->out_len) {
-			ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-					 MSG_NOSIGNAL);
+			ssize_t w =
+			    send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -481,8 +483,8 @@ static void conn_new(int epfd, int fd, struct conn **head)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, g_opt.max_streams},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, g_opt.window},
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, g_opt.max_streams},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, g_opt.window},
 	};
 	struct epoll_event ev = {.events = EPOLLIN};
 	int one = 1;
@@ -516,8 +518,8 @@ static void conn_new(int epfd, int fd, struct conn **head)
 
 static int open_listener(void)
 {
-	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(g_opt.port),
-				 .sin6_addr = IN6ADDR_ANY_INIT};
+	struct sockaddr_in6 a = {
+	    .sin6_family = AF_INET6, .sin6_port = htons(g_opt.port), .sin6_addr = IN6ADDR_ANY_INIT};
 	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1, zero = 0;
 
 	if (fd < 0)
@@ -606,7 +608,8 @@ static void *worker(void *arg)
 					conn_new(epfd, fd, &conns);
 				continue;
 			}
-			if ((evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && conn_read(c, buf)) {
+			if ((evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
+			    conn_read(c, buf)) {
 				conn_free(c);
 				continue;
 			}
