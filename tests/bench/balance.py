@@ -3,7 +3,7 @@
 treat backends that misbehave. ``make bench-balance`` runs it and rewrites
 docs/balancing.md and its charts.
 
-  balance.py [--smoke] [--rate 1000] [--duration 15] [--scenarios equal,slow,...]
+  balance.py [--smoke] [--rate 1000] [--duration 6] [--repeat 3] [--scenarios equal,slow,...]
              [--policies round_robin,least_request,ewma] [--variant LABEL=POLICY[,ARG...]]
              [--daemon-arg ARG]... [--annotation KEY=VALUE]... [--docs DIR] [--json FILE]
 
@@ -50,7 +50,7 @@ HICCUP_US = 50_000  # a bucket's p99 this slow with no failure: the machine, not
 ADMIN = "127.0.0.1:9901"  # connect_cost.start_h2splitd: node.daemon_args()' default
 COUNTERS = ("h2split_outlier_ejections_total", "h2split_endpoint_retries_total")
 
-FULL = dict(rate=1000.0, duration=15.0, repeat=1)
+FULL = dict(rate=1000.0, duration=6.0, repeat=3)
 SMOKE = dict(rate=300.0, duration=1.5, repeat=1)
 
 

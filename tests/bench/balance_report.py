@@ -345,8 +345,10 @@ def render(results, chart_names=()):
       f"{p['conns']} client connections to one Service of five pods (four in scenario 4 "
       f"until the fifth joins), each pod answering after {p['base_delay_us']} us; client "
       f"deadline {p['deadline_ms']} ms. Latency is from each RPC's scheduled send time, so "
-      "a queue anywhere counts. Timings on a shared 2-CPU machine are noisy; compare policies "
-      "within one run.\n")
+      f"a queue anywhere counts. Every scenario x policy ran {p['repeat']} times, interleaved "
+      "(each policy once, then again); tables give the median over the repetitions, charts "
+      "the first one. Timings on a shared 2-CPU machine are noisy (other work ran alongside: "
+      "see the load average and the hiccups column); compare policies within one run.\n")
     w("## Targets (issue 9)\n")
     w("| target | bound | measured | |")
     w("|---|---|---|---|")
