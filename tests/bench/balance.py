@@ -260,7 +260,8 @@ class Bench:
             argv = [self.backend_bin, "--port", str(GRPC_PORT), "--pod", n,
                     "--delay-us", str(a.base_delay_us)]
             self.backends[n] = pod.popen(argv, name="grpc-backend", watch=True)
-        self.commands["backend"] = " ".join(argv).replace(NEW, "<pod>")
+        self.commands["backend"] = " ".join(argv).replace(NEW, "<pod>").replace(
+            benchlib.REPO_DIR + "/", "")
         for p in self.backends.values():
             p.wait_line("^ready", 15)
         self.client = self.node.add_pod("load")
@@ -331,7 +332,8 @@ class Bench:
         argv = [self.load_bin, "--target", f"{self.svc.vip4}:{GRPC_PORT}", "--rate",
                 str(a.rate), "--duration", str(a.duration), "--out", out, "--conns",
                 str(a.conns), "--deadline-ms", str(a.deadline_ms)]
-        self.commands.setdefault("load", " ".join(argv).replace(out, "<file>"))
+        self.commands.setdefault("load", " ".join(argv).replace(out, "<file>").replace(
+            benchlib.REPO_DIR + "/", ""))
         res = {"scenario": scenario, "policy": label, "lb_policy": policy,
                "daemon_args": list(a.daemon_arg) + list(extra), "rep": rep}
         event_us = None
