@@ -4,6 +4,7 @@
 #   make test       deps, unit tests (cmocka), integration tests (pytest, root)
 #   make demo       deps, the before/after demo on a simulated node
 #   make sanitize   the same build with ASan+UBSan into build/san (SANITIZE=1)
+#   make bench-balance  how the balancer policies treat slow, failing, new and stalled pods
 #   make soak       10 minutes of load while pods scale in and out (H2S_SOAK_SECONDS)
 #   make fuzz       libFuzzer targets (tests/fuzz), FUZZ_SECONDS (60) each; fuzz-smoke: 10 s each
 
@@ -62,7 +63,7 @@ BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration demo sanitize soak bench fuzz clean format
+.PHONY: all deps test unit integration demo sanitize soak bench bench-balance fuzz clean format
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -129,7 +130,7 @@ soak: deps all
 		H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider test_soak.py
 
 # Benchmarks (tests/bench/): the harness and its C helpers; BENCH_ARGS=--smoke for a short run.
-BENCH_BINS := $(BUILD)/bench/grpc_backend $(BUILD)/bench/connect_loop
+BENCH_BINS := $(BUILD)/bench/grpc_backend $(BUILD)/bench/connect_loop $(BUILD)/bench/balance_load
 
 $(BUILD)/bench:
 	$(Q)mkdir -p $@
@@ -140,6 +141,10 @@ $(BUILD)/bench/%: tests/bench/%.c | $(BUILD)/bench
 
 bench: all $(BENCH_BINS)
 	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/h2bench.py $(BENCH_ARGS)
+
+# The balance benchmark (docs/balancing.md); BALANCE_ARGS=--smoke for a short run.
+bench-balance: all $(BENCH_BINS)
+	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/balance.py $(BALANCE_ARGS)
 
 # Fuzzing (tests/fuzz/): libFuzzer targets built with clang, ASan and UBSan,
 # against their own instrumented copy of the daemon's modules. `make fuzz`

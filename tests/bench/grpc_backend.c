@@ -9,8 +9,18 @@
  * One epoll loop per thread, each on its own SO_REUSEPORT listener; all
  * frames a pass produces go out in one send() per connection.
  *
+ * For the balance benchmark (tests/bench/balance.py) it can also behave
+ * badly, switchable at run time: answer after a delay (timers on the same
+ * loop, no thread per request), fail a share of RPCs at once with
+ * UNAVAILABLE (Trailers-Only), be slower while "cold" after the first RPC,
+ * and name its pod in an x-pod response header. GET
+ * /control?delay_us=N&fail_pct=N&cold_ms=N&cold_factor=N changes any of
+ * them (and restarts the cold period) and answers the current settings
+ * (400 and the offending parameter when one is unknown or out of range).
+ *
  *   grpc_backend [--port 50051] [--threads 1] [--response-size -1]
- *                [--max-streams 1024] [--window 1048576]
+ *                [--max-streams 1024] [--window 1048576] [--pod NAME]
+ *                [--delay-us 0] [--fail-pct 0] [--cold-ms 0 --cold-factor 1]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -31,6 +41,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OUT_CAP (256 * 1024)
@@ -44,9 +55,17 @@ struct opts {
 	long response_size; /* < 0: echo the request message's length */
 	uint32_t max_streams;
 	uint32_t window;
+	const char *pod; /* x-pod response header; NULL: none */
 };
 
-static struct opts g_opt = {50051, 1, -1, 1024, 1 << 20};
+static struct opts g_opt = {50051, 1, -1, 1024, 1 << 20, NULL};
+
+/* Behaviour, changed at run time by GET /control. */
+static atomic_long g_delay_us;
+static atomic_int g_fail_pct;
+static atomic_long g_cold_ms;
+static atomic_int g_cold_factor = 1;
+static atomic_ullong g_cold_start_ns; /* first RPC since the last change; 0: none yet */
 static atomic_ulong g_requests;
 static atomic_ulong g_bytes_in;
 static atomic_ulong g_conns;
@@ -55,11 +74,21 @@ static uint8_t g_zeros[65536];
 /* One request/response. Owned by nghttp2 stream user data; freed on close. */
 struct stream {
 	int32_t id;
-	int is_stats;
-	size_t body_len;  /* request body bytes received */
-	size_t resp_len;  /* bytes of the DATA payload to send (prefix included) */
+	int is_stats; /* a text answer: /stats or /control */
+	int is_control;
+	char query[128];
+	size_t body_len; /* request body bytes received */
+	size_t resp_len; /* bytes of the DATA payload to send (prefix included) */
 	size_t resp_off;
-	char stats[96];
+	char stats[128];
+};
+
+/* A delayed answer: the stream is looked up again when it is due (it may
+ * have been reset meanwhile). */
+struct pending {
+	int32_t sid;
+	uint64_t due_ns;
+	struct pending *next;
 };
 
 struct conn {
@@ -69,7 +98,81 @@ struct conn {
 	nghttp2_session *h2;
 	uint8_t *out;
 	size_t out_len, out_off;
+	struct pending *pending;  /* owned; unordered */
+	struct conn *prev, *next; /* the worker's list of connections */
+	struct conn **head;
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t rand_pct(void)
+{
+	static _Thread_local uint64_t x;
+
+	if (!x)
+		x = now_ns() | 1;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 33) % 100;
+}
+
+/* The delay for an RPC arriving now: the base delay, times a factor that
+ * falls linearly from cold_factor to 1 over cold_ms after the first RPC. */
+static uint64_t delay_ns(uint64_t now)
+{
+	uint64_t base = (uint64_t)atomic_load(&g_delay_us) * 1000, start, cold, age;
+	unsigned long long zero = 0;
+	int factor = atomic_load(&g_cold_factor);
+
+	cold = (uint64_t)atomic_load(&g_cold_ms) * 1000000;
+	if (!cold || factor <= 1)
+		return base;
+	atomic_compare_exchange_strong(&g_cold_start_ns, &zero, now);
+	start = atomic_load(&g_cold_start_ns);
+	age = now > start ? now - start : 0;
+	if (age >= cold)
+		return base;
+	return base + (uint64_t)((double)base * (factor - 1) * (double)(cold - age) / (double)cold);
+}
+
+/* Apply /control's query; NULL, or the first parameter that is unknown or
+ * out of range (those before it are applied). */
+static const char *control(struct stream *st)
+{
+	char *save = NULL, *kv, *end;
+	long v;
+
+	atomic_store(&g_cold_start_ns, 0);
+	for (kv = strtok_r(st->query, "&", &save); kv; kv = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(kv, '=');
+
+		if (!eq)
+			return kv;
+		*eq = 0;
+		errno = 0;
+		v = strtol(eq + 1, &end, 10);
+		if (errno || *end || end == eq + 1 || v < 0)
+			return kv;
+		if (!strcmp(kv, "delay_us") && v <= 10000000)
+			atomic_store(&g_delay_us, v);
+		else if (!strcmp(kv, "fail_pct") && v <= 100)
+			atomic_store(&g_fail_pct, (int)v);
+		else if (!strcmp(kv, "cold_ms") && v <= 3600000)
+			atomic_store(&g_cold_ms, v);
+		else if (!strcmp(kv, "cold_factor") && v >= 1 && v <= 1000)
+			atomic_store(&g_cold_factor, (int)v);
+		else
+			return kv;
+	}
+	return NULL;
+}
 
 static void die(const char *what)
 {
@@ -105,9 +208,8 @@ static ssize_t read_body(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t 
 	if (st->resp_off == st->resp_len) {
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
 		if (!st->is_stats) {
-			static const nghttp2_nv tr[] = {
-				{(uint8_t *)"grpc-status", (uint8_t *)"0", 11, 1,
-				 NGHTTP2_NV_FLAG_NONE}};
+			static const nghttp2_nv tr[] = {{(uint8_t *)"grpc-status", (uint8_t *)"0",
+							 11, 1, NGHTTP2_NV_FLAG_NONE}};
 			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 			nghttp2_submit_trailer(h2, st->id, tr, 1);
 		}
@@ -115,32 +217,72 @@ static ssize_t read_body(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t 
 	return (ssize_t)n;
 }
 
+#define NV(n, v)                                                                                   \
+	{                                                                                          \
+		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE \
+	}
+
+/* Response headers: |hdrs| plus x-pod when --pod is set; the count. */
+static size_t with_pod(nghttp2_nv *out, const nghttp2_nv *hdrs, size_t n)
+{
+	memcpy(out, hdrs, n * sizeof(*hdrs));
+	if (!g_opt.pod)
+		return n;
+	out[n] = (nghttp2_nv){(uint8_t *)"x-pod", (uint8_t *)g_opt.pod, 5, strlen(g_opt.pod),
+			      NGHTTP2_NV_FLAG_NONE};
+	return n + 1;
+}
+
 static int respond(nghttp2_session *h2, struct stream *st)
 {
-	static const nghttp2_nv grpc_hdrs[] = {
-		{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
-		 NGHTTP2_NV_FLAG_NONE}};
-	static const nghttp2_nv text_hdrs[] = {
-		{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)"content-type", (uint8_t *)"text/plain", 12, 10,
-		 NGHTTP2_NV_FLAG_NONE}};
+	static const nghttp2_nv grpc_hdrs[] = {NV(":status", "200"),
+					       NV("content-type", "application/grpc")};
+	static const nghttp2_nv fail_hdrs[] = {
+	    NV(":status", "200"), NV("content-type", "application/grpc"), NV("grpc-status", "14"),
+	    NV("grpc-message", "grpc_backend: failing on purpose")};
+	static const nghttp2_nv text_hdrs[] = {NV(":status", "200"),
+					       NV("content-type", "text/plain")};
+	static const nghttp2_nv bad_hdrs[] = {NV(":status", "400"),
+					      NV("content-type", "text/plain")};
 	nghttp2_data_provider dp = {.source.ptr = st, .read_callback = read_body};
+	const char *bad;
+	nghttp2_nv nv[5];
+	size_t n;
 
 	if (st->is_stats) {
-		int n = snprintf(st->stats, sizeof(st->stats),
-				 "requests %lu bytes_in %lu conns %lu\n", atomic_load(&g_requests),
-				 atomic_load(&g_bytes_in), atomic_load(&g_conns));
-		st->resp_len = (size_t)n;
+		if (st->is_control && (bad = control(st))) {
+			n = (size_t)snprintf(st->stats, sizeof(st->stats),
+					     "bad control parameter: %.64s\n", bad);
+			st->resp_len = n < sizeof(st->stats) ? n : sizeof(st->stats) - 1;
+			return nghttp2_submit_response(h2, st->id, bad_hdrs, 2, &dp);
+		}
+		if (st->is_control) {
+			n = (size_t)snprintf(
+			    st->stats, sizeof(st->stats),
+			    "delay_us %ld fail_pct %d cold_ms %ld cold_factor %d\n",
+			    atomic_load(&g_delay_us), atomic_load(&g_fail_pct),
+			    atomic_load(&g_cold_ms), atomic_load(&g_cold_factor));
+		} else {
+			n = (size_t)snprintf(st->stats, sizeof(st->stats),
+					     "requests %lu bytes_in %lu conns %lu\n",
+					     atomic_load(&g_requests), atomic_load(&g_bytes_in),
+					     atomic_load(&g_conns));
+		}
+		st->resp_len = n;
 		return nghttp2_submit_response(h2, st->id, text_hdrs, 2, &dp);
 	}
 	atomic_fetch_add_explicit(&g_requests, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&g_bytes_in, st->body_len, memory_order_relaxed);
+	if (st->resp_len == SIZE_MAX) { /* failing: Trailers-Only, no body */
+		n = with_pod(nv, fail_hdrs, 4);
+		return nghttp2_submit_response(h2, st->id, nv, n, NULL);
+	}
 	if (g_opt.response_size >= 0)
 		st->resp_len = (size_t)g_opt.response_size + 5;
 	else
 		st->resp_len = st->body_len >= 5 ? st->body_len : 5;
-	return nghttp2_submit_response(h2, st->id, grpc_hdrs, 2, &dp);
+	n = with_pod(nv, grpc_hdrs, 2);
+	return nghttp2_submit_response(h2, st->id, nv, n, &dp);
 }
 
 static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
@@ -157,14 +299,20 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *u
 	return 0;
 }
 
-static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name,
-		     size_t nlen, const uint8_t *val, size_t vlen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+		     const uint8_t *val, size_t vlen, uint8_t flags, void *ud)
 {
 	struct stream *st = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
 	(void)flags;
 	(void)ud;
-	if (st && nlen == 5 && !memcmp(name, ":path", 5) && vlen == 6 && !memcmp(val, "/stats", 6))
+	if (!st || nlen != 5 || memcmp(name, ":path", 5))
+		return 0;
+	if (vlen == 6 && !memcmp(val, "/stats", 6))
 		st->is_stats = 1;
+	if (vlen > 9 && vlen - 9 < sizeof(st->query) && !memcmp(val, "/control?", 9)) {
+		st->is_stats = st->is_control = 1;
+		memcpy(st->query, val + 9, vlen - 9);
+	}
 	return 0;
 }
 
@@ -180,10 +328,26 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid, const 
 	return 0;
 }
 
+/* Answer |st| once its delay has passed: queue it on its connection. */
+static int defer(struct conn *c, struct stream *st, uint64_t due)
+{
+	struct pending *p = malloc(sizeof(*p));
+
+	if (!p)
+		return -1;
+	p->sid = st->id;
+	p->due_ns = due;
+	p->next = c->pending;
+	c->pending = p;
+	return 0;
+}
+
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
 {
+	struct conn *c = ud;
 	struct stream *st;
-	(void)ud;
+	uint64_t now, d;
+
 	if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
 	if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
@@ -191,6 +355,18 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
 	st = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
 	if (!st)
 		return 0;
+	if (!st->is_stats) {
+		int pct = atomic_load(&g_fail_pct);
+
+		if (pct && rand_pct() < (uint32_t)pct) {
+			st->resp_len = SIZE_MAX; /* fail fast: no delay */
+		} else {
+			now = now_ns();
+			d = delay_ns(now);
+			if (d && !defer(c, st, now + d))
+				return 0;
+		}
+	}
 	if (respond(h2, st))
 		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 	return 0;
@@ -213,6 +389,18 @@ static nghttp2_option *g_h2opt;
 
 static void conn_free(struct conn *c)
 {
+	while (c->pending) {
+		struct pending *p = c->pending;
+
+		c->pending = p->next;
+		free(p);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		*c->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	nghttp2_session_del(c->h2);
@@ -243,8 +431,8 @@ static int conn_flush(struct conn *c)
 		if (c->out_off == c->out_len)
 			break;
 		while (c->out_off < c->out_len) {
-			ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-					 MSG_NOSIGNAL);
+			ssize_t w =
+			    send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -291,12 +479,12 @@ static int conn_read(struct conn *c, uint8_t *buf)
 	}
 }
 
-static void conn_new(int epfd, int fd)
+static void conn_new(int epfd, int fd, struct conn **head)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, g_opt.max_streams},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, g_opt.window},
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, g_opt.max_streams},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, g_opt.window},
 	};
 	struct epoll_event ev = {.events = EPOLLIN};
 	int one = 1;
@@ -319,14 +507,19 @@ static void conn_new(int epfd, int fd)
 	nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2);
 	nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
 	ev.data.ptr = c;
+	c->head = head;
+	c->next = *head;
+	if (*head)
+		(*head)->prev = c;
+	*head = c;
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) || conn_flush(c))
 		conn_free(c);
 }
 
 static int open_listener(void)
 {
-	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(g_opt.port),
-				 .sin6_addr = IN6ADDR_ANY_INIT};
+	struct sockaddr_in6 a = {
+	    .sin6_family = AF_INET6, .sin6_port = htons(g_opt.port), .sin6_addr = IN6ADDR_ANY_INIT};
 	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1, zero = 0;
 
 	if (fd < 0)
@@ -341,18 +534,67 @@ static int open_listener(void)
 	return fd;
 }
 
+/* Answer what is due on |c|; the earliest due time still pending (or
+ * UINT64_MAX). 0, or -1 when the connection is to be closed. */
+static int conn_due(struct conn *c, uint64_t now, uint64_t *next)
+{
+	struct pending **pp = &c->pending, *p;
+	int answered = 0;
+
+	while ((p = *pp)) {
+		struct stream *st;
+
+		if (p->due_ns > now) {
+			if (p->due_ns < *next)
+				*next = p->due_ns;
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
+		st = nghttp2_session_get_stream_user_data(c->h2, p->sid);
+		if (st && respond(c->h2, st))
+			nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id,
+						  NGHTTP2_INTERNAL_ERROR);
+		answered = 1;
+		free(p);
+	}
+	return answered ? conn_flush(c) : 0;
+}
+
+/* Run every connection's due answers; the epoll timeout until the next one. */
+static struct timespec *run_timers(struct conn **head, struct timespec *ts)
+{
+	uint64_t now = now_ns(), next = UINT64_MAX;
+	struct conn *c = *head, *nx;
+
+	for (; c; c = nx) {
+		nx = c->next;
+		if (c->pending && conn_due(c, now, &next))
+			conn_free(c);
+	}
+	if (next == UINT64_MAX)
+		return NULL;
+	now = now_ns();
+	next = next > now ? next - now : 0;
+	ts->tv_sec = (time_t)(next / 1000000000ull);
+	ts->tv_nsec = (long)(next % 1000000000ull);
+	return ts;
+}
+
 static void *worker(void *arg)
 {
 	int lfd = (int)(intptr_t)arg, epfd = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL}, evs[256];
 	uint8_t *buf = malloc(IN_CHUNK);
+	struct conn *conns = NULL;
+	struct timespec ts;
 
 	if (epfd < 0 || !buf)
 		die("epoll_create1");
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev))
 		die("epoll_ctl listener");
 	for (;;) {
-		int n = epoll_wait(epfd, evs, 256, -1);
+		int n = epoll_pwait2(epfd, evs, 256, run_timers(&conns, &ts), NULL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -363,10 +605,11 @@ static void *worker(void *arg)
 				int fd;
 				while ((fd = accept4(lfd, NULL, NULL,
 						     SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
-					conn_new(epfd, fd);
+					conn_new(epfd, fd, &conns);
 				continue;
 			}
-			if ((evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && conn_read(c, buf)) {
+			if ((evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
+			    conn_read(c, buf)) {
 				conn_free(c);
 				continue;
 			}
@@ -380,7 +623,8 @@ static void *worker(void *arg)
 static void usage(void)
 {
 	fprintf(stderr, "usage: grpc_backend [--port P] [--threads N] [--response-size BYTES]"
-			" [--max-streams N] [--window BYTES]\n");
+			" [--max-streams N] [--window BYTES] [--pod NAME] [--delay-us US]"
+			" [--fail-pct 0-100] [--cold-ms MS] [--cold-factor 1-1000]\n");
 	exit(2);
 }
 
@@ -403,11 +647,24 @@ int main(int argc, char **argv)
 			g_opt.max_streams = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(a, "--window"))
 			g_opt.window = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(a, "--pod"))
+			g_opt.pod = v;
+		else if (!strcmp(a, "--delay-us"))
+			atomic_store(&g_delay_us, atol(v));
+		else if (!strcmp(a, "--fail-pct"))
+			atomic_store(&g_fail_pct, atoi(v));
+		else if (!strcmp(a, "--cold-ms"))
+			atomic_store(&g_cold_ms, atol(v));
+		else if (!strcmp(a, "--cold-factor"))
+			atomic_store(&g_cold_factor, atoi(v));
 		else
 			usage();
 		i++;
 	}
-	if (g_opt.threads < 1 || g_opt.port < 1 || g_opt.response_size > MAX_MSG)
+	if (g_opt.threads < 1 || g_opt.port < 1 || g_opt.response_size > MAX_MSG ||
+	    atomic_load(&g_delay_us) < 0 || atomic_load(&g_fail_pct) < 0 ||
+	    atomic_load(&g_fail_pct) > 100 || atomic_load(&g_cold_ms) < 0 ||
+	    atomic_load(&g_cold_factor) < 1 || atomic_load(&g_cold_factor) > 1000)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {

@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Balancing by how backends behave, on the simulated node: the ewma policy
-steers RPCs away from a slow pod, outlier ejection takes a pod that
-answers UNAVAILABLE out of rotation until it is healthy again, and circuit
+steers RPCs away from a slow pod and from one that stalls (stops reading),
+outlier ejection takes a pod that answers UNAVAILABLE out of rotation until
+it is healthy again, a pod added to a Service under load gets RPCs on
+channels that were open before it came, weights split RPCs by pod, circuit
 breaking caps the streams in flight, queues a bounded number and fails the
-rest fast. Assertions compare what the pods served and what the clients got,
-never timings.
+rest fast, and active health checks take a NOT_SERVING pod out and back.
+Assertions compare what the pods served and what the clients got, never
+timings (tests/bench/balance.py measures those).
 """
 
 import json
@@ -23,9 +26,11 @@ class Bed:
     """Services ``latency`` (fast-0, fast-1 and slow-0, which takes 150 ms per
     RPC), ``flaky`` (ok-0, ok-1 and bad-0, which fails every RPC with
     UNAVAILABLE until SIGUSR1), ``capped`` (held-0; 2 in flight, 3 queued),
-    ``weighted`` (heavy-0 weighs 3, light-0 1) and ``checked`` (probed-0 and
-    probed-1, health-checked every 200 ms; SIGUSR2 toggles NOT_SERVING), one
-    client pod, h2splitd (restarted per test)."""
+    ``weighted`` (heavy-0 weighs 3, light-0 1), ``checked`` (probed-0 and
+    probed-1, health-checked every 200 ms; SIGUSR2 toggles NOT_SERVING),
+    ``stalling`` (fast-0, fast-1 and stall-0, which a test stops with SIGSTOP)
+    and ``growing`` (fast-0, fast-1; new-0 joins in a test), one client pod,
+    h2splitd (restarted per test)."""
 
     def __init__(self, node, build_dir):
         self.node = node
@@ -36,6 +41,7 @@ class Bed:
         self.held = node.add_server_pods(["held-0"])
         self.heavy = node.add_server_pods(["heavy-0", "light-0"])
         self.probed = node.add_server_pods(["probed-0", "probed-1"])
+        self.stall, self.new = node.add_server_pods(["stall-0", "new-0"])
         self.client = node.add_pod("client-0")
         self.latency = node.add_service("latency", pods=self.fast + self.slow)
         self.flaky = node.add_service("flaky", pods=self.ok + [self.bad])
@@ -47,6 +53,8 @@ class Bed:
         self.checked = node.add_service("checked", pods=self.probed, annotations={
             "h2split.io/health-check": "grpc",
             "h2split.io/health-check-interval": "200ms"})
+        self.stalling = node.add_service("stalling", pods=self.fast + [self.stall])
+        self.growing = node.add_service("growing", pods=self.fast)
         self.daemon = Daemon(node, build_dir)
 
     def restart(self, *args):
@@ -224,3 +232,63 @@ def test_active_health_check_takes_a_not_serving_pod_out_and_back(bed):
     assert r["ok"] == 60 and r["pods"].get("probed-1", 0) > 0, \
         f"probed-1 back in rotation: {short(r)}"
     assert "endpoint_unhealthy" in "\n".join(d.proc.lines), d.notable()
+
+
+def streams_to(daemon, svc, pod):
+    """Streams h2splitd has sent to ``pod`` for ``svc`` (its own counter)."""
+    return sum(v for lab, v in daemon.metrics().rows("h2split_endpoint_requests_total")
+               if pod in lab.get("pod", "") and svc.name in lab.get("service", ""))
+
+
+def test_ewma_stops_sending_to_a_pod_that_stalls(bed):
+    """A pod whose server stops reading (SIGSTOP; its sockets stay open) holds
+    the RPCs it gets until the client's deadline. ewma learns that from the
+    first one and sends the next ones elsewhere; round_robin keeps sending it
+    its turn. Counted by h2splitd's per-endpoint stream counter, so a slow
+    answer from another pod cannot blur it."""
+    n = 15
+    for policy in ("round_robin", "ewma"):
+        d = bed.restart("--lb-policy", policy)
+        with bed.client.grpc_client(bed.stalling.target4) as c:
+            r = c.unary(30)
+            assert r["ok"] == 30 and "stall-0" in r["pods"], f"{policy}: {short(r)}"
+            bed.stall.server.send_signal(signal.SIGSTOP)
+            try:
+                before = streams_to(d, bed.stalling, "stall-0")
+                first = c.unary(n, rpc_timeout=1.0)
+                middle = streams_to(d, bed.stalling, "stall-0")
+                then = c.unary(n, rpc_timeout=1.0)
+                after = streams_to(d, bed.stalling, "stall-0")
+            finally:
+                bed.stall.server.send_signal(signal.SIGCONT)
+        for x in (first, then):
+            assert set(x["errors"]) <= {"DEADLINE_EXCEEDED"}, f"{policy}: {short(x)}"
+            assert "stall-0" not in x["pods"], f"{policy}: {short(x)}"
+        if policy == "round_robin":
+            assert after - middle == n // 3, \
+                f"round_robin sends the stalled pod every third RPC: {short(then)}"
+        else:
+            assert middle - before <= 1, \
+                f"ewma sent {middle - before} RPCs to the stalled pod, want only the first " \
+                f"one that showed it: {short(first)}"
+            assert after == middle, \
+                f"ewma sent {after - middle} RPCs to the stalled pod again: {short(then)}"
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_request", "ewma"])
+def test_pod_added_under_load_gets_rpcs_on_open_channels(bed, policy):
+    """new-0 joins the Service while a channel is open and busy: the same
+    channel's RPCs reach it (kube-proxy alone would never move that
+    connection)."""
+    bed.node.set_endpoints(bed.growing, bed.fast)
+    bed.restart("--lb-policy", policy)
+    with bed.client.grpc_client(bed.growing.target4) as c:
+        r = c.unary(40, concurrency=4)
+        assert r["ok"] == 40 and set(r["pods"]) == {"fast-0", "fast-1"}, short(r)
+        bed.node.set_endpoints(bed.growing, bed.fast + [bed.new])
+        testbed.wait_for(lambda: c.unary(20, concurrency=4)["pods"].get("new-0", 0) > 0, 30,
+                         f"{policy}: new-0 to serve RPCs of the open channel")
+        r = c.unary(60, concurrency=4)
+    assert r["ok"] == 60 and not r["errors"], f"{policy}: {short(r)}"
+    if policy == "round_robin":
+        assert r["pods"] == {"fast-0": 20, "fast-1": 20, "new-0": 20}, short(r)

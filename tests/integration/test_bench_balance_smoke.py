@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The balance benchmark (tests/bench/balance.py, ``make bench-balance``) in
+its smoke mode: every scenario with every policy for a second or two, no
+timing assertions. It must still produce every figure docs/balancing.md
+reports and render the document and its charts, so the harness never rots
+between full runs. The only outcomes checked are ones no timing can change:
+round_robin sends the stalled pod its turn whatever happens, so RPCs fail
+while it is stopped, and it sends the added pod RPCs once it has joined."""
+
+import os
+import subprocess
+import sys
+
+import testbed
+from conftest import REPO_DIR
+
+sys.path.insert(0, os.path.join(REPO_DIR, "tests", "bench"))
+
+import balance  # noqa: E402
+
+CHARTS = ("balance-p99.png", "balance-slow-cdf.png", "balance-added-share.png",
+          "balance-stall.png")
+
+
+def number(d, keys, what):
+    for k in keys:
+        v = d.get(k)
+        assert isinstance(v, (int, float)) and not isinstance(v, bool), \
+            f"{what}[{k}] = {v!r}; whole: { {x: y for x, y in d.items() if x != 'curve'} }"
+
+
+def test_balance_smoke_produces_every_figure(require_bed, build_dir, tmp_path, monkeypatch):
+    bins = [os.path.join(build_dir, "bench", n) for n in ("grpc_backend", "balance_load")]
+    r = subprocess.run(["make", "-s", "--no-print-directory", f"BUILD={build_dir}", *bins],
+                       cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"building the benchmark helpers failed:\n{r.stdout}{r.stderr}"
+    monkeypatch.setenv("H2SPLIT_BUILD", build_dir)
+    args = balance.parse_args(["--smoke", "--prefix", testbed.bed.prefix_from_env(),
+                               "--json", str(tmp_path / "balance.json"),
+                               "--docs", str(tmp_path / "docs")])
+    res = balance.run(args)
+    s = res["summary"]
+
+    assert not s["errors"], "runs failed:\n" + "\n".join(s["errors"])
+    assert os.path.exists(tmp_path / "balance.json")
+    for sc in balance.SCENARIOS:
+        for pol in balance.POLICIES:
+            rec = s["scenarios"][sc][pol]
+            number(rec, ("success", "p50_us", "p99_us", "p999_us", "spread"), f"{sc}/{pol}")
+            assert rec["n"] > 0, (sc, pol)
+            assert abs(sum(rec["share"].values()) - 1) < 0.01, (sc, pol, rec["share"])
+    added = s["scenarios"]["added"]
+    for pol in balance.POLICIES:
+        number(added[pol], ("new_share_after", "fair_share"), f"added/{pol}")
+        number(s["scenarios"]["stall"][pol], ("stalled_rpcs", "stalled_failed",
+                                              "stalled_success"), f"stall/{pol}")
+    assert added["round_robin"]["share"]["be-5"] > 0, added["round_robin"]
+    number(added["round_robin"], ("first_rpc_after_s", "new_first2s_p99_us"), "added/rr")
+    assert s["scenarios"]["stall"]["round_robin"]["stalled_failed"] > 0, \
+        s["scenarios"]["stall"]["round_robin"]
+    for g in s["goals"]:
+        assert g["measured"] is not None or g.get("never"), f"goal not measured: {g}"
+    assert s["recommendation"]["checks"], s["recommendation"]
+
+    md = (tmp_path / "docs" / "balancing.md").read_text()
+    for g in s["goals"]:
+        assert g["what"] in md
+    assert s["recommendation"]["text"] in md
+    for c in CHARTS:
+        assert (tmp_path / "docs" / c).stat().st_size > 1000, c
+        assert f"({c})" in md
