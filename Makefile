@@ -62,7 +62,7 @@ BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration demo sanitize soak bench fuzz clean format
+.PHONY: all deps test unit integration demo sanitize soak bench profile fuzz clean format
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -140,6 +140,10 @@ $(BUILD)/bench/%: tests/bench/%.c | $(BUILD)/bench
 
 bench: all $(BENCH_BINS)
 	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/h2bench.py $(BENCH_ARGS)
+
+# Hot path profile (instructions, syscalls, mallocs per request; PROFILE_ARGS).
+profile: all $(BENCH_BINS)
+	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/profile.py $(PROFILE_ARGS)
 
 # Fuzzing (tests/fuzz/): libFuzzer targets built with clang, ASan and UBSan,
 # against their own instrumented copy of the daemon's modules. `make fuzz`
