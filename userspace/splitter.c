@@ -373,6 +373,7 @@ void splitter_free(struct splitter *s)
 		h2_downstream_destroy(s->ds_list);
 	while (s->us_list)
 		h2_upstream_destroy(s->us_list);
+	h2_stream_pool_fini(s);
 	s->route_q = s->route_tail = NULL;
 	s->dirty = NULL;
 	if (s->w && s->w->loop) {
