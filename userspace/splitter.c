@@ -336,6 +336,7 @@ struct splitter *splitter_new(struct worker *w)
 	if (!s)
 		return NULL;
 	s->w = w;
+	h2_mem_init(&s->mem);
 	s->cfg = w->sh ? w->sh->cfg : NULL;
 	s->stats = &w->stats;
 	dflt = s->cfg ? s->cfg->lb_policy : LB_LEAST_REQUEST;
@@ -386,6 +387,7 @@ void splitter_free(struct splitter *s)
 		upstream_pools_fini(&s->pools);
 	balancer_set_free(s->lb);
 	h2_blocks_fini(&s->blocks);
+	h2_mem_fini(&s->mem);
 	if (s->ds_cbs)
 		nghttp2_session_callbacks_del(s->ds_cbs);
 	if (s->us_cbs)

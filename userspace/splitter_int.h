@@ -18,6 +18,7 @@
 #include "balancer.h"
 #include "h2_buf.h"
 #include "h2_headers.h"
+#include "h2_mem.h"
 #include "stats.h"
 #include "upstream_pool.h"
 #include "worker.h"
@@ -86,6 +87,7 @@ struct splitter {
 	struct h2_conn *dirty;			/* borrowed: to flush (or destroy) */
 	struct h2_stream *route_q, *route_tail; /* borrowed: streams to (re)route, FIFO */
 	struct h2_blocks blocks;
+	struct h2_mem mem; /* nghttp2's allocator for every session of this worker */
 	uint8_t *rbuf, *wbuf; /* owned scratch */
 	size_t wlen;
 	nghttp2_session_callbacks *ds_cbs, *us_cbs; /* owned */
