@@ -8,7 +8,9 @@ simulated node, counted two ways. ``make profile`` runs it.
 Same topology as h2bench.py (three grpc_backend pods behind a Service, h2load
 in a client pod, connect4 redirecting to h2splitd, one worker). Figures:
   syscalls/request   strace -c on every thread of a plain h2splitd, attached
-                     for exactly the measured h2load run, by syscall;
+                     for exactly the measured h2load run, by syscall; once
+                     for the workload, once for a tenth of it at 1x1 (no
+                     batching across requests: the per-request floor);
   instructions/request and mallocs/stream   the same run under
                      valgrind --tool=callgrind, instrumented only while h2load
                      runs: total Ir, and the calls into malloc/calloc/realloc
@@ -91,16 +93,17 @@ class Profile:
         res = benchlib.parse_h2load(r.stdout + r.stderr)
         return res
 
-    def workload(self):
+    def workload(self, n=None, conns=None, streams=None):
         a = self.args
-        res = self.h2load(a.requests, a.conns, a.streams)
-        if res["succeeded"] != a.requests:
-            raise RuntimeError(f"h2load: {res['succeeded']} of {a.requests} succeeded: {res}")
+        n = n or a.requests
+        res = self.h2load(n, conns or a.conns, streams or a.streams)
+        if res["succeeded"] != n:
+            raise RuntimeError(f"h2load: {res['succeeded']} of {n} succeeded: {res}")
         return res
 
     # ---- syscalls ------------------------------------------------------------
 
-    def syscalls(self):
+    def syscalls(self, n, conns, streams):
         p = self.start()
         self.h2load(2000, self.args.conns, self.args.streams)  # warm: pools, blocks
         out = os.path.join(self.work, "strace.txt")
@@ -110,14 +113,13 @@ class Profile:
         line = st.stderr.readline()  # "Process N attached [with M threads]"
         if "attached" not in line:
             raise RuntimeError(f"strace did not attach: {line}{st.stderr.read()}")
-        self.workload()
+        self.workload(n, conns, streams)
         st.send_signal(signal.SIGINT)
         st.wait(timeout=30)
         rss = benchlib.rss_kib([p.pid])
         p.stop(timeout=10)
         calls = parse_strace(out)
-        n = self.args.requests
-        return {"total": sum(calls.values()),
+        return {"workload": f"{n} requests, {conns}x{streams}","total": sum(calls.values()),
                 "per_request": round(sum(calls.values()) / n, 3),
                 "by_syscall_per_request": {k: round(v / n, 4) for k, v in
                                            sorted(calls.items(), key=lambda kv: -kv[1])},
@@ -217,9 +219,11 @@ def report(res):
     a = res["params"]
     lines = [f"workload: h2load -n {a['requests']} -c {a['conns']} -m {a['streams']}, "
              f"{a['payload']}-byte gRPC message, 1 worker"]
-    if "syscalls" in res:
-        s = res["syscalls"]
-        lines.append(f"syscalls/request: {s['per_request']}  ("
+    for k in ("syscalls", "syscalls_1x1"):
+        if k not in res:
+            continue
+        s = res[k]
+        lines.append(f"syscalls/request ({s['workload']}): {s['per_request']}  ("
                      + ", ".join(f"{k} {v}" for k, v in
                                  list(s["by_syscall_per_request"].items())[:8]) + ")")
     if "callgrind" in res:
@@ -245,7 +249,8 @@ def main(argv=None):
         prof = Profile(node, a)
         if not a.skip_strace:
             log("syscalls: strace -c on a plain h2splitd")
-            res["syscalls"] = prof.syscalls()
+            res["syscalls"] = prof.syscalls(a.requests, a.conns, a.streams)
+            res["syscalls_1x1"] = prof.syscalls(a.requests // 10, 1, 1)
         if not a.skip_callgrind:
             log("instructions and allocations: callgrind")
             res["callgrind"] = prof.callgrind()
