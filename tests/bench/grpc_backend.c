@@ -8,9 +8,11 @@
  * since start; conns counts accepted connections).
  * One epoll loop per thread, each on its own SO_REUSEPORT listener; all
  * frames a pass produces go out in one send() per connection.
+ * --delay-ms holds every gRPC answer that long (FIFO per connection), so a
+ * benchmark can keep many streams open through a proxy at once.
  *
  *   grpc_backend [--port 50051] [--threads 1] [--response-size -1]
- *                [--max-streams 1024] [--window 1048576]
+ *                [--max-streams 1024] [--window 1048576] [--delay-ms 0]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -31,6 +33,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OUT_CAP (256 * 1024)
@@ -44,9 +47,10 @@ struct opts {
 	long response_size; /* < 0: echo the request message's length */
 	uint32_t max_streams;
 	uint32_t window;
+	long delay_ms;
 };
 
-static struct opts g_opt = {50051, 1, -1, 1024, 1 << 20};
+static struct opts g_opt = {50051, 1, -1, 1024, 1 << 20, 0};
 static atomic_ulong g_requests;
 static atomic_ulong g_bytes_in;
 static atomic_ulong g_conns;
@@ -60,6 +64,9 @@ struct stream {
 	size_t resp_len;  /* bytes of the DATA payload to send (prefix included) */
 	size_t resp_off;
 	char stats[96];
+	uint64_t due_ms;      /* --delay-ms: answer at this time */
+	struct stream *qnext; /* on its connection's delay queue */
+	int queued, gone;     /* gone: closed while queued; the queue frees it */
 };
 
 struct conn {
@@ -69,7 +76,21 @@ struct conn {
 	nghttp2_session *h2;
 	uint8_t *out;
 	size_t out_len, out_off;
+	struct stream *qhead, *qtail; /* answers held by --delay-ms, oldest first */
+	struct conn *dnext, *dprev;   /* on the thread's list of conns with a queue */
+	int on_dlist;
 };
+
+/* This thread's connections with held answers. */
+static __thread struct conn *t_dlist;
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static void die(const char *what)
 {
@@ -180,10 +201,42 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t sid, const 
 	return 0;
 }
 
+static void dlist_del(struct conn *c)
+{
+	if (!c->on_dlist)
+		return;
+	if (c->dprev)
+		c->dprev->dnext = c->dnext;
+	else
+		t_dlist = c->dnext;
+	if (c->dnext)
+		c->dnext->dprev = c->dprev;
+	c->dnext = c->dprev = NULL;
+	c->on_dlist = 0;
+}
+
+/* Answer |st| in --delay-ms. */
+static void hold(struct conn *c, struct stream *st)
+{
+	st->due_ms = now_ms() + (uint64_t)g_opt.delay_ms;
+	st->queued = 1;
+	if (c->qtail)
+		c->qtail->qnext = st;
+	else
+		c->qhead = st;
+	c->qtail = st;
+	if (!c->on_dlist) {
+		c->dnext = t_dlist;
+		if (t_dlist)
+			t_dlist->dprev = c;
+		t_dlist = c;
+		c->on_dlist = 1;
+	}
+}
+
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
 {
 	struct stream *st;
-	(void)ud;
 	if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		return 0;
 	if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
@@ -191,6 +244,10 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
 	st = nghttp2_session_get_stream_user_data(h2, f->hd.stream_id);
 	if (!st)
 		return 0;
+	if (g_opt.delay_ms > 0 && !st->is_stats) {
+		hold(ud, st);
+		return 0;
+	}
 	if (respond(h2, st))
 		nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 	return 0;
@@ -203,7 +260,10 @@ static int on_stream_close(nghttp2_session *h2, int32_t sid, uint32_t code, void
 	(void)ud;
 	if (st) {
 		nghttp2_session_set_stream_user_data(h2, sid, NULL);
-		free(st);
+		if (st->queued)
+			st->gone = 1;
+		else
+			free(st);
 	}
 	return 0;
 }
@@ -213,6 +273,13 @@ static nghttp2_option *g_h2opt;
 
 static void conn_free(struct conn *c)
 {
+	dlist_del(c);
+	while (c->qhead) {
+		struct stream *st = c->qhead;
+
+		c->qhead = st->qnext;
+		free(st);
+	}
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	nghttp2_session_del(c->h2);
@@ -341,6 +408,42 @@ static int open_listener(void)
 	return fd;
 }
 
+/* Submit the held answers that are due; the epoll timeout until the next. */
+static int run_due(void)
+{
+	uint64_t now = now_ms(), next = UINT64_MAX;
+	struct conn *c, *cnext;
+
+	for (c = t_dlist; c; c = cnext) {
+		int sent = 0;
+
+		cnext = c->dnext;
+		while (c->qhead && c->qhead->due_ms <= now) {
+			struct stream *st = c->qhead;
+
+			c->qhead = st->qnext;
+			if (!c->qhead)
+				c->qtail = NULL;
+			st->queued = 0;
+			if (st->gone) {
+				free(st);
+				continue;
+			}
+			if (respond(c->h2, st))
+				nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, st->id,
+							  NGHTTP2_INTERNAL_ERROR);
+			sent = 1;
+		}
+		if (c->qhead && c->qhead->due_ms < next)
+			next = c->qhead->due_ms;
+		if (!c->qhead)
+			dlist_del(c);
+		if (sent && conn_flush(c))
+			conn_free(c);
+	}
+	return next == UINT64_MAX ? -1 : (int)(next - now);
+}
+
 static void *worker(void *arg)
 {
 	int lfd = (int)(intptr_t)arg, epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -352,7 +455,7 @@ static void *worker(void *arg)
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev))
 		die("epoll_ctl listener");
 	for (;;) {
-		int n = epoll_wait(epfd, evs, 256, -1);
+		int n = epoll_wait(epfd, evs, 256, run_due());
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -380,7 +483,7 @@ static void *worker(void *arg)
 static void usage(void)
 {
 	fprintf(stderr, "usage: grpc_backend [--port P] [--threads N] [--response-size BYTES]"
-			" [--max-streams N] [--window BYTES]\n");
+			" [--max-streams N] [--window BYTES] [--delay-ms MS]\n");
 	exit(2);
 }
 
@@ -403,11 +506,14 @@ int main(int argc, char **argv)
 			g_opt.max_streams = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(a, "--window"))
 			g_opt.window = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(a, "--delay-ms"))
+			g_opt.delay_ms = atol(v);
 		else
 			usage();
 		i++;
 	}
-	if (g_opt.threads < 1 || g_opt.port < 1 || g_opt.response_size > MAX_MSG)
+	if (g_opt.threads < 1 || g_opt.port < 1 || g_opt.response_size > MAX_MSG ||
+	    g_opt.delay_ms < 0)
 		usage();
 	signal(SIGPIPE, SIG_IGN);
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {
