@@ -23,10 +23,11 @@ struct h2_mem_chunk {
 };
 
 #if defined(__SANITIZE_ADDRESS__)
-#define KEEP(cls) 0u
+#define POOLED 0
 #else
-#define KEEP(cls) (H2_MEM_KEEP_BYTES / (((cls) + 1) * H2_MEM_CLASS_SIZE))
+#define POOLED 1
 #endif
+#define KEEP(cls) (H2_MEM_KEEP_BYTES / (((cls) + 1) * H2_MEM_CLASS_SIZE))
 
 static struct h2_mem_chunk *chunk_of(void *p)
 {
@@ -72,7 +73,7 @@ static void mem_free(void *p, void *ud)
 		return;
 	c = chunk_of(p);
 	m->n_live--;
-	if (c->cls == BIG || m->n_free[c->cls] >= KEEP(c->cls)) {
+	if (!POOLED || c->cls == BIG || m->n_free[c->cls] >= KEEP(c->cls)) {
 		free(c);
 		return;
 	}
