@@ -418,9 +418,17 @@ static struct h2_stream *stream_get(struct splitter *s)
 	return st;
 }
 
+/* Under ASan nothing is pooled, so a stale pointer to a freed stream is
+ * caught rather than quietly pointing at the next one. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_STREAMS 0
+#else
+#define POOL_STREAMS 1
+#endif
+
 static void stream_put(struct splitter *s, struct h2_stream *st)
 {
-	if (s->n_stream_pool >= H2_STREAMS_KEEP) {
+	if (!POOL_STREAMS || s->n_stream_pool >= H2_STREAMS_KEEP) {
 		h2_hdrs_clear(&st->req_hdrs);
 		h2_hdrs_clear(&st->req_trl);
 		h2_hdrs_clear(&st->resp_hdrs);
