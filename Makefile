@@ -63,7 +63,7 @@ BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration demo sanitize soak bench bench-balance fuzz clean format
+.PHONY: all deps test unit integration demo sanitize soak bench bench-balance profile capacity fuzz clean format
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -145,6 +145,14 @@ bench: all $(BENCH_BINS)
 # The balance benchmark (docs/balancing.md); BALANCE_ARGS=--smoke for a short run.
 bench-balance: all $(BENCH_BINS)
 	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/balance.py $(BALANCE_ARGS)
+
+# Hot path profile (instructions, syscalls, mallocs per request; PROFILE_ARGS).
+profile: all $(BENCH_BINS)
+	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/profile.py $(PROFILE_ARGS)
+
+# 10k idle downstream connections and 100k streams in flight (CAPACITY_ARGS).
+capacity: all $(BENCH_BINS)
+	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/capacity.py $(CAPACITY_ARGS)
 
 # Fuzzing (tests/fuzz/): libFuzzer targets built with clang, ASan and UBSan,
 # against their own instrumented copy of the daemon's modules. `make fuzz`

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Byte chains for DATA in transit between the two sessions of a stream:
- * fixed-size blocks from a per-worker free list, so buffering a frame costs
+ * blocks of two sizes from per-worker free lists, so buffering a frame costs
  * no allocation in the steady state. A chain only ever holds what the
  * receiving session's flow-control window let in, which is what bounds it.
  */
@@ -14,17 +14,22 @@
 #define H2_BLOCK_SIZE (16384 - 2 * sizeof(void *))
 /* Free blocks a worker keeps around (4 MiB). */
 #define H2_BLOCKS_KEEP 256
+/* The first block of a chain whose first append fits is a small one: a
+ * small unary message in flight costs 2 KiB, not 16. */
+#define H2_SMALL_BLOCK_SIZE (2048 - 2 * sizeof(void *))
+#define H2_SMALL_BLOCKS_KEEP 2048
 
 struct h2_block {
 	struct h2_block *next;
-	size_t len; /* bytes used from data[0] */
-	uint8_t data[H2_BLOCK_SIZE];
+	uint32_t len; /* bytes used from data[0] */
+	uint32_t cap; /* H2_BLOCK_SIZE or H2_SMALL_BLOCK_SIZE */
+	uint8_t data[];
 };
 
-/* The free list; owns its blocks. */
+/* The free lists, one per block size; own their blocks. */
 struct h2_blocks {
-	struct h2_block *free;
-	size_t n_free;
+	struct h2_block *free, *free_small;
+	size_t n_free, n_free_small;
 	size_t n_live; /* blocks handed out and not returned */
 };
 

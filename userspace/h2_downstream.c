@@ -395,7 +395,7 @@ static int session_init(struct h2_downstream *ds)
 	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)s->cfg->max_header_list_size},
 	};
 
-	if (nghttp2_session_server_new2(&ds->c.session, s->ds_cbs, ds, s->ds_opt))
+	if (nghttp2_session_server_new3(&ds->c.session, s->ds_cbs, ds, s->ds_opt, &s->mem.mem))
 		return -ENOMEM;
 	if (nghttp2_submit_settings(ds->c.session, NGHTTP2_FLAG_NONE, iv,
 				    sizeof(iv) / sizeof(iv[0])) ||

@@ -47,6 +47,17 @@ void h2_hdrs_clear(struct h2_hdrs *h)
 	h2_hdrs_init(h);
 }
 
+void h2_hdrs_reset(struct h2_hdrs *h)
+{
+	if (h->n_alloc > H2_HDRS_KEEP_FIELDS || h->alloc > H2_HDRS_KEEP_BYTES) {
+		h2_hdrs_clear(h);
+		return;
+	}
+	h->n = 0;
+	h->len = 0;
+	h->list_size = 0;
+}
+
 static int grow(void **p, uint32_t *alloc, uint32_t need, size_t elem, uint32_t first)
 {
 	uint32_t n = *alloc ? *alloc : first;

@@ -17,6 +17,8 @@
 
 #define H2_HDRS_MAX_FIELDS 256
 #define H2_HDRS_MAX_BYTES (64 * 1024)
+#define H2_HDRS_KEEP_FIELDS 32
+#define H2_HDRS_KEEP_BYTES 1024
 
 struct h2_hdr_ent {
 	uint32_t name_off, value_off; /* into h2_hdrs.buf */
@@ -41,6 +43,9 @@ bool h2_header_is_hop_by_hop(const uint8_t *name, size_t nlen, const uint8_t *va
 void h2_hdrs_init(struct h2_hdrs *h);
 /* Frees the arena; |h| is empty and reusable afterwards. */
 void h2_hdrs_clear(struct h2_hdrs *h);
+/* Empties |h| but keeps an arena no bigger than a typical request's
+ * (H2_HDRS_KEEP_*), so the next block in it costs no allocation. */
+void h2_hdrs_reset(struct h2_hdrs *h);
 /* Copy one field in. 0, -E2BIG past the field or byte limits, -ENOMEM. */
 int h2_hdrs_add(struct h2_hdrs *h, const uint8_t *name, size_t nlen, const uint8_t *value,
 		size_t vlen, uint8_t flags);

@@ -330,7 +330,7 @@ static void reply_error(struct h2_stream *st, enum grpc_status grpc_status, int 
 	}
 	/* Headers are out: end the body with gRPC trailers instead. */
 	grpc_trailers_only_build(&t, grpc_status, msg);
-	h2_hdrs_clear(&st->resp_trl);
+	h2_hdrs_reset(&st->resp_trl);
 	for (int i = 0; i < GRPC_TRAILERS_LEN; i++) {
 		const nghttp2_nv *nv = &GRPC_TRAILERS(&t)[i];
 
@@ -498,9 +498,70 @@ static void start_deadline(struct h2_stream *st)
 	st->deadline = loop_timer_add(S(st)->w->loop, ms, on_deadline, st);
 }
 
+/* A zeroed stream, from the pool when it has one: its header blocks keep
+ * their (small) arenas, so a typical stream allocates nothing here. */
+static struct h2_stream *stream_get(struct splitter *s)
+{
+	struct h2_stream *st = s->stream_pool;
+	struct h2_hdrs rh, rt, sh, sd;
+
+	if (!st)
+		return calloc(1, sizeof(*st));
+	s->stream_pool = st->ds_next;
+	s->n_stream_pool--;
+	rh = st->req_hdrs;
+	rt = st->req_trl;
+	sh = st->resp_hdrs;
+	sd = st->resp_trl;
+	memset(st, 0, sizeof(*st));
+	st->req_hdrs = rh;
+	st->req_trl = rt;
+	st->resp_hdrs = sh;
+	st->resp_trl = sd;
+	return st;
+}
+
+/* Under ASan nothing is pooled, so a stale pointer to a freed stream is
+ * caught rather than quietly pointing at the next one. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_STREAMS 0
+#else
+#define POOL_STREAMS 1
+#endif
+
+static void stream_put(struct splitter *s, struct h2_stream *st)
+{
+	if (!POOL_STREAMS || s->n_stream_pool >= H2_STREAMS_KEEP) {
+		h2_hdrs_clear(&st->req_hdrs);
+		h2_hdrs_clear(&st->req_trl);
+		h2_hdrs_clear(&st->resp_hdrs);
+		h2_hdrs_clear(&st->resp_trl);
+		free(st);
+		return;
+	}
+	h2_hdrs_reset(&st->req_hdrs);
+	h2_hdrs_reset(&st->req_trl);
+	h2_hdrs_reset(&st->resp_hdrs);
+	h2_hdrs_reset(&st->resp_trl);
+	st->ds_next = s->stream_pool;
+	s->stream_pool = st;
+	s->n_stream_pool++;
+}
+
+void h2_stream_pool_fini(struct splitter *s)
+{
+	s->n_stream_pool = 0; /* stream_put() frees from here on */
+	while (s->stream_pool) {
+		struct h2_stream *st = s->stream_pool;
+
+		s->stream_pool = st->ds_next;
+		stream_put(s, st);
+	}
+}
+
 struct h2_stream *h2_stream_new(struct h2_downstream *ds, int32_t id)
 {
-	struct h2_stream *st = calloc(1, sizeof(*st));
+	struct h2_stream *st = stream_get(ds->c.s);
 
 	if (!st)
 		return NULL;
@@ -625,10 +686,6 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 	ep_release(st);
 	h2_chain_clear(&st->req_body, &s->blocks);
 	h2_chain_clear(&st->resp_body, &s->blocks);
-	h2_hdrs_clear(&st->req_hdrs);
-	h2_hdrs_clear(&st->req_trl);
-	h2_hdrs_clear(&st->resp_hdrs);
-	h2_hdrs_clear(&st->resp_trl);
 	free(st->local_body);
 	if (st->ds_prev)
 		st->ds_prev->ds_next = st->ds_next;
@@ -637,7 +694,7 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 	if (st->ds_next)
 		st->ds_next->ds_prev = st->ds_prev;
 	stats_dec(s->stats, ST_STREAMS_ACTIVE);
-	free(st);
+	stream_put(s, st);
 }
 
 void h2_stream_ds_closed(struct h2_stream *st, uint32_t error_code)
@@ -682,7 +739,7 @@ static ssize_t ds_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_
 			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 			if (nghttp2_submit_trailer(session, id, S(st)->nv, k))
 				stats_inc(S(st)->stats, ST_UNEXPECTED);
-			h2_hdrs_clear(&st->resp_trl);
+			h2_hdrs_reset(&st->resp_trl);
 		}
 	}
 	return (ssize_t)n;
@@ -835,7 +892,7 @@ void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stre
 		    nghttp2_submit_headers(ds_session(st), NGHTTP2_FLAG_NONE, st->ds_id, NULL,
 					   S(st)->nv, n, NULL) < 0)
 			stats_inc(S(st)->stats, ST_UNEXPECTED);
-		h2_hdrs_clear(&st->resp_hdrs);
+		h2_hdrs_reset(&st->resp_hdrs);
 		h2_conn_dirty(&st->ds->c);
 		return;
 	}
@@ -855,7 +912,7 @@ void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stre
 		ds_reset(st, NGHTTP2_INTERNAL_ERROR);
 	}
 	st->resp_hdrs_sent = true;
-	h2_hdrs_clear(&st->resp_hdrs);
+	h2_hdrs_reset(&st->resp_hdrs);
 	h2_conn_dirty(&st->ds->c);
 }
 

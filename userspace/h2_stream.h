@@ -106,6 +106,9 @@ void h2_stream_us_lost(struct h2_stream *st, bool unprocessed, const char *why);
 int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
 			   size_t length, nghttp2_data_source *source, void *user_data);
 
+/* Free the splitter's pool of stream structs (splitter_free()). */
+void h2_stream_pool_fini(struct splitter *s);
+
 /* Route a queued stream (splitter_flush()). */
 void h2_stream_route(struct h2_stream *st);
 /* The balancer woke |w|, a pending stream's waiter: route it again now

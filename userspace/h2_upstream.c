@@ -395,7 +395,7 @@ static int session_init(struct h2_upstream *uc)
 	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
 	};
 
-	if (nghttp2_session_client_new2(&uc->c.session, s->us_cbs, uc, s->us_opt))
+	if (nghttp2_session_client_new3(&uc->c.session, s->us_cbs, uc, s->us_opt, &s->mem.mem))
 		return -ENOMEM;
 	if (nghttp2_submit_settings(uc->c.session, NGHTTP2_FLAG_NONE, iv,
 				    sizeof(iv) / sizeof(iv[0])) ||

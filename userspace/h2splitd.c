@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -432,6 +433,31 @@ static void join_host_cgroupns(void)
 		close(fd);
 }
 
+/* Every downstream connection costs an fd and so does each upstream one: the
+ * usual soft limit of 1024 would cap the daemon at a few hundred clients.
+ * Take the hard limit the container (or systemd) granted. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl)) {
+		log_warn("getrlimit_nofile_failed err=\"%m\"");
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl)) {
+			log_warn("setrlimit_nofile_failed soft=%llu hard=%llu err=\"%m\"",
+				 (unsigned long long)was, (unsigned long long)rl.rlim_max);
+			return;
+		}
+	}
+	log_info("fd_limit soft=%llu hard=%llu", (unsigned long long)rl.rlim_cur,
+		 (unsigned long long)rl.rlim_max);
+}
+
 int main(int argc, char **argv)
 {
 	static struct daemon d;
@@ -454,6 +480,7 @@ int main(int argc, char **argv)
 	if (d.cfg.uninstall)
 		return uninstall(&d.cfg);
 	join_host_cgroupns();
+	raise_nofile();
 	pthread_mutex_init(&d.snap_lock, NULL);
 	d.sig_fd = -1;
 	rc = run(&d);

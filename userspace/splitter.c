@@ -367,6 +367,7 @@ struct splitter *splitter_new(struct worker *w)
 		return NULL;
 	}
 	s->w = w;
+	h2_mem_init(&s->mem);
 	s->cfg = w->sh->cfg;
 	s->stats = &w->stats;
 	dflt = s->cfg->lb_policy;
@@ -411,6 +412,7 @@ void splitter_free(struct splitter *s)
 		h2_downstream_destroy(s->ds_list);
 	while (s->us_list)
 		h2_upstream_destroy(s->us_list);
+	h2_stream_pool_fini(s);
 	s->route_q = s->route_tail = NULL;
 	s->dirty = NULL;
 	if (s->w && s->w->loop) {
@@ -424,6 +426,7 @@ void splitter_free(struct splitter *s)
 		upstream_pools_fini(&s->pools);
 	balancer_set_free(s->lb);
 	h2_blocks_fini(&s->blocks);
+	h2_mem_fini(&s->mem);
 	if (s->ds_cbs)
 		nghttp2_session_callbacks_del(s->ds_cbs);
 	if (s->us_cbs)

@@ -18,6 +18,7 @@
 #include "balancer.h"
 #include "h2_buf.h"
 #include "h2_headers.h"
+#include "h2_mem.h"
 #include "stats.h"
 #include "upstream_pool.h"
 #include "worker.h"
@@ -43,6 +44,8 @@
 #define H2_MAX_ATTEMPTS 3
 #define H2_RETAIN_MAX (64 * 1024)
 #define H2_RETAIN_CONN_MAX (1024 * 1024)
+/* Stream structs (with their header arenas) a worker keeps for reuse. */
+#define H2_STREAMS_KEEP 1024
 /* Upstream connections. */
 #define H2_CONNECT_TIMEOUT_MS 3000
 #define H2_UPSTREAM_IDLE_MS 60000
@@ -83,6 +86,7 @@ struct splitter {
 	struct h2_conn *dirty;			/* borrowed: to flush (or destroy) */
 	struct h2_stream *route_q, *route_tail; /* borrowed: streams to (re)route, FIFO */
 	struct h2_blocks blocks;
+	struct h2_mem mem; /* nghttp2's allocator for every session of this worker */
 	uint8_t *rbuf, *wbuf; /* owned scratch */
 	size_t wlen;
 	nghttp2_session_callbacks *ds_cbs, *us_cbs; /* owned */
@@ -96,6 +100,8 @@ struct splitter {
 	bool draining, drain_final;
 	bool flushing;
 	bool pass_hook; /* splitter_flush() runs at the end of every loop pass */
+	struct h2_stream *stream_pool; /* owned: freed streams kept for reuse (h2_stream.c) */
+	size_t n_stream_pool;
 	uint64_t n_ds;
 	uint64_t connect_warn_ms; /* rate limit for upstream_connect_failed */
 	uint32_t connect_warn_suppressed;

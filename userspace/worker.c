@@ -87,33 +87,21 @@ static void sniff_abort(struct sniff *s)
 	sniff_free(s);
 }
 
-static void on_sniff_timeout(struct loop *l, struct loop_timer *t, void *arg)
+/* Read what arrived and decide if it is enough. True: |s| is handed on (or
+ * closed) and freed; false: still waiting for bytes. */
+static bool sniff_step(struct sniff *s)
 {
-	struct sniff *s = arg;
-
-	(void)l;
-	(void)t;
-	s->timer = NULL;
-	sniff_to_l4(s);
-}
-
-static void on_sniff_readable(struct loop *l, int fd, uint32_t events, void *arg)
-{
-	struct sniff *s = arg;
-	ssize_t n;
+	ssize_t n = recv(s->fd, s->buf + s->n, sizeof(s->buf) - s->n, 0);
 	size_t cmp;
 
-	(void)l;
-	(void)events;
-	n = recv(fd, s->buf + s->n, sizeof(s->buf) - s->n, 0);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
+		return false;
 	if (n <= 0) {
 		if (s->n) /* said something, then closed: deliver it as it was */
 			sniff_to_l4(s);
 		else
 			sniff_abort(s);
-		return;
+		return true;
 	}
 	s->n += (size_t)n;
 	cmp = s->n < H2_PREFACE_LEN ? s->n : H2_PREFACE_LEN;
@@ -121,6 +109,31 @@ static void on_sniff_readable(struct loop *l, int fd, uint32_t events, void *arg
 		sniff_to_l4(s);
 	else if (s->n >= H2_PREFACE_LEN)
 		sniff_to_h2(s);
+	else
+		return false;
+	return true;
+}
+
+static void on_sniff_timeout(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct sniff *s = arg;
+
+	(void)l;
+	(void)t;
+	s->timer = NULL;
+	/* Timers run after the pass's I/O callbacks: when that pass was long (a
+	 * burst of thousands of connections), the preface may be sitting in the
+	 * socket unread. Look once more before calling the client silent. */
+	if (!sniff_step(s))
+		sniff_to_l4(s);
+}
+
+static void on_sniff_readable(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	(void)l;
+	(void)fd;
+	(void)events;
+	sniff_step(arg);
 }
 
 static void start_sniff(struct worker *w, int fd, struct conn_info *ci)

@@ -450,6 +450,7 @@ def run(args):
             os.path.dirname(os.path.abspath(args.json)), "logs"))
     results["machine"]["loadavg_end"] = benchlib.loadavg()
     results["elapsed_s"] = round(time.time() - started, 1)
+    results["hot_path"] = report.load_hot_path(benchlib.build_dir())
     results["summary"] = report.summarize(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

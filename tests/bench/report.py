@@ -538,6 +538,8 @@ def render(results, chart_names=()):
                  else "err" if t in idle else "—" for t in pr) + " |")
     w("")
 
+    hot_path(results, w)
+
     w("## Balance over the three backend pods\n")
     w("Share of all requests of the closed-loop sweep each backend pod counted itself "
       "(grpc_backend's /stats); spread = (max - min) / mean.\n")
@@ -580,6 +582,154 @@ def render(results, chart_names=()):
         if c.get("config"):
             w("```\n" + c["config"].rstrip() + "\n```\n")
     return "\n".join(L) + "\n"
+
+
+def _prof_row(w, what, before, after, fmt):
+    def cell(v):
+        return "—" if v is None else fmt(v)
+    change = (f"{(after / before - 1) * 100:+.0f}%" if before and after is not None
+              else "—")
+    w(f"| {what} | {cell(before)} | {cell(after)} | {change} |")
+
+
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def hot_path(results, w):
+    """The hot path profile (profile.py) and capacity (capacity.py) figures:
+    before = tests/bench/profile_baseline.json (the daemon before issue 7's
+    work), after = this build's BUILD/bench/profile.json and capacity.json."""
+    hp = results.get("hot_path")
+    if not hp:
+        return
+    b, a = hp.get("baseline") or {}, hp.get("profile") or {}
+    cb, ca = b.get("capacity") or {}, hp.get("capacity") or {}
+    w("## Hot path profile\n")
+    prm = a.get("params") or b.get("params") or {}
+    w("Counts, not timings, from `make profile` (tests/bench/profile.py): one fixed "
+      f"workload, h2load -n {prm.get('requests', 20000):,} -c {prm.get('conns', 4)} "
+      f"-m {prm.get('streams', 16)} with a {prm.get('payload', 10)}-byte gRPC message "
+      "through the redirect, one worker. Instructions: valgrind --tool=callgrind, "
+      "instrumented only during the measured run, total Ir / requests. Mallocs: calls "
+      "into malloc/calloc/realloc from outside the allocator / requests (each request is "
+      "one downstream and one upstream stream, so this is per proxied stream). Syscalls: "
+      "strace -c on every thread for the run / requests; at 4x16 many requests share one "
+      "read and one write, so that figure moves with timing; the 1x1 run is the "
+      "per-request floor. RSS per stream in flight: `make capacity`, h2splitd's RSS "
+      "growth / its downstream_streams_active gauge with every stream open at once "
+      "(backends hold each answer). Before: "
+      f"`{b.get('git', '?')}`; after: `{a.get('git', '?')}`.\n")
+    w("| per request | before | after | change |")
+    w("|---|---|---|---|")
+    _prof_row(w, "instructions (callgrind Ir)", _get(b, "callgrind", "ir_per_request"),
+              _get(a, "callgrind", "ir_per_request"), lambda v: f"{v:,}")
+    _prof_row(w, "mallocs per stream", _get(b, "callgrind", "mallocs_per_stream"),
+              _get(a, "callgrind", "mallocs_per_stream"), lambda v: f"{v:g}")
+    _prof_row(w, f"syscalls, {prm.get('conns', 4)}x{prm.get('streams', 16)}",
+              _get(b, "syscalls", "per_request"), _get(a, "syscalls", "per_request"),
+              lambda v: f"{v:g}")
+    _prof_row(w, "syscalls, 1x1", _get(b, "syscalls_1x1", "per_request"),
+              _get(a, "syscalls_1x1", "per_request"), lambda v: f"{v:g}")
+    # 100 x 100: before, a burst of 1,000 connections went mostly L4 (see Capacity).
+    _prof_row(w, "RSS per stream in flight (10,000 at once), KiB",
+              _get(cb, "streams_small", "kib_per_stream"),
+              _get(ca, "streams_small", "kib_per_stream"), lambda v: f"{v:g}")
+    w("")
+    one = _get(a, "syscalls_1x1", "by_syscall_per_request") or {}
+    if one:
+        w("Syscalls per request at 1x1 after: " + ", ".join(
+            f"{k} {v:g}" for k, v in list(one.items())[:6]) + " (one read and one write "
+            "per side, one epoll_wait per direction; epoll_ctl only when a socket's "
+            "EPOLLOUT interest changes).\n")
+    callers = _get(b, "callgrind", "alloc_callers") or []
+    req = prm.get("requests", 20000)
+    if callers:
+        w("Where the mallocs came from before: " + ", ".join(
+            f"{fn} {n / req:.2f}" for fn, n in callers[:4]) + " per request (the hex "
+          "address is libnghttp2's internal allocator wrapper: stream objects, outbound "
+          "items and header copies on both sessions). Removed by pooling stream structs "
+          "with their header arenas per worker and giving nghttp2 a per-worker "
+          "size-class allocator (userspace/h2_mem.c); the first body block of a stream is "
+          "2 KiB instead of 16 KiB (userspace/h2_buf.c).\n")
+    top = _get(a, "callgrind", "top_functions") or []
+    if top:
+        w("Top functions after, by exclusive instructions (libnghttp2 has no symbols "
+          "here, hence the addresses):\n")
+        w("| % of Ir | function |")
+        w("|---|---|")
+        for t in top[:10]:
+            w(f"| {t['pct']:.2f} | `{t['fn']}` |")
+        w("")
+    if ca:
+        idle, st = ca.get("idle") or {}, ca.get("streams") or {}
+        w("### Capacity\n")
+        w("`make capacity` (tests/bench/capacity.py), one worker, fd hard limit "
+          f"{ca.get('fd_hard_limit', '?'):,} per process (h2splitd logs "
+          "`fd_limit soft=.. hard=..` at startup after raising its soft limit):\n")
+        w("| | before | after |")
+        w("|---|---|---|")
+
+        def held(c, k, n_key):
+            d = c.get(k) or {}
+            if not d:
+                return "—"
+            if "error" in d:
+                return (f"NOT held: at most {d.get(n_key) or 0:,} (" + d["error"][:90] + ")")
+            return f"{d.get(n_key, 0):,} held"
+        w(f"| {idle.get('conns', 10000):,} idle downstream connections (one call each, "
+          "then idle) | " + held(cb, "idle", "open") + " | " + held(ca, "idle", "open")
+          + " |")
+        w("| RSS per idle downstream connection, KiB | "
+          f"{_f(_get(cb, 'idle', 'kib_per_conn'), 2)} | {_f(idle.get('kib_per_conn'), 2)} |")
+        w(f"| {st.get('total', 0):,} streams in flight at once ({st.get('conns', 0):,} "
+          f"connections x {st.get('streams_per_conn', 0)}) | "
+          + held(cb, "streams", "peak_active") + " | " + held(ca, "streams", "peak_active")
+          + " |")
+        w("| ... of which answered 200 in the end | "
+          f"{_f(_get(cb, 'streams', 'succeeded'), 0)} | {_f(st.get('succeeded'), 0)} |")
+        w("| ... connections misrouted to the L4 path | "
+          f"{_f(_get(cb, 'streams', 'l4_conns'), 0)} | {_f(st.get('l4_conns'), 0)} |")
+        w("| RSS per stream in flight (RSS growth / streams the gauge saw), KiB | "
+          f"{_f(_get(cb, 'streams', 'kib_per_stream'), 2)} | "
+          f"{_f(st.get('kib_per_stream'), 2)} |")
+        sb, sa = cb.get("streams_small") or {}, ca.get("streams_small") or {}
+        if sb or sa:
+            w(f"| RSS per stream in flight, {sa.get('conns', 100)} x "
+              f"{sa.get('streams_per_conn', 100)} (no connection goes L4 either way), KiB | "
+              f"{_f(sb.get('kib_per_stream'), 2)} | {_f(sa.get('kib_per_stream'), 2)} |")
+        w("")
+        w("Before, most of the 1,000 h2load connections were handed to the L4 path: "
+          "their preface was in the socket, but the 1 s sniff timer fired at the end of "
+          "a long loop pass before it was read (userspace/worker.c now reads once more "
+          "on the timeout). Those connections were proxied byte for byte to one backend, "
+          "not split, so the streams gauge never saw their streams. The idle figure "
+          "rose by about 0.5 KiB per connection, which we put down to h2_mem (not measured "
+          "apart): nghttp2's small allocations that live as "
+          "long as a session (HPACK tables, settings) now carry h2_mem's 16-byte chunk "
+          "header and are rounded up to 64 bytes.\n")
+        if cb.get("note"):
+            w(cb["note"] + "\n")
+
+
+def load_hot_path(build_dir):
+    """What hot_path() renders: the committed baseline and this build's
+    profile.json / capacity.json (make profile, make capacity), when present."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = {}
+    for key, path in (("baseline", os.path.join(here, "profile_baseline.json")),
+                      ("profile", os.path.join(build_dir, "bench", "profile.json")),
+                      ("capacity", os.path.join(build_dir, "bench", "capacity.json"))):
+        try:
+            with open(path) as f:
+                out[key] = json.load(f)
+        except (OSError, ValueError):
+            continue
+    return out if "profile" in out or "capacity" in out else None
 
 
 def write_docs(results, out_dir):

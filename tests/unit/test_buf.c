@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * Unit tests for h2_buf.c: chains across block boundaries (append, copy at
- * an offset, partial drops), block reuse through the free list and its cap.
+ * an offset, partial drops), block reuse through the free list and its cap,
+ * the small first block.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -84,11 +85,47 @@ static void test_free_list_cap(void **state)
 	free(src);
 }
 
+/* A first append that fits gets a small block; growth goes on in big ones,
+ * and each size goes back to its own free list. */
+static void test_small_first_block(void **state)
+{
+	struct h2_blocks fl = {0};
+	struct h2_chain c = {0};
+	size_t total = H2_SMALL_BLOCK_SIZE + H2_BLOCK_SIZE + 5;
+	uint8_t *src = malloc(total), *dst = malloc(total);
+
+	(void)state;
+	fill(src, total, 3);
+	assert_int_equal(h2_chain_append(&c, &fl, src, 15), 0);
+	assert_int_equal(c.head->cap, H2_SMALL_BLOCK_SIZE);
+	assert_int_equal(h2_chain_append(&c, &fl, src + 15, total - 15), 0);
+	assert_int_equal(fl.n_live, 3);
+	assert_int_equal(c.head->len, H2_SMALL_BLOCK_SIZE);
+	assert_int_equal(c.tail->cap, H2_BLOCK_SIZE);
+	h2_chain_copy(&c, 0, dst, total);
+	assert_memory_equal(src, dst, total);
+	h2_chain_copy(&c, H2_SMALL_BLOCK_SIZE - 2, dst, 4);
+	assert_memory_equal(src + H2_SMALL_BLOCK_SIZE - 2, dst, 4);
+	h2_chain_clear(&c, &fl);
+	assert_int_equal(fl.n_free_small, 1);
+	assert_int_equal(fl.n_free, 2);
+	/* Too big for a small block from the start: a big one. */
+	assert_int_equal(h2_chain_append(&c, &fl, src, H2_SMALL_BLOCK_SIZE + 1), 0);
+	assert_int_equal(c.head->cap, H2_BLOCK_SIZE);
+	assert_int_equal(fl.n_free, 1);
+	h2_chain_clear(&c, &fl);
+	h2_blocks_fini(&fl);
+	assert_int_equal(fl.n_free_small, 0);
+	free(src);
+	free(dst);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_chain),
 	    cmocka_unit_test(test_free_list_cap),
+	    cmocka_unit_test(test_small_first_block),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

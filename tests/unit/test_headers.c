@@ -80,6 +80,34 @@ static void test_block(void **state)
 	h2_hdrs_clear(&h);
 }
 
+/* Reset keeps a small arena (a pooled stream reuses it) and frees a big one;
+ * the limits count from zero again either way. */
+static void test_reset(void **state)
+{
+	static char big[4096];
+	struct h2_hdrs h;
+	const char *buf;
+	size_t vl;
+
+	(void)state;
+	h2_hdrs_init(&h);
+	assert_int_equal(add(&h, ":path", "/a", 0), 0);
+	buf = h.buf;
+	h2_hdrs_reset(&h);
+	assert_int_equal(h.n, 0);
+	assert_int_equal(h.list_size, 0);
+	assert_ptr_equal(h.buf, buf);
+	assert_null(h2_hdrs_get(&h, ":path", &vl));
+	assert_int_equal(add(&h, ":path", "/b", 0), 0);
+	assert_memory_equal(h2_hdrs_get(&h, ":path", &vl), "/b", 2);
+	memset(big, 'x', sizeof(big) - 1);
+	assert_int_equal(add(&h, "big", big, 0), 0);
+	h2_hdrs_reset(&h);
+	assert_null(h.buf);
+	assert_null(h.ents);
+	h2_hdrs_clear(&h);
+}
+
 static void test_limits(void **state)
 {
 	static char big[H2_HDRS_MAX_BYTES];
@@ -107,6 +135,7 @@ int main(void)
 	    cmocka_unit_test(test_hop_by_hop),
 	    cmocka_unit_test(test_block),
 	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_reset),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

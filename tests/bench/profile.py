@@ -1,0 +1,265 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Hot path profile of h2splitd: one fixed h2load workload through the
+simulated node, counted two ways. ``make profile`` runs it.
+
+  profile.py [--requests 20000] [--conns 4] [--streams 16] [--payload 10]
+             [--daemon PATH] [--json FILE] [--prefix h2sprof]
+
+Same topology as h2bench.py (three grpc_backend pods behind a Service, h2load
+in a client pod, connect4 redirecting to h2splitd, one worker). Figures:
+  syscalls/request   strace -c on every thread of a plain h2splitd, attached
+                     for exactly the measured h2load run, by syscall; once
+                     for the workload, once for a tenth of it at 1x1 (no
+                     batching across requests: the per-request floor);
+  instructions/request and mallocs/stream   the same run under
+                     valgrind --tool=callgrind, instrumented only while h2load
+                     runs: total Ir, and the calls into malloc/calloc/realloc
+                     made from outside the allocator, divided by requests
+                     (every request is one downstream and one upstream stream);
+  top functions      by exclusive Ir (callgrind_annotate).
+Counts, not timings: they hardly move with the load on the box.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import benchlib  # noqa: E402
+from benchlib import log, testbed  # noqa: E402
+
+GRPC_PORT = 50051
+PATH = "/bench.Echo/Unary"
+ALLOCATORS = ("malloc", "calloc", "realloc")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--payload", type=int, default=10)
+    ap.add_argument("--prefix", default=os.environ.get("H2S_TESTBED_PREFIX", "h2sprof"))
+    ap.add_argument("--daemon", help="h2splitd binary (default BUILD/h2splitd)")
+    ap.add_argument("--skip-callgrind", action="store_true")
+    ap.add_argument("--skip-strace", action="store_true")
+    ap.add_argument("--json", help="results (default BUILD/bench/profile.json)")
+    a = ap.parse_args(argv)
+    if a.json is None:
+        a.json = os.path.join(benchlib.build_dir(), "bench", "profile.json")
+    return a
+
+
+class Profile:
+    def __init__(self, node, args):
+        self.node, self.args = node, args
+        self.build = benchlib.build_dir()
+        self.work = os.path.join(node.workdir, "profile")
+        os.makedirs(self.work, exist_ok=True)
+        self.body = benchlib.grpc_message(os.path.join(self.work, "msg.bin"), args.payload)
+        argv = [benchlib.bench_bin("grpc_backend"), "--port", str(GRPC_PORT)]
+        self.be = [node.add_pod(f"be-{i}") for i in range(3)]
+        for p in [b.popen(argv, name="grpc-backend", watch=True) for b in self.be]:
+            p.wait_line("^ready", 15)
+        self.client = node.add_pod("load")
+        self.svc = node.add_service("bench", GRPC_PORT, pods=self.be)
+        self.url = f"http://{self.svc.vip4}:{GRPC_PORT}{PATH}"
+
+    def daemon_argv(self):
+        return [self.args.daemon or os.path.join(self.build, "h2splitd"), *self.node.daemon_args(), "--listen",
+                "169.254.20.11:15001", "--workers", "1", "--log-level", "info",
+                "--drain-timeout", "2"]
+
+    def start(self, wrapper=(), timeout=20):
+        p = self.node.popen(list(wrapper) + self.daemon_argv(), name="h2splitd")
+        benchlib.wait_log(p, r"msg=redirecting", timeout)
+        testbed.wait_for(lambda: self.h2load(50, 1, 1)["succeeded"] == 50, timeout,
+                         "calls through h2splitd to succeed")
+        return p
+
+    def h2load(self, n, conns, streams):
+        argv = ["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams),
+                "-d", self.body, "-H", "content-type: application/grpc",
+                "-H", "te: trailers", self.url]
+        r = self.client.run(argv, timeout=600, check=False)
+        res = benchlib.parse_h2load(r.stdout + r.stderr)
+        return res
+
+    def workload(self, n=None, conns=None, streams=None):
+        a = self.args
+        n = n or a.requests
+        res = self.h2load(n, conns or a.conns, streams or a.streams)
+        if res["succeeded"] != n:
+            raise RuntimeError(f"h2load: {res['succeeded']} of {n} succeeded: {res}")
+        return res
+
+    # ---- syscalls ------------------------------------------------------------
+
+    def syscalls(self, n, conns, streams):
+        p = self.start()
+        self.h2load(2000, self.args.conns, self.args.streams)  # warm: pools, blocks
+        out = os.path.join(self.work, "strace.txt")
+        # -f with -p attaches every thread of the process.
+        st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(p.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = st.stderr.readline()  # "Process N attached [with M threads]"
+        if "attached" not in line:
+            raise RuntimeError(f"strace did not attach: {line}{st.stderr.read()}")
+        self.workload(n, conns, streams)
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=30)
+        rss = benchlib.rss_kib([p.pid])
+        p.stop(timeout=10)
+        calls = parse_strace(out)
+        return {"workload": f"{n} requests, {conns}x{streams}","total": sum(calls.values()),
+                "per_request": round(sum(calls.values()) / n, 3),
+                "by_syscall_per_request": {k: round(v / n, 4) for k, v in
+                                           sorted(calls.items(), key=lambda kv: -kv[1])},
+                "rss_kib_after": rss}
+
+    # ---- instructions and allocations ----------------------------------------
+
+    def callgrind(self):
+        out = os.path.join(self.work, "callgrind.out")
+        for f in glob.glob(out + "*"):
+            os.unlink(f)
+        vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+              f"--callgrind-out-file={out}"]
+        p = self.start(vg, timeout=180)
+        self.h2load(500, self.args.conns, self.args.streams)
+        ctl(["-i", "on"], p.pid)
+        self.workload()
+        ctl(["-i", "off"], p.pid)
+        ctl(["-d"], p.pid)
+        dumps = sorted(glob.glob(out + ".*"))
+        p.stop(timeout=60)
+        if not dumps:
+            raise RuntimeError("callgrind wrote no dump")
+        keep = os.path.join(os.path.dirname(os.path.abspath(self.args.json)),
+                            "callgrind.out")
+        shutil.copy(dumps[-1], keep)  # the bed's directory goes at teardown
+        c = parse_callgrind(keep)
+        n = self.args.requests
+        top = subprocess.run(["callgrind_annotate", "--threshold=90", keep],
+                             capture_output=True, text=True, timeout=120).stdout
+        return {"ir_total": c["ir"], "ir_per_request": round(c["ir"] / n),
+                "alloc_calls": c["allocs"],
+                "mallocs_per_stream": round(sum(c["allocs"].values()) / n, 3),
+                "alloc_callers": c["callers"][:25],
+                "top_functions": top_functions(top, 25), "dump": keep}
+
+
+def ctl(args, pid):
+    r = subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode:
+        raise RuntimeError(f"callgrind_control {args}: {r.stdout}{r.stderr}")
+
+
+def parse_strace(path):
+    calls = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            if len(parts) >= 5 and re.match(r"^[\d.]+$", parts[0]) and parts[-1] != "total":
+                calls[parts[-1]] = int(parts[3])
+    return calls
+
+
+def parse_callgrind(path):
+    """Total Ir, and calls into the allocators by caller (name compression aware)."""
+    names, allocs, callers = {}, {k: 0 for k in ALLOCATORS}, {}
+    fn = cfn = None
+    ir = 0
+
+    def name(v):
+        m = re.match(r"\((\d+)\)(?: (.*))?", v)
+        if not m:
+            return v
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), "?")
+    with open(path) as f:
+        for line in f:
+            if line.startswith("fn="):
+                fn = name(line[3:].strip())
+            elif line.startswith("cfn="):
+                cfn = name(line[4:].strip())
+            elif line.startswith("calls="):
+                n = int(line[6:].split()[0])
+                if cfn in ALLOCATORS and fn not in ALLOCATORS:
+                    allocs[cfn] += n
+                    callers[fn] = callers.get(fn, 0) + n
+            elif line.startswith(("summary:", "totals:")):
+                ir = max(ir, int(line.split()[1]))
+    return {"ir": ir, "allocs": allocs,
+            "callers": sorted(callers.items(), key=lambda kv: -kv[1])}
+
+
+def top_functions(text, n):
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d,]+) \(\s*([\d.]+)%\)\s+(\S.*)$", line)
+        if m and "PROGRAM TOTALS" not in line:
+            out.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)),
+                        "fn": m.group(3).split(" [")[0]})
+    return out[:n]
+
+
+def report(res):
+    a = res["params"]
+    lines = [f"workload: h2load -n {a['requests']} -c {a['conns']} -m {a['streams']}, "
+             f"{a['payload']}-byte gRPC message, 1 worker"]
+    for k in ("syscalls", "syscalls_1x1"):
+        if k not in res:
+            continue
+        s = res[k]
+        lines.append(f"syscalls/request ({s['workload']}): {s['per_request']}  ("
+                     + ", ".join(f"{k} {v}" for k, v in
+                                 list(s["by_syscall_per_request"].items())[:8]) + ")")
+    if "callgrind" in res:
+        c = res["callgrind"]
+        lines.append(f"instructions/request: {c['ir_per_request']}")
+        lines.append(f"mallocs/stream: {c['mallocs_per_stream']}  ({c['alloc_calls']})")
+        lines.append("allocating callers: " + ", ".join(
+            f"{fn} {round(k / a['requests'], 2)}" for fn, k in c["alloc_callers"][:12]))
+        lines.append("top functions (exclusive Ir):")
+        for t in c["top_functions"][:15]:
+            lines.append(f"  {t['pct']:5.2f}%  {t['fn']}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    benchlib.raise_fd_limit()
+    res = {"params": {k: getattr(a, k) for k in ("requests", "conns", "streams", "payload")},
+           "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+           "git": benchlib.versions()["git"]}
+    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+    with testbed.Node(prefix=a.prefix) as node:
+        prof = Profile(node, a)
+        if not a.skip_strace:
+            log("syscalls: strace -c on a plain h2splitd")
+            res["syscalls"] = prof.syscalls(a.requests, a.conns, a.streams)
+            res["syscalls_1x1"] = prof.syscalls(a.requests // 10, 1, 1)
+        if not a.skip_callgrind:
+            log("instructions and allocations: callgrind")
+            res["callgrind"] = prof.callgrind()
+    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump(res, f, indent=1)
+    print(report(res))
+    log(f"results: {a.json}")
+
+
+if __name__ == "__main__":
+    main()
