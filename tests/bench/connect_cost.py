@@ -143,7 +143,11 @@ def start_h2splitd(node, build, workers=1, lb_policy=None, extra=()):
     so no thread reads it under load); returns once it is redirecting."""
     argv = [os.path.join(build, "h2splitd"), *node.daemon_args(), "--listen",
             "169.254.20.11:15001", "--workers", str(workers), "--log-level", "info",
-            "--drain-timeout", "2"]
+            "--drain-timeout", "2",
+            # One load pod opens every connection of a run (up to 10,000 held
+            # idle); the per-pod limit guards a node against such a pod, and
+            # none of the peers has one.
+            "--max-connections-per-pod", "0"]
     if lb_policy:
         argv += ["--lb-policy", lb_policy]
     p = node.popen(argv + list(extra), name="h2splitd")
