@@ -63,7 +63,7 @@ BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration demo sanitize soak bench bench-balance profile capacity fuzz clean format
+.PHONY: FORCE all deps test unit integration demo sanitize soak bench bench-balance profile capacity fuzz clean format
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -95,6 +95,14 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB) | $(BUILD)/tests
 	$(Q)$(CC) $(CFLAGS) -MMD -MP $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d)
+
+# The objects that print the version are rebuilt when it changes (a commit),
+# so `h2splitd --version` never names an older tree than it was built from.
+VERSION_STAMP := $(BUILD)/version.stamp
+$(VERSION_STAMP): FORCE | $(BUILD)/obj
+	$(Q)echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(addprefix $(BUILD)/obj/,admin.o h2splitctl.o h2splitd.o k8s_client.o): $(VERSION_STAMP)
+FORCE:
 
 deps:
 	$(Q)sh .ci/deps
