@@ -114,7 +114,9 @@ def recommend(agg, labels):
     pods that misbehave, so those scenarios decide: it must meet the slow-pod
     target and have the lowest p99 there, meet the failing-pod target, and fail
     no more RPCs than the best other policy (10% slack) while a pod is stalled.
-    What it costs where pods are alike is reported next to it."""
+    Spreading evenly over pods that are alike is the floor every default must
+    keep, so the equal-pods spread target decides too. What else it costs
+    where pods are alike is reported next to it."""
     pol = [p for p in ("round_robin", "least_request", "ewma") if p in labels]
     if "ewma" not in pol or len(pol) < 2:
         return {"default": None, "text": "ewma and another policy must both run to compare."}
@@ -153,12 +155,12 @@ def recommend(agg, labels):
     cmp("equal", "p99_us", "p99 with equal pods (lowest, 10% slack)", False, slack=1.1)
     cmp("added", "new_first2s_p99_us", "new pod's p99 in its first 2 s (lowest, 10% slack)",
         False, slack=1.1)
-    target("equal", "spread", "spread with equal pods ≤ 0.05", lambda v: v <= 0.05, False)
+    target("equal", "spread", "spread with equal pods ≤ 0.05", lambda v: v <= 0.05, True)
     deciding = [c for c in checks if c["deciding"]]
-    ewma_default = len(deciding) == 4 and all(c["won"] for c in deciding)
+    ewma_default = len(deciding) == 5 and all(c["won"] for c in deciding)
     lost = [c["what"] for c in checks if not c["won"]]
     text = (f"Compared with {', '.join(others)}. The scenarios where pods misbehave decide "
-            f"(slow, failing, stalled); ewma passed {sum(c['won'] for c in deciding)} of "
+            f"(slow, failing, stalled), with the spread over equal pods as the floor; ewma passed {sum(c['won'] for c in deciding)} of "
             f"{len(deciding)} of those checks. ")
     if ewma_default:
         text += "It wins the benchmark: make ewma the default."
