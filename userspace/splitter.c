@@ -7,6 +7,7 @@
  * destroys dead connections, snapshot changes and drain.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -339,6 +340,20 @@ static void on_keepalive(struct loop *l, struct loop_timer *t, void *arg)
 	splitter_kick(s);
 }
 
+/* glibc keeps the heap that a burst of connections freed (over 100 MiB after
+ * 8,000 idle ones), so RSS would stay at the peak for good: once enough
+ * connections have closed since the last time, hand whole free pages back. */
+static void trim_after_closes(struct splitter *s)
+{
+	uint64_t closed = stats_get(s->stats, ST_DOWNSTREAM_CONNS_TOTAL) -
+			  stats_get(s->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
+
+	if (closed - s->trimmed_at_closed < H2_TRIM_AFTER_CLOSED)
+		return;
+	s->trimmed_at_closed = closed;
+	malloc_trim(0);
+}
+
 static void on_sweep(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct splitter *s = arg;
@@ -346,6 +361,7 @@ static void on_sweep(struct loop *l, struct loop_timer *t, void *arg)
 	(void)t;
 	s->sweep_timer = loop_timer_add(l, H2_SWEEP_MS, on_sweep, s);
 	h2_upstream_sweep(s, s->draining && !s->ds_list);
+	trim_after_closes(s);
 	splitter_kick(s);
 }
 

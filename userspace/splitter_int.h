@@ -50,6 +50,8 @@
 #define H2_CONNECT_TIMEOUT_MS 3000
 #define H2_UPSTREAM_IDLE_MS 60000
 #define H2_SWEEP_MS 5000
+/* Closed downstream connections that make a sweep hand free heap pages back. */
+#define H2_TRIM_AFTER_CLOSED 256
 /* Drain: shutdown notice, then the final GOAWAY one "round trip" later. */
 #define H2_DRAIN_NOTICE_MS 1000
 
@@ -103,6 +105,7 @@ struct splitter {
 	struct h2_stream *stream_pool; /* owned: freed streams kept for reuse (h2_stream.c) */
 	size_t n_stream_pool;
 	uint64_t n_ds;
+	uint64_t trimmed_at_closed; /* downstream connections closed as of the last malloc_trim() */
 	uint64_t connect_warn_ms; /* rate limit for upstream_connect_failed */
 	uint32_t connect_warn_suppressed;
 };

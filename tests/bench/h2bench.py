@@ -355,14 +355,16 @@ class Bench:
             self.check_alive(t)
         return res
 
-    def settled_rss(self, target, timeout=5.0):
-        """RSS once it stops falling (the proxy has seen the closes), at most ``timeout``."""
-        last, deadline = None, time.monotonic() + timeout
+    def settled_rss(self, target, still=6.0, timeout=15.0):
+        """RSS once it has not moved for ``still`` seconds (longer than h2splitd's
+        5 s sweep, which hands freed heap back), at most ``timeout``."""
+        last, since, deadline = None, time.monotonic(), time.monotonic() + timeout
         while time.monotonic() < deadline:
             now = benchlib.rss_kib(self.tree(target))
-            if now == last:
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= still:
                 break
-            last = now
             time.sleep(0.3)
         return last
 
