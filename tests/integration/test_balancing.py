@@ -268,11 +268,12 @@ def test_ewma_stops_sending_to_a_pod_that_stalls(bed):
             assert after - middle == n // 3, \
                 f"round_robin sends the stalled pod every third RPC: {short(then)}"
         else:
-            assert middle - before <= 1, \
-                f"ewma sent {middle - before} RPCs to the stalled pod, want only the first " \
-                f"one that showed it: {short(first)}"
-            assert after == middle, \
-                f"ewma sent {after - middle} RPCs to the stalled pod again: {short(then)}"
+            # At most the one RPC that shows it stalled, in whichever batch ewma
+            # happens to draw it (a pod that already looks slower may not be
+            # drawn in the first).
+            assert after - before <= 1, \
+                f"ewma sent {after - before} RPCs to the stalled pod, want at most the one " \
+                f"that showed it: {short(first)} then {short(then)}"
 
 
 @pytest.mark.parametrize("policy", ["round_robin", "least_request", "ewma"])
