@@ -170,9 +170,28 @@ static size_t pick_two(struct balancer *b, struct balancer_endpoint *const *eps,
 	return m;
 }
 
+/* Of |a| and |c|, the one with fewer streams in flight per unit of weight.
+ * Ties (idle endpoints, mostly) go to the one chosen longer ago when weights
+ * are equal, so idle equal endpoints take turns as under round robin rather
+ * than at random; with weights, to |a|, the first draw, which is by weight:
+ * idle endpoints then split streams by weight too. */
+static size_t lighter(const struct balancer *b, struct balancer_endpoint *const *eps, size_t a,
+		      size_t c)
+{
+	double wa, wc;
+
+	if (b->uniform) {
+		if (eps[c]->inflight != eps[a]->inflight)
+			return eps[c]->inflight < eps[a]->inflight ? c : a;
+		return eps[c]->pick_seq < eps[a]->pick_seq ? c : a;
+	}
+	wa = eps[a]->inflight / weight(b, eps[a]);
+	wc = eps[c]->inflight / weight(b, eps[c]);
+	return wc < wa ? c : a;
+}
+
 /* least_request: power of two choices over in-flight streams per unit of
- * weight (ties to the first draw, which is by weight: idle endpoints then
- * split streams by weight too). */
+ * weight. */
 static int p2c_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		      const char *tried)
 {
@@ -180,13 +199,10 @@ static int p2c_select(struct balancer *b, struct balancer_endpoint *const *eps, 
 
 	if (m == 0)
 		return -1;
-	if (m == 1)
-		return (int)a;
-	if (b->uniform)
-		return (int)(eps[c]->inflight < eps[a]->inflight ? c : a);
-	return (int)(eps[c]->inflight / weight(b, eps[c]) < eps[a]->inflight / weight(b, eps[a])
-			 ? c
-			 : a);
+	if (m > 1)
+		a = lighter(b, eps, a, c);
+	eps[a]->pick_seq = ++b->picks;
+	return (int)a;
 }
 
 static const struct balancer_ops p2c_ops = {
@@ -205,11 +221,14 @@ double balancer_endpoint_latency(const struct balancer_endpoint *ep, uint64_t no
 	return ep->ewma_us * exp(-(double)dt / decay_ms);
 }
 
-/* Finagle's PeakEwma.observe: a sample above the (decayed) estimate replaces
- * it at once; one below pulls it down by the weight of the time since the
- * last sample. */
+/* Finagle's PeakEwma.observe, fed |rtt_us| (the median of the last three
+ * answers: see latency_sample()): above the (decayed) estimate, it replaces
+ * it at once; below, it pulls it down by the weight of the time since the
+ * last sample. Then |raw_us|, the answer itself, caps the estimate at the
+ * band's edge: noise only ever makes an answer slower, so a fast one shows
+ * what the pod can do now (after a hiccup, or warmed up). */
 static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t decay_ms,
-			 uint32_t default_us, double rtt_us)
+			 uint32_t default_us, double rtt_us, double raw_us)
 {
 	uint64_t dt = ep->ewma_init && now_ms > ep->ewma_stamp_ms ? now_ms - ep->ewma_stamp_ms : 0;
 	double w = exp(-(double)dt / decay_ms);
@@ -217,6 +236,8 @@ static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t
 
 	/* The first sample replaces the guess, whatever its side. */
 	ep->ewma_us = rtt_us > est || !ep->ewma_init ? rtt_us : est + rtt_us * (1.0 - w);
+	if (ep->ewma_us > raw_us * BALANCER_EWMA_BAND)
+		ep->ewma_us = raw_us * BALANCER_EWMA_BAND;
 	ep->ewma_stamp_ms = now_ms;
 	ep->ewma_init = true;
 }
@@ -225,22 +246,50 @@ static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t
  * unit of static weight. Slow start acts through the draw alone: dividing
  * by a warming endpoint's 0.1 would shut it out until the ramp ends, since an
  * idle peer costs as little. */
-static double ewma_cost(const struct balancer *b, const struct balancer_endpoint *ep)
+static double ewma_cost(const struct balancer *b, const struct balancer_endpoint *ep, double lat)
 {
-	return balancer_endpoint_latency(ep, b->now_ms, b->ewma_decay_ms, b->ewma_default_us) *
-	       (ep->inflight + 1) / (b->uniform ? 1 : ep->weight);
+	return lat * (ep->inflight + 1) / (b->uniform ? 1 : ep->weight);
 }
 
+/* Idle, measured, and neither chosen nor measured for a while: its estimate
+ * may be stale (see BALANCER_EWMA_PROBE_MS). Not after a failure: a pod that
+ * fails is not probed with streams (ejection and the penalty's decay bring
+ * it back). */
+static bool probe_due(const struct balancer *b, const struct balancer_endpoint *ep)
+{
+	return !ep->inflight && ep->ewma_init && !ep->consec_failures &&
+	       b->now_ms >= ep->ewma_stamp_ms + BALANCER_EWMA_PROBE_MS &&
+	       b->picks - ep->pick_seq >= BALANCER_EWMA_PROBE_PICKS;
+}
+
+/* Latency decides only when the two estimates differ by more than the band
+ * (Linkerd and Finagle compare them raw: among equal pods, whichever drew a
+ * slower sample is shunned until its estimate decays, and shares drift
+ * apart); within it, the in-flight count does. */
 static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		       const char *tried)
 {
-	size_t a = 0, c = 0, m = pick_two(b, eps, tried, n, &a, &c);
+	size_t a = 0, c = 0, m = pick_two(b, eps, tried, n, &a, &c), i;
+	double la, lc;
 
 	if (m == 0)
 		return -1;
-	if (m == 1)
-		return (int)a;
-	return (int)(ewma_cost(b, eps[c]) < ewma_cost(b, eps[a]) ? c : a);
+	if (m == 1) {
+		i = a;
+	} else if (probe_due(b, eps[a]) || probe_due(b, eps[c])) {
+		i = probe_due(b, eps[a]) ? a : c;
+	} else {
+		la = balancer_endpoint_latency(eps[a], b->now_ms, b->ewma_decay_ms,
+					       b->ewma_default_us);
+		lc = balancer_endpoint_latency(eps[c], b->now_ms, b->ewma_decay_ms,
+					       b->ewma_default_us);
+		if (la <= lc * BALANCER_EWMA_BAND && lc <= la * BALANCER_EWMA_BAND)
+			i = lighter(b, eps, a, c);
+		else
+			i = ewma_cost(b, eps[c], lc) < ewma_cost(b, eps[a], la) ? c : a;
+	}
+	eps[i]->pick_seq = ++b->picks;
+	return (int)i;
 }
 
 static const struct balancer_ops ewma_ops = {
@@ -375,6 +424,7 @@ struct balancer_set *balancer_set_new(uint64_t seed, enum lb_policy dflt)
 	    .ewma_decay_ms = BALANCER_EWMA_DECAY_MS,
 	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
 	    .eject_failures = BALANCER_EJECT_FAILURES,
+	    .eject_failure_pct = BALANCER_EJECT_FAILURE_PCT,
 	    .eject_base_ms = BALANCER_EJECT_BASE_MS,
 	    .max_pending = BALANCER_MAX_PENDING,
 	};
@@ -851,7 +901,45 @@ static bool try_eject(struct balancer_set *bs, struct balancer_endpoint *ep, uin
 	ms = (uint64_t)bs->params.eject_base_ms * ep->ejections;
 	ep->ejected_until_ms = now_ms + (ms < max ? ms : max);
 	ep->consec_failures = 0;
+	ep->verdicts = 0; /* judged afresh when it is back */
+	ep->n_verdicts = 0;
 	return true;
+}
+
+/* Remember one verdict of |ep|; true when the failures among its last
+ * BALANCER_EJECT_WINDOW reach |pct| percent (0: never). */
+static bool note_verdict(struct balancer_endpoint *ep, bool failed, uint32_t pct)
+{
+	uint32_t window = (1u << BALANCER_EJECT_WINDOW) - 1;
+
+	ep->verdicts = ep->verdicts << 1 | failed;
+	if (ep->n_verdicts < 32)
+		ep->n_verdicts++;
+	return pct && ep->n_verdicts >= BALANCER_EJECT_WINDOW &&
+	       (uint32_t)__builtin_popcount(ep->verdicts & window) * 100 >=
+		   pct * BALANCER_EJECT_WINDOW;
+}
+
+/* The latency sample to feed for the answer |rtt_us|: the lower of it and
+ * the median of it and the two answers before. Noise on a shared node makes
+ * answers slower, never faster, and comes as single spikes: one slow answer
+ * must not count as a slow pod, two in a row do, and a fast one counts at
+ * once. */
+static double latency_sample(struct balancer_endpoint *ep, double rtt_us)
+{
+	double a = ep->rtt_prev[0], b = ep->rtt_prev[1], m;
+
+	if (ep->n_rtt_prev == 0)
+		m = rtt_us;
+	else if (ep->n_rtt_prev == 1)
+		m = fmin(rtt_us, a);
+	else
+		m = fmin(rtt_us, fmax(fmin(a, b), fmin(fmax(a, b), rtt_us)));
+	ep->rtt_prev[1] = a;
+	ep->rtt_prev[0] = rtt_us;
+	if (ep->n_rtt_prev < 2)
+		ep->n_rtt_prev++;
+	return m;
 }
 
 bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint *ep,
@@ -860,15 +948,23 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 	const struct balancer_params *pa = &bs->params;
 	double est = balancer_endpoint_latency(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us);
 	double rtt = (double)rtt_us;
+	bool rate;
 
 	switch (o) {
 	case BALANCER_NO_VERDICT:
-		if (rtt > est) /* at least this slow */
-			ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt);
+		/* At least this slow. Unfiltered: a stream the client gave up on
+		 * (a deadline, mostly) waited far longer than noise lasts. */
+		if (rtt > est) {
+			latency_sample(ep, rtt);
+			ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt,
+				     rtt);
+		}
 		return false;
 	case BALANCER_OK:
-		ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt);
+		ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us,
+			     latency_sample(ep, rtt), rtt);
 		ep->consec_failures = 0;
+		note_verdict(ep, false, 0);
 		return false;
 	case BALANCER_OVERLOADED:
 	case BALANCER_FAILED:
@@ -876,13 +972,15 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 	}
 	if (rtt < BALANCER_EWMA_PENALTY_US)
 		rtt = BALANCER_EWMA_PENALTY_US;
-	ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt);
-	if (o != BALANCER_FAILED || !pa->eject_failures)
+	ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt, rtt);
+	if (o != BALANCER_FAILED)
 		return false;
+	rate = note_verdict(ep, true, pa->eject_failure_pct);
+	ep->consec_failures++;
 	/* An ejected endpoint still finishing streams does not extend its time. */
 	if (balancer_endpoint_ejected(ep, now_ms))
 		return false;
-	if (++ep->consec_failures < pa->eject_failures)
+	if (!rate && !(pa->eject_failures && ep->consec_failures >= pa->eject_failures))
 		return false;
 	return try_eject(bs, ep, now_ms);
 }

@@ -40,6 +40,11 @@ struct balancer_endpoint {
 	double ewma_us; /* peak-EWMA latency as of ewma_stamp_ms */
 	uint64_t ewma_stamp_ms;
 	bool ewma_init;		   /* ewma_us holds a value (else: the default RTT) */
+	double rtt_prev[2];	   /* the last two latency samples, newest first */
+	uint32_t n_rtt_prev;	   /* ... how many of those hold one */
+	uint64_t pick_seq;	   /* its policy's pick count when P2C last chose it */
+	uint32_t verdicts;	   /* the last outcomes, newest in bit 0: 1 = failed */
+	uint32_t n_verdicts;	   /* ... how many of those bits hold one (at most 32) */
 	uint32_t consec_failures;  /* since the last success */
 	uint32_t ejections;	   /* sets the length of the next ejection */
 	uint64_t ejected_until_ms; /* outlier: no new streams before, unless in panic */
@@ -69,6 +74,7 @@ struct balancer {
 	uint32_t ewma_decay_ms;	  /* peak-EWMA time constant */
 	uint32_t ewma_default_us; /* latency assumed for an endpoint not yet measured */
 	uint32_t slow_start_ms;	  /* of the service being picked for */
+	uint64_t picks;		  /* made by this instance (P2C: ties, probe pacing) */
 	double max_weight;	  /* ... its top static weight */
 	bool uniform;		  /* ... every weight is 1 now: the plain, cheaper paths */
 };
@@ -82,7 +88,24 @@ struct balancer {
 /* Latency fed for a failed stream, unless it took longer: a pod failing fast
  * must not look fast. Decays below healthy peers in about a minute (10 s). */
 #define BALANCER_EWMA_PENALTY_US 250000
+/* Latency estimates within this ratio of each other are the same to ewma:
+ * noise on equal pods, so the in-flight count decides, as for least_request.
+ * A sample brings the estimate down to this multiple of itself at once: one
+ * spike does not shut a pod out for the time constant. */
+#define BALANCER_EWMA_BAND 2.0
+/* An idle endpoint ewma has not chosen for this long, and for this many of
+ * the service's picks, takes the next stream it is drawn for: a probe, so
+ * a pod shunned for one slow answer is measured again. At most one probe per
+ * endpoint per 500 ms per worker, and 1 in 500 of the service's streams. */
+#define BALANCER_EWMA_PROBE_MS 500
+#define BALANCER_EWMA_PROBE_PICKS 500
 #define BALANCER_EJECT_FAILURES 5
+/* Failure-rate ejection: an endpoint whose last BALANCER_EJECT_WINDOW
+ * verdicts hold at least params.eject_failure_pct% failures is ejected like
+ * one with eject_failures in a row (a pod failing every other RPC rarely
+ * fails five in a row). */
+#define BALANCER_EJECT_WINDOW 20
+#define BALANCER_EJECT_FAILURE_PCT 50
 #define BALANCER_EJECT_BASE_MS 30000
 #define BALANCER_EJECT_MAX_MS 300000
 
@@ -96,6 +119,7 @@ struct balancer_params {
 	uint32_t ewma_decay_ms; /* > 0 */
 	uint32_t ewma_default_us;
 	uint32_t eject_failures;   /* consecutive failures that eject; 0: never */
+	uint32_t eject_failure_pct; /* failures in the last BALANCER_EJECT_WINDOW; 0: off */
 	uint32_t eject_base_ms;	   /* first ejection; x the number of ejections */
 	uint32_t max_inflight_ep;  /* streams per endpoint; 0: no cap (a service may say) */
 	uint32_t max_inflight_svc; /* streams per service; 0: no cap */

@@ -289,6 +289,16 @@ static int opt_outlier_failures(struct config *c, const char *v, char *err, size
 	return 0;
 }
 
+static int opt_outlier_failure_pct(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (parse_int(v, 0, 100, &c->outlier_failure_pct)) {
+		snprintf(err, errlen, "--outlier-failure-percent %s: expected a percentage, 0 (off) to 100",
+			 v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int opt_outlier_ejection(struct config *c, const char *v, char *err, size_t errlen)
 {
 	if (parse_int(v, 1, 3600000, &c->outlier_ejection_ms)) {
@@ -395,6 +405,7 @@ static const struct opt opts[] = {
 	{"lb-policy", true, false, opt_lb},
 	{"lb-ewma-decay", true, false, opt_ewma_decay},
 	{"outlier-failures", true, false, opt_outlier_failures},
+	{"outlier-failure-percent", true, false, opt_outlier_failure_pct},
 	{"outlier-ejection", true, false, opt_outlier_ejection},
 	{"slow-start", true, false, opt_slow_start},
 	{"max-inflight-per-endpoint", true, false, opt_cb_max_ep},
@@ -447,6 +458,8 @@ void config_usage(FILE *f)
 		"  --lb-ewma-decay MS            ewma: latency average time constant (default 10000)\n"
 		"  --outlier-failures N          eject an endpoint after N failures in a row\n"
 		"                                (UNAVAILABLE, reset, connect failure; default 5, 0: off)\n"
+		"  --outlier-failure-percent P   ... or when P%% of its last 20 verdicts failed\n"
+		"                                (default 50, 0: off)\n"
 		"  --outlier-ejection MS         first ejection; x the number of ejections, at most\n"
 		"                                5 min (default 30000)\n"
 		"  --slow-start MS               ramp a joining endpoint's share up over MS\n"
@@ -529,6 +542,7 @@ static void set_defaults(struct config *c)
 	c->lb_ewma_decay_ms = 10000;
 	c->outlier_failures = 5;
 	c->outlier_ejection_ms = 30000;
+	c->outlier_failure_pct = 50;
 	c->max_pending = 1024;
 	c->pending_timeout_ms = 1000;
 	c->drain_timeout_s = 30;

@@ -37,6 +37,7 @@ struct config {
 	int lb_ewma_decay_ms; /* ewma: time constant of the latency average */
 	int outlier_failures;	 /* consecutive failures that eject; 0: off */
 	int outlier_ejection_ms; /* first ejection, x the number of ejections */
+	int outlier_failure_pct; /* failures among the last 20 verdicts that eject; 0: off */
 	int slow_start_ms; /* joining endpoints' ramp; 0: off */
 	/* Circuit breaking, per worker (Service annotations override): */
 	int max_inflight_per_endpoint; /* 0: no limit */

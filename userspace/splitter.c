@@ -393,6 +393,7 @@ struct splitter *splitter_new(struct worker *w)
 		    .ewma_decay_ms = (uint32_t)s->cfg->lb_ewma_decay_ms,
 		    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
 		    .eject_failures = (uint32_t)s->cfg->outlier_failures,
+		    .eject_failure_pct = (uint32_t)s->cfg->outlier_failure_pct,
 		    .eject_base_ms = (uint32_t)s->cfg->outlier_ejection_ms,
 		    .max_inflight_ep = (uint32_t)s->cfg->max_inflight_per_endpoint,
 		    .max_inflight_svc = (uint32_t)s->cfg->max_inflight_per_service,

@@ -17,8 +17,10 @@ latency (from its scheduled send time) and serving pod. Scenarios (issue 9):
   equal    5 equal pods
   slow     be-4 answers 10x slower
   failing  be-4 fails 50% of RPCs at once with UNAVAILABLE
-  added    4 pods; be-5 (cold: slower for its first seconds) joins the
-           Service a third of the way in
+  added    4 pods; be-5, as fast as they are, joins the Service a third
+           of the way in (how soon it gets its share)
+  cold     the same, but be-5 is cold: slower for its first seconds (the
+           p99 spike slow start is for)
   stall    be-4 is SIGSTOPped a third of the way in (stops reading)
 Each scenario runs every policy, one after another (interleaved when
 --repeat > 1), each on a freshly started h2splitd.
@@ -41,7 +43,8 @@ from benchlib import log, testbed  # noqa: E402
 PREFIX = "h2sbal"
 GRPC_PORT = 50051
 POLICIES = ("round_robin", "least_request", "ewma")
-SCENARIOS = ("equal", "slow", "failing", "added", "stall")
+SCENARIOS = ("equal", "slow", "failing", "added", "cold", "stall")
+JOINS = ("added", "cold")  # scenarios where be-5 joins under load
 PODS = [f"be-{i}" for i in range(6)]
 BAD = "be-4"    # the slow, failing or stalled pod
 NEW = "be-5"    # the pod added under load
@@ -73,7 +76,7 @@ def parse_args(argv=None):
     ap.add_argument("--slow-factor", type=int, default=10, help="scenario slow: be-4's factor")
     ap.add_argument("--fail-pct", type=int, default=50, help="scenario failing: be-4's share")
     ap.add_argument("--cold-ms", type=int, default=3000,
-                    help="scenario added: be-5 is slower for this long after its first RPC")
+                    help="scenario cold: be-5 is slower for this long after its first RPC")
     ap.add_argument("--cold-factor", type=int, default=5, help="... starting this much slower")
     ap.add_argument("--conns", type=int, default=2, help="client connections")
     ap.add_argument("--deadline-ms", type=int, default=1000, help="client deadline per RPC")
@@ -178,7 +181,7 @@ def analyze(rpcs, scenario, event_us, pods, args):
     # were slow. They hit every policy alike; a run with many is less telling.
     r["hiccup_buckets"] = sum(1 for b in r["timeline"]
                               if b["fail"] == 0 and b["p99_us"] >= HICCUP_US)
-    if scenario == "added":
+    if scenario in JOINS:
         r.update(added_figures(rpcs, r["timeline"], event_us, len(pods)))
     if scenario == "stall":
         r.update(stall_figures(rpcs, event_us, args))
@@ -284,11 +287,11 @@ class Bench:
             self.control(BAD, delay_us=a.base_delay_us * a.slow_factor)
         elif scenario == "failing":
             self.control(BAD, fail_pct=a.fail_pct)
-        elif scenario == "added":
+        elif scenario == "cold":
             self.control(NEW, cold_ms=a.cold_ms, cold_factor=a.cold_factor)
-        pods = PODS[:4] if scenario == "added" else PODS[:5]
+        pods = PODS[:4] if scenario in JOINS else PODS[:5]
         self.node.set_endpoints(self.svc, pods)
-        return pods + ([NEW] if scenario == "added" else [])
+        return pods + ([NEW] if scenario in JOINS else [])
 
     def start_daemon(self, policy, extra):
         argv_extra = list(self.args.daemon_arg) + list(extra)
@@ -315,7 +318,7 @@ class Bench:
             self.daemon = None
 
     def event(self, scenario):
-        if scenario == "added":
+        if scenario in JOINS:
             self.node.set_endpoints(self.svc, PODS[:4] + [NEW])
         elif scenario == "stall":
             self.backends[BAD].send_signal(signal.SIGSTOP)
@@ -340,7 +343,7 @@ class Bench:
         p = self.client.popen(argv, name="balance-load", watch=True)
         try:
             start_ns = int(p.wait_line(r"^start \d+", 15).split()[1])
-            if scenario in ("added", "stall"):
+            if scenario in JOINS + ("stall",):
                 at = start_ns + int(a.duration * 1e9 / 3)
                 time.sleep(max(0.0, (at - time.monotonic_ns()) / 1e9))  # the scheduled event
                 event_us = (time.monotonic_ns() - start_ns) // 1000

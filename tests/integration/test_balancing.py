@@ -2,7 +2,7 @@
 """Balancing by how backends behave, on the simulated node: the ewma policy
 steers RPCs away from a slow pod and from one that stalls (stops reading),
 outlier ejection takes a pod that answers UNAVAILABLE out of rotation until
-it is healthy again, a pod added to a Service under load gets RPCs on
+it is healthy again, and one that fails every other RPC too, a pod added to a Service under load gets RPCs on
 channels that were open before it came, weights split RPCs by pod, circuit
 breaking caps the streams in flight, queues a bounded number and fails the
 rest fast, and active health checks take a NOT_SERVING pod out and back.
@@ -25,7 +25,8 @@ N = 300
 class Bed:
     """Services ``latency`` (fast-0, fast-1 and slow-0, which takes 150 ms per
     RPC), ``flaky`` (ok-0, ok-1 and bad-0, which fails every RPC with
-    UNAVAILABLE until SIGUSR1), ``capped`` (held-0; 2 in flight, 3 queued),
+    UNAVAILABLE until SIGUSR1), ``halfbad`` (ok-0, ok-1 and half-0, which
+    fails every other RPC with UNAVAILABLE), ``capped`` (held-0; 2 in flight, 3 queued),
     ``weighted`` (heavy-0 weighs 3, light-0 1), ``checked`` (probed-0 and
     probed-1, health-checked every 200 ms; SIGUSR2 toggles NOT_SERVING),
     ``stalling`` (fast-0, fast-1 and stall-0, which a test stops with SIGSTOP)
@@ -38,6 +39,8 @@ class Bed:
         self.slow = node.add_server_pods(["slow-0"], delay_ms=SLOW_MS)
         self.ok = node.add_server_pods(["ok-0", "ok-1"])
         self.bad = node.add_server_pods(["bad-0"], args=("--fail-status", "14"))[0]
+        self.half = node.add_server_pods(["half-0"], args=("--fail-status", "14",
+                                                           "--fail-every", "2"))[0]
         self.held = node.add_server_pods(["held-0"])
         self.heavy = node.add_server_pods(["heavy-0", "light-0"])
         self.probed = node.add_server_pods(["probed-0", "probed-1"])
@@ -45,6 +48,7 @@ class Bed:
         self.client = node.add_pod("client-0")
         self.latency = node.add_service("latency", pods=self.fast + self.slow)
         self.flaky = node.add_service("flaky", pods=self.ok + [self.bad])
+        self.halfbad = node.add_service("halfbad", pods=self.ok + [self.half])
         # 2 streams in flight, 3 more may wait; RPCs ask held-0 to sit on them.
         self.capped = node.add_service("capped", pods=self.held, annotations={
             "h2split.io/max-inflight": "2", "h2split.io/max-pending": "3"})
@@ -142,6 +146,31 @@ def test_failing_pod_is_ejected_and_comes_back_once_healthy(bed):
     assert r["ok"] == N and not r["errors"], short(r)
     assert r["pods"] == {"ok-0": 100, "ok-1": 100, "bad-0": 100}, \
         f"healed bad-0 back in round robin: {short(r)}"
+
+
+def half_failures(bed, *args):
+    """UNAVAILABLE answers of N sequential RPCs on the halfbad Service, under
+    round_robin (half-0 gets every third RPC and fails every other one)."""
+    d = bed.restart("--lb-policy", "round_robin", *args)
+    with bed.client.grpc_client(bed.halfbad.target4) as c:
+        r = c.unary(N)
+    assert set(r["errors"]) <= {"UNAVAILABLE"}, short(r)
+    assert r["ok"] + r["errors"].get("UNAVAILABLE", 0) == N, short(r)
+    return r["errors"].get("UNAVAILABLE", 0), r, d
+
+
+def test_pod_failing_every_other_rpc_is_ejected_by_its_failure_rate(bed):
+    # Never two failures in a row: the consecutive rule alone never fires,
+    # and half of half-0's 100 RPCs fail.
+    failed, r, d = half_failures(bed, "--outlier-failure-percent", "0")
+    assert failed == N // 6, f"want every other RPC of half-0 failed: {short(r)}"
+    assert not d.metrics().get("h2split_outlier_ejections_total"), d.notable()
+    # Half of its last 20 answers failed: ejected at the 10th or 11th failure
+    # (depending on which came first), for the rest of the run.
+    failed, r, d = half_failures(bed)
+    assert 10 <= failed <= 11, f"want half-0 ejected once 10 of 20 failed: {short(r)}"
+    assert d.metrics().get("h2split_outlier_ejections_total") == 1, d.notable()
+    assert endpoint_of(bed, "half-0")["state"] == "ejected", endpoint_of(bed, "half-0")
 
 
 @pytest.mark.parametrize("policy", ["least_request", "round_robin"])

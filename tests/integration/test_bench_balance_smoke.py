@@ -5,7 +5,8 @@ timing assertions. It must still produce every figure docs/balancing.md
 reports and render the document and its charts, so the harness never rots
 between full runs. The only outcomes checked are ones no timing can change:
 round_robin sends the stalled pod its turn whatever happens, so RPCs fail
-while it is stopped, and it sends the added pod RPCs once it has joined."""
+while it is stopped, and it sends the added pod (warm or cold) RPCs once it
+has joined."""
 
 import os
 import subprocess
@@ -49,13 +50,15 @@ def test_balance_smoke_produces_every_figure(require_bed, build_dir, tmp_path, m
             number(rec, ("success", "p50_us", "p99_us", "p999_us", "spread"), f"{sc}/{pol}")
             assert rec["n"] > 0, (sc, pol)
             assert abs(sum(rec["share"].values()) - 1) < 0.01, (sc, pol, rec["share"])
-    added = s["scenarios"]["added"]
+    for sc in ("added", "cold"):
+        joined = s["scenarios"][sc]
+        for pol in balance.POLICIES:
+            number(joined[pol], ("new_share_after", "fair_share"), f"{sc}/{pol}")
+        assert joined["round_robin"]["share"]["be-5"] > 0, joined["round_robin"]
+        number(joined["round_robin"], ("first_rpc_after_s", "new_first2s_p99_us"), f"{sc}/rr")
     for pol in balance.POLICIES:
-        number(added[pol], ("new_share_after", "fair_share"), f"added/{pol}")
         number(s["scenarios"]["stall"][pol], ("stalled_rpcs", "stalled_failed",
                                               "stalled_success"), f"stall/{pol}")
-    assert added["round_robin"]["share"]["be-5"] > 0, added["round_robin"]
-    number(added["round_robin"], ("first_rpc_after_s", "new_first2s_p99_us"), "added/rr")
     assert s["scenarios"]["stall"]["round_robin"]["stalled_failed"] > 0, \
         s["scenarios"]["stall"]["round_robin"]
     for g in s["goals"]:

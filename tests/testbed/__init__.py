@@ -100,9 +100,10 @@ API
 
 Programs (run them in a place with ``python()`` and ``-m``):
   ``testbed.grpc_server --pod NAME --port 50051 [--delay-ms N] [--grace S]
-    [--max-concurrent-streams N] [--workers N] [--fail-status N]``: service
-    h2split.test.Echo (Unary, ServerStream, ClientStream, Bidi, Stats), prints
-    "ready ..."; --fail-status fails every RPC with that status until SIGUSR1.
+    [--max-concurrent-streams N] [--workers N] [--fail-status N [--fail-every K]]``:
+    service h2split.test.Echo (Unary, ServerStream, ClientStream, Bidi, Stats),
+    prints "ready ..."; --fail-status fails every RPC (every K-th) with that
+    status until SIGUSR1.
   ``testbed.grpc_client --target HOST:PORT (--count N | --interactive)``.
   ``testbed.kube_api``: a fake Kubernetes API server (HTTPS, throwaway CA) with
     list/watch, bookmarks, 410 Gone, dropped/silent watches and token rotation

@@ -8,7 +8,9 @@ metadata (except reserved keys) comes back as trailing metadata, plus
 ``h2st-pod``; initial metadata carries ``h2st-pod`` too. Prints "ready" on
 stdout once the port accepts connections. SIGTERM: stop accepting, let
 running RPCs finish for --grace seconds, exit 0. ``--fail-status N`` answers
-every RPC (Stats aside) with gRPC status N, a pod gone bad; SIGUSR1 heals it.
+every RPC (Stats aside) with gRPC status N, a pod gone bad, or with
+``--fail-every K`` every K-th one (K=2: every other, never two in a row);
+SIGUSR1 heals it.
 It also serves ``grpc.health.v1.Health/Check`` (hand-encoded protobuf, so
 grpcio-health-checking is not needed): SERVING, or NOT_SERVING after
 SIGUSR2 (which toggles), for any service name; Check calls are not
@@ -59,10 +61,12 @@ class Health:
 
 
 class Echo:
-    def __init__(self, pod, delay_ms, fail_status=0):
+    def __init__(self, pod, delay_ms, fail_status=0, fail_every=1):
         self.pod = pod
         self.delay_ms = delay_ms
         self.fail_status = fail_status
+        self.fail_every = max(1, fail_every)
+        self.served = 0  # Echo RPCs begun, for --fail-every
         self.lock = threading.Lock()
         self.counts = {m: 0 for m in echo.METHODS}
         self.active = 0
@@ -74,6 +78,8 @@ class Echo:
         with self.lock:
             self.counts[method] += 1
             self.active += 1
+            self.served += 1
+            fail = self.fail_status and self.served % self.fail_every == 0
             p = peer(context)
             self.peers[p] = self.peers.get(p, 0) + 1
         context.add_callback(self._end)
@@ -81,7 +87,7 @@ class Echo:
         md = [(k, v) for k, v in context.invocation_metadata()
               if k not in RESERVED and not k.startswith("grpc-")]
         context.set_trailing_metadata(tuple(md) + (("h2st-pod", self.pod),))
-        if self.fail_status:
+        if fail:
             self._finish(context, {"status": self.fail_status,
                                    "message": f"{self.pod}: --fail-status"})
 
@@ -182,13 +188,15 @@ def main(argv=None):
     ap.add_argument("--grace", type=float, default=5.0, help="drain time on SIGTERM")
     ap.add_argument("--fail-status", type=int, default=0,
                     help="answer every RPC with this gRPC status (SIGUSR1: stop)")
+    ap.add_argument("--fail-every", type=int, default=1,
+                    help="with --fail-status: only every K-th RPC fails")
     a = ap.parse_args(argv)
 
     opts = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", -1)]
     if a.max_concurrent_streams:
         opts.append(("grpc.max_concurrent_streams", a.max_concurrent_streams))
-    svc = Echo(a.pod, a.delay_ms, a.fail_status)
+    svc = Echo(a.pod, a.delay_ms, a.fail_status, a.fail_every)
     health = Health()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=a.workers),
                          handlers=[svc.handler(), health.handler()], options=opts,

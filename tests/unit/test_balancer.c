@@ -5,8 +5,10 @@
  * terminating; terminating-but-serving only as a last resort), retries
  * avoiding tried endpoints, connect-failure backoff, the per-service policy,
  * per-endpoint state surviving snapshot swaps, ewma (peak-EWMA latency P2C:
- * fast endpoints win, failures cost, estimates decay) and outlier ejection
- * (after N failures, at most half the endpoints, for a growing time), and
+ * fast endpoints win, failures cost, estimates decay, noise within the band
+ * is a tie, shunned pods are probed) and outlier ejection (after N failures
+ * in a row or half of the last 20, at most half the endpoints, for a growing
+ * time), and
  * circuit breaking (caps per endpoint and service, the bounded FIFO of
  * waiting streams and who gets woken), slow start and static weights (on a
  * fake clock: time is always passed in).
@@ -506,17 +508,24 @@ static void test_ewma_decay(void **state)
 	/* Not measured yet: the default. */
 	l = balancer_endpoint_latency(eps[0], 0, 5000, 1000);
 	assert_true(fabs(l - 1000) < 1);
-	/* The first sample replaces it; a peak replaces the estimate at once. */
+	/* The first sample replaces it. One slow answer is a spike, ignored;
+	 * two in a row are a peak, which replaces the estimate at once. */
 	report_n(bs, eps[0], 0, 400, BALANCER_OK, 1);
 	assert_true(fabs(eps[0]->ewma_us - 400) < 1);
 	report_n(bs, eps[0], 0, 10000, BALANCER_OK, 1);
+	assert_true(fabs(eps[0]->ewma_us - 400) < 1);
+	report_n(bs, eps[0], 0, 10000, BALANCER_OK, 1);
 	assert_true(fabs(eps[0]->ewma_us - 10000) < 1);
-	/* One time constant later it has decayed by e; a low sample then pulls
-	 * it toward itself by 1 - 1/e. */
+	/* One time constant later it has decayed by e; a lower sample within
+	 * the band then weighs 1 - 1/e against the undecayed estimate. */
 	l = balancer_endpoint_latency(eps[0], 5000, 5000, 1000);
 	assert_true(fabs(l - 10000 * exp(-1)) < 1);
+	report_n(bs, eps[0], 5000, 3000, BALANCER_OK, 1);
+	l = 10000 * exp(-1) + 3000 * (1 - exp(-1));
+	assert_true(fabs(eps[0]->ewma_us - l) < 1);
+	/* One below it by more than the band brings it to the band's edge. */
 	report_n(bs, eps[0], 5000, 1000, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - (10000 * exp(-1) + 1000 * (1 - exp(-1)))) < 1);
+	assert_true(fabs(eps[0]->ewma_us - 1000 * BALANCER_EWMA_BAND) < 1);
 	/* A shunned slow endpoint is probed again once its estimate has decayed
 	 * below what its busy peers keep measuring (5 s time constant here). */
 	report_n(bs, eps[2], 5000, 50000, BALANCER_OK, 1);
@@ -528,6 +537,120 @@ static void test_ewma_decay(void **state)
 	report_n(bs, eps[1], 35000, 1000, BALANCER_OK, 1);
 	count_picks(bs, &st->svcs[0], 1, 35000, 300, seen);
 	assert_true(seen[2] > 100);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+/* Among equal pods one slow sample must not shut a pod out: estimates
+ * within the band are a tie that the in-flight count breaks, a spike is
+ * forgiven after a few fast answers, and a pod shunned anyway is probed. */
+static void test_ewma_band_and_probe(void **state)
+{
+	struct state *st = make_state(LB_EWMA, three, 3);
+	struct balancer_set *bs = balancer_set_new(37, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[3];
+	static const int busy[] = {0, 0, 1, 2, 2};
+	int seen[3] = {0};
+
+	(void)state;
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	report_n(bs, eps[0], 1000, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[1], 1000, 1900, BALANCER_OK, 1);
+	report_n(bs, eps[2], 1000, 1400, BALANCER_OK, 1);
+	/* Within the band: idle endpoints share evenly, whatever the estimate. */
+	count_picks(bs, &st->svcs[0], 1, 1000, 3000, seen);
+	for (int i = 0; i < 3; i++)
+		assert_true(seen[i] > 800);
+	/* ... and the in-flight count decides: eps[1] (1900 us, 1 stream) wins
+	 * its pairs, though latency x (in flight + 1) would give eps[0] (1000 us,
+	 * 2 streams) the pair the two share. */
+	for (int i = 0; i < 5; i++)
+		balancer_stream_start(bs, eps[busy[i]]);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 1000, 600, seen);
+	assert_true(seen[1] > 300); /* about 2/3 of 600; by cost, about 1/3 */
+	for (int i = 0; i < 5; i++)
+		balancer_stream_end(bs, eps[busy[i]]);
+	/* One slow answer is noise; a second in a row puts eps[0] out of the
+	 * band: shunned ... */
+	report_n(bs, eps[0], 1000, 10000, BALANCER_OK, 1);
+	assert_true(fabs(eps[0]->ewma_us - 1000) < 1);
+	report_n(bs, eps[0], 1000, 10000, BALANCER_OK, 1);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 1000, 300, seen);
+	assert_int_equal(seen[0], 0);
+	/* ... until one fast answer brings it back (not a time constant). */
+	report_n(bs, eps[0], 1000, 1000, BALANCER_OK, 1);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 1000, 3000, seen);
+	assert_true(seen[0] > 800);
+	/* A pod that really is slow stays shunned but for probes: at most one
+	 * per BALANCER_EWMA_PROBE_PICKS picks once BALANCER_EWMA_PROBE_MS passed
+	 * since it was measured, and none while a stream is on it. */
+	report_n(bs, eps[0], 1000, 20000, BALANCER_OK, 2);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 1000 + BALANCER_EWMA_PROBE_MS - 1, 1000, seen);
+	assert_int_equal(seen[0], 0);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 1000 + BALANCER_EWMA_PROBE_MS, 1000, seen);
+	assert_true(seen[0] >= 1 && seen[0] <= 1000 / BALANCER_EWMA_PROBE_PICKS);
+	balancer_stream_start(bs, eps[0]);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 1000 + 2 * BALANCER_EWMA_PROBE_MS, 1000, seen);
+	assert_int_equal(seen[0], 0);
+	balancer_stream_end(bs, eps[0]);
+	/* Nor after a failure. */
+	report_n(bs, eps[0], 2000, 20000, BALANCER_FAILED, 1);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 2000 + 2 * BALANCER_EWMA_PROBE_MS, 1000, seen);
+	assert_int_equal(seen[0], 0);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+/* A pod failing every other RPC never fails five in a row for long, but
+ * half of its last 20 verdicts failing ejects it; fewer do not. */
+static void test_eject_failure_rate(void **state)
+{
+	struct state *st = make_state(LB_ROUND_ROBIN, three, 3);
+	struct balancer_set *bs = balancer_set_new(41, LB_LEAST_REQUEST);
+	struct balancer_params bp = {
+	    .ewma_decay_ms = BALANCER_EWMA_DECAY_MS,
+	    .ewma_default_us = BALANCER_EWMA_DEFAULT_US,
+	    .eject_failures = 5,
+	    .eject_failure_pct = 50,
+	    .eject_base_ms = 30000,
+	};
+	struct balancer_endpoint *eps[3];
+	bool ejected = false;
+	int n = 0;
+
+	(void)state;
+	balancer_set_params(bs, &bp);
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	/* 1 in 5 failing: never. */
+	for (int i = 0; i < 200; i++)
+		assert_false(balancer_endpoint_report(bs, eps[1], 1000, 500,
+						      i % 5 ? BALANCER_OK : BALANCER_FAILED));
+	/* RESOURCE_EXHAUSTED and no-verdicts are not failures. */
+	for (int i = 0; i < 100; i++)
+		assert_false(balancer_endpoint_report(
+		    bs, eps[1], 1000, 500, i % 2 ? BALANCER_OVERLOADED : BALANCER_NO_VERDICT));
+	/* Every other one failing: the tenth failure is the 20th verdict. */
+	while (!ejected && n < 100)
+		ejected = balancer_endpoint_report(bs, eps[0], 1000, 500,
+						   n++ % 2 ? BALANCER_FAILED : BALANCER_OK);
+	assert_true(ejected);
+	assert_int_equal(n, 20);
+	assert_true(balancer_endpoint_ejected(eps[0], 1000));
+	/* Back after its time, it is judged afresh: one failure is not enough. */
+	assert_false(balancer_endpoint_report(bs, eps[0], 31000, 500, BALANCER_FAILED));
+	/* Off: only failures in a row eject. */
+	bp.eject_failure_pct = 0;
+	balancer_set_params(bs, &bp);
+	for (int i = 0; i < 100; i++)
+		assert_false(balancer_endpoint_report(bs, eps[2], 1000, 500,
+						      i % 2 ? BALANCER_FAILED : BALANCER_OK));
 	balancer_set_free(bs);
 	state_free(st);
 }
@@ -947,6 +1070,8 @@ int main(void)
 	    cmocka_unit_test(test_ewma_prefers_fast),
 	    cmocka_unit_test(test_ewma_failure_penalty),
 	    cmocka_unit_test(test_ewma_decay),
+	    cmocka_unit_test(test_ewma_band_and_probe),
+	    cmocka_unit_test(test_eject_failure_rate),
 	    cmocka_unit_test(test_eject_after_failures),
 	    cmocka_unit_test(test_eject_time_grows),
 	    cmocka_unit_test(test_eject_cap_and_panic),

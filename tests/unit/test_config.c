@@ -38,6 +38,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.lb_ewma_decay_ms, 10000);
 	assert_int_equal(c.outlier_failures, 5);
 	assert_int_equal(c.outlier_ejection_ms, 30000);
+	assert_int_equal(c.outlier_failure_pct, 50);
 	assert_int_equal(c.drain_timeout_s, 30);
 	assert_int_equal(c.slow_start_ms, 0);
 	assert_int_equal(c.max_inflight_per_endpoint, 0);
@@ -110,6 +111,7 @@ static void test_errors_name_the_flag(void **state)
 		{{"h2splitd", "--lb-policy", "random"}, 3, "--lb-policy random"},
 		{{"h2splitd", "--lb-ewma-decay", "0"}, 3, "--lb-ewma-decay 0"},
 		{{"h2splitd", "--outlier-ejection", "0"}, 3, "--outlier-ejection 0"},
+		{{"h2splitd", "--outlier-failure-percent", "101"}, 3, "--outlier-failure-percent 101"},
 		{{"h2splitd", "--max-pending", "-1"}, 3, "--max-pending -1"},
 		{{"h2splitd", "--pending-timeout", "0"}, 3, "--pending-timeout 0"},
 		{{"h2splitd", "--slow-start", "10s"}, 3, "--slow-start 10s"},
@@ -131,7 +133,7 @@ static void test_ewma_policy(void **state)
 {
 	char *argv[] = {"h2splitd", "--services-file=/s.json", "--lb-policy", "ewma",
 			"--lb-ewma-decay", "2500", "--outlier-failures", "0",
-			"--outlier-ejection", "1000"};
+			"--outlier-ejection", "1000", "--outlier-failure-percent", "0"};
 	enum lb_policy p;
 	struct config c;
 	char err[256];
@@ -142,6 +144,7 @@ static void test_ewma_policy(void **state)
 	assert_int_equal(c.lb_ewma_decay_ms, 2500);
 	assert_int_equal(c.outlier_failures, 0);
 	assert_int_equal(c.outlier_ejection_ms, 1000);
+	assert_int_equal(c.outlier_failure_pct, 0);
 	assert_string_equal(config_lb_policy_name(LB_EWMA), "ewma");
 	/* The h2split.io/lb-policy annotation parses with the same function. */
 	assert_int_equal(config_parse_lb_policy("ewma", &p), 0);
