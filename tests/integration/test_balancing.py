@@ -13,6 +13,7 @@ timings (tests/bench/balance.py measures those).
 
 import ipaddress
 import json
+import re
 import signal
 import time
 
@@ -304,6 +305,70 @@ def test_health_checks_of_black_holes_do_not_delay_the_others(bed):
             node.remove_service(svc)
         for p in holes + ([turn] if turn else []):
             node.remove_pod(p.name)
+
+
+def ctl_services(bed, *args):
+    """`h2splitctl services` inside the node netns: (stdout, stderr)."""
+    r = bed.node.run([bed.daemon.ctl_binary, "--bpffs", bed.node.bpffs, *args, "services"],
+                     check=False)
+    assert r.returncode == 0, f"h2splitctl services: rc={r.returncode} {r.stderr}"
+    return r.stdout, r.stderr
+
+
+def test_services_show_the_balancing_settings_in_force(bed):
+    """/services and `h2splitctl services` show, per Service, the balancing
+    settings in force: the daemon's flags for a Service without annotations
+    (latency), each annotation over its flag for one that sets them all
+    (tuned), and "?" from the BPF map alone once h2splitd is gone."""
+    tuned = bed.node.add_service("tuned", pods=bed.fast, annotations={
+        "h2split.io/lb-policy": "ewma",
+        "h2split.io/max-inflight-per-endpoint": "7",
+        "h2split.io/max-inflight": "0",
+        "h2split.io/max-pending": "0",
+        "h2split.io/slow-start": "0",
+        "h2split.io/health-check": "grpc",
+        "h2split.io/health-check-service": "echo.Echo",
+        "h2split.io/health-check-interval": "2s",
+        "h2split.io/weights": "fast-0=2"})
+    try:
+        d = bed.restart("--lb-policy", "round_robin", "--max-inflight-per-endpoint", "40",
+                        "--max-inflight-per-service", "300", "--max-pending", "9",
+                        "--slow-start", "1500")
+        d.wait_usable(tuned, 2)
+        defaults = {"policy": "round_robin", "policy_source": "default",
+                    "max_inflight_per_endpoint": 40, "max_inflight_per_service": 300,
+                    "max_pending": 9, "slow_start_ms": 1500, "health_check": "off",
+                    "weights": False}
+        annotated = {"policy": "ewma", "policy_source": "annotation",
+                     "max_inflight_per_endpoint": 7, "max_inflight_per_service": 0,
+                     "max_pending": 0, "slow_start_ms": 0, "health_check": "grpc",
+                     "health_check_service": "echo.Echo", "health_check_interval_ms": 2000,
+                     "weights": True}
+        admin = d.services()
+        assert admin["latency"]["balancing"] == defaults, admin["latency"]
+        assert admin["tuned"]["balancing"] == annotated, admin["tuned"]
+        assert admin["tuned"]["lb_policy"] == "ewma", admin["tuned"]  # the older field stays
+
+        out, _ = ctl_services(bed, "-o", "json")
+        rows = {(e["vip"], e.get("service")): e for e in json.loads(out)}
+        assert rows[(bed.latency.vip4, "default/latency:50051")]["balancing"] == defaults, rows
+        t = rows[(tuned.vip4, "default/tuned:50051")]
+        assert t["balancing"] == annotated and t["enabled"], t
+        assert t["service_id"] == admin["tuned"]["id"], (t, admin["tuned"])
+
+        table, _ = ctl_services(bed)
+        assert re.search(r"\bdefault/latency:50051\s+round_robin\s+40\s+300\s+9\s+1500ms\s+"
+                         r"off\s+no$", table, re.M), table
+        assert re.search(r"\bdefault/tuned:50051\s+ewma\s+7\s+-\s+-\s+off\s+"
+                         r"grpc/2s/echo\.Echo\s+yes$", table, re.M), table
+
+        d.stop()
+        table, err = ctl_services(bed)
+        assert re.search(rf"^{re.escape(tuned.vip4)}:50051\s+{t['service_id']}\s+yes\s+\?",
+                         table, re.M), table
+        assert "balancing settings not shown" in err, err
+    finally:
+        bed.node.remove_service(tuned)
 
 
 def streams_to(daemon, svc, pod):
