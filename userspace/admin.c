@@ -286,6 +286,48 @@ static void add_u64(struct json_object *o, const char *k, uint64_t v)
 	json_object_object_add(o, k, json_object_new_uint64(v));
 }
 
+/* A Service's limit in force: its annotation (-1: none, shown as 0) or else
+ * the daemon's flag, as state.h defines it and balancer.c's cap() applies. */
+static uint64_t in_force(int32_t svc_value, int flag)
+{
+	if (svc_value < 0)
+		return 0;
+	return (uint64_t)(svc_value ? svc_value : flag);
+}
+
+/* The balancing settings in force for |svc|: its annotations over the
+ * daemon's flags. 0 for a limit or slow start: none / off. */
+static struct json_object *balancing_json(const struct config *cfg,
+					  const struct state_service *svc)
+{
+	struct json_object *o = json_object_new_object();
+	bool checked = svc->health_check && !svc->upstream_tls; /* TLS: not probed */
+	bool weights = false;
+
+	if (!o)
+		return NULL;
+	for (int i = 0; i < svc->n_eps; i++)
+		weights |= svc->eps[i].weight != 0;
+	add_str(o, "policy",
+		config_lb_policy_name(svc->lb == LB_DEFAULT ? cfg->lb_policy : svc->lb));
+	add_str(o, "policy_source", svc->lb == LB_DEFAULT ? "default" : "annotation");
+	add_u64(o, "max_inflight_per_endpoint",
+		in_force(svc->max_inflight_ep, cfg->max_inflight_per_endpoint));
+	add_u64(o, "max_inflight_per_service",
+		in_force(svc->max_inflight, cfg->max_inflight_per_service));
+	add_u64(o, "max_pending", in_force(svc->max_pending, cfg->max_pending));
+	add_u64(o, "slow_start_ms", in_force(svc->slow_start_ms, cfg->slow_start_ms));
+	add_str(o, "health_check", checked ? "grpc" : "off");
+	if (checked) {
+		add_str(o, "health_check_service", svc->health_service);
+		add_u64(o, "health_check_interval_ms",
+			svc->health_interval_ms > 0 ? (uint64_t)svc->health_interval_ms
+						    : HEALTH_INTERVAL_MS);
+	}
+	json_object_object_add(o, "weights", json_object_new_boolean(weights));
+	return o;
+}
+
 static struct json_object *service_json(struct daemon *d, const struct state_service *svc)
 {
 	struct json_object *o = json_object_new_object(), *vips = json_object_new_array();
@@ -313,6 +355,7 @@ static struct json_object *service_json(struct daemon *d, const struct state_ser
 	json_object_object_add(o, "upstream_tls", json_object_new_boolean(svc->upstream_tls));
 	add_u64(o, "endpoints", (uint64_t)svc->n_eps);
 	add_u64(o, "endpoints_usable", usable);
+	json_object_object_add(o, "balancing", balancing_json(&d->cfg, svc));
 	return o;
 }
 

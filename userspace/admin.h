@@ -19,7 +19,13 @@
  *   GET /metrics    text/plain; version=0.0.4 (names: see admin.c, metrics.h)
  *   GET /services   {"generation":N,"services":[{"id","namespace","name",
  *                   "port_name","port","vips":["ip"],"lb_policy","upstream_tls",
- *                   "endpoints":N,"endpoints_usable":N}]}
+ *                   "endpoints":N,"endpoints_usable":N,"balancing":{"policy",
+ *                   "policy_source":"annotation"|"default",
+ *                   "max_inflight_per_endpoint","max_inflight_per_service",
+ *                   "max_pending","slow_start_ms" (0: none/off),
+ *                   "health_check":"grpc"|"off", with grpc also
+ *                   "health_check_service","health_check_interval_ms";
+ *                   "weights":bool}}]}
  *   GET /endpoints  {"generation":N,"services":[{"id","service":"ns/name:port",
  *                   "endpoints":[{"ip","port","pod","ready","serving",
  *                   "terminating","active","requests","failures","retries",

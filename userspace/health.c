@@ -3,9 +3,11 @@
  * Active gRPC health checks (see health.h). The table is open addressing
  * over atomic 64-bit slots holding the (odd) hash of an unhealthy endpoint:
  * readers probe with plain atomic loads, the one writer stores whole slots.
- * The checker probes endpoints one after another on fresh, non-blocking
- * HTTP/2 connections from the daemon's netns, each bounded by
- * HEALTH_TIMEOUT_MS; its per-endpoint state is private to its thread.
+ * The checker runs up to HEALTH_PROBES_MAX probes at once, each a fresh,
+ * non-blocking HTTP/2 connection from the daemon's netns bounded by
+ * HEALTH_TIMEOUT_MS, in one poll loop: endpoints that black-hole hold a slot
+ * for their timeout but never delay the others' probes. Its per-endpoint
+ * state and probe slots are private to its thread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +32,7 @@
 
 #define SLOT_EMPTY 0
 #define SLOT_TOMB 2 /* even: never a key */
-#define TICK_MS 100 /* how often the checker looks for due probes */
+#define TICK_MS 100 /* how often the checker looks for a stop, a new snapshot, due probes */
 
 /* ---- the shared table ---- */
 
@@ -199,17 +201,46 @@ int health_parse_response(const uint8_t *buf, size_t len)
 	return status > 1000 ? -EINVAL : (int)status;
 }
 
+/* ---- the verdict ---- */
+
+enum health_change health_verdict(bool *unhealthy, uint32_t *oks, int status)
+{
+	if (status == 1 && !*unhealthy)
+		return HEALTH_SAME;
+	if (status == 1 && ++*oks < HEALTH_OK_THRESHOLD)
+		return HEALTH_SAME;
+	*oks = 0;
+	if (status == 1) {
+		*unhealthy = false;
+		return HEALTH_TURNED_HEALTHY;
+	}
+	if (*unhealthy)
+		return HEALTH_SAME;
+	*unhealthy = true;
+	return HEALTH_TURNED_UNHEALTHY;
+}
+
 /* ---- one probe ---- */
 
+/* A probe in flight: one slot of the checker's fixed array (fd < 0: free).
+ * The endpoint is named by key, not pointer: the checker's list may be
+ * rebuilt while the probe runs. */
 struct probe {
 	int fd;
-	uint8_t req[5 + 3 + 256];
+	bool connected;
+	uint64_t deadline_ms;
+	uint32_t service_id;
+	struct h2s_ip ip;
+	uint16_t port;
+	nghttp2_session *s; /* owned */
+	uint8_t req[5 + 3 + STATE_HEALTH_SERVICE_MAX];
 	size_t req_len, req_off;
 	uint8_t resp[64]; /* a HealthCheckResponse is a few bytes */
 	size_t resp_len;
 	bool resp_overflow;
 	int http_status, grpc_status;
-	bool closed;
+	bool closed; /* the stream ended */
+	int err;     /* why it did not, once done: -ETIMEDOUT until known */
 };
 
 static ssize_t p_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
@@ -311,13 +342,11 @@ static int64_t remaining(uint64_t deadline_ms)
 	return now < deadline_ms ? (int64_t)(deadline_ms - now) : 0;
 }
 
-/* Connect to |ip|:|port| without blocking past |deadline_ms|: an fd or -errno. */
-static int probe_connect(const struct h2s_ip *ip, uint16_t port, uint64_t deadline_ms)
+/* A non-blocking socket connecting to |ip|:|port|: the fd, or -errno. */
+static int probe_socket(const struct h2s_ip *ip, uint16_t port)
 {
 	struct sockaddr_storage ss = {0};
-	struct pollfd pfd;
-	socklen_t sl = sizeof(int);
-	int fd, err = 0;
+	int fd, err;
 
 	if (h2s_ip_is_v4(ip)) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
@@ -337,15 +366,6 @@ static int probe_connect(const struct h2s_ip *ip, uint16_t port, uint64_t deadli
 		return -errno;
 	if (connect(fd, (struct sockaddr *)&ss, sizeof(ss)) && errno != EINPROGRESS) {
 		err = -errno;
-		close(fd);
-		return err;
-	}
-	pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
-	if (poll(&pfd, 1, (int)remaining(deadline_ms)) != 1)
-		err = -ETIMEDOUT;
-	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &sl) || err)
-		err = -(err ? err : errno);
-	if (err) {
 		close(fd);
 		return err;
 	}
@@ -375,31 +395,26 @@ static nghttp2_session *probe_session(struct probe *p)
 		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE     \
 	}
 
-/* Ask |ip|:|port| for the health of gRPC service |service|: the
- * HealthCheckResponse status (1: SERVING), or -errno. */
-static int probe(const struct h2s_ip *ip, uint16_t port, const char *service)
+/* Start asking |ip|:|port| for the health of gRPC service |service| in the
+ * free slot |p|: 0 (in flight until |deadline_ms|), or -errno at once. */
+static int probe_start(struct probe *p, uint32_t service_id, const struct h2s_ip *ip,
+		       uint16_t port, const char *service, uint64_t deadline_ms)
 {
-	uint64_t deadline = loop_now_ms() + HEALTH_TIMEOUT_MS;
-	struct probe p = {.grpc_status = -1};
 	nghttp2_data_provider body = {.read_callback = p_body};
 	char authority[INET6_ADDRSTRLEN + 10], ipbuf[INET6_ADDRSTRLEN];
-	nghttp2_session *s;
-	int n, rv = -ETIMEDOUT;
+	int n;
 
-	n = health_encode_request(service, p.req, sizeof(p.req));
+	*p = (struct probe){.fd = -1, .deadline_ms = deadline_ms, .service_id = service_id,
+			    .ip = *ip, .port = port, .grpc_status = -1, .err = -ETIMEDOUT};
+	n = health_encode_request(service, p->req, sizeof(p->req));
 	if (n < 0)
 		return n;
-	p.req_len = (size_t)n;
+	p->req_len = (size_t)n;
 	h2s_ip_str(ip, ipbuf, sizeof(ipbuf));
 	snprintf(authority, sizeof(authority), h2s_ip_is_v4(ip) ? "%s:%u" : "[%s]:%u", ipbuf, port);
-	p.fd = probe_connect(ip, port, deadline);
-	if (p.fd < 0)
-		return p.fd;
-	s = probe_session(&p);
-	if (!s) {
-		close(p.fd);
+	p->s = probe_session(p);
+	if (!p->s)
 		return -ENOMEM;
-	}
 	{
 		const nghttp2_nv nv[] = {
 		    NV(":method", "POST"),
@@ -410,32 +425,67 @@ static int probe(const struct h2s_ip *ip, uint16_t port, const char *service)
 		    NV("te", "trailers"),
 		};
 
-		if (nghttp2_submit_settings(s, NGHTTP2_FLAG_NONE, NULL, 0) ||
-		    nghttp2_submit_request(s, NULL, nv, sizeof(nv) / sizeof(nv[0]), &body, NULL) <
-			0)
-			rv = -ENOMEM;
+		if (nghttp2_submit_settings(p->s, NGHTTP2_FLAG_NONE, NULL, 0) ||
+		    nghttp2_submit_request(p->s, NULL, nv, sizeof(nv) / sizeof(nv[0]), &body,
+					   NULL) < 0)
+			return -ENOMEM;
 	}
-	while (rv == -ETIMEDOUT && !p.closed && remaining(deadline) > 0) {
-		struct pollfd pfd = {.fd = p.fd, .events = POLLIN};
+	p->fd = probe_socket(ip, port);
+	return p->fd < 0 ? p->fd : 0;
+}
 
-		if (nghttp2_session_send(s) || nghttp2_session_recv(s)) {
-			rv = -ECONNRESET;
-			break;
+/* The events |p| waits for. */
+static short probe_events(const struct probe *p)
+{
+	if (!p->connected)
+		return POLLOUT;
+	return POLLIN | (nghttp2_session_want_write(p->s) ? POLLOUT : 0);
+}
+
+/* Drive |p| on |revents| from poll: true once it is done. */
+static bool probe_step(struct probe *p, short revents)
+{
+	socklen_t sl = sizeof(int);
+	int err = 0;
+
+	if (!p->connected) {
+		if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &sl))
+			err = errno;
+		if (!err && (revents & (POLLERR | POLLHUP)))
+			err = ECONNRESET;
+		if (err) {
+			p->err = -err;
+			return true;
 		}
-		if (p.closed)
-			break;
-		if (nghttp2_session_want_write(s))
-			pfd.events |= POLLOUT;
-		if (poll(&pfd, 1, (int)remaining(deadline)) < 0 && errno != EINTR)
-			rv = -errno;
+		if (!(revents & POLLOUT))
+			return false;
+		p->connected = true;
 	}
-	nghttp2_session_del(s);
-	close(p.fd);
-	if (!p.closed)
-		return rv;
-	if (p.http_status != 200 || p.grpc_status != 0 || p.resp_overflow)
+	if (nghttp2_session_send(p->s) || nghttp2_session_recv(p->s)) {
+		p->err = -ECONNRESET;
+		return true;
+	}
+	return p->closed;
+}
+
+/* The HealthCheckResponse status of a finished |p| (1: SERVING), or -errno. */
+static int probe_result(const struct probe *p)
+{
+	if (!p->closed)
+		return p->err;
+	if (p->http_status != 200 || p->grpc_status != 0 || p->resp_overflow)
 		return -EPROTO;
-	return health_parse_response(p.resp, p.resp_len);
+	return health_parse_response(p->resp, p->resp_len);
+}
+
+/* Free the slot (safe on a slot probe_start() left half set up). */
+static void probe_end(struct probe *p)
+{
+	nghttp2_session_del(p->s);
+	p->s = NULL;
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = -1;
 }
 
 /* ---- the checker thread ---- */
@@ -450,6 +500,7 @@ struct hc_ep {
 	uint64_t due_ms;
 	uint32_t oks; /* successes in a row while unhealthy */
 	bool unhealthy;
+	bool probing; /* a probe of it is in flight */
 };
 
 struct health_checker {
@@ -463,6 +514,10 @@ struct health_checker {
 	uint64_t gen;	     /* of the snapshot |eps| was built from */
 	struct hc_ep *eps;   /* owned, sorted by (service id, ip, port) */
 	size_t n_eps;
+	size_t cursor;	      /* where the next look for due endpoints starts */
+	uint64_t next_due_ms; /* no endpoint that is not probing is due before */
+	struct probe probes[HEALTH_PROBES_MAX];
+	unsigned int n_probes; /* slots in use */
 };
 
 static int cmp_hc(const void *a, const void *b)
@@ -487,7 +542,8 @@ static size_t count_checked(const struct state *st)
 }
 
 /* Rebuild the endpoint list from |st|, keeping what is known of endpoints
- * still there and clearing the verdicts of those gone. */
+ * still there (probes in flight included) and clearing the verdicts of those
+ * gone; a probe of one gone ends unheard. */
 static int rebuild(struct health_checker *hc, const struct state *st, uint64_t now_ms)
 {
 	size_t n = count_checked(st), k = 0;
@@ -515,6 +571,7 @@ static int rebuild(struct health_checker *hc, const struct state *st, uint64_t n
 			e->due_ms = old ? old->due_ms : now_ms;
 			e->oks = old ? old->oks : 0;
 			e->unhealthy = old && old->unhealthy;
+			e->probing = old && old->probing;
 			if (old)
 				old->service_id = 0; /* kept: not to be cleared below */
 		}
@@ -527,33 +584,127 @@ static int rebuild(struct health_checker *hc, const struct state *st, uint64_t n
 	qsort(v, n, sizeof(*v), cmp_hc);
 	hc->eps = v;
 	hc->n_eps = n;
+	hc->cursor = 0;
+	hc->next_due_ms = 0;
 	return 0;
 }
 
-static void judge(struct health_checker *hc, struct hc_ep *e, int status)
+/* Publish what a probe of |e| answering |status| means, and when it is due next. */
+static void judge(struct health_checker *hc, struct hc_ep *e, int status, uint64_t now_ms)
 {
 	char ip[INET6_ADDRSTRLEN];
 
-	if (status == 1 && !e->unhealthy)
+	e->due_ms = now_ms + e->interval_ms;
+	if (e->due_ms < hc->next_due_ms)
+		hc->next_due_ms = e->due_ms;
+	switch (health_verdict(&e->unhealthy, &e->oks, status)) {
+	case HEALTH_SAME:
 		return;
-	if (status == 1 && ++e->oks < HEALTH_OK_THRESHOLD)
-		return;
-	e->oks = 0;
-	if (status == 1) {
-		e->unhealthy = false;
+	case HEALTH_TURNED_HEALTHY:
 		health_table_set(hc->t, e->service_id, &e->ip, e->port, false);
 		log_info("endpoint_healthy endpoint=%s:%u pod=%s",
 			 h2s_ip_str(&e->ip, ip, sizeof(ip)), e->port, e->pod);
 		return;
-	}
-	if (e->unhealthy)
+	case HEALTH_TURNED_UNHEALTHY:
+		if (health_table_set(hc->t, e->service_id, &e->ip, e->port, true))
+			log_warn("health_table_full endpoint=%s:%u: it stays in rotation",
+				 h2s_ip_str(&e->ip, ip, sizeof(ip)), e->port);
+		log_warn("endpoint_unhealthy endpoint=%s:%u pod=%s status=%d (1 is SERVING, <0 "
+			 "-errno)",
+			 h2s_ip_str(&e->ip, ip, sizeof(ip)), e->port, e->pod, status);
 		return;
-	e->unhealthy = true;
-	if (health_table_set(hc->t, e->service_id, &e->ip, e->port, true))
-		log_warn("health_table_full endpoint=%s:%u: it stays in rotation",
-			 h2s_ip_str(&e->ip, ip, sizeof(ip)), e->port);
-	log_warn("endpoint_unhealthy endpoint=%s:%u pod=%s status=%d (1 is SERVING, <0 -errno)",
-		 h2s_ip_str(&e->ip, ip, sizeof(ip)), e->port, e->pod, status);
+	}
+}
+
+/* Start probing |e| in a free slot; a probe that fails at once is judged. */
+static void launch(struct health_checker *hc, struct hc_ep *e, uint64_t now_ms)
+{
+	struct probe *p = hc->probes;
+	int err;
+
+	while (p->fd >= 0)
+		p++;
+	err = probe_start(p, e->service_id, &e->ip, e->port, e->service,
+			  now_ms + HEALTH_TIMEOUT_MS);
+	if (err) {
+		probe_end(p);
+		judge(hc, e, err, now_ms);
+		return;
+	}
+	e->probing = true;
+	hc->n_probes++;
+}
+
+/* Start the due endpoints' probes while slots are free, round robin from the
+ * cursor: when more are due than slots, the next look goes on where this
+ * one stopped, so no endpoint waits for a whole list of black holes. */
+static void start_due(struct health_checker *hc, uint64_t now_ms)
+{
+	size_t i;
+
+	if (now_ms < hc->next_due_ms || !hc->n_eps)
+		return;
+	hc->next_due_ms = UINT64_MAX;
+	for (i = 0; i < hc->n_eps && hc->n_probes < HEALTH_PROBES_MAX; i++) {
+		struct hc_ep *e = &hc->eps[(hc->cursor + i) % hc->n_eps];
+
+		if (e->probing)
+			continue;
+		if (now_ms < e->due_ms) {
+			if (e->due_ms < hc->next_due_ms)
+				hc->next_due_ms = e->due_ms;
+			continue;
+		}
+		launch(hc, e, now_ms);
+	}
+	hc->cursor = (hc->cursor + i) % hc->n_eps;
+	if (i < hc->n_eps)
+		hc->next_due_ms = 0; /* out of slots: look again when one is free */
+}
+
+/* End the probe in slot |p| and judge its endpoint, if still listed. */
+static void finish(struct health_checker *hc, struct probe *p, uint64_t now_ms)
+{
+	struct hc_ep key = {.service_id = p->service_id, .ip = p->ip, .port = p->port}, *e;
+	int status = probe_result(p);
+
+	probe_end(p);
+	hc->n_probes--;
+	e = hc->n_eps ? bsearch(&key, hc->eps, hc->n_eps, sizeof(key), cmp_hc) : NULL;
+	if (!e || !e->probing)
+		return;
+	e->probing = false;
+	judge(hc, e, status, now_ms);
+}
+
+/* Wait up to |wait_ms| on the probes in flight, drive those with events and
+ * finish those done or past their deadline. */
+static void run_probes(struct health_checker *hc, int64_t wait_ms)
+{
+	struct pollfd pfd[HEALTH_PROBES_MAX];
+	struct probe *in[HEALTH_PROBES_MAX];
+	uint64_t now;
+	int n = 0;
+
+	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++) {
+		struct probe *p = &hc->probes[i];
+
+		if (p->fd < 0)
+			continue;
+		if (remaining(p->deadline_ms) < wait_ms)
+			wait_ms = remaining(p->deadline_ms);
+		pfd[n] = (struct pollfd){.fd = p->fd, .events = probe_events(p)};
+		in[n++] = p;
+	}
+	if (poll(pfd, (nfds_t)n, (int)wait_ms) < 0 && errno != EINTR)
+		log_warn("health_poll_failed err=\"poll: %s\"", strerror(errno));
+	now = loop_now_ms();
+	for (int i = 0; i < n; i++) {
+		bool done = pfd[i].revents && probe_step(in[i], pfd[i].revents);
+
+		if (done || now >= in[i]->deadline_ms)
+			finish(hc, in[i], now);
+	}
 }
 
 static bool stopping(struct health_checker *hc, uint64_t wait_ms)
@@ -576,25 +727,40 @@ static bool stopping(struct health_checker *hc, uint64_t wait_ms)
 	return stop;
 }
 
+/* Take up the newest snapshot if it changed. */
+static void refresh(struct health_checker *hc, uint64_t now_ms)
+{
+	struct snapshot *snap = hc->get_snapshot(hc->arg);
+
+	if (snap && snap->generation != hc->gen && !rebuild(hc, snap->st, now_ms))
+		hc->gen = snap->generation;
+	registry_snapshot_unref(snap);
+}
+
+/* Every TICK_MS: look for a stop and a new snapshot. In between: start due
+ * probes in free slots and wait on those in flight (or on the condition
+ * variable when there are none). */
 static void *checker_main(void *arg)
 {
 	struct health_checker *hc = arg;
+	uint64_t tick = 0, now;
 
-	while (!stopping(hc, TICK_MS)) {
-		struct snapshot *snap = hc->get_snapshot(hc->arg);
-
-		if (snap && snap->generation != hc->gen && !rebuild(hc, snap->st, loop_now_ms()))
-			hc->gen = snap->generation;
-		registry_snapshot_unref(snap);
-		for (size_t i = 0; i < hc->n_eps && !stopping(hc, 0); i++) {
-			struct hc_ep *e = &hc->eps[i];
-
-			if (loop_now_ms() < e->due_ms)
-				continue;
-			judge(hc, e, probe(&e->ip, e->port, e->service));
-			e->due_ms = loop_now_ms() + e->interval_ms;
+	for (;;) {
+		now = loop_now_ms();
+		if (now >= tick) {
+			if (stopping(hc, 0))
+				break;
+			refresh(hc, now);
+			tick = now + TICK_MS;
 		}
+		start_due(hc, now);
+		if (hc->n_probes)
+			run_probes(hc, remaining(tick));
+		else if (stopping(hc, (uint64_t)remaining(tick)))
+			break;
 	}
+	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++)
+		probe_end(&hc->probes[i]);
 	return NULL;
 }
 
@@ -610,6 +776,8 @@ struct health_checker *health_checker_start(struct health_table *t,
 	hc->t = t;
 	hc->get_snapshot = get_snapshot;
 	hc->arg = arg;
+	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++)
+		hc->probes[i].fd = -1;
 	pthread_mutex_init(&hc->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

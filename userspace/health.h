@@ -2,10 +2,10 @@
 /*
  * Active gRPC health checks (Service annotation h2split.io/health-check:
  * "grpc"). One checker thread probes every endpoint of such services with
- * grpc.health.v1.Health/Check and publishes the verdicts in a health_table
- * that the workers read on every pick without a lock: one probe per endpoint
- * per interval whatever the number of workers, and one verdict for all of
- * them. Invariant: only the checker thread writes the table.
+ * grpc.health.v1.Health/Check, many at once, and publishes the verdicts in a
+ * health_table that the workers read on every pick without a lock: one probe
+ * per endpoint per interval whatever the number of workers, and one verdict
+ * for all of them. Invariant: only the checker thread writes the table.
  */
 #ifndef H2SPLIT_HEALTH_H
 #define H2SPLIT_HEALTH_H
@@ -22,6 +22,8 @@
 #define HEALTH_OK_THRESHOLD 2
 #define HEALTH_INTERVAL_MS 5000 /* h2split.io/health-check-interval default */
 #define HEALTH_TIMEOUT_MS 1000	/* one probe: connect, ask, answer */
+/* Probes in flight at once; more due endpoints wait for a free slot. */
+#define HEALTH_PROBES_MAX 64
 /* Unhealthy endpoints the table can hold; past that, more stay usable. */
 #define HEALTH_TABLE_SLOTS 8192
 
@@ -45,6 +47,17 @@ int health_encode_request(const char *service, uint8_t *buf, size_t len);
 /* The status (SERVING = 1, NOT_SERVING = 2, ...) of a gRPC-framed
  * HealthCheckResponse in |buf|, or -EINVAL when it is not one. */
 int health_parse_response(const uint8_t *buf, size_t len);
+
+enum health_change {
+	HEALTH_SAME,
+	HEALTH_TURNED_UNHEALTHY,
+	HEALTH_TURNED_HEALTHY,
+};
+
+/* What a probe answering |status| (1: SERVING; any other status or -errno:
+ * failed) does to an endpoint that is |*unhealthy|, with |*oks| successes in
+ * a row since; both are updated. */
+enum health_change health_verdict(bool *unhealthy, uint32_t *oks, int status);
 
 struct snapshot;
 struct health_checker;

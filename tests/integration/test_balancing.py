@@ -5,13 +5,17 @@ outlier ejection takes a pod that answers UNAVAILABLE out of rotation until
 it is healthy again, and one that fails every other RPC too, a pod added to a Service under load gets RPCs on
 channels that were open before it came, weights split RPCs by pod, circuit
 breaking caps the streams in flight, queues a bounded number and fails the
-rest fast, and active health checks take a NOT_SERVING pod out and back.
+rest fast, and active health checks take a NOT_SERVING pod out and back,
+also while other endpoints of the Service black-hole the probes.
 Assertions compare what the pods served and what the clients got, never
 timings (tests/bench/balance.py measures those).
 """
 
+import ipaddress
 import json
+import re
 import signal
+import time
 
 import pytest
 
@@ -261,6 +265,139 @@ def test_active_health_check_takes_a_not_serving_pod_out_and_back(bed):
     assert r["ok"] == 60 and r["pods"].get("probed-1", 0) > 0, \
         f"probed-1 back in rotation: {short(r)}"
     assert "endpoint_unhealthy" in "\n".join(d.proc.lines), d.notable()
+
+
+HOLES = 8
+PROBE_TIMEOUT_S = 1.0  # HEALTH_TIMEOUT_MS in userspace/health.h
+
+
+def test_health_checks_of_black_holes_do_not_delay_the_others(bed):
+    """A health-checked Service with HOLES endpoints whose pods drop every
+    packet (so each probe of them runs into its 1 s timeout) and one pod,
+    turn-0, that sorts after them. Probed one after another, every verdict
+    on turn-0 would queue behind HOLES timeouts: at start the holes would be
+    judged first, and two probes of turn-0 in a row (what brings it back)
+    would be at least HOLES timeouts apart. Probed at once, turn-0's verdicts
+    come within about an interval whatever the holes do, and RPCs go to it
+    only."""
+    node = bed.node
+    holes, turn, svc = [], None, None
+    try:
+        for i in range(HOLES):
+            holes.append(node.add_pod(f"hole-{i}"))
+            holes[-1].run(["iptables", "-w", "-A", "INPUT", "-j", "DROP"])
+        turn = node.add_server_pods(["turn-0"])[0]
+        assert all(ipaddress.ip_address(h.ip4) < ipaddress.ip_address(turn.ip4) for h in holes), \
+            "turn-0 must sort after the holes (the checker's list is in address order)"
+        turn.server.send_signal(signal.SIGUSR2)  # NOT_SERVING from the first probe on
+        svc = node.add_service("holed", pods=holes + [turn], annotations={
+            "h2split.io/health-check": "grpc",
+            "h2split.io/health-check-interval": "200ms"})
+        bed.daemon.stop()
+        t0 = time.monotonic()
+        d = bed.daemon.start("--workers", "1", "--drain-timeout", "1")
+        testbed.wait_for(lambda: endpoint_of(bed, "turn-0")["state"] == "unhealthy", 30,
+                         "turn-0 (NOT_SERVING) unhealthy")
+        first = time.monotonic() - t0
+        verdicts = [ln for ln in d.proc.lines if "endpoint_unhealthy" in ln
+                    and ("pod=turn-0" in ln or "pod=hole-" in ln)]
+        assert verdicts and "pod=turn-0" in verdicts[0], \
+            f"turn-0 must be judged before the holes time out: {verdicts[:3]}"
+        assert first < HOLES * PROBE_TIMEOUT_S, \
+            f"turn-0 judged {first:.1f} s after the start, a sequential checker's floor"
+        testbed.wait_for(lambda: all(endpoint_of(bed, h.name)["state"] == "unhealthy"
+                                     for h in holes), 30, "every hole unhealthy")
+
+        turn.server.send_signal(signal.SIGUSR2)  # SERVING
+        t1 = time.monotonic()
+        testbed.wait_for(lambda: endpoint_of(bed, "turn-0")["state"] == "usable", 30,
+                         "turn-0 usable again")
+        back = time.monotonic() - t1
+        assert back < HOLES * PROBE_TIMEOUT_S, \
+            (f"turn-0 back after {back:.1f} s: its two SERVING probes in a row were "
+             f"as far apart as a sequential checker's round over {HOLES} holes")
+        with bed.client.grpc_client(svc.target4) as c:
+            r = c.unary(30)
+        assert r["ok"] == 30 and r["pods"] == {"turn-0": 30}, \
+            f"RPCs only to the pod that answers its probes: {short(r)}"
+
+        turn.server.send_signal(signal.SIGUSR2)  # NOT_SERVING while the holes time out
+        t2 = time.monotonic()
+        testbed.wait_for(lambda: endpoint_of(bed, "turn-0")["state"] == "unhealthy", 30,
+                         "turn-0 unhealthy again")
+        again = time.monotonic() - t2
+        assert again < HOLES * PROBE_TIMEOUT_S, f"turn-0 judged after {again:.1f} s"
+        print(f"black holes: turn-0 judged {first:.2f} s after start, back in {back:.2f} s, "
+              f"out again in {again:.2f} s")
+    finally:
+        if svc is not None:
+            node.remove_service(svc)
+        for p in holes + ([turn] if turn else []):
+            node.remove_pod(p.name)
+
+
+def ctl_services(bed, *args):
+    """`h2splitctl services` inside the node netns: (stdout, stderr)."""
+    r = bed.node.run([bed.daemon.ctl_binary, "--bpffs", bed.node.bpffs, *args, "services"],
+                     check=False)
+    assert r.returncode == 0, f"h2splitctl services: rc={r.returncode} {r.stderr}"
+    return r.stdout, r.stderr
+
+
+def test_services_show_the_balancing_settings_in_force(bed):
+    """/services and `h2splitctl services` show, per Service, the balancing
+    settings in force: the daemon's flags for a Service without annotations
+    (latency), each annotation over its flag for one that sets them all
+    (tuned), and "?" from the BPF map alone once h2splitd is gone."""
+    tuned = bed.node.add_service("tuned", pods=bed.fast, annotations={
+        "h2split.io/lb-policy": "ewma",
+        "h2split.io/max-inflight-per-endpoint": "7",
+        "h2split.io/max-inflight": "0",
+        "h2split.io/max-pending": "0",
+        "h2split.io/slow-start": "0",
+        "h2split.io/health-check": "grpc",
+        "h2split.io/health-check-service": "echo.Echo",
+        "h2split.io/health-check-interval": "2s",
+        "h2split.io/weights": "fast-0=2"})
+    try:
+        d = bed.restart("--lb-policy", "round_robin", "--max-inflight-per-endpoint", "40",
+                        "--max-inflight-per-service", "300", "--max-pending", "9",
+                        "--slow-start", "1500")
+        d.wait_usable(tuned, 2)
+        defaults = {"policy": "round_robin", "policy_source": "default",
+                    "max_inflight_per_endpoint": 40, "max_inflight_per_service": 300,
+                    "max_pending": 9, "slow_start_ms": 1500, "health_check": "off",
+                    "weights": False}
+        annotated = {"policy": "ewma", "policy_source": "annotation",
+                     "max_inflight_per_endpoint": 7, "max_inflight_per_service": 0,
+                     "max_pending": 0, "slow_start_ms": 0, "health_check": "grpc",
+                     "health_check_service": "echo.Echo", "health_check_interval_ms": 2000,
+                     "weights": True}
+        admin = d.services()
+        assert admin["latency"]["balancing"] == defaults, admin["latency"]
+        assert admin["tuned"]["balancing"] == annotated, admin["tuned"]
+        assert admin["tuned"]["lb_policy"] == "ewma", admin["tuned"]  # the older field stays
+
+        out, _ = ctl_services(bed, "-o", "json")
+        rows = {(e["vip"], e.get("service")): e for e in json.loads(out)}
+        assert rows[(bed.latency.vip4, "default/latency:50051")]["balancing"] == defaults, rows
+        t = rows[(tuned.vip4, "default/tuned:50051")]
+        assert t["balancing"] == annotated and t["enabled"], t
+        assert t["service_id"] == admin["tuned"]["id"], (t, admin["tuned"])
+
+        table, _ = ctl_services(bed)
+        assert re.search(r"\bdefault/latency:50051\s+round_robin\s+40\s+300\s+9\s+1500ms\s+"
+                         r"off\s+no$", table, re.M), table
+        assert re.search(r"\bdefault/tuned:50051\s+ewma\s+7\s+-\s+-\s+off\s+"
+                         r"grpc/2s/echo\.Echo\s+yes$", table, re.M), table
+
+        d.stop()
+        table, err = ctl_services(bed)
+        assert re.search(rf"^{re.escape(tuned.vip4)}:50051\s+{t['service_id']}\s+yes\s+\?",
+                         table, re.M), table
+        assert "balancing settings not shown" in err, err
+    finally:
+        bed.node.remove_service(tuned)
 
 
 def streams_to(daemon, svc, pod):

@@ -2,7 +2,8 @@
 """deploy/ renders to what a cluster needs: the kustomizations are rendered with
 `kubectl kustomize` (offline) and the objects checked field by field, and every
 ConfigMap key must be an environment variable h2splitd really reads (the flag
-table in userspace/config.c, cross-checked against `h2splitd --help`).
+table in userspace/config.c, cross-checked against `h2splitd --help`); the
+balancing knobs ship at the defaults README.md's flag table documents.
 """
 
 import os
@@ -181,6 +182,31 @@ def test_configmap_keys_are_real_daemon_variables(install):
     unknown = (set(cm) | {e["name"] for e in env}) - known
     assert not unknown, f"h2splitd reads no such variables: {sorted(unknown)}"
     assert all(isinstance(v, str) for v in cm.values())
+
+
+BALANCING = ("H2SPLIT_LB_POLICY", "H2SPLIT_LB_EWMA_DECAY", "H2SPLIT_OUTLIER_FAILURES",
+             "H2SPLIT_OUTLIER_EJECTION", "H2SPLIT_SLOW_START",
+             "H2SPLIT_MAX_INFLIGHT_PER_ENDPOINT", "H2SPLIT_MAX_INFLIGHT_PER_SERVICE",
+             "H2SPLIT_MAX_PENDING", "H2SPLIT_PENDING_TIMEOUT")
+
+
+def readme_flag_defaults():
+    """{H2SPLIT_NAME: default} from README.md's flag table (first word of the
+    default column: "0 (off)" is "0")."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        rows = re.findall(r"^\| `--([a-z0-9-]+)[^`]*` \| ([^|]*)\|", f.read(), re.M)
+    return {"H2SPLIT_" + f.upper().replace("-", "_"): (d.split() or [""])[0]
+            for f, d in rows}
+
+
+def test_configmap_ships_the_balancing_knobs_at_their_defaults(install):
+    """An operator tunes balancing in the ConfigMap: every knob is there, at
+    the default the README documents (so installing changes nothing)."""
+    cm = by_kind(install, "ConfigMap", "h2split-config")["data"]
+    defaults = readme_flag_defaults()
+    assert set(BALANCING) <= set(defaults), sorted(set(BALANCING) - set(defaults))
+    wrong = {k: (cm.get(k), defaults[k]) for k in BALANCING if cm.get(k) != defaults[k]}
+    assert not wrong, f"ConfigMap value vs README default: {wrong}"
 
 
 def test_flag_table_matches_help_output():

@@ -97,6 +97,21 @@ static struct state *make_state(void)
 	struct state_endpoint eps[2] = {{.port = 8080, .ready = true, .serving = true},
 					{.port = 8080, .serving = true, .terminating = true}};
 	struct state_service s = {.port = 50051, .eps = eps, .n_eps = 2, .n_vips = 1};
+	/* Every balancing annotation set; "greeter" runs on the daemon's flags. */
+	struct state_endpoint weighted = {.port = 9090, .ready = true, .serving = true, .weight = 3};
+	struct state_service tuned = {.ns = "default",
+				      .name = "tuned",
+				      .port = 9090,
+				      .lb = LB_EWMA,
+				      .max_inflight_ep = 5,
+				      .max_inflight = -1,
+				      .max_pending = 7,
+				      .slow_start_ms = -1,
+				      .health_check = true,
+				      .health_interval_ms = 200,
+				      .health_service = "my.pkg.Api",
+				      .eps = &weighted,
+				      .n_eps = 1};
 
 	assert_int_equal(h2s_ip_parse(&eps[0].ip, "10.0.0.1"), 0);
 	strcpy(eps[0].pod, "greeter-a");
@@ -107,6 +122,7 @@ static struct state *make_state(void)
 	strcpy(s.name, "greeter");
 	strcpy(s.port_name, "grpc");
 	assert_int_equal(state_add_service(st, &s), 0);
+	assert_int_equal(state_add_service(st, &tuned), 0);
 	assert_int_equal(state_finish(st), 0);
 	return st;
 }
@@ -120,6 +136,10 @@ static int setup(void **state)
 	pthread_mutex_init(&d->snap_lock, NULL);
 	set_loopback(&d->cfg.admin, 0);
 	d->cfg.lb_policy = LB_LEAST_REQUEST;
+	d->cfg.max_inflight_per_endpoint = 100;
+	d->cfg.max_inflight_per_service = 50;
+	d->cfg.max_pending = 10;
+	d->cfg.slow_start_ms = 30000;
 	d->snap = registry_snapshot_new(make_state(), 5);
 	fx->greeter = d->snap->st->svcs[0].id;
 	d->n_workers = 2;
@@ -217,8 +237,8 @@ static void test_metrics(void **state)
 	assert_non_null(strstr(r.body, "\nh2split_redirecting 0\n"));
 	assert_non_null(strstr(r.body, "\nh2split_workers 2\n"));
 	assert_non_null(strstr(r.body, "\nh2split_state_generation 5\n"));
-	assert_non_null(strstr(r.body, "\nh2split_services 1\n"));
-	assert_non_null(strstr(r.body, "\nh2split_endpoints 2\n"));
+	assert_non_null(strstr(r.body, "\nh2split_services 2\n"));
+	assert_non_null(strstr(r.body, "\nh2split_endpoints 3\n"));
 	/* Per-worker counters, summed over the two workers. */
 	assert_non_null(strstr(r.body, "# TYPE h2split_downstream_connections_total counter\n"
 				       "h2split_downstream_connections_total 7\n"));
@@ -268,11 +288,11 @@ static struct json_object *field(struct json_object *o, const char *k)
 static void test_services(void **state)
 {
 	struct fixture *fx = *state;
-	struct json_object *root = get_json(fx, "/services"), *svcs, *s;
+	struct json_object *root = get_json(fx, "/services"), *svcs, *s, *b;
 
 	assert_int_equal(json_object_get_int64(field(root, "generation")), 5);
 	svcs = field(root, "services");
-	assert_int_equal(json_object_array_length(svcs), 1);
+	assert_int_equal(json_object_array_length(svcs), 2);
 	s = json_object_array_get_idx(svcs, 0);
 	assert_int_equal(json_object_get_int64(field(s, "id")), fx->greeter);
 	assert_string_equal(json_object_get_string(field(s, "namespace")), "default");
@@ -285,6 +305,34 @@ static void test_services(void **state)
 	assert_false(json_object_get_boolean(field(s, "upstream_tls")));
 	assert_int_equal(json_object_get_int(field(s, "endpoints")), 2);
 	assert_int_equal(json_object_get_int(field(s, "endpoints_usable")), 1);
+	/* No annotations: the daemon's flags. */
+	b = field(s, "balancing");
+	assert_string_equal(json_object_get_string(field(b, "policy")), "least_request");
+	assert_string_equal(json_object_get_string(field(b, "policy_source")), "default");
+	assert_int_equal(json_object_get_int(field(b, "max_inflight_per_endpoint")), 100);
+	assert_int_equal(json_object_get_int(field(b, "max_inflight_per_service")), 50);
+	assert_int_equal(json_object_get_int(field(b, "max_pending")), 10);
+	assert_int_equal(json_object_get_int(field(b, "slow_start_ms")), 30000);
+	assert_string_equal(json_object_get_string(field(b, "health_check")), "off");
+	assert_false(json_object_object_get_ex(b, "health_check_interval_ms", NULL));
+	assert_false(json_object_get_boolean(field(b, "weights")));
+
+	/* Every annotation set: they win, -1 turns a limit or slow start off. */
+	s = json_object_array_get_idx(svcs, 1);
+	assert_string_equal(json_object_get_string(field(s, "name")), "tuned");
+	assert_string_equal(json_object_get_string(field(s, "lb_policy")), "ewma");
+	b = field(s, "balancing");
+	assert_string_equal(json_object_get_string(field(b, "policy")), "ewma");
+	assert_string_equal(json_object_get_string(field(b, "policy_source")), "annotation");
+	assert_int_equal(json_object_get_int(field(b, "max_inflight_per_endpoint")), 5);
+	assert_int_equal(json_object_get_int(field(b, "max_inflight_per_service")), 0);
+	assert_int_equal(json_object_get_int(field(b, "max_pending")), 7);
+	assert_int_equal(json_object_get_int(field(b, "slow_start_ms")), 0);
+	assert_string_equal(json_object_get_string(field(b, "health_check")), "grpc");
+	assert_string_equal(json_object_get_string(field(b, "health_check_service")),
+			    "my.pkg.Api");
+	assert_int_equal(json_object_get_int(field(b, "health_check_interval_ms")), 200);
+	assert_true(json_object_get_boolean(field(b, "weights")));
 	json_object_put(root);
 }
 

@@ -2,8 +2,11 @@
 /*
  * Unit tests for health.c: the shared verdict table (mark, clear, reuse of
  * cleared slots, full table) and the hand-encoded grpc.health.v1 messages
- * (bytes as protoc would write them, and malformed responses refused). The
- * probe itself runs against real grpcio servers in test_balancing.py.
+ * (bytes as protoc would write them, and malformed responses refused), the
+ * verdict rules, and the checker thread against loopback sockets: endpoints
+ * that never answer do not hold up the verdict on one that refuses. The
+ * probe's gRPC exchange runs against real grpcio servers in
+ * test_balancing.py.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,10 +14,16 @@
 #include <stdint.h>
 #include <errno.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "health.h"
+#include "loop.h"
+#include "registry.h"
 
 static struct h2s_ip ip(const char *s)
 {
@@ -116,6 +125,124 @@ static void test_parse_response(void **state)
 			 -EINVAL);
 }
 
+/* Failures take an endpoint out at once, NOT_SERVING too; only
+ * HEALTH_OK_THRESHOLD SERVING answers in a row bring it back. */
+static void test_verdict(void **state)
+{
+	bool bad = false;
+	uint32_t oks = 0;
+
+	(void)state;
+	assert_int_equal(health_verdict(&bad, &oks, 1), HEALTH_SAME);
+	assert_false(bad);
+	assert_int_equal(health_verdict(&bad, &oks, 2), HEALTH_TURNED_UNHEALTHY); /* NOT_SERVING */
+	assert_true(bad);
+	assert_int_equal(health_verdict(&bad, &oks, -ETIMEDOUT), HEALTH_SAME);
+	for (int i = 1; i < HEALTH_OK_THRESHOLD; i++)
+		assert_int_equal(health_verdict(&bad, &oks, 1), HEALTH_SAME);
+	assert_true(bad);
+	/* A failure in between starts the count again. */
+	assert_int_equal(health_verdict(&bad, &oks, 0), HEALTH_SAME); /* UNKNOWN */
+	for (int i = 1; i < HEALTH_OK_THRESHOLD; i++)
+		assert_int_equal(health_verdict(&bad, &oks, 1), HEALTH_SAME);
+	assert_int_equal(health_verdict(&bad, &oks, 1), HEALTH_TURNED_HEALTHY);
+	assert_false(bad);
+	assert_int_equal(oks, 0);
+	assert_int_equal(health_verdict(&bad, &oks, -ECONNREFUSED), HEALTH_TURNED_UNHEALTHY);
+}
+
+/* ---- the checker thread on loopback ---- */
+
+#define HOLES 8
+
+static struct snapshot *the_snapshot(void *arg)
+{
+	return registry_snapshot_ref(arg);
+}
+
+/* A listener on 127.0.0.1 that never accepts: the kernel completes the
+ * handshake, nobody answers the probe, it runs into its timeout. */
+static int hole(uint16_t *port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+	*port = ntohs(sin.sin_port);
+	return fd;
+}
+
+/* The ms until |t| says |ip|:|port| of service |id| is unhealthy. */
+static uint64_t wait_unhealthy(struct health_table *t, uint32_t id, const struct h2s_ip *a,
+			       uint16_t port, uint64_t since_ms)
+{
+	const struct timespec poll_gap = {.tv_nsec = 5000000};
+	uint64_t deadline = since_ms + 30000;
+
+	while (!health_table_unhealthy(t, id, a, port)) {
+		assert_true(loop_now_ms() < deadline);
+		nanosleep(&poll_gap, NULL);
+	}
+	return loop_now_ms() - since_ms;
+}
+
+/* HOLES endpoints that never answer sort before one that refuses. Probed
+ * one after another, the refusing one would wait for HOLES timeouts; run
+ * at once, its verdict comes first, and every hole's within about one
+ * timeout of the start, not HOLES of them. */
+static void test_checker_runs_probes_at_once(void **state)
+{
+	struct health_table *t = health_table_new();
+	struct state_endpoint eps[HOLES + 1] = {0};
+	struct state_service svc = {.ns = "default", .name = "checked", .health_check = true};
+	struct state *st = state_new();
+	struct health_checker *hc;
+	struct snapshot *snap;
+	int fds[HOLES];
+	uint64_t start, refused_ms, holes_ms = 0;
+
+	(void)state;
+	assert_non_null(t);
+	assert_non_null(st);
+	for (int i = 0; i < HOLES; i++) {
+		fds[i] = hole(&eps[i].port);
+		eps[i].ip = ip("127.0.0.1");
+	}
+	eps[HOLES].ip = ip("127.0.0.2"); /* sorts last; nothing listens there */
+	eps[HOLES].port = eps[0].port;
+	svc.eps = eps;
+	svc.n_eps = HOLES + 1;
+	assert_int_equal(state_add_service(st, &svc), 0);
+	assert_int_equal(state_finish(st), 0);
+	snap = registry_snapshot_new(st, 1);
+	assert_non_null(snap);
+	svc.id = snap->st->svcs[0].id;
+
+	start = loop_now_ms();
+	hc = health_checker_start(t, the_snapshot, snap);
+	assert_non_null(hc);
+	refused_ms = wait_unhealthy(t, svc.id, &eps[HOLES].ip, eps[HOLES].port, start);
+	for (int i = 0; i < HOLES; i++) {
+		uint64_t ms = wait_unhealthy(t, svc.id, &eps[i].ip, eps[i].port, start);
+
+		holes_ms = ms > holes_ms ? ms : holes_ms;
+	}
+	/* One after another, the last hole could not be judged before HOLES
+	 * timeouts had passed, nor the refusing endpoint behind it. */
+	assert_true(refused_ms < (uint64_t)HOLES * HEALTH_TIMEOUT_MS);
+	assert_true(holes_ms < (uint64_t)HOLES * HEALTH_TIMEOUT_MS);
+	/* Stopping with probes of the holes in flight ends them. */
+	health_checker_stop(hc);
+	registry_snapshot_unref(snap);
+	for (int i = 0; i < HOLES; i++)
+		close(fds[i]);
+	health_table_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -123,6 +250,8 @@ int main(void)
 	    cmocka_unit_test(test_table_bounded),
 	    cmocka_unit_test(test_encode_request),
 	    cmocka_unit_test(test_parse_response),
+	    cmocka_unit_test(test_verdict),
+	    cmocka_unit_test(test_checker_runs_probes_at_once),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
