@@ -164,12 +164,12 @@ def recommend(agg, labels):
             f"(slow, failing, stalled), with the spread over equal pods as the floor; ewma passed {sum(c['won'] for c in deciding)} of "
             f"{len(deciding)} of those checks. ")
     if ewma_default:
-        text += "It wins the benchmark: make ewma the default."
+        text += "It wins the benchmark: that is why ewma is h2splitd's default (--lb-policy)."
         if lost:
             text += " Where it lost: " + "; ".join(lost) + " (see the tables)."
     else:
         text += "It does not win them all (" + "; ".join(
-            c["what"] for c in deciding if not c["won"]) + "): keep the current default."
+            c["what"] for c in deciding if not c["won"]) + "): it should not be the default."
     return {"default": "ewma" if ewma_default else None, "checks": checks, "text": text}
 
 
@@ -345,7 +345,7 @@ def render(results, chart_names=()):
       f"{results['started']}; mode: {results['mode']}; {results['elapsed_s']} s in all. "
       "Do not edit by hand: rerun, or re-render with tests/bench/balance_report.py.\n")
     w(f"Every run: {p['rate']:g} RPC/s offered open loop for {p['duration']:g} s over "
-      f"{p['conns']} client connections to one Service of five pods (four in scenario 4 "
+      f"{p['conns']} client connections to one Service of five pods (four in scenarios 4 and 5 "
       f"until the fifth joins), each pod answering after {p['base_delay_us']} us; client "
       f"deadline {p['deadline_ms']} ms. Latency is from each RPC's scheduled send time, so "
       f"a queue anywhere counts. Every scenario x policy ran {p['repeat']} times, interleaved "
