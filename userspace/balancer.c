@@ -252,12 +252,12 @@ static double ewma_cost(const struct balancer *b, const struct balancer_endpoint
 }
 
 /* Idle, measured, and neither chosen nor measured for a while: its estimate
- * may be stale (see BALANCER_EWMA_PROBE_MS). Not after a failure: a pod that
- * fails is not probed with streams (ejection and the penalty's decay bring
- * it back). */
+ * may be stale (see BALANCER_EWMA_PROBE_MS). Not after a failure, nor after
+ * a stream it never answered (a pod that stalls would fail a probe every
+ * deadline): ejection and the estimate's decay bring those back. */
 static bool probe_due(const struct balancer *b, const struct balancer_endpoint *ep)
 {
-	return !ep->inflight && ep->ewma_init && !ep->consec_failures &&
+	return !ep->inflight && ep->ewma_init && !ep->consec_failures && !ep->gave_up &&
 	       b->now_ms >= ep->ewma_stamp_ms + BALANCER_EWMA_PROBE_MS &&
 	       b->picks - ep->pick_seq >= BALANCER_EWMA_PROBE_PICKS;
 }
@@ -955,6 +955,7 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 		/* At least this slow. Unfiltered: a stream the client gave up on
 		 * (a deadline, mostly) waited far longer than noise lasts. */
 		if (rtt > est) {
+			ep->gave_up = true;
 			latency_sample(ep, rtt);
 			ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt,
 				     rtt);
@@ -964,6 +965,7 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 		ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us,
 			     latency_sample(ep, rtt), rtt);
 		ep->consec_failures = 0;
+		ep->gave_up = false;
 		note_verdict(ep, false, 0);
 		return false;
 	case BALANCER_OVERLOADED:

@@ -42,6 +42,7 @@ struct balancer_endpoint {
 	bool ewma_init;		   /* ewma_us holds a value (else: the default RTT) */
 	double rtt_prev[2];	   /* the last two latency samples, newest first */
 	uint32_t n_rtt_prev;	   /* ... how many of those hold one */
+	bool gave_up;		   /* its last stream was abandoned unanswered, past the estimate */
 	uint64_t pick_seq;	   /* its policy's pick count when P2C last chose it */
 	uint32_t verdicts;	   /* the last outcomes, newest in bit 0: 1 = failed */
 	uint32_t n_verdicts;	   /* ... how many of those bits hold one (at most 32) */

@@ -599,10 +599,19 @@ static void test_ewma_band_and_probe(void **state)
 	count_picks(bs, &st->svcs[0], 1, 1000 + 2 * BALANCER_EWMA_PROBE_MS, 1000, seen);
 	assert_int_equal(seen[0], 0);
 	balancer_stream_end(bs, eps[0]);
-	/* Nor after a failure. */
+	/* Nor after a failure, nor after a stream it held unanswered past its
+	 * estimate (it stalled: a probe would wait for the client's deadline). */
 	report_n(bs, eps[0], 2000, 20000, BALANCER_FAILED, 1);
 	memset(seen, 0, sizeof(seen));
 	count_picks(bs, &st->svcs[0], 1, 2000 + 2 * BALANCER_EWMA_PROBE_MS, 1000, seen);
+	assert_int_equal(seen[0], 0);
+	report_n(bs, eps[0], 3000, 20000, BALANCER_OK, 2);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 3000 + BALANCER_EWMA_PROBE_MS, 1000, seen);
+	assert_true(seen[0] >= 1); /* answering again: probed */
+	report_n(bs, eps[0], 4000, 1000000, BALANCER_NO_VERDICT, 1);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, 4000 + 2 * BALANCER_EWMA_PROBE_MS, 1000, seen);
 	assert_int_equal(seen[0], 0);
 	balancer_set_free(bs);
 	state_free(st);
