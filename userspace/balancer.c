@@ -224,9 +224,10 @@ double balancer_endpoint_latency(const struct balancer_endpoint *ep, uint64_t no
 /* Finagle's PeakEwma.observe, fed |rtt_us| (the median of the last three
  * answers: see latency_sample()): above the (decayed) estimate, it replaces
  * it at once; below, it pulls it down by the weight of the time since the
- * last sample. Then |raw_us|, the answer itself, caps the estimate at the
- * band's edge: noise only ever makes an answer slower, so a fast one shows
- * what the pod can do now (after a hiccup, or warmed up). */
+ * last sample. Then |raw_us|, the answer itself, when below the estimate by
+ * more than the band, becomes the estimate: noise only ever makes an answer
+ * slower, so a fast one shows what the pod can do now (after a hiccup, or
+ * warmed up: a pod slow on its first RPCs must not stay shunned). */
 static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t decay_ms,
 			 uint32_t default_us, double rtt_us, double raw_us)
 {
@@ -237,7 +238,7 @@ static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t
 	/* The first sample replaces the guess, whatever its side. */
 	ep->ewma_us = rtt_us > est || !ep->ewma_init ? rtt_us : est + rtt_us * (1.0 - w);
 	if (ep->ewma_us > raw_us * BALANCER_EWMA_BAND)
-		ep->ewma_us = raw_us * BALANCER_EWMA_BAND;
+		ep->ewma_us = raw_us;
 	ep->ewma_stamp_ms = now_ms;
 	ep->ewma_init = true;
 }
@@ -262,10 +263,22 @@ static bool probe_due(const struct balancer *b, const struct balancer_endpoint *
 	       b->picks - ep->pick_seq >= BALANCER_EWMA_PROBE_PICKS;
 }
 
+/* Joined the service lately (see BALANCER_EWMA_GRACE_MS); not when its
+ * last stream failed or went unanswered: that is no warm-up. */
+static bool learning(const struct balancer *b, const struct balancer_endpoint *ep)
+{
+	uint32_t grace = b->slow_start_ms > BALANCER_EWMA_GRACE_MS ? b->slow_start_ms
+								  : BALANCER_EWMA_GRACE_MS;
+
+	return ep->warm_start_ms && ep->warm_start_ms != BALANCER_WARM_UNSTAMPED &&
+	       b->now_ms < ep->warm_start_ms + grace && !ep->consec_failures && !ep->gave_up;
+}
+
 /* Latency decides only when the two estimates differ by more than the band
  * (Linkerd and Finagle compare them raw: among equal pods, whichever drew a
  * slower sample is shunned until its estimate decays, and shares drift
- * apart); within it, the in-flight count does. */
+ * apart); within it, the in-flight count does, as it does for a pod still
+ * learning. */
 static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		       const char *tried)
 {
@@ -283,7 +296,8 @@ static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps,
 					       b->ewma_default_us);
 		lc = balancer_endpoint_latency(eps[c], b->now_ms, b->ewma_decay_ms,
 					       b->ewma_default_us);
-		if (la <= lc * BALANCER_EWMA_BAND && lc <= la * BALANCER_EWMA_BAND)
+		if ((la <= lc * BALANCER_EWMA_BAND && lc <= la * BALANCER_EWMA_BAND) ||
+		    learning(b, eps[a]) || learning(b, eps[c]))
 			i = lighter(b, eps, a, c);
 		else
 			i = ewma_cost(b, eps[c], lc) < ewma_cost(b, eps[a], la) ? c : a;

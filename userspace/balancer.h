@@ -91,15 +91,20 @@ struct balancer {
 #define BALANCER_EWMA_PENALTY_US 250000
 /* Latency estimates within this ratio of each other are the same to ewma:
  * noise on equal pods, so the in-flight count decides, as for least_request.
- * A sample brings the estimate down to this multiple of itself at once: one
- * spike does not shut a pod out for the time constant. */
+ * An answer faster than the estimate by more than the ratio becomes the
+ * estimate at once: a pod is not shut out for the time constant. */
 #define BALANCER_EWMA_BAND 2.0
 /* An idle endpoint ewma has not chosen for this long, and for this many of
  * the service's picks, takes the next stream it is drawn for: a probe, so
  * a pod shunned for one slow answer is measured again. At most one probe per
- * endpoint per 500 ms per worker, and 1 in 500 of the service's streams. */
+ * endpoint per 500 ms per worker, and 1 in 200 of the service's streams. */
 #define BALANCER_EWMA_PROBE_MS 500
-#define BALANCER_EWMA_PROBE_PICKS 500
+/* A pod that joined a Service this recently (or within its slow start) is
+ * compared by streams in flight alone: servers that warm up with traffic
+ * (JIT, thread pools) answer slowly at first, and judged on that they would
+ * get too little traffic to ever warm up. */
+#define BALANCER_EWMA_GRACE_MS 5000
+#define BALANCER_EWMA_PROBE_PICKS 200
 #define BALANCER_EJECT_FAILURES 5
 /* Failure-rate ejection: an endpoint whose last BALANCER_EJECT_WINDOW
  * verdicts hold at least params.eject_failure_pct% failures is ejected like

@@ -101,11 +101,18 @@ static void ep_report(struct h2_stream *st, struct balancer_endpoint *ep, uint64
 
 /* The latency ewma measures: to the first response byte of the body, or the
  * end of the response. Not to the headers: gRPC servers may send those at
- * once (initial metadata) and take their time over the message. */
+ * once (initial metadata) and take their time over the message. From when
+ * the request could leave: a stream that waited for its connection to open
+ * would charge a pod new to this worker (scale-out) the connect and TLS
+ * handshake, and ewma would shun the pod it should fill. */
 static void first_answer(struct h2_stream *st)
 {
+	uint64_t from = st->up_start_ns;
+
+	if (st->up && st->up->open_ns > from)
+		from = st->up->open_ns;
 	if (!st->up_rtt_us)
-		st->up_rtt_us = (loop_now_ns() - st->up_start_ns) / 1000 + 1; /* nonzero: came */
+		st->up_rtt_us = (loop_now_ns() - from) / 1000 + 1; /* nonzero: came */
 }
 
 /* How the attempt on st->ep went, as outlier detection and ewma see it:

@@ -37,6 +37,8 @@ static struct netns_cache *netns_cache(struct splitter *s)
 static void set_state(struct h2_upstream *uc, enum h2_up_state state)
 {
 	uc->state = state;
+	if (state == H2_UP_OPEN && !uc->open_ns)
+		uc->open_ns = loop_now_ns();
 	uc->pc.accepting = state <= H2_UP_OPEN && !(uc->pc.pool && uc->pc.pool->retired);
 }
 

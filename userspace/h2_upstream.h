@@ -31,6 +31,7 @@ struct h2_upstream {
 	struct h2_stream *streams;	  /* borrowed: streams linked to it (open or draining) */
 	struct h2_upstream *next, *prev;  /* s->us_list */
 	uint64_t idle_since_ms;		  /* when n_streams last dropped to 0 */
+	uint64_t open_ns;		  /* connected (and TLS done): streams go out from then */
 	uint64_t last_rx_ms;		  /* last frame received */
 	uint64_t ping_sent_ms;		  /* keepalive PING outstanding since; 0: none */
 	bool may_ping;			  /* HEADERS or DATA arrived since the last PING */

@@ -523,9 +523,9 @@ static void test_ewma_decay(void **state)
 	report_n(bs, eps[0], 5000, 3000, BALANCER_OK, 1);
 	l = 10000 * exp(-1) + 3000 * (1 - exp(-1));
 	assert_true(fabs(eps[0]->ewma_us - l) < 1);
-	/* One below it by more than the band brings it to the band's edge. */
+	/* One below it by more than the band becomes the estimate. */
 	report_n(bs, eps[0], 5000, 1000, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - 1000 * BALANCER_EWMA_BAND) < 1);
+	assert_true(fabs(eps[0]->ewma_us - 1000) < 1);
 	/* A shunned slow endpoint is probed again once its estimate has decayed
 	 * below what its busy peers keep measuring (5 s time constant here). */
 	report_n(bs, eps[2], 5000, 50000, BALANCER_OK, 1);
@@ -1023,6 +1023,54 @@ static void test_slow_start(void **state)
 	}
 }
 
+/* A pod that joins and answers slowly at first (warming up) keeps getting
+ * streams by in-flight count for BALANCER_EWMA_GRACE_MS; only then does its
+ * latency count. Pods there from the start get no grace. */
+static void test_ewma_grace_for_joining_pod(void **state)
+{
+	static const struct ep_spec two[] = {{"10.0.0.1", 8080, ""}, {"10.0.0.2", 8080, ""}};
+	struct state *st1 = make_state(LB_EWMA, two, 2);
+	struct state *st2 = make_state(LB_EWMA, three, 3);
+	struct balancer_set *bs = balancer_set_new(43, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[3] = {0};
+	uint64_t t = 20000;
+	int seen[3] = {0};
+
+	(void)state;
+	all_eps(bs, &st1->svcs[0], 1, eps, 2);
+	/* An established pod answering slowly twice is shunned at once. */
+	report_n(bs, eps[0], 1000, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[1], 1000, 20000, BALANCER_OK, 2);
+	count_picks(bs, &st1->svcs[0], 1, 1000, 300, seen);
+	assert_int_equal(seen[1], 0);
+	report_n(bs, eps[1], 1000, 1000, BALANCER_OK, 1);
+	/* 10.0.0.3 joins; its first answers are slow. */
+	balancer_set_update(bs, st2, 2);
+	for (int i = 0; i < 10000 && !eps[2]; i++) {
+		struct balancer_endpoint *ep = pick(bs, &st2->svcs[0], 2, NULL, 0, t);
+
+		if (idx_of(ep) == 2)
+			eps[2] = ep;
+	}
+	assert_non_null(eps[2]);
+	report_n(bs, eps[0], t, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[1], t, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[2], t, 20000, BALANCER_OK, 2);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st2->svcs[0], 2, t + BALANCER_EWMA_GRACE_MS - 1, 3000, seen);
+	assert_true(seen[2] > 800); /* a third, give or take */
+	/* Grace over, still slow: shunned (probes aside). */
+	report_n(bs, eps[0], t + BALANCER_EWMA_GRACE_MS, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[1], t + BALANCER_EWMA_GRACE_MS, 1000, BALANCER_OK, 1);
+	report_n(bs, eps[2], t + BALANCER_EWMA_GRACE_MS, 20000, BALANCER_OK, 2);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st2->svcs[0], 2, t + BALANCER_EWMA_GRACE_MS, 3000, seen);
+	assert_int_equal(seen[2], 0);
+	balancer_set_free(bs);
+	state_free(st1);
+	state_free(st2);
+}
+
 /* Static weights split idle endpoints' streams by weight; least_request
  * keeps in flight per unit of weight even. */
 static void test_static_weights(void **state)
@@ -1080,6 +1128,7 @@ int main(void)
 	    cmocka_unit_test(test_ewma_failure_penalty),
 	    cmocka_unit_test(test_ewma_decay),
 	    cmocka_unit_test(test_ewma_band_and_probe),
+	    cmocka_unit_test(test_ewma_grace_for_joining_pod),
 	    cmocka_unit_test(test_eject_failure_rate),
 	    cmocka_unit_test(test_eject_after_failures),
 	    cmocka_unit_test(test_eject_time_grows),
