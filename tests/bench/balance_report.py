@@ -490,9 +490,11 @@ def _scenario_note(sc, p):
         "cold": f"As scenario 4, but be-5 is cold: its delay starts {p['cold_factor']}x the "
                 f"base and falls linearly to the base over {p['cold_ms']} ms after its first "
                 "RPC. Slow start should avoid the p99 spike of the RPCs it gets meanwhile "
-                "(compare a `--variant` with slow start); a latency-aware policy may keep "
-                "traffic off it until it is as fast as the others, so its fair share comes "
-                "later here by design.\n",
+                "(compare a `--variant` with slow start). ewma judges a pod that joined "
+                "less than 5 s ago by streams in flight alone, not by its latency: a server "
+                "that warms up with traffic (JIT, thread pools) would otherwise never get "
+                "the traffic to warm up, so here it fills the cold pod as least_request "
+                "does.\n",
         "stall": "A third of the way in be-4 gets SIGSTOP: its sockets stay open, nothing "
                  "reads them; it gets SIGCONT after the run. RPCs on it end at the client's "
                  "deadline. Figures below cover RPCs sent after the stall.\n",
