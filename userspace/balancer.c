@@ -224,10 +224,11 @@ double balancer_endpoint_latency(const struct balancer_endpoint *ep, uint64_t no
 /* Finagle's PeakEwma.observe, fed |rtt_us| (the median of the last three
  * answers: see latency_sample()): above the (decayed) estimate, it replaces
  * it at once; below, it pulls it down by the weight of the time since the
- * last sample. Then |raw_us|, the answer itself, when below the estimate by
- * more than the band, becomes the estimate: noise only ever makes an answer
- * slower, so a fast one shows what the pod can do now (after a hiccup, or
- * warmed up: a pod slow on its first RPCs must not stay shunned). */
+ * last sample. Then |raw_us|, the answer itself, caps the estimate at the
+ * band's edge: noise only ever makes an answer slower, so a fast one shows
+ * what the pod can do now (after a hiccup, or warmed up). Not lower: the
+ * estimate of a pod in use would fall below the older estimates of idle
+ * peers by more than the band, and at a low rate they would be shunned. */
 static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t decay_ms,
 			 uint32_t default_us, double rtt_us, double raw_us)
 {
@@ -238,7 +239,7 @@ static void ewma_observe(struct balancer_endpoint *ep, uint64_t now_ms, uint32_t
 	/* The first sample replaces the guess, whatever its side. */
 	ep->ewma_us = rtt_us > est || !ep->ewma_init ? rtt_us : est + rtt_us * (1.0 - w);
 	if (ep->ewma_us > raw_us * BALANCER_EWMA_BAND)
-		ep->ewma_us = raw_us;
+		ep->ewma_us = raw_us * BALANCER_EWMA_BAND;
 	ep->ewma_stamp_ms = now_ms;
 	ep->ewma_init = true;
 }

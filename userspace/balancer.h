@@ -91,8 +91,8 @@ struct balancer {
 #define BALANCER_EWMA_PENALTY_US 250000
 /* Latency estimates within this ratio of each other are the same to ewma:
  * noise on equal pods, so the in-flight count decides, as for least_request.
- * An answer faster than the estimate by more than the ratio becomes the
- * estimate at once: a pod is not shut out for the time constant. */
+ * An answer caps the estimate at this multiple of itself at once: one spike
+ * does not shut a pod out for the time constant. */
 #define BALANCER_EWMA_BAND 2.0
 /* An idle endpoint ewma has not chosen for this long, and for this many of
  * the service's picks, takes the next stream it is drawn for: a probe, so
