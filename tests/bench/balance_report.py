@@ -164,7 +164,7 @@ def recommend(agg, labels):
             f"(slow, failing, stalled), with the spread over equal pods as the floor; ewma passed {sum(c['won'] for c in deciding)} of "
             f"{len(deciding)} of those checks. ")
     if ewma_default:
-        text += "It wins the benchmark: that is why ewma is h2splitd's default (--lb-policy)."
+        text += "It wins the benchmark: ewma can be the default (--lb-policy)."
         if lost:
             text += " Where it lost: " + "; ".join(lost) + " (see the tables)."
     else:
