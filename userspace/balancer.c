@@ -143,13 +143,19 @@ static size_t weighted_draw(struct balancer *b, struct balancer_endpoint *const 
 	return n;
 }
 
-/* Two distinct untried endpoints at random (by weight unless uniform), for
- * the power-of-two-choices policies: the count of untried ones (0: none; 1:
- * only |*a| is set). */
+/* Two distinct untried endpoints for the power-of-two-choices policies: the
+ * count of untried ones (0: none; 1: only |*a| is set). With weights, both
+ * are drawn by weight. Without, only the second is drawn at random; the
+ * first is the endpoint that has had the fewest turns as the first choice,
+ * of those the one chosen longest ago (see take_turn()). Idle equal
+ * endpoints, whose ties go to the first choice, then take turns exactly
+ * (two random draws left five equal pods 2-5% apart over 6,000 streams in
+ * make bench-balance); the turns of one the policy shuns, or of one that is
+ * busy, go to the others evenly, to whichever has waited longest first. */
 static size_t pick_two(struct balancer *b, struct balancer_endpoint *const *eps, const char *tried,
 		       size_t n, size_t *a, size_t *c)
 {
-	size_t m = count_untried(tried, n), ka, kb;
+	size_t m = count_untried(tried, n), ka = 0, kb;
 
 	if (m == 0)
 		return 0;
@@ -159,35 +165,50 @@ static size_t pick_two(struct balancer *b, struct balancer_endpoint *const *eps,
 			*c = weighted_draw(b, eps, tried, n, *a);
 		return m;
 	}
-	ka = (size_t)(balancer_rand(b->rng) % m);
-	*a = kth_untried(tried, n, ka);
+	*a = n;
+	for (size_t j = 0; j < n; j++) {
+		size_t i = (b->offset + j) % n;
+
+		if (tried && tried[i])
+			continue;
+		if (*a == n || eps[i]->turns < eps[*a]->turns ||
+		    (eps[i]->turns == eps[*a]->turns && eps[i]->pick_seq < eps[*a]->pick_seq))
+			*a = i;
+	}
 	if (m == 1)
 		return 1;
+	for (size_t i = 0; i < *a; i++) /* its rank among the untried */
+		ka += !(tried && tried[i]);
 	kb = (size_t)(balancer_rand(b->rng) % (m - 1));
-	if (kb >= ka)
-		kb++;
-	*c = kth_untried(tried, n, kb);
+	*c = kth_untried(tried, n, kb >= ka ? kb + 1 : kb);
 	return m;
 }
 
-/* Of |a| and |c|, the one with fewer streams in flight per unit of weight.
- * Ties (idle endpoints, mostly) go to the one chosen longer ago when weights
- * are equal, so idle equal endpoints take turns as under round robin rather
- * than at random; with weights, to |a|, the first draw, which is by weight:
- * idle endpoints then split streams by weight too. */
+/* |i| takes the stream, |a| having been the first choice: |a| has had its
+ * turn, won or lost. Only the first choice counts one: a winner drawn second
+ * does not lose a turn of its own, or a pod faster than the rest would be
+ * the first choice less often the more it wins, and get less than P2C gives
+ * it. Never from below the last first choice's count: one that was away
+ * (ejected, in backoff, new) has one turn on its return, then its share, not
+ * every turn until it has made up for the time away. */
+static void take_turn(struct balancer *b, struct balancer_endpoint *const *eps, size_t a, size_t i)
+{
+	if (eps[a]->turns < b->vtime)
+		eps[a]->turns = b->vtime;
+	b->vtime = ++eps[a]->turns - 1;
+	eps[i]->pick_seq = ++b->picks;
+}
+
+/* Of |a| and |c|, the one with fewer streams in flight per unit of weight;
+ * ties (idle endpoints, mostly) go to |a|: without weights the endpoint whose
+ * turn it is (see pick_two()); with them the first draw, which is by weight,
+ * so idle endpoints split streams by weight too. */
 static size_t lighter(const struct balancer *b, struct balancer_endpoint *const *eps, size_t a,
 		      size_t c)
 {
-	double wa, wc;
-
-	if (b->uniform) {
-		if (eps[c]->inflight != eps[a]->inflight)
-			return eps[c]->inflight < eps[a]->inflight ? c : a;
-		return eps[c]->pick_seq < eps[a]->pick_seq ? c : a;
-	}
-	wa = eps[a]->inflight / weight(b, eps[a]);
-	wc = eps[c]->inflight / weight(b, eps[c]);
-	return wc < wa ? c : a;
+	if (b->uniform)
+		return eps[c]->inflight < eps[a]->inflight ? c : a;
+	return eps[c]->inflight / weight(b, eps[c]) < eps[a]->inflight / weight(b, eps[a]) ? c : a;
 }
 
 /* least_request: power of two choices over in-flight streams per unit of
@@ -195,14 +216,13 @@ static size_t lighter(const struct balancer *b, struct balancer_endpoint *const 
 static int p2c_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		      const char *tried)
 {
-	size_t a = 0, c = 0, m = pick_two(b, eps, tried, n, &a, &c);
+	size_t a = 0, c = 0, m = pick_two(b, eps, tried, n, &a, &c), i;
 
 	if (m == 0)
 		return -1;
-	if (m > 1)
-		a = lighter(b, eps, a, c);
-	eps[a]->pick_seq = ++b->picks;
-	return (int)a;
+	i = m > 1 ? lighter(b, eps, a, c) : a;
+	take_turn(b, eps, a, i);
+	return (int)i;
 }
 
 static const struct balancer_ops p2c_ops = {
@@ -264,22 +284,33 @@ static bool probe_due(const struct balancer *b, const struct balancer_endpoint *
 	       b->picks - ep->pick_seq >= BALANCER_EWMA_PROBE_PICKS;
 }
 
-/* Joined the service lately (see BALANCER_EWMA_GRACE_MS); not when its
+/* Joined the service lately (see BALANCER_EWMA_GRACE_MS), or has answered
+ * this worker fewer than BALANCER_EWMA_FIRST_ANSWERS streams; not when its
  * last stream failed or went unanswered: that is no warm-up. */
 static bool learning(const struct balancer *b, const struct balancer_endpoint *ep)
 {
-	uint32_t grace = b->slow_start_ms > BALANCER_EWMA_GRACE_MS ? b->slow_start_ms
-								  : BALANCER_EWMA_GRACE_MS;
+	uint32_t grace =
+	    b->slow_start_ms > BALANCER_EWMA_GRACE_MS ? b->slow_start_ms : BALANCER_EWMA_GRACE_MS;
 
-	return ep->warm_start_ms && ep->warm_start_ms != BALANCER_WARM_UNSTAMPED &&
-	       b->now_ms < ep->warm_start_ms + grace && !ep->consec_failures && !ep->gave_up;
+	if (ep->consec_failures || ep->gave_up)
+		return false;
+	return ep->answers < BALANCER_EWMA_FIRST_ANSWERS ||
+	       (ep->warm_start_ms && ep->warm_start_ms != BALANCER_WARM_UNSTAMPED &&
+		b->now_ms < ep->warm_start_ms + grace);
+}
+
+/* Within BALANCER_EWMA_BAND of each other, or BALANCER_EWMA_SLACK_US. */
+static bool same_latency(double la, double lc)
+{
+	return fabs(la - lc) <= BALANCER_EWMA_SLACK_US ||
+	       (la <= lc * BALANCER_EWMA_BAND && lc <= la * BALANCER_EWMA_BAND);
 }
 
 /* Latency decides only when the two estimates differ by more than the band
  * (Linkerd and Finagle compare them raw: among equal pods, whichever drew a
  * slower sample is shunned until its estimate decays, and shares drift
  * apart); within it, the in-flight count does, as it does for a pod still
- * learning. */
+ * learning (see BALANCER_EWMA_FIRST_ANSWERS). */
 static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		       const char *tried)
 {
@@ -292,18 +323,18 @@ static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps,
 		i = a;
 	} else if (probe_due(b, eps[a]) || probe_due(b, eps[c])) {
 		i = probe_due(b, eps[a]) ? a : c;
+		eps[i]->probed = true;
 	} else {
 		la = balancer_endpoint_latency(eps[a], b->now_ms, b->ewma_decay_ms,
 					       b->ewma_default_us);
 		lc = balancer_endpoint_latency(eps[c], b->now_ms, b->ewma_decay_ms,
 					       b->ewma_default_us);
-		if ((la <= lc * BALANCER_EWMA_BAND && lc <= la * BALANCER_EWMA_BAND) ||
-		    learning(b, eps[a]) || learning(b, eps[c]))
+		if (same_latency(la, lc) || learning(b, eps[a]) || learning(b, eps[c]))
 			i = lighter(b, eps, a, c);
 		else
 			i = ewma_cost(b, eps[c], lc) < ewma_cost(b, eps[a], la) ? c : a;
 	}
-	eps[i]->pick_seq = ++b->picks;
+	take_turn(b, eps, a, i);
 	return (int)i;
 }
 
@@ -339,6 +370,8 @@ struct balancer *balancer_new(enum lb_policy policy, uint64_t *rng)
 	if (!p)
 		return NULL;
 	*p = base;
+	/* Workers (and services) break ties in different orders. */
+	p->offset = (size_t)(balancer_rand(rng) >> 33);
 	p->ops = policy == LB_EWMA ? &ewma_ops : &p2c_ops;
 	return p;
 }
@@ -875,6 +908,7 @@ void balancer_endpoint_connect_failed(struct balancer_endpoint *ep, uint64_t now
 				      uint64_t netns_id)
 {
 	ep->failures++;
+	ep->probed = false;
 	/* Many streams learn of one failure at once: step once per window. */
 	if (ep->backoff_until_ms > now_ms && ep->backoff_netns == netns_id)
 		return;
@@ -962,9 +996,10 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 {
 	const struct balancer_params *pa = &bs->params;
 	double est = balancer_endpoint_latency(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us);
-	double rtt = (double)rtt_us;
-	bool rate;
+	double rtt = (double)rtt_us, sample;
+	bool rate, probe = ep->probed;
 
+	ep->probed = false;
 	switch (o) {
 	case BALANCER_NO_VERDICT:
 		/* At least this slow. Unfiltered: a stream the client gave up on
@@ -972,15 +1007,22 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 		if (rtt > est) {
 			ep->gave_up = true;
 			latency_sample(ep, rtt);
-			ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt,
-				     rtt);
+			ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, rtt, rtt);
 		}
 		return false;
 	case BALANCER_OK:
-		ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us,
-			     latency_sample(ep, rtt), rtt);
+		sample = latency_sample(ep, rtt);
+		ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, sample, rtt);
+		/* A probe's answer replaces the estimate: the one fresh measure
+		 * of a pod shunned on old ones. Else one normal answer would
+		 * only cap it at twice its latency, often still out of the
+		 * band, and the pod would wait for the next probe. */
+		if (probe)
+			ep->ewma_us = sample;
 		ep->consec_failures = 0;
 		ep->gave_up = false;
+		if (ep->answers < BALANCER_EWMA_FIRST_ANSWERS)
+			ep->answers++;
 		note_verdict(ep, false, 0);
 		return false;
 	case BALANCER_OVERLOADED:

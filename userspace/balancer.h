@@ -39,13 +39,16 @@ struct balancer_endpoint {
 	uint32_t backoff_step;
 	double ewma_us; /* peak-EWMA latency as of ewma_stamp_ms */
 	uint64_t ewma_stamp_ms;
-	bool ewma_init;		   /* ewma_us holds a value (else: the default RTT) */
-	double rtt_prev[2];	   /* the last two latency samples, newest first */
-	uint32_t n_rtt_prev;	   /* ... how many of those hold one */
-	bool gave_up;		   /* its last stream was abandoned unanswered, past the estimate */
-	uint64_t pick_seq;	   /* its policy's pick count when P2C last chose it */
-	uint32_t verdicts;	   /* the last outcomes, newest in bit 0: 1 = failed */
-	uint32_t n_verdicts;	   /* ... how many of those bits hold one (at most 32) */
+	bool ewma_init;	     /* ewma_us holds a value (else: the default RTT) */
+	double rtt_prev[2];  /* the last two latency samples, newest first */
+	uint32_t n_rtt_prev; /* ... how many of those hold one */
+	bool gave_up;	     /* its last stream was abandoned unanswered, past the estimate */
+	bool probed;	     /* ewma: its stream in flight is a probe (see probe_due) */
+	uint32_t answers;    /* ewma: streams it answered, up to BALANCER_EWMA_FIRST_ANSWERS */
+	uint64_t pick_seq;   /* its policy's pick count when P2C last chose it */
+	uint64_t turns;	     /* P2C: turns it took or lost as the first choice (see pick_two) */
+	uint32_t verdicts;   /* the last outcomes, newest in bit 0: 1 = failed */
+	uint32_t n_verdicts; /* ... how many of those bits hold one (at most 32) */
 	uint32_t consec_failures;  /* since the last success */
 	uint32_t ejections;	   /* sets the length of the next ejection */
 	uint64_t ejected_until_ms; /* outlier: no new streams before, unless in panic */
@@ -75,7 +78,9 @@ struct balancer {
 	uint32_t ewma_decay_ms;	  /* peak-EWMA time constant */
 	uint32_t ewma_default_us; /* latency assumed for an endpoint not yet measured */
 	uint32_t slow_start_ms;	  /* of the service being picked for */
-	uint64_t picks;		  /* made by this instance (P2C: ties, probe pacing) */
+	uint64_t picks;		  /* made by this instance (P2C: probe pacing) */
+	uint64_t vtime;		  /* P2C: the turn count of the last first choice (see pick_two) */
+	size_t offset;		  /* ... whose ties go to the first from this index on */
 	double max_weight;	  /* ... its top static weight */
 	bool uniform;		  /* ... every weight is 1 now: the plain, cheaper paths */
 };
@@ -94,16 +99,29 @@ struct balancer {
  * An answer caps the estimate at this multiple of itself at once: one spike
  * does not shut a pod out for the time constant. */
 #define BALANCER_EWMA_BAND 2.0
+/* ... and so are estimates less than this apart (us): at a few hundred
+ * microseconds, scheduling noise alone makes equal pods differ by more than
+ * 2x, and steering on it would gain less than this per RPC while splitting
+ * streams unevenly. */
+#define BALANCER_EWMA_SLACK_US 1000.0
 /* An idle endpoint ewma has not chosen for this long, and for this many of
  * the service's picks, takes the next stream it is drawn for: a probe, so
- * a pod shunned for one slow answer is measured again. At most one probe per
- * endpoint per 500 ms per worker, and 1 in 200 of the service's streams. */
+ * a pod shunned for one slow answer is measured again (and the answer
+ * replaces its estimate outright). At most one probe per endpoint per 500 ms
+ * per worker, and 1 in 200 of the service's streams. */
 #define BALANCER_EWMA_PROBE_MS 500
 /* A pod that joined a Service this recently (or within its slow start) is
  * compared by streams in flight alone: servers that warm up with traffic
  * (JIT, thread pools) answer slowly at first, and judged on that they would
  * get too little traffic to ever warm up. */
 #define BALANCER_EWMA_GRACE_MS 5000
+/* ... and so is every endpoint, new or not, until it has answered this many
+ * streams on this worker. Its default latency is a guess (measured peers
+ * faster than half of it would shun it for good: never measured, it is
+ * never probed either), and a server's first answers on a new connection
+ * (after an h2splitd restart, say) are often several times slower than the
+ * rest: judged on them, it would be shunned while its peers warm up. */
+#define BALANCER_EWMA_FIRST_ANSWERS 4
 #define BALANCER_EWMA_PROBE_PICKS 200
 #define BALANCER_EJECT_FAILURES 5
 /* Failure-rate ejection: an endpoint whose last BALANCER_EJECT_WINDOW
@@ -124,13 +142,13 @@ struct balancer {
 struct balancer_params {
 	uint32_t ewma_decay_ms; /* > 0 */
 	uint32_t ewma_default_us;
-	uint32_t eject_failures;   /* consecutive failures that eject; 0: never */
+	uint32_t eject_failures;    /* consecutive failures that eject; 0: never */
 	uint32_t eject_failure_pct; /* failures in the last BALANCER_EJECT_WINDOW; 0: off */
-	uint32_t eject_base_ms;	   /* first ejection; x the number of ejections */
-	uint32_t max_inflight_ep;  /* streams per endpoint; 0: no cap (a service may say) */
-	uint32_t max_inflight_svc; /* streams per service; 0: no cap */
-	uint32_t max_pending;	   /* waiting streams per service; 0: fail at once */
-	uint32_t slow_start_ms;	   /* joining endpoints' ramp; 0: off (a service may say) */
+	uint32_t eject_base_ms;	    /* first ejection; x the number of ejections */
+	uint32_t max_inflight_ep;   /* streams per endpoint; 0: no cap (a service may say) */
+	uint32_t max_inflight_svc;  /* streams per service; 0: no cap */
+	uint32_t max_pending;	    /* waiting streams per service; 0: fail at once */
+	uint32_t slow_start_ms;	    /* joining endpoints' ramp; 0: off (a service may say) */
 };
 
 /* A stream waiting for room in its service, embedded in the stream. */
