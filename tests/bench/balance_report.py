@@ -167,6 +167,9 @@ def recommend(agg, labels):
         text += "It wins the benchmark: ewma can be the default (--lb-policy)."
         if lost:
             text += " Where it lost: " + "; ".join(lost) + " (see the tables)."
+    elif len(deciding) < 5:
+        text += ("Not every deciding check ran (they need the scenarios slow, failing, stall "
+                 "and equal, and round_robin for the slow-pod ratio): no recommendation.")
     else:
         text += "It does not win them all (" + "; ".join(
             c["what"] for c in deciding if not c["won"]) + "): it should not be the default."

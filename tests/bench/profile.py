@@ -3,7 +3,7 @@
 simulated node, counted two ways. ``make profile`` runs it.
 
   profile.py [--requests 20000] [--conns 4] [--streams 16] [--payload 10]
-             [--daemon PATH] [--json FILE] [--prefix h2sprof]
+             [--daemon PATH] [--daemon-arg ARG]... [--json FILE] [--prefix h2sprof]
 
 Same topology as h2bench.py (three grpc_backend pods behind a Service, h2load
 in a client pod, connect4 redirecting to h2splitd, one worker). Figures:
@@ -49,6 +49,9 @@ def parse_args(argv=None):
     ap.add_argument("--payload", type=int, default=10)
     ap.add_argument("--prefix", default=os.environ.get("H2S_TESTBED_PREFIX", "h2sprof"))
     ap.add_argument("--daemon", help="h2splitd binary (default BUILD/h2splitd)")
+    ap.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                    help="extra h2splitd argument, e.g. --daemon-arg=--lb-policy "
+                    "--daemon-arg=least_request (repeat it)")
     ap.add_argument("--skip-callgrind", action="store_true")
     ap.add_argument("--skip-strace", action="store_true")
     ap.add_argument("--json", help="results (default BUILD/bench/profile.json)")
@@ -76,7 +79,7 @@ class Profile:
     def daemon_argv(self):
         return [self.args.daemon or os.path.join(self.build, "h2splitd"), *self.node.daemon_args(), "--listen",
                 "169.254.20.11:15001", "--workers", "1", "--log-level", "info",
-                "--drain-timeout", "2"]
+                "--drain-timeout", "2", *self.args.daemon_arg]
 
     def start(self, wrapper=(), timeout=20):
         p = self.node.popen(list(wrapper) + self.daemon_argv(), name="h2splitd")

@@ -18,6 +18,7 @@ from conftest import REPO_DIR
 sys.path.insert(0, os.path.join(REPO_DIR, "tests", "bench"))
 
 import balance  # noqa: E402
+import balance_report  # noqa: E402
 
 CHARTS = ("balance-p99.png", "balance-slow-cdf.png", "balance-added-share.png",
           "balance-stall.png")
@@ -64,6 +65,9 @@ def test_balance_smoke_produces_every_figure(require_bed, build_dir, tmp_path, m
     for g in s["goals"]:
         assert g["measured"] is not None or g.get("never"), f"goal not measured: {g}"
     assert s["recommendation"]["checks"], s["recommendation"]
+    # Without every deciding scenario there is no recommendation either way.
+    partial = balance_report.recommend({"equal": s["scenarios"]["equal"]}, list(balance.POLICIES))
+    assert partial["default"] is None and "no recommendation" in partial["text"], partial
 
     md = (tmp_path / "docs" / "balancing.md").read_text()
     for g in s["goals"]:
