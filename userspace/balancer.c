@@ -307,10 +307,10 @@ static bool same_latency(double la, double lc)
 }
 
 /* Latency decides only when the two estimates differ by more than the band
- * (Linkerd and Finagle compare them raw: among equal pods, whichever drew a
- * slower sample is shunned until its estimate decays, and shares drift
- * apart); within it, the in-flight count does, as it does for a pod still
- * learning (see BALANCER_EWMA_FIRST_ANSWERS). */
+ * and the slack (see same_latency(); Linkerd and Finagle compare them raw:
+ * among equal pods, whichever drew a slower sample is shunned until its
+ * estimate decays, and shares drift apart); otherwise the in-flight count
+ * does, as it does for a pod still learning (see BALANCER_EWMA_FIRST_ANSWERS). */
 static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
 		       const char *tried)
 {
