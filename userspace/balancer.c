@@ -166,9 +166,7 @@ static size_t pick_two(struct balancer *b, struct balancer_endpoint *const *eps,
 		return m;
 	}
 	*a = n;
-	for (size_t j = 0; j < n; j++) {
-		size_t i = (b->offset + j) % n;
-
+	for (size_t j = 0, i = b->offset % n; j < n; j++, i = i + 1 < n ? i + 1 : 0) {
 		if (tried && tried[i])
 			continue;
 		if (*a == n || eps[i]->turns < eps[*a]->turns ||

@@ -80,7 +80,7 @@ struct balancer {
 	uint32_t slow_start_ms;	  /* of the service being picked for */
 	uint64_t picks;		  /* made by this instance (P2C: probe pacing) */
 	uint64_t vtime;		  /* P2C: the turn count of the last first choice (see pick_two) */
-	size_t offset;		  /* ... whose ties go to the first from this index on */
+	size_t offset;		  /* P2C: where the first choice's scan starts */
 	double max_weight;	  /* ... its top static weight */
 	bool uniform;		  /* ... every weight is 1 now: the plain, cheaper paths */
 };
@@ -116,9 +116,9 @@ struct balancer {
  * get too little traffic to ever warm up. */
 #define BALANCER_EWMA_GRACE_MS 5000
 /* ... and so is every endpoint, new or not, until it has answered this many
- * streams on this worker. Its default latency is a guess (measured peers
- * faster than half of it would shun it for good: never measured, it is
- * never probed either), and a server's first answers on a new connection
+ * streams on this worker. Its default latency is a guess (peers measured
+ * far faster would shun it for good: never measured, it is never probed
+ * either), and a server's first answers on a new connection
  * (after an h2splitd restart, say) are often several times slower than the
  * rest: judged on them, it would be shunned while its peers warm up. */
 #define BALANCER_EWMA_FIRST_ANSWERS 4
