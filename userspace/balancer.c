@@ -297,10 +297,15 @@ static bool learning(const struct balancer *b, const struct balancer_endpoint *e
 		b->now_ms < ep->warm_start_ms + grace);
 }
 
-/* Within BALANCER_EWMA_BAND of each other, or BALANCER_EWMA_SLACK_US. */
-static bool same_latency(double la, double lc)
+/* Estimates |la| of |a| and |lc| of |c| within BALANCER_EWMA_BAND of each
+ * other, or BALANCER_EWMA_SLACK_US, or the noise of their answers (see
+ * BALANCER_EWMA_NOISE_K). */
+static bool same_latency(const struct balancer_endpoint *a, double la,
+			 const struct balancer_endpoint *c, double lc)
 {
-	return fabs(la - lc) <= BALANCER_EWMA_SLACK_US ||
+	double noise = BALANCER_EWMA_NOISE_K * (a->rtt_jitter_us + c->rtt_jitter_us);
+
+	return fabs(la - lc) <= fmax(BALANCER_EWMA_SLACK_US, noise) ||
 	       (la <= lc * BALANCER_EWMA_BAND && lc <= la * BALANCER_EWMA_BAND);
 }
 
@@ -327,7 +332,8 @@ static int ewma_select(struct balancer *b, struct balancer_endpoint *const *eps,
 					       b->ewma_default_us);
 		lc = balancer_endpoint_latency(eps[c], b->now_ms, b->ewma_decay_ms,
 					       b->ewma_default_us);
-		if (same_latency(la, lc) || learning(b, eps[a]) || learning(b, eps[c]))
+		if (same_latency(eps[a], la, eps[c], lc) || learning(b, eps[a]) ||
+		    learning(b, eps[c]))
 			i = lighter(b, eps, a, c);
 		else
 			i = ewma_cost(b, eps[c], lc) < ewma_cost(b, eps[a], la) ? c : a;
@@ -989,6 +995,20 @@ static double latency_sample(struct balancer_endpoint *ep, double rtt_us)
 	return m;
 }
 
+/* The jitter of |ep|'s answers, |rtt_us| the newest: RFC 3550's estimate
+ * (the mean change between consecutive answers), with a gain of 1/4 so a
+ * quiet spell after noise counts within a few answers. Answers only: a
+ * failure's penalty or a deadline is no jitter, and counted as such it would
+ * hide a failing or stalled pod in its own noise. The first answer sets no
+ * jitter; BALANCER_EWMA_FIRST_ANSWERS keeps the first few from deciding
+ * anything anyway. */
+static void note_jitter(struct balancer_endpoint *ep, double rtt_us)
+{
+	if (ep->rtt_last_us > 0)
+		ep->rtt_jitter_us += (fabs(rtt_us - ep->rtt_last_us) - ep->rtt_jitter_us) / 4;
+	ep->rtt_last_us = rtt_us > 0 ? rtt_us : 1;
+}
+
 bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint *ep,
 			      uint64_t now_ms, uint64_t rtt_us, enum balancer_outcome o)
 {
@@ -1009,6 +1029,7 @@ bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint 
 		}
 		return false;
 	case BALANCER_OK:
+		note_jitter(ep, rtt);
 		sample = latency_sample(ep, rtt);
 		ewma_observe(ep, now_ms, pa->ewma_decay_ms, pa->ewma_default_us, sample, rtt);
 		/* A probe's answer replaces the estimate: the one fresh measure

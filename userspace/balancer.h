@@ -39,16 +39,18 @@ struct balancer_endpoint {
 	uint32_t backoff_step;
 	double ewma_us; /* peak-EWMA latency as of ewma_stamp_ms */
 	uint64_t ewma_stamp_ms;
-	bool ewma_init;	     /* ewma_us holds a value (else: the default RTT) */
-	double rtt_prev[2];  /* the last two latency samples, newest first */
-	uint32_t n_rtt_prev; /* ... how many of those hold one */
-	bool gave_up;	     /* its last stream was abandoned unanswered, past the estimate */
-	bool probed;	     /* ewma: its stream in flight is a probe (see probe_due) */
-	uint32_t answers;    /* ewma: streams it answered, up to BALANCER_EWMA_FIRST_ANSWERS */
-	uint64_t pick_seq;   /* its policy's pick count when P2C last chose it */
-	uint64_t turns;	     /* P2C: turns it took or lost as the first choice (see pick_two) */
-	uint32_t verdicts;   /* the last outcomes, newest in bit 0: 1 = failed */
-	uint32_t n_verdicts; /* ... how many of those bits hold one (at most 32) */
+	bool ewma_init;	      /* ewma_us holds a value (else: the default RTT) */
+	double rtt_prev[2];   /* the last two latency samples, newest first */
+	uint32_t n_rtt_prev;  /* ... how many of those hold one */
+	double rtt_last_us;   /* ewma: its last answer's time (0: none yet) ... */
+	double rtt_jitter_us; /* ... and the smoothed change between answers */
+	bool gave_up;	      /* its last stream was abandoned unanswered, past the estimate */
+	bool probed;	      /* ewma: its stream in flight is a probe (see probe_due) */
+	uint32_t answers;     /* ewma: streams it answered, up to BALANCER_EWMA_FIRST_ANSWERS */
+	uint64_t pick_seq;    /* its policy's pick count when P2C last chose it */
+	uint64_t turns;	      /* P2C: turns it took or lost as the first choice (see pick_two) */
+	uint32_t verdicts;    /* the last outcomes, newest in bit 0: 1 = failed */
+	uint32_t n_verdicts;  /* ... how many of those bits hold one (at most 32) */
 	uint32_t consec_failures;  /* since the last success */
 	uint32_t ejections;	   /* sets the length of the next ejection */
 	uint64_t ejected_until_ms; /* outlier: no new streams before, unless in panic */
@@ -104,6 +106,16 @@ struct balancer {
  * 2x, and steering on it would gain less than this per RPC while splitting
  * streams unevenly. */
 #define BALANCER_EWMA_SLACK_US 1000.0
+/* ... and so are estimates no further apart than this many times the sum of
+ * the two endpoints' jitter (the smoothed change from one answer to the next,
+ * as RTP smooths interarrival jitter). On a loaded node the proxy's own
+ * scheduling delays land on whichever pods had streams in flight: two such
+ * answers in a row make an equal pod look slower by far more than the band,
+ * and at a low request rate it would be shunned until its estimate decays.
+ * A pod that turns slow by more than about three times that jitter is told
+ * apart by its second slow answer (the first moves the jitter by
+ * a quarter of the step). */
+#define BALANCER_EWMA_NOISE_K 2.0
 /* An idle endpoint ewma has not chosen for this long, and for this many of
  * the service's picks, takes the next stream it is drawn for: a probe, so
  * a pod shunned for one slow answer is measured again (and the answer

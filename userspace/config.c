@@ -454,7 +454,7 @@ void config_usage(FILE *f)
 		"  --upstream-keepalive-timeout SEC  no PING ACK in time: close it, its streams fail\n"
 		"                                UNAVAILABLE (default 5)\n"
 		"  --workers N                   worker threads (default: one per CPU)\n"
-		"  --lb-policy NAME              least_request (default) | round_robin | ewma\n"
+		"  --lb-policy NAME              ewma (default) | least_request | round_robin\n"
 		"  --lb-ewma-decay MS            ewma: latency average time constant (default 10000)\n"
 		"  --outlier-failures N          eject an endpoint after N failures in a row\n"
 		"                                (UNAVAILABLE, reset, connect failure; default 5, 0: off)\n"
@@ -538,7 +538,7 @@ static void set_defaults(struct config *c)
 	config_parse_addr("169.254.20.11:15001", &c->listen_v4);
 	config_parse_addr("127.0.0.1:9901", &c->admin);
 	c->upstream_source_pod = true;
-	c->lb_policy = LB_LEAST_REQUEST; /* ewma: see README, --lb-policy */
+	c->lb_policy = LB_EWMA; /* it wins make bench-balance: docs/balancing.md */
 	c->lb_ewma_decay_ms = 10000;
 	c->outlier_failures = 5;
 	c->outlier_ejection_ms = 30000;

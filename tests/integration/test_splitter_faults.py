@@ -88,7 +88,20 @@ def test_upstream_graceful_stop_loses_no_rpc(bed):
         victim.server.send_signal(signal.SIGTERM)  # grpc server.stop(grace): GOAWAY, drain
         assert victim.server.wait(20) == 0, victim.server.log_tail()
         r = c.wait(job, 120)
-        assert_all_ok(r, f"RPCs while {victim.name} stopped gracefully")
+        # grpcio's server answers CANCELLED, itself, to the RPCs it had received
+        # but not yet handed to a handler thread when stop() began (gRPC core
+        # servers do not drain with a second GOAWAY: grpc/grpc#24237); a client
+        # connected straight to it loses those too. h2splitd passes such answers
+        # on (it never makes up a CANCELLED) and must lose nothing itself: every
+        # other RPC succeeds, and every CANCELLED one is an answer it forwarded.
+        forwarded = bed.daemon.metrics().get("h2split_service_grpc_responses_total",
+                                             grpc_status="1")
+        cancelled = r["errors"].get("CANCELLED", 0)
+        assert set(r["errors"]) <= {"CANCELLED"} and r["ok"] + cancelled == r["n"], \
+            f"RPCs while {victim.name} stopped gracefully: {short(r)}"
+        assert cancelled == forwarded and cancelled <= CONCURRENCY, \
+            f"{cancelled} RPCs CANCELLED, {forwarded:g} CANCELLED answers from the pods " \
+            f"(at most {CONCURRENCY} were in flight): {short(r)}"
         after = c.unary(300, concurrency=4, rpc_timeout=10)
     assert_all_ok(after, f"RPCs after {victim.name} stopped")
     assert set(after["pods"]) == {"server-0", "server-2"}, \

@@ -794,6 +794,54 @@ static void test_ewma_band_and_probe(void **state)
 	state_free(st);
 }
 
+/* Equal pods on a loaded node: four clients, one RPC at a time each, whose
+ * answers take 1.5-2.5 ms, but now and then h2splitd itself is descheduled
+ * for 10 ms and every stream in flight answers that late. Two of those on
+ * one pod put its estimate past the band and the slack; their jitter shows
+ * them for noise, so the shares stay even (shunned until its estimate
+ * decays, a pod would get next to nothing for seconds). A pod that turns
+ * slow by far more than the jitter is still shunned at its second slow
+ * answer. */
+static void test_ewma_jitter(void **state)
+{
+	struct state *st = make_state(LB_EWMA, three, 3);
+	struct balancer_set *bs = balancer_set_new(43, LB_LEAST_REQUEST);
+	struct balancer_endpoint *eps[3], *on[4];
+	uint64_t rng = 4242;
+	double now_us = 0;
+	int seen[3] = {0}, stalls = 0;
+
+	(void)state;
+	for (int round = 0; round < 300; round++) {
+		bool stall = balancer_rand(&rng) % 100 < 8;
+		uint64_t now_ms = (uint64_t)now_us / 1000;
+
+		for (int k = 0; k < 4; k++) {
+			on[k] = pick(bs, &st->svcs[0], 1, NULL, 0, now_ms);
+			seen[idx_of(on[k])]++;
+			balancer_stream_start(bs, on[k]);
+		}
+		for (int k = 0; k < 4; k++) {
+			uint64_t rtt = 1500 + balancer_rand(&rng) % 1000 + (stall ? 10000 : 0);
+
+			balancer_endpoint_report(bs, on[k], now_ms + rtt / 1000, rtt, BALANCER_OK);
+			balancer_stream_end(bs, on[k]);
+		}
+		now_us += 2500 + (stall ? 10000 : 0);
+		stalls += stall;
+	}
+	assert_true(stalls >= 15); /* the noise did happen */
+	for (int i = 0; i < 3; i++)
+		assert_true(seen[i] >= 380 && seen[i] <= 420); /* 400 ± 5% */
+	all_eps(bs, &st->svcs[0], 1, eps, 3);
+	report_n(bs, eps[0], (uint64_t)now_us / 1000, 30000, BALANCER_OK, 2);
+	memset(seen, 0, sizeof(seen));
+	count_picks(bs, &st->svcs[0], 1, (uint64_t)now_us / 1000, 300, seen);
+	assert_int_equal(seen[0], 0);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
 /* A pod failing every other RPC never fails five in a row for long, but
  * half of its last 20 verdicts failing ejects it; fewer do not. */
 static void test_eject_failure_rate(void **state)
@@ -1310,6 +1358,7 @@ int main(void)
 	    cmocka_unit_test(test_ewma_decay),
 	    cmocka_unit_test(test_ewma_first_answers),
 	    cmocka_unit_test(test_ewma_band_and_probe),
+	    cmocka_unit_test(test_ewma_jitter),
 	    cmocka_unit_test(test_ewma_grace_for_joining_pod),
 	    cmocka_unit_test(test_eject_failure_rate),
 	    cmocka_unit_test(test_eject_after_failures),

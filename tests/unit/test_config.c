@@ -34,7 +34,7 @@ static void test_defaults(void **state)
 	assert_string_equal(config_addr_str(&c.admin, buf, sizeof(buf)), "127.0.0.1:9901");
 	assert_string_equal(c.bpffs, "/sys/fs/bpf/h2split");
 	assert_true(c.upstream_source_pod);
-	assert_int_equal(c.lb_policy, LB_LEAST_REQUEST);
+	assert_int_equal(c.lb_policy, LB_EWMA);
 	assert_int_equal(c.lb_ewma_decay_ms, 10000);
 	assert_int_equal(c.outlier_failures, 5);
 	assert_int_equal(c.outlier_ejection_ms, 30000);
