@@ -424,6 +424,7 @@ static struct json_object *endpoint_json(const struct state_service *svc,
 	add_u64(o, "consecutive_failures", h->consec_failures);
 	add_u64(o, "ejections", h->ejections);
 	add_u64(o, "ewma_latency_us", h->ewma_us);
+	add_u64(o, "ewma_jitter_us", h->jitter_us);
 	return o;
 }
 

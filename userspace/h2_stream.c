@@ -75,6 +75,7 @@ static void ep_publish(struct splitter *s, const struct balancer_endpoint *ep)
 	    .consec_failures = ep->consec_failures,
 	    .ejections = ep->ejections,
 	    .ewma_us = ep->ewma_init ? (uint64_t)ep->ewma_us : 0,
+	    .jitter_us = (uint64_t)ep->rtt_jitter_us,
 	    .warm_until_ms = ep->warm_until_ms,
 	};
 

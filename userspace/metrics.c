@@ -35,12 +35,13 @@ enum {
 	EC_CONSEC_FAILURES,
 	EC_EJECTIONS,
 	EC_EWMA_US,
+	EC_JITTER_US,
 	EC_WARM_UNTIL,
 	EC_MAX,
 };
 #define EC_MAX_MERGED                                                                              \
 	(1ull << EC_EJECTED_UNTIL | 1ull << EC_BACKOFF_UNTIL | 1ull << EC_CONSEC_FAILURES |        \
-	 1ull << EC_EJECTIONS | 1ull << EC_EWMA_US | 1ull << EC_WARM_UNTIL)
+	 1ull << EC_EJECTIONS | 1ull << EC_EWMA_US | 1ull << EC_JITTER_US | 1ull << EC_WARM_UNTIL)
 
 /* HTTP status classes: "none" (no status), then 1xx..5xx. */
 #define HTTP_CLASSES 6
@@ -428,6 +429,7 @@ void metrics_endpoint_health(struct metrics *m, uint32_t service_id, const struc
 	atomic_store_explicit(&e->c[EC_CONSEC_FAILURES], h->consec_failures, memory_order_relaxed);
 	atomic_store_explicit(&e->c[EC_EJECTIONS], h->ejections, memory_order_relaxed);
 	atomic_store_explicit(&e->c[EC_EWMA_US], h->ewma_us, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_JITTER_US], h->jitter_us, memory_order_relaxed);
 	atomic_store_explicit(&e->c[EC_WARM_UNTIL], h->warm_until_ms, memory_order_relaxed);
 }
 
@@ -699,6 +701,7 @@ int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id
 	out->health.consec_failures = (uint32_t)r->c[EC_CONSEC_FAILURES];
 	out->health.ejections = (uint32_t)r->c[EC_EJECTIONS];
 	out->health.ewma_us = r->c[EC_EWMA_US];
+	out->health.jitter_us = r->c[EC_JITTER_US];
 	out->health.warm_until_ms = r->c[EC_WARM_UNTIL];
 	return 0;
 }

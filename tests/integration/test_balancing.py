@@ -83,13 +83,15 @@ def ctl_endpoints(bed, *args):
     return r.stdout
 
 
-def endpoint_of(bed, pod):
-    """The `h2splitctl -o json endpoints` entry of ``pod``."""
+def endpoint_of(bed, pod, service=None):
+    """The `h2splitctl -o json endpoints` entry of ``pod`` (in ``service``, a
+    Service's name, if given: a pod may back several)."""
     for svc in json.loads(ctl_endpoints(bed, "-o", "json"))["services"]:
+        name = svc["service"].split("/", 1)[-1].split(":", 1)[0]  # ns/name[:port]
         for ep in svc["endpoints"]:
-            if ep["pod"] == pod:
+            if ep["pod"] == pod and service in (None, name):
                 return ep
-    raise AssertionError(f"{pod} not in h2splitctl endpoints")
+    raise AssertionError(f"{pod} not in h2splitctl endpoints of {service or 'any service'}")
 
 
 def slow_share(bed, policy):
@@ -110,6 +112,14 @@ def test_ewma_sends_less_to_the_slow_pod_than_round_robin(bed):
     assert ew * 5 < rr, (f"ewma: slow-0 served {ew} of {N}, want well under a fifth of "
                          f"round_robin's {rr}: {short(r_ew)}")
     assert set(r_ew["pods"]) >= {"fast-0", "fast-1"}, short(r_ew)
+    # What ewma knew, as an operator sees it: each pod's estimate and its
+    # answers' jitter. slow-0 stands out of the fast pods' estimates by more
+    # than twice the sum of the jitters (else ewma would count them as
+    # equal, and in-flight counts would decide).
+    slow, fast = endpoint_of(bed, "slow-0", "latency"), endpoint_of(bed, "fast-0", "latency")
+    assert fast["ewma_jitter_us"] > 0 and slow["ewma_jitter_us"] > 0, (slow, fast)
+    assert slow["ewma_latency_us"] - fast["ewma_latency_us"] > \
+        2 * (slow["ewma_jitter_us"] + fast["ewma_jitter_us"]), (slow, fast)
 
 
 def test_failing_pod_is_ejected_and_comes_back_once_healthy(bed):

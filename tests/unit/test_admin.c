@@ -160,7 +160,8 @@ static int setup(void **state)
 	metrics_endpoint_health(d->workers[1].metrics, fx->greeter, &a, 8080,
 				&(struct metrics_endpoint_health){.ejected_until_ms = loop_now_ms() + 60000,
 								  .ejections = 2,
-								  .ewma_us = 250000});
+								  .ewma_us = 250000,
+								  .jitter_us = 1500});
 	fx->a = admin_start(d);
 	if (!fx->a)
 		return -1;
@@ -361,6 +362,7 @@ static void test_endpoints(void **state)
 	assert_int_equal(json_object_get_int(field(a, "consecutive_failures")), 3);
 	assert_int_equal(json_object_get_int(field(a, "ejections")), 2);
 	assert_int_equal(json_object_get_int(field(a, "ewma_latency_us")), 250000);
+	assert_int_equal(json_object_get_int(field(a, "ewma_jitter_us")), 1500);
 	b = json_object_array_get_idx(eps, 1);
 	assert_string_equal(json_object_get_string(field(b, "pod")), "greeter-b");
 	assert_true(json_object_get_boolean(field(b, "terminating")));

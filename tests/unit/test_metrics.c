@@ -159,11 +159,13 @@ static void test_endpoint_health(void **unused)
 				&(struct metrics_endpoint_health){.ejected_until_ms = 5000,
 								  .consec_failures = 1,
 								  .ejections = 1,
-								  .ewma_us = 700});
+								  .ewma_us = 700,
+								  .jitter_us = 40});
 	metrics_endpoint_health(w[1], g, &a, 8080,
 				&(struct metrics_endpoint_health){.backoff_until_ms = 900,
 								  .consec_failures = 4,
-								  .ewma_us = 300});
+								  .ewma_us = 300,
+								  .jitter_us = 90});
 	mm = metrics_merge(w, 2);
 	assert_non_null(mm);
 	assert_int_equal(metrics_merged_endpoint(mm, g, &a, 8080, &t), 0);
@@ -172,6 +174,7 @@ static void test_endpoint_health(void **unused)
 	assert_int_equal(t.health.consec_failures, 4);
 	assert_int_equal(t.health.ejections, 1);
 	assert_int_equal(t.health.ewma_us, 700);
+	assert_int_equal(t.health.jitter_us, 90);
 	assert_int_equal(t.requests, 0); /* state alone starts no stream */
 	text = render_at(mm, st, 4999);
 	at = strstr(text, gauge);
