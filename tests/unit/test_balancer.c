@@ -798,10 +798,10 @@ static void test_ewma_band_and_probe(void **state)
  * answers take 1.5-2.5 ms, but now and then h2splitd itself is descheduled
  * for 10 ms and every stream in flight answers that late. Two of those on
  * one pod put its estimate past the band and the slack; their jitter shows
- * them for noise, so the shares stay even (shunned until its estimate
- * decays, a pod would get next to nothing for seconds). A pod that turns
- * slow by far more than the jitter is still shunned at its second slow
- * answer. */
+ * them for noise, so the shares stay even. (Judged on the estimates alone,
+ * one pod ends 365 against 417 and 418, shunned since its last such spell
+ * and for seconds more, until its estimate decays.) A pod that turns slow
+ * by far more than the jitter is still shunned at its second slow answer. */
 static void test_ewma_jitter(void **state)
 {
 	struct state *st = make_state(LB_EWMA, three, 3);
