@@ -81,7 +81,7 @@ struct balancer {
 	uint32_t ewma_default_us; /* latency assumed for an endpoint not yet measured */
 	uint32_t slow_start_ms;	  /* of the service being picked for */
 	uint64_t picks;		  /* made by this instance (P2C: probe pacing) */
-	uint64_t vtime;		  /* P2C: the turn count of the last first choice (see pick_two) */
+	uint64_t vtime;		  /* P2C: the turn count of the last first choice (see take_turn) */
 	size_t offset;		  /* P2C: where the first choice's scan starts */
 	double max_weight;	  /* ... its top static weight */
 	bool uniform;		  /* ... every weight is 1 now: the plain, cheaper paths */
@@ -122,6 +122,7 @@ struct balancer {
  * replaces its estimate outright). At most one probe per endpoint per 500 ms
  * per worker, and 1 in 200 of the service's streams. */
 #define BALANCER_EWMA_PROBE_MS 500
+#define BALANCER_EWMA_PROBE_PICKS 200
 /* A pod that joined a Service this recently (or within its slow start) is
  * compared by streams in flight alone: servers that warm up with traffic
  * (JIT, thread pools) answer slowly at first, and judged on that they would
@@ -134,7 +135,6 @@ struct balancer {
  * (after an h2splitd restart, say) are often several times slower than the
  * rest: judged on them, it would be shunned while its peers warm up. */
 #define BALANCER_EWMA_FIRST_ANSWERS 4
-#define BALANCER_EWMA_PROBE_PICKS 200
 #define BALANCER_EJECT_FAILURES 5
 /* Failure-rate ejection: an endpoint whose last BALANCER_EJECT_WINDOW
  * verdicts hold at least params.eject_failure_pct% failures is ejected like

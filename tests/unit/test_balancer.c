@@ -525,6 +525,28 @@ static void test_p2c_turns(void **state)
 	}
 }
 
+/* Each balancer starts its scan for the first choice at a random place:
+ * with every endpoint at the same turn count, as when a worker starts, one
+ * that always started at the first would send every worker's first stream
+ * of every service to the same pod. */
+static void test_p2c_first_choice_varies(void **state)
+{
+	struct state *st = make_state(LB_LEAST_REQUEST, five, 5);
+	int first[5] = {0}, differ = 0;
+
+	(void)state;
+	for (uint64_t seed = 1; seed <= 20; seed++) {
+		struct balancer_set *bs = balancer_set_new(seed, LB_LEAST_REQUEST);
+
+		first[idx_of(pick(bs, &st->svcs[0], 1, NULL, 0, 0))]++;
+		balancer_set_free(bs);
+	}
+	for (int i = 0; i < 5; i++)
+		differ += first[i] > 0;
+	assert_true(differ >= 3); /* 20 starts over 5 endpoints */
+	state_free(st);
+}
+
 /* An endpoint that was away (ejected, in backoff) for a while has one turn
  * on its return, then its share: it is not flooded to make up for lost
  * turns. */
@@ -1346,6 +1368,7 @@ int main(void)
 	    cmocka_unit_test(test_least_request_spreads_load),
 	    cmocka_unit_test(test_p2c_turns),
 	    cmocka_unit_test(test_p2c_turns_after_absence),
+	    cmocka_unit_test(test_p2c_first_choice_varies),
 	    cmocka_unit_test(test_candidates),
 	    cmocka_unit_test(test_retry_avoids_tried),
 	    cmocka_unit_test(test_backoff),
