@@ -98,13 +98,28 @@ static int h_healthz(struct daemon *d, struct reply *r)
 	return reply_text(r, MHD_HTTP_OK, "ok\n");
 }
 
+/* The generation every worker applied, and the source's version of it:
+ * whoever changed the source waits for its version here. */
+static void applied_str(struct daemon *d, char *buf, size_t len)
+{
+	struct snapshot *snap = snapshot_get(d);
+
+	snprintf(buf, len, "generation=%llu version=%s",
+		 (unsigned long long)(snap ? snap->generation : 0),
+		 snap && snap->st->version[0] ? snap->st->version : "-");
+	registry_snapshot_unref(snap);
+}
+
 static int h_readyz(struct daemon *d, struct reply *r)
 {
-	char buf[128] = "not ready:";
+	char buf[160] = "not ready:", applied[STATE_VERSION_MAX + 48], ok[sizeof(applied) + 8];
 	const char *sep = " ";
 
-	if (is_ready(d))
-		return reply_text(r, MHD_HTTP_OK, "ready\n");
+	if (is_ready(d)) {
+		applied_str(d, applied, sizeof(applied));
+		snprintf(ok, sizeof(ok), "ready %s\n", applied);
+		return reply_text(r, MHD_HTTP_OK, ok);
+	}
 	if (!atomic_load(&d->synced)) {
 		strcat(buf, " discovery not synced");
 		sep = ", ";
@@ -148,11 +163,15 @@ static void write_daemon(FILE *f, struct daemon *d, const struct snapshot *snap)
 	gauge(f, "h2split_draining", "1 once shutdown began.", atomic_load(&d->draining));
 	gauge(f, "h2split_workers", "Worker threads.", (uint64_t)d->n_workers);
 	for (int i = 0; snap && i < snap->st->n_svcs; i++)
-		n_eps += (uint64_t)snap->st->svcs[i].n_eps;
-	gauge(f, "h2split_state_generation", "Generation of the state in force.",
+		n_eps += snap->st->svcs[i].retired_ms ? 0 : (uint64_t)snap->st->svcs[i].n_eps;
+	gauge(f, "h2split_state_generation",
+	      "Generation of the state in force: every worker routes by it.",
 	      snap ? snap->generation : 0);
 	gauge(f, "h2split_services", "Opted-in service ports in the state in force.",
-	      snap ? (uint64_t)snap->st->n_svcs : 0);
+	      snap ? (uint64_t)(snap->st->n_svcs - snap->st->n_retired) : 0);
+	gauge(f, "h2split_services_retired",
+	      "Service ports no longer redirected, still routing their open connections' streams.",
+	      snap ? (uint64_t)snap->st->n_retired : 0);
 	gauge(f, "h2split_endpoints", "Endpoints of those services, in any condition.", n_eps);
 	fputs("# HELP h2split_discovery_errors_total Discovery loads that failed.\n"
 	      "# TYPE h2split_discovery_errors_total counter\n",
@@ -272,6 +291,8 @@ static struct json_object *json_root(const struct snapshot *snap, struct json_ob
 	}
 	json_object_object_add(root, "generation",
 			       json_object_new_uint64(snap ? snap->generation : 0));
+	json_object_object_add(root, "version",
+			       json_object_new_string(snap ? snap->st->version : ""));
 	json_object_object_add(root, "services", *arr);
 	return root;
 }
@@ -359,13 +380,39 @@ static struct json_object *service_json(struct daemon *d, const struct state_ser
 	return o;
 }
 
+static struct json_object *retired_json(const struct state_service *svc, uint64_t now_ms)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	add_u64(o, "id", svc->id);
+	add_str(o, "namespace", svc->ns);
+	add_str(o, "name", svc->name);
+	add_str(o, "port_name", svc->port_name);
+	add_u64(o, "port", svc->port);
+	add_u64(o, "retired_ms_ago", now_ms - svc->retired_ms);
+	return o;
+}
+
+/* Desired services; those that left the desired state but still route the
+ * streams of connections opened before are listed apart, as "retired". */
 static int h_services(struct daemon *d, struct reply *r)
 {
 	struct snapshot *snap = snapshot_get(d);
-	struct json_object *arr, *root = json_root(snap, &arr);
+	struct json_object *arr, *root = json_root(snap, &arr), *retired = NULL;
+	uint64_t now = loop_now_ms();
 
-	for (int i = 0; root && snap && i < snap->st->n_svcs; i++)
-		json_object_array_add(arr, service_json(d, &snap->st->svcs[i]));
+	if (root && (retired = json_object_new_array()))
+		json_object_object_add(root, "retired", retired);
+	for (int i = 0; root && snap && i < snap->st->n_svcs; i++) {
+		const struct state_service *svc = &snap->st->svcs[i];
+
+		if (!svc->retired_ms)
+			json_object_array_add(arr, service_json(d, svc));
+		else if (retired)
+			json_object_array_add(retired, retired_json(svc, now));
+	}
 	registry_snapshot_unref(snap);
 	return reply_json(r, root);
 }

@@ -218,7 +218,7 @@ int bpf_maps_services_from_state(const struct state *st, struct bpf_maps_svc_ent
 	if (dups)
 		*dups = 0;
 	for (int i = 0; i < st->n_svcs; i++)
-		total += st->svcs[i].n_vips;
+		total += st->svcs[i].retired_ms ? 0 : st->svcs[i].n_vips;
 	if (total == 0)
 		return 0;
 	e = calloc((size_t)total, sizeof(*e));
@@ -227,7 +227,8 @@ int bpf_maps_services_from_state(const struct state *st, struct bpf_maps_svc_ent
 	for (int i = 0; i < st->n_svcs; i++) {
 		const struct state_service *svc = &st->svcs[i];
 
-		for (int v = 0; v < svc->n_vips && v < STATE_MAX_VIPS; v++, w++) {
+		for (int v = 0; !svc->retired_ms && v < svc->n_vips && v < STATE_MAX_VIPS;
+		     v++, w++) {
 			memcpy(e[w].key.addr, svc->vips[v].b, 16);
 			e[w].key.port = htons(svc->port);
 			e[w].value.service_id = svc->id;
@@ -339,7 +340,7 @@ static int apply_svc_op(int fd, const struct bpf_maps_svc_op *op)
 }
 
 int bpf_maps_sync_services(const struct bpf_maps *m, const struct state *st,
-			   struct bpf_maps_sync_stats *stats)
+			   bool removals_only, struct bpf_maps_sync_stats *stats)
 {
 	struct bpf_maps_svc_entry *want = NULL, *cur = NULL;
 	struct bpf_maps_svc_op *ops = NULL;
@@ -352,6 +353,8 @@ int bpf_maps_sync_services(const struct bpf_maps *m, const struct state *st,
 	if (!err)
 		err = bpf_maps_services_diff(want, n_want, cur, n_cur, &ops, &n_ops);
 	for (int i = 0; !err && i < n_ops; i++) {
+		if (removals_only && ops[i].kind != BPF_MAPS_OP_REMOVE)
+			continue;
 		err = apply_svc_op(m->fd[BPF_MAPS_SERVICES], &ops[i]);
 		if (err)
 			break;
@@ -359,7 +362,7 @@ int bpf_maps_sync_services(const struct bpf_maps *m, const struct state *st,
 		s.changed += ops[i].kind == BPF_MAPS_OP_CHANGE;
 		s.removed += ops[i].kind == BPF_MAPS_OP_REMOVE;
 	}
-	s.unchanged = err ? 0 : n_want - s.added - s.changed;
+	s.unchanged = err || removals_only ? 0 : n_want - s.added - s.changed;
 	if (stats)
 		*stats = s;
 	free(want);

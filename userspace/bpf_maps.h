@@ -81,11 +81,14 @@ int bpf_maps_services_diff(const struct bpf_maps_svc_entry *want, int n_want,
 			   int *n_ops);
 /* Every entry of h2s_services; |*out| malloc'd (NULL when |*n| is 0). */
 int bpf_maps_services_read(const struct bpf_maps *m, struct bpf_maps_svc_entry **out, int *n);
-/* Make h2s_services hold exactly |st|'s services, touching only what
- * differs. On error the map holds a mix of old and new entries, each of them
- * valid; the next sync converges. |stats| may be NULL. */
+/* Make h2s_services hold exactly |st|'s desired (not retired) services,
+ * touching only what differs; with |removals_only|, only delete the entries
+ * |st| no longer wants (an opt-out must stop redirecting before the workers
+ * forget the service, an opt-in may start only after they all know it). On
+ * error the map holds a mix of old and new entries, each of them valid; the
+ * next sync converges. |stats| may be NULL. */
 int bpf_maps_sync_services(const struct bpf_maps *m, const struct state *st,
-			   struct bpf_maps_sync_stats *stats);
+			   bool removals_only, struct bpf_maps_sync_stats *stats);
 
 /* ---- excluded cgroups (h2s_excluded_cgroups) ---- */
 

@@ -35,8 +35,10 @@ struct daemon {
 	struct health_table *health;   /* owned: written by |checker|, read by all */
 	struct health_checker *checker; /* owned */
 	pthread_mutex_t snap_lock; /* guards |snap| against the admin thread */
-	struct snapshot *snap;    /* owned ref: the newest state, for the admin API */
-	uint64_t generation;
+	struct snapshot *snap;    /* owned ref: the newest state every worker applied */
+	struct snapshot *posted;  /* owned ref, main thread: the newest state posted */
+	uint64_t generation;      /* main thread: of |posted| */
+	struct loop_timer *retired_timer; /* main thread: forgets expired retired services */
 	atomic_bool synced;       /* discovery delivered a full state */
 	atomic_bool redirecting;  /* listeners are in the liveness map */
 	atomic_bool draining;

@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include "discovery.h"
 #include "k8s_objects.h"
 #include "log.h"
@@ -40,20 +42,21 @@ struct discovery_file {
 	int wd_dir;		  /* watch on dir, -1 none */
 	int wd_target;		  /* watch on target_dir when it is another directory, -1 none */
 	struct loop_timer *timer; /* pending (debounced) load, NULL none */
-	uint64_t last_hash;	  /* FNV-1a of the bytes of the state in force */
+	char last_hash[STATE_VERSION_MAX]; /* "sha256:<hex>" of the file in force */
 	bool have_last;
 	bool failing; /* the latest load failed */
 };
 
-static uint64_t hash_bytes(const char *p, size_t n)
+/* The file's version as /readyz reports it: what `sha256sum` prints, so
+ * whoever wrote the file can tell when h2splitd has applied it. */
+static void hash_bytes(const char *p, size_t n, char out[STATE_VERSION_MAX])
 {
-	uint64_t h = 14695981039346656037ull;
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	int w = snprintf(out, STATE_VERSION_MAX, "sha256:");
 
-	for (size_t i = 0; i < n; i++) {
-		h ^= (uint8_t)p[i];
-		h *= 1099511628211ull;
-	}
-	return h;
+	SHA256((const unsigned char *)p, n, md);
+	for (size_t i = 0; i < sizeof(md); i++)
+		w += snprintf(out + w, STATE_VERSION_MAX - (size_t)w, "%02x", md[i]);
 }
 
 /* Read |fd| to EOF into a NUL-terminated malloc'd buffer. 0 or -errno. */
@@ -199,9 +202,9 @@ static void load(struct discovery_file *df, bool force)
 	char *buf = NULL, err[512];
 	struct k8s_store *store;
 	struct state *st = NULL;
+	char h[STATE_VERSION_MAX];
 	const char *what;
 	size_t len = 0;
-	uint64_t h;
 	int rc;
 
 	if (df->ifd >= 0)
@@ -214,8 +217,8 @@ static void load(struct discovery_file *df, bool force)
 		load_failed(df);
 		return;
 	}
-	h = hash_bytes(buf, len);
-	if (!force && df->have_last && h == df->last_hash) {
+	hash_bytes(buf, len, h);
+	if (!force && df->have_last && !strcmp(h, df->last_hash)) {
 		if (df->failing)
 			log_info("services_file_ok path=%s changed=false", df->path);
 		df->failing = false;
@@ -239,7 +242,8 @@ static void load(struct discovery_file *df, bool force)
 		load_failed(df);
 		return;
 	}
-	df->last_hash = h;
+	memcpy(df->last_hash, h, sizeof(h));
+	memcpy(st->version, h, sizeof(h));
 	df->have_last = true;
 	df->failing = false;
 	log_info("services_reloaded path=%s services=%d endpoints=%d", df->path, st->n_svcs,

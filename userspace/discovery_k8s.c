@@ -731,6 +731,36 @@ static bool gates_open(const struct discovery_k8s *dk)
 	return true;
 }
 
+/* The state's version: the newer resourceVersion of the Services and
+ * EndpointSlices it was built from. resourceVersions are opaque, but the API
+ * server's are etcd revisions, so the larger number is the later change;
+ * one that is not a number is reported as it is. */
+static void state_version(const struct discovery_k8s *dk, char *out, size_t len)
+{
+	const char *best = NULL;
+	unsigned long long best_n = 0;
+
+	for (int i = RES_SERVICES; i <= RES_SLICES; i++) {
+		const char *rv = dk->r[i].rv;
+		char *end;
+		unsigned long long n;
+
+		if (!rv)
+			continue;
+		errno = 0;
+		n = strtoull(rv, &end, 10);
+		if (errno || *end || end == rv) {
+			best = rv;
+			break;
+		}
+		if (!best || n > best_n) {
+			best = rv;
+			best_n = n;
+		}
+	}
+	snprintf(out, len, "%s", best ? best : "");
+}
+
 static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct discovery_k8s *dk = arg;
@@ -753,6 +783,7 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 		return;
 	}
 	dk->dirty_state = false;
+	state_version(dk, st->version, sizeof(st->version));
 	for (int i = 0; i < st->n_svcs; i++)
 		n_eps += st->svcs[i].n_eps;
 	log_info("kube_state services=%d endpoints=%d first=%s", st->n_svcs, n_eps,

@@ -499,6 +499,18 @@ void h2_downstream_shutdown_notice(struct h2_downstream *ds)
 	h2_conn_dirty(&ds->c);
 }
 
+void h2_downstream_retire(struct h2_downstream *ds)
+{
+	if (ds->retired_ms || ds->c.dead)
+		return;
+	ds->retired_ms = loop_now_ms();
+	stats_inc(ds->c.s->stats, ST_DOWNSTREAM_RETIRED);
+	log_info("downstream_retired client=%s service_id=%u action=goaway", ds->peer,
+		 ds->ci.od.service_id);
+	h2_downstream_shutdown_notice(ds);
+	splitter_retire_arm(ds->c.s);
+}
+
 void h2_downstream_goaway(struct h2_downstream *ds)
 {
 	if (ds->goaway_sent || ds->c.dead)

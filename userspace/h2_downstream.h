@@ -29,6 +29,7 @@ struct h2_downstream {
 	uint64_t idle_since_ms;	      /* no stream since; 0: has streams */
 	struct loop_timer *timer;     /* owned: the next header/idle deadline */
 	uint64_t timer_at_ms;
+	uint64_t retired_ms; /* its Service left the desired state then; 0: not */
 	bool notice_sent, goaway_sent;
 	char peer[64]; /* client address, for logs */
 };
@@ -42,6 +43,11 @@ void h2_downstream_destroy(struct h2_downstream *ds);
 void h2_downstream_shutdown_notice(struct h2_downstream *ds);
 /* Drain, step two: GOAWAY with the last stream id processed. */
 void h2_downstream_goaway(struct h2_downstream *ds);
+/* Its Service is no longer redirected (opted out, renamed, deleted): its
+ * streams still route (to the retired Service's last endpoints) while the
+ * client is told to reconnect, which now goes where the app aimed. The
+ * shutdown notice goes now, the final GOAWAY from splitter_retire_tick(). */
+void h2_downstream_retire(struct h2_downstream *ds);
 /* nghttp2_session_mem_recv() failed with |rv|: count the limit it stands for. */
 void h2_downstream_recv_failed(struct h2_downstream *ds, int rv);
 /* The shared nghttp2 callbacks and options. 0 or -ENOMEM. */

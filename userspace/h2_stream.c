@@ -998,6 +998,23 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, const char *wh
 }
 
 /* Routing. */
+
+/* The connection's Service is unknown here: it was redirected under an id
+ * this worker never had, or one retired long enough ago to be forgotten.
+ * Nothing was sent upstream, so REFUSED_STREAM lets the client retry the
+ * request safely, and the GOAWAY makes it reconnect where the app aimed. */
+static void refuse(struct h2_stream *st)
+{
+	stats_inc(S(st)->stats, ST_STREAMS_REFUSED_UNKNOWN);
+	log_info("stream_refused stream=%d service_id=%u reason=unknown_service action=goaway",
+		 st->ds_id, st->ds->ci.od.service_id);
+	abandon_upstream(st, NGHTTP2_CANCEL);
+	discard_request(st);
+	st->leg = H2_LEG_DONE;
+	ds_reset(st, NGHTTP2_REFUSED_STREAM);
+	h2_downstream_goaway(st->ds);
+}
+
 static const char *svc_str(const struct state_service *svc, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s/%s%s%s", svc->ns, svc->name, svc->port_name[0] ? ":" : "",
@@ -1056,12 +1073,11 @@ void h2_stream_route(struct h2_stream *st)
 	if (st->ds->c.dead) /* going away with its connection */
 		return;
 	if (!svc) {
-		stats_inc(s->stats, ST_NO_ENDPOINT);
-		snprintf(msg, sizeof(msg), "h2split: service id %u is not (any more) opted in",
-			 st->ds->ci.od.service_id);
-		reply_error(st, GRPC_UNAVAILABLE, 503, msg);
+		refuse(st);
 		return;
 	}
+	if (svc->retired_ms)
+		h2_downstream_retire(st->ds);
 	/* TLS upstreams are verified as the Service's own DNS name. */
 	snprintf(host, sizeof(host), "%s.%s.svc", svc->name, svc->ns);
 	while (st->n_tried < H2_MAX_ATTEMPTS) {

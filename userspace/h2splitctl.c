@@ -113,6 +113,63 @@ static int open_maps(const struct ctl *c, struct bpf_maps *m)
 
 /* ---- status ---- */
 
+static int admin_connect(const char *addr, char *err, size_t errlen);
+static int admin_get(int fd, const char *path, char **body, int *status);
+static const char *jstr(struct json_object *o, const char *key);
+static int64_t jint(struct json_object *o, const char *key);
+
+/* What the running daemon has applied, from its admin API. */
+struct daemon_view {
+	bool reached, ready;
+	char detail[160]; /* /readyz's answer, first line */
+	uint64_t generation;
+	char version[96];
+	int services, retired;
+};
+
+static bool admin_fetch(const struct ctl *c, const char *path, char **body, int *status)
+{
+	char err[256];
+	int fd = admin_connect(c->admin, err, sizeof(err)), rc;
+
+	if (fd < 0)
+		return false;
+	rc = admin_get(fd, path, body, status);
+	close(fd);
+	return rc == 0;
+}
+
+static void daemon_collect(const struct ctl *c, struct daemon_view *dv)
+{
+	struct json_object *root, *a;
+	char *body = NULL;
+	int status = 0;
+
+	memset(dv, 0, sizeof(*dv));
+	if (!admin_fetch(c, "/readyz", &body, &status))
+		return;
+	dv->reached = true;
+	dv->ready = status == 200;
+	snprintf(dv->detail, sizeof(dv->detail), "%.*s", (int)strcspn(body, "\n"), body);
+	free(body);
+	body = NULL;
+	if (!admin_fetch(c, "/services", &body, &status) || status != 200) {
+		free(body);
+		return;
+	}
+	root = json_tokener_parse(body);
+	free(body);
+	if (!root)
+		return;
+	dv->generation = (uint64_t)jint(root, "generation");
+	snprintf(dv->version, sizeof(dv->version), "%s", jstr(root, "version"));
+	if (json_object_object_get_ex(root, "services", &a))
+		dv->services = (int)json_object_array_length(a);
+	if (json_object_object_get_ex(root, "retired", &a))
+		dv->retired = (int)json_object_array_length(a);
+	json_object_put(root);
+}
+
 struct listener_view {
 	char addr[INET6_ADDRSTRLEN + 8]; /* "" when no address is configured */
 	bool alive;
@@ -155,6 +212,7 @@ struct status_view {
 	uint64_t counters[H2S_CNT_MAX];
 	bool installed, attached, redirecting;
 	char cg_root[PATH_MAX];
+	struct daemon_view dv;
 };
 
 static int status_collect(const struct ctl *c, struct status_view *v)
@@ -191,7 +249,25 @@ static int status_collect(const struct ctl *c, struct status_view *v)
 	bpf_maps_close(&m);
 	for (int s = 0; s < H2S_LISTENER_SLOTS; s++)
 		v->redirecting |= v->attached && v->lv[s].alive && v->lv[s].addr[0];
+	daemon_collect(c, &v->dv);
 	return 0;
+}
+
+static struct json_object *daemon_json(const struct ctl *c, const struct daemon_view *dv)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "admin", json_object_new_string(c->admin));
+	json_object_object_add(o, "reached", json_object_new_boolean(dv->reached));
+	if (!dv->reached)
+		return o;
+	json_object_object_add(o, "ready", json_object_new_boolean(dv->ready));
+	json_object_object_add(o, "readyz", json_object_new_string(dv->detail));
+	json_object_object_add(o, "generation", json_object_new_uint64(dv->generation));
+	json_object_object_add(o, "version", json_object_new_string(dv->version));
+	json_object_object_add(o, "services", json_object_new_int(dv->services));
+	json_object_object_add(o, "retired_services", json_object_new_int(dv->retired));
+	return o;
 }
 
 static struct json_object *status_json(const struct ctl *c, const struct status_view *v)
@@ -230,6 +306,7 @@ static struct json_object *status_json(const struct ctl *c, const struct status_
 		json_object_array_add(links, l);
 	}
 	json_object_object_add(o, "programs", links);
+	json_object_object_add(o, "daemon", daemon_json(c, &v->dv));
 	if (!v->maps_open)
 		return o;
 
@@ -317,6 +394,13 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 		       v->lv[s].addr[0] ? v->lv[s].addr : "-",
 		       v->lv[s].alive ? "alive" : "none (connects go direct)");
 	printf("redirecting  %s\n", v->redirecting ? "yes" : "no");
+	if (!v->dv.reached)
+		printf("daemon       no admin API at %s\n", c->admin);
+	else
+		printf("daemon       %s; applied generation %llu, version %s (%d services, "
+		       "%d retired)\n",
+		       v->dv.ready ? "ready" : v->dv.detail, (unsigned long long)v->dv.generation,
+		       v->dv.version[0] ? v->dv.version : "-", v->dv.services, v->dv.retired);
 	printf("services     %d VIP:port entries\n", v->n_services);
 	printf("excluded     %d cgroup(s)\n", v->n_excl);
 	for (int i = 0; i < v->n_excl; i++)

@@ -30,6 +30,10 @@
 
 #define DRAIN_POLL_MS 100
 #define NETNS_IDLE_MS 60000
+/* How long a Service that left the desired state still routes the streams
+ * of connections redirected to it before: they were sent GOAWAY at once, so
+ * only streams already on the wire, queued or being retried need it. */
+#define RETIRED_KEEP_MS 30000
 
 static const struct sockaddr_storage *listen_addr(const struct config *c, int slot)
 {
@@ -106,37 +110,131 @@ static void on_fd_pressure(void *arg, bool paused)
 		log_error("fd_pressure_lost paused=%d", paused);
 }
 
-static void on_state(void *arg, struct state *st)
+/* Main thread, once every worker routes by the newest snapshot: the BPF
+ * services map may now send new connects to every Service in it. Only then
+ * is the generation applied, which /readyz, /services and h2splitctl report. */
+static void apply_posted(struct daemon *d)
 {
-	struct daemon *d = arg;
 	struct bpf_maps_sync_stats sync = {0};
-	struct snapshot *snap;
+	struct snapshot *snap = d->posted;
 	int err;
 
-	err = bpf_maps_sync_services(bpf_loader_maps(d->bpf), st, &sync);
+	if (snap == d->snap)
+		return; /* applied already: a later worker's ack came in the same pass */
+	for (int i = 0; i < d->n_workers; i++)
+		if (atomic_load(&d->workers[i].applied_gen) != snap->generation)
+			return;
+	err = bpf_maps_sync_services(bpf_loader_maps(d->bpf), snap->st, false, &sync);
 	if (err)
 		log_error("services_map_sync_failed err=\"%s\"", strerror(-err));
-	else if (sync.added || sync.changed || sync.removed)
-		log_info("services_map_synced added=%d changed=%d removed=%d", sync.added,
-			 sync.changed, sync.removed);
-	snap = registry_snapshot_new(st, ++d->generation);
-	if (!snap) {
-		state_free(st);
-		return;
-	}
-	for (int i = 0; i < d->n_workers; i++)
-		worker_post_snapshot(&d->workers[i], registry_snapshot_ref(snap));
+	else if (sync.added || sync.changed)
+		log_info("services_map_synced added=%d changed=%d", sync.added, sync.changed);
 	pthread_mutex_lock(&d->snap_lock);
 	registry_snapshot_unref(d->snap);
-	d->snap = snap;
+	d->snap = registry_snapshot_ref(snap);
 	pthread_mutex_unlock(&d->snap_lock);
-	log_info("state_applied generation=%llu services=%d", (unsigned long long)d->generation,
-		 st->n_svcs);
+	log_info("state_applied generation=%llu version=%s services=%d retired=%d",
+		 (unsigned long long)snap->generation, snap->st->version[0] ? snap->st->version : "-",
+		 snap->st->n_svcs - snap->st->n_retired, snap->st->n_retired);
 	if (!atomic_load(&d->synced)) {
 		atomic_store(&d->synced, true);
 		if (!atomic_load(&d->draining) && !d->fd_paused)
 			set_redirecting(d, true);
 	}
+}
+
+static void do_worker_applied(struct loop *l, void *arg)
+{
+	(void)l;
+	apply_posted(arg);
+}
+
+/* Worker thread: it routes by a new snapshot. */
+static void on_worker_applied(void *arg, uint64_t generation)
+{
+	struct daemon *d = arg;
+
+	(void)generation;
+	if (loop_post(d->loop, do_worker_applied, d))
+		log_error("state_ack_lost generation=%llu", (unsigned long long)generation);
+}
+
+static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg);
+
+/* Post a new snapshot of |st| (owned) to every worker; what left the
+ * desired state stays in it, retired, for RETIRED_KEEP_MS. */
+static void post_state(struct daemon *d, struct state *st)
+{
+	const struct state *prev = d->posted ? d->posted->st : NULL;
+	struct snapshot *snap;
+	uint64_t oldest;
+	int n;
+
+	n = state_carry_retired(st, prev, loop_now_ms(), RETIRED_KEEP_MS);
+	if (n < 0)
+		log_error("retired_services_lost err=\"%s\"", strerror(-n));
+	snap = registry_snapshot_new(st, ++d->generation);
+	if (!snap) {
+		state_free(st);
+		return;
+	}
+	registry_snapshot_unref(d->posted);
+	d->posted = snap;
+	for (int i = 0; i < d->n_workers; i++)
+		worker_post_snapshot(&d->workers[i], registry_snapshot_ref(snap));
+	loop_timer_cancel(d->loop, d->retired_timer);
+	d->retired_timer = NULL;
+	oldest = state_oldest_retired(st);
+	if (oldest) {
+		uint64_t now = loop_now_ms(), due = oldest + RETIRED_KEEP_MS;
+
+		d->retired_timer = loop_timer_add(d->loop, due > now ? due - now : 0,
+						  on_retired_expiry, d);
+	}
+}
+
+/* Main thread: retired services whose connections had their time are
+ * forgotten; a stream that still names one is refused (and retried). */
+static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct daemon *d = arg;
+	const struct state *cur = d->posted->st;
+	struct state *st = state_new();
+
+	(void)l;
+	(void)t;
+	d->retired_timer = NULL;
+	for (int i = 0; st && i < cur->n_svcs; i++)
+		if (!cur->svcs[i].retired_ms && state_add_service(st, &cur->svcs[i])) {
+			state_free(st);
+			st = NULL;
+		}
+	if (!st || state_finish(st)) {
+		log_error("retired_expiry_failed err=\"out of memory\" action=retry");
+		state_free(st);
+		d->retired_timer = loop_timer_add(d->loop, RETIRED_KEEP_MS, on_retired_expiry, d);
+		return;
+	}
+	memcpy(st->version, cur->version, sizeof(st->version));
+	post_state(d, st);
+}
+
+/* Discovery has a new desired state. Opt-outs first leave the BPF map (new
+ * connects go where the app aimed), then every worker gets the snapshot;
+ * opt-ins enter the map only once every worker has it (apply_posted), so no
+ * connection is ever redirected to a worker that cannot route it. */
+static void on_state(void *arg, struct state *st)
+{
+	struct daemon *d = arg;
+	struct bpf_maps_sync_stats sync = {0};
+	int err;
+
+	err = bpf_maps_sync_services(bpf_loader_maps(d->bpf), st, true, &sync);
+	if (err)
+		log_error("services_map_sync_failed err=\"%s\"", strerror(-err));
+	else if (sync.removed)
+		log_info("services_map_synced removed=%d", sync.removed);
+	post_state(d, st);
 }
 
 static uint64_t active_conns(const struct daemon *d)
@@ -358,7 +456,9 @@ static int run(struct daemon *d)
 		.netns = d->netns,
 		.health = d->health,
 		.fd_pressure = on_fd_pressure,
-		.fd_pressure_arg = d};
+		.fd_pressure_arg = d,
+		.applied = on_worker_applied,
+		.applied_arg = d};
 	if (d->cfg.max_connections_per_pod &&
 	    !(d->sh.pod_conns = conn_limit_new((uint32_t)d->cfg.max_connections_per_pod)))
 		return -ENOMEM;
@@ -404,6 +504,7 @@ static void shutdown_daemon(struct daemon *d)
 	if (d->disc)
 		d->disc->ops->destroy(d->disc);
 	registry_snapshot_unref(d->snap);
+	registry_snapshot_unref(d->posted);
 	bpf_loader_close(d->bpf); /* pins stay: redirection resumes with the next daemon */
 	netns_cache_free(d->netns);
 	health_table_free(d->health);

@@ -934,6 +934,8 @@ static void write_state(FILE *f, const struct state *st)
 
 	family(f, all, "gauge", "Endpoints of the service in the state in force.");
 	for (int i = 0; st && i < st->n_svcs; i++) {
+		if (st->svcs[i].retired_ms)
+			continue;
 		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
 		put_service(f, all, &l);
 		fprintf(f, "} %d\n", st->svcs[i].n_eps);
@@ -942,6 +944,8 @@ static void write_state(FILE *f, const struct state *st)
 	for (int i = 0; st && i < st->n_svcs; i++) {
 		int n = 0;
 
+		if (st->svcs[i].retired_ms)
+			continue;
 		for (int j = 0; j < st->svcs[i].n_eps; j++)
 			n += state_endpoint_usable(&st->svcs[i].eps[j]);
 		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));

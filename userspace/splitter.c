@@ -438,6 +438,7 @@ void splitter_free(struct splitter *s)
 		loop_timer_cancel(s->w->loop, s->sweep_timer);
 		loop_timer_cancel(s->w->loop, s->keepalive_timer);
 		loop_timer_cancel(s->w->loop, s->drain_timer);
+		loop_timer_cancel(s->w->loop, s->retire_timer);
 	}
 	if (s->pools.tab)
 		upstream_pools_fini(&s->pools);
@@ -465,12 +466,50 @@ int splitter_conn_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	return h2_downstream_start(s, fd, ci, pre, n);
 }
 
+static void on_retire_tick(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct splitter *s = arg;
+	uint64_t now = loop_now_ms();
+	bool more = false;
+
+	(void)l;
+	(void)t;
+	s->retire_timer = NULL;
+	for (struct h2_downstream *ds = s->ds_list; ds; ds = ds->next) {
+		if (!ds->retired_ms || ds->goaway_sent)
+			continue;
+		if (now - ds->retired_ms >= H2_DRAIN_NOTICE_MS)
+			h2_downstream_goaway(ds);
+		else
+			more = true;
+	}
+	if (more)
+		splitter_retire_arm(s);
+	splitter_kick(s);
+}
+
+void splitter_retire_arm(struct splitter *s)
+{
+	if (s->retire_timer)
+		return;
+	s->retire_timer = loop_timer_add(s->w->loop, H2_DRAIN_NOTICE_MS / 4, on_retire_tick, s);
+	if (!s->retire_timer)
+		stats_inc(s->stats, ST_UNEXPECTED); /* the drain's GOAWAY still comes */
+}
+
 void splitter_snapshot_changed(struct splitter *s)
 {
 	const struct snapshot *snap = s->w->snap;
 
 	balancer_set_update(s->lb, snap ? snap->st : NULL, snap ? snap->generation : 0);
 	h2_upstream_snapshot_changed(s, snap ? snap->st : NULL);
+	/* Connections to a Service that is no longer redirected: told to go. */
+	for (struct h2_downstream *ds = s->ds_list; snap && ds; ds = ds->next) {
+		const struct state_service *svc = state_find_id(snap->st, ds->ci.od.service_id);
+
+		if (!svc || svc->retired_ms)
+			h2_downstream_retire(ds);
+	}
 	splitter_kick(s);
 }
 

@@ -97,6 +97,7 @@ struct splitter {
 	struct loop_timer *sweep_timer;
 	struct loop_timer *keepalive_timer; /* NULL: upstream keepalive off */
 	struct loop_timer *drain_timer;
+	struct loop_timer *retire_timer; /* final GOAWAYs of retired downstreams */
 	SSL_CTX *ssl_ctx; /* owned, made on first TLS upstream */
 	bool ssl_ctx_failed;
 	bool draining, drain_final;
@@ -109,6 +110,10 @@ struct splitter {
 	uint64_t connect_warn_ms; /* rate limit for upstream_connect_failed */
 	uint32_t connect_warn_suppressed;
 };
+
+/* A downstream connection began retiring: its final GOAWAY follows
+ * H2_DRAIN_NOTICE_MS after its shutdown notice. */
+void splitter_retire_arm(struct splitter *s);
 
 /* Flush (or destroy) |c| in the next splitter_flush(). */
 void h2_conn_dirty(struct h2_conn *c);

@@ -158,6 +158,8 @@ static int assign_ids(struct state *st)
 	for (int i = 0; i < st->n_svcs; i++) {
 		uint32_t id = service_hash(&st->svcs[i]);
 
+		if (st->svcs[i].retired_ms)
+			continue; /* keeps the id its connections carry */
 		while (id == 0 || id_taken(set, mask, id))
 			id++;
 		id_insert(set, mask, id);
@@ -207,7 +209,7 @@ static int build_index(struct state *st)
 		const struct state_service *svc = &st->svcs[i];
 
 		idx->by_id[i] = (struct id_ref){.id = svc->id, .svc = i};
-		for (int v = 0; v < svc->n_vips && v < STATE_MAX_VIPS; v++)
+		for (int v = 0; !svc->retired_ms && v < svc->n_vips && v < STATE_MAX_VIPS; v++)
 			idx->by_vip[idx->n_vips++] =
 			    (struct vip_ref){.ip = svc->vips[v], .port = svc->port, .svc = i};
 	}
@@ -230,10 +232,54 @@ int state_finish(struct state *st)
 	}
 	free_index(st->idx);
 	st->idx = NULL;
+	st->n_retired = 0;
+	for (int i = 0; i < st->n_svcs; i++)
+		st->n_retired += st->svcs[i].retired_ms != 0;
 	err = assign_ids(st);
 	if (err)
 		return err;
 	return build_index(st);
+}
+
+static bool keep_retired(const struct state_service *svc, uint64_t now_ms, uint64_t keep_ms)
+{
+	return !svc->retired_ms || now_ms - svc->retired_ms < keep_ms;
+}
+
+int state_carry_retired(struct state *st, const struct state *prev, uint64_t now_ms,
+			uint64_t keep_ms)
+{
+	int n = 0, err;
+
+	for (int i = 0; prev && i < prev->n_svcs; i++) {
+		struct state_service svc = prev->svcs[i];
+
+		if (state_find_id(st, svc.id) || !keep_retired(&svc, now_ms, keep_ms))
+			continue;
+		if (!svc.retired_ms)
+			svc.retired_ms = now_ms ? now_ms : 1;
+		err = state_add_service(st, &svc);
+		if (err)
+			return err;
+		n++;
+	}
+	if (!n)
+		return 0;
+	err = state_finish(st);
+	return err ? err : n;
+}
+
+uint64_t state_oldest_retired(const struct state *st)
+{
+	uint64_t oldest = 0;
+
+	for (int i = 0; st && i < st->n_svcs; i++) {
+		uint64_t r = st->svcs[i].retired_ms;
+
+		if (r && (!oldest || r < oldest))
+			oldest = r;
+	}
+	return oldest;
 }
 
 const struct state_service *state_find_vip(const struct state *st, const struct h2s_ip *vip,

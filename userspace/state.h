@@ -57,15 +57,26 @@ struct state_service {
 	char health_service[STATE_HEALTH_SERVICE_MAX]; /* h2split.io/health-check-service */
 	struct state_endpoint *eps; /* owned */
 	int n_eps;
+	/* 0: desired (redirected). Else the loop_now_ms() at which it left the
+	 * desired state: kept, with its id and last known endpoints, only so
+	 * that connections already redirected to it can finish their streams
+	 * (state_carry_retired). A retired service has no VIP lookup. */
+	uint64_t retired_ms;
 };
 
 struct state_index;
 
+#define STATE_VERSION_MAX 80
+
 struct state {
 	struct state_service *svcs; /* owned, sorted by (ns, name, port_name) */
-	int n_svcs;
+	int n_svcs;		    /* retired ones included */
 	int n_alloc;
+	int n_retired;
 	struct state_index *idx; /* owned, lookup tables built by state_finish() */
+	/* What the source says this state was built from ("sha256:<hex>" of
+	 * the services file, the Kubernetes resourceVersion); "" unknown. */
+	char version[STATE_VERSION_MAX];
 };
 
 struct state *state_new(void);
@@ -74,12 +85,22 @@ void state_free(struct state *st);
 int state_add_service(struct state *st, const struct state_service *svc);
 /* Sort services (and each one's endpoints by address, port), assign ids
  * (FNV-1a of "ns/name:port_name", never 0, collisions probed upwards in sorted
- * order) and build the lookup tables. 0 or -ENOMEM (the state is then still
- * sorted and freeable, but the lookups find nothing). */
+ * order; retired services keep theirs and take no part) and build the lookup
+ * tables. 0 or -ENOMEM (the state is then still sorted and freeable, but the
+ * lookups find nothing). */
 int state_finish(struct state *st);
-/* Lookups, valid after state_finish(), O(log n). Find the service with
- * |vip|:|port| (host byte order), or NULL; should two claim the same VIP:port,
- * the first in sorted order. */
+/* After state_finish(|st|): add, as retired, every service of |prev| whose id
+ * |st| lacks and which either was desired in |prev| (it retires at |now_ms|)
+ * or retired less than |keep_ms| before |now_ms|. An id that a desired
+ * service of |st| holds is never carried. Finishes |st| again. The number
+ * carried, or -ENOMEM (|st| is then as state_finish() left it). */
+int state_carry_retired(struct state *st, const struct state *prev, uint64_t now_ms,
+			uint64_t keep_ms);
+/* The earliest retired_ms in |st|, or 0 when nothing is retired. */
+uint64_t state_oldest_retired(const struct state *st);
+/* Lookups, valid after state_finish(), O(log n). Find the desired service
+ * with |vip|:|port| (host byte order), or NULL; should two claim the same
+ * VIP:port, the first in sorted order. state_find_id() finds retired ones too. */
 const struct state_service *state_find_vip(const struct state *st, const struct h2s_ip *vip,
 					   uint16_t port);
 const struct state_service *state_find_id(const struct state *st, uint32_t id);

@@ -37,6 +37,8 @@ const char *const stats_names[ST_MAX] = {
 	[ST_FD_PAUSES] = "fd_exhaustion_pauses_total",
 	[ST_FD_REFUSED] = "fd_exhaustion_refused_total",
 	[ST_UPSTREAM_PING_TIMEOUTS] = "upstream_keepalive_timeouts_total",
+	[ST_DOWNSTREAM_RETIRED] = "downstream_retired_total",
+	[ST_STREAMS_REFUSED_UNKNOWN] = "streams_refused_unknown_service_total",
 	[ST_UNEXPECTED] = "splitter_unexpected_total",
 };
 

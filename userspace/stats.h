@@ -41,6 +41,8 @@ enum stat_id {
 	ST_FD_PAUSES,  /* accept paused: the process ran out of fds */
 	ST_FD_REFUSED, /* connections reset from the accept queue while out of fds */
 	ST_UPSTREAM_PING_TIMEOUTS, /* upstream connections closed: no PING ACK in time */
+	ST_DOWNSTREAM_RETIRED, /* GOAWAY: the Service left the desired state (opt-out, rename) */
+	ST_STREAMS_REFUSED_UNKNOWN, /* REFUSED_STREAM + GOAWAY: the Service is not known at all */
 	ST_UNEXPECTED, /* "should not happen" branches of the splitter */
 	ST_MAX,
 };

@@ -446,7 +446,7 @@ static int open_listener(const struct sockaddr_storage *addr)
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
 	    (addr->ss_family == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one))) ||
-	    bind(fd, (const struct sockaddr *)addr, alen) || listen(fd, 4096)) {
+	    bind(fd, (const struct sockaddr *)addr, alen)) {
 		err = -errno;
 		close(fd);
 		return err;
@@ -476,7 +476,7 @@ int worker_init(struct worker *w, int id, const struct worker_shared *sh)
 		return -ENOMEM;
 	for (int i = 0; i < 2; i++) {
 		char buf[64];
-		int fd, err;
+		int fd;
 
 		if (!addrs[i]->ss_family)
 			continue;
@@ -487,11 +487,28 @@ int worker_init(struct worker *w, int id, const struct worker_shared *sh)
 			return fd;
 		}
 		w->listen_fds[i] = fd;
-		err = loop_add_fd(w->loop, fd, EPOLLIN, on_accept, w);
-		if (err)
-			return err;
 	}
 	return 0;
+}
+
+/* Worker thread, first snapshot: join the SO_REUSEPORT group. Until now the
+ * sockets were only bound, and the kernel hands connections only to
+ * listening members, so during a rolling update every connect still goes to
+ * the old daemon, which can route it. */
+static void start_listening(struct worker *w)
+{
+	for (int i = 0; i < 2; i++) {
+		int fd = w->listen_fds[i], err;
+
+		if (fd < 0)
+			continue;
+		err = listen(fd, 4096) ? -errno : loop_add_fd(w->loop, fd, EPOLLIN, on_accept, w);
+		if (err) {
+			log_error("listen_failed worker=%d err=\"%s\"", w->id, strerror(-err));
+			stats_inc(&w->stats, ST_UNEXPECTED);
+		}
+	}
+	w->listening = true;
 }
 
 static void *worker_main(void *arg)
@@ -525,6 +542,13 @@ static void do_snapshot(struct loop *l, void *arg)
 	free(msg);
 	metrics_prune(w->metrics, w->snap ? w->snap->st : NULL);
 	splitter_snapshot_changed(w->splitter);
+	if (!w->listening && !w->draining)
+		start_listening(w);
+	if (w->snap) {
+		atomic_store(&w->applied_gen, w->snap->generation);
+		if (w->sh->applied)
+			w->sh->applied(w->sh->applied_arg, w->snap->generation);
+	}
 }
 
 int worker_post_snapshot(struct worker *w, struct snapshot *s)
@@ -565,7 +589,7 @@ static void do_drain(struct loop *l, void *arg)
 	w->draining = true;
 	/* Connects redirected just before the liveness slot emptied wait in the
 	 * accept queue: take them (they get a GOAWAY) rather than reset them. */
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; w->listening && i < 2; i++)
 		for (int batch = 0; batch < 64 && w->listen_fds[i] >= 0; batch++)
 			if (!accept_some(w, w->listen_fds[i], ACCEPT_BATCH))
 				break;

@@ -38,6 +38,10 @@ struct worker_shared {
 	 * NULL: nobody to tell. */
 	void (*fd_pressure)(void *arg, bool paused);
 	void *fd_pressure_arg;
+	/* Worker thread: this worker now routes by snapshot |generation|
+	 * (worker.applied_gen says the same). NULL: nobody to tell. */
+	void (*applied)(void *arg, uint64_t generation);
+	void *applied_arg;
 };
 
 /* A redirected connection as accepted: who, and where it was going. */
@@ -55,7 +59,9 @@ struct worker {
 	struct loop *loop;               /* owned */
 	const struct worker_shared *sh;
 	int listen_fds[2];               /* owned; -1 when absent (v4, v6) */
+	bool listening;                  /* listen() done: only once a snapshot is in */
 	struct snapshot *snap;           /* owned ref; the current desired state */
+	_Atomic uint64_t applied_gen;    /* |snap|'s generation; read by the main thread */
 	struct splitter *splitter;       /* owned: HTTP/2 sessions and upstream pools */
 	struct worker_stats stats;       /* written by this worker only */
 	struct metrics *metrics;         /* owned; written by this worker only (metrics.h) */
@@ -71,7 +77,9 @@ struct worker {
 int worker_init(struct worker *w, int id, const struct worker_shared *sh);
 /* Start the thread. 0 or -errno. */
 int worker_start(struct worker *w);
-/* Any thread: give the worker a new snapshot (takes one reference). */
+/* Any thread: give the worker a new snapshot (takes one reference). The
+ * first one also starts accepting: a worker never takes a connection it
+ * cannot route (bound before, so a port conflict shows at start). */
 int worker_post_snapshot(struct worker *w, struct snapshot *s);
 /* Any thread: stop accepting, GOAWAY every downstream, close when drained. */
 int worker_post_drain(struct worker *w);

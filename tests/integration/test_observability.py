@@ -65,7 +65,8 @@ def test_readyz_follows_sync_redirecting_and_drain(node, build_dir):
 
     os.rename(node.services_file + ".hold", node.services_file)
     d.wait_line(r"msg=redirecting", 15)
-    assert get(node, "/readyz") == (200, "ready\n")
+    # Ready, naming what every worker applied: the first state, the file as written.
+    assert get(node, "/readyz") == (200, f"ready generation=1 version={node.file_version}\n")
 
     # An L4-path connection (not HTTP/2) keeps the drain going until it closes.
     client = node.add_pod("client-0")

@@ -8,6 +8,7 @@ See ``testbed/__init__.py`` for the API overview.
 """
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -24,6 +25,10 @@ GATEWAY4 = "169.254.1.1"
 GATEWAY6 = "fe80::1"
 NODE_IP6 = "fd00:10:1::1"
 GRPC_PORT = 50051
+DEFAULT_ADMIN = "127.0.0.1:9901"
+# How long a change may take to reach every worker of every h2splitd: a
+# deadline for a broken daemon, never a pace (valgrind's daemon is the slowest).
+APPLY_TIMEOUT = float(os.environ.get("H2S_APPLY_TIMEOUT", "60"))
 POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
 REQUIRED_TOOLS = ("ip", "nsenter", "iptables-restore", "ip6tables-restore", "iptables-save",
                   "ip6tables-save", "mount")
@@ -148,6 +153,8 @@ class Node(_Place):
         self._chains = {4: set(), 6: set()}
         self._up = False
         self._lock = None
+        self._daemons = []  # (Proc, admin ADDR:PORT) of each h2splitd reading services_file
+        self.file_version = None  # "sha256:<hex>" of services_file as last written
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -344,19 +351,64 @@ class Node(_Place):
         del self.services[svc.name]
         self._sync()
 
+    def update_service(self, svc, **fields):
+        """Change a Service as ``kubectl edit`` would, e.g. opt it out with
+        ``annotations={"h2split.io/enabled": "false"}`` or ``app_protocol=None``;
+        returns once every h2splitd of the bed applied it."""
+        svc = self._svc(svc)
+        for k, v in fields.items():
+            if not hasattr(svc, k) or k in ("name", "namespace", "endpoints"):
+                raise ValueError(f"Service field {k!r}: not a field update_service changes")
+            setattr(svc, k, v)
+        svc.resource_version = self._bump()
+        self._sync()
+        return svc
+
     def write_services_file(self, path=None):
         """Atomically write the kubectl-style JSON List of Services and EndpointSlices
         to ``path`` (default ``services_file``, which every change rewrites)."""
         path = path or self.services_file
         doc = kube.kubectl_list(list(self.services.values()), self.netns)
+        data = (json.dumps(doc, indent=4, sort_keys=True) + "\n").encode()  # as kubectl prints
         tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=4, sort_keys=True)  # as kubectl prints
-            f.write("\n")
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        if path == self.services_file:
+            self.file_version = "sha256:" + hashlib.sha256(data).hexdigest()
         return path
+
+    # ---- the daemons that read the services file -------------------------
+
+    def daemon_applied(self, admin=DEFAULT_ADMIN):
+        """(generation, version) an h2splitd in the node netns reports applied by
+        every worker (admin /services), or None when it does not answer."""
+        r = self.run(["curl", "-sf", "--max-time", "2", f"http://{admin}/services"],
+                     check=False)
+        if r.returncode != 0:
+            return None
+        doc = json.loads(r.stdout)
+        return doc.get("generation"), doc.get("version")
+
+    def wait_applied(self, timeout=APPLY_TIMEOUT):
+        """Return once every running h2splitd that reads ``services_file`` reports
+        the file as last written as applied in all its workers. A stopped
+        (SIGSTOP) or exited daemon is not waited for. On timeout: TimeoutError
+        with the daemon's last log lines."""
+        want = self.file_version
+        for proc, admin in list(self._daemons):
+            def applied():
+                if proc.poll() is not None or _stopped(proc.pid):
+                    return True
+                got = self.daemon_applied(admin)
+                return got is not None and got[1] == want
+            try:
+                wait_for(applied, timeout, f"{proc.name} (admin {admin}) to apply {want}")
+            except TimeoutError as e:
+                raise TimeoutError(f"{e}; it reports {self.daemon_applied(admin)}\n"
+                                   f"{proc.log_tail()}") from None
 
     def services_doc(self):
         """The current services-file document, as a dict."""
@@ -438,9 +490,14 @@ class Node(_Place):
             self._chains[fam] = chains
         if self._up:
             self.write_services_file()
+            self.wait_applied()
 
     def _track(self, p):
         self._procs.append(p)
+        admin = _file_daemon_admin(p.args, self.services_file)
+        if admin:
+            self._daemons = [(q, a) for q, a in self._daemons if q.poll() is None]
+            self._daemons.append((p, admin))
 
     def _reap(self):
         for p in self._procs:
@@ -454,6 +511,39 @@ class Node(_Place):
             import shutil
             shutil.copytree(self.logdir, os.path.join(dest, f"{self.prefix}-{os.getpid()}"),
                             dirs_exist_ok=True)
+
+
+def _file_daemon_admin(argv, services_file):
+    """The admin address of the h2splitd ``argv`` starts when it reads
+    ``services_file`` (file discovery), else None. Wrappers (nsenter, valgrind,
+    prlimit) may stand before it."""
+    argv = [str(a) for a in argv]
+    start = next((i for i, a in enumerate(argv) if os.path.basename(a) == "h2splitd"), None)
+    if start is None:
+        return None
+    args = argv[start + 1:]
+    opts = {}
+    for i, a in enumerate(args):
+        if a.startswith("--") and "=" in a:
+            k, v = a.split("=", 1)
+            opts[k] = v
+        elif a.startswith("--") and i + 1 < len(args):
+            opts.setdefault(a, args[i + 1])
+    if any(a in args for a in ("--uninstall", "--version", "--help")):
+        return None
+    if opts.get("--discovery") != "file" or opts.get("--services-file") != services_file:
+        return None
+    admin = opts.get("--admin", DEFAULT_ADMIN)
+    return admin or None
+
+
+def _stopped(pid):
+    """True when ``pid`` is stopped (SIGSTOP): it cannot apply anything."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
 
 
 def _lock_prefix(prefix):

@@ -83,6 +83,28 @@ class Client:
         ans = self.command("& " + self._line(cmd, n, _rpc_keys(request)), 10)
         return ans["started"]
 
+    def loop(self, pace_ms=5, **request):
+        """Start unary RPCs paced ``pace_ms`` apart in the background, until
+        ``stop_loop``; ``fresh=True`` opens a new channel for every RPC.
+        Returns the job id."""
+        return self.start("loop", pace_ms, **request)
+
+    def progress(self):
+        """The running loop's summary so far (n, ok, errors, pods ...)."""
+        return self.command("progress")
+
+    def wait_progress(self, more, timeout=60):
+        """Wait until the running loop has finished ``more`` RPCs beyond now."""
+        from .util import wait_for
+        start = self.progress()["n"]
+        return wait_for(lambda: (p := self.progress())["n"] >= start + more and p, timeout,
+                        f"{self.proc.name}'s loop to run {more} more RPCs")
+
+    def stop_loop(self, job, timeout=60):
+        """End the running loop; its whole summary."""
+        self.command("stop")
+        return self.wait(job, timeout)
+
     def wait(self, job, timeout=60):
         """The summary of background command ``job`` once it finishes."""
         return self.command(f"wait {job} {timeout}", timeout + 5)

@@ -13,12 +13,17 @@ Interactive:  --target HOST:PORT --interactive
   stats                    the serving pod's counters (Stats RPC)
   connect [SECONDS]        wait until the channel is READY
   state                    the channel's connectivity state
+  loop MS [JSON]           unary RPCs, one started every MS ms, until `stop`
+                           (client key fresh: a new channel, so a new
+                           connection, for every RPC); run it with &
+  progress                 the running loop's summary so far
+  stop                     end the running loop (then `wait` for its summary)
   & COMMAND                run COMMAND in the background: {"started": ID}
   wait ID [SECONDS]        the result of background command ID
   quit
 Client-side keys in JSON (not sent to the server): metadata {k: v},
 timeout (seconds), concurrency (unary: RPCs in flight), wait_for_ready,
-req_size (request payload bytes). Everything else is the request header
+req_size (request payload bytes), fresh (loop). Everything else is the request header
 (see testbed/echo.py).
 
 A summary: {"cmd", "n" (RPCs), "ok", "messages", "pods" {pod: messages},
@@ -38,7 +43,7 @@ import grpc
 
 from testbed import echo
 
-CLIENT_KEYS = ("metadata", "timeout", "concurrency", "wait_for_ready", "req_size")
+CLIENT_KEYS = ("metadata", "timeout", "concurrency", "wait_for_ready", "req_size", "fresh")
 DEFAULT_OPTIONS = {
     "grpc.enable_http_proxy": 0,
     # Channels in one process must not share connections (the default global
@@ -101,7 +106,10 @@ def _md(md):
 class Runner:
     def __init__(self, target, options, base_request, base_metadata, timeout):
         self.target = target
-        self.channel = grpc.insecure_channel(target, options=list(options.items()))
+        self.options = list(options.items())
+        self.channel = grpc.insecure_channel(target, options=self.options)
+        self.stopping = threading.Event()
+        self.looping = None  # the running loop's Summary
         self.base_request = base_request
         self.base_metadata = base_metadata
         self.timeout = timeout
@@ -152,6 +160,35 @@ class Runner:
                 s.done(fut)
             except grpc.RpcError as e:
                 s.done(error=e)
+        return s.result()
+
+    def loop(self, pace_ms, arg=None):
+        """Unary RPCs, one started every ``pace_ms`` (back to back when one takes
+        longer), until ``stop``. With the client key ``fresh`` each RPC gets a
+        channel of its own, so each is a new connect."""
+        msg, kw, cl = self._split(arg)
+        s = self.looping = Summary("loop")
+        fresh = bool(cl.get("fresh"))
+        self.stopping.clear()
+        due = time.monotonic()
+        while not self.stopping.is_set():
+            ch = grpc.insecure_channel(self.target, options=self.options) if fresh \
+                else self.channel
+            try:
+                resp, call = ch.unary_unary(echo.path("Unary")).with_call(msg, **kw)
+                s.message(resp)
+                s.done(call)
+            except grpc.RpcError as e:
+                s.done(error=e)
+            finally:
+                if fresh:
+                    ch.close()
+            due += pace_ms / 1000.0
+            pause = due - time.monotonic()
+            if pause > 0:
+                self.stopping.wait(pause)  # pacing of the client itself
+            else:
+                due = time.monotonic()
         return s.result()
 
     def server_stream(self, n, arg=None):
@@ -227,6 +264,16 @@ class Runner:
         if cmd in ("unary", "server_stream", "client_stream", "bidi"):
             n = int(args[0]) if args else 1
             return getattr(self, cmd)(n, args[1] if len(args) > 1 else None)
+        if cmd == "loop":
+            return self.loop(float(args[0]) if args else 5.0, args[1] if len(args) > 1 else None)
+        if cmd == "progress":
+            if not self.looping:
+                return {"cmd": "progress", "error": "no loop"}
+            with self.looping.lock:
+                return {"cmd": "progress", **json.loads(json.dumps(self.looping.d))}
+        if cmd == "stop":
+            self.stopping.set()
+            return {"cmd": "stop"}
         if cmd == "stats":
             return self.stats()
         if cmd == "connect":

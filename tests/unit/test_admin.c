@@ -210,8 +210,15 @@ static void test_readyz_flips(void **state)
 	atomic_store(&fx->d.redirecting, true);
 	r = get(fx, "/readyz");
 	assert_int_equal(r.status, 200);
-	assert_string_equal(r.body, "ready\n");
+	assert_string_equal(r.body, "ready generation=5 version=-\n");
 	free(r.head);
+
+	/* The source's version of the applied state, for whoever changed it. */
+	snprintf(fx->d.snap->st->version, sizeof(fx->d.snap->st->version), "sha256:0123abcd");
+	r = get(fx, "/readyz");
+	assert_string_equal(r.body, "ready generation=5 version=sha256:0123abcd\n");
+	free(r.head);
+	fx->d.snap->st->version[0] = '\0';
 
 	atomic_store(&fx->d.draining, true);
 	r = get(fx, "/readyz");

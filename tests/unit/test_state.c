@@ -259,6 +259,65 @@ static void test_endpoint_usable(void **unused)
 	assert_false(state_endpoint_fallback(&ready));
 }
 
+/* A Service that leaves the desired state stays, retired, under the id its
+ * connections carry: found by id, never by VIP, until |keep_ms| have passed. */
+static void test_carry_retired(void **unused)
+{
+	struct state *prev = state_new(), *next = state_new(), *later = state_new();
+	struct state_service a = svc_make("default", "greeter", "grpc", 50051, "10.96.0.10");
+	struct state_service b = svc_make("shop", "checkout", "grpc", 9000, "10.96.5.5");
+	struct h2s_ip vip;
+	const struct state_service *r;
+	uint32_t id_b;
+
+	(void)unused;
+	assert_int_equal(state_add_service(prev, &a), 0);
+	assert_int_equal(state_add_service(prev, &b), 0);
+	assert_int_equal(state_finish(prev), 0);
+	id_b = state_find_vip(prev, &b.vips[0], 9000)->id;
+
+	/* checkout opted out: only greeter is desired; checkout retires at 1000. */
+	assert_int_equal(state_add_service(next, &a), 0);
+	assert_int_equal(state_finish(next), 0);
+	assert_int_equal(state_carry_retired(next, prev, 1000, 30000), 1);
+	assert_int_equal(next->n_svcs, 2);
+	assert_int_equal(next->n_retired, 1);
+	r = state_find_id(next, id_b);
+	assert_non_null(r);
+	assert_int_equal(r->retired_ms, 1000);
+	assert_string_equal(r->name, "checkout");
+	assert_int_equal(h2s_ip_parse(&vip, "10.96.5.5"), 0);
+	assert_null(state_find_vip(next, &vip, 9000));
+	assert_int_equal(state_oldest_retired(next), 1000);
+
+	/* Carried on while younger than keep_ms, with the time it retired. */
+	assert_int_equal(state_add_service(later, &a), 0);
+	assert_int_equal(state_finish(later), 0);
+	assert_int_equal(state_carry_retired(later, next, 30999, 30000), 1);
+	assert_int_equal(state_find_id(later, id_b)->retired_ms, 1000);
+	state_free(later);
+	later = state_new();
+	assert_int_equal(state_add_service(later, &a), 0);
+	assert_int_equal(state_finish(later), 0);
+	assert_int_equal(state_carry_retired(later, next, 31000, 30000), 0);
+	assert_null(state_find_id(later, id_b));
+	assert_int_equal(state_oldest_retired(later), 0);
+	state_free(later);
+
+	/* Back in: desired again under its own id, nothing retired. */
+	later = state_new();
+	assert_int_equal(state_add_service(later, &a), 0);
+	assert_int_equal(state_add_service(later, &b), 0);
+	assert_int_equal(state_finish(later), 0);
+	assert_int_equal(state_carry_retired(later, next, 2000, 30000), 0);
+	assert_int_equal(state_find_id(later, id_b)->retired_ms, 0);
+	assert_int_equal(later->n_retired, 0);
+
+	state_free(prev);
+	state_free(next);
+	state_free(later);
+}
+
 static void test_ip_helpers(void **unused)
 {
 	char buf[INET6_ADDRSTRLEN];
@@ -290,6 +349,7 @@ int main(void)
 	    cmocka_unit_test(test_empty_state),
 	    cmocka_unit_test(test_deep_copy_and_endpoint_order),
 	    cmocka_unit_test(test_endpoint_usable),
+	    cmocka_unit_test(test_carry_retired),
 	    cmocka_unit_test(test_ip_helpers),
 	};
 

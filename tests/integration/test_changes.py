@@ -1,0 +1,158 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Changes of the desired state while clients are connected: h2splitd applies
+a change in every worker before it redirects by it, reports what it applied
+(generation and the source's version), and no RPC fails because an operator
+opted a Service out, back in, or renamed its port.
+
+Each change below returns only once the daemon reports the services file as
+last written (testbed ``wait_applied``); the clients' own reaction to a GOAWAY
+is waited for through what they report (their connections, their RPC counts).
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import testbed
+
+ADMIN = "http://127.0.0.1:9901"
+LISTEN = "169.254.20.11:15001"
+PACE_MS = 5
+
+
+def admin(node, path):
+    r = node.run(["curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", ADMIN + path],
+                 check=False)
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def services(node):
+    code, body = admin(node, "/services")
+    assert code == 200, f"/services answered {code}: {body[:300]}"
+    return json.loads(body)
+
+
+def metric(node, name):
+    code, body = admin(node, "/metrics")
+    assert code == 200, body[:300]
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def connections(pod, dst):
+    """The pod's established TCP connections to ``dst`` (ADDR:PORT)."""
+    return pod.run(["ss", "-Htn", "state", "established", "dst", dst]).stdout.strip()
+
+
+@pytest.fixture
+def bed(node, build_dir):
+    servers = node.add_server_pods(["server-0", "server-1"])
+    svc = node.add_service("echo", pods=servers)
+    d = node.popen([os.path.join(build_dir, "h2splitd"), *node.daemon_args(),
+                    "--log-level", "info"], name="h2splitd", watch=True,
+                   stderr=subprocess.STDOUT)
+    d.wait_line(r"msg=redirecting", 30)
+    node.wait_applied()
+    return node, svc, d
+
+
+def test_applied_generation_is_reported_everywhere(bed, build_dir):
+    node, svc, _ = bed
+    before = services(node)
+    code, body = admin(node, "/readyz")
+    assert code == 200, body
+    assert body == f"ready generation={before['generation']} version={node.file_version}\n"
+    assert before["version"] == node.file_version
+
+    node.add_pod("server-2").start_grpc_server()
+    node.set_endpoints(svc, ["server-0", "server-1", "server-2"])  # returns once applied
+    after = services(node)
+    assert after["version"] == node.file_version != before["version"]
+    assert after["generation"] > before["generation"]
+    assert {s["name"]: s["endpoints_usable"] for s in after["services"]} == {"echo": 3}
+    assert metric(node, "h2split_state_generation") == after["generation"]
+
+    ctl = [os.path.join(build_dir, "h2splitctl"), "--bpffs", node.bpffs]
+    daemon = json.loads(node.run(ctl + ["-o", "json", "status"]).stdout)["daemon"]
+    assert daemon["reached"] and daemon["ready"], daemon
+    assert (daemon["generation"], daemon["version"]) == (after["generation"], node.file_version)
+    r = node.run(ctl + ["status"])
+    assert f"applied generation {after['generation']}, version {node.file_version}" in r.stdout
+
+
+@pytest.mark.parametrize("opt_out", [
+    {"annotations": {"h2split.io/enabled": "false"}},
+    {"app_protocol": None},
+], ids=["annotation-false", "appProtocol-removed"])
+def test_opt_out_and_back_in_fails_no_rpc(bed, opt_out):
+    """One busy channel (an RPC every 5 ms) and a stream of new channels (a
+    new connection per RPC) keep running while the Service is opted out and
+    back in: the open connection is told to go (GOAWAY) and reconnects
+    straight to the ClusterIP, new connects go direct, then through h2splitd
+    again; not one RPC fails."""
+    node, svc, _ = bed
+    busy = node.add_pod("busy-0").grpc_client(svc.target4)
+    fresh = node.add_pod("fresh-0").grpc_client(svc.target4)
+    busy_job, fresh_job = busy.loop(PACE_MS), fresh.loop(4 * PACE_MS, fresh=True)
+    try:
+        busy.wait_progress(50)
+        fresh.wait_progress(10)
+        assert connections(busy.place, LISTEN), "the busy channel is not redirected"
+
+        node.update_service(svc, **opt_out)
+        now = services(node)
+        assert not now["services"], now
+        assert [r["name"] for r in now["retired"]] == ["echo"], now
+        # The open connection got GOAWAY: the channel reconnects, now direct.
+        testbed.wait_for(lambda: not connections(busy.place, LISTEN)
+                         and connections(busy.place, svc.target4), 30,
+                         "the busy channel to reconnect straight to the ClusterIP")
+        redirected = metric(node, "h2split_downstream_connections_total")
+        busy.wait_progress(50)
+        fresh.wait_progress(10)
+        assert metric(node, "h2split_downstream_connections_total") == redirected, \
+            "connections were redirected to a Service that is opted out"
+        assert metric(node, "h2split_downstream_retired_total") >= 1
+
+        node.update_service(svc, annotations={}, app_protocol="kubernetes.io/h2c")
+        assert [s["name"] for s in services(node)["services"]] == ["echo"]
+        testbed.wait_for(lambda: metric(node, "h2split_downstream_connections_total")
+                         >= redirected + 5, 30, "new channels to be redirected again")
+        busy.wait_progress(50)
+    finally:
+        busy_sum, fresh_sum = busy.stop_loop(busy_job), fresh.stop_loop(fresh_job)
+    for name, s in (("busy channel", busy_sum), ("new channels", fresh_sum)):
+        assert s["errors"] == {}, f"{name}: {s['errors']} {s['details']}"
+        assert s["ok"] == s["n"] > 0
+    assert metric(node, "h2split_streams_refused_unknown_service_total") == 0
+
+
+def test_port_rename_keeps_open_connections_served(bed):
+    """Renaming the port changes the Service's id, which open connections were
+    redirected under: they keep being served and are sent GOAWAY, and the
+    channel's reconnect is redirected under the new id."""
+    node, svc, _ = bed
+    busy = node.add_pod("busy-0").grpc_client(svc.target4)
+    job = busy.loop(PACE_MS)
+    try:
+        busy.wait_progress(50)
+        old_id = services(node)["services"][0]["id"]
+        redirected = metric(node, "h2split_downstream_connections_total")
+
+        node.update_service(svc, port_name="grpc-main")
+        now = services(node)
+        assert [(s["name"], s["port_name"]) for s in now["services"]] == [("echo", "grpc-main")]
+        assert [r["id"] for r in now["retired"]] == [old_id]
+        assert now["services"][0]["id"] != old_id
+        testbed.wait_for(lambda: metric(node, "h2split_downstream_connections_total")
+                         > redirected, 30, "the channel to reconnect through h2splitd")
+        busy.wait_progress(50)
+    finally:
+        summary = busy.stop_loop(job)
+    assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
+    assert metric(node, "h2split_downstream_retired_total") >= 1
