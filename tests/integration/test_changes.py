@@ -156,3 +156,43 @@ def test_port_rename_keeps_open_connections_served(bed):
         summary = busy.stop_loop(job)
     assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
     assert metric(node, "h2split_downstream_retired_total") >= 1
+
+
+def test_rolling_update_new_daemon_takes_nothing_before_its_first_sync(bed, build_dir):
+    """A new h2splitd beside the old one (a DaemonSet surge) whose first sync
+    has not come yet (here: its services file is not there) binds but does
+    not listen, so the kernel keeps handing every redirected connect to the
+    old daemon; once synced it takes its share and the liveness slot, and
+    the old one drains. New channels connect throughout: no RPC fails."""
+    node, svc, old = bed
+    late_file = os.path.join(node.workdir, "services-new.json")
+    fresh = node.add_pod("fresh-0").grpc_client(svc.target4)
+    job = fresh.loop(4 * PACE_MS, fresh=True)
+    try:
+        fresh.wait_progress(10)
+        new = node.popen([os.path.join(build_dir, "h2splitd"), "--discovery", "file",
+                          "--services-file", late_file, "--cgroup", node.pods_cgroup,
+                          "--bpffs", node.bpffs, "--admin", "127.0.0.1:9902",
+                          "--log-level", "info"], name="h2splitd-new", watch=True,
+                         stderr=subprocess.STDOUT)
+        new.wait_line(r"msg=started", 30)
+        fresh.wait_progress(25)  # 25 new connects while the new daemon is up, unsynced
+        r = node.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9902/metrics"])
+        assert "\nh2split_downstream_connections_total 0\n" in r.stdout, \
+            "the unsynced daemon accepted connections"
+
+        node.write_services_file(late_file)
+        new.wait_line(r"msg=redirecting", 30)
+
+        def new_has_connections():
+            r = node.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9902/metrics"])
+            return "\nh2split_downstream_connections_total 0\n" not in r.stdout
+        testbed.wait_for(new_has_connections, 30, "the new daemon to take connects")
+        old.send_signal(15)
+        old.wait_line(r"msg=(drained|drain_timeout)", 60)
+        assert old.wait(30) == 0
+        fresh.wait_progress(10)
+    finally:
+        summary = fresh.stop_loop(job)
+    assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
+    assert summary["ok"] == summary["n"] >= 45

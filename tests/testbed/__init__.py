@@ -59,7 +59,14 @@ API
       namespace="default", port_name="grpc", app_protocol="kubernetes.io/h2c",
       annotations=None, terminating=(), not_ready=()) -> Service``
     ``set_endpoints(svc, pods, terminating=(), not_ready=())``: pods/svc by object
-      or name. ``remove_service(svc)``.
+      or name. ``remove_service(svc)``. ``update_service(svc, **fields)`` (e.g.
+      ``annotations={...}``, ``app_protocol=None``, ``port_name=...``).
+      Every change returns only once each running h2splitd that reads
+      ``services_file`` (file discovery; noticed when started with ``popen``)
+      reports the file as written applied in all its workers: ``wait_applied()``
+      (deadline H2S_APPLY_TIMEOUT, 60 s, then TimeoutError with the daemon's
+      log tail); ``file_version`` is the "sha256:<hex>" it waits for,
+      ``daemon_applied(admin) -> (generation, version)``.
     ``write_services_file(path=None)``: atomic write of the kubectl-style JSON
       (``kubectl get svc,endpointslices -o json``); ``services_file`` is rewritten
       on every change anyway. ``services_doc()`` returns the same as a dict.
@@ -86,7 +93,8 @@ API
   ``Client`` (testbed/client.py): ``.unary(n=1, **request) .server_stream(count)
     .client_stream(n) .bidi(n) .start(cmd, n, **request) -> id .wait(id)
     .stats() .connect() .state() .command(line) .send(line) .receive()
-    .close()``; ``open_clients(places, target) -> [Client]`` and
+    .loop(pace_ms, fresh=False, **request) -> id .progress() .wait_progress(more)
+    .stop_loop(id) .close()``; ``open_clients(places, target) -> [Client]`` and
     ``unary_all(clients, n, **request) -> [summary]`` run many at once. Each returns the
     summary dict: n, ok, messages, pods {pod: messages}, peers, errors
     {CODE: n}, details, initial, trailers, bytes, last, ms.
