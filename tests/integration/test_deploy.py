@@ -4,6 +4,13 @@
 ConfigMap key must be an environment variable h2splitd really reads (the flag
 table in userspace/config.c, cross-checked against `h2splitd --help`); the
 balancing knobs ship at the defaults README.md's flag table documents.
+
+Users run Debian 12's kubectl 1.20 (kustomize v2) as well as current ones
+(kustomize v5), so deploy/ keeps to what both load and every check runs with
+each kubectl given: the one on PATH, plus those in $H2SPLIT_KUBECTL (paths,
+separated by ':'), e.g. Debian's unpacked beside a newer one:
+  apt-get download kubernetes-client && dpkg -x kubernetes-client_*.deb k120
+  H2SPLIT_KUBECTL=$PWD/k120/usr/bin/kubectl make integration PYTEST_ARGS=test_deploy.py
 """
 
 import os
@@ -19,15 +26,45 @@ DEPLOY = os.path.join(ROOT, "deploy")
 NAMESPACE = "h2split-system"
 ADMIN_PORT = 9901
 
+
+def kubectls():
+    """Every kubectl to render with; "kubectl" alone when there is none, so
+    that CI fails on it (below) rather than skipping."""
+    found = {}
+    for k in [shutil.which("kubectl")] + os.environ.get("H2SPLIT_KUBECTL", "").split(":"):
+        if k:
+            found.setdefault(os.path.realpath(k), k)
+    return list(found.values()) or ["kubectl"]
+
+
+def kubectl_version(kubectl):
+    """Its client version, e.g. v1.20.2 (1.20 prints a Go struct, current ones
+    "Client Version: v1.32.4"); names the test ids."""
+    try:
+        out = subprocess.run([kubectl, "version", "--client"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except OSError:
+        return "missing"
+    m = re.search(r'GitVersion:"(v[^"]+)"|Client Version: (v\d\S*)', out)
+    return (m.group(1) or m.group(2)) if m else "unknown"
+
+
+KUBECTLS = kubectls()
+
 pytestmark = pytest.mark.skipif(
     not shutil.which("kubectl") and os.environ.get("CI") != "true",
     reason="kubectl not installed: run 'make deps' (kustomize comes with kubectl)")
 
 
-def render(path):
-    p = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0, f"kubectl kustomize {path}: {p.stderr}"
+def render(kubectl, path):
+    try:
+        p = subprocess.run([kubectl, "kustomize", path], capture_output=True, text=True,
+                           timeout=60)
+    except FileNotFoundError:
+        pytest.fail(f"{kubectl} not found: run 'make deps' (kustomize comes with kubectl)")
+    assert p.returncode == 0, f"{kubectl} kustomize {path}: {p.stderr}"
+    # A deprecation warning today is a failure with the next kustomize.
+    assert not p.stderr.strip(), f"{kubectl} kustomize {path} warns: {p.stderr}"
     return [o for o in yaml.safe_load_all(p.stdout) if o]
 
 
@@ -49,14 +86,54 @@ def daemon_env_names():
     return {"H2SPLIT_" + f.upper().replace("-", "_") for f in flags}
 
 
-@pytest.fixture(scope="module")
-def install():
-    return render(DEPLOY)
+@pytest.fixture(scope="module", params=KUBECTLS,
+                ids=[f"kubectl-{kubectl_version(k)}" for k in KUBECTLS])
+def kubectl(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def uninstall():
-    return render(os.path.join(DEPLOY, "uninstall"))
+def install(kubectl):
+    return render(kubectl, DEPLOY)
+
+
+@pytest.fixture(scope="module")
+def uninstall(kubectl):
+    return render(kubectl, os.path.join(DEPLOY, "uninstall"))
+
+
+def kustomizations():
+    return sorted(d for d, _, files in os.walk(DEPLOY) if "kustomization.yaml" in files)
+
+
+def test_kustomizations_load_in_every_kustomize():
+    """kustomize v2 (kubectl 1.20) loads only files as resources, v5 warns on
+    `bases:`, and both refuse paths above the kustomization's own directory:
+    what is left for both is a file at or below it."""
+    dirs = kustomizations()
+    assert os.path.join(DEPLOY, "uninstall") in dirs and DEPLOY in dirs
+    for d in dirs:
+        with open(os.path.join(d, "kustomization.yaml")) as f:
+            k = yaml.safe_load(f)
+        rel = os.path.relpath(d, ROOT)
+        for key in ("bases", "components"):
+            assert key not in k, f"{rel}: '{key}:' does not load in every kustomize"
+        for r in k["resources"]:
+            path = os.path.realpath(os.path.join(d, r))
+            assert path.startswith(os.path.realpath(d) + os.sep), \
+                f"{rel}: resource {r} is not at or below {rel}/"
+            assert os.path.isfile(path), \
+                f"{rel}: resource {r} is not a file (kubectl 1.20 loads files only)"
+
+
+def test_every_kubectl_renders_the_same():
+    """Users apply deploy/ with old and new kubectl alike: the same objects."""
+    if len(KUBECTLS) < 2:
+        pytest.skip("one kubectl here; H2SPLIT_KUBECTL names more to compare")
+    for d in kustomizations():
+        ref = render(KUBECTLS[0], d)
+        for k in KUBECTLS[1:]:
+            assert render(k, d) == ref, f"{k} renders {d} unlike {KUBECTLS[0]}"
 
 
 def pod_spec(objs, name):
