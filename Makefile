@@ -94,6 +94,9 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB) | $(BUILD)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) -MMD -MP $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka -o $@
 
+# Fault injection: this test decides which of the daemon's allocations fail.
+$(BUILD)/tests/test_stream_oom: LDFLAGS += -Wl,--wrap=malloc
+
 -include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d)
 
 # The objects that print the version are rebuilt when it changes (a commit),

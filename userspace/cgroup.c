@@ -297,6 +297,55 @@ int cgroup_find_pid(uint64_t id)
 	return cgroup_find_pid_at(root, id);
 }
 
+/* The "0::/path" line of /proc/PID/cgroup (cgroup v2), as |root|/path. */
+static int proc_cgroup_dir(const char *root, int proc_dfd, char *buf, size_t len)
+{
+	char line[PATH_MAX + 8];
+	int fd = openat(proc_dfd, "cgroup", O_RDONLY | O_CLOEXEC), err = -ENOENT;
+	FILE *f;
+
+	if (fd < 0)
+		return -errno;
+	f = fdopen(fd, "re");
+	if (!f) {
+		close(fd);
+		return -errno;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		const char *rel = line + 3;
+
+		if (strncmp(line, "0::", 3))
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		if (!strcmp(rel, "/"))
+			rel = "";
+		err = (size_t)snprintf(buf, len, "%s%s", root, rel) < len ? 0 : -ENAMETOOLONG;
+		break;
+	}
+	fclose(f);
+	return err;
+}
+
+bool cgroup_proc_in(const char *root, int proc_dfd, uint64_t id)
+{
+	size_t root_len = strlen(root);
+	char path[PATH_MAX];
+
+	if (proc_cgroup_dir(root, proc_dfd, path, sizeof(path)))
+		return false;
+	for (;;) {
+		uint64_t cur;
+		char *slash;
+
+		if (cgroup_id_of(path, &cur) == 0 && cur == id)
+			return true;
+		slash = strrchr(path, '/');
+		if (!slash || (size_t)(slash - path) < root_len)
+			return false;
+		*slash = '\0';
+	}
+}
+
 bool cgroup_is_root(const char *dir)
 {
 	char root[PATH_MAX];

@@ -43,5 +43,10 @@ int cgroup_path_of_id(const char *root, uint64_t id, char *buf, size_t len);
  * mount found by cgroup_v2_root(). */
 int cgroup_find_pid(uint64_t id);
 int cgroup_find_pid_at(const char *root, uint64_t id);
+/* Whether the process whose /proc/PID directory is open as |proc_dfd| is in
+ * cgroup |id| or below it, by its cgroup2 path (/proc/PID/cgroup, read in the
+ * daemon's cgroup namespace) under the mount |root|. A /proc/PID fd stays
+ * bound to its process, so a pid reused since cannot pass for it. */
+bool cgroup_proc_in(const char *root, int proc_dfd, uint64_t id);
 
 #endif

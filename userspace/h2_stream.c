@@ -299,12 +299,19 @@ static int submit_local_http(struct h2_stream *st, int http_status, const char *
 
 /* Answer the stream ourselves: Trailers-Only |grpc_status| for gRPC, HTTP
  * |http_status| otherwise; trailers or a reset when headers already went out. */
+static bool unpend(struct h2_stream *st);
+
 static void reply_error(struct h2_stream *st, enum grpc_status grpc_status, int http_status,
 			const char *msg)
 {
 	struct grpc_trailers_only t;
 	int rv = 0;
 
+	/* An answered stream waits for nothing more: not for the end of the
+	 * pass (route_q), not for a free endpoint (the balancer's queue). */
+	if (st->leg == H2_LEG_QUEUED)
+		unqueue(st);
+	unpend(st);
 	abandon_upstream(st, NGHTTP2_CANCEL);
 	discard_request(st);
 	st->leg = H2_LEG_DONE;
@@ -479,9 +486,6 @@ static void on_deadline(struct loop *l, struct loop_timer *t, void *arg)
 	st->deadline = NULL;
 	if (!st->resp_end) {
 		stats_inc(s->stats, ST_DEADLINE_EXCEEDED);
-		if (st->leg == H2_LEG_QUEUED)
-			unqueue(st);
-		unpend(st);
 		reply_error(st, GRPC_DEADLINE_EXCEEDED, 504, "h2split: deadline exceeded");
 	}
 	splitter_kick(s);
@@ -999,8 +1003,8 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, const char *wh
 
 /* Routing. */
 
-/* The connection's Service is unknown here: it was redirected under an id
- * this worker never had, or one retired long enough ago to be forgotten.
+/* The connection's Service is unknown here: neither its id nor the VIP:port
+ * the app dialled names one (retired long enough ago to be forgotten).
  * Nothing was sent upstream, so REFUSED_STREAM lets the client retry the
  * request safely, and the GOAWAY makes it reconnect where the app aimed. */
 static void refuse(struct h2_stream *st)
@@ -1063,8 +1067,7 @@ void h2_stream_route(struct h2_stream *st)
 {
 	struct splitter *s = S(st);
 	const struct snapshot *snap = s->w->snap;
-	const struct state_service *svc =
-	    snap ? state_find_id(snap->st, st->ds->ci.od.service_id) : NULL;
+	const struct state_service *svc = splitter_service_of(snap, &st->ds->ci.od);
 	struct balancer_endpoint *ep = NULL;
 	char name[3 * STATE_NAME_MAX + 4], msg[320], eps[64], host[2 * STATE_NAME_MAX + 8];
 	int err = 0;
@@ -1076,8 +1079,8 @@ void h2_stream_route(struct h2_stream *st)
 		refuse(st);
 		return;
 	}
-	if (svc->retired_ms)
-		h2_downstream_retire(st->ds);
+	if (svc->retired_ms || svc->id != st->ds->ci.od.service_id)
+		h2_downstream_retire(st->ds); /* reconnect: direct, or under its id */
 	/* TLS upstreams are verified as the Service's own DNS name. */
 	snprintf(host, sizeof(host), "%s.%s.svc", svc->name, svc->ns);
 	while (st->n_tried < H2_MAX_ATTEMPTS) {

@@ -366,8 +366,10 @@ static int start_workers(struct daemon *d)
 		return -ENOMEM;
 	for (int i = 0; i < d->n_workers; i++) {
 		err = worker_init(&d->workers[i], i, &d->sh);
-		if (err)
+		if (err) {
+			d->n_workers = i + 1; /* shutdown_daemon() undoes only what was made */
 			return err;
+		}
 	}
 	for (int i = 0; i < d->n_workers; i++) {
 		err = worker_start(&d->workers[i]);

@@ -370,7 +370,8 @@ int loop_run(struct loop *l)
 {
 	struct epoll_event evs[256];
 
-	atomic_store(&l->stop, false);
+	/* A loop_stop() before the thread got here counts: the flag is consumed
+	 * on the way out, never cleared on the way in. */
 	while (!atomic_load(&l->stop)) {
 		int n = epoll_wait(l->epfd, evs, 256, next_timeout(l));
 
@@ -393,5 +394,6 @@ int loop_run(struct loop *l)
 		run_timers(l);
 		run_pass_hooks(l);
 	}
+	atomic_store(&l->stop, false);
 	return 0;
 }

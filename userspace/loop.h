@@ -51,7 +51,8 @@ int loop_post(struct loop *l, loop_post_cb *cb, void *arg);
 
 /* Dispatch until loop_stop(). 0, or -errno if epoll_wait fails. */
 int loop_run(struct loop *l);
-/* Make loop_run() return after the current pass. Any thread. */
+/* Make loop_run() return after the current pass; called before it runs,
+ * the next loop_run() returns at once. Any thread. */
 void loop_stop(struct loop *l);
 
 /* CLOCK_MONOTONIC in milliseconds and nanoseconds. */

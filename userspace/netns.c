@@ -3,11 +3,16 @@
  * Cache of client pods' network namespaces (see netns.h). An entry is found
  * by the client's cgroup id, opened from the recorded pid's /proc/PID/ns/net
  * (or from any process still in that cgroup), and keeps its fd until idle.
+ * A pid is used only once it is shown to be in that cgroup: the recorded one
+ * is the kernel's (root PID namespace) and may name another process in ours,
+ * or a process that reused the pid; a wrong netns would mean a wrong source
+ * IP past every NetworkPolicy, so none is better than a guess.
  * Sockets are made with setns() on the calling thread and setns() back: a
  * network namespace switch is per thread, so other workers are unaffected.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -36,6 +41,7 @@ struct netns_cache {
 	struct netns_ref *head; /* owned list */
 	int self_fd;            /* the daemon's own netns, to switch back to */
 	uint64_t self_ino;
+	char cg_root[PATH_MAX]; /* the cgroup2 mount, to check pids against */
 };
 
 struct netns_cache *netns_cache_new(void)
@@ -53,6 +59,8 @@ struct netns_cache *netns_cache_new(void)
 		return NULL;
 	}
 	c->self_ino = st.st_ino;
+	if (cgroup_v2_root(c->cg_root, sizeof(c->cg_root)))
+		c->cg_root[0] = '\0'; /* no pid passes the check: every lookup fails */
 	return c;
 }
 
@@ -73,27 +81,44 @@ void netns_cache_free(struct netns_cache *c)
 	free(c);
 }
 
-static int open_pid_netns(uint32_t pid)
+/* The netns of |pid| if that process is in cgroup |cgroup_id| (or below). */
+static int open_pid_netns(const struct netns_cache *c, uint32_t pid, uint64_t cgroup_id)
 {
 	char path[64];
+	int dfd, fd;
 
-	snprintf(path, sizeof(path), "/proc/%u/ns/net", pid);
-	return open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/proc/%u", pid);
+	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	if (!c->cg_root[0] || !cgroup_proc_in(c->cg_root, dfd, cgroup_id)) {
+		close(dfd);
+		return -ESRCH;
+	}
+	fd = openat(dfd, "ns/net", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fd = -errno;
+	close(dfd);
+	return fd;
 }
 
-/* The recorded pid may be gone (a short-lived client): any process of the cgroup will do. */
-static int open_netns(uint64_t cgroup_id, uint32_t pid)
+/* The recorded pid may be gone (a short-lived client) or not ours to read
+ * (another PID namespace): then any process of the cgroup, as listed in our
+ * own PID namespace, will do. */
+static int open_netns(const struct netns_cache *c, uint64_t cgroup_id, uint32_t pid)
 {
-	int fd = pid ? open_pid_netns(pid) : -1;
+	int fd = pid ? open_pid_netns(c, pid, cgroup_id) : -ESRCH;
 	int other;
 
 	if (fd >= 0)
 		return fd;
-	other = cgroup_find_pid(cgroup_id);
+	if (fd == -ESRCH && pid)
+		log_debug("netns_pid_not_in_cgroup pid=%u cgroup_id=%llu", pid,
+			  (unsigned long long)cgroup_id);
+	other = cgroup_find_pid_at(c->cg_root, cgroup_id);
 	if (other <= 0)
 		return other < 0 ? other : -ESRCH;
-	fd = open_pid_netns((uint32_t)other);
-	return fd < 0 ? -errno : fd;
+	return open_pid_netns(c, (uint32_t)other, cgroup_id);
 }
 
 int netns_cache_get(struct netns_cache *c, uint64_t cgroup_id, uint32_t pid,
@@ -114,7 +139,7 @@ int netns_cache_get(struct netns_cache *c, uint64_t cgroup_id, uint32_t pid,
 	}
 	pthread_mutex_unlock(&c->lock);
 
-	fd = open_netns(cgroup_id, pid);
+	fd = open_netns(c, cgroup_id, pid);
 	if (fd < 0)
 		return fd;
 	if (fstat(fd, &st)) {

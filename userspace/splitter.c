@@ -497,6 +497,34 @@ void splitter_retire_arm(struct splitter *s)
 		stats_inc(s->stats, ST_UNEXPECTED); /* the drain's GOAWAY still comes */
 }
 
+/* Whether |svc| is still the Service the app dialled: an id is a hash, and
+ * another Service may hold it now (a collision probed in another order), or
+ * the Service may have been recreated with another ClusterIP. */
+static bool dialled(const struct state_service *svc, const struct h2s_origdst *od)
+{
+	if (ntohs(od->port) != svc->port)
+		return false;
+	for (int i = 0; i < svc->n_vips && i < STATE_MAX_VIPS; i++)
+		if (!memcmp(svc->vips[i].b, od->addr, sizeof(od->addr)))
+			return true;
+	return false;
+}
+
+const struct state_service *splitter_service_of(const struct snapshot *snap,
+						const struct h2s_origdst *od)
+{
+	const struct state_service *svc;
+	struct h2s_ip vip;
+
+	if (!snap)
+		return NULL;
+	svc = state_find_id(snap->st, od->service_id);
+	if (svc && dialled(svc, od))
+		return svc;
+	memcpy(vip.b, od->addr, sizeof(vip.b));
+	return state_find_vip(snap->st, &vip, ntohs(od->port));
+}
+
 void splitter_snapshot_changed(struct splitter *s)
 {
 	const struct snapshot *snap = s->w->snap;
@@ -505,9 +533,9 @@ void splitter_snapshot_changed(struct splitter *s)
 	h2_upstream_snapshot_changed(s, snap ? snap->st : NULL);
 	/* Connections to a Service that is no longer redirected: told to go. */
 	for (struct h2_downstream *ds = s->ds_list; snap && ds; ds = ds->next) {
-		const struct state_service *svc = state_find_id(snap->st, ds->ci.od.service_id);
+		const struct state_service *svc = splitter_service_of(snap, &ds->ci.od);
 
-		if (!svc || svc->retired_ms)
+		if (!svc || svc->retired_ms || svc->id != ds->ci.od.service_id)
 			h2_downstream_retire(ds);
 	}
 	splitter_kick(s);

@@ -111,6 +111,13 @@ struct splitter {
 	uint32_t connect_warn_suppressed;
 };
 
+/* The Service a connection's streams go to: the one its recorded id names
+ * if that is still the VIP:port the app dialled, else the desired one at
+ * that VIP:port now (an id taken over, a port renamed), else NULL. A retired
+ * one is found by id only. */
+const struct state_service *splitter_service_of(const struct snapshot *snap,
+						const struct h2s_origdst *od);
+
 /* A downstream connection began retiring: its final GOAWAY follows
  * H2_DRAIN_NOTICE_MS after its shutdown notice. */
 void splitter_retire_arm(struct splitter *s);

@@ -263,6 +263,11 @@ static inline void fz_run_start(struct fz_run *r, const uint8_t *pre, size_t n)
 	cli->sin_port = htons(40000);
 	inet_pton(AF_INET, "10.244.0.9", &cli->sin_addr);
 	ci.od.service_id = r->e->svc_id;
+	/* What BPF records: the VIP:port the app dialled (v4-mapped, port in
+	 * network order), which the Service's id must still stand for. */
+	memcpy(ci.od.addr, r->e->snap->st->svcs[0].vips[0].b, sizeof(ci.od.addr));
+	ci.od.port = htons(r->e->snap->st->svcs[0].port);
+	ci.od.family = AF_INET;
 	r->e->w.n_conns++; /* as conn_accepted() does */
 	splitter_conn_start(r->s, sv[0], &ci, pre, n);
 }

@@ -196,3 +196,56 @@ def test_rolling_update_new_daemon_takes_nothing_before_its_first_sync(bed, buil
         summary = fresh.stop_loop(job)
     assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
     assert summary["ok"] == summary["n"] >= 45
+
+
+def fnv1a(s):
+    h = 2166136261
+    for b in s.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def colliding_names():
+    """Two Service names whose ids hash alike ("default/NAME:grpc", FNV-1a)."""
+    seen = {}
+    for i in range(1, 400000):
+        name = f"svc-{(i * 2654435761) & 0xFFFFFFFF}"
+        h = fnv1a(f"default/{name}:grpc")
+        if h in seen and h != 0xFFFFFFFF:
+            return sorted((seen[h], name))
+        seen[h] = name
+    raise AssertionError("no FNV-1a collision found")
+
+
+def test_id_taken_by_another_service_never_routes_there(node, build_dir):
+    """Service ids are hashes: when a colliding Service arrives that sorts
+    first, it takes the id an existing Service's connections were redirected
+    under (that one probes to the next id). Those connections' streams must
+    never reach the newcomer's pods: they are refused (never processed, so the
+    client retries them) and the connection told to reconnect, which is then
+    redirected under the Service's new id."""
+    first, second = colliding_names()
+    pods = node.add_server_pods(["a-0", "b-0"])
+    svc = node.add_service(second, pods=[pods[0]])
+    d = node.popen([os.path.join(build_dir, "h2splitd"), *node.daemon_args(),
+                    "--log-level", "info"], name="h2splitd", watch=True,
+                   stderr=subprocess.STDOUT)
+    d.wait_line(r"msg=redirecting", 30)
+    node.wait_applied()
+    old_id = services(node)["services"][0]["id"]
+    busy = node.add_pod("busy-0").grpc_client(svc.target4)
+    job = busy.loop(PACE_MS)
+    try:
+        busy.wait_progress(50)
+        node.add_service(first, pods=[pods[1]])
+        ids = {s["name"]: s["id"] for s in services(node)["services"]}
+        assert ids == {first: old_id, second: old_id + 1}, ids
+        testbed.wait_for(lambda: metric(node, "h2split_downstream_connections_total") >= 2,
+                         30, "the channel to reconnect under the Service's new id")
+        busy.wait_progress(50)
+    finally:
+        summary = busy.stop_loop(job)
+    assert set(summary["pods"]) == {"a-0"}, f"RPCs reached another Service's pods: {summary}"
+    assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
+    assert metric(node, "h2split_downstream_retired_total") == 1
+    assert metric(node, "h2split_streams_refused_unknown_service_total") == 0

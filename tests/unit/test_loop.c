@@ -206,6 +206,41 @@ static void test_pass_hook_runs_after_callbacks(void **state)
 	loop_free(l);
 }
 
+static void stop_cb(struct loop *l, struct loop_timer *t, void *arg)
+{
+	(void)t;
+	(void)arg;
+	loop_stop(l);
+}
+
+static void *run_loop(void *arg)
+{
+	return (void *)(intptr_t)loop_run(arg);
+}
+
+/* A worker told to stop before its thread reached loop_run() must still stop:
+ * the daemon joins it right after. The join is bounded by an alarm, so a lost
+ * stop fails the test instead of hanging it. */
+static void test_stop_before_run_is_kept(void **state)
+{
+	struct loop *l = loop_new();
+	pthread_t t;
+	void *rc;
+
+	(void)state;
+	assert_non_null(l);
+	loop_stop(l);
+	alarm(10);
+	assert_int_equal(pthread_create(&t, NULL, run_loop, l), 0);
+	assert_int_equal(pthread_join(t, &rc), 0);
+	alarm(0);
+	assert_int_equal((intptr_t)rc, 0);
+	/* Consumed on the way out: the loop runs again until the next stop. */
+	assert_non_null(loop_timer_add(l, 1, stop_cb, l));
+	assert_int_equal(loop_run(l), 0);
+	loop_free(l);
+}
+
 static void test_set_events_unregistered(void **state)
 {
 	struct loop *l = loop_new();
@@ -226,6 +261,7 @@ int main(void)
 		cmocka_unit_test(test_timer_added_in_callback_runs_next_pass),
 		cmocka_unit_test(test_pass_hook_runs_after_callbacks),
 		cmocka_unit_test(test_set_events_unregistered),
+		cmocka_unit_test(test_stop_before_run_is_kept),
 	};
 
 	return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
