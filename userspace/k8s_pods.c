@@ -26,7 +26,7 @@ struct pod {
 	char ns[NAME_MAX_K8S];
 	char name[NAME_MAX_K8S];
 	enum k8s_qos qos;
-	bool opted_out; /* annotation h2split.io/enabled: "false" */
+	bool opted_out; /* h2split.io/enabled: "false", or a mesh proxy beside it */
 };
 
 struct k8s_pods {
@@ -207,11 +207,37 @@ static const char *get_str(struct json_object *o, const char *key)
 	return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
 
-static bool flag_false(struct json_object *map)
+static bool flag_is(struct json_object *map, const char *want)
 {
 	const char *v = get_str(map, "h2split.io/enabled");
 
-	return v && !strcmp(v, "false");
+	return v && !strcmp(v, want);
+}
+
+/* A service-mesh proxy beside the app: Istio's and Linkerd's injectors
+ * annotate the pods they inject, and their proxies have well-known container
+ * names (native sidecars are init containers). Such a proxy already balances
+ * per request, and it re-dials the address connect4 rewrote from its own
+ * socket, so h2splitd would get a connection with no original destination. */
+static bool has_mesh_proxy(struct json_object *spec, struct json_object *ann)
+{
+	static const char *const lists[] = {"containers", "initContainers"};
+
+	if (get(ann, "sidecar.istio.io/status") || get(ann, "linkerd.io/proxy-version"))
+		return true;
+	for (size_t l = 0; l < sizeof(lists) / sizeof(lists[0]); l++) {
+		struct json_object *cs = get(spec, lists[l]);
+
+		for (size_t i = 0; cs && json_object_is_type(cs, json_type_array) &&
+				   i < json_object_array_length(cs);
+		     i++) {
+			const char *name = get_str(json_object_array_get_idx(cs, i), "name");
+
+			if (name && (!strcmp(name, "istio-proxy") || !strcmp(name, "linkerd-proxy")))
+				return true;
+		}
+	}
+	return false;
 }
 
 static int copy(char *dst, size_t size, const char *src)
@@ -265,7 +291,7 @@ static int apply_ns(struct k8s_pods *p, enum k8s_event ev, struct json_object *m
 		return -EINVAL;
 	}
 	i = find_ns(p, name);
-	if (ev != K8S_DELETED && flag_false(get(meta, "labels"))) {
+	if (ev != K8S_DELETED && flag_is(get(meta, "labels"), "false")) {
 		if (i >= 0)
 			return 0;
 		if (grow((void **)&p->ns_out, &p->cap_ns, p->n_ns, sizeof(*p->ns_out)))
@@ -297,7 +323,9 @@ static int parse_pod(struct json_object *o, struct json_object *meta, struct pod
 	else
 		strcpy(pod->cgroup_uid, pod->uid);
 	pod->qos = k8s_qos_parse(get_str(status, "qosClass"));
-	pod->opted_out = flag_false(ann);
+	/* A meshed pod is left to its mesh unless it opts in explicitly. */
+	pod->opted_out = flag_is(ann, "false") ||
+			 (!flag_is(ann, "true") && has_mesh_proxy(get(o, "spec"), ann));
 	*finished = phase && (!strcmp(phase, "Succeeded") || !strcmp(phase, "Failed"));
 	*err = NULL;
 	return 0;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Opt-outs from the Kubernetes source: this node's pods annotated
- * h2split.io/enabled: "false", and every pod of a namespace labelled so. Keeps
+ * h2split.io/enabled: "false", pods with an Istio or Linkerd proxy beside the
+ * app (unless annotated "true"), and every pod of a namespace labelled
+ * h2split.io/enabled: "false". Keeps
  * just what that needs (pod uid, QoS class, namespace; opted-out namespace
  * names) and finds a pod's cgroup v2 directory the way the kubelet lays it
  * out with either cgroup driver, so the daemon can exclude it in BPF.

@@ -440,6 +440,29 @@ static struct json_object *pod_obj(const char *ns, const char *name, const char 
 	return json_tokener_parse(js);
 }
 
+/* A pod with a mesh proxy: |how| "istio-annotation", "linkerd-container" or
+ * "istio-native-sidecar"; |enabled| its h2split.io/enabled annotation. */
+static struct json_object *meshed_pod(const char *name, const char *uid, const char *how,
+				      const char *enabled)
+{
+	char js[1024], ann[256] = "";
+
+	if (!strcmp(how, "istio-annotation"))
+		snprintf(ann, sizeof(ann), "\"sidecar.istio.io/status\":\"{}\"%s",
+			 enabled ? "," : "");
+	if (enabled)
+		snprintf(ann + strlen(ann), sizeof(ann) - strlen(ann),
+			 "\"h2split.io/enabled\":\"%s\"", enabled);
+	snprintf(js, sizeof(js),
+		 "{\"kind\":\"Pod\",\"metadata\":{\"name\":\"%s\",\"namespace\":\"m\","
+		 "\"uid\":\"%s\",\"annotations\":{%s}},\"spec\":{\"%s\":[{\"name\":\"app\"},"
+		 "{\"name\":\"%s\"}]},\"status\":{\"phase\":\"Running\",\"qosClass\":"
+		 "\"Burstable\"}}",
+		 name, uid, ann, strstr(how, "native") ? "initContainers" : "containers",
+		 strstr(how, "linkerd") ? "linkerd-proxy" : "istio-proxy");
+	return json_tokener_parse(js);
+}
+
 static struct json_object *ns_obj(const char *name, const char *enabled)
 {
 	char js[512];
@@ -512,6 +535,28 @@ static void test_opt_outs(void **state)
 	apply_put(
 	    p, K8S_DELETED,
 	    pod_obj("a", "plain", "00000000-0000-0000-0000-000000000001", "false", "Running"));
+	excluded(p, names);
+	assert_string_equal(names, "");
+	/* Pods with a mesh proxy are left to the mesh, unless they opt in. */
+	apply_put(p, K8S_ADDED,
+		  meshed_pod("ist", "00000000-0000-0000-0000-000000000011", "istio-annotation", NULL));
+	apply_put(p, K8S_ADDED,
+		  meshed_pod("lnk", "00000000-0000-0000-0000-000000000012", "linkerd-container", NULL));
+	apply_put(p, K8S_ADDED,
+		  meshed_pod("nat", "00000000-0000-0000-0000-000000000013", "istio-native-sidecar",
+			     NULL));
+	apply_put(p, K8S_ADDED,
+		  meshed_pod("in", "00000000-0000-0000-0000-000000000014", "istio-annotation",
+			     "true"));
+	excluded(p, names);
+	assert_string_equal(names, "ist lnk nat ");
+	apply_put(p, K8S_DELETED,
+		  meshed_pod("ist", "00000000-0000-0000-0000-000000000011", "istio-annotation", NULL));
+	apply_put(p, K8S_DELETED,
+		  meshed_pod("lnk", "00000000-0000-0000-0000-000000000012", "linkerd-container", NULL));
+	apply_put(p, K8S_DELETED,
+		  meshed_pod("nat", "00000000-0000-0000-0000-000000000013", "istio-native-sidecar",
+			     NULL));
 	excluded(p, names);
 	assert_string_equal(names, "");
 	/* A uid that could escape the cgroup tree is refused. */
