@@ -452,4 +452,19 @@ int h2s_release(struct bpf_sock *ctx)
 	return 1;
 }
 
+/*
+ * Attached to the daemons' listeners (SO_ATTACH_REUSEPORT_EBPF), not to a
+ * cgroup. When one of them closes, as the old daemon's do at the end of a
+ * rolling update, the kernel asks where its queued connections and pending
+ * handshakes should go: SK_PASS without choosing lets it pick another
+ * listener of the group by hash, as for any new connection, instead of
+ * resetting them (Linux 5.14+; without it h2splitd accepts until the queue
+ * is empty before it closes, which leaves only a short window).
+ */
+SEC("sk_reuseport/migrate")
+int h2s_migrate(struct sk_reuseport_md *ctx)
+{
+	return SK_PASS;
+}
+
 char LICENSE[] SEC("license") = "GPL";

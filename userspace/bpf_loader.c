@@ -49,7 +49,27 @@ struct h2s_bpf {
 	struct h2split *skel; /* owned */
 	struct bpf_maps maps; /* fds borrowed from |skel| */
 	uint64_t cgroup_id;
+	int migrate_fd; /* borrowed from |skel|; -1: the kernel cannot migrate */
 };
+
+/* Whether the kernel takes sk_reuseport programs that migrate (5.14+): a
+ * two-instruction "return SK_PASS" loaded on its own. */
+static bool can_migrate(void)
+{
+	const struct bpf_insn insns[] = {
+	    {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = SK_PASS},
+	    {.code = BPF_JMP | BPF_EXIT},
+	};
+	LIBBPF_OPTS(bpf_prog_load_opts, opts,
+		    .expected_attach_type = BPF_SK_REUSEPORT_SELECT_OR_MIGRATE);
+	int fd = bpf_prog_load(BPF_PROG_TYPE_SK_REUSEPORT, "h2s_probe", "GPL", insns,
+			       sizeof(insns) / sizeof(insns[0]), &opts);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
 
 const char *bpf_loader_prog_name(enum bpf_loader_prog p)
 {
@@ -380,6 +400,11 @@ static int load(struct h2s_bpf *b, const char *root)
 		return err;
 	}
 	drop_incompatible_pins(b->skel->obj, root);
+	if (!can_migrate()) {
+		log_info("reuseport_migration_unsupported note=\"Linux 5.14+: a closing "
+			 "listener's queue moves to the next daemon's\"");
+		bpf_program__set_autoload(b->skel->progs.h2s_migrate, false);
+	}
 	err = h2split__load(b->skel);
 	if (err) {
 		log_error("load BPF programs failed err=%s note=\"h2split needs Linux %s+ with "
@@ -396,7 +421,15 @@ static int load(struct h2s_bpf *b, const char *root)
 		b->maps.fd[i] = bpf_map__fd(map);
 	}
 	bpf_maps_probe(&b->maps);
+	b->migrate_fd = bpf_program__autoload(b->skel->progs.h2s_migrate)
+			    ? bpf_program__fd(b->skel->progs.h2s_migrate)
+			    : -1;
 	return 0;
+}
+
+int bpf_loader_migrate_fd(const struct h2s_bpf *b)
+{
+	return b ? b->migrate_fd : -1;
 }
 
 int bpf_loader_open(const char *pin_root, const char *cgroup_dir, struct h2s_bpf **out)
@@ -420,6 +453,7 @@ int bpf_loader_open(const char *pin_root, const char *cgroup_dir, struct h2s_bpf
 		return -ENOMEM;
 	for (int i = 0; i < BPF_MAPS_COUNT; i++)
 		b->maps.fd[i] = -1;
+	b->migrate_fd = -1;
 	err = cgroup_id_of(cgroup_dir, &b->cgroup_id);
 	if (err) {
 		log_error("not a cgroup v2 directory dir=%s err=%s: pass --cgroup a directory "

@@ -74,6 +74,10 @@ int bpf_loader_add_listener(struct h2s_bpf *b, enum h2s_listener_slot slot, int 
 int bpf_loader_del_listener(struct h2s_bpf *b, enum h2s_listener_slot slot);
 /* The id of the cgroup the programs are attached to. */
 uint64_t bpf_loader_cgroup_id(const struct h2s_bpf *b);
+/* The sk_reuseport program for the listeners' SO_REUSEPORT group
+ * (SO_ATTACH_REUSEPORT_EBPF): a listener that closes hands its queue to
+ * another daemon's. -1 where the kernel cannot migrate (before 5.14). */
+int bpf_loader_migrate_fd(const struct h2s_bpf *b);
 /* Free |b| and close its fds. Pins and links stay: redirection outlives the
  * daemon, and fails open once its listeners close. NULL is fine. */
 void bpf_loader_close(struct h2s_bpf *b);

@@ -460,7 +460,8 @@ static int run(struct daemon *d)
 		.fd_pressure = on_fd_pressure,
 		.fd_pressure_arg = d,
 		.applied = on_worker_applied,
-		.applied_arg = d};
+		.applied_arg = d,
+		.migrate_prog_fd = bpf_loader_migrate_fd(d->bpf)};
 	if (d->cfg.max_connections_per_pod &&
 	    !(d->sh.pod_conns = conn_limit_new((uint32_t)d->cfg.max_connections_per_pod)))
 		return -ENOMEM;

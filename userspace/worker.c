@@ -507,6 +507,10 @@ static void start_listening(struct worker *w)
 			log_error("listen_failed worker=%d err=\"%s\"", w->id, strerror(-err));
 			stats_inc(&w->stats, ST_UNEXPECTED);
 		}
+		if (w->sh->migrate_prog_fd >= 0 &&
+		    setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &w->sh->migrate_prog_fd,
+			       sizeof(w->sh->migrate_prog_fd)))
+			log_warn("reuseport_migration_off worker=%d err=\"%m\"", w->id);
 	}
 	w->listening = true;
 }

@@ -34,6 +34,7 @@ struct worker_shared {
 	struct netns_cache *netns; /* thread-safe */
 	const struct health_table *health; /* active health verdicts (lock-free reads) */
 	struct conn_limit *pod_conns; /* thread-safe; NULL: no per-pod limit */
+	int migrate_prog_fd; /* for the listeners' reuseport group; -1: none */
 	/* Any thread: a worker ran out of fds (|paused|) or has enough again.
 	 * NULL: nobody to tell. */
 	void (*fd_pressure)(void *arg, bool paused);

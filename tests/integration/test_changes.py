@@ -249,3 +249,43 @@ def test_id_taken_by_another_service_never_routes_there(node, build_dir):
     assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
     assert metric(node, "h2split_downstream_retired_total") == 1
     assert metric(node, "h2split_streams_refused_unknown_service_total") == 0
+
+
+def listener_queue(node):
+    """Connections waiting in the accept queues of every listener on the
+    splitter's port (ss Recv-Q of listening sockets), summed."""
+    out = node.run(["ss", "-Hltn", f"sport = :{LISTEN.rsplit(':', 1)[1]}"]).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.strip())
+
+
+def test_a_closing_daemon_hands_its_queue_to_the_next(bed, build_dir):
+    """Two daemons share the listen address during a rolling update. The old
+    one's queued connections (it is stopped, then killed, so none of them is
+    ever accepted) move to the new daemon's listener when its sockets close,
+    instead of being reset: every client's RPC succeeds."""
+    node, svc, old = bed
+    new_file = os.path.join(node.workdir, "services-new.json")
+    node.write_services_file(new_file)
+    new = node.popen([os.path.join(build_dir, "h2splitd"), "--discovery", "file",
+                      "--services-file", new_file, "--cgroup", node.pods_cgroup,
+                      "--bpffs", node.bpffs, "--admin", "127.0.0.1:9902",
+                      "--log-level", "info"], name="h2splitd-new", watch=True,
+                     stderr=subprocess.STDOUT)
+    new.wait_line(r"msg=redirecting", 30)
+    if any("reuseport_migration_unsupported" in line for line in new.lines):
+        pytest.skip("the kernel cannot migrate a closing listener's queue (before 5.14)")
+    old.send_signal(19)  # SIGSTOP: its share of the connects waits in its queues
+    pod = node.add_pod("client-0")
+    clients = [pod.popen([testbed.python(), "-m", "testbed.grpc_client", "--target",
+                          svc.target4, "--count", "1", "--timeout", "60"],
+                         name=f"grpc-client-{i}", watch=True) for i in range(10)]
+
+    def queued_at_old():
+        running = sum(c.poll() is None for c in clients)
+        return running and listener_queue(node) == running and running
+    waiting = testbed.wait_for(queued_at_old, 60,
+                               "the RPCs not served by the new daemon to queue at the old one")
+    old.send_signal(9)  # its listeners close with connections still queued
+    results = [json.loads(c.wait_line(r'^\{"cmd"', 90)) for c in clients]
+    failed = [r for r in results if r["ok"] != r["n"]]
+    assert not failed, f"{len(failed)} of 10 RPCs failed ({waiting} were queued): {failed[:2]}"
