@@ -356,7 +356,9 @@ static __always_inline int record_tuple(struct bpf_sock_ops *ctx)
 	t.proxy_port = (__u16)bpf_ntohl(ctx->remote_port);
 	err = bpf_map_update_elem(&h2s_conn_origdst, &t, od, BPF_ANY);
 	if (err) {
+		/* Redirected already: h2splitd will find nothing for it. */
 		count_update_error(err);
+		count(H2S_CNT_ORIGINAL_DST_MISSING);
 		return err;
 	}
 	count(H2S_CNT_TUPLE_RECORDED);
