@@ -7,8 +7,11 @@ channels that were open before it came, weights split RPCs by pod, circuit
 breaking caps the streams in flight, queues a bounded number and fails the
 rest fast, and active health checks take a NOT_SERVING pod out and back,
 also while other endpoints of the Service black-hole the probes.
-Assertions compare what the pods served and what the clients got, never
-timings (tests/bench/balance.py measures those).
+Assertions compare what the pods served, what the clients got and what
+h2splitd reports (h2splitctl endpoints, /metrics); latencies and shares under
+load are measured by tests/bench/balance.py, not asserted here. The one
+timing bound (test_health_checks_of_black_holes_do_not_delay_the_others) is
+a sequential checker's floor, HOLES probe timeouts, not a tuned number.
 """
 
 import ipaddress
@@ -187,15 +190,26 @@ def test_pod_failing_every_other_rpc_is_ejected_by_its_failure_rate(bed):
     assert endpoint_of(bed, "half-0")["state"] == "ejected", endpoint_of(bed, "half-0")
 
 
+WEIGHTED_N = 4000
+
+
 @pytest.mark.parametrize("policy", ["least_request", "round_robin"])
 def test_weights_annotation_splits_rpcs_by_pod_weight(bed, policy):
+    """heavy-0=3,light-0=1: each pod serves its weight's share of the RPCs,
+    within 10% of that share. One RPC at a time, so the weights alone decide
+    (with streams in flight, least_request compares in-flight streams per
+    unit of weight). The draws are random: at 4000 RPCs light-0's 1000 has a
+    standard deviation under 28 (binomial, least_request; less for
+    round_robin's walk), so 10% is more than 3.5 of them."""
     bed.restart("--lb-policy", policy)
     with bed.client.grpc_client(bed.weighted.target4) as c:
-        r = c.unary(400)
-    assert r["ok"] == 400 and not r["errors"], short(r)
-    # 3 : 1, drawn at random: light-0 expects 100 (sd ~9).
-    assert 60 <= r["pods"].get("light-0", 0) <= 140, f"{policy}: {short(r)}"
-    assert r["pods"]["heavy-0"] + r["pods"].get("light-0", 0) == 400, short(r)
+        r = c.unary(WEIGHTED_N)
+    assert r["ok"] == WEIGHTED_N and not r["errors"], short(r)
+    want = {"heavy-0": WEIGHTED_N * 3 // 4, "light-0": WEIGHTED_N // 4}
+    assert set(r["pods"]) == set(want), short(r)
+    for pod, n in want.items():
+        assert abs(r["pods"][pod] - n) <= n // 10, \
+            f"{policy}: {pod} served {r['pods'][pod]} of {WEIGHTED_N}, want {n} +- 10%: {short(r)}"
 
 
 # Long enough that all RPCs of a batch are in (running or queued) before the
