@@ -443,19 +443,27 @@ static void on_pending_timeout(struct loop *l, struct loop_timer *t, void *arg)
 		svc_str(svc, name, sizeof(name));
 	else
 		snprintf(name, sizeof(name), "service id %u", st->ds->ci.od.service_id);
+	stats_limit_inc(s->stats, LIMIT_PENDING_TIMEOUT);
 	cb_reject(st, METRICS_CB_TIMEOUT, name, "had no room within --pending-timeout");
 	splitter_kick(s);
 }
 
 /* Every candidate of |svc| is at its cap: wait for room, or fail fast when
- * the queue is full or the wait already ran out. */
+ * the queue is full or the wait already ran out. A stream counts the cap
+ * once, when it first finds no room (a woken one that finds none again
+ * goes back to the front: the same wait). */
 static void pend(struct h2_stream *st, const struct state_service *svc, const char *name)
 {
 	struct splitter *s = S(st);
 	int err;
 
+	if (!st->waited)
+		stats_limit_inc(s->stats, balancer_full_cap(s->lb, svc->id) == BALANCER_CAP_SERVICE
+					      ? LIMIT_INFLIGHT_PER_SERVICE
+					      : LIMIT_INFLIGHT_PER_ENDPOINT);
 	err = balancer_wait(s->lb, svc->id, &st->wait, st->waited);
 	if (err) {
+		stats_limit_inc(s->stats, LIMIT_PENDING);
 		cb_reject(st, METRICS_CB_QUEUE_FULL, name,
 			  "is at its in-flight limit and its pending queue is full");
 		return;
@@ -976,8 +984,7 @@ void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code)
 	ds_reset(st, error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
 }
 
-void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachable,
-		       const char *why)
+void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachable, const char *why)
 {
 	bool unprocessed = connect_failed || !st->up_hdrs_sent;
 	char msg[160], ep[64];

@@ -699,6 +699,7 @@ void h2_upstream_keepalive(struct splitter *s)
 			if (now - uc->ping_sent_ms < timeout_ms)
 				continue;
 			stats_inc(s->stats, ST_UPSTREAM_PING_TIMEOUTS);
+			stats_limit_inc(s->stats, LIMIT_UPSTREAM_KEEPALIVE_TIMEOUT);
 			fail(uc, "no PING ACK in time", -ETIMEDOUT);
 			continue;
 		}

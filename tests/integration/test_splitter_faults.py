@@ -180,6 +180,10 @@ def test_upstream_network_cut_fails_only_its_rpcs(bed):
             cut(bed.node, victim, False)
         failed = r["n"] - r["ok"]
         print(f"network cut: {short(r)}")
+        m = d.metrics()
+        assert m.get("h2split_limit_exceeded_total", limit="upstream_keepalive_timeout") == \
+            m.get("h2split_upstream_keepalive_timeouts_total"), \
+            "each unanswered PING counts as limit=upstream_keepalive_timeout"
         assert r["n"] == 3000, short(r)
         assert set(r["errors"]) <= {"UNAVAILABLE"}, \
             f"RPCs on the cut connection must fail UNAVAILABLE, not hang: {short(r)}"
