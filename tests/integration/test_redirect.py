@@ -104,9 +104,9 @@ def test_ipv6_service(bed):
     assert r["server_saw"][0] == c.ip6
     assert bed.counters()["redirected"] == before + 1
     cg_id = os.stat(c.cgroup).st_ino
-    assert bed.daemon.wait_line(rf"accepted client=\[{re.escape(c.ip6)}\]:\d+ "
-                                rf"orig=\[{re.escape(bed.tcp.vip6)}\]:{L4_PORT} "
-                                rf".*cgroup_id={cg_id} ", 10)
+    bed.daemon.wait_line(rf"accepted client=\[{re.escape(c.ip6)}\]:\d+ "
+                         rf"orig=\[{re.escape(bed.tcp.vip6)}\]:{L4_PORT} "
+                         rf".*cgroup_id={cg_id} ", 10)
 
 
 def test_not_redirected_outside_cgroup_plain_service_or_excluded(bed):
