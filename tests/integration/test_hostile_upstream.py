@@ -10,7 +10,8 @@ in a client pod calls each through its ClusterIP, with a deadline on every
 RPC, and must get the status gRPC's PROTOCOL-HTTP2.md mapping gives (or
 UNAVAILABLE for a transport that failed), well before the deadline. A good
 client on a healthy Service keeps working throughout, and a Service that
-mixes a healthy and a hostile endpoint keeps serving where a retry is safe.
+mixes a healthy and a hostile endpoint loses only the RPCs the hostile one
+had in flight (none when a retry is safe) and ejects it.
 """
 
 import json
