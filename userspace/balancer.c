@@ -446,6 +446,7 @@ struct lb_service {
 	double max_weight;	       /* the top static weight */
 	uint64_t warm_until_ms;	       /* some endpoint warms up until then */
 	uint32_t inflight;	       /* streams on its endpoints, as counted here */
+	enum balancer_cap full;	       /* the cap that last left it without room */
 	struct balancer_waitq waiting; /* streams waiting for room */
 	struct lb_service *hnext;
 };
@@ -867,8 +868,14 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	p->saturated = false;
 	if (ls->gen != gen && service_refresh(bs, ls, svc, gen))
 		return NULL;
-	/* First come, first served: a new stream queues behind waiting ones. */
-	if ((ls->max_svc && ls->inflight >= ls->max_svc) || (ls->waiting.n && !p->waited)) {
+	if (ls->max_svc && ls->inflight >= ls->max_svc) {
+		ls->full = BALANCER_CAP_SERVICE;
+		p->saturated = true;
+		return NULL;
+	}
+	/* First come, first served: a new stream queues behind waiting ones,
+	 * for the cap they wait for (ls->full stays). */
+	if (ls->waiting.n && !p->waited) {
 		p->saturated = true;
 		return NULL;
 	}
@@ -903,8 +910,10 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 		i = b->ops->select(
 		    b, list, n,
 		    mark_tried(bs, ls, list, n, p, family, false, true, eject, checked));
-	if (i < 0)
-		p->saturated = any_at_cap(ls, list, n, family);
+	if (i < 0 && any_at_cap(ls, list, n, family)) {
+		ls->full = BALANCER_CAP_ENDPOINT;
+		p->saturated = true;
+	}
 	return i < 0 ? NULL : list[i];
 }
 
@@ -1173,6 +1182,13 @@ size_t balancer_waiting(struct balancer_set *bs, uint32_t service_id)
 	struct lb_service *ls = *svc_slot(bs, service_id);
 
 	return ls ? ls->waiting.n : 0;
+}
+
+enum balancer_cap balancer_full_cap(struct balancer_set *bs, uint32_t service_id)
+{
+	struct lb_service *ls = *svc_slot(bs, service_id);
+
+	return ls ? ls->full : BALANCER_CAP_NONE;
 }
 
 size_t balancer_set_count(const struct balancer_set *bs)

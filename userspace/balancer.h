@@ -163,6 +163,13 @@ struct balancer_params {
 	uint32_t slow_start_ms;	    /* joining endpoints' ramp; 0: off (a service may say) */
 };
 
+/* The circuit-breaker caps (balancer_params.max_inflight_ep, _svc). */
+enum balancer_cap {
+	BALANCER_CAP_NONE = 0,
+	BALANCER_CAP_ENDPOINT, /* every candidate endpoint is at its cap */
+	BALANCER_CAP_SERVICE,  /* the service is */
+};
+
 /* A stream waiting for room in its service, embedded in the stream. */
 struct balancer_waitq;
 struct balancer_waiter {
@@ -231,6 +238,10 @@ bool balancer_unwait(struct balancer_waiter *w);
 struct balancer_waiter *balancer_woken(struct balancer_set *bs);
 /* Streams queued for service |service_id| (0 when unknown). */
 size_t balancer_waiting(struct balancer_set *bs, uint32_t service_id);
+/* The cap that made the last saturated pick for |service_id| come back
+ * empty: what a stream queued by that pick (or behind others) waits for.
+ * BALANCER_CAP_NONE before any. */
+enum balancer_cap balancer_full_cap(struct balancer_set *bs, uint32_t service_id);
 /* A connection to |ep| from client netns |netns_id| failed: avoid it for
  * streams from there for a while (500 ms doubling up to 30 s) unless nothing
  * else is left. Other pods may well reach it (NetworkPolicy). */

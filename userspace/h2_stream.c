@@ -119,9 +119,11 @@ static void first_answer(struct h2_stream *st)
 /* How the attempt on st->ep went, as outlier detection and ewma see it:
  * UNAVAILABLE (or 502/503/504 without gRPC status), resets and lost
  * connections are failures; the client giving up first is no verdict. So is
- * a connect failure from the client pod's netns (--upstream-source pod): a
- * NetworkPolicy may deny that pod alone, and the backoff per client netns
- * deals with it; ejecting for everyone would punish the allowed pods. */
+ * a TCP connect that failed from the client pod's netns (--upstream-source
+ * pod): a NetworkPolicy may deny that pod alone, and the backoff per client
+ * netns deals with it; ejecting for everyone would punish the allowed pods.
+ * A connection that TCP opened but that never spoke HTTP/2 (no SETTINGS in
+ * time, garbage, a failed TLS handshake) is the endpoint's failure. */
 static enum balancer_outcome attempt_outcome(const struct h2_stream *st)
 {
 	int hs = st->resp_status;
@@ -448,19 +450,27 @@ static void on_pending_timeout(struct loop *l, struct loop_timer *t, void *arg)
 		svc_str(svc, name, sizeof(name));
 	else
 		snprintf(name, sizeof(name), "service id %u", st->ds->ci.od.service_id);
+	stats_limit_inc(s->stats, LIMIT_PENDING_TIMEOUT);
 	cb_reject(st, METRICS_CB_TIMEOUT, name, "had no room within --pending-timeout");
 	splitter_kick(s);
 }
 
 /* Every candidate of |svc| is at its cap: wait for room, or fail fast when
- * the queue is full or the wait already ran out. */
+ * the queue is full or the wait already ran out. A stream counts the cap
+ * once, when it first finds no room (a woken one that finds none again
+ * goes back to the front: the same wait). */
 static void pend(struct h2_stream *st, const struct state_service *svc, const char *name)
 {
 	struct splitter *s = S(st);
 	int err;
 
+	if (!st->waited)
+		stats_limit_inc(s->stats, balancer_full_cap(s->lb, svc->id) == BALANCER_CAP_SERVICE
+					      ? LIMIT_INFLIGHT_PER_SERVICE
+					      : LIMIT_INFLIGHT_PER_ENDPOINT);
 	err = balancer_wait(s->lb, svc->id, &st->wait, st->waited);
 	if (err) {
+		stats_limit_inc(s->stats, LIMIT_PENDING);
 		cb_reject(st, METRICS_CB_QUEUE_FULL, name,
 			  "is at its in-flight limit and its pending queue is full");
 		return;
@@ -978,14 +988,14 @@ void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code)
 	ds_reset(st, error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
 }
 
-void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, const char *why)
+void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachable, const char *why)
 {
 	bool unprocessed = connect_failed || !st->up_hdrs_sent;
 	char msg[160], ep[64];
 
 	st->leg = H2_LEG_DONE;
 	st->fail_why = why;
-	st->up_failed = !connect_failed || !client_netns(st);
+	st->up_failed = !unreachable || !client_netns(st);
 	st->up_netns_refused = !st->up_failed;
 	if (st->ep && connect_failed) {
 		balancer_endpoint_connect_failed(st->ep, loop_now_ms(), client_netns(st));

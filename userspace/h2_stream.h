@@ -59,7 +59,7 @@ struct h2_stream {
 	uint64_t up_rtt_us;    /* ... and its first body byte or end came after, 0 before */
 	int up_grpc_status;    /* grpc-status from upstream on this attempt, -1 before */
 	bool up_failed;	       /* reset or lost upstream (a connect failure: see attempt_outcome) */
-	bool up_netns_refused; /* ... no: connect failed from the client's netns, no verdict */
+	bool up_netns_refused; /* ... no: TCP connect failed from the client's netns, no verdict */
 	uint64_t req_bytes, resp_bytes;
 	int resp_status;	       /* :status sent downstream, 0 before */
 	int grpc_status;	       /* grpc-status seen or made, -1 before */
@@ -100,9 +100,12 @@ void h2_stream_us_data(struct h2_stream *st, const uint8_t *data, size_t len);
 void h2_stream_us_end(struct h2_stream *st);
 void h2_stream_us_headers_sent(struct h2_stream *st);
 void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code);
-/* The upstream connection died under an open stream; |unprocessed|: the
- * peer surely never saw the request (connect failure, HEADERS never sent). */
-void h2_stream_us_lost(struct h2_stream *st, bool unprocessed, const char *why);
+/* The upstream connection died under an open stream. |connect_failed|: it
+ * never opened (no SETTINGS), so the peer surely never saw the request;
+ * |unreachable|: not even TCP connected, which from a client pod's netns may
+ * be that pod's NetworkPolicy rather than the endpoint. */
+void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachable,
+		       const char *why);
 int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
 			   size_t length, nghttp2_data_source *source, void *user_data);
 

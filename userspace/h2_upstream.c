@@ -329,6 +329,7 @@ static void tls_handshake(struct h2_upstream *uc)
 
 static void on_connected(struct h2_upstream *uc)
 {
+	uc->tcp_up = true;
 	if (uc->c.ssl) {
 		set_state(uc, H2_UP_HANDSHAKING);
 		tls_handshake(uc);
@@ -616,7 +617,7 @@ void h2_upstream_destroy(struct h2_upstream *uc)
 
 		h2_upstream_unlink(uc, st);
 		if (st->leg == H2_LEG_OPEN)
-			h2_stream_us_lost(st, connect_failed, why);
+			h2_stream_us_lost(st, connect_failed, !uc->tcp_up, why);
 	}
 	nghttp2_session_del(uc->c.session);
 	loop_del_fd(s->w->loop, uc->c.fd);
@@ -698,6 +699,7 @@ void h2_upstream_keepalive(struct splitter *s)
 			if (now - uc->ping_sent_ms < timeout_ms)
 				continue;
 			stats_inc(s->stats, ST_UPSTREAM_PING_TIMEOUTS);
+			stats_limit_inc(s->stats, LIMIT_UPSTREAM_KEEPALIVE_TIMEOUT);
 			fail(uc, "no PING ACK in time", -ETIMEDOUT);
 			continue;
 		}

@@ -35,6 +35,7 @@ struct h2_upstream {
 	uint64_t last_rx_ms;		  /* last frame received */
 	uint64_t ping_sent_ms;		  /* keepalive PING outstanding since; 0: none */
 	bool may_ping;			  /* HEADERS or DATA arrived since the last PING */
+	bool tcp_up;			  /* TCP connected (failures since are the endpoint's) */
 	bool ever_open;			  /* got the peer's SETTINGS */
 	const char *fail_why;		  /* static string: why it is being destroyed */
 	char name[64];			  /* ip:port, for logs and messages */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "metrics.h"
 
 #define MAX_CHUNKS 16
@@ -103,6 +104,8 @@ struct entry {
 };
 
 struct table {
+	const char *name; /* static: "endpoints" | "services", for the overflow log */
+	int max_entries;
 	int n_counters;
 	uint64_t max_merged; /* bit i: counter i is a state, merged by max */
 	int chunk_entries;
@@ -116,6 +119,7 @@ struct table {
 	int n_free;
 	int n_alloc; /* entries in allocated chunks */
 	uint32_t hash_mask;
+	bool warned; /* overflow logged (once per table) */
 };
 
 struct metrics {
@@ -158,9 +162,11 @@ static inline uint64_t cget(_Atomic uint64_t *c)
 
 /* ---- the table ---- */
 
-static int table_init(struct table *t, int max_entries, int chunk_entries, int n_counters,
-		      uint64_t max_merged)
+static int table_init(struct table *t, const char *name, int max_entries, int chunk_entries,
+		      int n_counters, uint64_t max_merged)
 {
+	t->name = name;
+	t->max_entries = max_entries;
 	t->n_counters = n_counters;
 	t->max_merged = max_merged;
 	t->chunk_entries = chunk_entries;
@@ -264,6 +270,20 @@ static struct entry *table_find(struct table *t, const struct key *k)
 	return NULL;
 }
 
+/* A full table drops every update of a key it lacks, and there may be many
+ * a second: say so once, where the operator looks first; the counter keeps
+ * the count. */
+static void table_warn_full(struct table *t)
+{
+	if (t->warned)
+		return;
+	t->warned = true;
+	log_warn("metrics_table_full table=%s max=%d msg=\"further %s get no series of "
+		 "their own on this worker; dropped updates are counted in "
+		 "h2split_metrics_overflow_total\" fix=\"opt fewer Services in on this node\"",
+		 t->name, t->max_entries, t->name);
+}
+
 /* The entry for |k|, created (zeroed) if absent; NULL when the table is full. */
 static struct entry *table_get(struct table *t, const struct key *k)
 {
@@ -277,6 +297,7 @@ static struct entry *table_get(struct table *t, const struct key *k)
 		return e;
 	if (!t->n_free && table_grow(t)) {
 		cadd(&t->overflow, 1);
+		table_warn_full(t);
 		return NULL;
 	}
 	i = t->free_stack[--t->n_free];
@@ -356,8 +377,9 @@ struct metrics *metrics_new(void)
 
 	if (!m)
 		return NULL;
-	if (table_init(&m->eps, METRICS_MAX_ENDPOINTS, EP_CHUNK, EC_MAX, EC_MAX_MERGED) ||
-	    table_init(&m->svcs, METRICS_MAX_SERVICES, SVC_CHUNK, SC_MAX, 0)) {
+	if (table_init(&m->eps, "endpoints", METRICS_MAX_ENDPOINTS, EP_CHUNK, EC_MAX,
+		       EC_MAX_MERGED) ||
+	    table_init(&m->svcs, "services", METRICS_MAX_SERVICES, SVC_CHUNK, SC_MAX, 0)) {
 		metrics_free(m);
 		return NULL;
 	}

@@ -15,7 +15,8 @@
 #include "state.h"
 
 /* Distinct entries one worker tracks; past that, updates are counted in
- * h2split_metrics_overflow_total{table=...} and dropped. */
+ * h2split_metrics_overflow_total{table=...} and dropped, and the first drop
+ * of each table is logged (metrics_table_full). */
 #define METRICS_MAX_ENDPOINTS 4096
 #define METRICS_MAX_SERVICES 1024
 

@@ -56,6 +56,11 @@ const char *const limit_names[LIMIT_MAX] = {
 	[LIMIT_CONNECTIONS_PER_POD] = "connections_per_pod",
 	[LIMIT_IDLE_TIMEOUT] = "idle_timeout",
 	[LIMIT_HEADER_TIMEOUT] = "header_timeout",
+	[LIMIT_INFLIGHT_PER_ENDPOINT] = "inflight_per_endpoint",
+	[LIMIT_INFLIGHT_PER_SERVICE] = "inflight_per_service",
+	[LIMIT_PENDING] = "pending",
+	[LIMIT_PENDING_TIMEOUT] = "pending_timeout",
+	[LIMIT_UPSTREAM_KEEPALIVE_TIMEOUT] = "upstream_keepalive_timeout",
 };
 
 _Static_assert(sizeof(limit_names) / sizeof(limit_names[0]) == LIMIT_MAX, "limit_names");

@@ -47,9 +47,10 @@ enum stat_id {
 	ST_MAX,
 };
 
-/* The hardening limits (config.h has their flags): each time a peer runs
- * into one, h2split_limit_exceeded_total{limit=NAME} counts it. Add a limit
- * here and to limit_names in stats.c together. */
+/* The hardening limits, circuit-breaker caps and timeouts (config.h has
+ * their flags): each time a peer or a stream runs into one,
+ * h2split_limit_exceeded_total{limit=NAME} counts it. Add a limit here and
+ * to limit_names in stats.c together. */
 enum limit_id {
 	LIMIT_HEADER_LIST_SIZE = 0,
 	LIMIT_HEADERS,
@@ -62,6 +63,11 @@ enum limit_id {
 	LIMIT_CONNECTIONS_PER_POD,
 	LIMIT_IDLE_TIMEOUT,
 	LIMIT_HEADER_TIMEOUT,
+	LIMIT_INFLIGHT_PER_ENDPOINT,	  /* a new stream found every endpoint at its cap */
+	LIMIT_INFLIGHT_PER_SERVICE,	  /* ... or its service at its cap */
+	LIMIT_PENDING,			  /* ... and the service's queue full */
+	LIMIT_PENDING_TIMEOUT,		  /* a queued stream found no room in time */
+	LIMIT_UPSTREAM_KEEPALIVE_TIMEOUT, /* an upstream connection's PING went unanswered */
 	LIMIT_MAX,
 };
 

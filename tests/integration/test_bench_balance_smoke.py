@@ -6,8 +6,11 @@ reports and render the document and its charts, so the harness never rots
 between full runs. The only outcomes checked are ones no timing can change:
 round_robin sends the stalled pod its turn whatever happens, so RPCs fail
 while it is stopped, and it sends the added pod (warm or cold) RPCs once it
-has joined."""
+has joined. Every figure is a finite number; latencies, rates and counts of
+what was sent are above 0, shares and what can rightly be none (a spread, a
+policy's failures, a share before the pod had any) at least 0."""
 
+import math
 import os
 import subprocess
 import sys
@@ -24,11 +27,15 @@ CHARTS = ("balance-p99.png", "balance-slow-cdf.png", "balance-added-share.png",
           "balance-stall.png")
 
 
-def number(d, keys, what):
+def number(d, keys, what, low=0, above=True):
+    """Each of ``keys`` in ``d`` is a finite number above ``low`` (at least
+    ``low`` when not ``above``): NaN, inf, None or a bool is a harness bug."""
     for k in keys:
         v = d.get(k)
-        assert isinstance(v, (int, float)) and not isinstance(v, bool), \
-            f"{what}[{k}] = {v!r}; whole: { {x: y for x, y in d.items() if x != 'curve'} }"
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and (v > low if above else v >= low)
+        assert ok, f"{what}[{k}] = {v!r}, want {'>' if above else '>='} {low}; " \
+            f"whole: { {x: y for x, y in d.items() if x != 'curve'} }"
 
 
 def test_balance_smoke_produces_every_figure(require_bed, build_dir, tmp_path, monkeypatch):
@@ -48,22 +55,30 @@ def test_balance_smoke_produces_every_figure(require_bed, build_dir, tmp_path, m
     for sc in balance.SCENARIOS:
         for pol in balance.POLICIES:
             rec = s["scenarios"][sc][pol]
-            number(rec, ("success", "p50_us", "p99_us", "p999_us", "spread"), f"{sc}/{pol}")
-            assert rec["n"] > 0, (sc, pol)
+            number(rec, ("n", "success", "p50_us", "p99_us", "p999_us"), f"{sc}/{pol}")
+            assert rec["success"] <= 1, (sc, pol, rec["success"])  # a rate
+            number(rec, ("spread",), f"{sc}/{pol}", above=False)
+            number(rec["share"], list(rec["share"]), f"{sc}/{pol} share", above=False)
             assert abs(sum(rec["share"].values()) - 1) < 0.01, (sc, pol, rec["share"])
     for sc in ("added", "cold"):
         joined = s["scenarios"][sc]
         for pol in balance.POLICIES:
-            number(joined[pol], ("new_share_after", "fair_share"), f"{sc}/{pol}")
+            number(joined[pol], ("fair_share",), f"{sc}/{pol}")
+            number(joined[pol], ("new_share_after",), f"{sc}/{pol}", above=False)
         assert joined["round_robin"]["share"]["be-5"] > 0, joined["round_robin"]
-        number(joined["round_robin"], ("first_rpc_after_s", "new_first2s_p99_us"), f"{sc}/rr")
+        number(joined["round_robin"], ("new_first2s_p99_us", "new_share_after"), f"{sc}/rr")
+        number(joined["round_robin"], ("first_rpc_after_s",), f"{sc}/rr", above=False)
     for pol in balance.POLICIES:
-        number(s["scenarios"]["stall"][pol], ("stalled_rpcs", "stalled_failed",
-                                              "stalled_success"), f"stall/{pol}")
+        stall = s["scenarios"]["stall"][pol]
+        number(stall, ("stalled_rpcs",), f"stall/{pol}")
+        number(stall, ("stalled_failed", "stalled_success"), f"stall/{pol}", above=False)
     assert s["scenarios"]["stall"]["round_robin"]["stalled_failed"] > 0, \
         s["scenarios"]["stall"]["round_robin"]
     for g in s["goals"]:
-        assert g["measured"] is not None or g.get("never"), f"goal not measured: {g}"
+        if not g.get("never"):
+            # a spread of equal shares may be 0; every other goal is a ratio,
+            # a rate or a time
+            number(g, ("measured",), f"goal {g['what']}", above="spread" not in g["what"])
     assert s["recommendation"]["checks"], s["recommendation"]
     # Without every deciding scenario there is no recommendation either way.
     partial = balance_report.recommend({"equal": s["scenarios"]["equal"]}, list(balance.POLICIES))

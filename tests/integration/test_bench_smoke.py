@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """The benchmark harness (tests/bench, ``make bench``) in its smoke mode: a
 tiny sweep on the simulated node, seconds per run, no speed assertions. It
-must still produce every figure docs/benchmarks.md reports, each a positive
-number, and render the document and its charts, so the harness never rots
-between full runs."""
+must still produce every figure docs/benchmarks.md reports, each a finite
+number, positive unless it is a spread of shares (may be 0) or the latency
+a proxy adds over direct (a difference within the noise, may be below 0),
+and render the document and its charts, so the harness never rots between
+full runs."""
 
+import math
 import os
 import shutil
 import subprocess
@@ -43,10 +46,16 @@ def peer_tools():
                         "(apt-get install nghttp2-proxy haproxy nginx-light)")
 
 
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def positive(d, keys, what):
+    """Each of ``keys`` in ``d`` is a finite number above 0 (NaN, inf, None,
+    a string or a bool is a harness bug)."""
     for k in keys:
         v = d.get(k)
-        assert isinstance(v, (int, float)) and v > 0, f"{what}[{k}] = {v!r}; whole: {d}"
+        assert is_number(v) and v > 0, f"{what}[{k}] = {v!r}; whole: {d}"
 
 
 def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, peer_tools,
@@ -68,20 +77,31 @@ def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, p
     positive(s["p99_equal_load_us"], TARGETS, "p99 at equal load")
     positive(s, ("p99_equal_load_vs_nghttpx", "offered_rps"), "summary")
     positive(s["p50_1x1_us"], TARGETS, "p50 at 1x1")
+    # A difference of two p50s: within the noise it may come out at or below
+    # 0 (h2split measured 84 us to direct's 87 here once), so finite is all.
     assert set(s["added_p50_us_1x1_all"]) == set(PROXIES)
-    assert isinstance(s["added_p50_us_1x1"], (int, float))
+    assert all(is_number(v) for v in s["added_p50_us_1x1_all"].values()), s
     positive(s["cpu_s_per_10k_small"], PROXIES, "CPU s per 10k requests")
     positive(s["peak_rss_mib"], PROXIES, "peak RSS")
     positive(s["idle_kib_per_conn_all"], PROXIES, "RSS per idle connection")
+    positive(s["requests_per_cpu_second_small"], PROXIES, "requests per CPU second")
+    positive(s, ("efficiency_vs_nghttpx", "efficiency_vs_haproxy", "efficiency_vs_nginx",
+                 "idle_kib_per_conn"), "summary")
     for t in PROXIES:
-        shares = s["balance"][t]["shares"]
-        assert len(shares) == 3 and all(x > 0 for x in shares), f"{t} balance {shares}"
+        shares, spread = s["balance"][t]["shares"], s["balance"][t]["spread"]
+        assert len(shares) == 3 and all(is_number(x) and x > 0 for x in shares), \
+            f"{t} balance {shares}"
         assert abs(sum(shares) - 1) < 0.01
+        assert is_number(spread) and spread >= 0, f"{t} spread {spread!r}"
     for case in ("none", "detached", "passed", "redirected"):
         positive(s["connect_us"][case], ("p50", "mean"), f"connect {case}")
-    positive(s, ("redirected_connect_vs_plain", "redirected_connect_vs_plain_mean"), "summary")
+    positive(s, ("redirected_connect_vs_plain", "redirected_connect_vs_plain_mean",
+                 "passed_connect_vs_plain"), "summary")
     for key, g in s["goals"].items():
-        assert g["measured"] is not None, f"goal {key} not measured"
+        if key == "added_p50_us_1x1":  # a difference, see above
+            assert is_number(g["measured"]), g
+        else:
+            positive(g, ("measured",), f"goal {key}")
 
     # Every proxy balanced per request: all three backends served in every run.
     for r in res["runs"]:

@@ -10,9 +10,11 @@ in a client pod calls each through its ClusterIP, with a deadline on every
 RPC, and must get the status gRPC's PROTOCOL-HTTP2.md mapping gives (or
 UNAVAILABLE for a transport that failed), well before the deadline. A good
 client on a healthy Service keeps working throughout, and a Service that
-mixes a healthy and a hostile endpoint keeps serving where a retry is safe.
+mixes a healthy and a hostile endpoint loses only the RPCs the hostile one
+had in flight (none when a retry is safe) and ejects it.
 """
 
+import json
 import os
 import subprocess
 
@@ -26,6 +28,8 @@ H2RAW = os.path.join(HERE, "h2raw.py")
 PORT = 50051
 ADMIN = "http://127.0.0.1:9901"
 DEADLINE = 15  # seconds, every RPC
+OUTLIER_FAILURES = 5  # --outlier-failures default
+H2_CONNECT_TIMEOUT_MS = 3000  # splitter_int.h: no SETTINGS by then, the connection failed
 
 # RST_STREAM code from the backend -> gRPC status (PROTOCOL-HTTP2.md, "Errors").
 RST_TO_GRPC = {
@@ -60,9 +64,13 @@ class Bed:
         self.mcs1_grpc_pod = node.add_pod("g-mcs1")
         self.mcs1_grpc_pod.start_grpc_server(args=["--max-concurrent-streams", "1"])
         self.mcs1_grpc = node.add_service("mcs1-grpc", PORT, pods=[self.mcs1_grpc_pod])
-        # Healthy server-1 next to a hostile endpoint, in one Service each.
+        # Healthy server-1 next to a hostile endpoint, in one Service each. Round
+        # robin keeps sending the bad endpoint its share until it is ejected
+        # (the worst case: ewma steers around it after one failure, and would
+        # only probe it now and then, so it would take long to eject).
         self.mixed = {m: node.add_service(f"mixed-{m}", PORT,
-                                          pods=[self.good_servers[1], self.hostile[m][0]])
+                                          pods=[self.good_servers[1], self.hostile[m][0]],
+                                          annotations={"h2split.io/lb-policy": "round_robin"})
                       for m in ("silent", "garbage")}
         self.client_pod = node.add_pod("client-0")
         self.good_pod = node.add_pod("good-0")
@@ -71,6 +79,7 @@ class Bed:
                                   "--log-level", "info"],
                                  name="h2splitd", watch=True, stderr=subprocess.STDOUT)
         self.daemon.wait_line(r"msg=redirecting", 20)
+        self.ctl = os.path.join(build_dir, "h2splitctl")
         self.usage = Usage(self.daemon.pid)
         c = self.good_pod.grpc_client(self.echo.target4)
         assert c.server_stream(1, rpc_timeout=5)["ok"] == 1
@@ -84,14 +93,29 @@ class Bed:
         svc = self.node.add_service(mode, PORT, pods=[pod])
         return pod, proc, svc
 
-    def call(self, svc, n=1, **request):
-        """n unary RPCs from client-0 to ``svc`` on a fresh channel; the summary."""
-        c = self.client_pod.grpc_client(svc.target4)
+    def call(self, svc, n=1, channel=None, **request):
+        """n unary RPCs from client-0 to ``svc`` on ``channel`` (a grpc_client),
+        else a fresh one; the summary."""
+        c = channel or self.client_pod.grpc_client(svc.target4)
         try:
             request.setdefault("rpc_timeout", DEADLINE)
             return c.unary(n, timeout=DEADLINE * n + 30, **request)
         finally:
-            c.close()
+            if not channel:
+                c.close()
+
+    def endpoint(self, svc, pod):
+        """``pod``'s entry in ``svc`` from `h2splitctl -o json endpoints` (the
+        admin API's /endpoints, merged over workers)."""
+        r = self.node.run([self.ctl, "--bpffs", self.node.bpffs, "-o", "json", "endpoints"],
+                          check=False)
+        assert r.returncode == 0, f"h2splitctl endpoints: rc={r.returncode} {r.stderr}"
+        for s in json.loads(r.stdout)["services"]:
+            if s["service"].split("/", 1)[-1].split(":", 1)[0] == svc.name:
+                for ep in s["endpoints"]:
+                    if ep["pod"] == pod:
+                        return ep
+        raise AssertionError(f"{pod} not among the endpoints of {svc.name}: {r.stdout[:2000]}")
 
     def metric(self, name):
         r = self.node.run(["curl", "-s", "--max-time", "5", ADMIN + "/metrics"], check=False)
@@ -120,7 +144,8 @@ def healthy(bed):
     assert bed.daemon.poll() is None, f"h2splitd died\n{bed.daemon.log_tail()}"
     rpcs, ok, errors = bed.good.since(mark)
     assert not errors and ok == rpcs, f"good client failed: {errors} {bed.good.details[-3:]}"
-    assert bed.usage.rss_kib() - rss0 < 32 * 1024, "daemon RSS grew by more than 32 MiB"
+    if not testbed.sanitized():  # ASan's shadow and quarantine are no measure of ours
+        assert bed.usage.rss_kib() - rss0 < 32 * 1024, "daemon RSS grew by more than 32 MiB"
 
 
 def only_error(r):
@@ -192,28 +217,51 @@ def test_max_concurrent_streams_1_strict_backend(bed, healthy):
 
 
 def test_mixed_service_retries_what_was_not_processed(bed, healthy):
-    """One healthy and one silent endpoint (no SETTINGS) in a Service: streams
-    sent to the silent one were surely not processed, so they are retried on
-    the healthy one; 20 RPCs all succeed, served by server-1, and afterwards
-    the silent endpoint is in backoff and the next RPCs go straight to server-1."""
-    r = bed.call(bed.mixed["silent"], 20)
-    assert r["ok"] == 20 and not r["errors"], r
-    assert set(r["pods"]) == {"server-1"}, r
-    r = bed.call(bed.mixed["silent"], 10)
-    assert r["ok"] == 10 and set(r["pods"]) == {"server-1"} and r["ms"] < 5000, r
+    """One healthy and one silent endpoint (TCP accepts, no SETTINGS) in a
+    Service, 20 RPCs 10 at a time: the streams sent to the silent one were
+    surely not processed, so each is retried on the healthy one once the
+    daemon gives up on SETTINGS (3 s). They cost those RPCs that wait, no
+    failure, and the silent endpoint ends up ejected (each stream it held
+    counts a failure), so the next RPCs go straight to server-1. (One channel,
+    so one worker: ejection is per worker.)"""
+    silent = bed.hostile["silent"][0].name
+    svc = bed.mixed["silent"]
+    with bed.client_pod.grpc_client(svc.target4) as c:
+        r = bed.call(svc, 20, channel=c, concurrency=10)
+        assert r["ok"] == 20 and not r["errors"], r
+        assert set(r["pods"]) == {"server-1"}, r
+        ep = testbed.wait_for(lambda: (lambda e: e["state"] == "ejected" and e)(
+            bed.endpoint(svc, silent)), 10, f"h2splitctl endpoints to show {silent} ejected")
+        # Every stream it got went elsewhere, and it got at least the failures
+        # that eject (--outlier-failures 5).
+        assert ep["requests"] == ep["retries"] >= OUTLIER_FAILURES, ep
+        assert ep["ejections"] == 1 and ep["ejected_until"] > 0, ep
+        r = bed.call(svc, 10, channel=c)
+    assert r["ok"] == 10 and set(r["pods"]) == {"server-1"}, r
+    assert bed.endpoint(svc, silent)["requests"] == ep["requests"], "an ejected endpoint got RPCs"
+    assert r["ms"] < H2_CONNECT_TIMEOUT_MS, r  # none waited for the silent endpoint
 
 
 def test_mixed_service_fails_only_what_the_bad_endpoint_had(bed, healthy):
-    """One healthy endpoint and one that answers requests with garbage: a
-    request already written there may have been processed, so it fails with
-    UNAVAILABLE naming that endpoint (never INTERNAL, never a hang), and every
-    other RPC is served by server-1. (The daemon has no outlier ejection: the
-    bad endpoint keeps its share of new streams; see docs/security.md.)"""
-    bad_ip = bed.hostile["garbage"][0].ip4
-    r = bed.call(bed.mixed["garbage"], 20)
+    """One healthy endpoint and one that answers requests with garbage, 20
+    RPCs one at a time: a request already written there may have been
+    processed, so it fails with UNAVAILABLE naming that endpoint (never
+    INTERNAL, never a hang). Only those fail: one in flight at a time, so
+    the bad endpoint fails --outlier-failures (5) RPCs in a row, is ejected,
+    and server-1 serves every other RPC (on the channel's worker: ejection is
+    per worker)."""
+    bad = bed.hostile["garbage"][0]
+    svc = bed.mixed["garbage"]
+    r = bed.call(svc, 20)
+    failed = r["errors"].get("UNAVAILABLE", 0)
     assert set(r["errors"]) <= {"UNAVAILABLE"}, r
-    assert all(bad_ip in d for d in r["details"]), r
-    assert set(r["pods"]) <= {"server-1"} and r["ok"] >= 1, r
+    assert all(bad.ip4 in d for d in r["details"]), r
+    assert failed == OUTLIER_FAILURES, r
+    assert r["pods"] == {"server-1": 20 - failed}, r
+    ep = bed.endpoint(svc, bad.name)
+    assert ep["state"] == "ejected" and ep["ejections"] == 1, ep
+    # Each failed RPC was the one stream the bad endpoint had in flight.
+    assert ep["requests"] == ep["failures"] == failed, ep
     assert r["ms"] < 20 * 1000, r
 
 

@@ -91,10 +91,9 @@ def test_redirected_pod_sees_vip_and_server_sees_pod(bed):
     assert bed.counters()["redirected"] == before + 1
     # The daemon found the original destination and the client's cgroup.
     cg_id = os.stat(c.cgroup).st_ino
-    line = bed.daemon.wait_line(rf"accepted client={re.escape(c.ip4)}:\d+ "
-                                rf"orig={re.escape(bed.tcp.vip4)}:{L4_PORT} .*cgroup_id={cg_id} ",
-                                10)
-    assert line
+    bed.daemon.wait_line(rf"accepted client={re.escape(c.ip4)}:\d+ "
+                         rf"orig={re.escape(bed.tcp.vip4)}:{L4_PORT} .*cgroup_id={cg_id} ",
+                         10)
 
 
 def test_ipv6_service(bed):
@@ -105,9 +104,9 @@ def test_ipv6_service(bed):
     assert r["server_saw"][0] == c.ip6
     assert bed.counters()["redirected"] == before + 1
     cg_id = os.stat(c.cgroup).st_ino
-    assert bed.daemon.wait_line(rf"accepted client=\[{re.escape(c.ip6)}\]:\d+ "
-                                rf"orig=\[{re.escape(bed.tcp.vip6)}\]:{L4_PORT} "
-                                rf".*cgroup_id={cg_id} ", 10)
+    bed.daemon.wait_line(rf"accepted client=\[{re.escape(c.ip6)}\]:\d+ "
+                         rf"orig=\[{re.escape(bed.tcp.vip6)}\]:{L4_PORT} "
+                         rf".*cgroup_id={cg_id} ", 10)
 
 
 def test_not_redirected_outside_cgroup_plain_service_or_excluded(bed):
@@ -174,7 +173,8 @@ def test_slow_reader_does_not_grow_daemon_memory(bed):
     out = json.loads(p.next_line(5))
     assert out["n"] == 32 << 20 and out["sha"] == out["want_sha"]
     # splice through a 64 KiB pipe: the daemon never holds the transfer.
-    assert peak - base < 8 * 1024, f"RSS grew {peak - base} KiB during a slow 32 MiB read"
+    if not testbed.sanitized():  # ASan's shadow and quarantine are no measure of ours
+        assert peak - base < 8 * 1024, f"RSS grew {peak - base} KiB during a slow 32 MiB read"
 
 
 def test_network_policy_stand_in_sees_pod_ip(bed):

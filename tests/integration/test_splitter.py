@@ -669,9 +669,10 @@ def test_stalled_reader_keeps_daemon_memory_flat(bed):
         testbed.wait_for(settled, 30, "h2splitd to stop sending to the stalled client")
         peak = max(peak, d.rss_kib())
         grew = peak - base
-        assert grew < 32 * 1024, \
-            f"h2splitd RSS grew {grew} KiB ({base} -> {peak}) while a reader stalled on a " \
-            "100 MiB stream"
+        if not testbed.sanitized():  # ASan's shadow and quarantine are no measure of ours
+            assert grew < 32 * 1024, \
+                f"h2splitd RSS grew {grew} KiB ({base} -> {peak}) while a reader stalled on " \
+                "a 100 MiB stream"
         tell(p, "go")
         r = json.loads(p.next_line(120, "the stall tool's summary"))
         assert r["code"] == "OK" and r["messages"] == 100 and r["bytes"] == 100 * MIB, \

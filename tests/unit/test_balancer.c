@@ -1114,8 +1114,10 @@ static void test_cap_per_endpoint(void **state)
 	assert_int_equal(per[1], 2);
 	assert_int_equal(per[2], 2);
 	/* The seventh finds no room and waits, so does the eighth: behind it. */
+	assert_int_equal(balancer_full_cap(bs, st->svcs[0].id), BALANCER_CAP_NONE);
 	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
 	assert_true(sat);
+	assert_int_equal(balancer_full_cap(bs, st->svcs[0].id), BALANCER_CAP_ENDPOINT);
 	assert_int_equal(balancer_wait(bs, st->svcs[0].id, &w1, false), 0);
 	assert_int_equal(balancer_wait(bs, st->svcs[0].id, &w2, false), 0);
 	assert_int_equal(balancer_waiting(bs, st->svcs[0].id), 2);
@@ -1156,6 +1158,7 @@ static void test_cap_per_service_and_queue_bound(void **state)
 	balancer_stream_start(bs, b);
 	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
 	assert_true(sat);
+	assert_int_equal(balancer_full_cap(bs, id), BALANCER_CAP_SERVICE);
 	assert_int_equal(balancer_wait(bs, id, &w[0], false), 0);
 	assert_int_equal(balancer_wait(bs, id, &w[1], false), 0);
 	assert_int_equal(balancer_wait(bs, id, &w[2], false), -ENOSPC); /* 2 queued: full */
@@ -1174,6 +1177,40 @@ static void test_cap_per_service_and_queue_bound(void **state)
 	assert_ptr_equal(balancer_woken(bs), &w[1]);
 	assert_ptr_equal(balancer_woken(bs), &w[3]);
 	assert_null(balancer_woken(bs));
+	balancer_set_free(bs);
+	state_free(st);
+}
+
+/* A new stream that queues behind waiting ones (which stops a stream from
+ * jumping the queue, even with room) waits for the cap they wait for, as
+ * the splitter counts it (h2split_limit_exceeded_total): the endpoint cap
+ * here, though the service has room and the woken endpoint too. */
+static void test_full_cap_behind_waiters(void **state)
+{
+	struct state *st = make_state(LB_DEFAULT, three, 3);
+	struct balancer_set *bs = capped_set(1, 10, 4);
+	struct balancer_endpoint *eps[3];
+	struct balancer_waiter w = {0};
+	uint32_t id = st->svcs[0].id;
+	bool sat;
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		eps[i] = pick_cb(bs, &st->svcs[0], false, &sat);
+		assert_non_null(eps[i]);
+		balancer_stream_start(bs, eps[i]);
+	}
+	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
+	assert_true(sat);
+	assert_int_equal(balancer_wait(bs, id, &w, false), 0);
+	balancer_stream_end(bs, eps[0]); /* room: w is woken, not yet picked again */
+	assert_ptr_equal(balancer_woken(bs), &w);
+	assert_int_equal(balancer_wait(bs, id, &w, true), 0); /* back in front, say */
+	assert_null(pick_cb(bs, &st->svcs[0], false, &sat));
+	assert_true(sat);
+	assert_int_equal(balancer_full_cap(bs, id), BALANCER_CAP_ENDPOINT);
+	assert_int_equal(balancer_full_cap(bs, id + 1000), BALANCER_CAP_NONE); /* unknown */
+	assert_true(balancer_unwait(&w));
 	balancer_set_free(bs);
 	state_free(st);
 }
@@ -1390,6 +1427,7 @@ int main(void)
 	    cmocka_unit_test(test_ops_tables),
 	    cmocka_unit_test(test_cap_per_endpoint),
 	    cmocka_unit_test(test_cap_per_service_and_queue_bound),
+	    cmocka_unit_test(test_full_cap_behind_waiters),
 	    cmocka_unit_test(test_cap_service_override),
 	    cmocka_unit_test(test_slow_start),
 	    cmocka_unit_test(test_static_weights),

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -316,19 +317,71 @@ static void test_prune(void **unused)
 	state_free(st);
 }
 
+/* How often |needle| occurs in |log| (each log line names its table once). */
+static int count_lines(const char *log, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = log; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* Run |fn(arg)| with stderr going to a buffer; the buffer, malloc'd. */
+static char *capture_stderr(void (*fn)(void *), void *arg)
+{
+	FILE *tmp = tmpfile();
+	int saved = dup(2);
+	char *buf;
+	long len;
+
+	assert_non_null(tmp);
+	assert_true(saved >= 0);
+	fflush(stderr);
+	dup2(fileno(tmp), 2);
+	fn(arg);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	len = ftell(tmp);
+	assert_true(len >= 0);
+	buf = calloc(1, (size_t)len + 1);
+	assert_non_null(buf);
+	rewind(tmp);
+	assert_int_equal(fread(buf, 1, (size_t)len, tmp), (size_t)len);
+	fclose(tmp);
+	return buf;
+}
+
+/* Every port of 10.0.0.1 for service 1, and every service, past the bounds. */
+static void overfill(void *arg)
+{
+	struct metrics *m = arg;
+	struct h2s_ip a = ip("10.0.0.1");
+
+	for (int i = 0; i < METRICS_MAX_ENDPOINTS + 3; i++)
+		metrics_endpoint_inflight(m, 1, &a, (uint16_t)(i + 1), +1);
+	for (int i = 0; i < METRICS_MAX_SERVICES + 2; i++)
+		metrics_stream_done(m, (uint32_t)i + 1, NULL, 0, 0, 200, MS, 0, 0);
+}
+
 static void test_bounded(void **unused)
 {
 	struct metrics *m = metrics_new();
 	struct h2s_ip a = ip("10.0.0.1");
 	struct metrics_endpoint_totals t;
 	struct metrics_merged *mm;
-	char *text;
+	char *text, *log;
 
 	(void)unused;
-	for (int i = 0; i < METRICS_MAX_ENDPOINTS + 3; i++)
-		metrics_endpoint_inflight(m, 1, &a, (uint16_t)(i + 1), +1);
-	for (int i = 0; i < METRICS_MAX_SERVICES + 2; i++)
-		metrics_stream_done(m, (uint32_t)i + 1, NULL, 0, 0, 200, MS, 0, 0);
+	/* Each full table says so once, however many updates it drops. */
+	log = capture_stderr(overfill, m);
+	assert_int_equal(count_lines(log, "metrics_table_full table=endpoints max=4096 "), 1);
+	assert_int_equal(count_lines(log, "metrics_table_full table=services max=1024 "), 1);
+	free(log);
+	log = capture_stderr(overfill, m);
+	assert_string_equal(log, "");
+	free(log);
 	/* A -1 whose +1 was dropped never drives a gauge below zero. */
 	metrics_endpoint_inflight(m, 1, &a, 1, -1);
 	metrics_endpoint_inflight(m, 1, &a, 1, -1);
@@ -340,8 +393,8 @@ static void test_bounded(void **unused)
 	assert_int_equal(metrics_merged_endpoint(mm, 1, &a, 1, &t), 0);
 	assert_int_equal(t.active, 0);
 	text = render(mm, NULL);
-	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"endpoints\"} 3\n"));
-	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"services\"} 2\n"));
+	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"endpoints\"} 6\n"));
+	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"services\"} 4\n"));
 	free(text);
 	metrics_merged_free(mm);
 	metrics_free(m);
