@@ -248,6 +248,16 @@ static void conn_destroy(struct h2_conn *c)
 		h2_downstream_destroy((struct h2_downstream *)c);
 }
 
+/* An upstream connection goes through h2_upstream_fail(), so that it takes
+ * no stream between now and its destruction in this same flush. */
+static void conn_end(struct h2_conn *c, const char *why, int err)
+{
+	if (c->is_upstream)
+		h2_upstream_fail((struct h2_upstream *)c, why, err);
+	else
+		h2_conn_kill(c);
+}
+
 static void conn_flush(struct h2_conn *c)
 {
 	int err = h2_conn_write(c);
@@ -255,16 +265,16 @@ static void conn_flush(struct h2_conn *c)
 	if (err) {
 		log_debug("h2_write_failed side=%s err=%d",
 			  c->is_upstream ? "upstream" : "downstream", err);
-		if (c->is_upstream)
-			((struct h2_upstream *)c)->fail_why = "write failed";
-		h2_conn_kill(c);
+		conn_end(c, "write failed", err);
 		return;
 	}
 	if (!c->io_ready)
 		return;
 	if (!c->pend_len && !nghttp2_session_want_read(c->session) &&
 	    !nghttp2_session_want_write(c->session)) {
-		h2_conn_kill(c); /* both sides are done (GOAWAY and no streams left) */
+		/* Both sides are done: GOAWAY and no streams left, or nghttp2
+		 * ended the session after a connection error of the peer's. */
+		conn_end(c, "connection closed", 0);
 		return;
 	}
 	if (loop_set_events(c->s->w->loop, c->fd,
