@@ -128,6 +128,10 @@ def downstream_seeds():
         "data_on_stream0.bin": b"\x04" + s + h.frame(h.DATA, 0, 0, b"x"),
         "zero_window_client.bin": b"\x00" + h.settings([(h.S_INITIAL_WINDOW_SIZE, 0)]) +
         req(1) + h.window_update(1, 3),
+        # RFC 9113 5.1.1: 3 was skipped when 5 opened; then trailers on 9 (open)
+        # are fine, a HEADERS on 3 is a connection error.
+        "headers_lower_id.bin": b"\x01" + s + req(5) + req(9, end=False) +
+        h.headers(9, h.encode([("x-trailer", "1")]), end_stream=True) + req(3),
     }
 
 

@@ -819,6 +819,14 @@ def invalid_cases(authority):
                                                      [("content-length", "1")])) +
         data(1, msg, end_stream=True),
         "unknown-frame-type": frame(0xFA, 0, 0, b"ignore me") + ping(b"survived"),
+        # RFC 9113 5.1.1: 5 first closes 1 and 3 unopened; a HEADERS on 3 is then
+        # a connection error, not a new stream.
+        "headers-lower-stream-id": headers(5, req, end_stream=True) +
+        headers(3, req, end_stream=True),
+        # ... but trailers on an open stream below the newest are the normal case.
+        "trailers-lower-open-stream": headers(1, req) + data(1, msg) +
+        headers(3, req, end_stream=True) +
+        headers(1, encode([("x-trailer", "1")]), end_stream=True) + ping(b"trailers"),
     }
 
 
