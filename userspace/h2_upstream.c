@@ -100,13 +100,39 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 	return h2_stream_us_header(st, st->resp_hdrs_rcvd, name, nlen, value, vlen, flags);
 }
 
+/* The peer allows no streams on |uc| now (SETTINGS_MAX_CONCURRENT_STREAMS 0,
+ * which RFC 9113 6.5.2 wants for short durations only). The pool opens no
+ * other connection while it stays (upstream_pool_refusing()), so streams go
+ * to other endpoints or wait a while; |uc| stays, in case the peer raises its
+ * limit. |other|: another connection of the pool in that state already
+ * (both opened before either one's SETTINGS came): |uc| is let go, so there
+ * is one such connection per pool. */
+static void no_capacity(struct h2_upstream *uc, const struct upstream_pool_conn *other)
+{
+	log_warn("upstream_no_capacity endpoint=%s max_concurrent_streams=0 streams=%u action=%s",
+		 uc->name, uc->pc.n_streams, other ? "close" : "keep");
+	if (!other)
+		return;
+	set_state(uc, H2_UP_DRAINING);
+	h2_conn_dirty(&uc->c); /* closes once its streams are done */
+}
+
 static void on_settings(struct h2_upstream *uc, nghttp2_session *session)
 {
+	struct upstream_pool_conn *zero = uc->pc.pool ? upstream_pool_refusing(uc->pc.pool) : NULL;
+
 	uc->pc.settings_rcvd = true;
 	uc->pc.peer_max =
 	    nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 	if (uc->pc.pool)
 		uc->pc.pool->peer_max_hint = uc->pc.peer_max ? uc->pc.peer_max : 1;
+	if (!uc->pc.peer_max && zero != &uc->pc && uc->pc.accepting) {
+		no_capacity(uc, zero);
+	} else if (uc->pc.peer_max && zero == &uc->pc) {
+		log_info("upstream_capacity_back endpoint=%s max_concurrent_streams=%u", uc->name,
+			 uc->pc.peer_max);
+		h2_stream_capacity_raised(uc->c.s);
+	}
 	if (uc->ever_open)
 		return;
 	uc->ever_open = true;
@@ -552,6 +578,10 @@ struct h2_upstream *h2_upstream_get(struct splitter *s, const struct balancer_en
 	pc = upstream_pool_choose(p);
 	if (pc)
 		return container_of(pc, struct h2_upstream, pc);
+	if (upstream_pool_refusing(p)) {
+		*err = -EBUSY;
+		return NULL;
+	}
 	if (!p->n_conns && !p->netns && key.netns_id)
 		p->netns = netns_ref_get(netns);
 	uc = conn_open(s, p, tls_host, err);

@@ -162,6 +162,13 @@ def upstream_seeds():
         "zero_window_big_body.bin": b"\x0a" + ack + h.headers(5, ok) +
         b"".join(h.data(5, b"w" * 16384) for _ in range(3)),
         "no_settings_garbage.bin": b"\x00" + b"\xff" * 9 + b"not http/2",
+        # MAX_CONCURRENT_STREAMS 0: what was sent is refused, the retries find
+        # no room (no new connection); then the limit is raised.
+        "mcs0_refused.bin": b"\x00" + h.settings([(h.S_MAX_CONCURRENT_STREAMS, 0)]) + ack +
+        h.rst_stream(1, 7) + h.rst_stream(3, 7) + h.rst_stream(5, 7),
+        "mcs0_raised.bin": b"\x04" + h.settings([(h.S_MAX_CONCURRENT_STREAMS, 0)]) + ack +
+        h.rst_stream(1, 7) + h.rst_stream(3, 7) + h.rst_stream(5, 7) + h.ping() * 12 +
+        h.settings([(h.S_MAX_CONCURRENT_STREAMS, 100)]),
     }
 
 

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Unit tests of upstream connection teardown inside a real splitter, driven
- * with the fuzz harness (tests/fuzz/fuzz_splitter.h: a worker loop run one
- * pass at a time, a downstream socketpair, the test as the backend on
- * 127.0.0.1). A connection killed in a flush (write error, or nghttp2 done
- * with the session) stays in its pool until splitter_flush() destroys it;
- * streams routed meanwhile must never be given to it, or each burns one of
- * its H2_MAX_ATTEMPTS there and the last one fails UNAVAILABLE.
+ * Unit tests of upstream connections inside a real splitter, driven with the
+ * fuzz harness (tests/fuzz/fuzz_splitter.h: a worker loop run one pass at a
+ * time, a downstream socketpair, the test as the backend on 127.0.0.1).
+ * - A connection killed in a flush (write error, or nghttp2 done with the
+ *   session) stays in its pool until splitter_flush() destroys it; streams
+ *   routed meanwhile must never be given to it, or each burns one of its
+ *   H2_MAX_ATTEMPTS there and the last one fails UNAVAILABLE.
+ * - A backend that allows no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0)
+ *   gets no connection per stream: streams wait --pending-timeout once for
+ *   it to raise its limit, then fail UNAVAILABLE.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,9 +32,23 @@ struct client {
 	int grpc_status[MAX_SID]; /* by stream id; -1: none yet */
 };
 
-/* How the backend behaves: connection 0 takes requests and never answers
- * (the test answers there itself); later connections answer every request
- * with a complete gRPC OK. */
+/* How the backend answers. Connection 0 holds requests when |hold_first|
+ * (the test answers there itself); otherwise requests get a complete gRPC
+ * OK, unless the backend advertised SETTINGS_MAX_CONCURRENT_STREAMS 0
+ * (|mcs|; -1: not advertised), when they are refused (RFC 9113 5.1.2). */
+static struct {
+	bool hold_first;
+	int mcs;
+} be;
+
+static size_t settings_mcs(uint8_t *p, uint32_t mcs)
+{
+	uint8_t iv[6] = {0, 3}; /* SETTINGS_MAX_CONCURRENT_STREAMS */
+
+	fz_u32(iv + 2, mcs);
+	return fz_frame(p, FZ_SETTINGS, 0, 0, iv, sizeof(iv));
+}
+
 static void backend(struct fz_run *r, struct fz_up *u, uint8_t type, uint8_t flags, int32_t sid,
 		    const uint8_t *payload, size_t len)
 {
@@ -42,20 +59,26 @@ static void backend(struct fz_run *r, struct fz_up *u, uint8_t type, uint8_t fla
 	(void)len;
 	if (type == FZ_SETTINGS && !(flags & FZ_ACK)) {
 		if (!u->settings_sent)
-			n += fz_frame(out + n, FZ_SETTINGS, 0, 0, NULL, 0);
+			n += be.mcs < 0 ? fz_frame(out + n, FZ_SETTINGS, 0, 0, NULL, 0)
+					: settings_mcs(out + n, (uint32_t)be.mcs);
 		u->settings_sent = true;
 		n += fz_frame(out + n, FZ_SETTINGS, FZ_ACK, 0, NULL, 0);
 	} else if (type == FZ_HEADERS && sid > u->last_sid) {
 		u->last_sid = sid;
-		if (u == &r->ups[0])
+		if (be.hold_first && u == &r->ups[0])
 			return;
-		b = fz_lit(blk, ":status", "200");
-		b += fz_lit(blk + b, "content-type", "application/grpc");
-		n += fz_frame(out + n, FZ_HEADERS, FZ_END_HEADERS, (uint32_t)sid, blk, b);
-		n += fz_frame(out + n, FZ_DATA, 0, (uint32_t)sid, msg, sizeof(msg));
-		b = fz_lit(blk, "grpc-status", "0");
-		n += fz_frame(out + n, FZ_HEADERS, FZ_END_HEADERS | FZ_END_STREAM, (uint32_t)sid,
-			      blk, b);
+		if (be.mcs == 0) {
+			fz_u32(blk, 7); /* REFUSED_STREAM */
+			n += fz_frame(out + n, FZ_RST_STREAM, 0, (uint32_t)sid, blk, 4);
+		} else {
+			b = fz_lit(blk, ":status", "200");
+			b += fz_lit(blk + b, "content-type", "application/grpc");
+			n += fz_frame(out + n, FZ_HEADERS, FZ_END_HEADERS, (uint32_t)sid, blk, b);
+			n += fz_frame(out + n, FZ_DATA, 0, (uint32_t)sid, msg, sizeof(msg));
+			b = fz_lit(blk, "grpc-status", "0");
+			n += fz_frame(out + n, FZ_HEADERS, FZ_END_HEADERS | FZ_END_STREAM,
+				      (uint32_t)sid, blk, b);
+		}
 	}
 	fz_write(u->fd, out, n);
 }
@@ -120,6 +143,34 @@ static void pump(struct fz_run *r, struct client *c, int passes)
 	}
 }
 
+/* Pump until the client has the end of stream |sid|, for at most 10 s: the
+ * splitter's timers (--pending-timeout) run on the real clock. */
+static void pump_until_answered(struct fz_run *r, struct client *c, int32_t sid)
+{
+	uint64_t until = loop_now_ms() + 10000;
+
+	while (c->grpc_status[sid] < 0 && loop_now_ms() < until) {
+		pump(r, c, 1);
+		usleep(1000);
+	}
+}
+
+static struct client *client_new(void)
+{
+	struct client *c = calloc(1, sizeof(*c));
+
+	assert_non_null(c);
+	assert_int_equal(nghttp2_hd_inflate_new(&c->inf), 0);
+	memset(c->grpc_status, 0xff, sizeof(c->grpc_status));
+	return c;
+}
+
+static void client_free(struct client *c)
+{
+	nghttp2_hd_inflate_del(c->inf);
+	free(c);
+}
+
 static size_t request(uint8_t *p, uint32_t sid)
 {
 	uint8_t blk[512], msg[] = {0, 0, 0, 0, 3, '{', '}', '\n'};
@@ -154,13 +205,12 @@ static void reset_backend(struct loop *l, struct loop_timer *t, void *arg)
 static void killed_in_flush(bool write_fails)
 {
 	uint8_t pre[2048], bad[32], z[4] = {0}, code[4];
-	struct client *c = calloc(1, sizeof(*c));
+	struct client *c = client_new();
 	struct fz_run r;
 	size_t n = 0;
 
-	assert_non_null(c);
-	assert_int_equal(nghttp2_hd_inflate_new(&c->inf), 0);
-	memset(c->grpc_status, 0xff, sizeof(c->grpc_status));
+	be.hold_first = true;
+	be.mcs = -1;
 	memcpy(pre, FZ_PREFACE, FZ_PREFACE_LEN);
 	n = FZ_PREFACE_LEN + fz_frame(pre + FZ_PREFACE_LEN, FZ_SETTINGS, 0, 0, NULL, 0);
 	n += request(pre + n, 1);
@@ -183,8 +233,7 @@ static void killed_in_flush(bool write_fails)
 	assert_int_equal(stats_get(&r.e->w.stats, ST_UNEXPECTED), 0);
 
 	fz_run_end(&r, backend);
-	nghttp2_hd_inflate_del(c->inf);
-	free(c);
+	client_free(c);
 }
 
 static void test_session_ended_takes_no_stream(void **state)
@@ -199,11 +248,74 @@ static void test_write_failed_takes_no_stream(void **state)
 	killed_in_flush(true);
 }
 
+/* A backend that says SETTINGS_MAX_CONCURRENT_STREAMS 0 and refuses stream 1
+ * (sent before its SETTINGS came). Stream 1's retry and stream 3 find it
+ * allowing none: no other connection is opened, they wait. If |raise|, the
+ * backend then allows 100 and both are served on that same connection at
+ * once (a --pending-timeout of 60 s, so no timer is what routed them); else
+ * both fail UNAVAILABLE once a --pending-timeout of 100 ms is over. */
+static void no_capacity(bool raise)
+{
+	uint32_t wait_ms = raise ? 60000 : 100;
+	uint8_t pre[2048], out[512];
+	struct client *c = client_new();
+	uint64_t t0 = loop_now_ms();
+	struct fz_run r;
+	size_t n;
+
+	be.hold_first = false;
+	be.mcs = 0;
+	fz_env()->cfg.pending_timeout_ms = (int)wait_ms;
+	memcpy(pre, FZ_PREFACE, FZ_PREFACE_LEN);
+	n = FZ_PREFACE_LEN + fz_frame(pre + FZ_PREFACE_LEN, FZ_SETTINGS, 0, 0, NULL, 0);
+	n += request(pre + n, 1);
+	fz_run_start(&r, pre, n);
+	pump(&r, c, 10);
+	fz_write(r.cl, out, request(out, 3));
+	pump(&r, c, 10);
+	assert_int_equal(r.n_ups, 1);
+	assert_int_equal(r.ups[0].last_sid, 1); /* nothing more was sent */
+	if (raise) {
+		assert_int_equal(c->grpc_status[1], -1);
+		assert_int_equal(c->grpc_status[3], -1);
+		be.mcs = 100;
+		fz_write(r.ups[0].fd, out, settings_mcs(out, 100));
+	}
+	pump_until_answered(&r, c, 1);
+	pump_until_answered(&r, c, 3);
+	assert_int_equal(c->grpc_status[1], raise ? 0 : 14);
+	assert_int_equal(c->grpc_status[3], raise ? 0 : 14);
+	if (raise)
+		assert_true(loop_now_ms() - t0 < wait_ms);
+	else
+		assert_true(loop_now_ms() - t0 >= wait_ms);
+	assert_int_equal(r.n_ups, 1);
+	assert_int_equal(stats_get(&r.e->w.stats, ST_UNEXPECTED), 0);
+
+	fz_run_end(&r, backend);
+	fz_env()->cfg.pending_timeout_ms = 1000;
+	client_free(c);
+}
+
+static void test_no_capacity_waits_for_a_raised_limit(void **state)
+{
+	(void)state;
+	no_capacity(true);
+}
+
+static void test_no_capacity_fails_after_one_wait(void **state)
+{
+	(void)state;
+	no_capacity(false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_session_ended_takes_no_stream),
 	    cmocka_unit_test(test_write_failed_takes_no_stream),
+	    cmocka_unit_test(test_no_capacity_waits_for_a_raised_limit),
+	    cmocka_unit_test(test_no_capacity_fails_after_one_wait),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
