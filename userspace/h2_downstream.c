@@ -164,6 +164,20 @@ static bool reset_budget_exceeded(struct h2_downstream *ds)
 			    H2_DS_RESET_BURST);
 }
 
+/* A HEADERS frame on a stream id the client skipped (RFC 9113 5.1.1): a
+ * connection error PROTOCOL_ERROR, raised here because nghttp2 would ignore
+ * the frame (it comes before nghttp2 looks at the stream). */
+static int check_stream_id(struct h2_downstream *ds, int32_t id)
+{
+	if (!h2_stream_ids_headers(&ds->ids, (uint32_t)id))
+		return 0;
+	log_info("downstream_protocol_error client=%s why=\"HEADERS on stream %d, lower than %u "
+		 "and never opened\"",
+		 ds->peer, id, ds->ids.max);
+	ds->c.fatal_code = NGHTTP2_PROTOCOL_ERROR;
+	return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
 /* Every frame header: control frames draw on the connection's budget
  * (counted before nghttp2 decides to ignore a frame, so floods of ignored
  * frames cost their budget too); a header block starts the header timeout,
@@ -178,7 +192,7 @@ static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, 
 	case NGHTTP2_HEADERS:
 		ds->hdr_since_ms = loop_now_ms();
 		arm_timer(ds);
-		return 0;
+		return check_stream_id(ds, hd->stream_id);
 	case NGHTTP2_CONTINUATION:
 		return 0;
 	case NGHTTP2_SETTINGS:
@@ -409,7 +423,6 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 			size_t n)
 {
 	struct h2_downstream *ds = calloc(1, sizeof(*ds));
-	ssize_t rv;
 	int err;
 
 	if (!ds) {
@@ -446,14 +459,9 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 		h2_downstream_shutdown_notice(ds);
 	if (s->drain_final)
 		h2_downstream_goaway(ds);
-	rv = nghttp2_session_mem_recv(ds->c.session, pre, n);
-	if (rv < 0) {
-		log_info("downstream_bad_preface client=%s err=\"%s\"", ds->peer,
-			 nghttp2_strerror((int)rv));
+	stats_add(s->stats, ST_BYTES_IN, n);
+	if (h2_conn_recv(&ds->c, pre, n))
 		h2_conn_kill(&ds->c);
-	} else {
-		stats_add(s->stats, ST_BYTES_IN, n);
-	}
 	h2_conn_dirty(&ds->c);
 	splitter_kick(s);
 	return 0;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "h2_stream_ids.h"
 #include "splitter_int.h"
 
 struct h2_downstream {
@@ -30,6 +31,7 @@ struct h2_downstream {
 	struct loop_timer *timer;     /* owned: the next header/idle deadline */
 	uint64_t timer_at_ms;
 	uint64_t retired_ms; /* its Service left the desired state then; 0: not */
+	struct h2_stream_ids ids; /* stream ids the client skipped (RFC 9113 5.1.1) */
 	bool notice_sent, goaway_sent;
 	char peer[64]; /* client address, for logs */
 };

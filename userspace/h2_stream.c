@@ -1073,67 +1073,152 @@ static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char
 	return 0;
 }
 
-void h2_stream_route(struct h2_stream *st)
+/* Endpoints that allow no streams now (SETTINGS_MAX_CONCURRENT_STREAMS 0)
+ * that one routing of a stream passed over; they cost it no attempt. */
+#define H2_BUSY_MAX 8
+
+struct route_ctx {
+	const struct state_service *svc;
+	const char *tls_host; /* NULL: cleartext */
+	struct balancer_endpoint *avoid[H2_MAX_ATTEMPTS + H2_BUSY_MAX];
+	struct balancer_endpoint *busy[H2_BUSY_MAX];
+	uint8_t n_busy;
+};
+
+static bool was_busy(const struct route_ctx *rc, const struct balancer_endpoint *ep)
+{
+	for (uint8_t i = 0; i < rc->n_busy; i++)
+		if (rc->busy[i] == ep)
+			return true;
+	return false;
+}
+
+/* The next endpoint to try: neither tried nor found busy, unless nothing else
+ * is left (the balancer's order); NULL when there is none, or when the only
+ * ones left were found busy. */
+static struct balancer_endpoint *route_pick(struct h2_stream *st, struct route_ctx *rc,
+					    bool *saturated)
 {
 	struct splitter *s = S(st);
-	const struct snapshot *snap = s->w->snap;
-	const struct state_service *svc = splitter_service_of(snap, &st->ds->ci.od);
-	struct balancer_endpoint *ep = NULL;
-	char name[3 * STATE_NAME_MAX + 4], msg[320], eps[64], host[2 * STATE_NAME_MAX + 8];
-	int err = 0;
+	struct balancer_pick p = {
+	    .now_ms = loop_now_ms(),
+	    .netns_id = client_netns(st),
+	    .family = vip_family(&st->ds->ci.orig),
+	    .avoid = rc->avoid,
+	    .n_avoid = st->n_tried + rc->n_busy,
+	    .waited = st->waited,
+	    .health = s->w->sh ? s->w->sh->health : NULL,
+	};
+	struct balancer_endpoint *ep;
 
-	st->leg = H2_LEG_NONE;
-	if (st->ds->c.dead) /* going away with its connection */
-		return;
-	if (!svc) {
-		refuse(st);
-		return;
-	}
-	if (svc->retired_ms || svc->id != st->ds->ci.od.service_id)
-		h2_downstream_retire(st->ds); /* reconnect: direct, or under its id */
-	/* TLS upstreams are verified as the Service's own DNS name. */
-	snprintf(host, sizeof(host), "%s.%s.svc", svc->name, svc->ns);
-	while (st->n_tried < H2_MAX_ATTEMPTS) {
-		struct balancer_pick p = {
-		    .now_ms = loop_now_ms(),
-		    .netns_id = client_netns(st),
-		    .family = vip_family(&st->ds->ci.orig),
-		    .avoid = st->tried,
-		    .n_avoid = st->n_tried,
-		    .waited = st->waited,
-		    .health = s->w->sh ? s->w->sh->health : NULL,
-		};
+	memcpy(rc->avoid, st->tried, st->n_tried * sizeof(rc->avoid[0]));
+	memcpy(rc->avoid + st->n_tried, rc->busy, rc->n_busy * sizeof(rc->avoid[0]));
+	ep = balancer_set_pick(s->lb, rc->svc, s->w->snap->generation, &p);
+	*saturated = p.saturated;
+	return ep && !was_busy(rc, ep) ? ep : NULL;
+}
 
-		ep = balancer_set_pick(s->lb, svc, snap->generation, &p);
-		if (!ep && p.saturated) {
-			svc_str(svc, name, sizeof(name));
-			pend(st, svc, name);
-			return;
-		}
-		if (!ep)
-			break;
-		st->tried[st->n_tried++] = ep;
-		err = submit(st, ep, svc->upstream_tls ? host : NULL);
-		if (!err) {
+/* |ep| allows no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0). Nothing was
+ * sent, so another endpoint may take the stream at no cost of an attempt;
+ * but |ep| counts a failure, so that outlier ejection takes it out of the
+ * picks rather than every stream finding it full first. */
+static void found_busy(struct h2_stream *st, struct route_ctx *rc, struct balancer_endpoint *ep)
+{
+	char eps[64];
+
+	rc->busy[rc->n_busy++] = ep;
+	ep->failures++;
+	ep_report(st, ep, 0, BALANCER_FAILED);
+	log_debug("stream_no_capacity stream=%d endpoint=%s", st->ds_id,
+		  ep_str(ep, eps, sizeof(eps)));
+}
+
+/* A connect to |ep| failed (|err|). */
+static void connect_failed(struct h2_stream *st, struct balancer_endpoint *ep, int err)
+{
+	struct splitter *s = S(st);
+	char eps[64];
+
+	balancer_endpoint_connect_failed(ep, loop_now_ms(), client_netns(st));
+	if (!client_netns(st)) /* else: the per-netns backoff's business */
+		ep_report(st, ep, 0, BALANCER_FAILED);
+	else
+		ep_publish(s, ep);
+	if (s->w->metrics)
+		metrics_upstream_event(s->w->metrics, ep->service_id, &ep->ip, ep->port,
+				       METRICS_EV_CONNECT_FAILURE);
+	st->fail_why = "connect failed";
+	log_debug("stream_connect_failed stream=%d endpoint=%s err=%d", st->ds_id,
+		  ep_str(ep, eps, sizeof(eps)), err);
+}
+
+static void on_capacity_wait(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct h2_stream *st = arg;
+
+	(void)l;
+	(void)t;
+	st->pending_timer = NULL;
+	if (st->leg != H2_LEG_PENDING || !st->cap_waiting) /* answered meanwhile */
+		return;
+	st->cap_waiting = false;
+	queue_route(st);
+	splitter_kick(S(st));
+}
+
+void h2_stream_capacity_raised(struct splitter *s)
+{
+	for (struct h2_downstream *ds = s->ds_list; ds; ds = ds->next) {
+		for (struct h2_stream *st = ds->streams; st; st = st->ds_next) {
+			if (st->leg != H2_LEG_PENDING || !st->cap_waiting)
+				continue;
 			loop_timer_cancel(s->w->loop, st->pending_timer);
 			st->pending_timer = NULL;
-			log_debug("stream_routed stream=%d endpoint=%s attempt=%u", st->ds_id,
-				  ep_str(ep, eps, sizeof(eps)), st->n_tried);
-			return;
+			st->cap_waiting = false;
+			queue_route(st);
 		}
-		balancer_endpoint_connect_failed(ep, loop_now_ms(), client_netns(st));
-		if (!client_netns(st)) /* else: the per-netns backoff's business */
-			ep_report(st, ep, 0, BALANCER_FAILED);
-		else
-			ep_publish(s, ep);
-		if (s->w->metrics)
-			metrics_upstream_event(s->w->metrics, ep->service_id, &ep->ip, ep->port,
-					       METRICS_EV_CONNECT_FAILURE);
-		st->fail_why = "connect failed";
-		log_debug("stream_connect_failed stream=%d endpoint=%s err=%d", st->ds_id,
-			  ep_str(ep, eps, sizeof(eps)), err);
 	}
-	svc_str(svc, name, sizeof(name));
+}
+
+/* Every endpoint left allows no streams now. RFC 9113 6.5.2 has servers say
+ * 0 for short durations only: route once more when one raises its limit, or
+ * after --pending-timeout (the longest wait for room), then give up. */
+static bool wait_capacity(struct h2_stream *st)
+{
+	struct splitter *s = S(st);
+
+	if (st->cap_waited)
+		return false;
+	/* A wait for room in the service (pend) that woke it is over. */
+	loop_timer_cancel(s->w->loop, st->pending_timer);
+	st->pending_timer = loop_timer_add(
+	    s->w->loop, s->cfg ? (uint64_t)s->cfg->pending_timeout_ms : 1000, on_capacity_wait, st);
+	if (!st->pending_timer)
+		return false;
+	st->cap_waited = st->cap_waiting = true;
+	st->leg = H2_LEG_PENDING;
+	log_debug("stream_waits_for_capacity stream=%d", st->ds_id);
+	return true;
+}
+
+/* No attempt of this routing succeeded: wait for capacity, or answer
+ * UNAVAILABLE saying why. */
+static void route_failed(struct h2_stream *st, struct route_ctx *rc)
+{
+	struct splitter *s = S(st);
+	char name[3 * STATE_NAME_MAX + 4], msg[320], eps[64];
+
+	if (rc->n_busy && wait_capacity(st))
+		return;
+	svc_str(rc->svc, name, sizeof(name));
+	if (rc->n_busy) {
+		snprintf(msg, sizeof(msg),
+			 "h2split: no endpoint of %s has room (%s: it allows no streams, "
+			 "SETTINGS_MAX_CONCURRENT_STREAMS 0)",
+			 name, ep_str(rc->busy[rc->n_busy - 1], eps, sizeof(eps)));
+		reply_error(st, GRPC_UNAVAILABLE, 503, msg);
+		return;
+	}
 	if (!st->n_tried) {
 		stats_inc(s->stats, ST_NO_ENDPOINT);
 		snprintf(msg, sizeof(msg), "h2split: no ready endpoint for %s", name);
@@ -1145,4 +1230,54 @@ void h2_stream_route(struct h2_stream *st)
 		 st->n_tried, ep_str(st->tried[st->n_tried - 1], eps, sizeof(eps)),
 		 st->fail_why ? st->fail_why : "failed");
 	reply_error(st, GRPC_UNAVAILABLE, 502, msg);
+}
+
+void h2_stream_route(struct h2_stream *st)
+{
+	struct splitter *s = S(st);
+	const struct snapshot *snap = s->w->snap;
+	struct route_ctx rc = {.svc = splitter_service_of(snap, &st->ds->ci.od)};
+	char name[3 * STATE_NAME_MAX + 4], eps[64], host[2 * STATE_NAME_MAX + 8];
+	struct balancer_endpoint *ep;
+	bool saturated;
+	int err;
+
+	st->leg = H2_LEG_NONE;
+	st->cap_waiting = false;
+	if (st->ds->c.dead) /* going away with its connection */
+		return;
+	if (!rc.svc) {
+		refuse(st);
+		return;
+	}
+	if (rc.svc->retired_ms || rc.svc->id != st->ds->ci.od.service_id)
+		h2_downstream_retire(st->ds); /* reconnect: direct, or under its id */
+	/* TLS upstreams are verified as the Service's own DNS name. */
+	snprintf(host, sizeof(host), "%s.%s.svc", rc.svc->name, rc.svc->ns);
+	rc.tls_host = rc.svc->upstream_tls ? host : NULL;
+	while (st->n_tried < H2_MAX_ATTEMPTS && rc.n_busy < H2_BUSY_MAX) {
+		ep = route_pick(st, &rc, &saturated);
+		if (!ep && saturated) {
+			svc_str(rc.svc, name, sizeof(name));
+			pend(st, rc.svc, name);
+			return;
+		}
+		if (!ep)
+			break;
+		err = submit(st, ep, rc.tls_host);
+		if (err == -EBUSY) {
+			found_busy(st, &rc, ep);
+			continue;
+		}
+		st->tried[st->n_tried++] = ep;
+		if (!err) {
+			loop_timer_cancel(s->w->loop, st->pending_timer);
+			st->pending_timer = NULL;
+			log_debug("stream_routed stream=%d endpoint=%s attempt=%u", st->ds_id,
+				  ep_str(ep, eps, sizeof(eps)), st->n_tried);
+			return;
+		}
+		connect_failed(st, ep, err);
+	}
+	route_failed(st, &rc);
 }

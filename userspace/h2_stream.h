@@ -25,7 +25,8 @@
 enum h2_leg {
 	H2_LEG_NONE = 0, /* request headers still arriving */
 	H2_LEG_QUEUED,	 /* on s->route_q: routed at the end of the loop pass */
-	H2_LEG_PENDING,	 /* waiting for room in its service (balancer_wait) */
+	H2_LEG_PENDING,	 /* waiting for room in its service (balancer_wait), or for
+			  * an endpoint to allow streams again (pending_timer) */
 	H2_LEG_OPEN,	 /* submitted on |up| as |up_id| */
 	H2_LEG_DONE,	 /* upstream finished, was reset or let go; no retry */
 };
@@ -52,8 +53,11 @@ struct h2_stream {
 	size_t local_len, local_off;
 	struct loop_timer *deadline; /* owned: grpc-timeout */
 	struct balancer_waiter wait;	  /* on a balancer wait list while pending or woken */
-	struct loop_timer *pending_timer; /* owned: --pending-timeout, from the first wait */
+	struct loop_timer *pending_timer; /* owned: --pending-timeout, from the first wait
+					   * for room, or the wait for capacity */
 	bool waited;			  /* was queued: keeps its place ahead of new streams */
+	bool cap_waited;		  /* waited once for an endpoint allowing streams */
+	bool cap_waiting;		  /* ... and is waiting now (leg PENDING) */
 	uint64_t start_ns;
 	uint64_t up_start_ns;  /* this attempt was submitted upstream */
 	uint64_t up_rtt_us;    /* ... and its first body byte or end came after, 0 before */
@@ -108,6 +112,10 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachab
 		       const char *why);
 int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
 			   size_t length, nghttp2_data_source *source, void *user_data);
+
+/* An upstream connection's peer allows streams again after 0: the streams
+ * waiting for that are routed again now rather than at their timeout. */
+void h2_stream_capacity_raised(struct splitter *s);
 
 /* Free the splitter's pool of stream structs (splitter_free()). */
 void h2_stream_pool_fini(struct splitter *s);

@@ -34,12 +34,16 @@ static struct netns_cache *netns_cache(struct splitter *s)
 	return s->w->sh ? s->w->sh->netns : NULL;
 }
 
+/* The one place |accepting| is computed. A killed connection stays in its
+ * pool until splitter_flush() destroys it, and streams routed in between
+ * (retries queued by the very flush that killed it) must not go there. */
 static void set_state(struct h2_upstream *uc, enum h2_up_state state)
 {
 	uc->state = state;
 	if (state == H2_UP_OPEN && !uc->open_ns)
 		uc->open_ns = loop_now_ns();
-	uc->pc.accepting = state <= H2_UP_OPEN && !(uc->pc.pool && uc->pc.pool->retired);
+	uc->pc.accepting =
+	    !uc->c.dead && state <= H2_UP_OPEN && !(uc->pc.pool && uc->pc.pool->retired);
 }
 
 /* Connect failures to a dead endpoint come in bursts: warn at most once a
@@ -58,14 +62,15 @@ static void warn_connect_failed(struct splitter *s, const char *name, const char
 	s->connect_warn_suppressed = 0;
 }
 
-/* Mark |uc| failed; h2_upstream_destroy() sorts out its streams. */
-static void fail(struct h2_upstream *uc, const char *why, int err)
+void h2_upstream_fail(struct h2_upstream *uc, const char *why, int err)
 {
 	struct splitter *s = uc->c.s;
 
 	if (uc->c.dead)
 		return;
-	if (!uc->ever_open) {
+	/* CLOSING: we said goodbye ourselves (idle, drain) before its SETTINGS
+	 * came; that is no connect failure. */
+	if (!uc->ever_open && uc->state != H2_UP_CLOSING) {
 		stats_inc(s->stats, ST_UPSTREAM_CONNECT_FAILURES);
 		warn_connect_failed(s, uc->name, why, err);
 	} else if (uc->pc.n_streams || uc->state < H2_UP_DRAINING) {
@@ -95,13 +100,39 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 	return h2_stream_us_header(st, st->resp_hdrs_rcvd, name, nlen, value, vlen, flags);
 }
 
+/* The peer allows no streams on |uc| now (SETTINGS_MAX_CONCURRENT_STREAMS 0,
+ * which RFC 9113 6.5.2 wants for short durations only). The pool opens no
+ * other connection while it stays (upstream_pool_refusing()), so streams go
+ * to other endpoints or wait a while; |uc| stays, in case the peer raises its
+ * limit. |other|: another connection of the pool in that state already
+ * (both opened before either one's SETTINGS came): |uc| is let go, so there
+ * is one such connection per pool. */
+static void no_capacity(struct h2_upstream *uc, const struct upstream_pool_conn *other)
+{
+	log_warn("upstream_no_capacity endpoint=%s max_concurrent_streams=0 streams=%u action=%s",
+		 uc->name, uc->pc.n_streams, other ? "close" : "keep");
+	if (!other)
+		return;
+	set_state(uc, H2_UP_DRAINING);
+	h2_conn_dirty(&uc->c); /* closes once its streams are done */
+}
+
 static void on_settings(struct h2_upstream *uc, nghttp2_session *session)
 {
+	struct upstream_pool_conn *zero = uc->pc.pool ? upstream_pool_refusing(uc->pc.pool) : NULL;
+
 	uc->pc.settings_rcvd = true;
 	uc->pc.peer_max =
 	    nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
 	if (uc->pc.pool)
 		uc->pc.pool->peer_max_hint = uc->pc.peer_max ? uc->pc.peer_max : 1;
+	if (!uc->pc.peer_max && zero != &uc->pc && uc->pc.accepting) {
+		no_capacity(uc, zero);
+	} else if (uc->pc.peer_max && zero == &uc->pc) {
+		log_info("upstream_capacity_back endpoint=%s max_concurrent_streams=%u", uc->name,
+			 uc->pc.peer_max);
+		h2_stream_capacity_raised(uc->c.s);
+	}
 	if (uc->ever_open)
 		return;
 	uc->ever_open = true;
@@ -306,7 +337,7 @@ static void tls_handshake(struct h2_upstream *uc)
 	if (rv == 1) {
 		SSL_get0_alpn_selected(uc->c.ssl, &proto, &plen);
 		if (plen != 2 || memcmp(proto, "h2", 2)) {
-			fail(uc, "TLS peer did not select h2 (ALPN)", 0);
+			h2_upstream_fail(uc, "TLS peer did not select h2 (ALPN)", 0);
 			return;
 		}
 		set_state(uc, H2_UP_OPEN);
@@ -324,7 +355,7 @@ static void tls_handshake(struct h2_upstream *uc)
 	if (SSL_get_verify_result(uc->c.ssl) != X509_V_OK)
 		log_warn("upstream_tls_verify_failed endpoint=%s err=\"%s\"", uc->name,
 			 X509_verify_cert_error_string(SSL_get_verify_result(uc->c.ssl)));
-	fail(uc, "TLS handshake failed", 0);
+	h2_upstream_fail(uc, "TLS handshake failed", 0);
 }
 
 static void on_connected(struct h2_upstream *uc)
@@ -353,7 +384,7 @@ static void us_io(struct loop *l, int fd, uint32_t events, void *arg)
 		return;
 	if (uc->state == H2_UP_CONNECTING) {
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) || err) {
-			fail(uc, "connect", -(err ? err : errno));
+			h2_upstream_fail(uc, "connect", -(err ? err : errno));
 			goto out;
 		}
 		on_connected(uc);
@@ -362,8 +393,8 @@ static void us_io(struct loop *l, int fd, uint32_t events, void *arg)
 	} else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
 		err = h2_conn_read(&uc->c);
 		if (err)
-			fail(uc, err == -EPIPE ? "closed by peer" : "read",
-			     err == -EPIPE ? 0 : err);
+			h2_upstream_fail(uc, err == -EPIPE ? "closed by peer" : "read",
+					 err == -EPIPE ? 0 : err);
 	}
 	h2_conn_dirty(&uc->c);
 out:
@@ -377,7 +408,8 @@ static void on_connect_timeout(struct loop *l, struct loop_timer *t, void *arg)
 	(void)l;
 	(void)t;
 	uc->connect_timer = NULL;
-	fail(uc, uc->state == H2_UP_CONNECTING ? "connect timeout" : "no SETTINGS in time", 0);
+	h2_upstream_fail(
+	    uc, uc->state == H2_UP_CONNECTING ? "connect timeout" : "no SETTINGS in time", 0);
 	splitter_kick(uc->c.s);
 }
 
@@ -547,6 +579,10 @@ struct h2_upstream *h2_upstream_get(struct splitter *s, const struct balancer_en
 	pc = upstream_pool_choose(p);
 	if (pc)
 		return container_of(pc, struct h2_upstream, pc);
+	if (upstream_pool_refusing(p)) {
+		*err = -EBUSY;
+		return NULL;
+	}
 	if (!p->n_conns && !p->netns && key.netns_id)
 		p->netns = netns_ref_get(netns);
 	uc = conn_open(s, p, tls_host, err);
@@ -700,7 +736,7 @@ void h2_upstream_keepalive(struct splitter *s)
 				continue;
 			stats_inc(s->stats, ST_UPSTREAM_PING_TIMEOUTS);
 			stats_limit_inc(s->stats, LIMIT_UPSTREAM_KEEPALIVE_TIMEOUT);
-			fail(uc, "no PING ACK in time", -ETIMEDOUT);
+			h2_upstream_fail(uc, "no PING ACK in time", -ETIMEDOUT);
 			continue;
 		}
 		if (!time_ms || !uc->may_ping || now - uc->last_rx_ms < time_ms)

@@ -5,7 +5,8 @@
  * or TLS with ALPN h2, pooled per (client netns, endpoint). A connection
  * takes streams up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS (100 before
  * its SETTINGS arrive); after a GOAWAY, or once its endpoint left the
- * snapshot, it takes none and closes when its last stream is done.
+ * snapshot, it takes none and closes when its last stream is done. A peer
+ * that allows 0 streams gets no further connection from the pool.
  */
 #ifndef H2SPLIT_H2_UPSTREAM_H
 #define H2SPLIT_H2_UPSTREAM_H
@@ -44,12 +45,17 @@ struct h2_upstream {
 /* A connection to |ep| with room for one more stream (opening one if need
  * be), in the pool of |netns| (a borrowed ref; NULL: the daemon's netns).
  * |tls_host|: TLS, verifying the peer as that name; NULL: cleartext h2c.
- * NULL with -errno in |*err| when no socket could be made or connected. */
+ * NULL with -errno in |*err| when no socket could be made or connected, and
+ * with -EBUSY when the endpoint allows no streams on the connection it has
+ * (SETTINGS_MAX_CONCURRENT_STREAMS 0): no other one is opened then. */
 struct h2_upstream *h2_upstream_get(struct splitter *s, const struct balancer_endpoint *ep,
 				    const char *tls_host, struct netns_ref *netns, int *err);
 /* Link |st| (just submitted as |id|) to |uc|, counting it against capacity. */
 void h2_upstream_link(struct h2_upstream *uc, struct h2_stream *st, int32_t id);
 void h2_upstream_unlink(struct h2_upstream *uc, struct h2_stream *st);
+/* Mark |uc| failed (|why|: a static string; |err|: -errno or 0): it takes no
+ * stream from now on, and h2_upstream_destroy() sorts out its streams. */
+void h2_upstream_fail(struct h2_upstream *uc, const char *why, int err);
 /* After a flush of |uc|: close it if idle and not wanted any more. */
 void h2_upstream_after_flush(struct h2_upstream *uc);
 /* Free everything (splitter_flush() only); open streams are lost or retried. */

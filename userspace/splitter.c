@@ -123,13 +123,28 @@ static void goaway_raw(struct h2_conn *c, int err)
 		stats_inc(c->s->stats, ST_GOAWAY_SENT);
 }
 
+int h2_conn_recv(struct h2_conn *c, const uint8_t *buf, size_t len)
+{
+	ssize_t rv = nghttp2_session_mem_recv(c->session, buf, len);
+
+	if (rv >= 0)
+		return 0;
+	log_info("h2_protocol_error side=%s err=\"%s\"", c->is_upstream ? "upstream" : "downstream",
+		 nghttp2_strerror((int)rv));
+	if (!c->is_upstream)
+		h2_downstream_recv_failed((struct h2_downstream *)c, (int)rv);
+	goaway_raw(c, (int)rv);
+	return -EPROTO;
+}
+
 int h2_conn_read(struct h2_conn *c)
 {
 	struct splitter *s = c->s;
 
 	c->want_out = false;
 	for (int i = 0; (c->ssl || i < H2_READS_PER_EVENT) && !c->dead; i++) {
-		ssize_t n = conn_recv(c, s->rbuf, H2_RBUF_SIZE), rv;
+		ssize_t n = conn_recv(c, s->rbuf, H2_RBUF_SIZE);
+		int rv;
 
 		if (n == -EAGAIN)
 			return 0;
@@ -137,16 +152,9 @@ int h2_conn_read(struct h2_conn *c)
 			return n ? (int)n : -EPIPE;
 		if (!c->is_upstream)
 			stats_add(s->stats, ST_BYTES_IN, (uint64_t)n);
-		rv = nghttp2_session_mem_recv(c->session, s->rbuf, (size_t)n);
-		if (rv < 0) {
-			log_info("h2_protocol_error side=%s err=\"%s\"",
-				 c->is_upstream ? "upstream" : "downstream",
-				 nghttp2_strerror((int)rv));
-			if (!c->is_upstream)
-				h2_downstream_recv_failed((struct h2_downstream *)c, (int)rv);
-			goaway_raw(c, (int)rv);
-			return -EPROTO;
-		}
+		rv = h2_conn_recv(c, s->rbuf, (size_t)n);
+		if (rv)
+			return rv;
 		/* A short plain read drained the socket; TLS may hold more records. */
 		if (!c->ssl && (size_t)n < H2_RBUF_SIZE)
 			return 0;
@@ -248,6 +256,16 @@ static void conn_destroy(struct h2_conn *c)
 		h2_downstream_destroy((struct h2_downstream *)c);
 }
 
+/* An upstream connection goes through h2_upstream_fail(), so that it takes
+ * no stream between now and its destruction in this same flush. */
+static void conn_end(struct h2_conn *c, const char *why, int err)
+{
+	if (c->is_upstream)
+		h2_upstream_fail((struct h2_upstream *)c, why, err);
+	else
+		h2_conn_kill(c);
+}
+
 static void conn_flush(struct h2_conn *c)
 {
 	int err = h2_conn_write(c);
@@ -255,16 +273,16 @@ static void conn_flush(struct h2_conn *c)
 	if (err) {
 		log_debug("h2_write_failed side=%s err=%d",
 			  c->is_upstream ? "upstream" : "downstream", err);
-		if (c->is_upstream)
-			((struct h2_upstream *)c)->fail_why = "write failed";
-		h2_conn_kill(c);
+		conn_end(c, "write failed", err);
 		return;
 	}
 	if (!c->io_ready)
 		return;
 	if (!c->pend_len && !nghttp2_session_want_read(c->session) &&
 	    !nghttp2_session_want_write(c->session)) {
-		h2_conn_kill(c); /* both sides are done (GOAWAY and no streams left) */
+		/* Both sides are done: GOAWAY and no streams left, or nghttp2
+		 * ended the session after a connection error of the peer's. */
+		conn_end(c, "connection closed", 0);
 		return;
 	}
 	if (loop_set_events(c->s->w->loop, c->fd,

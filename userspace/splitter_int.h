@@ -126,6 +126,9 @@ void splitter_retire_arm(struct splitter *s);
 void h2_conn_dirty(struct h2_conn *c);
 /* Destroy |c| in the next splitter_flush(); its callbacks do nothing more. */
 void h2_conn_kill(struct h2_conn *c);
+/* Feed |len| received bytes to the session. On a protocol error: log, count
+ * (downstream limits), GOAWAY (best effort) and -EPROTO; else 0. */
+int h2_conn_recv(struct h2_conn *c, const uint8_t *buf, size_t len);
 /* Read what the socket has into the session. 0, or -errno (EOF: -EPIPE). */
 int h2_conn_read(struct h2_conn *c);
 /* Write what is pending and what the session has to send, until the socket

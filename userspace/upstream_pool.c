@@ -33,6 +33,14 @@ struct upstream_pool_conn *upstream_pool_choose(const struct upstream_pool *p)
 	return NULL;
 }
 
+struct upstream_pool_conn *upstream_pool_refusing(const struct upstream_pool *p)
+{
+	for (struct upstream_pool_conn *c = p->conns; c; c = c->next)
+		if (c->accepting && c->settings_rcvd && !c->peer_max)
+			return c;
+	return NULL;
+}
+
 void upstream_pool_link(struct upstream_pool *p, struct upstream_pool_conn *c)
 {
 	struct upstream_pool_conn **pp = &p->conns, *prev = NULL;

@@ -4,7 +4,8 @@
  * (client netns, endpoint ip:port, tls): with --upstream-source pod every
  * client pod has its own connections, as a sidecar would. A stream goes to
  * the oldest connection with free stream capacity; when none has any, the
- * caller opens another one rather than queueing behind a full one.
+ * caller opens another one rather than queueing behind a full one, unless
+ * the peer said it takes no streams at all (MAX_CONCURRENT_STREAMS 0).
  * Pure bookkeeping, no I/O: the connections embed upstream_pool_conn.
  */
 #ifndef H2SPLIT_UPSTREAM_POOL_H
@@ -55,8 +56,14 @@ struct upstream_pool {
  * allowing one stream must not get a burst of 100 on every new connection),
  * else UPSTREAM_PRE_SETTINGS_STREAMS. */
 uint32_t upstream_pool_capacity(const struct upstream_pool_conn *c);
-/* The connection a new stream should use, or NULL to open another. */
+/* The connection a new stream should use, or NULL to open another (unless
+ * upstream_pool_refusing()). */
 struct upstream_pool_conn *upstream_pool_choose(const struct upstream_pool *p);
+/* A connection of |p| still taking streams whose peer allows none now
+ * (SETTINGS_MAX_CONCURRENT_STREAMS 0), or NULL. While there is one, the pool
+ * opens no other connection: the peer would only say 0 there too, and a
+ * connection per stream, each stuck, is how one bad pod exhausts the fds. */
+struct upstream_pool_conn *upstream_pool_refusing(const struct upstream_pool *p);
 void upstream_pool_link(struct upstream_pool *p, struct upstream_pool_conn *c);
 void upstream_pool_unlink(struct upstream_pool_conn *c);
 

@@ -128,6 +128,10 @@ def downstream_seeds():
         "data_on_stream0.bin": b"\x04" + s + h.frame(h.DATA, 0, 0, b"x"),
         "zero_window_client.bin": b"\x00" + h.settings([(h.S_INITIAL_WINDOW_SIZE, 0)]) +
         req(1) + h.window_update(1, 3),
+        # RFC 9113 5.1.1: 3 was skipped when 5 opened; then trailers on 9 (open)
+        # are fine, a HEADERS on 3 is a connection error.
+        "headers_lower_id.bin": b"\x01" + s + req(5) + req(9, end=False) +
+        h.headers(9, h.encode([("x-trailer", "1")]), end_stream=True) + req(3),
     }
 
 
@@ -158,6 +162,13 @@ def upstream_seeds():
         "zero_window_big_body.bin": b"\x0a" + ack + h.headers(5, ok) +
         b"".join(h.data(5, b"w" * 16384) for _ in range(3)),
         "no_settings_garbage.bin": b"\x00" + b"\xff" * 9 + b"not http/2",
+        # MAX_CONCURRENT_STREAMS 0: what was sent is refused, the retries find
+        # no room (no new connection); then the limit is raised.
+        "mcs0_refused.bin": b"\x00" + h.settings([(h.S_MAX_CONCURRENT_STREAMS, 0)]) + ack +
+        h.rst_stream(1, 7) + h.rst_stream(3, 7) + h.rst_stream(5, 7),
+        "mcs0_raised.bin": b"\x04" + h.settings([(h.S_MAX_CONCURRENT_STREAMS, 0)]) + ack +
+        h.rst_stream(1, 7) + h.rst_stream(3, 7) + h.rst_stream(5, 7) + h.ping() * 12 +
+        h.settings([(h.S_MAX_CONCURRENT_STREAMS, 100)]),
     }
 
 

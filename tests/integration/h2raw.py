@@ -11,8 +11,9 @@ Used two ways:
       a hostile client (see ATTACKS); prints one summary: how the server
       ended the connection (goaway code, resets, eof) and what was sent
   serve MODE --port P [--rst-code NAME]
-      a hostile HTTP/2 server (see SERVER_MODES); prints "ready", then one
-      line per connection and per stream it answered
+      a hostile HTTP/2 server (see SERVER_MODES; mcs1 and mcs0 advertise
+      SETTINGS_MAX_CONCURRENT_STREAMS 1 and 0 and refuse streams over it);
+      prints "ready", then one line per connection and per stream it answered
   echo --port P
       a TCP echo server (the L4 path must deliver bytes unchanged)
   send-raw HOST PORT HEX [--pause-ms MS] [--split N]
@@ -819,6 +820,14 @@ def invalid_cases(authority):
                                                      [("content-length", "1")])) +
         data(1, msg, end_stream=True),
         "unknown-frame-type": frame(0xFA, 0, 0, b"ignore me") + ping(b"survived"),
+        # RFC 9113 5.1.1: 5 first closes 1 and 3 unopened; a HEADERS on 3 is then
+        # a connection error, not a new stream.
+        "headers-lower-stream-id": headers(5, req, end_stream=True) +
+        headers(3, req, end_stream=True),
+        # ... but trailers on an open stream below the newest are the normal case.
+        "trailers-lower-open-stream": headers(1, req) + data(1, msg) +
+        headers(3, req, end_stream=True) +
+        headers(1, encode([("x-trailer", "1")]), end_stream=True) + ping(b"trailers"),
     }
 
 
@@ -854,7 +863,8 @@ def attack_invalid(a):
 
 # ---- hostile servers ------------------------------------------------------------
 
-SERVER_MODES = ("silent", "reset", "malformed", "garbage", "mid-body", "no-trailers", "mcs1")
+SERVER_MODES = ("silent", "reset", "malformed", "garbage", "mid-body", "no-trailers", "mcs1",
+                "mcs0")
 
 
 class ServerConn:
@@ -880,7 +890,7 @@ class ServerConn:
         buf, seen_preface, open_streams = b"", False, set()
         self.busy = None  # mcs1: the one stream being answered
         if self.mode != "silent":
-            mcs = 1 if self.mode == "mcs1" else 100
+            mcs = {"mcs1": 1, "mcs0": 0}.get(self.mode, 100)
             self.send(settings([(S_MAX_CONCURRENT_STREAMS, mcs)]))
         while True:
             try:
@@ -924,6 +934,11 @@ class ServerConn:
                 self.send(rst_stream(sid, CODE["REFUSED_STREAM"]))
             else:
                 threading.Thread(target=self.respond_ok, args=(sid,), daemon=True).start()
+        elif self.mode == "mcs0":
+            # Every stream is over a limit of 0 (RFC 9113 5.1.2); a client can
+            # only have sent it before it saw these SETTINGS.
+            self.log(event="refused", stream=sid)
+            self.send(rst_stream(sid, CODE["REFUSED_STREAM"]))
         elif self.mode == "reset":
             self.send(rst_stream(sid, CODE[self.args.rst_code]))
         elif self.mode == "malformed":

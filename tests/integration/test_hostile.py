@@ -456,17 +456,17 @@ def test_hpack_bomb_is_refused_per_stream(bed):
 
 def test_stream_id_exhaustion(bed):
     """The last client stream id (2^31-1) works; after it no stream can be
-    opened: a lower id (5) and 2^31+1 (reserved bit set, i.e. id 1 again) get no
-    response and never reach a backend. RFC 9113 5.1.1 wants PROTOCOL_ERROR
-    here; nghttp2 deliberately ignores such HEADERS instead (it cannot tell a
-    late trailer from a new stream), which is accepted as long as nothing is
-    answered and the connection keeps behaving."""
+    opened: a HEADERS on a lower id (5, which the client skipped) is a
+    connection error PROTOCOL_ERROR (RFC 9113 5.1.1; nghttp2 alone would
+    ignore it, h2splitd checks before it), so neither it nor 2^31+1 (reserved
+    bit set, i.e. id 1 again) gets a response or reaches a backend."""
     before = bed.backend_unary()
     with attack_window(bed, max_cpu_s=1.0, max_rss_mib=8):
         r = bed.attack("stream-ids", "--seconds", 5)
     assert r["top_stream_status"] == "200", r
     assert r["answered_after_top"] == [], r
-    assert goaway_code(r) == "PROTOCOL_ERROR" or (r["ping_ack"] and r["end"] is None), r
+    assert goaway_code(r) == "PROTOCOL_ERROR" and r["end"] in ("eof", "reset"), r
+    assert r["goaway"]["last_stream_id"] == h2raw.MAX_STREAM_ID, r
     assert bed.backend_unary() - before == 1, "a stream opened after 2^31-1 reached a backend"
 
 
@@ -518,13 +518,16 @@ INVALID = {
     "missing-method": ({"rst"}, "PROTOCOL_ERROR"),
     "content-length-mismatch": ({"rst"}, "PROTOCOL_ERROR"),
     "first-frame-not-settings": ({"goaway"}, "PROTOCOL_ERROR"),
+    "headers-lower-stream-id": ({"goaway"}, "PROTOCOL_ERROR"),
+    "trailers-lower-open-stream": ({"alive"}, None),
     "unknown-frame-type": ({"alive"}, None),  # RFC 9113 5.5: ignored
 }
 # Malformed requests (RFC 9113 8.1.1) must never be forwarded to a backend.
 MALFORMED = ("uppercase-header-name", "connection-header", "missing-method")
 # Sent to the "sink" service, whose backend never opens its window: the
-# daemon cannot pass the body on, so the client's excess is deterministic.
-TO_SINK = ("data-exceeds-window",)
+# daemon cannot pass the body on, so the client's excess is deterministic; and
+# it never answers, so no backend's reset can hide whether a connection lived.
+TO_SINK = ("data-exceeds-window", "trailers-lower-open-stream")
 _invalid = {}
 
 

@@ -5,7 +5,7 @@ Backend pods run raw HTTP/2 servers (h2raw.py serve MODE): one that never
 sends SETTINGS, one that resets every stream (one port per RST_STREAM
 code), one that answers a malformed response, one that sends garbage, ones
 that close the connection in the middle of a response, and ones that
-advertise SETTINGS_MAX_CONCURRENT_STREAMS 1. A real gRPC client (grpcio)
+advertise SETTINGS_MAX_CONCURRENT_STREAMS 1 or 0. A real gRPC client (grpcio)
 in a client pod calls each through its ClusterIP, with a deadline on every
 RPC, and must get the status gRPC's PROTOCOL-HTTP2.md mapping gives (or
 UNAVAILABLE for a transport that failed), well before the deadline. A good
@@ -30,6 +30,7 @@ ADMIN = "http://127.0.0.1:9901"
 DEADLINE = 15  # seconds, every RPC
 OUTLIER_FAILURES = 5  # --outlier-failures default
 H2_CONNECT_TIMEOUT_MS = 3000  # splitter_int.h: no SETTINGS by then, the connection failed
+WORKERS = 2
 
 # RST_STREAM code from the backend -> gRPC status (PROTOCOL-HTTP2.md, "Errors").
 RST_TO_GRPC = {
@@ -49,7 +50,8 @@ class Bed:
         self.good_servers = node.add_server_pods(["server-0", "server-1"])
         self.echo = node.add_service("echo", PORT, pods=self.good_servers[:1])
         self.hostile = {}
-        for mode in ("silent", "malformed", "garbage", "mid-body", "no-trailers", "mcs1"):
+        for mode in ("silent", "malformed", "garbage", "mid-body", "no-trailers", "mcs1",
+                     "mcs0"):
             self.hostile[mode] = self._serve(f"h-{mode}", mode)
         self.reset_pod = node.add_pod("h-reset")
         self.reset_svcs = {}
@@ -72,15 +74,24 @@ class Bed:
                                           pods=[self.good_servers[1], self.hostile[m][0]],
                                           annotations={"h2split.io/lb-policy": "round_robin"})
                       for m in ("silent", "garbage")}
+        self.mixed["mcs0"] = node.add_service(
+            "mixed-mcs0", PORT, pods=[self.good_servers[1], self.hostile["mcs0"][0]])
+        # mcs0 under round_robin too: ewma (the default) shuns a failing pod by
+        # its latency penalty first, so its failures in a row, and the
+        # ejection, would come only as that penalty decays (minutes).
+        self.mixed_rr_mcs0 = node.add_service(
+            "mixed-rr-mcs0", PORT, pods=[self.good_servers[1], self.hostile["mcs0"][0]],
+            annotations={"h2split.io/lb-policy": "round_robin"})
         self.client_pod = node.add_pod("client-0")
         self.good_pod = node.add_pod("good-0")
         self.daemon = node.popen([os.path.join(build_dir, "h2splitd"), *node.daemon_args(),
-                                  "--listen", "169.254.20.11:15001", "--workers", "2",
+                                  "--listen", "169.254.20.11:15001", "--workers", str(WORKERS),
                                   "--log-level", "info"],
                                  name="h2splitd", watch=True, stderr=subprocess.STDOUT)
         self.daemon.wait_line(r"msg=redirecting", 20)
         self.ctl = os.path.join(build_dir, "h2splitctl")
         self.usage = Usage(self.daemon.pid)
+        self.ctl = os.path.join(build_dir, "h2splitctl")
         c = self.good_pod.grpc_client(self.echo.target4)
         assert c.server_stream(1, rpc_timeout=5)["ok"] == 1
         self.good = GoodTraffic(c)
@@ -116,6 +127,24 @@ class Bed:
                     if ep["pod"] == pod:
                         return ep
         raise AssertionError(f"{pod} not among the endpoints of {svc.name}: {r.stdout[:2000]}")
+
+    def endpoint_state(self, service, pod):
+        """The STATE `h2splitctl endpoints` shows for ``pod`` in ``service``."""
+        r = self.node.run([self.ctl, "--bpffs", self.node.bpffs, "-o", "json", "endpoints"])
+        for svc in json.loads(r.stdout)["services"]:
+            if svc["service"].split("/", 1)[-1].split(":", 1)[0] != service.name:
+                continue
+            for ep in svc["endpoints"]:
+                if ep["pod"] == pod.name:
+                    return ep["state"]
+        return None
+
+    def connections_to(self, pod):
+        """The daemon's upstream connections from client-0 to ``pod`` now
+        (they live in client-0's netns: --upstream-source pod)."""
+        r = self.client_pod.run(["ss", "-Htn", "state", "established", "dst",
+                                 f"{pod.ip4}:{PORT}"])
+        return len(r.stdout.splitlines())
 
     def metric(self, name):
         r = self.node.run(["curl", "-s", "--max-time", "5", ADMIN + "/metrics"], check=False)
@@ -214,6 +243,49 @@ def test_max_concurrent_streams_1_strict_backend(bed, healthy):
     the retries go one per new connection and every RPC succeeds."""
     r = bed.call(bed.hostile["mcs1"][2], 20, concurrency=10)
     assert r["ok"] == 20 and not r["errors"], r
+
+
+def accepted(bed, mode):
+    """Connections the ``mode`` backend has accepted so far (it logs each one
+    before it reads a byte, so before any stream on it is refused)."""
+    return sum('"accepted"' in ln for ln in bed.hostile[mode][1].lines)
+
+
+@pytest.mark.parametrize("policy", ["ewma", "round_robin"])
+def test_max_concurrent_streams_0_beside_a_healthy_endpoint(bed, healthy, policy):
+    """A backend that advertises SETTINGS_MAX_CONCURRENT_STREAMS 0 (and refuses,
+    RFC 9113 5.1.2, whatever was sent before its SETTINGS arrived) beside a
+    healthy one: 100 RPCs, 10 at a time, all succeed on server-1. The daemon
+    opens no connection per stream to the bad pod (at most one per worker and
+    client pod, which it keeps in case the limit is raised), and each stream
+    that finds it allowing none counts a failure: ewma shuns it at once, and
+    outlier ejection takes it out (round_robin, which would otherwise keep
+    giving it every other stream)."""
+    svc = bed.mixed["mcs0"] if policy == "ewma" else bed.mixed_rr_mcs0
+    bad = bed.hostile["mcs0"][0]
+    before = accepted(bed, "mcs0")
+    r = bed.call(svc, 100, concurrency=10)
+    assert r["ok"] == 100 and not r["errors"], r
+    assert set(r["pods"]) == {"server-1"}, r
+    assert accepted(bed, "mcs0") - before <= WORKERS, \
+        f"{accepted(bed, 'mcs0') - before} connections to the MCS 0 backend for 100 RPCs"
+    assert bed.connections_to(bad) <= WORKERS
+    if policy == "round_robin":
+        assert bed.endpoint_state(svc, bad) == "ejected"
+
+
+def test_max_concurrent_streams_0_alone(bed, healthy):
+    """The same backend alone in its Service: nothing else can take the
+    streams, so each RPC fails UNAVAILABLE, naming the reason, after one wait
+    of --pending-timeout (1 s) for the pod to raise its limit; never a hang,
+    and still no connection per stream."""
+    before = accepted(bed, "mcs0")
+    r = bed.call(bed.hostile["mcs0"][2], 10, concurrency=5)
+    assert r["errors"] == {"UNAVAILABLE": 10}, r
+    assert all("MAX_CONCURRENT_STREAMS 0" in d for d in r["details"]), r
+    assert r["ms"] < (DEADLINE - 5) * 1000, r
+    assert accepted(bed, "mcs0") - before <= WORKERS, r
+    assert bed.connections_to(bed.hostile["mcs0"][0]) <= WORKERS
 
 
 def test_mixed_service_retries_what_was_not_processed(bed, healthy):

@@ -3,7 +3,8 @@
  * Unit tests for upstream_pool.c: stream capacity of a connection (100
  * before the peer's SETTINGS, then its MAX_CONCURRENT_STREAMS, capped; none
  * after GOAWAY), the choice of connection (oldest with room, else open a new
- * one rather than queue), and the pool table keyed by (netns, ip, port, tls).
+ * one rather than queue, but not while a peer allows no streams at all), and
+ * the pool table keyed by (netns, ip, port, tls).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -107,6 +108,39 @@ static void test_choose(void **state)
 	upstream_pool_unlink(&b); /* not in a pool: no-op */
 }
 
+static void test_refusing(void **state)
+{
+	struct upstream_pool p = {0};
+	struct upstream_pool_conn a = conn(true, 0, 1), b = conn(false, 0, 0);
+
+	(void)state;
+	assert_null(upstream_pool_refusing(&p));
+	/* Before its SETTINGS nothing is known: b may take streams. */
+	upstream_pool_link(&p, &b);
+	assert_null(upstream_pool_refusing(&p));
+	/* a's peer said MAX_CONCURRENT_STREAMS 0: no capacity, and no new
+	 * connection either while a stays. */
+	upstream_pool_link(&p, &a);
+	assert_ptr_equal(upstream_pool_refusing(&p), &a);
+	b.n_streams = UPSTREAM_PRE_SETTINGS_STREAMS;
+	assert_null(upstream_pool_choose(&p));
+	/* A connection with room is still used. */
+	b.n_streams = 0;
+	assert_ptr_equal(upstream_pool_choose(&p), &b);
+	/* The peer raised its limit. */
+	a.peer_max = 10;
+	assert_null(upstream_pool_refusing(&p));
+	assert_ptr_equal(upstream_pool_choose(&p), &b);
+	b.n_streams = UPSTREAM_PRE_SETTINGS_STREAMS;
+	assert_ptr_equal(upstream_pool_choose(&p), &a);
+	/* A connection going away (GOAWAY, killed) says nothing any more. */
+	a.peer_max = 0;
+	a.accepting = false;
+	assert_null(upstream_pool_refusing(&p));
+	upstream_pool_unlink(&a);
+	upstream_pool_unlink(&b);
+}
+
 static struct upstream_pool_key key(uint64_t ns, uint8_t last, uint16_t port, bool tls)
 {
 	struct upstream_pool_key k = {.netns_id = ns, .port = port, .tls = tls};
@@ -181,6 +215,7 @@ int main(void)
 	    cmocka_unit_test(test_capacity),
 	    cmocka_unit_test(test_pre_settings_hint),
 	    cmocka_unit_test(test_choose),
+	    cmocka_unit_test(test_refusing),
 	    cmocka_unit_test(test_table),
 	};
 
