@@ -396,6 +396,12 @@ static int load(struct h2s_bpf *b, const char *root)
 		b->maps.fd[i] = bpf_map__fd(map);
 	}
 	bpf_maps_probe(&b->maps);
+	b->maps.lock_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (b->maps.lock_fd < 0) {
+		err = -errno;
+		log_error("open pin root failed dir=%s err=%s", root, strerror(-err));
+		return err;
+	}
 	return 0;
 }
 
@@ -420,6 +426,7 @@ int bpf_loader_open(const char *pin_root, const char *cgroup_dir, struct h2s_bpf
 		return -ENOMEM;
 	for (int i = 0; i < BPF_MAPS_COUNT; i++)
 		b->maps.fd[i] = -1;
+	b->maps.lock_fd = -1;
 	err = cgroup_id_of(cgroup_dir, &b->cgroup_id);
 	if (err) {
 		log_error("not a cgroup v2 directory dir=%s err=%s: pass --cgroup a directory "
@@ -486,6 +493,8 @@ void bpf_loader_close(struct h2s_bpf *b)
 	if (!b)
 		return;
 	h2split__destroy(b->skel); /* links were disconnected: pins keep them */
+	if (b->maps.lock_fd >= 0)
+		close(b->maps.lock_fd);
 	free(b);
 }
 

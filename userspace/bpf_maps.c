@@ -7,10 +7,12 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -76,6 +78,7 @@ int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **
 
 	for (int i = 0; i < BPF_MAPS_COUNT; i++)
 		m->fd[i] = -1;
+	m->lock_fd = -1;
 	for (int i = 0; i < BPF_MAPS_COUNT; i++) {
 		if (snprintf(path, sizeof(path), "%s/%s", pin_root, map_names[i]) >=
 		    (int)sizeof(path)) {
@@ -91,6 +94,11 @@ int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **
 			goto fail;
 		}
 	}
+	m->lock_fd = open(pin_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (m->lock_fd < 0) {
+		err = -errno;
+		goto fail;
+	}
 	bpf_maps_probe(m);
 	return 0;
 fail:
@@ -105,6 +113,9 @@ void bpf_maps_close(struct bpf_maps *m)
 			close(m->fd[i]);
 		m->fd[i] = -1;
 	}
+	if (m->lock_fd >= 0)
+		close(m->lock_fd);
+	m->lock_fd = -1;
 }
 
 /* The slow way to read a hash map, one key at a time, for kernels that refuse batches. */
@@ -371,18 +382,82 @@ int bpf_maps_sync_services(const struct bpf_maps *m, const struct state *st,
 	return err;
 }
 
-int bpf_maps_exclude(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin)
+/* ---- excluded cgroups ---- */
+
+/* Held for a few map syscalls at a time, so a blocking wait is short. */
+static int excl_lock(const struct bpf_maps *m)
 {
-	__u64 key = cgroup_id;
-	__u8 v = (__u8)origin;
+	if (m->lock_fd < 0)
+		return 0;
+	while (flock(m->lock_fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+static void excl_unlock(const struct bpf_maps *m)
+{
+	if (m->lock_fd >= 0)
+		flock(m->lock_fd, LOCK_UN);
+}
+
+/*
+ * Under the lock: add |set| to and take |clear| off cgroup |id|'s origins,
+ * deleting the entry when none is left. |*had| and |*now| (may be NULL): the
+ * origins before and after. An update replaces the value in place, so a
+ * connect meanwhile sees the cgroup excluded throughout.
+ */
+static int excl_change(const struct bpf_maps *m, uint64_t id, uint32_t set, uint32_t clear,
+		       uint32_t *had, uint32_t *now)
+{
+	int fd = m->fd[BPF_MAPS_EXCLUDED];
+	struct h2s_exclude_value v = {};
+	__u64 key = id;
+	uint32_t old;
+	bool present;
 	int err;
 
-	err = bpf_map_update_elem(m->fd[BPF_MAPS_EXCLUDED], &key, &v, BPF_NOEXIST);
-	return err == -EEXIST ? 0 : err;
+	err = bpf_map_lookup_elem(fd, &key, &v);
+	if (err && err != -ENOENT)
+		return err;
+	present = !err;
+	old = present ? v.origins : 0;
+	v.origins = (old | set) & ~clear;
+	if (had)
+		*had = old;
+	if (now)
+		*now = v.origins;
+	if (v.origins)
+		return v.origins == old ? 0 : bpf_map_update_elem(fd, &key, &v, BPF_ANY);
+	if (!present)
+		return 0;
+	/* No origin left (or none ever: an entry written by hand, which excludes too). */
+	err = bpf_map_delete_elem(fd, &key);
+	return err == -ENOENT ? 0 : err;
+}
+
+static bool origin_valid(enum h2s_exclude_origin origin)
+{
+	return origin >= H2S_EXCLUDE_SELF && origin <= H2S_EXCLUDE_ORIGIN_MAX;
+}
+
+int bpf_maps_exclude(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin,
+		     uint32_t *origins)
+{
+	int err;
+
+	if (!origin_valid(origin))
+		return -EINVAL;
+	err = excl_lock(m);
+	if (err)
+		return err;
+	err = excl_change(m, cgroup_id, H2S_EXCLUDE_BIT(origin), 0, NULL, origins);
+	excl_unlock(m);
+	return err;
 }
 
 int bpf_maps_exclude_dir(const struct bpf_maps *m, const char *dir, enum h2s_exclude_origin origin,
-			 uint64_t *id)
+			 uint64_t *id, uint32_t *origins)
 {
 	uint64_t cg;
 	int err;
@@ -392,14 +467,25 @@ int bpf_maps_exclude_dir(const struct bpf_maps *m, const char *dir, enum h2s_exc
 		return err;
 	if (id)
 		*id = cg;
-	return bpf_maps_exclude(m, cg, origin);
+	return bpf_maps_exclude(m, cg, origin, origins);
 }
 
-int bpf_maps_include(const struct bpf_maps *m, uint64_t cgroup_id)
+int bpf_maps_include(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin,
+		     uint32_t *left)
 {
-	__u64 key = cgroup_id;
+	uint32_t had = 0;
+	int err;
 
-	return bpf_map_delete_elem(m->fd[BPF_MAPS_EXCLUDED], &key);
+	if (!origin_valid(origin))
+		return -EINVAL;
+	err = excl_lock(m);
+	if (err)
+		return err;
+	err = excl_change(m, cgroup_id, 0, H2S_EXCLUDE_BIT(origin), &had, left);
+	excl_unlock(m);
+	if (!err && !(had & H2S_EXCLUDE_BIT(origin)))
+		err = -ENOENT;
+	return err;
 }
 
 static int cmp_excluded(const void *a, const void *b)
@@ -416,17 +502,18 @@ int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **
 	int err;
 
 	*out = NULL;
-	err = map_dump(m->fd[BPF_MAPS_EXCLUDED], sizeof(__u64), sizeof(__u8), &keys, &vals, n);
+	err = map_dump(m->fd[BPF_MAPS_EXCLUDED], sizeof(__u64), sizeof(struct h2s_exclude_value),
+		       &keys, &vals, n);
 	if (err || *n == 0)
 		return err;
 	e = calloc((size_t)*n, sizeof(*e));
-	if (e) {
-		for (int i = 0; i < *n; i++) {
-			memcpy(&e[i].cgroup_id, (char *)keys + i * sizeof(__u64), sizeof(__u64));
-			e[i].origin = (enum h2s_exclude_origin)((__u8 *)vals)[i];
-		}
-		qsort(e, (size_t)*n, sizeof(*e), cmp_excluded);
+	for (int i = 0; e && i < *n; i++) {
+		memcpy(&e[i].cgroup_id, (char *)keys + i * sizeof(__u64), sizeof(__u64));
+		memcpy(&e[i].origins, (char *)vals + i * sizeof(struct h2s_exclude_value),
+		       sizeof(e[i].origins));
 	}
+	if (e)
+		qsort(e, (size_t)*n, sizeof(*e), cmp_excluded);
 	free(keys);
 	free(vals);
 	if (!e) {
@@ -448,21 +535,22 @@ static bool id_in(const uint64_t *ids, int n, uint64_t id)
 int bpf_maps_excluded_sync(const struct bpf_maps *m, enum h2s_exclude_origin origin,
 			   const uint64_t *ids, int n)
 {
-	struct bpf_maps_excluded *cur;
+	struct bpf_maps_excluded *cur = NULL;
+	uint32_t bit;
 	int n_cur, err;
 
-	err = bpf_maps_excluded_read(m, &cur, &n_cur);
-	if (err)
-		return err;
+	if (!origin_valid(origin))
+		return -EINVAL;
+	bit = H2S_EXCLUDE_BIT(origin);
+	err = excl_lock(m);
+	if (!err)
+		err = bpf_maps_excluded_read(m, &cur, &n_cur);
 	for (int i = 0; !err && i < n; i++)
-		err = bpf_maps_exclude(m, ids[i], origin);
-	for (int i = 0; !err && i < n_cur; i++) {
-		if (cur[i].origin != origin || id_in(ids, n, cur[i].cgroup_id))
-			continue;
-		err = bpf_maps_include(m, cur[i].cgroup_id);
-		if (err == -ENOENT)
-			err = 0;
-	}
+		err = excl_change(m, ids[i], bit, 0, NULL, NULL);
+	for (int i = 0; !err && i < n_cur; i++)
+		if ((cur[i].origins & bit) && !id_in(ids, n, cur[i].cgroup_id))
+			err = excl_change(m, cur[i].cgroup_id, 0, bit, NULL, NULL);
+	excl_unlock(m);
 	free(cur);
 	return err;
 }
@@ -480,6 +568,24 @@ const char *bpf_maps_origin_name(enum h2s_exclude_origin origin)
 		return "k8s";
 	}
 	return "unknown";
+}
+
+const char *bpf_maps_origins_str(uint32_t origins, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (int o = H2S_EXCLUDE_SELF; o <= H2S_EXCLUDE_ORIGIN_MAX; o++) {
+		int w;
+
+		if (!(origins & H2S_EXCLUDE_BIT(o)) || off >= len)
+			continue;
+		w = snprintf(buf + off, len - off, "%s%s", off ? "," : "",
+			     bpf_maps_origin_name((enum h2s_exclude_origin)o));
+		off += w > 0 ? (size_t)w : 0;
+	}
+	return buf;
 }
 
 int bpf_maps_set_listen(const struct bpf_maps *m, const struct sockaddr_storage *v4,

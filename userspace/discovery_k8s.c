@@ -38,8 +38,10 @@
 #define ERROR_BODY_MAX (1u << 20)
 #define SHORT_WATCH_MS 1000
 
-/* Opt-outs have an exclusion origin of their own, so syncing them never
- * touches the entries of --exclude-cgroup or h2splitctl exclude. */
+/* Opt-outs hold an exclusion origin of their own (a bit per entry), so syncing
+ * them never touches --exclude-cgroup's or h2splitctl exclude's, and no other
+ * origin can take theirs off: skipping a sync while the set of opted-out
+ * cgroups is unchanged leaves the map right. */
 #define K8S_EXCLUDE_ORIGIN H2S_EXCLUDE_K8S
 
 enum res { RES_SERVICES = 0, RES_SLICES, RES_NAMESPACES, RES_PODS, RES_COUNT };

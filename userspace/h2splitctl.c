@@ -57,8 +57,9 @@ static void usage(FILE *f)
 		"                 also each Service's balancing settings in force\n"
 		"  counters       BPF decision counters, summed over CPUs\n"
 		"  exclude DIR    never redirect connects from cgroup v2 directory DIR or below\n"
-		"  include DIR    redirect DIR again (DIR may be a numeric cgroup id, for a\n"
-		"                 cgroup that no longer exists)\n"
+		"  include DIR    undo `exclude DIR` (DIR may be a numeric cgroup id, for a\n"
+		"                 cgroup that no longer exists); DIR stays excluded while\n"
+		"                 h2splitd or a Kubernetes opt-out excludes it too\n"
 		"  uninstall      detach every program and remove every pin\n"
 		"Commands that ask a running h2splitd (admin API):\n"
 		"  endpoints      endpoints per service, with their state and load\n"
@@ -270,6 +271,18 @@ static struct json_object *daemon_json(const struct ctl *c, const struct daemon_
 	return o;
 }
 
+/* ["ctl", "k8s"]: every origin excluding a cgroup. */
+static struct json_object *origins_json(uint32_t origins)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (int o = H2S_EXCLUDE_SELF; o <= H2S_EXCLUDE_ORIGIN_MAX; o++)
+		if (origins & H2S_EXCLUDE_BIT(o))
+			json_object_array_add(a, json_object_new_string(bpf_maps_origin_name(
+						     (enum h2s_exclude_origin)o)));
+	return a;
+}
+
 static struct json_object *status_json(const struct ctl *c, const struct status_view *v)
 {
 	struct json_object *o = json_object_new_object(), *maps = json_object_new_object();
@@ -333,8 +346,7 @@ static struct json_object *status_json(const struct ctl *c, const struct status_
 
 		json_object_object_add(e, "cgroup_id",
 				       json_object_new_uint64(v->excl[i].cgroup_id));
-		json_object_object_add(
-		    e, "origin", json_object_new_string(bpf_maps_origin_name(v->excl[i].origin)));
+		json_object_object_add(e, "origins", origins_json(v->excl[i].origins));
 		cgroup_path_or(v->cg_root, v->excl[i].cgroup_id, buf, sizeof(buf), "");
 		json_object_object_add(e, "path", buf[0] ? json_object_new_string(buf) : NULL);
 		json_object_array_add(ex, e);
@@ -402,12 +414,18 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 		       v->dv.ready ? "ready" : v->dv.detail, (unsigned long long)v->dv.generation,
 		       v->dv.version[0] ? v->dv.version : "-", v->dv.services, v->dv.retired);
 	printf("services     %d VIP:port entries\n", v->n_services);
-	printf("excluded     %d cgroup(s)\n", v->n_excl);
-	for (int i = 0; i < v->n_excl; i++)
-		printf("  %-8s %s (id %llu)\n", bpf_maps_origin_name(v->excl[i].origin),
+	printf("excluded     %d cgroup(s), by: self (h2splitd's own), flag (--exclude-cgroup), "
+	       "ctl (h2splitctl exclude), k8s (opted-out pod or namespace)\n",
+	       v->n_excl);
+	for (int i = 0; i < v->n_excl; i++) {
+		char by[64];
+
+		printf("  %-18s %s (id %llu)\n",
+		       bpf_maps_origins_str(v->excl[i].origins, by, sizeof(by)),
 		       cgroup_path_or(v->cg_root, v->excl[i].cgroup_id, buf, sizeof(buf),
 				      "(cgroup gone)"),
 		       (unsigned long long)v->excl[i].cgroup_id);
+	}
 	printf("counters    ");
 	for (int i = 0; i < H2S_CNT_MAX; i++)
 		if (v->counters[i])
@@ -467,8 +485,10 @@ static int cmd_counters(const struct ctl *c)
 
 static int cmd_exclude(const struct ctl *c)
 {
+	uint32_t origins = 0, others;
 	struct bpf_maps m;
 	uint64_t id = 0;
+	char by[64];
 	int err;
 
 	err = cgroup_check_dir(c->arg);
@@ -482,22 +502,29 @@ static int cmd_exclude(const struct ctl *c)
 	}
 	if (open_maps(c, &m))
 		return EXIT_ERR;
-	err = bpf_maps_exclude_dir(&m, c->arg, H2S_EXCLUDE_CTL, &id);
+	err = bpf_maps_exclude_dir(&m, c->arg, H2S_EXCLUDE_CTL, &id, &origins);
 	bpf_maps_close(&m);
 	if (err) {
-		fprintf(stderr, "exclude %s: %s\n", c->arg, strerror(-err));
+		fprintf(stderr, "exclude %s: %s%s\n", c->arg, strerror(-err),
+			err == -E2BIG ? " (the exclusion map is full: include cgroups that are "
+					"gone, see h2splitctl status)"
+				      : "");
 		return EXIT_ERR;
 	}
+	others = origins & ~H2S_EXCLUDE_BIT(H2S_EXCLUDE_CTL);
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "excluded", json_object_new_string(c->arg));
 		json_object_object_add(o, "cgroup_id", json_object_new_uint64(id));
+		json_object_object_add(o, "excluded_by", origins_json(origins));
 		print_json(o);
 	} else {
 		printf("excluded %s (cgroup id %llu): its connects, and those of cgroups below it, "
-		       "go direct\n",
-		       c->arg, (unsigned long long)id);
+		       "go direct%s%s%s\n",
+		       c->arg, (unsigned long long)id, others ? " (also excluded by " : "",
+		       others ? bpf_maps_origins_str(others, by, sizeof(by)) : "",
+		       others ? ")" : "");
 	}
 	return EXIT_OK;
 }
@@ -512,8 +539,38 @@ static bool all_digits(const char *s)
 	return true;
 }
 
+/* Why an origin other than the operator's excludes a cgroup, and what undoes it. */
+static const char *origin_fix(uint32_t origins)
+{
+	if (origins & H2S_EXCLUDE_BIT(H2S_EXCLUDE_K8S))
+		return "the pod or its namespace has h2split.io/enabled: \"false\"; remove that "
+		       "to have it redirected";
+	if (origins & H2S_EXCLUDE_BIT(H2S_EXCLUDE_FLAG))
+		return "h2splitd --exclude-cgroup names it";
+	return "it is h2splitd's own cgroup";
+}
+
+static void include_text(const struct ctl *c, uint64_t id, bool by_ctl, uint32_t left)
+{
+	char by[64];
+
+	if (!by_ctl && !left)
+		printf("%s (cgroup id %llu) was not excluded: nothing to do\n", c->arg,
+		       (unsigned long long)id);
+	else if (!left)
+		printf("%s (cgroup id %llu) is redirected again\n", c->arg, (unsigned long long)id);
+	else
+		printf("%s (cgroup id %llu) %s, but stays excluded by %s: its connects still go "
+		       "direct (%s)\n",
+		       c->arg, (unsigned long long)id,
+		       by_ctl ? "is no longer excluded by h2splitctl"
+			      : "was not excluded by h2splitctl (nothing to undo)",
+		       bpf_maps_origins_str(left, by, sizeof(by)), origin_fix(left));
+}
+
 static int cmd_include(const struct ctl *c)
 {
+	uint32_t left = 0;
 	struct bpf_maps m;
 	uint64_t id;
 	int err;
@@ -532,7 +589,10 @@ static int cmd_include(const struct ctl *c)
 	}
 	if (open_maps(c, &m))
 		return EXIT_ERR;
-	err = bpf_maps_include(&m, id);
+	/* Only the operator's own exclusion: the daemon's and a pod's opt-out are
+	 * kept by their origins, which would not notice one gone (the Kubernetes
+	 * source writes the map only when its set of pods changes). */
+	err = bpf_maps_include(&m, id, H2S_EXCLUDE_CTL, &left);
 	bpf_maps_close(&m);
 	if (err && err != -ENOENT) {
 		fprintf(stderr, "include %s: %s\n", c->arg, strerror(-err));
@@ -544,10 +604,10 @@ static int cmd_include(const struct ctl *c)
 		json_object_object_add(o, "included", json_object_new_string(c->arg));
 		json_object_object_add(o, "cgroup_id", json_object_new_uint64(id));
 		json_object_object_add(o, "was_excluded", json_object_new_boolean(!err));
+		json_object_object_add(o, "excluded_by", origins_json(left));
 		print_json(o);
 	} else {
-		printf("%s (cgroup id %llu) %s\n", c->arg, (unsigned long long)id,
-		       err ? "was not excluded: nothing to do" : "is redirected again");
+		include_text(c, id, !err, left);
 	}
 	return EXIT_OK;
 }

@@ -66,6 +66,24 @@ class KubeBed:
         self.api.delete("services", "default", name)
         self.api.delete("endpointslices", "default", f"{name}-ipv4")
 
+    def mark(self):
+        """A position in the daemon's output, for wait_logged()."""
+        return len(self.daemon.lines)
+
+    def wait_logged(self, mark, pattern, timeout=15):
+        """The first line after ``mark`` matching ``pattern`` (what the daemon says it did)."""
+        rx = re.compile(pattern)
+        return testbed.wait_for(
+            lambda: next((ln for ln in self.daemon.lines[mark:] if rx.search(ln)), None),
+            timeout, f"h2splitd to log {pattern!r}")
+
+    def excluded_by(self, cgroup):
+        """The origins excluding cgroup directory ``cgroup``, None when not excluded."""
+        for e in self.ctl("status")["excluded_cgroups"]:
+            if e.get("path") == cgroup:
+                return e["origins"]
+        return None
+
 
 @pytest.fixture(scope="module")
 def kbed(module_node, build_dir):
@@ -198,6 +216,67 @@ def test_opted_out_pod_cgroup_is_excluded(clean):
         os.rmdir(cg)
         os.rmdir(os.path.dirname(cg))
         os.rmdir(os.path.dirname(os.path.dirname(cg)))
+
+
+def test_operator_include_leaves_a_pod_opt_out(clean):
+    """A pod excluded twice, by `h2splitctl exclude` and by its own annotation
+    h2split.io/enabled: "false". `h2splitctl include` takes back only the
+    operator's exclusion and says the opt-out still holds: the pod's channel
+    still goes where it dialled (kube-proxy pins it to one pod, no connect is
+    redirected). Once the annotation goes too, its next channel is redirected
+    and its RPCs are split across both pods."""
+    k, node = clean, clean.node
+    uid = str(uuid.uuid4())
+    servers = node.add_server_pods(["xserver-0", "xserver-1"])
+    svc = node.add_service("xecho", pods=servers)
+    # The cgroup is named as the kubelet's cgroupfs driver names a pod's: pod<uid>.
+    client_pod = node.add_pod("pod" + uid)
+
+    def rpcs(n):
+        before = k.ctl("counters")
+        client = client_pod.grpc_client(svc.target4)
+        try:
+            r = client.unary(n)
+        finally:
+            client.close()
+        after = k.ctl("counters")
+        assert r["ok"] == n, r
+        return set(r["pods"]), {c: after[c] - before[c] for c in after}
+
+    try:
+        for item in node.services_doc()["items"]:
+            if item["metadata"]["name"].startswith("xecho"):
+                k.api.apply(item["kind"], item)
+        k.wait_vips({f"{svc.vip4}:{svc.port}"})
+        k.ctl("exclude", client_pod.cgroup)
+        mark = k.mark()
+        k.api.apply("pods", pod("xclient", "default", uid=uid, node_name=NODE_NAME,
+                                annotations={"h2split.io/enabled": "false"}))
+        k.wait_logged(mark, r"kube_opt_outs_synced excluded_pods=1 ")
+
+        r = k.ctl("include", client_pod.cgroup)
+        pods, delta = rpcs(20)
+        assert delta["redirected"] == 0, \
+            f"the opted-out pod was redirected after h2splitctl include: {delta}"
+        assert delta["bypass_excluded"] >= 1, delta
+        assert len(pods) == 1, f"one direct connection, one pod: {pods}"
+        assert r["was_excluded"] and r["excluded_by"] == ["k8s"], r
+        assert k.excluded_by(client_pod.cgroup) == ["k8s"]
+
+        # The annotation goes: nobody excludes the pod any more.
+        k.api.apply("pods", pod("xclient", "default", uid=uid, node_name=NODE_NAME))
+        testbed.wait_for(lambda: k.excluded_by(client_pod.cgroup) is None, 15,
+                         "the pod's cgroup to leave the exclusion map")
+        pods, delta = rpcs(40)
+        assert delta["redirected"] >= 1 and delta["bypass_excluded"] == 0, delta
+        assert pods == {"xserver-0", "xserver-1"}, pods
+    finally:
+        k.ctl("include", client_pod.cgroup)
+        k.api.set_objects("pods", [])
+        testbed.wait_for(lambda: k.excluded_by(client_pod.cgroup) is None, 15,
+                         "exclusions to clear")
+        node.remove_service(svc)
+        node.remove_pod(client_pod)
 
 
 def discovery_errors(node):

@@ -211,7 +211,7 @@ def test_bpftool_dump_shows_named_fields(bed):
         p.wait_line("connected", 15)
         fields = {
             "h2s_services": ({"addr", "port"}, {"service_id", "flags"}),
-            "h2s_excluded_cgroups": (None, None),
+            "h2s_excluded_cgroups": (None, {"origins"}),
             "h2s_config": (None, {"listen_v4", "listen_v6", "listen_v4_port"}),
             "h2s_sock_origdst": (None, {"addr", "port", "service_id", "cgroup_id", "pid"}),
             "h2s_conn_origdst": ({"client_addr", "proxy_addr", "client_port", "proxy_port"},
