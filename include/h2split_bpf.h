@@ -44,7 +44,9 @@ enum h2s_exclude_origin {
 /* h2s_excluded_cgroups value: every origin excluding the cgroup, one bit each.
  * An origin sets and clears only its own bit and the entry is deleted when no
  * bit is left, so `h2splitctl include` cannot undo a pod's opt-out, nor a pod
- * losing its annotation undo an operator's exclude. BPF checks presence only. */
+ * losing its annotation undo an operator's exclude. BPF checks presence only.
+ * Earlier builds stored a single origin byte; the loader carries such a pin's
+ * entries over when it replaces it (bpf_loader.c). */
 struct h2s_exclude_value {
 	__u32 origins; /* H2S_EXCLUDE_BIT() of each origin, OR'ed; never 0 in the map */
 };

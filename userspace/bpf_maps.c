@@ -28,6 +28,19 @@ static const char *const map_names[BPF_MAPS_COUNT] = {
     [BPF_MAPS_COUNTERS] = "h2s_counters",
 };
 
+/* Key and value sizes this build reads and writes, to refuse pins of another layout. */
+static const struct {
+	__u32 key, value;
+} map_sizes[BPF_MAPS_COUNT] = {
+    [BPF_MAPS_SERVICES] = {sizeof(struct h2s_svc_key), sizeof(struct h2s_svc_value)},
+    [BPF_MAPS_EXCLUDED] = {sizeof(__u64), sizeof(struct h2s_exclude_value)},
+    [BPF_MAPS_LISTENERS] = {sizeof(__u32), sizeof(__u64)},
+    [BPF_MAPS_CONFIG] = {sizeof(__u32), sizeof(struct h2s_config)},
+    [BPF_MAPS_SOCK_ORIGDST] = {sizeof(__u64), sizeof(struct h2s_origdst)},
+    [BPF_MAPS_CONN_ORIGDST] = {sizeof(struct h2s_tuple), sizeof(struct h2s_origdst)},
+    [BPF_MAPS_COUNTERS] = {sizeof(__u32), sizeof(__u64)},
+};
+
 static const struct {
 	const char *name;
 	const char *help;
@@ -71,7 +84,18 @@ void bpf_maps_probe(struct bpf_maps *m)
 	m->lookup_and_delete = err == 0 || err == -ENOENT;
 }
 
-int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **missing)
+/* A map of another build's layout would be read and written with the wrong
+ * sizes (the kernel copies value_size bytes whatever the buffer). */
+static bool sizes_match(int fd, enum bpf_maps_id id)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+
+	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.key_size == map_sizes[id].key &&
+	       info.value_size == map_sizes[id].value;
+}
+
+int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **bad)
 {
 	char path[PATH_MAX];
 	int err;
@@ -86,11 +110,10 @@ int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **
 			goto fail;
 		}
 		m->fd[i] = bpf_obj_get(path);
-		if (m->fd[i] < 0) {
-			err = m->fd[i];
-			m->fd[i] = -1;
-			if (missing)
-				*missing = map_names[i];
+		err = m->fd[i] < 0 ? m->fd[i] : sizes_match(m->fd[i], i) ? 0 : -EPROTO;
+		if (err) {
+			if (bad)
+				*bad = map_names[i];
 			goto fail;
 		}
 	}
@@ -495,22 +518,35 @@ static int cmp_excluded(const void *a, const void *b)
 	return (x->cgroup_id > y->cgroup_id) - (x->cgroup_id < y->cgroup_id);
 }
 
-int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **out, int *n)
+/* The bit of an earlier build's origin byte. A value no build wrote came from
+ * someone's hand: it counts as the operator's, so the cgroup stays excluded
+ * until they include it. */
+static uint32_t v1_origins(__u8 origin)
 {
+	enum h2s_exclude_origin o = (enum h2s_exclude_origin)origin;
+
+	return H2S_EXCLUDE_BIT(origin_valid(o) ? o : H2S_EXCLUDE_CTL);
+}
+
+/* Either layout: |v1| values are one enum h2s_exclude_origin byte. */
+static int excluded_dump(int fd, bool v1, struct bpf_maps_excluded **out, int *n)
+{
+	size_t vsz = v1 ? sizeof(__u8) : sizeof(struct h2s_exclude_value);
 	struct bpf_maps_excluded *e;
 	void *keys, *vals;
 	int err;
 
 	*out = NULL;
-	err = map_dump(m->fd[BPF_MAPS_EXCLUDED], sizeof(__u64), sizeof(struct h2s_exclude_value),
-		       &keys, &vals, n);
+	err = map_dump(fd, sizeof(__u64), vsz, &keys, &vals, n);
 	if (err || *n == 0)
 		return err;
 	e = calloc((size_t)*n, sizeof(*e));
 	for (int i = 0; e && i < *n; i++) {
 		memcpy(&e[i].cgroup_id, (char *)keys + i * sizeof(__u64), sizeof(__u64));
-		memcpy(&e[i].origins, (char *)vals + i * sizeof(struct h2s_exclude_value),
-		       sizeof(e[i].origins));
+		if (v1)
+			e[i].origins = v1_origins(((__u8 *)vals)[i]);
+		else
+			memcpy(&e[i].origins, (char *)vals + i * vsz, sizeof(e[i].origins));
 	}
 	if (e)
 		qsort(e, (size_t)*n, sizeof(*e), cmp_excluded);
@@ -522,6 +558,28 @@ int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **
 	}
 	*out = e;
 	return 0;
+}
+
+int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **out, int *n)
+{
+	return excluded_dump(m->fd[BPF_MAPS_EXCLUDED], false, out, n);
+}
+
+int bpf_maps_excluded_read_v1(int fd, struct bpf_maps_excluded **out, int *n)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	int err;
+
+	*out = NULL;
+	*n = 0;
+	err = bpf_obj_get_info_by_fd(fd, &info, &len);
+	if (err)
+		return err;
+	if (info.type != BPF_MAP_TYPE_HASH || info.key_size != sizeof(__u64) ||
+	    info.value_size != sizeof(__u8))
+		return -EINVAL;
+	return excluded_dump(fd, true, out, n);
 }
 
 static bool id_in(const uint64_t *ids, int n, uint64_t id)
@@ -552,6 +610,16 @@ int bpf_maps_excluded_sync(const struct bpf_maps *m, enum h2s_exclude_origin ori
 			err = excl_change(m, cur[i].cgroup_id, 0, bit, NULL, NULL);
 	excl_unlock(m);
 	free(cur);
+	return err;
+}
+
+int bpf_maps_excluded_merge(const struct bpf_maps *m, const struct bpf_maps_excluded *e, int n)
+{
+	int err = excl_lock(m);
+
+	for (int i = 0; !err && i < n; i++)
+		err = excl_change(m, e[i].cgroup_id, e[i].origins, 0, NULL, NULL);
+	excl_unlock(m);
 	return err;
 }
 

@@ -45,10 +45,11 @@ struct bpf_maps {
 const char *bpf_maps_name(enum bpf_maps_id id);
 
 /* Open every map pinned under |pin_root|, and the pin root as |m|'s lock; |m|
- * owns the fds (bpf_maps_close). -ENOENT (not logged: the caller knows what
- * it means to it) when h2split is not installed there; |missing| (may be
- * NULL) then names the first absent map. */
-int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **missing);
+ * owns the fds (bpf_maps_close). Not logged (the caller knows what each case
+ * means to it): -ENOENT when h2split is not installed there, -EPROTO when a
+ * pinned map's key or value size is not this build's (a daemon of another
+ * version pinned it); |bad| (may be NULL) then names that map. */
+int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **bad);
 /* Close fds opened by bpf_maps_open_pinned(); safe after a failed open. */
 void bpf_maps_close(struct bpf_maps *m);
 /* Probe the kernel for lookup_and_delete (called by both openers). */
@@ -124,6 +125,12 @@ int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **
  * the opted-out pods' cgroups. */
 int bpf_maps_excluded_sync(const struct bpf_maps *m, enum h2s_exclude_origin origin,
 			   const uint64_t *ids, int n);
+/* Add the origins of each entry of |e| (the loader carrying entries over). */
+int bpf_maps_excluded_merge(const struct bpf_maps *m, const struct bpf_maps_excluded *e, int n);
+/* The entries of h2s_excluded_cgroups map |fd| of the earlier layout (value:
+ * one enum h2s_exclude_origin byte), as origin bits; -EINVAL for another
+ * layout. |*out| malloc'd (NULL when |*n| is 0). */
+int bpf_maps_excluded_read_v1(int fd, struct bpf_maps_excluded **out, int *n);
 /* "self" | "flag" | "ctl" | "k8s" | "unknown". */
 const char *bpf_maps_origin_name(enum h2s_exclude_origin origin);
 /* The names of |origins| joined by ',' ("ctl,k8s"; "" for none) in |buf|,

@@ -99,14 +99,20 @@ static const char *addr_port_str(const __u8 addr[16], __u16 port, char *buf, siz
 
 static int open_maps(const struct ctl *c, struct bpf_maps *m)
 {
-	const char *missing = NULL;
-	int err = bpf_maps_open_pinned(c->bpffs, m, &missing);
+	const char *bad = NULL;
+	int err = bpf_maps_open_pinned(c->bpffs, m, &bad);
 
 	if (err == -ENOENT)
 		fprintf(stderr,
 			"h2split is not installed under %s (no pinned %s): start h2splitd, or "
 			"pass the daemon's --bpffs\n",
-			c->bpffs, missing ? missing : "maps");
+			c->bpffs, bad ? bad : "maps");
+	else if (err == -EPROTO)
+		fprintf(stderr,
+			"%s/%s has another layout than this h2splitctl (%s) knows: use the "
+			"h2splitctl of the h2splitd that pinned it, or start this version's "
+			"h2splitd, which upgrades the pins\n",
+			c->bpffs, bad ? bad : "a map", H2SPLIT_VERSION);
 	else if (err)
 		fprintf(stderr, "open pinned maps under %s: %s\n", c->bpffs, strerror(-err));
 	return err;

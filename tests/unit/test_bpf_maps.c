@@ -501,6 +501,40 @@ static void test_excluded_read_lists_all_origins(void **unused)
 	excl_done(&m);
 }
 
+/* A pin of the earlier layout (one origin byte) converts to bits, and its
+ * entries merge into the new map without dropping what is there. */
+static void test_excluded_v1_carry_over(void **unused)
+{
+	struct bpf_maps old, m;
+	struct bpf_maps_excluded *e;
+	__u8 v;
+	int n;
+
+	(void)unused;
+	excl_map(&old, sizeof(__u8));
+	excl_map(&m, sizeof(struct h2s_exclude_value));
+	for (__u64 id = 1; id <= 5; id++) {
+		v = (__u8)(id == 5 ? 200 : id); /* 1 self, 2 flag, 3 ctl, 4 k8s, 200 by hand */
+		assert_int_equal(bpf_map_update_elem(old.fd[BPF_MAPS_EXCLUDED], &id, &v, BPF_ANY),
+				 0);
+	}
+	assert_int_equal(bpf_maps_excluded_read_v1(m.fd[BPF_MAPS_EXCLUDED], &e, &n), -EINVAL);
+	assert_int_equal(bpf_maps_excluded_read_v1(old.fd[BPF_MAPS_EXCLUDED], &e, &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(e[0].origins, SELF);
+	assert_int_equal(e[1].origins, FLAG);
+	assert_int_equal(e[2].origins, CTL);
+	assert_int_equal(e[3].origins, K8S);
+	assert_int_equal(e[4].origins, CTL); /* unknown: kept as the operator's */
+	assert_int_equal(bpf_maps_exclude(&m, 3, H2S_EXCLUDE_K8S, NULL), 0);
+	assert_int_equal(bpf_maps_excluded_merge(&m, e, n), 0);
+	assert_int_equal(origins_of(&m, 3), CTL | K8S);
+	assert_int_equal(origins_of(&m, 4), K8S);
+	free(e);
+	excl_done(&old);
+	excl_done(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -519,6 +553,7 @@ int main(void)
 	    cmocka_unit_test(test_excluded_two_origins_each_hold_a_reference),
 	    cmocka_unit_test(test_include_removes_only_its_origin),
 	    cmocka_unit_test(test_excluded_read_lists_all_origins),
+	    cmocka_unit_test(test_excluded_v1_carry_over),
 	    cmocka_unit_test(test_set_listen_rejects_non_targets),
 	    cmocka_unit_test(test_open_pinned_missing),
 	};
