@@ -212,6 +212,7 @@ static const char *cgroup_path_or(const char *cg_root, uint64_t id, char *buf, s
 struct status_view {
 	struct bpf_loader_status st;
 	bool maps_open;
+	const char *other_layout; /* static: a pinned map this build cannot read, or NULL */
 	struct listener_view lv[H2S_LISTENER_SLOTS];
 	int n_services;
 	struct bpf_maps_excluded *excl; /* owned */
@@ -224,6 +225,7 @@ struct status_view {
 
 static int status_collect(const struct ctl *c, struct status_view *v)
 {
+	const char *bad = NULL;
 	struct bpf_maps m;
 	struct bpf_maps_svc_entry *svcs = NULL;
 	int err;
@@ -243,7 +245,12 @@ static int status_collect(const struct ctl *c, struct status_view *v)
 		v->installed &= v->st.links[i].pinned;
 		v->attached &= v->st.links[i].attached;
 	}
-	if (!v->st.map_pinned[BPF_MAPS_SERVICES] || bpf_maps_open_pinned(c->bpffs, &m, NULL) != 0)
+	if (!v->st.map_pinned[BPF_MAPS_SERVICES])
+		return 0;
+	err = bpf_maps_open_pinned(c->bpffs, &m, &bad);
+	if (err == -EPROTO)
+		v->other_layout = bad;
+	if (err)
 		return 0;
 	v->maps_open = true;
 	read_listeners(&m, v->lv);
@@ -326,6 +333,9 @@ static struct json_object *status_json(const struct ctl *c, const struct status_
 	}
 	json_object_object_add(o, "programs", links);
 	json_object_object_add(o, "daemon", daemon_json(c, &v->dv));
+	if (v->other_layout)
+		json_object_object_add(o, "map_of_another_layout",
+				       json_object_new_string(v->other_layout));
 	if (!v->maps_open)
 		return o;
 
@@ -404,6 +414,11 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 			       cgroup_path_or(v->cg_root, ls->cgroup_id, buf, sizeof(buf), "?"),
 			       (unsigned long long)ls->cgroup_id, ls->prog_id);
 	}
+	if (v->other_layout)
+		printf("maps         %s has another layout than this h2splitctl (%s) reads: start "
+		       "this version's h2splitd (it converts the pins), or use the running one's "
+		       "h2splitctl\n",
+		       v->other_layout, H2SPLIT_VERSION);
 	if (!v->maps_open)
 		return;
 	printf("listeners\n");

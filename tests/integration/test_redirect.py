@@ -290,6 +290,7 @@ def test_upgrade_carries_exclusions_of_the_one_origin_layout(bed):
                             bed.node.bpffs, "include", c.cgroup],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 1 and "has another layout" in r.stderr, r
+        assert bed.ctl("status")["map_of_another_layout"] == "h2s_excluded_cgroups"
         bed.start("--exclude-cgroup", bed.clients[2].cgroup)
         origins = {e["cgroup_id"]: e["origins"] for e in bed.ctl("status")["excluded_cgroups"]}
         assert origins[os.stat(c.cgroup).st_ino] == ["ctl"], origins
