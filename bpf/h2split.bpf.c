@@ -31,14 +31,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } h2s_services SEC(".maps");
 
-/* cgroup id -> origin; written by h2splitd and h2splitctl, read by connect4/6.
- * An entry covers the cgroup and everything below it. */
+/* cgroup id -> the origins excluding it; written by h2splitd and h2splitctl,
+ * read (presence only) by connect4/6. An entry covers the cgroup and
+ * everything below it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, H2S_MAX_EXCLUDED);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64);
-	__type(value, enum h2s_exclude_origin);
+	__type(value, struct h2s_exclude_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } h2s_excluded_cgroups SEC(".maps");
 

@@ -27,13 +27,28 @@ enum h2s_listener_slot {
 	H2S_LISTENER_SLOTS = 2,
 };
 
-/* h2s_excluded_cgroups value: who excluded the cgroup, so the daemon can
- * resync its own entries at start without dropping an operator's. One byte. */
-enum __attribute__((packed)) h2s_exclude_origin {
+/* Who excludes a cgroup. Each origin syncs only its own exclusions (the
+ * daemon at start, the Kubernetes source on every pod change, the operator by
+ * hand), so one cgroup may be excluded by several at once. */
+enum h2s_exclude_origin {
 	H2S_EXCLUDE_SELF = 1, /* the daemon's own cgroup (loop safety) */
 	H2S_EXCLUDE_FLAG = 2, /* h2splitd --exclude-cgroup */
 	H2S_EXCLUDE_CTL = 3,  /* h2splitctl exclude */
 	H2S_EXCLUDE_K8S = 4,  /* a pod or namespace opted out (h2split.io/enabled: "false") */
+	H2S_EXCLUDE_ORIGIN_MAX = 4,
+};
+
+/* The bit of |origin| in h2s_exclude_value.origins: self 1, flag 2, ctl 4, k8s 8. */
+#define H2S_EXCLUDE_BIT(origin) (1u << ((origin)-1))
+
+/* h2s_excluded_cgroups value: every origin excluding the cgroup, one bit each.
+ * An origin sets and clears only its own bit and the entry is deleted when no
+ * bit is left, so `h2splitctl include` cannot undo a pod's opt-out, nor a pod
+ * losing its annotation undo an operator's exclude. BPF checks presence only.
+ * Earlier builds stored a single origin byte; the loader carries such a pin's
+ * entries over when it replaces it (bpf_loader.c). */
+struct h2s_exclude_value {
+	__u32 origins; /* H2S_EXCLUDE_BIT() of each origin, OR'ed; never 0 in the map */
 };
 
 /* A service frontend: ClusterIP (v4-mapped or v6) and port. */

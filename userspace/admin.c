@@ -178,6 +178,12 @@ static void write_daemon(FILE *f, struct daemon *d, const struct snapshot *snap)
 	      f);
 	fprintf(f, "h2split_discovery_errors_total %lu\n",
 		disc ? __atomic_load_n(&disc->n_errors, __ATOMIC_RELAXED) : 0ul);
+	fputs("# HELP h2split_discovery_relists_total Full relists after the source's history "
+	      "expired (Kubernetes: 410 Gone), each after a backoff.\n"
+	      "# TYPE h2split_discovery_relists_total counter\n",
+	      f);
+	fprintf(f, "h2split_discovery_relists_total %lu\n",
+		disc ? __atomic_load_n(&disc->n_relists, __ATOMIC_RELAXED) : 0ul);
 }
 
 /* Every per-worker counter of stats.h, summed: *_total counters, the rest gauges. */

@@ -28,6 +28,9 @@
 #include "h2split.skel.h"
 
 #define BPFFS_DEFAULT_MOUNT "/sys/fs/bpf"
+/* Where drop_incompatible_pins() sets aside an exclusion map of the earlier
+ * layout (one origin byte per cgroup) until its entries are in the new one. */
+#define EXCLUDED_V1_PIN "h2s_excluded_cgroups_v1" /* bpffs refuses names with a dot */
 #define CAP_NET_ADMIN_BIT 12
 #define CAP_SYS_ADMIN_BIT 21
 #define CAP_BPF_BIT 39
@@ -265,12 +268,22 @@ static int mkdir_p(const char *path)
 	}
 }
 
+/* The exclusion map as builds before per-origin bits pinned it. */
+static bool excluded_v1(const struct bpf_map *map, const struct bpf_map_info *info)
+{
+	return !strcmp(bpf_map__name(map), bpf_maps_name(BPF_MAPS_EXCLUDED)) &&
+	       info->type == BPF_MAP_TYPE_HASH && info->key_size == sizeof(__u64) &&
+	       info->value_size == sizeof(__u8);
+}
+
 /*
  * libbpf refuses a pinned map whose type, sizes or flags differ from the
  * object's (an upgrade changed a struct). Drop such pins so a new map is
  * created and pinned: its entries are lost, but the daemon rewrites services
  * and its exclusions at start, and the old programs keep the old map until
- * their links are updated.
+ * their links are updated. The exclusion map of the earlier layout is set
+ * aside instead: it holds `h2splitctl exclude` entries nobody else rewrites,
+ * so carry_exclusions() copies them over.
  */
 static void drop_incompatible_pins(struct bpf_object *obj, const char *root)
 {
@@ -280,7 +293,7 @@ static void drop_incompatible_pins(struct bpf_object *obj, const char *root)
 	{
 		struct bpf_map_info info = {};
 		__u32 len = sizeof(info);
-		char path[PATH_MAX];
+		char path[PATH_MAX], aside[PATH_MAX];
 		int fd;
 
 		if (join(path, sizeof(path), root, bpf_map__name(map)))
@@ -293,10 +306,18 @@ static void drop_incompatible_pins(struct bpf_object *obj, const char *root)
 		     info.value_size != bpf_map__value_size(map) ||
 		     info.max_entries != bpf_map__max_entries(map) ||
 		     info.map_flags != bpf_map__map_flags(map))) {
-			log_warn("pinned map layout changed, replacing it map=%s path=%s "
-				 "note=\"its entries are lost\"",
-				 bpf_map__name(map), path);
-			unlink(path);
+			if (excluded_v1(map, &info) &&
+			    !join(aside, sizeof(aside), root, EXCLUDED_V1_PIN) &&
+			    rename(path, aside) == 0) {
+				log_warn("pinned map layout changed, converting it map=%s path=%s "
+					 "note=\"its entries are carried over\"",
+					 bpf_map__name(map), path);
+			} else {
+				log_warn("pinned map layout changed, replacing it map=%s path=%s "
+					 "note=\"its entries are lost\"",
+					 bpf_map__name(map), path);
+				unlink(path);
+			}
 		}
 		close(fd);
 	}
@@ -388,6 +409,42 @@ static int attach_all(struct h2s_bpf *b, const char *root, int cg_fd)
 	return err;
 }
 
+/*
+ * The entries of an exclusion map of the earlier layout, set aside by
+ * drop_incompatible_pins() (or by a start that died before this step), into
+ * the new map, before any program uses it: an operator's exclusions survive
+ * the upgrade, and opted-out pods stay excluded until the Kubernetes source
+ * has synced. The old pin goes only once they are in.
+ */
+static int carry_exclusions(struct h2s_bpf *b, const char *root)
+{
+	struct bpf_maps_excluded *e = NULL;
+	char path[PATH_MAX];
+	int fd, n = 0, err;
+
+	if (join(path, sizeof(path), root, EXCLUDED_V1_PIN))
+		return -ENAMETOOLONG;
+	if (access(path, F_OK) < 0)
+		return 0;
+	fd = bpf_obj_get(path);
+	err = fd < 0 ? fd : bpf_maps_excluded_read_v1(fd, &e, &n);
+	if (!err)
+		err = bpf_maps_excluded_merge(&b->maps, e, n);
+	if (fd >= 0)
+		close(fd);
+	free(e);
+	if (err) {
+		log_error("carry exclusions over failed path=%s err=%s note=\"the old map stays "
+			  "pinned there; the next start retries\"",
+			  path, strerror(-err));
+		return err;
+	}
+	log_info("bpf exclusions carried over from the earlier map layout entries=%d", n);
+	if (unlink(path) < 0)
+		log_warn("unpin failed path=%s err=%s", path, strerror(errno));
+	return 0;
+}
+
 static int load(struct h2s_bpf *b, const char *root)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = root);
@@ -424,7 +481,13 @@ static int load(struct h2s_bpf *b, const char *root)
 	b->migrate_fd = bpf_program__autoload(b->skel->progs.h2s_migrate)
 			    ? bpf_program__fd(b->skel->progs.h2s_migrate)
 			    : -1;
-	return 0;
+	b->maps.lock_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (b->maps.lock_fd < 0) {
+		err = -errno;
+		log_error("open pin root failed dir=%s err=%s", root, strerror(-err));
+		return err;
+	}
+	return carry_exclusions(b, root);
 }
 
 int bpf_loader_migrate_fd(const struct h2s_bpf *b)
@@ -454,6 +517,7 @@ int bpf_loader_open(const char *pin_root, const char *cgroup_dir, struct h2s_bpf
 	for (int i = 0; i < BPF_MAPS_COUNT; i++)
 		b->maps.fd[i] = -1;
 	b->migrate_fd = -1;
+	b->maps.lock_fd = -1;
 	err = cgroup_id_of(cgroup_dir, &b->cgroup_id);
 	if (err) {
 		log_error("not a cgroup v2 directory dir=%s err=%s: pass --cgroup a directory "
@@ -520,6 +584,8 @@ void bpf_loader_close(struct h2s_bpf *b)
 	if (!b)
 		return;
 	h2split__destroy(b->skel); /* links were disconnected: pins keep them */
+	if (b->maps.lock_fd >= 0)
+		close(b->maps.lock_fd);
 	free(b);
 }
 
@@ -562,8 +628,10 @@ int bpf_loader_uninstall(const char *pin_root)
 			e = remove_pin(path, true);
 		err = err ? err : e;
 	}
-	for (int i = 0; i < BPF_MAPS_COUNT; i++) {
-		e = join(path, sizeof(path), root, bpf_maps_name((enum bpf_maps_id)i));
+	for (int i = 0; i <= BPF_MAPS_COUNT; i++) {
+		/* One past the maps: an exclusion map an upgrade set aside. */
+		e = join(path, sizeof(path), root,
+			 i < BPF_MAPS_COUNT ? bpf_maps_name((enum bpf_maps_id)i) : EXCLUDED_V1_PIN);
 		if (!e)
 			e = remove_pin(path, false);
 		err = err ? err : e;

@@ -7,10 +7,12 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -24,6 +26,19 @@ static const char *const map_names[BPF_MAPS_COUNT] = {
     [BPF_MAPS_LISTENERS] = "h2s_listeners",	  [BPF_MAPS_CONFIG] = "h2s_config",
     [BPF_MAPS_SOCK_ORIGDST] = "h2s_sock_origdst", [BPF_MAPS_CONN_ORIGDST] = "h2s_conn_origdst",
     [BPF_MAPS_COUNTERS] = "h2s_counters",
+};
+
+/* Key and value sizes this build reads and writes, to refuse pins of another layout. */
+static const struct {
+	__u32 key, value;
+} map_sizes[BPF_MAPS_COUNT] = {
+    [BPF_MAPS_SERVICES] = {sizeof(struct h2s_svc_key), sizeof(struct h2s_svc_value)},
+    [BPF_MAPS_EXCLUDED] = {sizeof(__u64), sizeof(struct h2s_exclude_value)},
+    [BPF_MAPS_LISTENERS] = {sizeof(__u32), sizeof(__u64)},
+    [BPF_MAPS_CONFIG] = {sizeof(__u32), sizeof(struct h2s_config)},
+    [BPF_MAPS_SOCK_ORIGDST] = {sizeof(__u64), sizeof(struct h2s_origdst)},
+    [BPF_MAPS_CONN_ORIGDST] = {sizeof(struct h2s_tuple), sizeof(struct h2s_origdst)},
+    [BPF_MAPS_COUNTERS] = {sizeof(__u32), sizeof(__u64)},
 };
 
 static const struct {
@@ -69,13 +84,25 @@ void bpf_maps_probe(struct bpf_maps *m)
 	m->lookup_and_delete = err == 0 || err == -ENOENT;
 }
 
-int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **missing)
+/* A map of another build's layout would be read and written with the wrong
+ * sizes (the kernel copies value_size bytes whatever the buffer). */
+static bool sizes_match(int fd, enum bpf_maps_id id)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+
+	return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.key_size == map_sizes[id].key &&
+	       info.value_size == map_sizes[id].value;
+}
+
+int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **bad)
 {
 	char path[PATH_MAX];
 	int err;
 
 	for (int i = 0; i < BPF_MAPS_COUNT; i++)
 		m->fd[i] = -1;
+	m->lock_fd = -1;
 	for (int i = 0; i < BPF_MAPS_COUNT; i++) {
 		if (snprintf(path, sizeof(path), "%s/%s", pin_root, map_names[i]) >=
 		    (int)sizeof(path)) {
@@ -83,13 +110,17 @@ int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **
 			goto fail;
 		}
 		m->fd[i] = bpf_obj_get(path);
-		if (m->fd[i] < 0) {
-			err = m->fd[i];
-			m->fd[i] = -1;
-			if (missing)
-				*missing = map_names[i];
+		err = m->fd[i] < 0 ? m->fd[i] : sizes_match(m->fd[i], i) ? 0 : -EPROTO;
+		if (err) {
+			if (bad)
+				*bad = map_names[i];
 			goto fail;
 		}
+	}
+	m->lock_fd = open(pin_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (m->lock_fd < 0) {
+		err = -errno;
+		goto fail;
 	}
 	bpf_maps_probe(m);
 	return 0;
@@ -105,6 +136,9 @@ void bpf_maps_close(struct bpf_maps *m)
 			close(m->fd[i]);
 		m->fd[i] = -1;
 	}
+	if (m->lock_fd >= 0)
+		close(m->lock_fd);
+	m->lock_fd = -1;
 }
 
 /* The slow way to read a hash map, one key at a time, for kernels that refuse batches. */
@@ -371,18 +405,82 @@ int bpf_maps_sync_services(const struct bpf_maps *m, const struct state *st,
 	return err;
 }
 
-int bpf_maps_exclude(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin)
+/* ---- excluded cgroups ---- */
+
+/* Held for a few map syscalls at a time, so a blocking wait is short. */
+static int excl_lock(const struct bpf_maps *m)
 {
-	__u64 key = cgroup_id;
-	__u8 v = (__u8)origin;
+	if (m->lock_fd < 0)
+		return 0;
+	while (flock(m->lock_fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+static void excl_unlock(const struct bpf_maps *m)
+{
+	if (m->lock_fd >= 0)
+		flock(m->lock_fd, LOCK_UN);
+}
+
+/*
+ * Under the lock: add |set| to and take |clear| off cgroup |id|'s origins,
+ * deleting the entry when none is left. |*had| and |*now| (may be NULL): the
+ * origins before and after. An update replaces the value in place, so a
+ * connect meanwhile sees the cgroup excluded throughout.
+ */
+static int excl_change(const struct bpf_maps *m, uint64_t id, uint32_t set, uint32_t clear,
+		       uint32_t *had, uint32_t *now)
+{
+	int fd = m->fd[BPF_MAPS_EXCLUDED];
+	struct h2s_exclude_value v = {};
+	__u64 key = id;
+	uint32_t old;
+	bool present;
 	int err;
 
-	err = bpf_map_update_elem(m->fd[BPF_MAPS_EXCLUDED], &key, &v, BPF_NOEXIST);
-	return err == -EEXIST ? 0 : err;
+	err = bpf_map_lookup_elem(fd, &key, &v);
+	if (err && err != -ENOENT)
+		return err;
+	present = !err;
+	old = present ? v.origins : 0;
+	v.origins = (old | set) & ~clear;
+	if (had)
+		*had = old;
+	if (now)
+		*now = v.origins;
+	if (v.origins)
+		return v.origins == old ? 0 : bpf_map_update_elem(fd, &key, &v, BPF_ANY);
+	if (!present)
+		return 0;
+	/* No origin left (or none ever: an entry written by hand, which excludes too). */
+	err = bpf_map_delete_elem(fd, &key);
+	return err == -ENOENT ? 0 : err;
+}
+
+static bool origin_valid(enum h2s_exclude_origin origin)
+{
+	return origin >= H2S_EXCLUDE_SELF && origin <= H2S_EXCLUDE_ORIGIN_MAX;
+}
+
+int bpf_maps_exclude(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin,
+		     uint32_t *origins)
+{
+	int err;
+
+	if (!origin_valid(origin))
+		return -EINVAL;
+	err = excl_lock(m);
+	if (err)
+		return err;
+	err = excl_change(m, cgroup_id, H2S_EXCLUDE_BIT(origin), 0, NULL, origins);
+	excl_unlock(m);
+	return err;
 }
 
 int bpf_maps_exclude_dir(const struct bpf_maps *m, const char *dir, enum h2s_exclude_origin origin,
-			 uint64_t *id)
+			 uint64_t *id, uint32_t *origins)
 {
 	uint64_t cg;
 	int err;
@@ -392,14 +490,25 @@ int bpf_maps_exclude_dir(const struct bpf_maps *m, const char *dir, enum h2s_exc
 		return err;
 	if (id)
 		*id = cg;
-	return bpf_maps_exclude(m, cg, origin);
+	return bpf_maps_exclude(m, cg, origin, origins);
 }
 
-int bpf_maps_include(const struct bpf_maps *m, uint64_t cgroup_id)
+int bpf_maps_include(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin,
+		     uint32_t *left)
 {
-	__u64 key = cgroup_id;
+	uint32_t had = 0;
+	int err;
 
-	return bpf_map_delete_elem(m->fd[BPF_MAPS_EXCLUDED], &key);
+	if (!origin_valid(origin))
+		return -EINVAL;
+	err = excl_lock(m);
+	if (err)
+		return err;
+	err = excl_change(m, cgroup_id, 0, H2S_EXCLUDE_BIT(origin), &had, left);
+	excl_unlock(m);
+	if (!err && !(had & H2S_EXCLUDE_BIT(origin)))
+		err = -ENOENT;
+	return err;
 }
 
 static int cmp_excluded(const void *a, const void *b)
@@ -409,24 +518,38 @@ static int cmp_excluded(const void *a, const void *b)
 	return (x->cgroup_id > y->cgroup_id) - (x->cgroup_id < y->cgroup_id);
 }
 
-int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **out, int *n)
+/* The bit of an earlier build's origin byte. A value no build wrote came from
+ * someone's hand: it counts as the operator's, so the cgroup stays excluded
+ * until they include it. */
+static uint32_t v1_origins(__u8 origin)
 {
+	enum h2s_exclude_origin o = (enum h2s_exclude_origin)origin;
+
+	return H2S_EXCLUDE_BIT(origin_valid(o) ? o : H2S_EXCLUDE_CTL);
+}
+
+/* Either layout: |v1| values are one enum h2s_exclude_origin byte. */
+static int excluded_dump(int fd, bool v1, struct bpf_maps_excluded **out, int *n)
+{
+	size_t vsz = v1 ? sizeof(__u8) : sizeof(struct h2s_exclude_value);
 	struct bpf_maps_excluded *e;
 	void *keys, *vals;
 	int err;
 
 	*out = NULL;
-	err = map_dump(m->fd[BPF_MAPS_EXCLUDED], sizeof(__u64), sizeof(__u8), &keys, &vals, n);
+	err = map_dump(fd, sizeof(__u64), vsz, &keys, &vals, n);
 	if (err || *n == 0)
 		return err;
 	e = calloc((size_t)*n, sizeof(*e));
-	if (e) {
-		for (int i = 0; i < *n; i++) {
-			memcpy(&e[i].cgroup_id, (char *)keys + i * sizeof(__u64), sizeof(__u64));
-			e[i].origin = (enum h2s_exclude_origin)((__u8 *)vals)[i];
-		}
-		qsort(e, (size_t)*n, sizeof(*e), cmp_excluded);
+	for (int i = 0; e && i < *n; i++) {
+		memcpy(&e[i].cgroup_id, (char *)keys + i * sizeof(__u64), sizeof(__u64));
+		if (v1)
+			e[i].origins = v1_origins(((__u8 *)vals)[i]);
+		else
+			memcpy(&e[i].origins, (char *)vals + i * vsz, sizeof(e[i].origins));
 	}
+	if (e)
+		qsort(e, (size_t)*n, sizeof(*e), cmp_excluded);
 	free(keys);
 	free(vals);
 	if (!e) {
@@ -435,6 +558,28 @@ int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **
 	}
 	*out = e;
 	return 0;
+}
+
+int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **out, int *n)
+{
+	return excluded_dump(m->fd[BPF_MAPS_EXCLUDED], false, out, n);
+}
+
+int bpf_maps_excluded_read_v1(int fd, struct bpf_maps_excluded **out, int *n)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	int err;
+
+	*out = NULL;
+	*n = 0;
+	err = bpf_obj_get_info_by_fd(fd, &info, &len);
+	if (err)
+		return err;
+	if (info.type != BPF_MAP_TYPE_HASH || info.key_size != sizeof(__u64) ||
+	    info.value_size != sizeof(__u8))
+		return -EINVAL;
+	return excluded_dump(fd, true, out, n);
 }
 
 static bool id_in(const uint64_t *ids, int n, uint64_t id)
@@ -448,22 +593,33 @@ static bool id_in(const uint64_t *ids, int n, uint64_t id)
 int bpf_maps_excluded_sync(const struct bpf_maps *m, enum h2s_exclude_origin origin,
 			   const uint64_t *ids, int n)
 {
-	struct bpf_maps_excluded *cur;
+	struct bpf_maps_excluded *cur = NULL;
+	uint32_t bit;
 	int n_cur, err;
 
-	err = bpf_maps_excluded_read(m, &cur, &n_cur);
-	if (err)
-		return err;
+	if (!origin_valid(origin))
+		return -EINVAL;
+	bit = H2S_EXCLUDE_BIT(origin);
+	err = excl_lock(m);
+	if (!err)
+		err = bpf_maps_excluded_read(m, &cur, &n_cur);
 	for (int i = 0; !err && i < n; i++)
-		err = bpf_maps_exclude(m, ids[i], origin);
-	for (int i = 0; !err && i < n_cur; i++) {
-		if (cur[i].origin != origin || id_in(ids, n, cur[i].cgroup_id))
-			continue;
-		err = bpf_maps_include(m, cur[i].cgroup_id);
-		if (err == -ENOENT)
-			err = 0;
-	}
+		err = excl_change(m, ids[i], bit, 0, NULL, NULL);
+	for (int i = 0; !err && i < n_cur; i++)
+		if ((cur[i].origins & bit) && !id_in(ids, n, cur[i].cgroup_id))
+			err = excl_change(m, cur[i].cgroup_id, 0, bit, NULL, NULL);
+	excl_unlock(m);
 	free(cur);
+	return err;
+}
+
+int bpf_maps_excluded_merge(const struct bpf_maps *m, const struct bpf_maps_excluded *e, int n)
+{
+	int err = excl_lock(m);
+
+	for (int i = 0; !err && i < n; i++)
+		err = excl_change(m, e[i].cgroup_id, e[i].origins, 0, NULL, NULL);
+	excl_unlock(m);
 	return err;
 }
 
@@ -480,6 +636,24 @@ const char *bpf_maps_origin_name(enum h2s_exclude_origin origin)
 		return "k8s";
 	}
 	return "unknown";
+}
+
+const char *bpf_maps_origins_str(uint32_t origins, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (int o = H2S_EXCLUDE_SELF; o <= H2S_EXCLUDE_ORIGIN_MAX; o++) {
+		int w;
+
+		if (!(origins & H2S_EXCLUDE_BIT(o)) || off >= len)
+			continue;
+		w = snprintf(buf + off, len - off, "%s%s", off ? "," : "",
+			     bpf_maps_origin_name((enum h2s_exclude_origin)o));
+		off += w > 0 ? (size_t)w : 0;
+	}
+	return buf;
 }
 
 int bpf_maps_set_listen(const struct bpf_maps *m, const struct sockaddr_storage *v4,

@@ -30,6 +30,12 @@ enum bpf_maps_id {
 
 struct bpf_maps {
 	int fd[BPF_MAPS_COUNT]; /* -1 when not open; ownership: see the opener */
+	/* The pin root directory, flock()ed around each read-modify-write of
+	 * h2s_excluded_cgroups: h2splitd and h2splitctl both update entries, and
+	 * an origin bit set by one between the other's lookup and update would
+	 * be lost. -1: no lock (the caller is the map's only writer). Owned like
+	 * the fds. */
+	int lock_fd;
 	/* BPF_MAP_LOOKUP_AND_DELETE_ELEM works on hash maps (Linux 5.14+);
 	 * else bpf_maps_take_origdst() does a lookup then a delete. */
 	bool lookup_and_delete;
@@ -38,12 +44,13 @@ struct bpf_maps {
 /* The map's name, which is also its pin file name under the pin root. */
 const char *bpf_maps_name(enum bpf_maps_id id);
 
-/* Open every map pinned under |pin_root|; |m| owns the fds (bpf_maps_close).
- * -ENOENT (not logged: the caller knows what it means to it) when h2split is
- * not installed there; |missing| (may be NULL) then names the first absent
- * map. */
-int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **missing);
-/* Close fds opened by bpf_maps_open_pinned(); safe on a zeroed-then-failed |m|. */
+/* Open every map pinned under |pin_root|, and the pin root as |m|'s lock; |m|
+ * owns the fds (bpf_maps_close). Not logged (the caller knows what each case
+ * means to it): -ENOENT when h2split is not installed there, -EPROTO when a
+ * pinned map's key or value size is not this build's (a daemon of another
+ * version pinned it); |bad| (may be NULL) then names that map. */
+int bpf_maps_open_pinned(const char *pin_root, struct bpf_maps *m, const char **bad);
+/* Close fds opened by bpf_maps_open_pinned(); safe after a failed open. */
 void bpf_maps_close(struct bpf_maps *m);
 /* Probe the kernel for lookup_and_delete (called by both openers). */
 void bpf_maps_probe(struct bpf_maps *m);
@@ -94,27 +101,41 @@ int bpf_maps_sync_services(const struct bpf_maps *m, const struct state *st,
 
 struct bpf_maps_excluded {
 	uint64_t cgroup_id;
-	enum h2s_exclude_origin origin;
+	uint32_t origins; /* H2S_EXCLUDE_BIT() of every origin excluding it */
 };
 
-/* Exclude cgroup |id| (and every cgroup below it). An id already excluded
- * keeps its first origin. */
-int bpf_maps_exclude(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin);
+/* Add |origin| to those excluding cgroup |id| (and every cgroup below it); 0
+ * also when it was one already. |*origins| (may be NULL): all of them now. */
+int bpf_maps_exclude(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin,
+		     uint32_t *origins);
 /* Same by cgroup v2 directory; the id is stored in |*id| when not NULL.
  * -EMEDIUMTYPE when |dir| is not a cgroup v2 directory. */
 int bpf_maps_exclude_dir(const struct bpf_maps *m, const char *dir, enum h2s_exclude_origin origin,
-			 uint64_t *id);
-/* Redirect cgroup |id| again. -ENOENT when it was not excluded. */
-int bpf_maps_include(const struct bpf_maps *m, uint64_t cgroup_id);
+			 uint64_t *id, uint32_t *origins);
+/* Take |origin| off cgroup |id|: its connects are redirected again once no
+ * origin excludes it. -ENOENT when |origin| did not exclude it. |*left| (may
+ * be NULL): the origins still excluding it, 0 when none. */
+int bpf_maps_include(const struct bpf_maps *m, uint64_t cgroup_id, enum h2s_exclude_origin origin,
+		     uint32_t *left);
 /* Every entry, sorted by id; |*out| malloc'd (NULL when |*n| is 0). */
 int bpf_maps_excluded_read(const struct bpf_maps *m, struct bpf_maps_excluded **out, int *n);
-/* Make the entries of |origin| exactly |ids| (others' entries untouched):
- * the daemon calls it at start with its own cgroup and --exclude-cgroup ids,
- * so flags dropped since the last run stop excluding. */
+/* Make |origin| exclude exactly |ids| (other origins untouched): the daemon
+ * calls it at start with its own cgroup and --exclude-cgroup ids, so flags
+ * dropped since the last run stop excluding, and the Kubernetes source with
+ * the opted-out pods' cgroups. */
 int bpf_maps_excluded_sync(const struct bpf_maps *m, enum h2s_exclude_origin origin,
 			   const uint64_t *ids, int n);
-/* "self" | "flag" | "ctl" | "unknown". */
+/* Add the origins of each entry of |e| (the loader carrying entries over). */
+int bpf_maps_excluded_merge(const struct bpf_maps *m, const struct bpf_maps_excluded *e, int n);
+/* The entries of h2s_excluded_cgroups map |fd| of the earlier layout (value:
+ * one enum h2s_exclude_origin byte), as origin bits; -EINVAL for another
+ * layout. |*out| malloc'd (NULL when |*n| is 0). */
+int bpf_maps_excluded_read_v1(int fd, struct bpf_maps_excluded **out, int *n);
+/* "self" | "flag" | "ctl" | "k8s" | "unknown". */
 const char *bpf_maps_origin_name(enum h2s_exclude_origin origin);
+/* The names of |origins| joined by ',' ("ctl,k8s"; "" for none) in |buf|,
+ * which is returned. */
+const char *bpf_maps_origins_str(uint32_t origins, char *buf, size_t len);
 
 /* ---- listeners and config (h2s_listeners, h2s_config) ---- */
 

@@ -32,6 +32,9 @@ struct discovery {
 	void *arg;
 	bool synced; /* a full state was delivered at least once */
 	unsigned long n_errors; /* loads that failed (source unreadable or invalid); for metrics */
+	/* Full relists the source itself decided on (Kubernetes: 410 Gone, the
+	 * watch's resourceVersion too old); for metrics. */
+	unsigned long n_relists;
 };
 
 /* File source: |path| holds a kubectl-shaped List of Services and EndpointSlices.

@@ -2,8 +2,10 @@
 /*
  * Kubernetes discovery source: one reflector per resource (Services,
  * EndpointSlices; Namespaces and this node's Pods for opt-outs) lists, then
- * watches from the list's resourceVersion, relists on 410 Gone, and retries
- * with jittered backoff. Everything runs on the main loop (k8s_client.h).
+ * watches from the list's resourceVersion, relists on 410 Gone, and backs
+ * off both relists and failures as client-go's reflector does (jittered,
+ * doubling, reset only by a watch that stayed up). Everything runs on the
+ * main loop (k8s_client.h).
  * Invariant: a state is delivered only once Services and EndpointSlices have
  * both been listed, and then after each burst of changes (coalesced).
  */
@@ -31,15 +33,23 @@
 #define WATCH_IDLE_DEFAULT_S 300
 #define WATCH_TIMEOUT_MIN_S 240 /* the server ends each watch after 4-6 min */
 #define WATCH_TIMEOUT_MAX_S 360
-#define BACKOFF_MIN_MS 500
-#define BACKOFF_MAX_MS 30000
+/* client-go's reflector: the first retry after [0.8, 1.6) s, doubling to
+ * [30, 60) s, and back to the start once nothing failed for 2 minutes. Our
+ * draws are [cur/2, cur], so cur runs 1.6 s -> 60 s for the same spans, and
+ * the reset is a watch that stayed up 2 minutes (the server ends healthy
+ * ones after 4-6). */
+#define BACKOFF_MIN_MS 1600
+#define BACKOFF_MAX_MS 60000
+#define BACKOFF_HEALTHY_MS 120000
 #define EXCLUDE_RETRY_MS 2000
 #define LIST_MAX_BYTES (1024u << 20)
 #define ERROR_BODY_MAX (1u << 20)
 #define SHORT_WATCH_MS 1000
 
-/* Opt-outs have an exclusion origin of their own, so syncing them never
- * touches the entries of --exclude-cgroup or h2splitctl exclude. */
+/* Opt-outs hold an exclusion origin of their own (a bit per entry), so syncing
+ * them never touches --exclude-cgroup's or h2splitctl exclude's, and no other
+ * origin can take theirs off: skipping a sync while the set of opted-out
+ * cgroups is unchanged leaves the map right. */
 #define K8S_EXCLUDE_ORIGIN H2S_EXCLUDE_K8S
 
 enum res { RES_SERVICES = 0, RES_SLICES, RES_NAMESPACES, RES_PODS, RES_COUNT };
@@ -365,10 +375,7 @@ static int on_event(void *arg, const char *line, size_t len)
 		code = k8s_status_code(obj, &msg);
 		json_object_put(obj);
 		if (code == 410) {
-			log_info("kube_watch_expired resource=%s resourceVersion=%s action=relist",
-				 rname(r), r->rv ? r->rv : "");
-			r->relist = true;
-			r->consistent = true;
+			r->relist = true; /* on_watch_done() relists */
 			return -ESTALE;
 		}
 		log_warn("kube_watch_error resource=%s code=%d message=\"%s\" action=rewatch",
@@ -438,7 +445,6 @@ static void list_done(struct reflector *r)
 		 r->rv ? r->rv : "");
 	r->listed = r->gate_open = true;
 	r->consistent = false;
-	k8s_backoff_reset(&r->bo);
 	schedule_deliver(dk);
 	schedule_restart(r, false, 0);
 }
@@ -451,6 +457,24 @@ static void fail(struct reflector *r, bool list, const char *what)
 		 rname(r), what, delay);
 	r->dk->base.n_errors++;
 	schedule_restart(r, list, delay);
+}
+
+/*
+ * 410 Gone: the resourceVersion left the server's window, only a list can
+ * catch up. Backed off like a failure (so does client-go): when the window
+ * is shorter than a list takes, every watch from a fresh list gets 410 at
+ * once, and relisting at once would have every node list in a loop.
+ */
+static void relist(struct reflector *r, const char *what)
+{
+	uint32_t delay = k8s_backoff_next(&r->bo);
+
+	log_info("kube_%s_expired resource=%s resourceVersion=%s action=relist retry_ms=%u", what,
+		 rname(r), r->rv ? r->rv : "", delay);
+	r->dk->base.n_relists++;
+	r->consistent = true;
+	reset_paging(r);
+	schedule_restart(r, true, delay);
 }
 
 /* A non-200 answer: log it with its fix; 410 means start over with a list. */
@@ -467,11 +491,7 @@ static void http_error(struct reflector *r, bool list)
 		clean[i] = msg[i] == '"' ? '\'' : msg[i];
 	clean[i] = 0;
 	if (r->status == 410) {
-		log_info("kube_%s_expired resource=%s action=relist", list ? "list" : "watch",
-			 rname(r));
-		r->consistent = true;
-		reset_paging(r);
-		schedule_restart(r, true, list ? k8s_backoff_next(&r->bo) : 0);
+		relist(r, list ? "list" : "watch");
 		return;
 	}
 	/* Opt-outs refused for good (RBAC, old API) must not hold back services. */
@@ -509,8 +529,9 @@ static void on_watch_done(void *arg, int err, const char *what)
 	uint64_t lasted = loop_now_ms() - r->started_ms;
 
 	r->req = NULL;
+	k8s_backoff_up(&r->bo, lasted);
 	if (r->relist) {
-		schedule_restart(r, true, 0);
+		relist(r, "watch");
 	} else if (!err && r->status != 200) {
 		http_error(r, false);
 	} else if (err) {
@@ -521,7 +542,6 @@ static void on_watch_done(void *arg, int err, const char *what)
 	} else {
 		log_debug("kube_watch_ended resource=%s events=%lu action=rewatch", rname(r),
 			  r->n_events);
-		k8s_backoff_reset(&r->bo);
 		schedule_restart(r, false, 0);
 	}
 	reset_response(r);
@@ -949,7 +969,8 @@ struct discovery *discovery_kubernetes_new(const struct config *cfg, struct h2s_
 		r->dk = dk;
 		r->res = (enum res)i;
 		r->lines.max = 64u << 20; /* one event: a big EndpointSlice is well below */
-		k8s_backoff_init(&r->bo, BACKOFF_MIN_MS, BACKOFF_MAX_MS, seed + (uint64_t)i * 7919);
+		k8s_backoff_init(&r->bo, BACKOFF_MIN_MS, BACKOFF_MAX_MS, BACKOFF_HEALTHY_MS,
+				 seed + (uint64_t)i * 7919);
 		if (res_info[i].store && !(r->keys = json_object_new_object()))
 			goto fail;
 	}

@@ -57,8 +57,9 @@ static void usage(FILE *f)
 		"                 also each Service's balancing settings in force\n"
 		"  counters       BPF decision counters, summed over CPUs\n"
 		"  exclude DIR    never redirect connects from cgroup v2 directory DIR or below\n"
-		"  include DIR    redirect DIR again (DIR may be a numeric cgroup id, for a\n"
-		"                 cgroup that no longer exists)\n"
+		"  include DIR    undo `exclude DIR` (DIR may be a numeric cgroup id, for a\n"
+		"                 cgroup that no longer exists); DIR stays excluded while\n"
+		"                 h2splitd or a Kubernetes opt-out excludes it too\n"
 		"  uninstall      detach every program and remove every pin\n"
 		"Commands that ask a running h2splitd (admin API):\n"
 		"  endpoints      endpoints per service, with their state and load\n"
@@ -98,14 +99,20 @@ static const char *addr_port_str(const __u8 addr[16], __u16 port, char *buf, siz
 
 static int open_maps(const struct ctl *c, struct bpf_maps *m)
 {
-	const char *missing = NULL;
-	int err = bpf_maps_open_pinned(c->bpffs, m, &missing);
+	const char *bad = NULL;
+	int err = bpf_maps_open_pinned(c->bpffs, m, &bad);
 
 	if (err == -ENOENT)
 		fprintf(stderr,
 			"h2split is not installed under %s (no pinned %s): start h2splitd, or "
 			"pass the daemon's --bpffs\n",
-			c->bpffs, missing ? missing : "maps");
+			c->bpffs, bad ? bad : "maps");
+	else if (err == -EPROTO)
+		fprintf(stderr,
+			"%s/%s has another layout than this h2splitctl (%s) knows: use the "
+			"h2splitctl of the h2splitd that pinned it, or start this version's "
+			"h2splitd, which upgrades the pins\n",
+			c->bpffs, bad ? bad : "a map", H2SPLIT_VERSION);
 	else if (err)
 		fprintf(stderr, "open pinned maps under %s: %s\n", c->bpffs, strerror(-err));
 	return err;
@@ -205,6 +212,7 @@ static const char *cgroup_path_or(const char *cg_root, uint64_t id, char *buf, s
 struct status_view {
 	struct bpf_loader_status st;
 	bool maps_open;
+	const char *other_layout; /* static: a pinned map this build cannot read, or NULL */
 	struct listener_view lv[H2S_LISTENER_SLOTS];
 	int n_services;
 	struct bpf_maps_excluded *excl; /* owned */
@@ -217,6 +225,7 @@ struct status_view {
 
 static int status_collect(const struct ctl *c, struct status_view *v)
 {
+	const char *bad = NULL;
 	struct bpf_maps m;
 	struct bpf_maps_svc_entry *svcs = NULL;
 	int err;
@@ -236,7 +245,12 @@ static int status_collect(const struct ctl *c, struct status_view *v)
 		v->installed &= v->st.links[i].pinned;
 		v->attached &= v->st.links[i].attached;
 	}
-	if (!v->st.map_pinned[BPF_MAPS_SERVICES] || bpf_maps_open_pinned(c->bpffs, &m, NULL) != 0)
+	if (!v->st.map_pinned[BPF_MAPS_SERVICES])
+		return 0;
+	err = bpf_maps_open_pinned(c->bpffs, &m, &bad);
+	if (err == -EPROTO)
+		v->other_layout = bad;
+	if (err)
 		return 0;
 	v->maps_open = true;
 	read_listeners(&m, v->lv);
@@ -268,6 +282,18 @@ static struct json_object *daemon_json(const struct ctl *c, const struct daemon_
 	json_object_object_add(o, "services", json_object_new_int(dv->services));
 	json_object_object_add(o, "retired_services", json_object_new_int(dv->retired));
 	return o;
+}
+
+/* ["ctl", "k8s"]: every origin excluding a cgroup. */
+static struct json_object *origins_json(uint32_t origins)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (int o = H2S_EXCLUDE_SELF; o <= H2S_EXCLUDE_ORIGIN_MAX; o++)
+		if (origins & H2S_EXCLUDE_BIT(o))
+			json_object_array_add(a, json_object_new_string(bpf_maps_origin_name(
+						     (enum h2s_exclude_origin)o)));
+	return a;
 }
 
 static struct json_object *status_json(const struct ctl *c, const struct status_view *v)
@@ -307,6 +333,9 @@ static struct json_object *status_json(const struct ctl *c, const struct status_
 	}
 	json_object_object_add(o, "programs", links);
 	json_object_object_add(o, "daemon", daemon_json(c, &v->dv));
+	if (v->other_layout)
+		json_object_object_add(o, "map_of_another_layout",
+				       json_object_new_string(v->other_layout));
 	if (!v->maps_open)
 		return o;
 
@@ -333,8 +362,7 @@ static struct json_object *status_json(const struct ctl *c, const struct status_
 
 		json_object_object_add(e, "cgroup_id",
 				       json_object_new_uint64(v->excl[i].cgroup_id));
-		json_object_object_add(
-		    e, "origin", json_object_new_string(bpf_maps_origin_name(v->excl[i].origin)));
+		json_object_object_add(e, "origins", origins_json(v->excl[i].origins));
 		cgroup_path_or(v->cg_root, v->excl[i].cgroup_id, buf, sizeof(buf), "");
 		json_object_object_add(e, "path", buf[0] ? json_object_new_string(buf) : NULL);
 		json_object_array_add(ex, e);
@@ -386,6 +414,11 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 			       cgroup_path_or(v->cg_root, ls->cgroup_id, buf, sizeof(buf), "?"),
 			       (unsigned long long)ls->cgroup_id, ls->prog_id);
 	}
+	if (v->other_layout)
+		printf("maps         %s has another layout than this h2splitctl (%s) reads: start "
+		       "this version's h2splitd (it converts the pins), or use the running one's "
+		       "h2splitctl\n",
+		       v->other_layout, H2SPLIT_VERSION);
 	if (!v->maps_open)
 		return;
 	printf("listeners\n");
@@ -402,12 +435,18 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 		       v->dv.ready ? "ready" : v->dv.detail, (unsigned long long)v->dv.generation,
 		       v->dv.version[0] ? v->dv.version : "-", v->dv.services, v->dv.retired);
 	printf("services     %d VIP:port entries\n", v->n_services);
-	printf("excluded     %d cgroup(s)\n", v->n_excl);
-	for (int i = 0; i < v->n_excl; i++)
-		printf("  %-8s %s (id %llu)\n", bpf_maps_origin_name(v->excl[i].origin),
+	printf("excluded     %d cgroup(s), by: self (h2splitd's own), flag (--exclude-cgroup), "
+	       "ctl (h2splitctl exclude), k8s (opted-out pod or namespace)\n",
+	       v->n_excl);
+	for (int i = 0; i < v->n_excl; i++) {
+		char by[64];
+
+		printf("  %-18s %s (id %llu)\n",
+		       bpf_maps_origins_str(v->excl[i].origins, by, sizeof(by)),
 		       cgroup_path_or(v->cg_root, v->excl[i].cgroup_id, buf, sizeof(buf),
 				      "(cgroup gone)"),
 		       (unsigned long long)v->excl[i].cgroup_id);
+	}
 	printf("counters    ");
 	for (int i = 0; i < H2S_CNT_MAX; i++)
 		if (v->counters[i])
@@ -467,8 +506,10 @@ static int cmd_counters(const struct ctl *c)
 
 static int cmd_exclude(const struct ctl *c)
 {
+	uint32_t origins = 0, others;
 	struct bpf_maps m;
 	uint64_t id = 0;
+	char by[64];
 	int err;
 
 	err = cgroup_check_dir(c->arg);
@@ -482,22 +523,29 @@ static int cmd_exclude(const struct ctl *c)
 	}
 	if (open_maps(c, &m))
 		return EXIT_ERR;
-	err = bpf_maps_exclude_dir(&m, c->arg, H2S_EXCLUDE_CTL, &id);
+	err = bpf_maps_exclude_dir(&m, c->arg, H2S_EXCLUDE_CTL, &id, &origins);
 	bpf_maps_close(&m);
 	if (err) {
-		fprintf(stderr, "exclude %s: %s\n", c->arg, strerror(-err));
+		fprintf(stderr, "exclude %s: %s%s\n", c->arg, strerror(-err),
+			err == -E2BIG ? " (the exclusion map is full: include cgroups that are "
+					"gone, see h2splitctl status)"
+				      : "");
 		return EXIT_ERR;
 	}
+	others = origins & ~H2S_EXCLUDE_BIT(H2S_EXCLUDE_CTL);
 	if (c->json) {
 		struct json_object *o = json_object_new_object();
 
 		json_object_object_add(o, "excluded", json_object_new_string(c->arg));
 		json_object_object_add(o, "cgroup_id", json_object_new_uint64(id));
+		json_object_object_add(o, "excluded_by", origins_json(origins));
 		print_json(o);
 	} else {
 		printf("excluded %s (cgroup id %llu): its connects, and those of cgroups below it, "
-		       "go direct\n",
-		       c->arg, (unsigned long long)id);
+		       "go direct%s%s%s\n",
+		       c->arg, (unsigned long long)id, others ? " (also excluded by " : "",
+		       others ? bpf_maps_origins_str(others, by, sizeof(by)) : "",
+		       others ? ")" : "");
 	}
 	return EXIT_OK;
 }
@@ -512,8 +560,38 @@ static bool all_digits(const char *s)
 	return true;
 }
 
+/* Why an origin other than the operator's excludes a cgroup, and what undoes it. */
+static const char *origin_fix(uint32_t origins)
+{
+	if (origins & H2S_EXCLUDE_BIT(H2S_EXCLUDE_K8S))
+		return "the pod or its namespace has h2split.io/enabled: \"false\"; remove that "
+		       "to have it redirected";
+	if (origins & H2S_EXCLUDE_BIT(H2S_EXCLUDE_FLAG))
+		return "h2splitd --exclude-cgroup names it";
+	return "it is h2splitd's own cgroup";
+}
+
+static void include_text(const struct ctl *c, uint64_t id, bool by_ctl, uint32_t left)
+{
+	char by[64];
+
+	if (!by_ctl && !left)
+		printf("%s (cgroup id %llu) was not excluded: nothing to do\n", c->arg,
+		       (unsigned long long)id);
+	else if (!left)
+		printf("%s (cgroup id %llu) is redirected again\n", c->arg, (unsigned long long)id);
+	else
+		printf("%s (cgroup id %llu) %s, but stays excluded by %s: its connects still go "
+		       "direct (%s)\n",
+		       c->arg, (unsigned long long)id,
+		       by_ctl ? "is no longer excluded by h2splitctl"
+			      : "was not excluded by h2splitctl (nothing to undo)",
+		       bpf_maps_origins_str(left, by, sizeof(by)), origin_fix(left));
+}
+
 static int cmd_include(const struct ctl *c)
 {
+	uint32_t left = 0;
 	struct bpf_maps m;
 	uint64_t id;
 	int err;
@@ -532,7 +610,10 @@ static int cmd_include(const struct ctl *c)
 	}
 	if (open_maps(c, &m))
 		return EXIT_ERR;
-	err = bpf_maps_include(&m, id);
+	/* Only the operator's own exclusion: the daemon's and a pod's opt-out are
+	 * kept by their origins, which would not notice one gone (the Kubernetes
+	 * source writes the map only when its set of pods changes). */
+	err = bpf_maps_include(&m, id, H2S_EXCLUDE_CTL, &left);
 	bpf_maps_close(&m);
 	if (err && err != -ENOENT) {
 		fprintf(stderr, "include %s: %s\n", c->arg, strerror(-err));
@@ -544,10 +625,10 @@ static int cmd_include(const struct ctl *c)
 		json_object_object_add(o, "included", json_object_new_string(c->arg));
 		json_object_object_add(o, "cgroup_id", json_object_new_uint64(id));
 		json_object_object_add(o, "was_excluded", json_object_new_boolean(!err));
+		json_object_object_add(o, "excluded_by", origins_json(left));
 		print_json(o);
 	} else {
-		printf("%s (cgroup id %llu) %s\n", c->arg, (unsigned long long)id,
-		       err ? "was not excluded: nothing to do" : "is redirected again");
+		include_text(c, id, !err, left);
 	}
 	return EXIT_OK;
 }

@@ -326,7 +326,8 @@ static int setup_signals(struct daemon *d)
 
 /* The daemon's own sockets (its L4 path dials VIPs) must never be redirected.
  * Each origin's set is replaced whole, so a flag dropped since the last run
- * stops excluding while `h2splitctl exclude` entries stay. */
+ * stops excluding while `h2splitctl exclude` entries and pod opt-outs of the
+ * same cgroups stay. */
 static int exclude_cgroups(struct daemon *d)
 {
 	const struct bpf_maps *maps = bpf_loader_maps(d->bpf);

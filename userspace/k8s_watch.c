@@ -526,10 +526,12 @@ static uint64_t xorshift(uint64_t *s)
 	return x;
 }
 
-void k8s_backoff_init(struct k8s_backoff *b, uint32_t min_ms, uint32_t max_ms, uint64_t seed)
+void k8s_backoff_init(struct k8s_backoff *b, uint32_t min_ms, uint32_t max_ms, uint32_t healthy_ms,
+		      uint64_t seed)
 {
 	b->min_ms = min_ms ? min_ms : 1;
 	b->max_ms = max_ms < b->min_ms ? b->min_ms : max_ms;
+	b->healthy_ms = healthy_ms;
 	b->cur_ms = 0;
 	b->rnd = seed ? seed : 0x9e3779b97f4a7c15ull;
 }
@@ -548,6 +550,12 @@ uint32_t k8s_backoff_next(struct k8s_backoff *b)
 
 	b->cur_ms = cur > b->max_ms / 2 ? b->max_ms : cur * 2;
 	return d;
+}
+
+void k8s_backoff_up(struct k8s_backoff *b, uint64_t up_ms)
+{
+	if (up_ms >= b->healthy_ms)
+		b->cur_ms = 0;
 }
 
 void k8s_backoff_reset(struct k8s_backoff *b)

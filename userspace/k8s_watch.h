@@ -101,16 +101,24 @@ int k8s_query_escape(const char *s, char *buf, size_t len);
 
 /* Jittered exponential backoff: each delay is drawn from [cur/2, cur], then
  * cur doubles up to |max_ms|. So delays stay within [min_ms/2, max_ms] and
- * many nodes restarting at once do not reconnect in lockstep. */
+ * many nodes restarting at once do not reconnect in lockstep. It starts over
+ * only after something stayed up |healthy_ms| (k8s_backoff_up()), not after
+ * any success: a list that works and a watch that fails at once is a failure
+ * that repeats, and must not be retried at the first delay forever. */
 struct k8s_backoff {
 	uint32_t min_ms, max_ms;
-	uint32_t cur_ms; /* 0: next delay is drawn around min_ms */
-	uint64_t rnd;	 /* xorshift state; any non-zero seed */
+	uint32_t healthy_ms; /* k8s_backoff_up() this long or more resets */
+	uint32_t cur_ms;     /* 0: next delay is drawn around min_ms */
+	uint64_t rnd;	     /* xorshift state; any non-zero seed */
 };
 
-void k8s_backoff_init(struct k8s_backoff *b, uint32_t min_ms, uint32_t max_ms, uint64_t seed);
+void k8s_backoff_init(struct k8s_backoff *b, uint32_t min_ms, uint32_t max_ms, uint32_t healthy_ms,
+		      uint64_t seed);
 uint32_t k8s_backoff_next(struct k8s_backoff *b);
-/* After a success: the next failure starts again from min_ms. */
+/* What was retried (a watch) stayed up |up_ms| before it ended: from
+ * healthy_ms on, the next failure starts again from min_ms. */
+void k8s_backoff_up(struct k8s_backoff *b, uint64_t up_ms);
+/* Start again from min_ms now (an operator asked for a fresh start). */
 void k8s_backoff_reset(struct k8s_backoff *b);
 /* A uniform draw from [lo, hi] with |b|'s generator (watch timeouts). */
 uint32_t k8s_backoff_rand(struct k8s_backoff *b, uint32_t lo, uint32_t hi);

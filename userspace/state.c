@@ -28,6 +28,7 @@ struct id_ref {
 struct state_index {
 	struct id_ref *by_id;	/* owned, sorted by id */
 	struct vip_ref *by_vip; /* owned, sorted by (ip, port) */
+	int n_ids;		/* st->n_svcs when built: services added since are not in it */
 	int n_vips;
 };
 
@@ -213,6 +214,7 @@ static int build_index(struct state *st)
 			idx->by_vip[idx->n_vips++] =
 			    (struct vip_ref){.ip = svc->vips[v], .port = svc->port, .svc = i};
 	}
+	idx->n_ids = n;
 	qsort(idx->by_id, (size_t)n, sizeof(struct id_ref), cmp_id_ref);
 	qsort(idx->by_vip, (size_t)idx->n_vips, sizeof(struct vip_ref), cmp_vip_ref);
 	st->idx = idx;
@@ -310,7 +312,9 @@ const struct state_service *state_find_id(const struct state *st, uint32_t id)
 
 	if (!st->idx)
 		return NULL;
-	hi = st->n_svcs - 1;
+	/* Not st->n_svcs: state_carry_retired() adds services, then looks up more
+	 * ids, before it finishes the state again. */
+	hi = st->idx->n_ids - 1;
 	while (lo <= hi) {
 		int mid = lo + (hi - lo) / 2;
 		const struct id_ref *r = &st->idx->by_id[mid];

@@ -3,14 +3,18 @@
 API server (testbed/kube_api.py) running inside the node's network namespace:
 Services appear in and leave the BPF services map as the API changes, through a
 dropped watch, an expired resourceVersion (410), a silent watch and a token
-rotation; RPCs to a Service found through the API are split across its pods;
-a pod annotated h2split.io/enabled: "false" has its cgroup excluded; garbage
-and malformed objects from the API leave the last good state in force."""
+rotation; an API server whose every watch expires is relisted with growing
+delays, not in a loop; RPCs to a Service found through the API are split
+across its pods; a pod annotated h2split.io/enabled: "false" has its cgroup
+excluded, and stays excluded when the operator takes back an exclusion of
+their own; garbage and malformed objects from the API leave the last good
+state in force."""
 
 import copy
 import json
 import os
 import re
+import signal
 import subprocess
 import uuid
 
@@ -66,6 +70,27 @@ class KubeBed:
         self.api.delete("services", "default", name)
         self.api.delete("endpointslices", "default", f"{name}-ipv4")
 
+    def mark(self):
+        """A position in the daemon's output, for wait_logged()."""
+        return len(self.daemon.lines)
+
+    def wait_logged(self, mark, pattern, timeout=15):
+        """Wait for a line after ``mark`` matching ``pattern`` (what the daemon says
+        it did); returns the mark just past that line."""
+        rx = re.compile(pattern)
+
+        def found():
+            lines = self.daemon.lines
+            return next((i + 1 for i in range(mark, len(lines)) if rx.search(lines[i])), None)
+        return testbed.wait_for(found, timeout, f"h2splitd to log {pattern!r}")
+
+    def excluded_by(self, cgroup):
+        """The origins excluding cgroup directory ``cgroup``, None when not excluded."""
+        for e in self.ctl("status")["excluded_cgroups"]:
+            if e.get("path") == cgroup:
+                return e["origins"]
+        return None
+
 
 @pytest.fixture(scope="module")
 def kbed(module_node, build_dir):
@@ -81,7 +106,14 @@ def kbed(module_node, build_dir):
 
 @pytest.fixture
 def clean(kbed):
-    """Each test starts from an API server without Services."""
+    """Each test starts from an API server without Services, and from fresh
+    reflectors: SIGHUP relists everything with the backoff reset, so no test
+    waits out the delays an earlier test's failures built up."""
+    mark = kbed.mark()
+    kbed.daemon.send_signal(signal.SIGHUP)
+    mark = kbed.wait_logged(mark, r"kube_relist reason=reload")
+    for res in ("services", "endpointslices", "namespaces", "pods"):
+        kbed.wait_logged(mark, rf"kube_list_done resource={res} ")
     kbed.api.set_objects("services", [])
     kbed.api.set_objects("endpointslices", [])
     kbed.wait_vips(set())
@@ -124,7 +156,9 @@ def test_relists_after_an_expired_resource_version(clean):
     k.api.stall_watches()
     k.remove("beta")
     k.api.expire_resource_versions("drop")
-    k.wait_vips({"10.96.0.52:50051"})
+    # Two backoffs in a row (the cut watch, then the 410 of its rewatch): up
+    # to 3.2 + 6.4 s before the relist.
+    k.wait_vips({"10.96.0.52:50051"}, timeout=30)
 
 
 def test_restarts_a_silent_watch(clean):
@@ -200,9 +234,118 @@ def test_opted_out_pod_cgroup_is_excluded(clean):
         os.rmdir(os.path.dirname(os.path.dirname(cg)))
 
 
-def discovery_errors(node):
+def test_operator_include_leaves_a_pod_opt_out(clean):
+    """A pod excluded twice, by `h2splitctl exclude` and by its own annotation
+    h2split.io/enabled: "false". `h2splitctl include` takes back only the
+    operator's exclusion and says the opt-out still holds: the pod's channel
+    still goes where it dialled (kube-proxy pins it to one pod, no connect is
+    redirected). Once the annotation goes too, its next channel is redirected
+    and its RPCs are split across both pods."""
+    k, node = clean, clean.node
+    uid = str(uuid.uuid4())
+    servers = node.add_server_pods(["xserver-0", "xserver-1"])
+    svc = node.add_service("xecho", pods=servers)
+    # The cgroup is named as the kubelet's cgroupfs driver names a pod's: pod<uid>.
+    client_pod = node.add_pod("pod" + uid)
+
+    def rpcs(n):
+        before = k.ctl("counters")
+        client = client_pod.grpc_client(svc.target4)
+        try:
+            r = client.unary(n)
+        finally:
+            client.close()
+        after = k.ctl("counters")
+        assert r["ok"] == n, r
+        return set(r["pods"]), {c: after[c] - before[c] for c in after}
+
+    try:
+        for item in node.services_doc()["items"]:
+            if item["metadata"]["name"].startswith("xecho"):
+                k.api.apply(item["kind"], item)
+        k.wait_vips({f"{svc.vip4}:{svc.port}"})
+        k.ctl("exclude", client_pod.cgroup)
+        mark = k.mark()
+        k.api.apply("pods", pod("xclient", "default", uid=uid, node_name=NODE_NAME,
+                                annotations={"h2split.io/enabled": "false"}))
+        k.wait_logged(mark, r"kube_opt_outs_synced excluded_pods=1 ")
+
+        r = k.ctl("include", client_pod.cgroup)
+        pods, delta = rpcs(20)
+        assert delta["redirected"] == 0, \
+            f"the opted-out pod was redirected after h2splitctl include: {delta}"
+        assert delta["bypass_excluded"] >= 1, delta
+        assert len(pods) == 1, f"one direct connection, one pod: {pods}"
+        assert r["was_excluded"] and r["excluded_by"] == ["k8s"], r
+        assert k.excluded_by(client_pod.cgroup) == ["k8s"]
+
+        # The annotation goes: nobody excludes the pod any more.
+        k.api.apply("pods", pod("xclient", "default", uid=uid, node_name=NODE_NAME))
+        testbed.wait_for(lambda: k.excluded_by(client_pod.cgroup) is None, 15,
+                         "the pod's cgroup to leave the exclusion map")
+        pods, delta = rpcs(40)
+        assert delta["redirected"] >= 1 and delta["bypass_excluded"] == 0, delta
+        assert pods == {"xserver-0", "xserver-1"}, pods
+    finally:
+        k.ctl("include", client_pod.cgroup)
+        k.api.set_objects("pods", [])
+        testbed.wait_for(lambda: k.excluded_by(client_pod.cgroup) is None, 15,
+                         "exclusions to clear")
+        node.remove_service(svc)
+        node.remove_pod(client_pod)
+
+
+def discovery_metric(node, name):
     r = node.run(["curl", "-s", "--max-time", "5", "http://127.0.0.1:9901/metrics"])
-    return int(re.search(r"^h2split_discovery_errors_total (\d+)$", r.stdout, re.M).group(1))
+    return int(re.search(rf"^{name} (\d+)$", r.stdout, re.M).group(1))
+
+
+def discovery_errors(node):
+    return discovery_metric(node, "h2split_discovery_errors_total")
+
+
+def test_relists_back_off_when_every_watch_expires(clean):
+    """An API server whose watch cache window is shorter than a list takes:
+    every watch, even from the resourceVersion a list just returned, ends at
+    once with 410 Gone. The daemon relists each time, but backs off as
+    client-go's reflector does: the delays it reports (kube_watch_expired
+    ... retry_ms=) double from 0.8-1.6 s, and the server's own clock shows
+    each list at least that long after the one before. Waits are on the
+    server's count of lists; time enters only as the gaps the server
+    measured, checked against what the daemon said it would wait (a slow
+    machine only makes them longer)."""
+    k, node = clean, clean.node
+    k.add("alpha", "10.96.0.50")
+    k.wait_vips({"10.96.0.50:50051"})
+    mark = k.mark()
+    lists0 = k.api.count_requests(resource="services", watch=False)
+    relists0 = discovery_metric(node, "h2split_discovery_relists_total")
+    k.api.always_expire("services")
+    try:
+        testbed.wait_for(
+            lambda: k.api.count_requests(resource="services", watch=False) >= lists0 + 4, 90,
+            "four services lists after every watch began to expire")
+        times = k.api.request_times(resource="services", watch=False)[lists0:lists0 + 4]
+        gaps_ms = [round((b - a) * 1000) for a, b in zip(times, times[1:])]
+        delays = []
+        for line in k.daemon.lines[mark:]:
+            if "kube_watch_expired resource=services " in line:
+                m = re.search(r"retry_ms=(\d+)", line)
+                delays.append(int(m.group(1)) if m else 0)
+        delays = delays[:4]  # the relists that led to those four lists
+        seen = f"reported delays {delays} ms, lists {gaps_ms} ms apart"
+        assert len(delays) == 4, seen
+        assert delays[0] >= 800 and delays == sorted(delays), \
+            f"relisted without backing off: {seen}"
+        assert delays[3] >= 4 * delays[0], f"the delays did not double: {seen}"
+        for gap, delay in zip(gaps_ms, delays[1:]):
+            assert gap >= delay - 20, f"listed sooner than the daemon said: {seen}"
+        relists = discovery_metric(node, "h2split_discovery_relists_total") - relists0
+        lists = k.api.count_requests(resource="services", watch=False) - lists0
+        assert lists <= relists, f"{lists} lists for {relists} relists"
+        assert k.vips() == {"10.96.0.50:50051"}  # the last list's state stays in force
+    finally:
+        k.api.always_expire("services", on=False)
 
 
 def test_malformed_api_input_keeps_the_last_good_state(clean):
@@ -263,7 +406,8 @@ def test_malformed_api_input_keeps_the_last_good_state(clean):
             else:
                 k.api.send_raw("list", "services", text)
                 k.api.expire_resource_versions("event")  # the watch ends: relist
-            k.daemon.wait_line(logged, 20)
+            # Each step's failure backs off more: the last relist may wait 12.8 s.
+            k.daemon.wait_line(logged, 40)
             testbed.wait_for(lambda: discovery_errors(node) > errors, 10,
                              f"h2split_discovery_errors_total to count {what}")
             errors = discovery_errors(node)

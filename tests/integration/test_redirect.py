@@ -3,7 +3,7 @@
 simulated node: who is redirected and who is not, getpeername, the original
 destination the daemon finds, fail-open on kill -9, source identity through
 a NetworkPolicy stand-in, byte-for-byte transparency, bpftool-readable maps,
-and a clean uninstall."""
+an upgrade over pins of the earlier exclusion layout, and a clean uninstall."""
 
 import json
 import os
@@ -211,7 +211,7 @@ def test_bpftool_dump_shows_named_fields(bed):
         p.wait_line("connected", 15)
         fields = {
             "h2s_services": ({"addr", "port"}, {"service_id", "flags"}),
-            "h2s_excluded_cgroups": (None, None),
+            "h2s_excluded_cgroups": (None, {"origins"}),
             "h2s_config": (None, {"listen_v4", "listen_v6", "listen_v4_port"}),
             "h2s_sock_origdst": (None, {"addr", "port", "service_id", "cgroup_id", "pid"}),
             "h2s_conn_origdst": ({"client_addr", "proxy_addr", "client_port", "proxy_port"},
@@ -259,6 +259,54 @@ def link_ids(bed):
                              capture_output=True, text=True, check=True).stdout
         ids[name] = json.loads(out)["id"]
     return ids
+
+
+def bpftool_u64(n):
+    """A __u64 map key as bpftool takes it: hex bytes, host (little-endian) order."""
+    return ["hex"] + [f"{b:02x}" for b in n.to_bytes(8, "little")]
+
+
+def test_upgrade_carries_exclusions_of_the_one_origin_layout(bed):
+    """Builds before per-origin bits pinned h2s_excluded_cgroups with a one-byte
+    value (the origin). A daemon started over such a pin converts it instead of
+    dropping it: the operator's `h2splitctl exclude` still holds (its pod's
+    connects go direct), a Kubernetes opt-out is kept for the source to resync,
+    and the daemon's own origins are resynced at once."""
+    c = bed.clients[1]
+    pin = os.path.join(bed.node.bpffs, "h2s_excluded_cgroups")
+    stale_self, stale_k8s = 777777777, 888888888
+    bed.daemon.stop()
+    os.unlink(pin)
+    subprocess.run(["bpftool", "map", "create", pin, "type", "hash", "key", "8", "value", "1",
+                    "entries", "4096", "name", "h2s_excluded_cgroups", "flags", "1"],
+                   check=True, capture_output=True, timeout=30)
+    for cg, origin in ((os.stat(c.cgroup).st_ino, 3), (stale_self, 1), (stale_k8s, 4)):
+        subprocess.run(["bpftool", "map", "update", "pinned", pin, "key", *bpftool_u64(cg),
+                        "value", "hex", f"{origin:02x}"],
+                       check=True, capture_output=True, timeout=30)
+    try:
+        # This h2splitctl refuses to write a map of another layout.
+        r = subprocess.run([os.path.join(bed.build_dir, "h2splitctl"), "--bpffs",
+                            bed.node.bpffs, "include", c.cgroup],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "has another layout" in r.stderr, r
+        assert bed.ctl("status")["map_of_another_layout"] == "h2s_excluded_cgroups"
+        bed.start("--exclude-cgroup", bed.clients[2].cgroup)
+        origins = {e["cgroup_id"]: e["origins"] for e in bed.ctl("status")["excluded_cgroups"]}
+        assert origins[os.stat(c.cgroup).st_ino] == ["ctl"], origins
+        assert origins[os.stat(bed.clients[2].cgroup).st_ino] == ["flag"], origins
+        assert origins[stale_k8s] == ["k8s"], origins
+        assert stale_self not in origins, origins  # not this daemon's cgroup: resynced away
+        before = bed.counters()
+        tool(c, "peername", bed.tcp.vip4, L4_PORT)
+        after = bed.counters()
+        assert after["redirected"] == before["redirected"]
+        assert after["bypass_excluded"] == before["bypass_excluded"] + 1
+        assert not os.path.exists(pin + "_v1")  # set aside, then removed once carried
+    finally:
+        bed.ctl("include", c.cgroup)
+        subprocess.run(["bpftool", "map", "delete", "pinned", pin, "key",
+                        *bpftool_u64(stale_k8s)], capture_output=True, timeout=30)
 
 
 def test_uninstall_leaves_nothing(bed):

@@ -18,6 +18,7 @@ In-process::
     api.apply("services", service("echo", "default", "10.96.0.10", 50051))
     api.delete("services", "default", "echo")
     api.expire_resource_versions()   # every watch gets ERROR 410, lists relist
+    api.always_expire("services")    # ... and so does every later watch (410 forever)
     api.drop_watches()               # cut watch connections mid-stream
     api.stall_watches()              # open watches go silent (no bookmarks)
     api.rotate_token()               # new token file; the old token is refused
@@ -237,7 +238,8 @@ class KubeAPI:
         self._tokens = set()
         self._forbidden = set()  # resources the token may not read (RBAC)
         self._raw_lists = {}  # resource -> raw bodies the next lists answer with
-        self.requests = []  # (method, path, query dict, status) of every request
+        self._always_expired = set()  # resources whose every watch gets 410 at once
+        self.requests = []  # (method, path, query dict, status, time.monotonic()) of each
         self._server = None
         self._thread = None
         self._stopping = False
@@ -375,6 +377,22 @@ class KubeAPI:
                     w.dropped = True
             self._cond.notify_all()
 
+    def always_expire(self, kind, on=True):
+        """Every watch of ``kind``, open or new, ends at once with an ERROR event
+        carrying a 410 Status, even one from the resourceVersion a list just
+        gave: an API server whose watch cache window is shorter than a list
+        takes. Lists keep working. ``on=False`` ends it."""
+        r = resource_of(kind)
+        with self._cond:
+            if not on:
+                self._always_expired.discard(r)
+                return
+            self._always_expired.add(r)
+            for w in self._watches:
+                if w.resource == r:
+                    w.expired = True
+            self._cond.notify_all()
+
     def drop_watches(self):
         """Cut every open watch connection mid-stream (no final chunk)."""
         with self._cond:
@@ -437,25 +455,30 @@ class KubeAPI:
         with self._cond:
             (self._forbidden.add if forbidden else self._forbidden.discard)(resource_of(kind))
 
-    def count_requests(self, status=None, resource=None, watch=None):
+    def request_times(self, status=None, resource=None, watch=None):
+        """When the server got each matching request (``time.monotonic()`` of this
+        process), in order."""
         with self._cond:
             reqs = list(self.requests)
-        n = 0
-        for _m, path, q, st in reqs:
+        times = []
+        for _m, path, q, st, t in reqs:
             if status is not None and st != status:
                 continue
             if resource is not None and PATH_TO_RESOURCE.get(path) != resource:
                 continue
             if watch is not None and (q.get("watch") in ("1", "true")) != watch:
                 continue
-            n += 1
-        return n
+            times.append(t)
+        return times
+
+    def count_requests(self, status=None, resource=None, watch=None):
+        return len(self.request_times(status, resource, watch))
 
     # -- request handling (called from handler threads) --
 
     def _log(self, path, query, code):
         with self._cond:
-            self.requests.append(("GET", path, query, code))
+            self.requests.append(("GET", path, query, code, time.monotonic()))
 
     def _authorized(self, header):
         if not header or not header.startswith("Bearer "):
@@ -510,6 +533,8 @@ class KubeAPI:
         with self._cond:
             w = _Watch(resource, None)
             self._watches.add(w)
+            if resource in self._always_expired:
+                return w, [], self._rv, True
             if rv in ("", "0"):
                 replay = [(self._rv, "ADDED", copy.deepcopy(o))
                           for o in self._objects[resource].values()]
@@ -750,13 +775,19 @@ class KubeAPIProcess:
     def count_requests(self, status=None, resource=None, watch=None):
         return self._call("count_requests", status=status, resource=resource, watch=watch)
 
+    def request_times(self, status=None, resource=None, watch=None):
+        return self._call("request_times", status=status, resource=resource, watch=watch)
+
+    def always_expire(self, kind, on=True):
+        return self._call("always_expire", kind=kind, on=on)
+
     def stop(self):
         self.proc.stop()
 
 
 _COMMANDS = {"apply", "delete", "set_objects", "objects", "expire_resource_versions",
-             "drop_watches", "stall_watches", "rotate_token", "watch_count", "forbid",
-             "count_requests", "send_raw"}
+             "always_expire", "drop_watches", "stall_watches", "rotate_token", "watch_count",
+             "forbid", "count_requests", "request_times", "send_raw"}
 
 
 def main(argv=None):

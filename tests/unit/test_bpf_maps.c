@@ -3,7 +3,8 @@
  * Unit tests for the pure parts of bpf_maps.c: the tuple key the daemon
  * builds after accept() (it must equal what sockops wrote), the services
  * entries a state wants, the add-before-remove diff, counter and map names,
- * and argument checks that run before any syscall. No BPF needed.
+ * and argument checks that run before any syscall; and the exclusion map's
+ * per-origin references on a real BPF map (those skip without CAP_BPF).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/un.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
 
 #include <cmocka.h>
 
@@ -300,13 +304,31 @@ static void test_map_and_origin_names(void **unused)
 	assert_string_equal(bpf_maps_origin_name(H2S_EXCLUDE_SELF), "self");
 	assert_string_equal(bpf_maps_origin_name(H2S_EXCLUDE_FLAG), "flag");
 	assert_string_equal(bpf_maps_origin_name(H2S_EXCLUDE_CTL), "ctl");
+	assert_string_equal(bpf_maps_origin_name(H2S_EXCLUDE_K8S), "k8s");
 	assert_string_equal(bpf_maps_origin_name((enum h2s_exclude_origin)0), "unknown");
-	assert_int_equal(sizeof(enum h2s_exclude_origin), 1);
+}
+
+static void test_origins_str(void **unused)
+{
+	char buf[64], small[5];
+
+	(void)unused;
+	/* The bits README.md documents for reading bpftool's "origins". */
+	assert_int_equal(H2S_EXCLUDE_BIT(H2S_EXCLUDE_SELF), 1);
+	assert_int_equal(H2S_EXCLUDE_BIT(H2S_EXCLUDE_FLAG), 2);
+	assert_int_equal(H2S_EXCLUDE_BIT(H2S_EXCLUDE_CTL), 4);
+	assert_int_equal(H2S_EXCLUDE_BIT(H2S_EXCLUDE_K8S), 8);
+	assert_string_equal(bpf_maps_origins_str(0, buf, sizeof(buf)), "");
+	assert_string_equal(bpf_maps_origins_str(4 | 8, buf, sizeof(buf)), "ctl,k8s");
+	assert_string_equal(bpf_maps_origins_str(0xf, buf, sizeof(buf)), "self,flag,ctl,k8s");
+	assert_string_equal(bpf_maps_origins_str(1 << 20, buf, sizeof(buf)), "");
+	/* Truncated, never overrun. */
+	assert_string_equal(bpf_maps_origins_str(0xf, small, sizeof(small)), "self");
 }
 
 static void test_set_listen_rejects_non_targets(void **unused)
 {
-	struct bpf_maps m = {.fd = {-1, -1, -1, -1, -1, -1, -1}};
+	struct bpf_maps m = {.fd = {-1, -1, -1, -1, -1, -1, -1}, .lock_fd = -1};
 	struct sockaddr_storage a = {0};
 
 	(void)unused;
@@ -336,6 +358,183 @@ static void test_open_pinned_missing(void **unused)
 	bpf_maps_close(&m); /* safe after a failed open */
 }
 
+/* ---- h2s_excluded_cgroups on a real map (needs CAP_BPF) ---- */
+
+/* A map shaped like the BPF object's h2s_excluded_cgroups in |m|, other fds
+ * -1; skips when BPF maps cannot be created here (not root), except in CI. */
+static void excl_map(struct bpf_maps *m, __u32 value_size)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = BPF_F_NO_PREALLOC);
+	char dir[] = "/tmp/h2s-excl-lock-XXXXXX";
+	int fd;
+
+	for (int i = 0; i < BPF_MAPS_COUNT; i++)
+		m->fd[i] = -1;
+	/* The lock is a directory as the pin root is; removed at once, the fd still locks. */
+	assert_non_null(mkdtemp(dir));
+	m->lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(m->lock_fd >= 0);
+	rmdir(dir);
+	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "h2s_excluded_c", sizeof(__u64), value_size,
+			    H2S_MAX_EXCLUDED, &opts);
+	if (fd < 0) {
+		const char *ci = getenv("CI");
+
+		if (ci && !strcmp(ci, "true"))
+			fail_msg("bpf_map_create: %s (CI=true: these tests must run as root)",
+				 strerror(-fd));
+		fprintf(stderr, "skipped: bpf_map_create: %s (run as root)\n", strerror(-fd));
+		close(m->lock_fd);
+		skip();
+	}
+	m->fd[BPF_MAPS_EXCLUDED] = fd;
+}
+
+static void excl_done(struct bpf_maps *m)
+{
+	close(m->fd[BPF_MAPS_EXCLUDED]);
+	close(m->lock_fd);
+}
+
+/* The origins of |id| as the map holds them; 0 when it has no entry. */
+static uint32_t origins_of(const struct bpf_maps *m, uint64_t id)
+{
+	struct h2s_exclude_value v;
+	__u64 key = id;
+
+	if (bpf_map_lookup_elem(m->fd[BPF_MAPS_EXCLUDED], &key, &v) == -ENOENT)
+		return 0;
+	assert_int_not_equal(v.origins, 0); /* an entry always names an origin */
+	return v.origins;
+}
+
+#define SELF H2S_EXCLUDE_BIT(H2S_EXCLUDE_SELF)
+#define FLAG H2S_EXCLUDE_BIT(H2S_EXCLUDE_FLAG)
+#define CTL H2S_EXCLUDE_BIT(H2S_EXCLUDE_CTL)
+#define K8S H2S_EXCLUDE_BIT(H2S_EXCLUDE_K8S)
+
+/* A cgroup excluded by a pod's opt-out and by --exclude-cgroup stays excluded
+ * until both let go, whichever came first and whichever goes first. */
+static void test_excluded_two_origins_each_hold_a_reference(void **unused)
+{
+	const uint64_t pod = 4242, other = 77;
+	struct bpf_maps m;
+
+	(void)unused;
+	excl_map(&m, sizeof(struct h2s_exclude_value));
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_K8S, (uint64_t[]){pod, other}, 2),
+			 0);
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_FLAG, &pod, 1), 0);
+	assert_int_equal(origins_of(&m, pod), FLAG | K8S);
+	assert_int_equal(origins_of(&m, other), K8S);
+	/* The pod loses its annotation: the flag still excludes it. */
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_K8S, &other, 1), 0);
+	assert_int_equal(origins_of(&m, pod), FLAG);
+	/* The flag goes too: redirected again. */
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_FLAG, NULL, 0), 0);
+	assert_int_equal(origins_of(&m, pod), 0);
+	assert_int_equal(origins_of(&m, other), K8S);
+
+	/* The flag first this time, and it goes first: the opt-out stays. */
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_FLAG, &pod, 1), 0);
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_K8S, (uint64_t[]){pod, other}, 2),
+			 0);
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_FLAG, NULL, 0), 0);
+	assert_int_equal(origins_of(&m, pod), K8S);
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_K8S, NULL, 0), 0);
+	assert_int_equal(origins_of(&m, pod), 0);
+	assert_int_equal(origins_of(&m, other), 0);
+	excl_done(&m);
+}
+
+/* h2splitctl include takes off the operator's exclusion only, and says what is left. */
+static void test_include_removes_only_its_origin(void **unused)
+{
+	const uint64_t pod = 4242;
+	uint32_t now = 0, left = 99;
+	struct bpf_maps m;
+
+	(void)unused;
+	excl_map(&m, sizeof(struct h2s_exclude_value));
+	assert_int_equal(bpf_maps_include(&m, pod, H2S_EXCLUDE_CTL, &left), -ENOENT);
+	assert_int_equal(left, 0);
+	assert_int_equal(bpf_maps_exclude(&m, pod, H2S_EXCLUDE_CTL, &now), 0);
+	assert_int_equal(now, CTL);
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_K8S, &pod, 1), 0);
+	assert_int_equal(bpf_maps_exclude(&m, pod, H2S_EXCLUDE_CTL, &now), 0); /* again: no-op */
+	assert_int_equal(now, CTL | K8S);
+	assert_int_equal(bpf_maps_include(&m, pod, H2S_EXCLUDE_CTL, &left), 0);
+	assert_int_equal(left, K8S);
+	assert_int_equal(origins_of(&m, pod), K8S);
+	/* Not the operator's any more: nothing to undo, the opt-out stays. */
+	assert_int_equal(bpf_maps_include(&m, pod, H2S_EXCLUDE_CTL, &left), -ENOENT);
+	assert_int_equal(left, K8S);
+	/* The Kubernetes source still sees its own id set unchanged, and it is right. */
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_K8S, NULL, 0), 0);
+	assert_int_equal(origins_of(&m, pod), 0);
+	assert_int_equal(bpf_maps_exclude(&m, pod, (enum h2s_exclude_origin)0, NULL), -EINVAL);
+	assert_int_equal(bpf_maps_include(&m, pod, (enum h2s_exclude_origin)9, NULL), -EINVAL);
+	excl_done(&m);
+}
+
+/* Reading gives every origin of every entry, sorted by id. */
+static void test_excluded_read_lists_all_origins(void **unused)
+{
+	struct bpf_maps_excluded *e;
+	struct bpf_maps m;
+	int n;
+
+	(void)unused;
+	excl_map(&m, sizeof(struct h2s_exclude_value));
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_SELF, (uint64_t[]){30}, 1), 0);
+	assert_int_equal(bpf_maps_exclude(&m, 10, H2S_EXCLUDE_CTL, NULL), 0);
+	assert_int_equal(bpf_maps_excluded_sync(&m, H2S_EXCLUDE_K8S, (uint64_t[]){10, 20}, 2), 0);
+	assert_int_equal(bpf_maps_excluded_read(&m, &e, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(e[0].cgroup_id, 10);
+	assert_int_equal(e[0].origins, CTL | K8S);
+	assert_int_equal(e[1].cgroup_id, 20);
+	assert_int_equal(e[1].origins, K8S);
+	assert_int_equal(e[2].cgroup_id, 30);
+	assert_int_equal(e[2].origins, SELF);
+	free(e);
+	excl_done(&m);
+}
+
+/* A pin of the earlier layout (one origin byte) converts to bits, and its
+ * entries merge into the new map without dropping what is there. */
+static void test_excluded_v1_carry_over(void **unused)
+{
+	struct bpf_maps old, m;
+	struct bpf_maps_excluded *e;
+	__u8 v;
+	int n;
+
+	(void)unused;
+	excl_map(&old, sizeof(__u8));
+	excl_map(&m, sizeof(struct h2s_exclude_value));
+	for (__u64 id = 1; id <= 5; id++) {
+		v = (__u8)(id == 5 ? 200 : id); /* 1 self, 2 flag, 3 ctl, 4 k8s, 200 by hand */
+		assert_int_equal(bpf_map_update_elem(old.fd[BPF_MAPS_EXCLUDED], &id, &v, BPF_ANY),
+				 0);
+	}
+	assert_int_equal(bpf_maps_excluded_read_v1(m.fd[BPF_MAPS_EXCLUDED], &e, &n), -EINVAL);
+	assert_int_equal(bpf_maps_excluded_read_v1(old.fd[BPF_MAPS_EXCLUDED], &e, &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(e[0].origins, SELF);
+	assert_int_equal(e[1].origins, FLAG);
+	assert_int_equal(e[2].origins, CTL);
+	assert_int_equal(e[3].origins, K8S);
+	assert_int_equal(e[4].origins, CTL); /* unknown: kept as the operator's */
+	assert_int_equal(bpf_maps_exclude(&m, 3, H2S_EXCLUDE_K8S, NULL), 0);
+	assert_int_equal(bpf_maps_excluded_merge(&m, e, n), 0);
+	assert_int_equal(origins_of(&m, 3), CTL | K8S);
+	assert_int_equal(origins_of(&m, 4), K8S);
+	free(e);
+	excl_done(&old);
+	excl_done(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -350,6 +549,11 @@ int main(void)
 	    cmocka_unit_test(test_diff_nothing_and_everything),
 	    cmocka_unit_test(test_counter_names),
 	    cmocka_unit_test(test_map_and_origin_names),
+	    cmocka_unit_test(test_origins_str),
+	    cmocka_unit_test(test_excluded_two_origins_each_hold_a_reference),
+	    cmocka_unit_test(test_include_removes_only_its_origin),
+	    cmocka_unit_test(test_excluded_read_lists_all_origins),
+	    cmocka_unit_test(test_excluded_v1_carry_over),
 	    cmocka_unit_test(test_set_listen_rejects_non_targets),
 	    cmocka_unit_test(test_open_pinned_missing),
 	};

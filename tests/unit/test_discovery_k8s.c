@@ -3,7 +3,8 @@
  * Tests of the Kubernetes discovery source on a real loop against the fake
  * API server (tests/testbed/kube_api.py, HTTPS on 127.0.0.1, driven through
  * its stdin): list then watch, paged lists, a dropped watch, an expired
- * resourceVersion (410), a silent watch, token rotation, an untrusted CA.
+ * resourceVersion (410), relists backed off when every watch expires, a
+ * silent watch, token rotation, an untrusted CA.
  * Waits poll a condition with a deadline; nothing sleeps for a fixed time.
  */
 #include <errno.h>
@@ -29,7 +30,9 @@
 #include "loop.h"
 
 #define FIXTURE "tests/testbed/kube_api.py"
-#define DEADLINE_MS 10000
+/* A deadline, never a duration: retries back off from 0.8-1.6 s up to 30-60 s
+ * (as client-go's reflector), and a test may see three backoffs in a row. */
+#define DEADLINE_MS 30000
 #define POLL_MS 10
 
 struct fixture {
@@ -438,6 +441,51 @@ static void test_expired_resource_version_relists(void **state)
 	expect_services(f, "gamma");
 }
 
+static int services_lists(struct fixture *f)
+{
+	struct json_object *n =
+	    cmd(f, "count_requests", "{\"resource\":\"services\",\"watch\":false}");
+	int v = json_object_get_int(n);
+
+	json_object_put(n);
+	return v;
+}
+
+static bool services_lists_reach(struct fixture *f, const void *arg)
+{
+	return services_lists(f) >= *(const int *)arg;
+}
+
+/* Every watch answers 410 at once, even from the resourceVersion a list just
+ * gave (a watch cache window shorter than a list takes). The source relists
+ * each time, but backs off: the server sees the lists at least the backoff's
+ * growing floors apart (1.6 s, then 3.2 s), never back to back. */
+static void test_relists_back_off_when_every_watch_expires(void **state)
+{
+	struct fixture *f = *state;
+	struct json_object *times;
+	int base, want;
+	double t[3];
+
+	add_service(f, "alpha", "10.96.0.10", 1);
+	start_source(f, f->ca);
+	expect_services(f, "alpha");
+	base = services_lists(f);
+	want = base + 3;
+	cmd0(f, "always_expire", "{\"kind\":\"services\"}");
+	assert_true(run_until(f, services_lists_reach, &want, DEADLINE_MS));
+	times = cmd(f, "request_times", "{\"resource\":\"services\",\"watch\":false}");
+	for (int i = 0; i < 3; i++)
+		t[i] = json_object_get_double(json_object_array_get_idx(times, (size_t)(base + i)));
+	json_object_put(times);
+	/* The 2nd and 3rd delays are drawn from [1.6, 3.2] and [3.2, 6.4] s. */
+	if (t[1] - t[0] < 1.58 || t[2] - t[1] < 3.18)
+		fail_msg("relists not backed off: lists %.3f s and %.3f s apart", t[1] - t[0],
+			 t[2] - t[1]);
+	assert_true(f->d->n_relists >= 3);
+	assert_true(services_are(f, "alpha"));
+}
+
 static void test_silent_watch_is_restarted(void **state)
 {
 	struct fixture *f = *state;
@@ -543,6 +591,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_paged_list, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dropped_watch_recovers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_expired_resource_version_relists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_relists_back_off_when_every_watch_expires, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_silent_watch_is_restarted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_rotation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_untrusted_server_is_refused, setup, teardown),

@@ -305,7 +305,7 @@ static void test_backoff_bounds(void **state)
 	uint32_t prev_cap = 0;
 
 	(void)state;
-	k8s_backoff_init(&b, 500, 30000, 42);
+	k8s_backoff_init(&b, 500, 30000, 120000, 42);
 	for (int i = 0; i < 200; i++) {
 		uint32_t cap = b.cur_ms ? b.cur_ms : 500;
 		uint32_t d = k8s_backoff_next(&b);
@@ -328,6 +328,35 @@ static void test_backoff_bounds(void **state)
 		assert_true(differs);
 	}
 	assert_int_equal(k8s_backoff_rand(&b, 7, 7), 7);
+}
+
+/* A list that works and a watch that ends at once (410 from a watch cache
+ * window shorter than the list) repeat forever: the delays keep doubling to
+ * the cap, and only something that stayed up healthy_ms starts them over. */
+static void test_backoff_resets_only_after_a_healthy_stretch(void **state)
+{
+	struct k8s_backoff b;
+	uint32_t prev = 0;
+
+	(void)state;
+	k8s_backoff_init(&b, 1600, 60000, 120000, 7);
+	for (int i = 0; i < 12; i++) {
+		uint32_t d;
+
+		k8s_backoff_up(&b, 50); /* the watch failed at once */
+		d = k8s_backoff_next(&b);
+		if (i < 5) /* 0.8-1.6 s, 1.6-3.2 s, ... 12.8-25.6 s: never shorter than before */
+			assert_true(d >= prev);
+		assert_true(d >= 800 && d <= 60000);
+		prev = d;
+	}
+	assert_int_equal(b.cur_ms, 60000);
+	assert_true(prev >= 30000); /* client-go's steady state: [30, 60] s */
+	k8s_backoff_up(&b, 119999);
+	assert_int_equal(b.cur_ms, 60000);
+	assert_true(k8s_backoff_next(&b) >= 30000);
+	k8s_backoff_up(&b, 120000); /* a watch up 2 minutes: healthy again */
+	assert_true(k8s_backoff_next(&b) <= 1600);
 }
 
 /* ---- pod cgroups ---- */
@@ -585,6 +614,7 @@ int main(void)
 	    cmocka_unit_test(test_event_parse),
 	    cmocka_unit_test(test_query_escape),
 	    cmocka_unit_test(test_backoff_bounds),
+	    cmocka_unit_test(test_backoff_resets_only_after_a_healthy_stretch),
 	    cmocka_unit_test(test_pod_cgroup_paths),
 	    cmocka_unit_test(test_pod_cgroup_find),
 	    cmocka_unit_test(test_opt_outs),

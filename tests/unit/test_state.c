@@ -318,6 +318,37 @@ static void test_carry_retired(void **unused)
 	state_free(later);
 }
 
+/* Two or more leave at once: each lookup of the next id happens while the
+ * state already holds the ones carried so far (past its index). */
+static void test_carry_retired_several(void **unused)
+{
+	struct state *prev = state_new(), *next = state_new();
+	struct state_service s[4] = {
+	    svc_make("default", "greeter", "grpc", 50051, "10.96.0.10"),
+	    svc_make("shop", "checkout", "grpc", 9000, "10.96.5.5"),
+	    svc_make("shop", "cart", "grpc", 9001, "10.96.5.6"),
+	    svc_make("shop", "pay", "grpc", 9002, "10.96.5.7"),
+	};
+	uint32_t ids[4];
+
+	(void)unused;
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(state_add_service(prev, &s[i]), 0);
+	assert_int_equal(state_finish(prev), 0);
+	for (int i = 0; i < 4; i++)
+		ids[i] = state_find_vip(prev, &s[i].vips[0], s[i].port)->id;
+	assert_int_equal(state_add_service(next, &s[0]), 0);
+	assert_int_equal(state_finish(next), 0);
+	assert_int_equal(state_carry_retired(next, prev, 1000, 30000), 3);
+	assert_int_equal(next->n_svcs, 4);
+	assert_int_equal(next->n_retired, 3);
+	assert_int_equal(state_find_id(next, ids[0])->retired_ms, 0);
+	for (int i = 1; i < 4; i++)
+		assert_int_equal(state_find_id(next, ids[i])->retired_ms, 1000);
+	state_free(prev);
+	state_free(next);
+}
+
 static void test_ip_helpers(void **unused)
 {
 	char buf[INET6_ADDRSTRLEN];
@@ -350,6 +381,7 @@ int main(void)
 	    cmocka_unit_test(test_deep_copy_and_endpoint_order),
 	    cmocka_unit_test(test_endpoint_usable),
 	    cmocka_unit_test(test_carry_retired),
+	    cmocka_unit_test(test_carry_retired_several),
 	    cmocka_unit_test(test_ip_helpers),
 	};
 
