@@ -247,7 +247,9 @@ def test_id_taken_by_another_service_never_routes_there(node, build_dir):
         summary = busy.stop_loop(job)
     assert set(summary["pods"]) == {"a-0"}, f"RPCs reached another Service's pods: {summary}"
     assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
-    assert metric(node, "h2split_downstream_retired_total") == 1
+    # At least the old connection; a reconnect that beat the map's re-pointing
+    # to the new id is redirected under the old one and told to go again.
+    assert metric(node, "h2split_downstream_retired_total") >= 1
     assert metric(node, "h2split_streams_refused_unknown_service_total") == 0
 
 
