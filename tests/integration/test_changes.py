@@ -158,6 +158,17 @@ def test_port_rename_keeps_open_connections_served(bed):
     assert metric(node, "h2split_downstream_retired_total") >= 1
 
 
+def start_next_daemon(node, build_dir, services_file):
+    """A second h2splitd beside the bed's, as a DaemonSet surge starts it: same
+    pins, cgroup and listen address, its own admin port (9902) and services
+    file (so the bed does not wait for it)."""
+    return node.popen([os.path.join(build_dir, "h2splitd"), "--discovery", "file",
+                       "--services-file", services_file, "--cgroup", node.pods_cgroup,
+                       "--bpffs", node.bpffs, "--admin", "127.0.0.1:9902",
+                       "--log-level", "info"], name="h2splitd-new", watch=True,
+                      stderr=subprocess.STDOUT)
+
+
 def test_rolling_update_new_daemon_takes_nothing_before_its_first_sync(bed, build_dir):
     """A new h2splitd beside the old one (a DaemonSet surge) whose first sync
     has not come yet (here: its services file is not there) binds but does
@@ -170,11 +181,7 @@ def test_rolling_update_new_daemon_takes_nothing_before_its_first_sync(bed, buil
     job = fresh.loop(4 * PACE_MS, fresh=True)
     try:
         fresh.wait_progress(10)
-        new = node.popen([os.path.join(build_dir, "h2splitd"), "--discovery", "file",
-                          "--services-file", late_file, "--cgroup", node.pods_cgroup,
-                          "--bpffs", node.bpffs, "--admin", "127.0.0.1:9902",
-                          "--log-level", "info"], name="h2splitd-new", watch=True,
-                         stderr=subprocess.STDOUT)
+        new = start_next_daemon(node, build_dir, late_file)
         new.wait_line(r"msg=started", 30)
         fresh.wait_progress(25)  # 25 new connects while the new daemon is up, unsynced
         r = node.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9902/metrics"])
@@ -268,11 +275,7 @@ def test_a_closing_daemon_hands_its_queue_to_the_next(bed, build_dir):
     node, svc, old = bed
     new_file = os.path.join(node.workdir, "services-new.json")
     node.write_services_file(new_file)
-    new = node.popen([os.path.join(build_dir, "h2splitd"), "--discovery", "file",
-                      "--services-file", new_file, "--cgroup", node.pods_cgroup,
-                      "--bpffs", node.bpffs, "--admin", "127.0.0.1:9902",
-                      "--log-level", "info"], name="h2splitd-new", watch=True,
-                     stderr=subprocess.STDOUT)
+    new = start_next_daemon(node, build_dir, new_file)
     new.wait_line(r"msg=redirecting", 30)
     if any("reuseport_migration_unsupported" in line for line in new.lines):
         pytest.skip("the kernel cannot migrate a closing listener's queue (before 5.14)")
