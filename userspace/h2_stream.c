@@ -303,19 +303,25 @@ static int submit_local_http(struct h2_stream *st, int http_status, const char *
  * |http_status| otherwise; trailers or a reset when headers already went out. */
 static bool unpend(struct h2_stream *st);
 
+/* An answered stream waits for nothing more: not for the end of the pass
+ * (route_q), not for a free endpoint (the balancer's queue), not for its
+ * upstream; the request bytes it held go back to the client's window. */
+static void let_go(struct h2_stream *st)
+{
+	if (st->leg == H2_LEG_QUEUED)
+		unqueue(st);
+	unpend(st);
+	abandon_upstream(st, NGHTTP2_CANCEL);
+	discard_request(st);
+}
+
 static void reply_error(struct h2_stream *st, enum grpc_status grpc_status, int http_status,
 			const char *msg)
 {
 	struct grpc_trailers_only t;
 	int rv = 0;
 
-	/* An answered stream waits for nothing more: not for the end of the
-	 * pass (route_q), not for a free endpoint (the balancer's queue). */
-	if (st->leg == H2_LEG_QUEUED)
-		unqueue(st);
-	unpend(st);
-	abandon_upstream(st, NGHTTP2_CANCEL);
-	discard_request(st);
+	let_go(st);
 	st->leg = H2_LEG_DONE;
 	log_debug("stream_reply stream=%d grpc=%d status=%d msg=\"%s\"", st->ds_id, st->grpc,
 		  st->grpc ? (int)grpc_status : http_status, msg);
@@ -1015,15 +1021,15 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachab
 
 /* The connection's Service is unknown here: neither its id nor the VIP:port
  * the app dialled names one (retired long enough ago to be forgotten).
- * Nothing was sent upstream, so REFUSED_STREAM lets the client retry the
- * request safely, and the GOAWAY makes it reconnect where the app aimed. */
+ * Nothing was sent upstream: REFUSED_STREAM says so (gRPC reports it as
+ * UNAVAILABLE, which is safe to retry), and the GOAWAY makes the client
+ * reconnect where the app aimed. */
 static void refuse(struct h2_stream *st)
 {
 	stats_inc(S(st)->stats, ST_STREAMS_REFUSED_UNKNOWN);
 	log_info("stream_refused stream=%d service_id=%u reason=unknown_service action=goaway",
 		 st->ds_id, st->ds->ci.od.service_id);
-	abandon_upstream(st, NGHTTP2_CANCEL);
-	discard_request(st);
+	let_go(st);
 	st->leg = H2_LEG_DONE;
 	ds_reset(st, NGHTTP2_REFUSED_STREAM);
 	h2_downstream_goaway(st->ds);

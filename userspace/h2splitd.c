@@ -181,7 +181,9 @@ static void post_state(struct daemon *d, struct state *st)
 	registry_snapshot_unref(d->posted);
 	d->posted = snap;
 	for (int i = 0; i < d->n_workers; i++)
-		worker_post_snapshot(&d->workers[i], registry_snapshot_ref(snap));
+		if (worker_post_snapshot(&d->workers[i], registry_snapshot_ref(snap)))
+			log_error("state_post_failed worker=%d generation=%llu err=\"out of memory\"",
+				  i, (unsigned long long)snap->generation);
 	loop_timer_cancel(d->loop, d->retired_timer);
 	d->retired_timer = NULL;
 	oldest = state_oldest_retired(st);
@@ -194,7 +196,7 @@ static void post_state(struct daemon *d, struct state *st)
 }
 
 /* Main thread: retired services whose connections had their time are
- * forgotten; a stream that still names one is refused (and retried). */
+ * forgotten; a stream that still names one is refused (REFUSED_STREAM). */
 static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct daemon *d = arg;
