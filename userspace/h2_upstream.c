@@ -442,12 +442,20 @@ static int session_init(struct h2_upstream *uc)
 
 /* The kernel's half of liveness: TCP keepalive probes on idle pooled
  * connections (which get no PING), and TCP_USER_TIMEOUT, so data the peer
- * never acknowledges ends the connection too. */
+ * never acknowledges ends the connection too.
+ *
+ * The user timeout is the backstop, not the first detector: a busy
+ * connection that goes silent is found by h2_upstream_keepalive() within
+ * time + timeout + two checks (1.5 x timeout at most), and that path names
+ * the cause (limit=upstream_keepalive_timeout, "no PING ACK in time"). The
+ * kernel's clock starts at the first unacknowledged segment, about when the
+ * PING path's starts, so it gets time + 3 x timeout: it ends only
+ * connections the PING path cannot judge (one PING per silence). */
 static void set_keepalive(int fd, const struct config *cfg)
 {
 	int one = 1, t = cfg->upstream_keepalive_time_s, to = cfg->upstream_keepalive_timeout_s;
 	int cnt = 3;
-	unsigned int user_ms = (unsigned int)(t + to) * 1000;
+	unsigned int user_ms = (unsigned int)(t + 3 * to) * 1000;
 
 	if (!t)
 		return;
