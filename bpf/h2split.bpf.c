@@ -54,6 +54,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } h2s_listeners SEC(".maps");
 
+/* slot * H2S_WORKER_KEYS + k -> a listening socket of the daemon that owns
+ * the liveness slot (see H2S_WORKER_KEYS); written by that daemon when it
+ * starts redirecting, read by h2s_migrate. The kernel removes closed sockets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, H2S_LISTENER_SLOTS * H2S_WORKER_KEYS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} h2s_workers SEC(".maps");
+
 /* Single slot: the listen addresses; written by the daemon, read by connect4/6. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -457,16 +468,28 @@ int h2s_release(struct bpf_sock *ctx)
 
 /*
  * Attached to the daemons' listeners (SO_ATTACH_REUSEPORT_EBPF), not to a
- * cgroup. When one of them closes, as the old daemon's do at the end of a
- * rolling update, the kernel asks where its queued connections and pending
- * handshakes should go: SK_PASS without choosing lets it pick another
- * listener of the group by hash, as for any new connection, instead of
- * resetting them (Linux 5.14+; without it h2splitd accepts until the queue
- * is empty before it closes, which leaves only a short window).
+ * cgroup: while two daemons listen on the same address (a rolling update),
+ * the kernel asks this program which listener gets each new connection, and
+ * where a closing listener's queued connections and pending handshakes go.
+ *
+ * The answer is the daemon that owns the liveness slot, the newest ready one,
+ * through h2s_workers. An older daemon takes nothing new, which matters when
+ * the two do not share their maps (an upgrade that changed a map's layout:
+ * the old one could not find the new programs' tuple records). No entry, or a
+ * socket of the other family's group: SK_PASS without choosing, and the
+ * kernel picks a listener by hash as it would without a program. Without this
+ * program (before Linux 5.14) a closing daemon accepts until its queue is
+ * empty before it closes, which leaves only a short window.
  */
 SEC("sk_reuseport/migrate")
 int h2s_migrate(struct sk_reuseport_md *ctx)
 {
+	__u32 key = ctx->hash % H2S_WORKER_KEYS;
+
+	if (bpf_sk_select_reuseport(ctx, &h2s_workers, &key, 0) == 0)
+		return SK_PASS;
+	key += H2S_LISTENER_V6 * H2S_WORKER_KEYS;
+	bpf_sk_select_reuseport(ctx, &h2s_workers, &key, 0);
 	return SK_PASS;
 }
 

@@ -13,6 +13,7 @@
 
 #define H2S_MAX_SERVICES 65536
 #define H2S_MAX_EXCLUDED 4096
+/* Defaults; h2splitd --max-redirected-sockets N sizes both (N, N / 4) at load. */
 #define H2S_MAX_SOCKETS 262144 /* h2s_sock_origdst: live redirected sockets */
 /* h2s_conn_origdst: connects not yet accepted by the daemon (entries live
  * from the SYN to accept(), so this is a backlog, not a connection count). */
@@ -26,6 +27,12 @@ enum h2s_listener_slot {
 	H2S_LISTENER_V6 = 1,
 	H2S_LISTENER_SLOTS = 2,
 };
+
+/* h2s_workers: per listener slot, H2S_WORKER_KEYS keys holding the listeners
+ * of the daemon that owns the liveness slot, worker i at keys i, i + n, ...
+ * (n workers), so hash % H2S_WORKER_KEYS spreads connects over its workers.
+ * At least h2splitd's --workers maximum. */
+#define H2S_WORKER_KEYS 256
 
 /* Who excludes a cgroup. Each origin syncs only its own exclusions (the
  * daemon at start, the Kubernetes source on every pod change, the operator by

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/magic.h>
 #include <bpf/bpf.h>
@@ -388,6 +389,109 @@ static int attach_prog(struct bpf_program *prog, enum bpf_attach_type type, cons
 	return 0;
 }
 
+/* The ids of the maps used by the program behind the link pinned at |path|
+ * (at most |max|); 0 when nothing is attached there yet. */
+static int linked_prog_maps(const char *path, __u32 *ids, __u32 max)
+{
+	struct bpf_link_info link = {};
+	struct bpf_prog_info prog = {};
+	__u32 len = sizeof(link);
+	int fd, pfd;
+
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return 0;
+	pfd = bpf_obj_get_info_by_fd(fd, &link, &len) ? -1 : bpf_prog_get_fd_by_id(link.prog_id);
+	close(fd);
+	if (pfd < 0)
+		return 0;
+	len = sizeof(prog);
+	prog.nr_map_ids = max;
+	prog.map_ids = (__u64)(unsigned long)ids;
+	if (bpf_obj_get_info_by_fd(pfd, &prog, &len))
+		prog.nr_map_ids = 0;
+	close(pfd);
+	return (int)(prog.nr_map_ids < max ? prog.nr_map_ids : max);
+}
+
+/* For map |id| of an attached program: whether it is one of h2split's pinned
+ * maps that this load does not use (|ours|); with |clear|, a liveness map
+ * (h2s_listeners, ours or not) is emptied instead. */
+static bool other_map(__u32 id, const __u32 *ours, int n_ours, bool clear)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	bool other = false;
+	int fd = bpf_map_get_fd_by_id(id);
+
+	if (fd < 0)
+		return false;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && !strncmp(info.name, "h2s_", 4)) {
+		other = true;
+		for (int j = 0; j < n_ours; j++)
+			other &= id != ours[j];
+		if (clear && info.type == BPF_MAP_TYPE_SOCKMAP && !strcmp(info.name, "h2s_listeners"))
+			for (__u32 slot = 0; slot < info.max_entries; slot++)
+				bpf_map_delete_elem(fd, &slot);
+	}
+	close(fd);
+	return other;
+}
+
+/* Over every program linked under |dir|: how many of their maps are not
+ * ours, or (|clear|) empty their liveness maps. */
+static int walk_linked_maps(const char *dir, const __u32 *ours, int n_ours, bool clear)
+{
+	int other = 0;
+
+	for (int i = 0; i < BPF_LOADER_PROGS; i++) {
+		char path[PATH_MAX];
+		__u32 ids[64];
+		int n;
+
+		if (join(path, sizeof(path), dir, progs[i].name))
+			continue;
+		n = linked_prog_maps(path, ids, sizeof(ids) / sizeof(ids[0]));
+		for (int j = 0; j < n; j++)
+			other += other_map(ids[j], ours, n_ours, clear);
+	}
+	return other;
+}
+
+/*
+ * An upgrade that changed a map's layout gets new maps (see
+ * drop_incompatible_pins()) while the attached programs, and the daemon that
+ * may still run beside us, use the old ones. Updating the links one at a time
+ * would mix them: the new connect4 redirecting to the old daemon, which looks
+ * for tuple records in a map the new sockops no longer writes. So first the
+ * liveness map the old programs read is emptied: redirection stops (fail
+ * open, connects go where the app aimed) and the old daemon gets nothing new.
+ * Then a moment for connect() calls already past the old connect4 to reach
+ * its sockops (both run inside the one syscall), and then the links are
+ * updated. This daemon takes the liveness slot once it is ready; h2s_migrate
+ * then gives it every new connect.
+ */
+static void pause_old_programs(struct h2s_bpf *b, const char *dir)
+{
+	__u32 ours[BPF_MAPS_COUNT];
+	int other;
+
+	for (int i = 0; i < BPF_MAPS_COUNT; i++) {
+		struct bpf_map_info info = {};
+		__u32 len = sizeof(info);
+
+		ours[i] = bpf_obj_get_info_by_fd(b->maps.fd[i], &info, &len) ? 0 : info.id;
+	}
+	other = walk_linked_maps(dir, ours, BPF_MAPS_COUNT, false);
+	if (!other)
+		return;
+	walk_linked_maps(dir, ours, BPF_MAPS_COUNT, true);
+	log_warn("bpf_map_layout_switch maps=%d note=\"the attached programs use maps of another "
+		 "layout: redirection is off until this daemon is ready, connects go direct\"",
+		 other);
+	nanosleep(&(struct timespec){.tv_nsec = 50 * 1000 * 1000}, NULL);
+}
+
 static int attach_all(struct h2s_bpf *b, const char *root, int cg_fd)
 {
 	char dir[PATH_MAX], path[PATH_MAX];
@@ -396,6 +500,8 @@ static int attach_all(struct h2s_bpf *b, const char *root, int cg_fd)
 	err = join(dir, sizeof(dir), root, "links");
 	if (!err)
 		err = mkdir_p(dir);
+	if (!err)
+		pause_old_programs(b, dir);
 	for (int i = 0; !err && i < BPF_LOADER_PROGS; i++) {
 		struct bpf_program *prog =
 		    bpf_object__find_program_by_name(b->skel->obj, progs[i].name);
@@ -445,7 +551,24 @@ static int carry_exclusions(struct h2s_bpf *b, const char *root)
 	return 0;
 }
 
-static int load(struct h2s_bpf *b, const char *root)
+/* The tracking maps' sizes (--max-redirected-sockets); before pins are
+ * compared, so a changed size is a layout change. 0: the object's. */
+static int size_maps(struct h2s_bpf *b, int max_sockets)
+{
+	int err;
+
+	if (max_sockets <= 0)
+		return 0;
+	err = bpf_map__set_max_entries(b->skel->maps.h2s_sock_origdst, (__u32)max_sockets);
+	if (!err)
+		err = bpf_map__set_max_entries(b->skel->maps.h2s_conn_origdst,
+					       (__u32)max_sockets / 4);
+	if (err)
+		log_error("size BPF maps failed max_sockets=%d err=%s", max_sockets, strerror(-err));
+	return err;
+}
+
+static int load(struct h2s_bpf *b, const char *root, int max_sockets)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = root);
 	int err;
@@ -456,6 +579,9 @@ static int load(struct h2s_bpf *b, const char *root)
 		log_error("open BPF object failed err=%s", strerror(-err));
 		return err;
 	}
+	err = size_maps(b, max_sockets);
+	if (err)
+		return err;
 	drop_incompatible_pins(b->skel->obj, root);
 	if (!can_migrate()) {
 		log_info("reuseport_migration_unsupported note=\"Linux 5.14+: a closing "
@@ -495,7 +621,8 @@ int bpf_loader_migrate_fd(const struct h2s_bpf *b)
 	return b ? b->migrate_fd : -1;
 }
 
-int bpf_loader_open(const char *pin_root, const char *cgroup_dir, struct h2s_bpf **out)
+int bpf_loader_open(const char *pin_root, const char *cgroup_dir, int max_sockets,
+		    struct h2s_bpf **out)
 {
 	const char *root = root_or_default(pin_root);
 	char cg_root[PATH_MAX];
@@ -536,7 +663,7 @@ int bpf_loader_open(const char *pin_root, const char *cgroup_dir, struct h2s_bpf
 		log_error("create pin root failed dir=%s err=%s", root, strerror(-err));
 		goto fail;
 	}
-	err = load(b, root);
+	err = load(b, root, max_sockets);
 	if (!err)
 		err = attach_all(b, root, cg_fd);
 	if (err)

@@ -63,7 +63,8 @@ int bpf_loader_preflight(const char *pin_root, char *err, size_t errlen);
  * the daemon fills them when it listens. 0 with |*out| set, or -errno
  * (logged); on error nothing that was already pinned is removed.
  */
-int bpf_loader_open(const char *pin_root, const char *cgroup_dir, struct h2s_bpf **out);
+int bpf_loader_open(const char *pin_root, const char *cgroup_dir, int max_sockets,
+		    struct h2s_bpf **out);
 /* The map fds of |b| (owned by |b|, valid until bpf_loader_close()). */
 const struct bpf_maps *bpf_loader_maps(const struct h2s_bpf *b);
 /* Shorthands for the daemon, same as the bpf_maps_* call on bpf_loader_maps(b):

@@ -23,7 +23,8 @@
 
 static const char *const map_names[BPF_MAPS_COUNT] = {
     [BPF_MAPS_SERVICES] = "h2s_services",	  [BPF_MAPS_EXCLUDED] = "h2s_excluded_cgroups",
-    [BPF_MAPS_LISTENERS] = "h2s_listeners",	  [BPF_MAPS_CONFIG] = "h2s_config",
+    [BPF_MAPS_LISTENERS] = "h2s_listeners",	  [BPF_MAPS_WORKERS] = "h2s_workers",
+    [BPF_MAPS_CONFIG] = "h2s_config",
     [BPF_MAPS_SOCK_ORIGDST] = "h2s_sock_origdst", [BPF_MAPS_CONN_ORIGDST] = "h2s_conn_origdst",
     [BPF_MAPS_COUNTERS] = "h2s_counters",
 };
@@ -35,6 +36,7 @@ static const struct {
     [BPF_MAPS_SERVICES] = {sizeof(struct h2s_svc_key), sizeof(struct h2s_svc_value)},
     [BPF_MAPS_EXCLUDED] = {sizeof(__u64), sizeof(struct h2s_exclude_value)},
     [BPF_MAPS_LISTENERS] = {sizeof(__u32), sizeof(__u64)},
+    [BPF_MAPS_WORKERS] = {sizeof(__u32), sizeof(__u64)},
     [BPF_MAPS_CONFIG] = {sizeof(__u32), sizeof(struct h2s_config)},
     [BPF_MAPS_SOCK_ORIGDST] = {sizeof(__u64), sizeof(struct h2s_origdst)},
     [BPF_MAPS_CONN_ORIGDST] = {sizeof(struct h2s_tuple), sizeof(struct h2s_origdst)},
@@ -726,6 +728,56 @@ int bpf_maps_listener_cookie(const struct bpf_maps *m, enum h2s_listener_slot sl
 	if (!err)
 		*cookie = val;
 	return err;
+}
+
+int bpf_maps_set_workers(const struct bpf_maps *m, enum h2s_listener_slot slot, const int *fds,
+			 int n)
+{
+	if ((unsigned)slot >= H2S_LISTENER_SLOTS || n <= 0 || n > H2S_WORKER_KEYS)
+		return -EINVAL;
+	for (__u32 k = 0; k < H2S_WORKER_KEYS; k++) {
+		__u32 key = slot * H2S_WORKER_KEYS + k;
+		__u64 val = (__u64)fds[k % (__u32)n];
+		int err = bpf_map_update_elem(m->fd[BPF_MAPS_WORKERS], &key, &val, BPF_ANY);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static bool cookie_in(uint64_t cookie, const uint64_t *cookies, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (cookies[i] == cookie)
+			return true;
+	return false;
+}
+
+int bpf_maps_clear_workers(const struct bpf_maps *m, enum h2s_listener_slot slot, const int *fds,
+			   int n)
+{
+	uint64_t cookies[H2S_WORKER_KEYS];
+	socklen_t len = sizeof(cookies[0]);
+
+	if ((unsigned)slot >= H2S_LISTENER_SLOTS || n <= 0 || n > H2S_WORKER_KEYS)
+		return -EINVAL;
+	for (int i = 0; i < n; i++)
+		if (getsockopt(fds[i], SOL_SOCKET, SO_COOKIE, &cookies[i], &len))
+			return -errno;
+	for (__u32 k = 0; k < H2S_WORKER_KEYS; k++) {
+		__u32 key = slot * H2S_WORKER_KEYS + k;
+		__u64 val;
+		int err;
+
+		if (bpf_map_lookup_elem(m->fd[BPF_MAPS_WORKERS], &key, &val) ||
+		    !cookie_in(val, cookies, n))
+			continue; /* empty, or another daemon's */
+		err = bpf_map_delete_elem(m->fd[BPF_MAPS_WORKERS], &key);
+		if (err && err != -EINVAL && err != -ENOENT) /* closed meanwhile */
+			return err;
+	}
+	return 0;
 }
 
 static int addr_port_of(const struct sockaddr *sa, __u8 addr[16], __u16 *port)

@@ -21,6 +21,7 @@ enum bpf_maps_id {
 	BPF_MAPS_SERVICES = 0, /* h2s_services */
 	BPF_MAPS_EXCLUDED,     /* h2s_excluded_cgroups */
 	BPF_MAPS_LISTENERS,    /* h2s_listeners */
+	BPF_MAPS_WORKERS,      /* h2s_workers */
 	BPF_MAPS_CONFIG,       /* h2s_config */
 	BPF_MAPS_SOCK_ORIGDST, /* h2s_sock_origdst */
 	BPF_MAPS_CONN_ORIGDST, /* h2s_conn_origdst */
@@ -154,6 +155,17 @@ int bpf_maps_del_listener(const struct bpf_maps *m, enum h2s_listener_slot slot)
  * (no daemon listening: connects go direct). */
 int bpf_maps_listener_cookie(const struct bpf_maps *m, enum h2s_listener_slot slot,
 			     uint64_t *cookie);
+
+/* Point every h2s_workers key of |slot| at |fds|, the listeners of this
+ * daemon's |n| workers (worker i at keys i, i + n, ...): the kernel hands the
+ * group's new connects, and a closing listener's queue, to these (h2s_migrate).
+ * Set before taking the liveness slot. */
+int bpf_maps_set_workers(const struct bpf_maps *m, enum h2s_listener_slot slot, const int *fds,
+			 int n);
+/* Empty the keys of |slot| that hold one of |fds| (compared by socket
+ * cookie), leaving a newer daemon's alone. */
+int bpf_maps_clear_workers(const struct bpf_maps *m, enum h2s_listener_slot slot, const int *fds,
+			   int n);
 
 /* ---- original destinations (h2s_conn_origdst) ---- */
 

@@ -355,6 +355,8 @@ INT_OPT(opt_us_ka_time, upstream_keepalive_time_s, "upstream-keepalive-time", 0,
 	"seconds (0: off)")
 INT_OPT(opt_us_ka_timeout, upstream_keepalive_timeout_s, "upstream-keepalive-timeout", 1, 3600,
 	"seconds")
+INT_OPT(opt_max_redirected, max_redirected_sockets, "max-redirected-sockets", 4096, 16777216,
+	"a count")
 INT_OPT(opt_slow_start, slow_start_ms, "slow-start", 0, 3600000, "milliseconds (0: off)")
 INT_OPT(opt_cb_max_ep, max_inflight_per_endpoint, "max-inflight-per-endpoint", 0, 1000000,
 	"a count (0: no limit)")
@@ -431,6 +433,7 @@ static const struct opt opts[] = {
 	{"header-timeout", true, false, opt_header_timeout},
 	{"upstream-keepalive-time", true, false, opt_us_ka_time},
 	{"upstream-keepalive-timeout", true, false, opt_us_ka_timeout},
+	{"max-redirected-sockets", true, false, opt_max_redirected},
 	{"uninstall", false, false, opt_uninstall},
 	{"version", false, false, opt_version},
 	{"help", false, false, opt_help},
@@ -473,6 +476,9 @@ void config_usage(FILE *f)
 		"                                (default 1024, 0: fail at once; h2split.io/max-pending)\n"
 		"  --pending-timeout MS          longest wait for room, then UNAVAILABLE (default 1000)\n"
 		"  --drain-timeout SEC           drain on SIGTERM (default 30)\n"
+		"  --max-redirected-sockets N    redirected sockets the BPF maps track (default\n"
+		"                                262144; a quarter of it for connects not yet\n"
+		"                                accepted); a change replaces the maps at start\n"
 		"  --log-level LEVEL             debug|info|warn|error (default info)\n"
 		"  --access-log                  one log line per stream\n"
 		"  --kube-api URL --kube-token-file F --kube-ca-file F --node-name NAME\n"
@@ -561,6 +567,7 @@ static void set_defaults(struct config *c)
 	c->header_timeout_s = 30;
 	c->upstream_keepalive_time_s = 10;
 	c->upstream_keepalive_timeout_s = 5;
+	c->max_redirected_sockets = 262144;
 }
 
 int config_parse(struct config *c, int argc, char **argv, char *err, size_t errlen)

@@ -69,6 +69,10 @@ struct config {
 	 * TCP keepalive and TCP_USER_TIMEOUT. */
 	int upstream_keepalive_time_s;
 	int upstream_keepalive_timeout_s;
+	/* Redirected sockets the BPF maps track (h2s_sock_origdst); a quarter of
+	 * it for connects not yet accepted (h2s_conn_origdst). A change is a map
+	 * layout change: the maps are replaced at the next start. */
+	int max_redirected_sockets;
 	bool uninstall;
 	bool version;
 	bool help;

@@ -53,6 +53,27 @@ static bool slot_is_ours(struct daemon *d, int slot, int fd)
 	return ours == in_map;
 }
 
+/* Which of the group's listeners get new connects (h2s_workers): ours from
+ * before we take the liveness slot, until we leave it. Without the kernel's
+ * sk_reuseport support the map is unused and the kernel spreads by hash. */
+static void set_workers(struct daemon *d, int slot, bool on)
+{
+	const struct bpf_maps *m = bpf_loader_maps(d->bpf);
+	int fds[H2S_WORKER_KEYS], n = 0, err;
+
+	if (bpf_loader_migrate_fd(d->bpf) < 0)
+		return;
+	for (int i = 0; i < d->n_workers && n < H2S_WORKER_KEYS; i++)
+		if (d->workers[i].listen_fds[slot] >= 0)
+			fds[n++] = d->workers[i].listen_fds[slot];
+	if (!n)
+		return;
+	err = on ? bpf_maps_set_workers(m, slot, fds, n) : bpf_maps_clear_workers(m, slot, fds, n);
+	if (err)
+		log_error("workers_map_update_failed slot=%d on=%d err=\"%s\"", slot, on,
+			  strerror(-err));
+}
+
 static void set_redirecting(struct daemon *d, bool on)
 {
 	if (atomic_load(&d->redirecting) == on)
@@ -63,12 +84,15 @@ static void set_redirecting(struct daemon *d, bool on)
 
 		if (fd < 0)
 			continue;
-		if (on)
+		if (on) {
+			set_workers(d, slot, true);
 			err = bpf_loader_add_listener(d->bpf, slot, fd);
-		else if (slot_is_ours(d, slot, fd))
+		} else if (slot_is_ours(d, slot, fd)) {
 			err = bpf_loader_del_listener(d->bpf, slot);
-		else
+			set_workers(d, slot, false);
+		} else {
 			continue; /* a newer daemon took the slot over (rolling update) */
+		}
 		if (err)
 			log_error("liveness_map_update_failed slot=%d on=%d err=\"%s\"", slot, on,
 				  strerror(-err));
@@ -450,7 +474,8 @@ static int run(struct daemon *d)
 	d->health = health_table_new();
 	if (!d->loop || !d->netns || !d->health)
 		return -ENOMEM;
-	err = bpf_loader_open(d->cfg.bpffs, d->cfg.cgroup_dir[0] ? d->cfg.cgroup_dir : NULL, &d->bpf);
+	err = bpf_loader_open(d->cfg.bpffs, d->cfg.cgroup_dir[0] ? d->cfg.cgroup_dir : NULL,
+			      d->cfg.max_redirected_sockets, &d->bpf);
 	if (err) {
 		fprintf(stderr, "h2splitd: loading BPF programs failed: %s\n", strerror(-err));
 		return err;

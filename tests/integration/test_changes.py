@@ -158,15 +158,28 @@ def test_port_rename_keeps_open_connections_served(bed):
     assert metric(node, "h2split_downstream_retired_total") >= 1
 
 
-def start_next_daemon(node, build_dir, services_file):
+def start_next_daemon(node, build_dir, services_file, *args):
     """A second h2splitd beside the bed's, as a DaemonSet surge starts it: same
     pins, cgroup and listen address, its own admin port (9902) and services
     file (so the bed does not wait for it)."""
     return node.popen([os.path.join(build_dir, "h2splitd"), "--discovery", "file",
                        "--services-file", services_file, "--cgroup", node.pods_cgroup,
                        "--bpffs", node.bpffs, "--admin", "127.0.0.1:9902",
-                       "--log-level", "info"], name="h2splitd-new", watch=True,
+                       "--log-level", "info", *args], name="h2splitd-new", watch=True,
                       stderr=subprocess.STDOUT)
+
+
+def daemon_metric(node, admin_port, name):
+    r = node.run(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{admin_port}/metrics"])
+    for line in r.stdout.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics of the daemon at :{admin_port}")
+
+
+def pinned_max_entries(node, name):
+    r = node.run(["bpftool", "-j", "map", "show", "pinned", os.path.join(node.bpffs, name)])
+    return json.loads(r.stdout)["max_entries"]
 
 
 def test_rolling_update_new_daemon_takes_nothing_before_its_first_sync(bed, build_dir):
@@ -203,6 +216,47 @@ def test_rolling_update_new_daemon_takes_nothing_before_its_first_sync(bed, buil
         summary = fresh.stop_loop(job)
     assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
     assert summary["ok"] == summary["n"] >= 45
+
+
+def test_rolling_update_across_a_map_layout_change_fails_no_rpc(bed, build_dir):
+    """An upgrade whose BPF maps changed layout (here another
+    --max-redirected-sockets, which resizes the tuple maps) gets new maps
+    while the old daemon and the attached programs still use the old ones. The
+    old programs stop redirecting first (connects go direct) until the new
+    daemon is ready; from then on every connect goes to the new daemon, never
+    to the old one, which could not find their tuple records. New channels
+    connect throughout: no RPC fails."""
+    node, svc, old = bed
+    assert pinned_max_entries(node, "h2s_sock_origdst") == 262144
+    late_file = os.path.join(node.workdir, "services-new.json")
+    fresh = node.add_pod("fresh-0").grpc_client(svc.target4)
+    job = fresh.loop(4 * PACE_MS, fresh=True)
+    try:
+        fresh.wait_progress(10)
+        new = start_next_daemon(node, build_dir, late_file, "--max-redirected-sockets", "131072")
+        new.wait_line(r"msg=bpf_map_layout_switch", 30)
+        new.wait_line(r"msg=started", 30)
+        fresh.wait_progress(25)  # new connects while the new programs run, the daemon unsynced
+        node.write_services_file(late_file)
+        new.wait_line(r"msg=redirecting", 30)
+        fresh.wait_progress(20)
+        migrates = not any("reuseport_migration_unsupported" in line for line in new.lines)
+        at_old = daemon_metric(node, 9901, "h2split_downstream_connections_total")
+        fresh.wait_progress(30)
+        if migrates:
+            assert daemon_metric(node, 9901, "h2split_downstream_connections_total") == \
+                at_old, "the old daemon still took new connects after the new one was ready"
+        old.send_signal(15)
+        old.wait_line(r"msg=(drained|drain_timeout)", 60)
+        assert old.wait(30) == 0
+        fresh.wait_progress(10)
+    finally:
+        summary = fresh.stop_loop(job)
+    assert summary["errors"] == {}, f"{summary['errors']} {summary['details']}"
+    assert summary["ok"] == summary["n"] >= 85
+    assert pinned_max_entries(node, "h2s_sock_origdst") == 131072
+    assert pinned_max_entries(node, "h2s_conn_origdst") == 131072 // 4
+    assert daemon_metric(node, 9902, "h2split_original_dst_missing_total") == 0
 
 
 def fnv1a(s):
@@ -269,17 +323,18 @@ def listener_queue(node):
 
 def test_a_closing_daemon_hands_its_queue_to_the_next(bed, build_dir):
     """Two daemons share the listen address during a rolling update. The old
-    one's queued connections (it is stopped, then killed, so none of them is
-    ever accepted) move to the new daemon's listener when its sockets close,
-    instead of being reset: every client's RPC succeeds."""
+    one is stopped while it is the only listener, so connects queue at it;
+    then the new one becomes ready and the old one is killed with them still
+    queued (none of them is ever accepted). They move to the new daemon's
+    listeners when the old sockets close, instead of being reset: every
+    client's RPC succeeds."""
     node, svc, old = bed
     new_file = os.path.join(node.workdir, "services-new.json")
-    node.write_services_file(new_file)
     new = start_next_daemon(node, build_dir, new_file)
-    new.wait_line(r"msg=redirecting", 30)
+    new.wait_line(r"msg=started", 30)
     if any("reuseport_migration_unsupported" in line for line in new.lines):
         pytest.skip("the kernel cannot migrate a closing listener's queue (before 5.14)")
-    old.send_signal(19)  # SIGSTOP: its share of the connects waits in its queues
+    old.send_signal(19)  # SIGSTOP: connects wait in its queues
     pod = node.add_pod("client-0")
     clients = [pod.popen([testbed.python(), "-m", "testbed.grpc_client", "--target",
                           svc.target4, "--count", "1", "--timeout", "60"],
@@ -288,8 +343,9 @@ def test_a_closing_daemon_hands_its_queue_to_the_next(bed, build_dir):
     def queued_at_old():
         running = sum(c.poll() is None for c in clients)
         return running and listener_queue(node) == running and running
-    waiting = testbed.wait_for(queued_at_old, 60,
-                               "the RPCs not served by the new daemon to queue at the old one")
+    waiting = testbed.wait_for(queued_at_old, 60, "the RPCs to queue at the stopped daemon")
+    node.write_services_file(new_file)
+    new.wait_line(r"msg=redirecting", 30)
     old.send_signal(9)  # its listeners close with connections still queued
     results = [json.loads(c.wait_line(r'^\{"cmd"', 90)) for c in clients]
     failed = [r for r in results if r["ok"] != r["n"]]
