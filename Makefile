@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # h2split: one Makefile, out of tree into $(BUILD). Quiet unless V=1.
 #   make            build the BPF object, its skeleton, h2splitd and h2splitctl
-#   make test       deps, unit tests (cmocka), integration tests (pytest, root)
+#   make test       deps, layering check, unit tests (cmocka), integration tests (pytest, root)
 #   make demo       deps, the before/after demo on a simulated node
 #   make sanitize   the same build with ASan+UBSan into build/san (SANITIZE=1)
 #   make bench-balance  how the balancer policies treat slow, failing, new and stalled pods
@@ -71,8 +71,8 @@ BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: FORCE all deps test unit integration demo sanitize soak bench bench-balance profile \
-	capacity fuzz clean format
+.PHONY: FORCE all deps check-layers test unit integration demo sanitize soak bench bench-balance \
+	profile capacity fuzz clean format
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -125,6 +125,10 @@ FORCE:
 deps:
 	$(Q)sh .ci/deps
 
+# Includes only go down the folder map (docs/architecture.md).
+check-layers:
+	$(Q)$(PYTHON) tests/check_layers.py
+
 unit: $(UNIT_BINS)
 	$(Q)fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
 
@@ -137,7 +141,7 @@ SAN_ENV := $(if $(filter 1,$(SANITIZE)),H2SPLIT_SANITIZE=1 \
 integration: all
 	$(Q)cd tests/integration && $(SAN_ENV) H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test: deps
+test: deps check-layers
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
