@@ -57,11 +57,4 @@ struct h2s_bpf;
 struct discovery *discovery_kubernetes_new(const struct config *cfg, struct h2s_bpf *bpf,
 					   discovery_update_cb *cb, void *arg);
 
-struct config;
-struct h2s_bpf;
-/* Kubernetes source: list+watch Services and EndpointSlices from the API server
- * (in-cluster, or cfg->kube_api); opted-out pods' cgroups go to the exclusion map. */
-struct discovery *discovery_kubernetes_new(const struct config *cfg, struct h2s_bpf *bpf,
-					   discovery_update_cb *cb, void *arg);
-
 #endif

@@ -586,22 +586,3 @@ void splitter_drain(struct splitter *s)
 		on_drain_final(s->w->loop, NULL, s);
 	splitter_kick(s);
 }
-
-struct foreach_ctx {
-	splitter_endpoint_cb *cb;
-	void *arg;
-};
-
-static void foreach_ep(const struct balancer_endpoint *ep, void *arg)
-{
-	struct foreach_ctx *fc = arg;
-
-	fc->cb(ep, fc->arg);
-}
-
-void splitter_foreach_endpoint(struct splitter *s, splitter_endpoint_cb *cb, void *arg)
-{
-	struct foreach_ctx fc = {cb, arg};
-
-	balancer_set_foreach(s->lb, foreach_ep, &fc);
-}

@@ -13,7 +13,6 @@
 
 struct worker;
 struct conn_info;
-struct balancer_endpoint;
 
 struct splitter *splitter_new(struct worker *w);
 void splitter_free(struct splitter *s);
@@ -28,11 +27,5 @@ int splitter_conn_start(struct splitter *s, int fd, struct conn_info *ci, const 
 void splitter_snapshot_changed(struct splitter *s);
 /* GOAWAY every downstream session; they close once their streams finish. */
 void splitter_drain(struct splitter *s);
-
-/* Worker thread only (e.g. via loop_post): every endpoint this worker keeps
- * state for (balancer.h: in-flight streams, totals, failures, backoff), so
- * the admin endpoint can list them per worker and merge. */
-typedef void splitter_endpoint_cb(const struct balancer_endpoint *ep, void *arg);
-void splitter_foreach_endpoint(struct splitter *s, splitter_endpoint_cb *cb, void *arg);
 
 #endif
