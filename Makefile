@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # h2split: one Makefile, out of tree into $(BUILD). Quiet unless V=1.
 #   make            build the BPF object, its skeleton, h2splitd and h2splitctl
-#   make test       deps, unit tests (cmocka), integration tests (pytest, root)
+#   make test       deps, layering check, unit tests (cmocka), integration tests (pytest, root)
 #   make demo       deps, the before/after demo on a simulated node
 #   make sanitize   the same build with ASan+UBSan into build/san (SANITIZE=1)
 #   make bench-balance  how the balancer policies treat slow, failing, new and stalled pods
@@ -54,16 +54,25 @@ BPF_SRC := bpf/h2split.bpf.c
 BPF_OBJ := $(BUILD)/h2split.bpf.o
 SKEL := $(BUILD)/h2split.skel.h
 
-MAINS := userspace/h2splitd.c userspace/h2splitctl.c
-LIB_SRC := $(filter-out $(MAINS),$(wildcard userspace/*.c))
-LIB_OBJ := $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+# Sources live in one folder per concern (docs/architecture.md), objects in
+# the same folders under $(BUILD)/obj. h2splitd links every module;
+# h2splitctl only base/ and kernel/, so the CLI cannot grow a dependency on
+# the daemon without the link failing.
+SRC := $(wildcard userspace/*/*.c userspace/*/*/*.c)
+MAINS := userspace/daemon/h2splitd.c userspace/ctl/h2splitctl.c
+LIB_SRC := $(filter-out $(MAINS),$(SRC))
+obj_of = $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(1))
+LIB_OBJ := $(call obj_of,$(LIB_SRC))
 LIB := $(BUILD)/libh2split.a
+CTL_LIB_OBJ := $(call obj_of,$(wildcard userspace/base/*.c userspace/kernel/*.c))
+CTL_LIB := $(BUILD)/libh2split-ctl.a
 BINS := $(BUILD)/h2splitd $(BUILD)/h2splitctl
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: FORCE all deps test unit integration demo sanitize soak bench bench-balance profile capacity fuzz clean format
+.PHONY: FORCE all deps check-layers test unit integration demo sanitize soak bench bench-balance \
+	profile capacity fuzz clean format
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -80,13 +89,18 @@ $(SKEL): $(BPF_OBJ)
 
 $(BUILD)/obj/%.o: userspace/%.c $(SKEL) | $(BUILD)/obj
 	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
+$(CTL_LIB): $(CTL_LIB_OBJ)
+$(LIB) $(CTL_LIB):
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/%: $(BUILD)/obj/%.o $(LIB)
+$(BUILD)/h2splitd: $(BUILD)/obj/daemon/h2splitd.o $(LIB)
+$(BUILD)/h2splitctl: $(BUILD)/obj/ctl/h2splitctl.o $(CTL_LIB)
+$(BINS):
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -97,18 +111,23 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB) | $(BUILD)/tests
 # Fault injection: this test decides which of the daemon's allocations fail.
 $(BUILD)/tests/test_stream_oom: LDFLAGS += -Wl,--wrap=malloc
 
--include $(wildcard $(BUILD)/obj/*.d $(BUILD)/tests/*.d)
+-include $(wildcard $(patsubst %.o,%.d,$(call obj_of,$(SRC))) $(BUILD)/tests/*.d)
 
 # The objects that print the version are rebuilt when it changes (a commit),
 # so `h2splitd --version` never names an older tree than it was built from.
 VERSION_STAMP := $(BUILD)/version.stamp
 $(VERSION_STAMP): FORCE | $(BUILD)/obj
 	$(Q)echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
-$(addprefix $(BUILD)/obj/,admin.o h2splitctl.o h2splitd.o k8s_client.o): $(VERSION_STAMP)
+$(addprefix $(BUILD)/obj/,daemon/admin.o ctl/h2splitctl.o daemon/h2splitd.o \
+	discovery/k8s_client.o): $(VERSION_STAMP)
 FORCE:
 
 deps:
 	$(Q)sh .ci/deps
+
+# Includes only go down the folder map (docs/architecture.md).
+check-layers:
+	$(Q)$(PYTHON) tests/check_layers.py
 
 unit: $(UNIT_BINS)
 	$(Q)fail=0; for t in $(UNIT_BINS); do $$t || fail=1; done; exit $$fail
@@ -122,7 +141,7 @@ SAN_ENV := $(if $(filter 1,$(SANITIZE)),H2SPLIT_SANITIZE=1 \
 integration: all
 	$(Q)cd tests/integration && $(SAN_ENV) H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test: deps
+test: deps check-layers
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory fuzz-smoke
@@ -187,6 +206,7 @@ $(FUZZ_DIR)/obj:
 
 $(FUZZ_DIR)/obj/%.o: userspace/%.c $(SKEL) | $(FUZZ_DIR)/obj
 	$(call msg,CC-FUZZ,$@)
+	$(Q)mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(FUZZ_DIR)/libh2split.a: $(FUZZ_LIB_OBJ)
@@ -197,7 +217,7 @@ $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_DIR)/l
 	$(call msg,LD-FUZZ,$@)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ_DIR)/libh2split.a $(PKG_LIBS) -lm -o $@
 
--include $(wildcard $(FUZZ_DIR)/obj/*.d)
+-include $(wildcard $(FUZZ_LIB_OBJ:.o=.d))
 
 # One target after another, each for $(1) seconds; stops at the first crash
 # (the reproducer is left in $(FUZZ_DIR)/artifacts).
@@ -222,7 +242,8 @@ fuzz-smoke: fuzz-build
 	$(call fuzz_run,$(FUZZ_SMOKE_SECONDS))
 
 format:
-	$(Q)clang-format -i bpf/*.c include/*.h userspace/*.c userspace/*.h tests/unit/*.c
+	$(Q)clang-format -i bpf/*.c include/*.h $(SRC) $(wildcard userspace/*/*.h userspace/*/*/*.h) \
+		tests/unit/*.c
 
 clean:
 	$(Q)rm -rf build

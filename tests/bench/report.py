@@ -664,8 +664,8 @@ def hot_path(results, w):
           "address is libnghttp2's internal allocator wrapper: stream objects, outbound "
           "items and header copies on both sessions). Removed by pooling stream structs "
           "with their header arenas per worker and giving nghttp2 a per-worker "
-          "size-class allocator (userspace/h2_mem.c); the first body block of a stream is "
-          "2 KiB instead of 16 KiB (userspace/h2_buf.c).\n")
+          "size-class allocator (userspace/proxy/h2/h2_mem.c); the first body block of a stream is "
+          "2 KiB instead of 16 KiB (userspace/proxy/h2/h2_buf.c).\n")
     top = _get(a, "callgrind", "top_functions") or []
     if top:
         w("Top functions after, by exclusive instructions (libnghttp2 has no symbols "
@@ -715,7 +715,7 @@ def hot_path(results, w):
         w("")
         w("Before, most of the 1,000 h2load connections were handed to the L4 path: "
           "their preface was in the socket, but the 1 s sniff timer fired at the end of "
-          "a long loop pass before it was read (userspace/worker.c now reads once more "
+          "a long loop pass before it was read (userspace/proxy/worker.c now reads once more "
           "on the timeout). Those connections were proxied byte for byte to one backend, "
           "not split, so the streams gauge never saw their streams. The idle figure "
           "rose by about 0.5 KiB per connection, which we put down to h2_mem (not measured "

@@ -11,8 +11,8 @@
 
 #include <json-c/json.h>
 
-#include "k8s_objects.h"
-#include "state.h"
+#include "base/state.h"
+#include "discovery/k8s_objects.h"
 
 static void build_and_look_up(const struct k8s_store *s)
 {

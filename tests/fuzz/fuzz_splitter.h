@@ -24,14 +24,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "log.h"
-#include "loop.h"
-#include "metrics.h"
-#include "registry.h"
-#include "splitter.h"
-#include "state.h"
-#include "worker.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "base/registry.h"
+#include "base/state.h"
+#include "proxy/h2/splitter.h"
+#include "proxy/worker.h"
+#include "telemetry/metrics.h"
 
 #define FZ_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #define FZ_PREFACE_LEN 24

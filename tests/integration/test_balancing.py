@@ -307,7 +307,7 @@ def test_active_health_check_takes_a_not_serving_pod_out_and_back(bed):
 
 
 HOLES = 8
-PROBE_TIMEOUT_S = 1.0  # HEALTH_TIMEOUT_MS in userspace/health.h
+PROBE_TIMEOUT_S = 1.0  # HEALTH_TIMEOUT_MS in userspace/balancer/health.h
 
 
 def test_health_checks_of_black_holes_do_not_delay_the_others(bed):

@@ -2,7 +2,7 @@
 """deploy/ renders to what a cluster needs: the kustomizations are rendered with
 `kubectl kustomize` (offline) and the objects checked field by field, and every
 ConfigMap key must be an environment variable h2splitd really reads (the flag
-table in userspace/config.c, cross-checked against `h2splitd --help`); the
+table in userspace/base/config.c, cross-checked against `h2splitd --help`); the
 balancing knobs ship at the defaults README.md's flag table documents.
 
 Users run Debian 12's kubectl 1.20 (kustomize v2) as well as current ones
@@ -76,11 +76,11 @@ def by_kind(objs, kind, name=None):
 
 
 def daemon_env_names():
-    """H2SPLIT_* names from the option table in userspace/config.c."""
-    with open(os.path.join(ROOT, "userspace", "config.c")) as f:
+    """H2SPLIT_* names from the option table in userspace/base/config.c."""
+    with open(os.path.join(ROOT, "userspace", "base", "config.c")) as f:
         src = f.read()
     table = re.search(r"static const struct opt opts\[\] = \{(.*?)\n\};", src, re.S)
-    assert table, "option table not found in userspace/config.c"
+    assert table, "option table not found in userspace/base/config.c"
     flags = re.findall(r'\{"([a-z0-9-]+)",', table.group(1))
     assert "discovery" in flags and "node-name" in flags
     return {"H2SPLIT_" + f.upper().replace("-", "_") for f in flags}

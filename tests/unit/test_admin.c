@@ -22,9 +22,9 @@
 
 #include <cmocka.h>
 
-#include "admin.h"
-#include "daemon.h"
-#include "metrics.h"
+#include "daemon/admin.h"
+#include "daemon/daemon.h"
+#include "telemetry/metrics.h"
 
 struct fixture {
 	struct daemon d;

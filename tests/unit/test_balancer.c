@@ -26,7 +26,7 @@
 #include <cmocka.h>
 #include <math.h>
 
-#include "balancer.h"
+#include "balancer/balancer.h"
 
 struct ep_spec {
 	const char *ip;

@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "bpf_maps.h"
+#include "kernel/bpf_maps.h"
 
 static struct sockaddr_in sin4(const char *ip, uint16_t port)
 {

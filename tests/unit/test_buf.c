@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "h2_buf.h"
+#include "proxy/h2/h2_buf.h"
 
 static void fill(uint8_t *p, size_t n, size_t start)
 {

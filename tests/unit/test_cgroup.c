@@ -19,8 +19,8 @@
 
 #include <cmocka.h>
 
-#include "bpf_loader.h"
-#include "cgroup.h"
+#include "kernel/bpf_loader.h"
+#include "kernel/cgroup.h"
 
 static int root_from(const char *text, char *buf, size_t len)
 {

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "conn_limit.h"
+#include "proxy/conn_limit.h"
 
 static void test_limit_and_release(void **state)
 {

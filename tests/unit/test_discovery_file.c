@@ -21,9 +21,9 @@
 
 #include <cmocka.h>
 
-#include "discovery.h"
-#include "log.h"
-#include "loop.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "discovery/discovery.h"
 
 #define DEADLINE_MS 5000
 #define POLL_MS 5

@@ -24,10 +24,10 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "config.h"
-#include "discovery.h"
-#include "log.h"
-#include "loop.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "base/loop.h"
+#include "discovery/discovery.h"
 
 #define FIXTURE "tests/testbed/kube_api.py"
 /* A deadline, never a duration: retries back off from 0.8-1.6 s up to 30-60 s

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "grpc.h"
+#include "proxy/h2/grpc.h"
 
 static int parse(const char *s, uint64_t *ns)
 {

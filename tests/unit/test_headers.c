@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "h2_headers.h"
+#include "proxy/h2/h2_headers.h"
 
 static bool hop(const char *n, const char *v)
 {

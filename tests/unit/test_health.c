@@ -21,9 +21,9 @@
 
 #include <cmocka.h>
 
-#include "health.h"
-#include "loop.h"
-#include "registry.h"
+#include "balancer/health.h"
+#include "base/loop.h"
+#include "base/registry.h"
 
 static struct h2s_ip ip(const char *s)
 {

@@ -17,8 +17,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "k8s_objects.h"
-#include "log.h"
+#include "base/log.h"
+#include "discovery/k8s_objects.h"
 
 /* Fixtures live next to this file; make unit runs from the repository root. */
 static char *read_fixture(const char *name, size_t *len)

@@ -19,8 +19,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "k8s_pods.h"
-#include "k8s_watch.h"
+#include "discovery/k8s_pods.h"
+#include "discovery/k8s_watch.h"
 
 /* ---- URL ---- */
 

@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#include "loop.h"
+#include "base/loop.h"
 
 struct rec {
 	int order[16];

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "h2_mem.h"
+#include "proxy/h2/h2_mem.h"
 
 static void *m_alloc(struct h2_mem *m, size_t n)
 {

@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "metrics.h"
+#include "telemetry/metrics.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull

@@ -23,8 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cgroup.h"
-#include "netns.h"
+#include "kernel/cgroup.h"
+#include "kernel/netns.h"
 
 struct fx {
 	char dir[PATH_MAX + 32]; /* test-owned cgroup */

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "upstream_pool.h"
+#include "proxy/h2/upstream_pool.h"
 
 static struct upstream_pool_conn conn(bool settings, uint32_t peer_max, uint32_t n)
 {

@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "state.h"
+#include "base/state.h"
 
 static uint32_t fnv1a(const char *s)
 {

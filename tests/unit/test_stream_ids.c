@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "h2_stream_ids.h"
+#include "proxy/h2/h2_stream_ids.h"
 
 static void test_in_order(void **state)
 {

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "../fuzz/fuzz_splitter.h"
-#include "h2_buf.h"
+#include "proxy/h2/h2_buf.h"
 
 void *__real_malloc(size_t size);
 void *__wrap_malloc(size_t size);

@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The admin endpoint (admin.h) on libmicrohttpd's internal polling thread.
+ * We bind the listening socket ourselves so a failure names its errno, then
+ * hand it to MHD. Requests are served one at a time on that one thread, so a
+ * scrape (merging every worker's tables) never runs twice at once. Invariant:
+ * nothing here writes to the daemon or blocks a worker.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/loop.h"
+#include "daemon/admin.h"
+#include "daemon/daemon.h"
+#include "kernel/bpf_loader.h"
+#include "kernel/bpf_maps.h"
+#include "telemetry/metrics.h"
+
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_CONN_TIMEOUT_S 10
+
+#ifndef H2SPLIT_VERSION
+#define H2SPLIT_VERSION "unknown"
+#endif
+
+static const char text_plain[] = "text/plain; charset=utf-8";
+static const char prom_text[] = "text/plain; version=0.0.4; charset=utf-8";
+static const char app_json[] = "application/json";
+
+struct admin {
+	struct daemon *d;
+	struct MHD_Daemon *mhd; /* owned; owns the listening socket once started */
+	uint16_t port;
+};
+
+/* A response body: malloc'd, handed to MHD which frees it. */
+struct reply {
+	unsigned int status;
+	const char *ctype;
+	char *body;
+	size_t len;
+};
+
+static int reply_text(struct reply *r, unsigned int status, const char *text)
+{
+	r->status = status;
+	r->ctype = text_plain;
+	r->body = strdup(text);
+	r->len = r->body ? strlen(r->body) : 0;
+	return r->body ? 0 : -ENOMEM;
+}
+
+/* The newest snapshot, referenced (NULL before the first discovery sync). */
+static struct snapshot *snapshot_get(struct daemon *d)
+{
+	struct snapshot *s;
+
+	pthread_mutex_lock(&d->snap_lock);
+	s = d->snap ? registry_snapshot_ref(d->snap) : NULL;
+	pthread_mutex_unlock(&d->snap_lock);
+	return s;
+}
+
+/* The merged per-endpoint and per-service tables of every worker. */
+static struct metrics_merged *merge_workers(struct daemon *d)
+{
+	struct metrics **ms = calloc(d->n_workers > 0 ? (size_t)d->n_workers : 1, sizeof(*ms));
+	struct metrics_merged *mm;
+
+	if (!ms)
+		return NULL;
+	for (int i = 0; i < d->n_workers; i++)
+		ms[i] = d->workers[i].metrics;
+	mm = metrics_merge(ms, d->n_workers);
+	free(ms);
+	return mm;
+}
+
+static bool is_ready(struct daemon *d)
+{
+	return atomic_load(&d->synced) && atomic_load(&d->redirecting) &&
+	       !atomic_load(&d->draining);
+}
+
+/* ---- /healthz, /readyz ---- */
+
+static int h_healthz(struct daemon *d, struct reply *r)
+{
+	(void)d;
+	return reply_text(r, MHD_HTTP_OK, "ok\n");
+}
+
+/* The generation every worker applied, and the source's version of it:
+ * whoever changed the source waits for its version here. */
+static void applied_str(struct daemon *d, char *buf, size_t len)
+{
+	struct snapshot *snap = snapshot_get(d);
+
+	snprintf(buf, len, "generation=%llu version=%s",
+		 (unsigned long long)(snap ? snap->generation : 0),
+		 snap && snap->st->version[0] ? snap->st->version : "-");
+	registry_snapshot_unref(snap);
+}
+
+static int h_readyz(struct daemon *d, struct reply *r)
+{
+	char buf[160] = "not ready:", applied[STATE_VERSION_MAX + 48], ok[sizeof(applied) + 8];
+	const char *sep = " ";
+
+	if (is_ready(d)) {
+		applied_str(d, applied, sizeof(applied));
+		snprintf(ok, sizeof(ok), "ready %s\n", applied);
+		return reply_text(r, MHD_HTTP_OK, ok);
+	}
+	if (!atomic_load(&d->synced)) {
+		strcat(buf, " discovery not synced");
+		sep = ", ";
+	}
+	if (!atomic_load(&d->redirecting)) {
+		strcat(buf, sep);
+		strcat(buf, "not redirecting");
+		sep = ", ";
+	}
+	if (atomic_load(&d->draining)) {
+		strcat(buf, sep);
+		strcat(buf, "draining");
+	}
+	strcat(buf, "\n");
+	return reply_text(r, MHD_HTTP_SERVICE_UNAVAILABLE, buf);
+}
+
+/* ---- /metrics ---- */
+
+static void gauge(FILE *f, const char *name, const char *help, uint64_t v)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %" PRIu64 "\n", name, help, name, name, v);
+}
+
+static void write_daemon(FILE *f, struct daemon *d, const struct snapshot *snap)
+{
+	struct discovery *disc = __atomic_load_n(&d->disc, __ATOMIC_ACQUIRE);
+	uint64_t n_eps = 0;
+
+	fputs("# HELP h2split_build_info The running h2splitd's version.\n"
+	      "# TYPE h2split_build_info gauge\nh2split_build_info{version=\"",
+	      f);
+	metrics_write_label_value(f, H2SPLIT_VERSION);
+	fputs("\"} 1\n", f);
+	gauge(f, "h2split_ready", "1 when synced, redirecting and not draining (as /readyz).",
+	      is_ready(d));
+	gauge(f, "h2split_discovery_synced", "1 once discovery delivered a full state.",
+	      atomic_load(&d->synced));
+	gauge(f, "h2split_redirecting", "1 while the listeners are in the BPF liveness map.",
+	      atomic_load(&d->redirecting));
+	gauge(f, "h2split_draining", "1 once shutdown began.", atomic_load(&d->draining));
+	gauge(f, "h2split_workers", "Worker threads.", (uint64_t)d->n_workers);
+	for (int i = 0; snap && i < snap->st->n_svcs; i++)
+		n_eps += snap->st->svcs[i].retired_ms ? 0 : (uint64_t)snap->st->svcs[i].n_eps;
+	gauge(f, "h2split_state_generation",
+	      "Generation of the state in force: every worker routes by it.",
+	      snap ? snap->generation : 0);
+	gauge(f, "h2split_services", "Opted-in service ports in the state in force.",
+	      snap ? (uint64_t)(snap->st->n_svcs - snap->st->n_retired) : 0);
+	gauge(f, "h2split_services_retired",
+	      "Service ports no longer redirected, still routing their open connections' streams.",
+	      snap ? (uint64_t)snap->st->n_retired : 0);
+	gauge(f, "h2split_endpoints", "Endpoints of those services, in any condition.", n_eps);
+	fputs("# HELP h2split_discovery_errors_total Discovery loads that failed.\n"
+	      "# TYPE h2split_discovery_errors_total counter\n",
+	      f);
+	fprintf(f, "h2split_discovery_errors_total %lu\n",
+		disc ? __atomic_load_n(&disc->n_errors, __ATOMIC_RELAXED) : 0ul);
+	fputs("# HELP h2split_discovery_relists_total Full relists after the source's history "
+	      "expired (Kubernetes: 410 Gone), each after a backoff.\n"
+	      "# TYPE h2split_discovery_relists_total counter\n",
+	      f);
+	fprintf(f, "h2split_discovery_relists_total %lu\n",
+		disc ? __atomic_load_n(&disc->n_relists, __ATOMIC_RELAXED) : 0ul);
+}
+
+/* Every per-worker counter of stats.h, summed: *_total counters, the rest gauges. */
+static void write_stats(FILE *f, struct daemon *d)
+{
+	for (int id = 0; id < ST_MAX; id++) {
+		const char *name = stats_names[id];
+		size_t len = strlen(name);
+		bool counter = len > 6 && !strcmp(name + len - 6, "_total");
+		uint64_t sum = 0;
+
+		for (int w = 0; w < d->n_workers; w++)
+			sum += stats_get(&d->workers[w].stats, (enum stat_id)id);
+		fprintf(f, "# TYPE h2split_%s %s\nh2split_%s %" PRIu64 "\n", name,
+			counter ? "counter" : "gauge", name, sum);
+	}
+}
+
+/* One labelled family for every hardening limit a peer ran into. */
+static void write_limits(FILE *f, struct daemon *d)
+{
+	fputs("# HELP h2split_limit_exceeded_total Times a peer ran into a hardening limit.\n"
+	      "# TYPE h2split_limit_exceeded_total counter\n",
+	      f);
+	for (int id = 0; id < LIMIT_MAX; id++) {
+		uint64_t sum = 0;
+
+		for (int w = 0; w < d->n_workers; w++)
+			sum += stats_limit_get(&d->workers[w].stats, (enum limit_id)id);
+		fprintf(f, "h2split_limit_exceeded_total{limit=\"%s\"} %" PRIu64 "\n",
+			limit_names[id], sum);
+	}
+}
+
+/* The kernel side's decisions, summed over CPUs. Nothing without BPF. */
+static void write_bpf(FILE *f, struct daemon *d)
+{
+	uint64_t v[H2S_CNT_MAX];
+
+	if (!d->bpf || bpf_maps_counters_read(bpf_loader_maps(d->bpf), v))
+		return;
+	for (int c = 0; c < H2S_CNT_MAX; c++) {
+		const char *name = bpf_maps_counter_name((enum h2s_counter)c);
+
+		if (!name)
+			continue;
+		fprintf(f, "# HELP h2split_bpf_%s_total %s\n# TYPE h2split_bpf_%s_total counter\n",
+			name, bpf_maps_counter_help((enum h2s_counter)c), name);
+		fprintf(f, "h2split_bpf_%s_total %" PRIu64 "\n", name, v[c]);
+	}
+}
+
+static int h_metrics(struct daemon *d, struct reply *r)
+{
+	struct snapshot *snap = snapshot_get(d);
+	struct metrics_merged *mm = merge_workers(d);
+	FILE *f = NULL;
+	int err = -ENOMEM;
+
+	r->body = NULL;
+	if (mm)
+		f = open_memstream(&r->body, &r->len);
+	if (f) {
+		write_daemon(f, d, snap);
+		write_stats(f, d);
+		write_limits(f, d);
+		write_bpf(f, d);
+		err = metrics_write_prometheus(f, mm, snap ? snap->st : NULL, loop_now_ms());
+		if (fclose(f) && !err)
+			err = -EIO;
+	}
+	metrics_merged_free(mm);
+	registry_snapshot_unref(snap);
+	if (err) {
+		free(r->body);
+		r->body = NULL;
+		return err;
+	}
+	r->status = MHD_HTTP_OK;
+	r->ctype = prom_text;
+	return 0;
+}
+
+/* ---- /services, /endpoints ---- */
+
+static int reply_json(struct reply *r, struct json_object *root)
+{
+	const char *s = root ? json_object_to_json_string_ext(
+				   root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+			     : NULL;
+
+	r->body = s ? malloc(strlen(s) + 2) : NULL;
+	if (r->body) {
+		r->len = (size_t)sprintf(r->body, "%s\n", s);
+		r->status = MHD_HTTP_OK;
+		r->ctype = app_json;
+	}
+	json_object_put(root);
+	return r->body ? 0 : -ENOMEM;
+}
+
+static struct json_object *json_root(const struct snapshot *snap, struct json_object **arr)
+{
+	struct json_object *root = json_object_new_object();
+
+	*arr = json_object_new_array();
+	if (!root || !*arr) {
+		json_object_put(root);
+		json_object_put(*arr);
+		return NULL;
+	}
+	json_object_object_add(root, "generation",
+			       json_object_new_uint64(snap ? snap->generation : 0));
+	json_object_object_add(root, "version",
+			       json_object_new_string(snap ? snap->st->version : ""));
+	json_object_object_add(root, "services", *arr);
+	return root;
+}
+
+static void add_str(struct json_object *o, const char *k, const char *v)
+{
+	json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void add_u64(struct json_object *o, const char *k, uint64_t v)
+{
+	json_object_object_add(o, k, json_object_new_uint64(v));
+}
+
+/* A Service's limit in force: its annotation (-1: none, shown as 0) or else
+ * the daemon's flag, as state.h defines it and balancer.c's cap() applies. */
+static uint64_t in_force(int32_t svc_value, int flag)
+{
+	if (svc_value < 0)
+		return 0;
+	return (uint64_t)(svc_value ? svc_value : flag);
+}
+
+/* The balancing settings in force for |svc|: its annotations over the
+ * daemon's flags. 0 for a limit or slow start: none / off. */
+static struct json_object *balancing_json(const struct config *cfg,
+					  const struct state_service *svc)
+{
+	struct json_object *o = json_object_new_object();
+	bool checked = svc->health_check && !svc->upstream_tls; /* TLS: not probed */
+	bool weights = false;
+
+	if (!o)
+		return NULL;
+	for (int i = 0; i < svc->n_eps; i++)
+		weights |= svc->eps[i].weight != 0;
+	add_str(o, "policy",
+		config_lb_policy_name(svc->lb == LB_DEFAULT ? cfg->lb_policy : svc->lb));
+	add_str(o, "policy_source", svc->lb == LB_DEFAULT ? "default" : "annotation");
+	add_u64(o, "max_inflight_per_endpoint",
+		in_force(svc->max_inflight_ep, cfg->max_inflight_per_endpoint));
+	add_u64(o, "max_inflight_per_service",
+		in_force(svc->max_inflight, cfg->max_inflight_per_service));
+	add_u64(o, "max_pending", in_force(svc->max_pending, cfg->max_pending));
+	add_u64(o, "slow_start_ms", in_force(svc->slow_start_ms, cfg->slow_start_ms));
+	add_str(o, "health_check", checked ? "grpc" : "off");
+	if (checked) {
+		add_str(o, "health_check_service", svc->health_service);
+		add_u64(o, "health_check_interval_ms",
+			svc->health_interval_ms > 0 ? (uint64_t)svc->health_interval_ms
+						    : HEALTH_INTERVAL_MS);
+	}
+	json_object_object_add(o, "weights", json_object_new_boolean(weights));
+	return o;
+}
+
+static struct json_object *service_json(struct daemon *d, const struct state_service *svc)
+{
+	struct json_object *o = json_object_new_object(), *vips = json_object_new_array();
+	enum lb_policy lb = svc->lb == LB_DEFAULT ? d->cfg.lb_policy : svc->lb;
+	uint64_t usable = 0;
+	char ip[INET6_ADDRSTRLEN];
+
+	if (!o || !vips) {
+		json_object_put(o);
+		json_object_put(vips);
+		return NULL;
+	}
+	for (int i = 0; i < svc->n_vips; i++)
+		json_object_array_add(
+		    vips, json_object_new_string(h2s_ip_str(&svc->vips[i], ip, sizeof(ip))));
+	for (int i = 0; i < svc->n_eps; i++)
+		usable += state_endpoint_usable(&svc->eps[i]);
+	add_u64(o, "id", svc->id);
+	add_str(o, "namespace", svc->ns);
+	add_str(o, "name", svc->name);
+	add_str(o, "port_name", svc->port_name);
+	add_u64(o, "port", svc->port);
+	json_object_object_add(o, "vips", vips);
+	add_str(o, "lb_policy", config_lb_policy_name(lb));
+	json_object_object_add(o, "upstream_tls", json_object_new_boolean(svc->upstream_tls));
+	add_u64(o, "endpoints", (uint64_t)svc->n_eps);
+	add_u64(o, "endpoints_usable", usable);
+	json_object_object_add(o, "balancing", balancing_json(&d->cfg, svc));
+	return o;
+}
+
+static struct json_object *retired_json(const struct state_service *svc, uint64_t now_ms)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	add_u64(o, "id", svc->id);
+	add_str(o, "namespace", svc->ns);
+	add_str(o, "name", svc->name);
+	add_str(o, "port_name", svc->port_name);
+	add_u64(o, "port", svc->port);
+	add_u64(o, "retired_ms_ago", now_ms - svc->retired_ms);
+	return o;
+}
+
+/* Desired services; those that left the desired state but still route the
+ * streams of connections opened before are listed apart, as "retired". */
+static int h_services(struct daemon *d, struct reply *r)
+{
+	struct snapshot *snap = snapshot_get(d);
+	struct json_object *arr, *root = json_root(snap, &arr), *retired = NULL;
+	uint64_t now = loop_now_ms();
+
+	if (root && (retired = json_object_new_array()))
+		json_object_object_add(root, "retired", retired);
+	for (int i = 0; root && snap && i < snap->st->n_svcs; i++) {
+		const struct state_service *svc = &snap->st->svcs[i];
+
+		if (!svc->retired_ms)
+			json_object_array_add(arr, service_json(d, svc));
+		else if (retired)
+			json_object_array_add(retired, retired_json(svc, now));
+	}
+	registry_snapshot_unref(snap);
+	return reply_json(r, root);
+}
+
+/* Why an endpoint takes new streams or not, most decisive first: what
+ * discovery says, then what the balancer learnt (on any worker). */
+static const char *endpoint_state(const struct state_service *svc, const struct state_endpoint *ep,
+				  const struct metrics_endpoint_health *h, uint64_t now_ms,
+				  const struct health_table *health)
+{
+	if (ep->terminating)
+		return "terminating";
+	if (!ep->ready ||
+	    (svc->health_check && health_table_unhealthy(health, svc->id, &ep->ip, ep->port)))
+		return "unhealthy";
+	if (h->ejected_until_ms > now_ms)
+		return "ejected";
+	if (h->backoff_until_ms > now_ms)
+		return "backoff";
+	if (h->warm_until_ms > now_ms)
+		return "warming";
+	return "usable";
+}
+
+static struct json_object *endpoint_json(const struct state_service *svc,
+					 const struct state_endpoint *ep,
+					 const struct metrics_merged *mm, uint64_t now_ms,
+					 const struct health_table *health)
+{
+	struct json_object *o = json_object_new_object();
+	const struct metrics_endpoint_health *h;
+	struct metrics_endpoint_totals t;
+	char ip[INET6_ADDRSTRLEN];
+	uint64_t ej_ms;
+
+	if (!o)
+		return NULL;
+	metrics_merged_endpoint(mm, svc->id, &ep->ip, ep->port, &t);
+	h = &t.health;
+	ej_ms = h->ejected_until_ms > now_ms ? h->ejected_until_ms - now_ms : 0;
+	add_str(o, "ip", h2s_ip_str(&ep->ip, ip, sizeof(ip)));
+	add_u64(o, "port", ep->port);
+	add_str(o, "pod", ep->pod);
+	json_object_object_add(o, "ready", json_object_new_boolean(ep->ready));
+	json_object_object_add(o, "serving", json_object_new_boolean(ep->serving));
+	json_object_object_add(o, "terminating", json_object_new_boolean(ep->terminating));
+	json_object_object_add(o, "active", json_object_new_int64(t.active));
+	add_u64(o, "requests", t.requests);
+	add_u64(o, "failures", t.failures);
+	add_u64(o, "retries", t.events[METRICS_EV_RETRY]);
+	add_u64(o, "resets_sent", t.events[METRICS_EV_RESET_SENT]);
+	add_u64(o, "resets_received", t.events[METRICS_EV_RESET_RECEIVED]);
+	add_u64(o, "connect_failures", t.events[METRICS_EV_CONNECT_FAILURE]);
+	add_str(o, "state", endpoint_state(svc, ep, h, now_ms, health));
+	json_object_object_add(o, "ejected_until", json_object_new_double((double)ej_ms / 1000.0));
+	add_u64(o, "consecutive_failures", h->consec_failures);
+	add_u64(o, "ejections", h->ejections);
+	add_u64(o, "ewma_latency_us", h->ewma_us);
+	add_u64(o, "ewma_jitter_us", h->jitter_us);
+	return o;
+}
+
+static struct json_object *service_endpoints_json(const struct state_service *svc,
+						  const struct metrics_merged *mm, uint64_t now_ms,
+						  const struct health_table *health)
+{
+	struct json_object *o = json_object_new_object(), *eps = json_object_new_array();
+	char label[STATE_NAME_MAX * 2 + 16];
+
+	if (!o || !eps) {
+		json_object_put(o);
+		json_object_put(eps);
+		return NULL;
+	}
+	snprintf(label, sizeof(label), "%s/%s:%u", svc->ns, svc->name, svc->port);
+	add_u64(o, "id", svc->id);
+	add_str(o, "service", label);
+	for (int i = 0; i < svc->n_eps; i++)
+		json_object_array_add(eps, endpoint_json(svc, &svc->eps[i], mm, now_ms, health));
+	json_object_object_add(o, "endpoints", eps);
+	return o;
+}
+
+static int h_endpoints(struct daemon *d, struct reply *r)
+{
+	struct snapshot *snap = snapshot_get(d);
+	struct metrics_merged *mm = merge_workers(d);
+	struct json_object *arr, *root = mm ? json_root(snap, &arr) : NULL;
+	uint64_t now_ms = loop_now_ms();
+
+	for (int i = 0; root && snap && i < snap->st->n_svcs; i++)
+		json_object_array_add(
+		    arr, service_endpoints_json(&snap->st->svcs[i], mm, now_ms, d->health));
+	metrics_merged_free(mm);
+	registry_snapshot_unref(snap);
+	return reply_json(r, root);
+}
+
+/* ---- dispatch ---- */
+
+static const struct route {
+	const char *path;
+	int (*handler)(struct daemon *d, struct reply *r);
+} routes[] = {
+    {"/healthz", h_healthz},   {"/readyz", h_readyz},	    {"/metrics", h_metrics},
+    {"/services", h_services}, {"/endpoints", h_endpoints},
+};
+
+static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply *r)
+{
+	struct MHD_Response *resp =
+	    MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result ret;
+
+	if (!resp) {
+		free(r->body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+	if (r->status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	ret = MHD_queue_response(c, r->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* MHD's access handler: one call per request (GET bodies are ignored). */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **req_cls)
+{
+	struct admin *a = cls;
+	struct reply r = {0};
+	int err = 0;
+
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)req_cls;
+	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD)) {
+		err = reply_text(&r, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	} else {
+		size_t i;
+
+		for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+			if (!strcmp(url, routes[i].path))
+				break;
+		if (i < sizeof(routes) / sizeof(routes[0]))
+			err = routes[i].handler(a->d, &r);
+		else
+			err = reply_text(&r, MHD_HTTP_NOT_FOUND, "not found\n");
+	}
+	if (err && reply_text(&r, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n"))
+		return MHD_NO;
+	return send_reply(c, &r);
+}
+
+/* ---- start, stop ---- */
+
+static int open_listener(const struct sockaddr_storage *ss, uint16_t *port)
+{
+	socklen_t len =
+	    ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	struct sockaddr_storage bound;
+	int one = 1, fd, err;
+
+	if (ss->ss_family != AF_INET && ss->ss_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* SO_REUSEPORT: during a rolling update (maxSurge) the new daemon binds
+	 * beside the old one; either may answer a probe until the old one exits. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    bind(fd, (const struct sockaddr *)ss, len) || listen(fd, ADMIN_MAX_CONNS) ||
+	    getsockname(fd, (struct sockaddr *)&bound, &len)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	*port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+						  : ((struct sockaddr_in *)&bound)->sin_port);
+	return fd;
+}
+
+struct admin *admin_start(struct daemon *d)
+{
+	struct admin *a = calloc(1, sizeof(*a));
+	char addr[80];
+	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD;
+	int fd;
+
+	config_addr_str(&d->cfg.admin, addr, sizeof(addr));
+	if (!a) {
+		fprintf(stderr, "h2splitd: admin: cannot listen on %s: %s\n", addr,
+			strerror(ENOMEM));
+		return NULL;
+	}
+	a->d = d;
+	fd = open_listener(&d->cfg.admin, &a->port);
+	if (fd < 0) {
+		fprintf(stderr, "h2splitd: admin: cannot listen on %s: %s\n", addr, strerror(-fd));
+		free(a);
+		return NULL;
+	}
+	if (d->cfg.admin.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_LISTEN_SOCKET, fd,
+				  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_MAX_CONNS,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT_S,
+				  MHD_OPTION_END);
+	if (!a->mhd) {
+		fprintf(stderr,
+			"h2splitd: admin: cannot listen on %s: libmicrohttpd did not start\n",
+			addr);
+		close(fd);
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+void admin_stop(struct admin *a)
+{
+	if (!a)
+		return;
+	MHD_stop_daemon(a->mhd); /* joins its thread and closes the listening socket */
+	free(a);
+}
+
+uint16_t admin_port(const struct admin *a)
+{
+	return a->port;
+}

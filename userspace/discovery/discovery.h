@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A discovery source: produces desired states (state.h) and hands each new
+ * one to the daemon through a callback on the main loop. Sources embed
+ * struct discovery and provide a const ops table, like h2o's balancers.
+ */
+#ifndef H2SPLIT_DISCOVERY_H
+#define H2SPLIT_DISCOVERY_H
+
+#include <stdbool.h>
+
+#include "base/loop.h"
+#include "base/state.h"
+
+/* Called on the main loop with a new desired state; the callee owns |st|. */
+typedef void discovery_update_cb(void *arg, struct state *st);
+
+struct discovery;
+
+struct discovery_ops {
+	const char *name;
+	/* Start producing states on |l|; the first full state should follow soon. */
+	int (*start)(struct discovery *d, struct loop *l);
+	/* Re-read now (SIGHUP). */
+	void (*reload)(struct discovery *d);
+	void (*destroy)(struct discovery *d);
+};
+
+struct discovery {
+	const struct discovery_ops *ops;
+	discovery_update_cb *on_update;
+	void *arg;
+	bool synced; /* a full state was delivered at least once */
+	unsigned long n_errors; /* loads that failed (source unreadable or invalid); for metrics */
+	/* Full relists the source itself decided on (Kubernetes: 410 Gone, the
+	 * watch's resourceVersion too old); for metrics. */
+	unsigned long n_relists;
+};
+
+/* File source: |path| holds a kubectl-shaped List of Services and EndpointSlices.
+ * start() fails if |path|'s directory cannot be watched; a missing or invalid
+ * file is only logged and counted, and the last good state stays in force.
+ * An unchanged file delivers no new state, except on reload(). NULL on ENOMEM. */
+struct discovery *discovery_file_new(const char *path, discovery_update_cb *cb, void *arg);
+
+struct config;
+struct h2s_bpf;
+
+/* Kubernetes source: list+watch Services and EndpointSlices on the API server
+ * of |cfg| (kube_api, kube_token_file, kube_ca_file; in-cluster defaults),
+ * and this node's (node_name) Pods and Namespaces for opt-outs, whose cgroups
+ * it keeps in |bpf|'s exclusion map (NULL: opt-outs are only logged). |cfg|
+ * and |bpf| must outlive the source. start() fails only on a bad setting;
+ * an unreachable API server is retried with backoff, and the first state
+ * follows the first complete list of Services and EndpointSlices.
+ * NULL on ENOMEM. */
+struct discovery *discovery_kubernetes_new(const struct config *cfg, struct h2s_bpf *bpf,
+					   discovery_update_cb *cb, void *arg);
+
+#endif

@@ -1,0 +1,1002 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * Per-worker metric tables (metrics.h). One generic table holds keyed entries
+ * of N counters in chunks that are allocated on demand and never move, so the
+ * scraper can walk them while the worker writes. Invariant: only the owning
+ * worker writes an entry; a key change (insert, reuse, removal) happens inside
+ * the entry's seqlock window, plain counter bumps do not need one.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "telemetry/metrics.h"
+
+#define MAX_CHUNKS 16
+#define EP_CHUNK (METRICS_MAX_ENDPOINTS / MAX_CHUNKS)
+#define SVC_CHUNK (METRICS_MAX_SERVICES / MAX_CHUNKS)
+/* A scrape gives up on an entry the worker keeps rewriting (it cannot, in
+ * practice: a key changes once per insert or removal). */
+#define READ_RETRIES 64
+
+/* Endpoint entry counters. */
+enum {
+	EC_ACTIVE = 0, /* int64 stored as uint64: sums wrap back to the signed value */
+	EC_REQUESTS,
+	EC_FAILURES,
+	EC_EVENTS,
+	/* Balancer state (metrics_endpoint_health): merged by max, not summed. */
+	EC_EJECTED_UNTIL = EC_EVENTS + METRICS_EV_MAX,
+	EC_BACKOFF_UNTIL,
+	EC_CONSEC_FAILURES,
+	EC_EJECTIONS,
+	EC_EWMA_US,
+	EC_JITTER_US,
+	EC_WARM_UNTIL,
+	EC_MAX,
+};
+#define EC_MAX_MERGED                                                                              \
+	(1ull << EC_EJECTED_UNTIL | 1ull << EC_BACKOFF_UNTIL | 1ull << EC_CONSEC_FAILURES |        \
+	 1ull << EC_EJECTIONS | 1ull << EC_EWMA_US | 1ull << EC_JITTER_US | 1ull << EC_WARM_UNTIL)
+
+/* HTTP status classes: "none" (no status), then 1xx..5xx. */
+#define HTTP_CLASSES 6
+
+/* Service entry counters. */
+enum {
+	SC_BUCKETS = 0, /* METRICS_N_BUCKETS + 1 (+Inf), per bucket, not cumulative */
+	SC_SUM_US = SC_BUCKETS + METRICS_N_BUCKETS + 1,
+	SC_GRPC,				    /* METRICS_GRPC_CODES + 1 ("other") */
+	SC_HTTP = SC_GRPC + METRICS_GRPC_CODES + 1, /* HTTP_CLASSES */
+	SC_REQ_BYTES = SC_HTTP + HTTP_CLASSES,
+	SC_RESP_BYTES,
+	SC_PENDING,   /* int64 stored as uint64, as EC_ACTIVE */
+	SC_CB_REJECT, /* METRICS_CB_MAX */
+	SC_MAX = SC_CB_REJECT + METRICS_CB_MAX,
+};
+
+static const struct {
+	uint64_t ns;
+	const char *le;
+} buckets[METRICS_N_BUCKETS] = {
+    {100000ull, "0.0001"},    {250000ull, "0.00025"}, {500000ull, "0.0005"},
+    {1000000ull, "0.001"},    {2500000ull, "0.0025"}, {5000000ull, "0.005"},
+    {10000000ull, "0.01"},    {25000000ull, "0.025"}, {50000000ull, "0.05"},
+    {100000000ull, "0.1"},    {250000000ull, "0.25"}, {500000000ull, "0.5"},
+    {1000000000ull, "1"},     {2500000000ull, "2.5"}, {5000000000ull, "5"},
+    {10000000000ull, "10"},   {30000000000ull, "30"}, {60000000000ull, "60"},
+    {300000000000ull, "300"},
+};
+
+static const char *const http_class_names[HTTP_CLASSES] = {"none", "1xx", "2xx",
+							   "3xx",  "4xx", "5xx"};
+
+static const char *const endpoint_event_families[METRICS_EV_MAX][2] = {
+    [METRICS_EV_RETRY] = {"h2split_endpoint_retries_total",
+			  "Stream attempts on the endpoint retried on another one."},
+    [METRICS_EV_RESET_SENT] = {"h2split_endpoint_resets_sent_total",
+			       "RST_STREAM frames sent to the endpoint."},
+    [METRICS_EV_RESET_RECEIVED] = {"h2split_endpoint_resets_received_total",
+				   "RST_STREAM frames received from the endpoint."},
+    [METRICS_EV_CONNECT_FAILURE] = {"h2split_endpoint_connect_failures_total",
+				    "Failed connection attempts to the endpoint."},
+};
+
+/* A table key: service id alone for service entries (ip, port zero). */
+struct key {
+	uint32_t svc;
+	uint16_t port;
+	struct h2s_ip ip;
+};
+
+struct entry {
+	atomic_uint seq; /* odd while the worker changes key or liveness */
+	_Atomic uint32_t live;
+	_Atomic uint32_t svc;
+	_Atomic uint32_t port;
+	_Atomic uint64_t ip[2];
+	_Atomic uint64_t c[]; /* table.n_counters counters */
+};
+
+struct table {
+	const char *name; /* static: "endpoints" | "services", for the overflow log */
+	int max_entries;
+	int n_counters;
+	uint64_t max_merged; /* bit i: counter i is a state, merged by max */
+	int chunk_entries;
+	size_t entry_size;
+	_Atomic(unsigned char *) chunks[MAX_CHUNKS]; /* owned; NULL past the last */
+	_Atomic uint64_t overflow;		     /* updates dropped: table full */
+	/* Writer-private index: hash chains of entry indices (-1 ends a chain). */
+	int32_t *head;	     /* owned, hash_mask + 1 buckets */
+	int32_t *next;	     /* owned, one per entry */
+	int32_t *free_stack; /* owned, stack of free entry indices */
+	int n_free;
+	int n_alloc; /* entries in allocated chunks */
+	uint32_t hash_mask;
+	bool warned; /* overflow logged (once per table) */
+};
+
+struct metrics {
+	struct table eps;
+	struct table svcs;
+};
+
+/* A merged entry: its key and its counters (in metrics_merged.vals). */
+struct row {
+	struct key k;
+	uint64_t *c;
+};
+
+struct mtable {
+	struct row *rows; /* owned, sorted by key, unique */
+	int n;
+	uint64_t *vals; /* owned, n_counters per row */
+	int n_counters;
+	uint64_t max_merged; /* as table.max_merged */
+	uint64_t overflow;
+};
+
+struct metrics_merged {
+	struct mtable eps;
+	struct mtable svcs;
+};
+
+/* ---- counters: one writer, so a load and a store (no locked RMW) ---- */
+
+static inline void cadd(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static inline uint64_t cget(_Atomic uint64_t *c)
+{
+	return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* ---- the table ---- */
+
+static int table_init(struct table *t, const char *name, int max_entries, int chunk_entries,
+		      int n_counters, uint64_t max_merged)
+{
+	t->name = name;
+	t->max_entries = max_entries;
+	t->n_counters = n_counters;
+	t->max_merged = max_merged;
+	t->chunk_entries = chunk_entries;
+	t->entry_size = sizeof(struct entry) + (size_t)n_counters * sizeof(_Atomic uint64_t);
+	t->hash_mask = (uint32_t)max_entries - 1; /* max_entries is a power of two */
+	t->head = malloc((size_t)max_entries * sizeof(int32_t));
+	t->next = malloc((size_t)max_entries * sizeof(int32_t));
+	t->free_stack = malloc((size_t)max_entries * sizeof(int32_t));
+	if (!t->head || !t->next || !t->free_stack)
+		return -ENOMEM;
+	for (int i = 0; i < max_entries; i++)
+		t->head[i] = -1;
+	return 0;
+}
+
+static void table_destroy(struct table *t)
+{
+	for (int i = 0; i < MAX_CHUNKS; i++)
+		free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
+	free(t->head);
+	free(t->next);
+	free(t->free_stack);
+}
+
+static struct entry *table_entry(struct table *t, int i)
+{
+	unsigned char *chunk =
+	    atomic_load_explicit(&t->chunks[i / t->chunk_entries], memory_order_relaxed);
+
+	return (struct entry *)(chunk + (size_t)(i % t->chunk_entries) * t->entry_size);
+}
+
+static uint32_t key_hash(const struct key *k)
+{
+	uint64_t a, b, h;
+
+	memcpy(&a, k->ip.b, 8);
+	memcpy(&b, k->ip.b + 8, 8);
+	h = a ^ (b * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)k->svc << 16 | k->port);
+	/* splitmix64 finaliser */
+	h ^= h >> 30;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 27;
+	h *= 0x94d049bb133111ebull;
+	h ^= h >> 31;
+	return (uint32_t)h;
+}
+
+static bool entry_is(struct entry *e, const struct key *k)
+{
+	uint64_t ip[2];
+
+	memcpy(ip, k->ip.b, sizeof(ip));
+	return atomic_load_explicit(&e->svc, memory_order_relaxed) == k->svc &&
+	       atomic_load_explicit(&e->port, memory_order_relaxed) == k->port &&
+	       atomic_load_explicit(&e->ip[0], memory_order_relaxed) == ip[0] &&
+	       atomic_load_explicit(&e->ip[1], memory_order_relaxed) == ip[1];
+}
+
+/* Open the entry's seqlock window (readers retry until it closes). */
+static unsigned entry_write_begin(struct entry *e)
+{
+	unsigned s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+
+	atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	return s;
+}
+
+static void entry_write_end(struct entry *e, unsigned s)
+{
+	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+}
+
+/* Allocate the next chunk and put its entries on the free stack. */
+static int table_grow(struct table *t)
+{
+	int c = t->n_alloc / t->chunk_entries;
+	unsigned char *chunk;
+
+	if (c >= MAX_CHUNKS)
+		return -ENOSPC;
+	chunk = calloc((size_t)t->chunk_entries, t->entry_size);
+	if (!chunk)
+		return -ENOMEM;
+	atomic_store_explicit(&t->chunks[c], chunk, memory_order_release);
+	for (int i = t->chunk_entries - 1; i >= 0; i--)
+		t->free_stack[t->n_free++] = t->n_alloc + i;
+	t->n_alloc += t->chunk_entries;
+	return 0;
+}
+
+static struct entry *table_find(struct table *t, const struct key *k)
+{
+	for (int i = t->head[key_hash(k) & t->hash_mask]; i >= 0; i = t->next[i]) {
+		struct entry *e = table_entry(t, i);
+
+		if (entry_is(e, k))
+			return e;
+	}
+	return NULL;
+}
+
+/* A full table drops every update of a key it lacks, and there may be many
+ * a second: say so once, where the operator looks first; the counter keeps
+ * the count. */
+static void table_warn_full(struct table *t)
+{
+	if (t->warned)
+		return;
+	t->warned = true;
+	log_warn("metrics_table_full table=%s max=%d msg=\"further %s get no series of "
+		 "their own on this worker; dropped updates are counted in "
+		 "h2split_metrics_overflow_total\" fix=\"opt fewer Services in on this node\"",
+		 t->name, t->max_entries, t->name);
+}
+
+/* The entry for |k|, created (zeroed) if absent; NULL when the table is full. */
+static struct entry *table_get(struct table *t, const struct key *k)
+{
+	uint32_t b = key_hash(k) & t->hash_mask;
+	struct entry *e = table_find(t, k);
+	uint64_t ip[2];
+	unsigned s;
+	int i;
+
+	if (e)
+		return e;
+	if (!t->n_free && table_grow(t)) {
+		cadd(&t->overflow, 1);
+		table_warn_full(t);
+		return NULL;
+	}
+	i = t->free_stack[--t->n_free];
+	e = table_entry(t, i);
+	memcpy(ip, k->ip.b, sizeof(ip));
+	s = entry_write_begin(e);
+	atomic_store_explicit(&e->svc, k->svc, memory_order_relaxed);
+	atomic_store_explicit(&e->port, k->port, memory_order_relaxed);
+	atomic_store_explicit(&e->ip[0], ip[0], memory_order_relaxed);
+	atomic_store_explicit(&e->ip[1], ip[1], memory_order_relaxed);
+	for (int j = 0; j < t->n_counters; j++)
+		atomic_store_explicit(&e->c[j], 0, memory_order_relaxed);
+	atomic_store_explicit(&e->live, 1, memory_order_relaxed);
+	entry_write_end(e, s);
+	t->next[i] = t->head[b];
+	t->head[b] = i;
+	return e;
+}
+
+/* Remove every entry |drop| says so (worker side). */
+static void table_prune(struct table *t, bool (*drop)(struct entry *e, const struct state *st),
+			const struct state *st)
+{
+	for (uint32_t b = 0; b <= t->hash_mask; b++) {
+		int32_t *link = &t->head[b];
+
+		while (*link >= 0) {
+			int i = *link;
+			struct entry *e = table_entry(t, i);
+			unsigned s;
+
+			if (!drop(e, st)) {
+				link = &t->next[i];
+				continue;
+			}
+			s = entry_write_begin(e);
+			atomic_store_explicit(&e->live, 0, memory_order_relaxed);
+			entry_write_end(e, s);
+			*link = t->next[i];
+			t->free_stack[t->n_free++] = i;
+		}
+	}
+}
+
+/* Copy entry |e| into |k| and |c| consistently (scrape side). False when the
+ * entry is free or kept changing. */
+static bool entry_read(const struct table *t, struct entry *e, struct key *k, uint64_t *c)
+{
+	for (int tries = 0; tries < READ_RETRIES; tries++) {
+		unsigned s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+		uint64_t ip[2];
+		bool live;
+
+		if (s1 & 1)
+			continue;
+		live = atomic_load_explicit(&e->live, memory_order_relaxed);
+		k->svc = atomic_load_explicit(&e->svc, memory_order_relaxed);
+		k->port = (uint16_t)atomic_load_explicit(&e->port, memory_order_relaxed);
+		ip[0] = atomic_load_explicit(&e->ip[0], memory_order_relaxed);
+		ip[1] = atomic_load_explicit(&e->ip[1], memory_order_relaxed);
+		for (int j = 0; j < t->n_counters; j++)
+			c[j] = atomic_load_explicit(&e->c[j], memory_order_relaxed);
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
+			continue;
+		memcpy(k->ip.b, ip, sizeof(ip));
+		return live;
+	}
+	return false;
+}
+
+/* ---- worker side ---- */
+
+struct metrics *metrics_new(void)
+{
+	struct metrics *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return NULL;
+	if (table_init(&m->eps, "endpoints", METRICS_MAX_ENDPOINTS, EP_CHUNK, EC_MAX,
+		       EC_MAX_MERGED) ||
+	    table_init(&m->svcs, "services", METRICS_MAX_SERVICES, SVC_CHUNK, SC_MAX, 0)) {
+		metrics_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void metrics_free(struct metrics *m)
+{
+	if (!m)
+		return;
+	table_destroy(&m->eps);
+	table_destroy(&m->svcs);
+	free(m);
+}
+
+static struct entry *endpoint_entry(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
+				    uint16_t port)
+{
+	struct key k = {.svc = service_id, .port = port, .ip = *ip};
+
+	return table_get(&m->eps, &k);
+}
+
+void metrics_endpoint_inflight(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
+			       uint16_t port, int delta)
+{
+	struct key k = {.svc = service_id, .port = port, .ip = *ip};
+	struct entry *e;
+	int64_t active;
+
+	if (delta > 0) {
+		e = table_get(&m->eps, &k);
+		if (!e)
+			return;
+		cadd(&e->c[EC_ACTIVE], (uint64_t)delta);
+		cadd(&e->c[EC_REQUESTS], (uint64_t)delta);
+		return;
+	}
+	/* Never below zero: the matching +1 may have been dropped on overflow. */
+	e = table_find(&m->eps, &k);
+	if (!e)
+		return;
+	active = (int64_t)cget(&e->c[EC_ACTIVE]) + delta;
+	atomic_store_explicit(&e->c[EC_ACTIVE], (uint64_t)(active > 0 ? active : 0),
+			      memory_order_relaxed);
+}
+
+void metrics_upstream_event(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
+			    uint16_t port, enum metrics_upstream_event ev)
+{
+	struct entry *e;
+
+	if ((unsigned)ev >= METRICS_EV_MAX)
+		return;
+	e = endpoint_entry(m, service_id, ip, port);
+	if (e)
+		cadd(&e->c[EC_EVENTS + ev], 1);
+}
+
+void metrics_endpoint_health(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
+			     uint16_t port, const struct metrics_endpoint_health *h)
+{
+	struct entry *e = endpoint_entry(m, service_id, ip, port);
+
+	if (!e)
+		return;
+	atomic_store_explicit(&e->c[EC_EJECTED_UNTIL], h->ejected_until_ms, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_BACKOFF_UNTIL], h->backoff_until_ms, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_CONSEC_FAILURES], h->consec_failures, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_EJECTIONS], h->ejections, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_EWMA_US], h->ewma_us, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_JITTER_US], h->jitter_us, memory_order_relaxed);
+	atomic_store_explicit(&e->c[EC_WARM_UNTIL], h->warm_until_ms, memory_order_relaxed);
+}
+
+static bool is_failure(int grpc_status, int http_status)
+{
+	return http_status <= 0 || http_status >= 500 || grpc_status == 2 || grpc_status == 13 ||
+	       grpc_status == 14 || grpc_status == 15;
+}
+
+static int bucket_of(uint64_t duration_ns)
+{
+	int i = 0;
+
+	while (i < METRICS_N_BUCKETS && duration_ns > buckets[i].ns)
+		i++;
+	return i; /* METRICS_N_BUCKETS: +Inf */
+}
+
+static int http_class(int http_status)
+{
+	return http_status >= 100 && http_status <= 599 ? http_status / 100 : 0;
+}
+
+void metrics_stream_done(struct metrics *m, uint32_t service_id, const struct h2s_ip *ep_ip,
+			 uint16_t ep_port, int grpc_status, int http_status, uint64_t duration_ns,
+			 uint64_t bytes_in, uint64_t bytes_out)
+{
+	struct key k = {.svc = service_id};
+	struct entry *e = table_get(&m->svcs, &k);
+
+	if (e) {
+		cadd(&e->c[SC_BUCKETS + bucket_of(duration_ns)], 1);
+		cadd(&e->c[SC_SUM_US], duration_ns / 1000);
+		if (grpc_status >= 0)
+			cadd(&e->c[SC_GRPC + (grpc_status < METRICS_GRPC_CODES
+						  ? grpc_status
+						  : METRICS_GRPC_CODES)],
+			     1);
+		cadd(&e->c[SC_HTTP + http_class(http_status)], 1);
+		cadd(&e->c[SC_REQ_BYTES], bytes_in);
+		cadd(&e->c[SC_RESP_BYTES], bytes_out);
+	}
+	if (!ep_ip || !is_failure(grpc_status, http_status))
+		return;
+	e = endpoint_entry(m, service_id, ep_ip, ep_port);
+	if (e)
+		cadd(&e->c[EC_FAILURES], 1);
+}
+
+void metrics_service_pending(struct metrics *m, uint32_t service_id, int delta)
+{
+	struct key k = {.svc = service_id};
+	struct entry *e = table_get(&m->svcs, &k);
+	int64_t n;
+
+	if (!e)
+		return;
+	n = (int64_t)cget(&e->c[SC_PENDING]) + delta;
+	atomic_store_explicit(&e->c[SC_PENDING], (uint64_t)(n > 0 ? n : 0), memory_order_relaxed);
+}
+
+void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
+				       enum metrics_cb_reason why)
+{
+	struct key k = {.svc = service_id};
+	struct entry *e;
+
+	if ((unsigned)why >= METRICS_CB_MAX)
+		return;
+	e = table_get(&m->svcs, &k);
+	if (e)
+		cadd(&e->c[SC_CB_REJECT + why], 1);
+}
+
+static int cmp_state_ep(const void *key, const void *elem)
+{
+	const struct key *k = key;
+	const struct state_endpoint *ep = elem;
+	int c = memcmp(&k->ip, &ep->ip, sizeof(k->ip));
+
+	return c ? c : (int)k->port - (int)ep->port;
+}
+
+static const struct state_endpoint *find_state_ep(const struct state_service *svc,
+						  const struct key *k)
+{
+	if (!svc->n_eps) /* eps is NULL then, which bsearch must not see */
+		return NULL;
+	return bsearch(k, svc->eps, (size_t)svc->n_eps, sizeof(*svc->eps), cmp_state_ep);
+}
+
+static struct key entry_key(struct entry *e)
+{
+	struct key k = {
+	    .svc = atomic_load_explicit(&e->svc, memory_order_relaxed),
+	    .port = (uint16_t)atomic_load_explicit(&e->port, memory_order_relaxed),
+	};
+	uint64_t ip[2] = {atomic_load_explicit(&e->ip[0], memory_order_relaxed),
+			  atomic_load_explicit(&e->ip[1], memory_order_relaxed)};
+
+	memcpy(k.ip.b, ip, sizeof(ip));
+	return k;
+}
+
+static bool drop_endpoint(struct entry *e, const struct state *st)
+{
+	struct key k;
+	const struct state_service *svc;
+
+	if (cget(&e->c[EC_ACTIVE]) != 0)
+		return false;
+	k = entry_key(e);
+	svc = state_find_id(st, k.svc);
+	return !svc || !find_state_ep(svc, &k);
+}
+
+static bool drop_service(struct entry *e, const struct state *st)
+{
+	return !state_find_id(st, atomic_load_explicit(&e->svc, memory_order_relaxed));
+}
+
+void metrics_prune(struct metrics *m, const struct state *st)
+{
+	if (!st)
+		return;
+	table_prune(&m->eps, drop_endpoint, st);
+	table_prune(&m->svcs, drop_service, st);
+}
+
+/* ---- scrape side ---- */
+
+static int cmp_key(const struct key *a, const struct key *b)
+{
+	int c;
+
+	if (a->svc != b->svc)
+		return a->svc < b->svc ? -1 : 1;
+	c = memcmp(&a->ip, &b->ip, sizeof(a->ip));
+	return c ? c : (int)a->port - (int)b->port;
+}
+
+static int cmp_row(const void *a, const void *b)
+{
+	return cmp_key(&((const struct row *)a)->k, &((const struct row *)b)->k);
+}
+
+static int count_chunks(struct table *t)
+{
+	int n = 0;
+
+	while (n < MAX_CHUNKS && atomic_load_explicit(&t->chunks[n], memory_order_acquire))
+		n++;
+	return n;
+}
+
+/* Fold rows with equal keys (sorted, so adjacent) into the first of them. */
+static void fold_rows(struct mtable *mt, int n_rows)
+{
+	mt->n = 0;
+	for (int i = 0; i < n_rows; i++) {
+		struct row *dst = mt->n ? &mt->rows[mt->n - 1] : NULL;
+
+		if (dst && !cmp_key(&dst->k, &mt->rows[i].k)) {
+			for (int j = 0; j < mt->n_counters; j++) {
+				uint64_t v = mt->rows[i].c[j];
+
+				if (!(mt->max_merged >> j & 1))
+					dst->c[j] += v;
+				else if (v > dst->c[j])
+					dst->c[j] = v;
+			}
+			continue;
+		}
+		mt->rows[mt->n++] = mt->rows[i];
+	}
+}
+
+static struct table *table_of(struct metrics *m, size_t which)
+{
+	return (struct table *)((char *)m + which);
+}
+
+/* Sum table |which| (offset of a struct table in struct metrics) of every
+ * worker. Chunks a worker adds meanwhile wait for the next scrape. */
+static int mtable_merge(struct mtable *mt, struct metrics *const *ms, int n, size_t which)
+{
+	int *chunks = calloc(n > 0 ? (size_t)n : 1, sizeof(int));
+	size_t cap = 0;
+	int out = 0;
+
+	if (!chunks)
+		return -ENOMEM;
+	for (int w = 0; w < n; w++) {
+		if (!ms[w])
+			continue;
+		mt->n_counters = table_of(ms[w], which)->n_counters;
+		mt->max_merged = table_of(ms[w], which)->max_merged;
+		chunks[w] = count_chunks(table_of(ms[w], which));
+		cap += (size_t)chunks[w] * (size_t)table_of(ms[w], which)->chunk_entries;
+	}
+	mt->rows = calloc(cap ? cap : 1, sizeof(*mt->rows));
+	mt->vals = calloc(cap ? cap * (size_t)mt->n_counters : 1, sizeof(uint64_t));
+	for (int w = 0; w < n && mt->rows && mt->vals; w++) {
+		struct table *t;
+
+		if (!ms[w])
+			continue;
+		t = table_of(ms[w], which);
+		mt->overflow += cget(&t->overflow);
+		for (int i = 0; i < chunks[w] * t->chunk_entries; i++) {
+			struct row *r = &mt->rows[out];
+
+			r->c = mt->vals + (size_t)out * (size_t)mt->n_counters;
+			if (entry_read(t, table_entry(t, i), &r->k, r->c))
+				out++;
+		}
+	}
+	free(chunks);
+	if (!mt->rows || !mt->vals)
+		return -ENOMEM;
+	qsort(mt->rows, (size_t)out, sizeof(*mt->rows), cmp_row);
+	fold_rows(mt, out);
+	return 0;
+}
+
+struct metrics_merged *metrics_merge(struct metrics *const *ms, int n)
+{
+	struct metrics_merged *mm = calloc(1, sizeof(*mm));
+
+	if (!mm)
+		return NULL;
+	if (mtable_merge(&mm->eps, ms, n, offsetof(struct metrics, eps)) ||
+	    mtable_merge(&mm->svcs, ms, n, offsetof(struct metrics, svcs))) {
+		metrics_merged_free(mm);
+		return NULL;
+	}
+	return mm;
+}
+
+void metrics_merged_free(struct metrics_merged *mm)
+{
+	if (!mm)
+		return;
+	free(mm->eps.rows);
+	free(mm->eps.vals);
+	free(mm->svcs.rows);
+	free(mm->svcs.vals);
+	free(mm);
+}
+
+int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id,
+			    const struct h2s_ip *ip, uint16_t port,
+			    struct metrics_endpoint_totals *out)
+{
+	struct row key = {.k = {.svc = service_id, .port = port, .ip = *ip}};
+	const struct row *r;
+
+	memset(out, 0, sizeof(*out));
+	r = mm->eps.n ? bsearch(&key, mm->eps.rows, (size_t)mm->eps.n, sizeof(*r), cmp_row) : NULL;
+	if (!r)
+		return -ENOENT;
+	out->active = (int64_t)r->c[EC_ACTIVE];
+	out->requests = r->c[EC_REQUESTS];
+	out->failures = r->c[EC_FAILURES];
+	for (int i = 0; i < METRICS_EV_MAX; i++)
+		out->events[i] = r->c[EC_EVENTS + i];
+	out->health.ejected_until_ms = r->c[EC_EJECTED_UNTIL];
+	out->health.backoff_until_ms = r->c[EC_BACKOFF_UNTIL];
+	out->health.consec_failures = (uint32_t)r->c[EC_CONSEC_FAILURES];
+	out->health.ejections = (uint32_t)r->c[EC_EJECTIONS];
+	out->health.ewma_us = r->c[EC_EWMA_US];
+	out->health.jitter_us = r->c[EC_JITTER_US];
+	out->health.warm_until_ms = r->c[EC_WARM_UNTIL];
+	return 0;
+}
+
+/* ---- Prometheus text ---- */
+
+void metrics_write_label_value(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\\\", f);
+		else if (*s == '"')
+			fputs("\\\"", f);
+		else if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+/* A merged row with its labels resolved, for sorting and printing. */
+struct labeled {
+	char service[STATE_NAME_MAX * 2 + 16];
+	char endpoint[INET6_ADDRSTRLEN + 10];
+	const char *pod;
+	const struct row *r;
+};
+
+static void service_label(const struct state *st, uint32_t id, char *buf, size_t len)
+{
+	const struct state_service *svc = st ? state_find_id(st, id) : NULL;
+
+	if (svc)
+		snprintf(buf, len, "%s/%s:%u", svc->ns, svc->name, svc->port);
+	else
+		snprintf(buf, len, "id:%" PRIu32, id);
+}
+
+static void endpoint_label(const struct key *k, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	h2s_ip_str(&k->ip, ip, sizeof(ip));
+	snprintf(buf, len, h2s_ip_is_v4(&k->ip) ? "%s:%u" : "[%s]:%u", ip, k->port);
+}
+
+static int cmp_labeled(const void *a, const void *b)
+{
+	const struct labeled *x = a, *y = b;
+	int c = strcmp(x->service, y->service);
+
+	if (c)
+		return c;
+	c = memcmp(&x->r->k.ip, &y->r->k.ip, sizeof(x->r->k.ip));
+	return c ? c : (int)x->r->k.port - (int)y->r->k.port;
+}
+
+/* Resolve labels of every row of |mt|, sorted by service label then address. */
+static struct labeled *label_rows(const struct mtable *mt, const struct state *st)
+{
+	struct labeled *l = calloc(mt->n ? (size_t)mt->n : 1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	for (int i = 0; i < mt->n; i++) {
+		const struct key *k = &mt->rows[i].k;
+		const struct state_service *svc = st ? state_find_id(st, k->svc) : NULL;
+		const struct state_endpoint *ep = svc ? find_state_ep(svc, k) : NULL;
+
+		l[i].r = &mt->rows[i];
+		service_label(st, k->svc, l[i].service, sizeof(l[i].service));
+		endpoint_label(k, l[i].endpoint, sizeof(l[i].endpoint));
+		l[i].pod = ep ? ep->pod : "";
+	}
+	qsort(l, (size_t)mt->n, sizeof(*l), cmp_labeled);
+	return l;
+}
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void put_service(FILE *f, const char *name, const struct labeled *l)
+{
+	fprintf(f, "%s{service=\"", name);
+	metrics_write_label_value(f, l->service);
+	fputc('"', f);
+}
+
+static void put_endpoint(FILE *f, const char *name, const struct labeled *l)
+{
+	put_service(f, name, l);
+	fputs(",endpoint=\"", f);
+	metrics_write_label_value(f, l->endpoint);
+	fputs("\",pod=\"", f);
+	metrics_write_label_value(f, l->pod);
+	fputc('"', f);
+}
+
+static void write_endpoint_counter(FILE *f, const struct labeled *l, int n, int idx,
+				   const char *name, const char *help)
+{
+	family(f, name, "counter", help);
+	for (int i = 0; i < n; i++) {
+		put_endpoint(f, name, &l[i]);
+		fprintf(f, "} %" PRIu64 "\n", l[i].r->c[idx]);
+	}
+}
+
+static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t now_ms)
+{
+	write_endpoint_counter(f, l, n, EC_REQUESTS, "h2split_endpoint_requests_total",
+			       "Stream attempts sent to the endpoint, retries included.");
+	family(f, "h2split_endpoint_requests_active", "gauge",
+	       "Stream attempts in flight on the endpoint.");
+	for (int i = 0; i < n; i++) {
+		put_endpoint(f, "h2split_endpoint_requests_active", &l[i]);
+		fprintf(f, "} %" PRId64 "\n", (int64_t)l[i].r->c[EC_ACTIVE]);
+	}
+	write_endpoint_counter(f, l, n, EC_FAILURES, "h2split_endpoint_failures_total",
+			       "Streams that failed on the endpoint: no response, HTTP 5xx, or "
+			       "grpc-status UNKNOWN, INTERNAL, UNAVAILABLE or DATA_LOSS.");
+	for (int ev = 0; ev < METRICS_EV_MAX; ev++)
+		write_endpoint_counter(f, l, n, EC_EVENTS + ev, endpoint_event_families[ev][0],
+				       endpoint_event_families[ev][1]);
+	family(f, "h2split_endpoint_ejected", "gauge",
+	       "1 while outlier detection keeps new streams off the endpoint (on any worker).");
+	for (int i = 0; i < n; i++) {
+		put_endpoint(f, "h2split_endpoint_ejected", &l[i]);
+		fprintf(f, "} %d\n", l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
+	}
+}
+
+static void write_histogram(FILE *f, const struct labeled *l, int n)
+{
+	static const char name[] = "h2split_service_request_duration_seconds";
+
+	family(f, name, "histogram",
+	       "Duration of downstream streams, from first headers to close.");
+	for (int i = 0; i < n; i++) {
+		const uint64_t *c = l[i].r->c;
+		uint64_t cum = 0;
+
+		for (int b = 0; b <= METRICS_N_BUCKETS; b++) {
+			cum += c[SC_BUCKETS + b];
+			put_service(f, "h2split_service_request_duration_seconds_bucket", &l[i]);
+			fprintf(f, ",le=\"%s\"} %" PRIu64 "\n",
+				b < METRICS_N_BUCKETS ? buckets[b].le : "+Inf", cum);
+		}
+		put_service(f, "h2split_service_request_duration_seconds_sum", &l[i]);
+		fprintf(f, "} %" PRIu64 ".%06" PRIu64 "\n", c[SC_SUM_US] / 1000000,
+			c[SC_SUM_US] % 1000000);
+		put_service(f, "h2split_service_request_duration_seconds_count", &l[i]);
+		fprintf(f, "} %" PRIu64 "\n", cum);
+	}
+}
+
+static void write_service_counter(FILE *f, const struct labeled *l, int n, int idx,
+				  const char *name, const char *help)
+{
+	family(f, name, "counter", help);
+	for (int i = 0; i < n; i++) {
+		put_service(f, name, &l[i]);
+		fprintf(f, "} %" PRIu64 "\n", l[i].r->c[idx]);
+	}
+}
+
+static void write_services(FILE *f, const struct labeled *l, int n)
+{
+	static const char grpc[] = "h2split_service_grpc_responses_total";
+	static const char http[] = "h2split_service_http_responses_total";
+	static const char cb[] = "h2split_circuit_breaker_rejections_total";
+	static const char *const cb_reasons[METRICS_CB_MAX] = {"queue_full", "timeout"};
+
+	write_histogram(f, l, n);
+	family(f, grpc, "counter", "gRPC streams by the grpc-status the client got.");
+	for (int i = 0; i < n; i++) {
+		for (int s = 0; s <= METRICS_GRPC_CODES; s++) {
+			uint64_t v = l[i].r->c[SC_GRPC + s];
+
+			if (!v)
+				continue;
+			put_service(f, grpc, &l[i]);
+			if (s < METRICS_GRPC_CODES)
+				fprintf(f, ",grpc_status=\"%d\"} %" PRIu64 "\n", s, v);
+			else
+				fprintf(f, ",grpc_status=\"other\"} %" PRIu64 "\n", v);
+		}
+	}
+	family(f, http, "counter", "Streams by the class of the HTTP status the client got.");
+	for (int i = 0; i < n; i++) {
+		for (int s = 0; s < HTTP_CLASSES; s++) {
+			uint64_t v = l[i].r->c[SC_HTTP + s];
+
+			if (!v)
+				continue;
+			put_service(f, http, &l[i]);
+			fprintf(f, ",code_class=\"%s\"} %" PRIu64 "\n", http_class_names[s], v);
+		}
+	}
+	write_service_counter(f, l, n, SC_REQ_BYTES, "h2split_service_request_bytes_total",
+			      "Request body bytes received from clients.");
+	write_service_counter(f, l, n, SC_RESP_BYTES, "h2split_service_response_bytes_total",
+			      "Response body bytes sent to clients.");
+	family(f, "h2split_service_pending", "gauge",
+	       "Streams waiting for room under the service's in-flight caps.");
+	for (int i = 0; i < n; i++) {
+		put_service(f, "h2split_service_pending", &l[i]);
+		fprintf(f, "} %" PRId64 "\n", (int64_t)l[i].r->c[SC_PENDING]);
+	}
+	family(f, cb, "counter",
+	       "Streams failed fast by circuit breaking: the pending queue was full, or the "
+	       "wait timed out.");
+	for (int i = 0; i < n; i++) {
+		for (int r = 0; r < METRICS_CB_MAX; r++) {
+			put_service(f, cb, &l[i]);
+			fprintf(f, ",reason=\"%s\"} %" PRIu64 "\n", cb_reasons[r],
+				l[i].r->c[SC_CB_REJECT + r]);
+		}
+	}
+}
+
+/* Endpoint counts of every service in |st|, in state order. */
+static void write_state(FILE *f, const struct state *st)
+{
+	static const char all[] = "h2split_service_endpoints";
+	static const char usable[] = "h2split_service_endpoints_usable";
+	struct labeled l;
+
+	family(f, all, "gauge", "Endpoints of the service in the state in force.");
+	for (int i = 0; st && i < st->n_svcs; i++) {
+		if (st->svcs[i].retired_ms)
+			continue;
+		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
+		put_service(f, all, &l);
+		fprintf(f, "} %d\n", st->svcs[i].n_eps);
+	}
+	family(f, usable, "gauge", "Endpoints that may take new streams (ready, not terminating).");
+	for (int i = 0; st && i < st->n_svcs; i++) {
+		int n = 0;
+
+		if (st->svcs[i].retired_ms)
+			continue;
+		for (int j = 0; j < st->svcs[i].n_eps; j++)
+			n += state_endpoint_usable(&st->svcs[i].eps[j]);
+		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
+		put_service(f, usable, &l);
+		fprintf(f, "} %d\n", n);
+	}
+}
+
+int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
+			     uint64_t now_ms)
+{
+	struct labeled *eps = label_rows(&mm->eps, st);
+	struct labeled *svcs = label_rows(&mm->svcs, st);
+
+	if (!eps || !svcs) {
+		free(eps);
+		free(svcs);
+		return -ENOMEM;
+	}
+	write_endpoints(f, eps, mm->eps.n, now_ms);
+	write_services(f, svcs, mm->svcs.n);
+	write_state(f, st);
+	family(f, "h2split_metrics_overflow_total", "counter",
+	       "Metric updates dropped because a worker's table was full.");
+	fprintf(f, "h2split_metrics_overflow_total{table=\"endpoints\"} %" PRIu64 "\n",
+		mm->eps.overflow);
+	fprintf(f, "h2split_metrics_overflow_total{table=\"services\"} %" PRIu64 "\n",
+		mm->svcs.overflow);
+	free(eps);
+	free(svcs);
+	return ferror(f) ? -EIO : 0;
+}
