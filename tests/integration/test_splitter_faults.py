@@ -250,6 +250,26 @@ threading.Event().wait()
 """
 
 
+def daemon_fds(pid, admin_port=9901):
+    """The daemon's open fds, leaving out connections to its admin port (a
+    scrape's socket may outlive the answer a moment)."""
+    admin = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == admin_port and cols[3] != "0A":
+                    admin.add(cols[9])  # inode; 0A: LISTEN
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        n += not (target.startswith("socket:[") and target[8:-1] in admin)
+    return n
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -268,7 +288,7 @@ def test_fd_exhaustion_fails_open_and_recovers(node, build_dir):
     hog_pod, client_pod = node.add_pod("hog"), node.add_pod("client-0")
     d = Daemon(node, build_dir).start("--workers", "2", "--max-connections-per-pod", "0",
                                       wrapper=("prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"))
-    fds0, redirected0 = len(os.listdir(f"/proc/{d.pid}/fd")), d.ctl("counters")["redirected"]
+    fds0, redirected0 = daemon_fds(d.pid), d.ctl("counters")["redirected"]
     hog = hog_pod.popen([testbed.python(), "-u", "-c", HOG, svc.vip4,
                          str(testbed.GRPC_PORT), "400"], name="hog", watch=True)
     held = json.loads(hog.wait_line(r'"opened"', 120))
@@ -289,9 +309,8 @@ def test_fd_exhaustion_fails_open_and_recovers(node, build_dir):
             f"{e}; redirected {d.ctl('counters')['redirected'] - redirected0}, held "
             f"{m.get('h2split_downstream_connections_total')}, reset "
             f"{m.get('h2split_fd_exhaustion_refused_total')}") from None
-    # Counted with no scrape in between: an admin connection may linger a moment.
     fds = testbed.wait_for(lambda: (lambda n: n <= NOFILE - FD_RESERVE and n)(
-        len(os.listdir(f"/proc/{d.pid}/fd"))), 5, f"the paused daemon to hold at most "
+        daemon_fds(d.pid)), 5, f"the paused daemon to hold at most "
         f"{NOFILE - FD_RESERVE} fds (the rest is its reserve)")
     print(f"hog: {held}; daemon: {fds0} fds before, {fds} paused; paused "
           f"{m.get('h2split_fd_exhaustion_pauses_total')} times, "

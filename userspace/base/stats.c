@@ -17,6 +17,7 @@ const char *const stats_names[ST_MAX] = {
 	[ST_L4_BYTES_UP] = "l4_bytes_upstream_total",
 	[ST_L4_BYTES_DOWN] = "l4_bytes_downstream_total",
 	[ST_ORIGINAL_DST_MISSING] = "original_dst_missing_total",
+	[ST_ORIGINAL_DST_RECOVERED] = "original_dst_recovered_total",
 	[ST_NETNS_FAILURES] = "netns_failures_total",
 	[ST_ACCEPT_ERRORS] = "accept_errors_total",
 	[ST_STREAMS_TOTAL] = "downstream_streams_total",
