@@ -223,6 +223,49 @@ def test_endpoints_emptied_and_refilled(bed):
             c.close()
 
 
+# ---- a shared upstream connection ------------------------------------------------------
+
+H2RAW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h2raw.py")
+
+
+def test_client_that_stops_reading_does_not_stall_others_on_a_shared_upstream(node, build_dir):
+    """With --upstream-source node every pod's streams to an endpoint share one
+    upstream connection. A pod opens 128 ServerStream RPCs of 4 MiB each and
+    never reads its socket: the daemon holds up to a stream window (256 KiB)
+    per stream for it, 32 MiB, more than the upstream connection's 16 MiB
+    window. Its share of that window is capped (4 MiB), so another pod's RPCs
+    on the same upstream connection keep completing meanwhile."""
+    servers = node.add_server_pods(["server-0"], args=("--workers", "256",
+                                                       "--max-concurrent-streams", "1000"))
+    svc = node.add_service("echo", pods=servers)
+    attacker, good = node.add_pod("attacker"), node.add_pod("client-0")
+    d = Daemon(node, build_dir).start("--upstream-source", "node", "--workers", "1")
+    backend = node.grpc_client(f"{servers[0].ip4}:{testbed.GRPC_PORT}")
+    c = good.grpc_client(svc.target4)
+    streams, p = 128, None
+    try:
+        # First the pool's one connection (its SETTINGS allow 1000 streams).
+        assert_all_ok(c.unary(5, rpc_timeout=5), "RPCs before the other pod came")
+        p = attacker.popen([testbed.python(), "-u", H2RAW, "attack", "never-read", svc.vip4,
+                            str(testbed.GRPC_PORT), "--streams", str(streams), "--n", "64",
+                            "--seconds", "60"], name="never-read", watch=True)
+        p.wait_line("holding", 15)
+        # Each now sends until flow control stops it: 32 MiB of stream windows
+        # against the upstream connection's 16 MiB.
+        testbed.wait_for(lambda: backend.stats()["active"] >= streams, 20,
+                         f"{streams} ServerStream RPCs to reach the backend")
+        assert d.metrics().get("h2split_upstream_connections_active") == 1, \
+            "the two pods' streams are not on one upstream connection"
+        r = c.unary(20, concurrency=2, rpc_timeout=5)
+        assert_all_ok(r, "RPCs of another pod beside a client that stopped reading")
+        assert backend.stats()["active"] >= streams, "the stalled client's RPCs ended early"
+    finally:
+        if p:
+            p.stop()
+        c.close()
+        backend.close()
+
+
 # ---- out of file descriptors -----------------------------------------------------------
 
 NOFILE = 256

@@ -169,13 +169,25 @@ static void ds_consume(struct h2_stream *st, size_t n)
 	h2_conn_dirty(&st->ds->c);
 }
 
+bool h2_stream_hold_conn_window(struct h2_stream *st, size_t len)
+{
+	if (st->ds->up_window_held + len > H2_CLIENT_CONN_SHARE)
+		return false;
+	st->ds->up_window_held += len;
+	st->up_conn_owed += len;
+	return true;
+}
+
+void h2_stream_conn_window_given_back(struct h2_stream *st, size_t n)
+{
+	st->up_conn_owed -= n;
+	st->ds->up_window_held -= n;
+}
+
 static void up_consume(struct h2_stream *st, size_t n)
 {
-	if (!n || !st->up)
-		return;
-	/* Also fine once the upstream stream is closed: the connection window. */
-	nghttp2_session_consume(st->up->c.session, st->up_id, n);
-	h2_conn_dirty(&st->up->c);
+	if (n && st->up)
+		h2_upstream_consume(st->up, st, n);
 }
 
 static void ds_reset(struct h2_stream *st, uint32_t code)
