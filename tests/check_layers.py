@@ -37,6 +37,9 @@ ALLOWED = {
 PRIVATE = {
     "build/h2split.skel.h": "kernel",  # generated; only the loader opens the skeleton
     "userspace/proxy/h2/splitter_int.h": "proxy/h2",  # the splitter's modules share it
+    "userspace/balancer/balancer_int.h": "balancer",  # endpoint, service and set state
+    "userspace/balancer/policy.h": "balancer",  # the policy interface
+    "userspace/balancer/latency.h": "balancer",  # the latency estimator
 }
 
 # Generated headers: name as written -> where it stands for (made by the Makefile).
