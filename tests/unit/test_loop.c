@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "base/loop.h"
@@ -252,6 +254,29 @@ static void test_set_events_unregistered(void **state)
 	loop_free(l);
 }
 
+/* Out of fds, loop_new() says so (EMFILE), not "out of memory". */
+static void test_new_out_of_fds_says_emfile(void **state)
+{
+	struct rlimit old, low;
+	struct loop *l;
+	int fd, err;
+
+	(void)state;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free number */
+	assert_true(fd >= 0);
+	close(fd);
+	low = old;
+	low.rlim_cur = (rlim_t)fd; /* every number from fd up is over the limit */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	errno = 0;
+	l = loop_new();
+	err = errno;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_null(l);
+	assert_int_equal(err, EMFILE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +287,7 @@ int main(void)
 		cmocka_unit_test(test_pass_hook_runs_after_callbacks),
 		cmocka_unit_test(test_set_events_unregistered),
 		cmocka_unit_test(test_stop_before_run_is_kept),
+		cmocka_unit_test(test_new_out_of_fds_says_emfile),
 	};
 
 	return cmocka_run_group_tests_name("loop", tests, NULL, NULL);

@@ -73,14 +73,17 @@ static void wake_cb(struct loop *l, int fd, uint32_t events, void *arg);
 struct loop *loop_new(void)
 {
 	struct loop *l = calloc(1, sizeof(*l));
+	int err;
 
 	if (!l)
 		return NULL;
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_init(&l->post_lock, NULL);
-	if (l->epfd < 0 || l->wakefd < 0 || loop_add_fd(l, l->wakefd, EPOLLIN, wake_cb, NULL)) {
+	err = l->epfd < 0 || l->wakefd < 0 ? errno : -loop_add_fd(l, l->wakefd, EPOLLIN, wake_cb, NULL);
+	if (err) {
 		loop_free(l);
+		errno = err;
 		return NULL;
 	}
 	return l;

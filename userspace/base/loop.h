@@ -21,6 +21,7 @@ typedef void loop_fd_cb(struct loop *l, int fd, uint32_t events, void *arg);
 typedef void loop_timer_cb(struct loop *l, struct loop_timer *t, void *arg);
 typedef void loop_post_cb(struct loop *l, void *arg);
 
+/* NULL with errno set (ENOMEM, or EMFILE/ENFILE when out of fds). */
 struct loop *loop_new(void);
 /* Frees the loop; registered fds are not closed, pending timers are dropped. */
 void loop_free(struct loop *l);

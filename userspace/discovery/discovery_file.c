@@ -25,6 +25,7 @@
 #include "discovery/k8s_objects.h"
 
 #define DEBOUNCE_MS 100
+#define RETRY_MS 1000 /* after a read failed for want of fds or memory */
 #define MAX_FILE_BYTES (256u << 20) /* far above any cluster's Services + EndpointSlices */
 #define WATCH_MASK                                                                                 \
 	(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB |        \
@@ -196,6 +197,8 @@ static void watch_target(struct discovery_file *df)
 	}
 }
 
+static void timer_cb(struct loop *l, struct loop_timer *t, void *arg);
+
 /* Read, parse and build; deliver the new state unless it is unchanged and not |force|d. */
 static void load(struct discovery_file *df, bool force)
 {
@@ -211,10 +214,15 @@ static void load(struct discovery_file *df, bool force)
 		watch_target(df);
 	rc = read_file(df->path, &buf, &len, &what);
 	if (rc) {
+		bool transient = rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM || rc == -EAGAIN;
+
 		log_error(
-		    "services_file_unreadable path=%s error=\"%s: %s\" action=keeping_last_state",
-		    df->path, what, strerror(-rc));
+		    "services_file_unreadable path=%s error=\"%s: %s\" action=keeping_last_state%s",
+		    df->path, what, strerror(-rc), transient ? " retry_ms=1000" : "");
 		load_failed(df);
+		/* No inotify event will come for these: the file is fine, we are not. */
+		if (transient && !df->timer)
+			df->timer = loop_timer_add(df->loop, RETRY_MS, timer_cb, df);
 		return;
 	}
 	hash_bytes(buf, len, h);

@@ -557,7 +557,7 @@ int worker_init(struct worker *w, int id, const struct worker_shared *sh)
 	fd_limit_refresh(w);
 	w->loop = loop_new();
 	if (!w->loop)
-		return -ENOMEM;
+		return errno ? -errno : -ENOMEM;
 	w->metrics = metrics_new();
 	if (!w->metrics)
 		return -ENOMEM;
