@@ -50,12 +50,6 @@ KNOWN_EXCEPTIONS = {
         "the splitter reads struct worker (loop, metrics, stats, snapshot, shared cfg/netns/"
         "health) and takes struct conn_info; to be cut: hand it a plain struct of those "
         "and a conn-closed callback, conn_info moved down",
-    ("userspace/discovery/discovery_k8s.c", "userspace/kernel/bpf_loader.h"):
-        "the Kubernetes source writes opted-out pods' cgroups into the BPF exclusion map "
-        "itself; to be cut: report opt-outs to the daemon, which writes the map",
-    ("userspace/discovery/discovery_k8s.c", "userspace/kernel/cgroup.h"):
-        "the Kubernetes source resolves opted-out pods to cgroup ids; to be cut with the "
-        "exclusion map write above (the daemon resolves them)",
 }
 
 # Header cycles allowed for now, as sets of files; each to be cut.

@@ -24,8 +24,6 @@
 #include "discovery/k8s_objects.h"
 #include "discovery/k8s_pods.h"
 #include "discovery/k8s_watch.h"
-#include "kernel/bpf_loader.h"
-#include "kernel/cgroup.h"
 
 #define DEBOUNCE_MS 100
 #define LIST_LIMIT 500
@@ -100,8 +98,8 @@ struct reflector {
 
 struct discovery_k8s {
 	struct discovery base;
-	const struct config *cfg; /* not owned */
-	struct h2s_bpf *bpf;	  /* not owned; NULL: opt-outs are only logged */
+	const struct config *cfg;	       /* not owned */
+	const struct discovery_cgroup_ops *cg; /* not owned; NULL: opt-outs off */
 	struct loop *loop;	  /* not owned; set by start() */
 	struct k8s_target target;
 	struct k8s_store *store; /* owned */
@@ -661,7 +659,7 @@ static int collect_pod(void *arg, const struct k8s_pod_ref *pod)
 	uint64_t *n;
 
 	if (k8s_pod_cgroup_find(sc->dk->cgroup_root, pod->qos, pod->cgroup_uid, dir, sizeof(dir)) ||
-	    cgroup_id_of(dir, &id)) {
+	    sc->dk->cg->id_of(dir, &id)) {
 		log_debug("kube_opt_out_pending pod=%s/%s uid=%s reason=\"no cgroup yet\"", pod->ns,
 			  pod->name, pod->cgroup_uid);
 		sc->pending++;
@@ -698,10 +696,11 @@ static void exclude_retry_cb(struct loop *l, struct loop_timer *t, void *arg)
 	schedule_deliver(dk);
 }
 
-/* Make the BPF exclusion map hold exactly the opted-out pods' cgroups. */
+/* Have the daemon make the BPF exclusion map hold exactly the opted-out pods' cgroups. */
 static void sync_exclusions(struct discovery_k8s *dk)
 {
 	struct excl_scan sc = {.dk = dk};
+	struct discovery_exclusions ex = {.origin = K8S_EXCLUDE_ORIGIN};
 	int err, n_pods, n_ns;
 
 	dk->dirty_excl = false;
@@ -718,9 +717,9 @@ static void sync_exclusions(struct discovery_k8s *dk)
 	    (!sc.n || !memcmp(sc.ids, dk->excl_ids, (size_t)sc.n * sizeof(*sc.ids)))) {
 		free(sc.ids);
 	} else {
-		err = dk->bpf ? bpf_maps_excluded_sync(bpf_loader_maps(dk->bpf), K8S_EXCLUDE_ORIGIN,
-						       sc.ids, sc.n)
-			      : 0;
+		ex.ids = sc.ids;
+		ex.n = sc.n;
+		err = dk->base.on_update(dk->base.arg, NULL, &ex);
 		k8s_pods_counts(dk->pods, &n_pods, &n_ns);
 		if (err) {
 			log_error("kube_opt_outs_sync_failed error=\"%s\"", strerror(-err));
@@ -809,7 +808,7 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 	log_info("kube_state services=%d endpoints=%d first=%s", st->n_svcs, n_eps,
 		 dk->base.synced ? "false" : "true");
 	dk->base.synced = true;
-	dk->base.on_update(dk->base.arg, st);
+	dk->base.on_update(dk->base.arg, st, NULL);
 }
 
 /* Coalesce: the first change of a burst arms the timer, the rest ride along. */
@@ -844,12 +843,16 @@ static void setup_opt_outs(struct discovery_k8s *dk)
 {
 	int err;
 
+	if (!dk->cg) {
+		log_warn("kube_opt_outs_disabled reason=\"no cgroup access\"");
+		return;
+	}
 	if (!dk->cfg->node_name[0]) {
 		log_warn("kube_opt_outs_disabled reason=\"no node name\" "
 			 "fix=\"set H2SPLIT_NODE_NAME from spec.nodeName (or --node-name)\"");
 		return;
 	}
-	err = cgroup_v2_root(dk->cgroup_root, sizeof(dk->cgroup_root));
+	err = dk->cg->root(dk->cgroup_root, sizeof(dk->cgroup_root));
 	if (err) {
 		dk->cgroup_root[0] = 0;
 		log_warn("kube_opt_outs_disabled reason=\"cgroup v2 root not found: %s\" "
@@ -949,7 +952,8 @@ static const struct discovery_ops k8s_ops = {
     .destroy = k8s_destroy,
 };
 
-struct discovery *discovery_kubernetes_new(const struct config *cfg, struct h2s_bpf *bpf,
+struct discovery *discovery_kubernetes_new(const struct config *cfg,
+					   const struct discovery_cgroup_ops *cg,
 					   discovery_update_cb *cb, void *arg)
 {
 	struct discovery_k8s *dk = calloc(1, sizeof(*dk));
@@ -959,7 +963,7 @@ struct discovery *discovery_kubernetes_new(const struct config *cfg, struct h2s_
 		return NULL;
 	dk->base = (struct discovery){.ops = &k8s_ops, .on_update = cb, .arg = arg};
 	dk->cfg = cfg;
-	dk->bpf = bpf;
+	dk->cg = cg;
 	dk->dirty_state = true; /* the first state goes out even when empty */
 	dk->store = k8s_store_new();
 	dk->pods = k8s_pods_new();
