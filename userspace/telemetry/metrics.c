@@ -16,6 +16,7 @@
 
 #include "base/log.h"
 #include "telemetry/metrics.h"
+#include "telemetry/prom.h"
 
 #define MAX_CHUNKS 16
 #define EP_CHUNK (METRICS_MAX_ENDPOINTS / MAX_CHUNKS)
@@ -728,21 +729,7 @@ int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id
 	return 0;
 }
 
-/* ---- Prometheus text ---- */
-
-void metrics_write_label_value(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\')
-			fputs("\\\\", f);
-		else if (*s == '"')
-			fputs("\\\"", f);
-		else if (*s == '\n')
-			fputs("\\n", f);
-		else
-			fputc(*s, f);
-	}
-}
+/* ---- Prometheus text (written through prom.h) ---- */
 
 /* A merged row with its labels resolved, for sorting and printing. */
 struct labeled {
@@ -802,147 +789,156 @@ static struct labeled *label_rows(const struct mtable *mt, const struct state *s
 	return l;
 }
 
-static void family(FILE *f, const char *name, const char *type, const char *help)
+/* The labels of |l|'s series: service, then endpoint and pod; |extra| (may
+ * be NULL) goes last. Returns how many of |out|'s four were set. */
+static int service_labels(const struct labeled *l, struct prom_label out[4],
+			  const struct prom_label *extra)
 {
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	out[0] = (struct prom_label){"service", l->service};
+	if (extra)
+		out[1] = *extra;
+	return extra ? 2 : 1;
 }
 
-static void put_service(FILE *f, const char *name, const struct labeled *l)
+static int endpoint_labels(const struct labeled *l, struct prom_label out[4])
 {
-	fprintf(f, "%s{service=\"", name);
-	metrics_write_label_value(f, l->service);
-	fputc('"', f);
-}
-
-static void put_endpoint(FILE *f, const char *name, const struct labeled *l)
-{
-	put_service(f, name, l);
-	fputs(",endpoint=\"", f);
-	metrics_write_label_value(f, l->endpoint);
-	fputs("\",pod=\"", f);
-	metrics_write_label_value(f, l->pod);
-	fputc('"', f);
+	out[0] = (struct prom_label){"service", l->service};
+	out[1] = (struct prom_label){"endpoint", l->endpoint};
+	out[2] = (struct prom_label){"pod", l->pod};
+	return 3;
 }
 
 static void write_endpoint_counter(FILE *f, const struct labeled *l, int n, int idx,
 				   const char *name, const char *help)
 {
-	family(f, name, "counter", help);
-	for (int i = 0; i < n; i++) {
-		put_endpoint(f, name, &l[i]);
-		fprintf(f, "} %" PRIu64 "\n", l[i].r->c[idx]);
-	}
+	struct prom_label lb[4];
+
+	prom_family(f, name, "counter", help);
+	for (int i = 0; i < n; i++)
+		prom_u64(f, name, lb, endpoint_labels(&l[i], lb), l[i].r->c[idx]);
 }
 
 static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t now_ms)
 {
+	static const char active[] = "h2split_endpoint_requests_active";
+	static const char ejected[] = "h2split_endpoint_ejected";
+	struct prom_label lb[4];
+
 	write_endpoint_counter(f, l, n, EC_REQUESTS, "h2split_endpoint_requests_total",
 			       "Stream attempts sent to the endpoint, retries included.");
-	family(f, "h2split_endpoint_requests_active", "gauge",
-	       "Stream attempts in flight on the endpoint.");
-	for (int i = 0; i < n; i++) {
-		put_endpoint(f, "h2split_endpoint_requests_active", &l[i]);
-		fprintf(f, "} %" PRId64 "\n", (int64_t)l[i].r->c[EC_ACTIVE]);
-	}
+	prom_family(f, active, "gauge", "Stream attempts in flight on the endpoint.");
+	for (int i = 0; i < n; i++)
+		prom_i64(f, active, lb, endpoint_labels(&l[i], lb), (int64_t)l[i].r->c[EC_ACTIVE]);
 	write_endpoint_counter(f, l, n, EC_FAILURES, "h2split_endpoint_failures_total",
 			       "Streams that failed on the endpoint: no response, HTTP 5xx, or "
 			       "grpc-status UNKNOWN, INTERNAL, UNAVAILABLE or DATA_LOSS.");
 	for (int ev = 0; ev < METRICS_EV_MAX; ev++)
 		write_endpoint_counter(f, l, n, EC_EVENTS + ev, endpoint_event_families[ev][0],
 				       endpoint_event_families[ev][1]);
-	family(f, "h2split_endpoint_ejected", "gauge",
-	       "1 while outlier detection keeps new streams off the endpoint (on any worker).");
-	for (int i = 0; i < n; i++) {
-		put_endpoint(f, "h2split_endpoint_ejected", &l[i]);
-		fprintf(f, "} %d\n", l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
-	}
+	prom_family(f, ejected, "gauge",
+		    "1 while outlier detection keeps new streams off the endpoint (on any worker).");
+	for (int i = 0; i < n; i++)
+		prom_u64(f, ejected, lb, endpoint_labels(&l[i], lb),
+			 l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
 }
 
 static void write_histogram(FILE *f, const struct labeled *l, int n)
 {
 	static const char name[] = "h2split_service_request_duration_seconds";
+	struct prom_label lb[4];
 
-	family(f, name, "histogram",
-	       "Duration of downstream streams, from first headers to close.");
+	prom_family(f, name, "histogram",
+		    "Duration of downstream streams, from first headers to close.");
 	for (int i = 0; i < n; i++) {
 		const uint64_t *c = l[i].r->c;
 		uint64_t cum = 0;
 
 		for (int b = 0; b <= METRICS_N_BUCKETS; b++) {
+			struct prom_label le = {"le", b < METRICS_N_BUCKETS ? buckets[b].le : "+Inf"};
+
 			cum += c[SC_BUCKETS + b];
-			put_service(f, "h2split_service_request_duration_seconds_bucket", &l[i]);
-			fprintf(f, ",le=\"%s\"} %" PRIu64 "\n",
-				b < METRICS_N_BUCKETS ? buckets[b].le : "+Inf", cum);
+			prom_u64(f, "h2split_service_request_duration_seconds_bucket", lb,
+				 service_labels(&l[i], lb, &le), cum);
 		}
-		put_service(f, "h2split_service_request_duration_seconds_sum", &l[i]);
-		fprintf(f, "} %" PRIu64 ".%06" PRIu64 "\n", c[SC_SUM_US] / 1000000,
-			c[SC_SUM_US] % 1000000);
-		put_service(f, "h2split_service_request_duration_seconds_count", &l[i]);
-		fprintf(f, "} %" PRIu64 "\n", cum);
+		prom_seconds(f, "h2split_service_request_duration_seconds_sum", lb,
+			     service_labels(&l[i], lb, NULL), c[SC_SUM_US]);
+		prom_u64(f, "h2split_service_request_duration_seconds_count", lb,
+			 service_labels(&l[i], lb, NULL), cum);
 	}
 }
 
 static void write_service_counter(FILE *f, const struct labeled *l, int n, int idx,
 				  const char *name, const char *help)
 {
-	family(f, name, "counter", help);
+	struct prom_label lb[4];
+
+	prom_family(f, name, "counter", help);
+	for (int i = 0; i < n; i++)
+		prom_u64(f, name, lb, service_labels(&l[i], lb, NULL), l[i].r->c[idx]);
+}
+
+/* Per-service series by gRPC status and by HTTP status class; zeros skipped. */
+static void write_responses(FILE *f, const struct labeled *l, int n)
+{
+	static const char grpc[] = "h2split_service_grpc_responses_total";
+	static const char http[] = "h2split_service_http_responses_total";
+	struct prom_label lb[4];
+	char code[16];
+
+	prom_family(f, grpc, "counter", "gRPC streams by the grpc-status the client got.");
 	for (int i = 0; i < n; i++) {
-		put_service(f, name, &l[i]);
-		fprintf(f, "} %" PRIu64 "\n", l[i].r->c[idx]);
+		for (int s = 0; s <= METRICS_GRPC_CODES; s++) {
+			struct prom_label st = {"grpc_status", code};
+			uint64_t v = l[i].r->c[SC_GRPC + s];
+
+			if (!v)
+				continue;
+			if (s < METRICS_GRPC_CODES)
+				snprintf(code, sizeof(code), "%d", s);
+			else
+				snprintf(code, sizeof(code), "other");
+			prom_u64(f, grpc, lb, service_labels(&l[i], lb, &st), v);
+		}
+	}
+	prom_family(f, http, "counter", "Streams by the class of the HTTP status the client got.");
+	for (int i = 0; i < n; i++) {
+		for (int s = 0; s < HTTP_CLASSES; s++) {
+			struct prom_label cl = {"code_class", http_class_names[s]};
+			uint64_t v = l[i].r->c[SC_HTTP + s];
+
+			if (v)
+				prom_u64(f, http, lb, service_labels(&l[i], lb, &cl), v);
+		}
 	}
 }
 
 static void write_services(FILE *f, const struct labeled *l, int n)
 {
-	static const char grpc[] = "h2split_service_grpc_responses_total";
-	static const char http[] = "h2split_service_http_responses_total";
+	static const char pending[] = "h2split_service_pending";
 	static const char cb[] = "h2split_circuit_breaker_rejections_total";
 	static const char *const cb_reasons[METRICS_CB_MAX] = {"queue_full", "timeout"};
+	struct prom_label lb[4];
 
 	write_histogram(f, l, n);
-	family(f, grpc, "counter", "gRPC streams by the grpc-status the client got.");
-	for (int i = 0; i < n; i++) {
-		for (int s = 0; s <= METRICS_GRPC_CODES; s++) {
-			uint64_t v = l[i].r->c[SC_GRPC + s];
-
-			if (!v)
-				continue;
-			put_service(f, grpc, &l[i]);
-			if (s < METRICS_GRPC_CODES)
-				fprintf(f, ",grpc_status=\"%d\"} %" PRIu64 "\n", s, v);
-			else
-				fprintf(f, ",grpc_status=\"other\"} %" PRIu64 "\n", v);
-		}
-	}
-	family(f, http, "counter", "Streams by the class of the HTTP status the client got.");
-	for (int i = 0; i < n; i++) {
-		for (int s = 0; s < HTTP_CLASSES; s++) {
-			uint64_t v = l[i].r->c[SC_HTTP + s];
-
-			if (!v)
-				continue;
-			put_service(f, http, &l[i]);
-			fprintf(f, ",code_class=\"%s\"} %" PRIu64 "\n", http_class_names[s], v);
-		}
-	}
+	write_responses(f, l, n);
 	write_service_counter(f, l, n, SC_REQ_BYTES, "h2split_service_request_bytes_total",
 			      "Request body bytes received from clients.");
 	write_service_counter(f, l, n, SC_RESP_BYTES, "h2split_service_response_bytes_total",
 			      "Response body bytes sent to clients.");
-	family(f, "h2split_service_pending", "gauge",
-	       "Streams waiting for room under the service's in-flight caps.");
-	for (int i = 0; i < n; i++) {
-		put_service(f, "h2split_service_pending", &l[i]);
-		fprintf(f, "} %" PRId64 "\n", (int64_t)l[i].r->c[SC_PENDING]);
-	}
-	family(f, cb, "counter",
-	       "Streams failed fast by circuit breaking: the pending queue was full, or the "
-	       "wait timed out.");
+	prom_family(f, pending, "gauge",
+		    "Streams waiting for room under the service's in-flight caps.");
+	for (int i = 0; i < n; i++)
+		prom_i64(f, pending, lb, service_labels(&l[i], lb, NULL),
+			 (int64_t)l[i].r->c[SC_PENDING]);
+	prom_family(f, cb, "counter",
+		    "Streams failed fast by circuit breaking: the pending queue was full, or the "
+		    "wait timed out.");
 	for (int i = 0; i < n; i++) {
 		for (int r = 0; r < METRICS_CB_MAX; r++) {
-			put_service(f, cb, &l[i]);
-			fprintf(f, ",reason=\"%s\"} %" PRIu64 "\n", cb_reasons[r],
-				l[i].r->c[SC_CB_REJECT + r]);
+			struct prom_label why = {"reason", cb_reasons[r]};
+
+			prom_u64(f, cb, lb, service_labels(&l[i], lb, &why),
+				 l[i].r->c[SC_CB_REJECT + r]);
 		}
 	}
 }
@@ -953,32 +949,33 @@ static void write_state(FILE *f, const struct state *st)
 	static const char all[] = "h2split_service_endpoints";
 	static const char usable[] = "h2split_service_endpoints_usable";
 	struct labeled l;
+	struct prom_label lb[4];
 
-	family(f, all, "gauge", "Endpoints of the service in the state in force.");
+	prom_family(f, all, "gauge", "Endpoints of the service in the state in force.");
 	for (int i = 0; st && i < st->n_svcs; i++) {
 		if (st->svcs[i].retired_ms)
 			continue;
 		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
-		put_service(f, all, &l);
-		fprintf(f, "} %d\n", st->svcs[i].n_eps);
+		prom_u64(f, all, lb, service_labels(&l, lb, NULL), (uint64_t)st->svcs[i].n_eps);
 	}
-	family(f, usable, "gauge", "Endpoints that may take new streams (ready, not terminating).");
+	prom_family(f, usable, "gauge",
+		    "Endpoints that may take new streams (ready, not terminating).");
 	for (int i = 0; st && i < st->n_svcs; i++) {
-		int n = 0;
+		uint64_t n = 0;
 
 		if (st->svcs[i].retired_ms)
 			continue;
 		for (int j = 0; j < st->svcs[i].n_eps; j++)
 			n += state_endpoint_usable(&st->svcs[i].eps[j]);
 		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
-		put_service(f, usable, &l);
-		fprintf(f, "} %d\n", n);
+		prom_u64(f, usable, lb, service_labels(&l, lb, NULL), n);
 	}
 }
 
 int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
 			     uint64_t now_ms)
 {
+	static const char overflow[] = "h2split_metrics_overflow_total";
 	struct labeled *eps = label_rows(&mm->eps, st);
 	struct labeled *svcs = label_rows(&mm->svcs, st);
 
@@ -990,12 +987,10 @@ int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const str
 	write_endpoints(f, eps, mm->eps.n, now_ms);
 	write_services(f, svcs, mm->svcs.n);
 	write_state(f, st);
-	family(f, "h2split_metrics_overflow_total", "counter",
-	       "Metric updates dropped because a worker's table was full.");
-	fprintf(f, "h2split_metrics_overflow_total{table=\"endpoints\"} %" PRIu64 "\n",
-		mm->eps.overflow);
-	fprintf(f, "h2split_metrics_overflow_total{table=\"services\"} %" PRIu64 "\n",
-		mm->svcs.overflow);
+	prom_family(f, overflow, "counter",
+		    "Metric updates dropped because a worker's table was full.");
+	prom_u64(f, overflow, &(struct prom_label){"table", "endpoints"}, 1, mm->eps.overflow);
+	prom_u64(f, overflow, &(struct prom_label){"table", "services"}, 1, mm->svcs.overflow);
 	free(eps);
 	free(svcs);
 	return ferror(f) ? -EIO : 0;
