@@ -38,6 +38,7 @@ PRIVATE = {
     "build/h2split.skel.h": "kernel",  # generated; only the loader opens the skeleton
     "userspace/proxy/h2/splitter_int.h": "proxy/h2",  # the splitter's modules share it
     "userspace/discovery/k8s_source.h": "discovery",  # the Kubernetes source's two files
+    "userspace/telemetry/metrics_int.h": "telemetry",  # the tables and their Prometheus text
 }
 
 # Generated headers: name as written -> where it stands for (made by the Makefile).
