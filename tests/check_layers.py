@@ -39,6 +39,9 @@ PRIVATE = {
     "userspace/proxy/h2/splitter_int.h": "proxy/h2",  # the splitter's modules share it
     "userspace/discovery/k8s_source.h": "discovery",  # the Kubernetes source's two files
     "userspace/telemetry/metrics_int.h": "telemetry",  # the tables and their Prometheus text
+    "userspace/balancer/balancer_int.h": "balancer",  # endpoint, service and set state
+    "userspace/balancer/policy.h": "balancer",  # the policy interface
+    "userspace/balancer/latency.h": "balancer",  # the latency estimator
 }
 
 # Generated headers: name as written -> where it stands for (made by the Makefile).

@@ -126,6 +126,41 @@ def test_not_redirected_outside_cgroup_plain_service_or_excluded(bed):
     assert after["bypass_excluded"] == before["bypass_excluded"] + 1
 
 
+def daemon_metric(bed, name):
+    r = bed.node.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9901/metrics"])
+    for line in r.stdout.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_natted_to_the_listener_is_served_only_for_opted_in_services(bed):
+    """A connect BPF did not redirect (the pod is excluded) that an iptables
+    DNAT in the node netns sends to the listen address anyway: no BPF record,
+    but conntrack knows where the app aimed. To an opted-in Service it is
+    served (from the node's netns) rather than closed; to anything else it
+    is still closed, so the daemon is no open proxy."""
+    c = bed.clients[2]
+    rules = [["-s", c.ip4, "-d", vip, "-p", "tcp", "--dport", str(L4_PORT), "-j", "DNAT",
+              "--to-destination", "169.254.20.11:15001"] for vip in (bed.tcp.vip4, bed.plain.vip4)]
+    recovered = daemon_metric(bed, "h2split_original_dst_recovered_total")
+    missing = daemon_metric(bed, "h2split_original_dst_missing_total")
+    for rule in rules:
+        bed.node.run(["iptables", "-w", "-t", "nat", "-I", "PREROUTING", "1", *rule])
+    try:
+        r = tool(c, "peername", bed.tcp.vip4, L4_PORT)
+        assert r["peername"] == [bed.tcp.vip4, L4_PORT]
+        assert r["server_saw"][0] != c.ip4, "served from the node's netns, not the pod's"
+        assert daemon_metric(bed, "h2split_original_dst_recovered_total") == recovered + 1
+        bed.daemon.wait_line(r"msg=original_dst_recovered client=" + re.escape(c.ip4), 10)
+        r = tool(c, "peername", bed.plain.vip4, L4_PORT, check=False)
+        assert r.returncode != 0, f"a NATed connect to a plain Service was served: {r.stdout}"
+        assert daemon_metric(bed, "h2split_original_dst_missing_total") == missing + 1
+    finally:
+        for rule in rules:
+            bed.node.run(["iptables", "-w", "-t", "nat", "-D", "PREROUTING", *rule], check=False)
+
+
 def test_exclude_and_include_at_run_time(bed):
     c = bed.clients[1]
     bed.ctl("exclude", c.cgroup)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Unit tests for balancer.c: round_robin order, least_request (P2C) steering
- * away from busy endpoints, which endpoints are candidates (ready, not
+ * Unit tests for the balancer_set (balancer/): round_robin order,
+ * least_request (P2C) steering away from busy endpoints, which endpoints are candidates (ready, not
  * terminating; terminating-but-serving only as a last resort), retries
  * avoiding tried endpoints, connect-failure backoff, the per-service policy,
  * per-endpoint state surviving snapshot swaps, ewma (peak-EWMA latency P2C:
@@ -27,6 +27,7 @@
 #include <math.h>
 
 #include "balancer/balancer.h"
+#include "balancer/balancer_int.h" /* to check endpoint state the API keeps private */
 
 struct ep_spec {
 	const char *ip;
@@ -57,6 +58,18 @@ static struct state *make_state(enum lb_policy lb, const struct ep_spec *specs, 
 	assert_int_equal(state_add_service(st, &svc), 0);
 	assert_int_equal(state_finish(st), 0);
 	return st;
+}
+
+static bool is_ejected(const struct balancer_endpoint *ep, uint64_t now_ms)
+{
+	return balancer_endpoint_info(ep).ejected_until_ms > now_ms;
+}
+
+/* |ep|'s latency estimate at |now_ms|. */
+static double latency(const struct balancer_endpoint *ep, uint64_t now_ms, uint32_t decay_ms,
+		      uint32_t default_us)
+{
+	return lb_latency_estimate(&lb_ep(ep)->c.lat, now_ms, decay_ms, default_us);
 }
 
 static const struct ep_spec three[] = {
@@ -132,8 +145,7 @@ static void test_least_request_avoids_busy(void **state)
 	assert_true(seen[1] > 1000 && seen[2] > 1000);
 	for (int i = 0; i < 10; i++)
 		balancer_stream_end(bs, busy);
-	assert_int_equal(busy->inflight, 0);
-	assert_int_equal(busy->total, 10);
+	assert_int_equal(lb_ep(busy)->c.inflight, 0);
 	balancer_set_free(bs);
 	state_free(st);
 }
@@ -231,11 +243,10 @@ static void test_backoff(void **state)
 
 	(void)state;
 	balancer_endpoint_connect_failed(bad, 1000, 1);
-	assert_int_equal(bad->failures, 1);
 	/* Many streams report the same failure: one backoff step. */
 	balancer_endpoint_connect_failed(bad, 1001, 1);
-	assert_int_equal(bad->backoff_step, 1);
-	assert_true(bad->backoff_until_ms == 1500);
+	assert_int_equal(lb_ep(bad)->backoff_step, 1);
+	assert_true(balancer_endpoint_info(bad).backoff_until_ms == 1500);
 	for (int i = 0; i < 30; i++)
 		assert_ptr_not_equal(pick(bs, &st->svcs[0], 1, NULL, 0, 1200), bad);
 	/* After the window it is a candidate again. */
@@ -247,9 +258,9 @@ static void test_backoff(void **state)
 		assert_int_equal(hits, 10);
 	}
 	balancer_endpoint_connect_failed(bad, 1600, 1);
-	assert_true(bad->backoff_until_ms == 2600); /* doubled */
+	assert_true(balancer_endpoint_info(bad).backoff_until_ms == 2600); /* doubled */
 	balancer_endpoint_ok(bad);
-	assert_int_equal(bad->backoff_until_ms, 0);
+	assert_int_equal(balancer_endpoint_info(bad).backoff_until_ms, 0);
 	/* Alone and in backoff: still tried for a new stream, but not for the
 	 * retry of a stream it just failed. */
 	balancer_set_update(bs, one, 2);
@@ -313,12 +324,6 @@ static void test_dual_stack_keeps_family(void **state)
 	state_free(st);
 }
 
-static void count_cb(const struct balancer_endpoint *ep, void *arg)
-{
-	(void)ep;
-	(*(int *)arg)++;
-}
-
 static void test_state_survives_swaps(void **state)
 {
 	static const struct ep_spec two[] = {
@@ -334,7 +339,6 @@ static void test_state_survives_swaps(void **state)
 	struct state *st3 = make_state(LB_ROUND_ROBIN, two_term, 2);
 	struct balancer_set *bs = balancer_set_new(11, LB_LEAST_REQUEST);
 	struct balancer_endpoint *eps[3] = {0}, *ep;
-	int n = 0;
 
 	(void)state;
 	balancer_set_update(bs, st1, 1);
@@ -344,21 +348,20 @@ static void test_state_survives_swaps(void **state)
 		balancer_stream_start(bs, ep);
 	}
 	assert_int_equal(balancer_set_count(bs), 3);
+	balancer_endpoint_report(bs, eps[0], 0, 3000, BALANCER_OK);
 	/* 10.0.0.2 leaves with a stream in flight: its state stays until it ends. */
 	balancer_set_update(bs, st2, 2);
 	assert_int_equal(balancer_set_count(bs), 3);
 	for (int i = 0; i < 20; i++) {
 		ep = pick(bs, &st2->svcs[0], 2, NULL, 0, 0);
 		assert_ptr_not_equal(ep, eps[1]);
-		assert_true(ep == eps[0] || ep == eps[2]); /* same objects: counters kept */
+		assert_true(ep == eps[0] || ep == eps[2]); /* same objects: state kept */
 		balancer_stream_start(bs, ep);
 		balancer_stream_end(bs, ep);
 	}
-	assert_true(eps[0]->total + eps[2]->total == 22);
+	assert_int_equal(balancer_endpoint_info(eps[0]).latency_us, 3000);
 	balancer_stream_end(bs, eps[1]); /* freed now */
 	assert_int_equal(balancer_set_count(bs), 2);
-	balancer_set_foreach(bs, count_cb, &n);
-	assert_int_equal(n, 2);
 	/* Terminating: no new streams, state kept (still listed). */
 	balancer_set_update(bs, st3, 3);
 	for (int i = 0; i < 10; i++)
@@ -426,7 +429,7 @@ static void all_eps(struct balancer_set *bs, const struct state_service *svc, ui
 static void answered(struct balancer_endpoint **eps, int n)
 {
 	for (int i = 0; i < n; i++)
-		eps[i]->answers = BALANCER_EWMA_FIRST_ANSWERS;
+		lb_ep(eps[i])->c.lat.answers = BALANCER_EWMA_FIRST_ANSWERS;
 }
 
 static void count_picks(struct balancer_set *bs, const struct state_service *svc, uint64_t gen,
@@ -612,23 +615,23 @@ static void test_ewma_failure_penalty(void **state)
 		report_n(bs, eps[i], 1000, 1000, BALANCER_OK, 1);
 	/* Failing in 100 us must not look fast: penalised to 250 ms. */
 	report_n(bs, eps[0], 1000, 100, BALANCER_FAILED, 1);
-	assert_true(balancer_endpoint_latency(eps[0], 1000, BALANCER_EWMA_DECAY_MS,
+	assert_true(latency(eps[0], 1000, BALANCER_EWMA_DECAY_MS,
 					      BALANCER_EWMA_DEFAULT_US) >=
 		    BALANCER_EWMA_PENALTY_US);
 	/* RESOURCE_EXHAUSTED costs latency too, but never ejects. */
 	report_n(bs, eps[1], 1000, 100, BALANCER_OVERLOADED, 20);
-	assert_false(balancer_endpoint_ejected(eps[1], 1000));
-	assert_true(eps[1]->ewma_us >= BALANCER_EWMA_PENALTY_US);
+	assert_false(is_ejected(eps[1], 1000));
+	assert_true(lb_ep(eps[1])->c.lat.ewma_us >= BALANCER_EWMA_PENALTY_US);
 	count_picks(bs, &st->svcs[0], 1, 1000, 300, seen);
 	/* It wins every pair it is in: 2 of 3 (200 ± 8). */
 	assert_int_equal(seen[2], 300 - seen[0] - seen[1]);
 	assert_true(seen[2] >= 175);
 	/* The client giving up early says nothing about the endpoint... */
 	report_n(bs, eps[2], 1000, 10, BALANCER_NO_VERDICT, 1);
-	assert_true(fabs(eps[2]->ewma_us - 1000) < 1);
+	assert_true(fabs(lb_ep(eps[2])->c.lat.ewma_us - 1000) < 1);
 	/* ... unless it waited longer than the estimate: that is a lower bound. */
 	report_n(bs, eps[2], 1000, 40000, BALANCER_NO_VERDICT, 1);
-	assert_true(fabs(eps[2]->ewma_us - 40000) < 1);
+	assert_true(fabs(lb_ep(eps[2])->c.lat.ewma_us - 40000) < 1);
 	balancer_set_free(bs);
 	state_free(st);
 }
@@ -652,26 +655,26 @@ static void test_ewma_decay(void **state)
 	all_eps(bs, &st->svcs[0], 1, eps, 3);
 	answered(eps, 3);
 	/* Not measured yet: the default. */
-	l = balancer_endpoint_latency(eps[0], 0, 5000, 1000);
+	l = latency(eps[0], 0, 5000, 1000);
 	assert_true(fabs(l - 1000) < 1);
 	/* The first sample replaces it. One slow answer is a spike, ignored;
 	 * two in a row are a peak, which replaces the estimate at once. */
 	report_n(bs, eps[0], 0, 400, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - 400) < 1);
+	assert_true(fabs(lb_ep(eps[0])->c.lat.ewma_us - 400) < 1);
 	report_n(bs, eps[0], 0, 10000, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - 400) < 1);
+	assert_true(fabs(lb_ep(eps[0])->c.lat.ewma_us - 400) < 1);
 	report_n(bs, eps[0], 0, 10000, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - 10000) < 1);
+	assert_true(fabs(lb_ep(eps[0])->c.lat.ewma_us - 10000) < 1);
 	/* One time constant later it has decayed by e; a lower sample within
 	 * the band then weighs 1 - 1/e against the undecayed estimate. */
-	l = balancer_endpoint_latency(eps[0], 5000, 5000, 1000);
+	l = latency(eps[0], 5000, 5000, 1000);
 	assert_true(fabs(l - 10000 * exp(-1)) < 1);
 	report_n(bs, eps[0], 5000, 3000, BALANCER_OK, 1);
 	l = 10000 * exp(-1) + 3000 * (1 - exp(-1));
-	assert_true(fabs(eps[0]->ewma_us - l) < 1);
+	assert_true(fabs(lb_ep(eps[0])->c.lat.ewma_us - l) < 1);
 	/* One below it by more than the band brings it to the band's edge. */
 	report_n(bs, eps[0], 5000, 1000, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - 1000 * BALANCER_EWMA_BAND) < 1);
+	assert_true(fabs(lb_ep(eps[0])->c.lat.ewma_us - 1000 * BALANCER_EWMA_BAND) < 1);
 	/* A shunned slow endpoint has its turns again once its estimate has
 	 * decayed near what its peers keep measuring (5 s time constant here). */
 	report_n(bs, eps[2], 5000, 50000, BALANCER_OK, 1);
@@ -710,7 +713,7 @@ static void test_ewma_first_answers(void **state)
 	all_eps(bs, &st->svcs[0], 1, eps, 3);
 	report_n(bs, eps[0], 1000, 100, BALANCER_OK, BALANCER_EWMA_FIRST_ANSWERS);
 	report_n(bs, eps[1], 1000, 400, BALANCER_OK, BALANCER_EWMA_FIRST_ANSWERS);
-	assert_false(eps[2]->ewma_init);
+	assert_false(lb_ep(eps[2])->c.lat.init);
 	count_picks(bs, &st->svcs[0], 1, 1000, 300, seen);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(seen[i], 100);
@@ -765,7 +768,7 @@ static void test_ewma_band_and_probe(void **state)
 	/* One slow answer is noise; a second in a row puts eps[0] out of the
 	 * band: shunned ... */
 	report_n(bs, eps[0], 1000, 10000, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - 1000) < 1);
+	assert_true(fabs(lb_ep(eps[0])->c.lat.ewma_us - 1000) < 1);
 	report_n(bs, eps[0], 1000, 10000, BALANCER_OK, 1);
 	memset(seen, 0, sizeof(seen));
 	count_picks(bs, &st->svcs[0], 1, 1000, 300, seen);
@@ -804,7 +807,7 @@ static void test_ewma_band_and_probe(void **state)
 	 * brings the pod back (capped at twice the answer, 2.4 ms, it would
 	 * stay out of the band of eps[2]'s 1.4 ms, decayed to 1.09 ms by now). */
 	report_n(bs, eps[0], 3000 + BALANCER_EWMA_PROBE_MS, 1200, BALANCER_OK, 1);
-	assert_true(fabs(eps[0]->ewma_us - 1200) < 1);
+	assert_true(fabs(lb_ep(eps[0])->c.lat.ewma_us - 1200) < 1);
 	memset(seen, 0, sizeof(seen));
 	count_picks(bs, &st->svcs[0], 1, 3000 + BALANCER_EWMA_PROBE_MS, 3000, seen);
 	assert_true(seen[0] > 800);
@@ -898,7 +901,7 @@ static void test_eject_failure_rate(void **state)
 						   n++ % 2 ? BALANCER_FAILED : BALANCER_OK);
 	assert_true(ejected);
 	assert_int_equal(n, 20);
-	assert_true(balancer_endpoint_ejected(eps[0], 1000));
+	assert_true(is_ejected(eps[0], 1000));
 	/* Back after its time, it is judged afresh: one failure is not enough. */
 	assert_false(balancer_endpoint_report(bs, eps[0], 31000, 500, BALANCER_FAILED));
 	/* Off: only failures in a row eject. */
@@ -924,16 +927,16 @@ static void test_eject_after_failures(void **state)
 	report_n(bs, eps[1], 1000, 0, BALANCER_FAILED, 4);
 	report_n(bs, eps[1], 1000, 500, BALANCER_OK, 1);
 	report_n(bs, eps[1], 1000, 0, BALANCER_FAILED, 4);
-	assert_false(balancer_endpoint_ejected(eps[1], 1000));
+	assert_false(is_ejected(eps[1], 1000));
 	report_n(bs, eps[1], 1000, 500, BALANCER_OK, 1);
 	/* The fifth failure in a row ejects, for 30 s. */
 	report_n(bs, eps[0], 1000, 0, BALANCER_FAILED, 4);
 	assert_true(balancer_endpoint_report(bs, eps[0], 1000, 0, BALANCER_FAILED));
-	assert_true(balancer_endpoint_ejected(eps[0], 1000));
-	assert_int_equal(eps[0]->ejected_until_ms, 31000);
+	assert_true(is_ejected(eps[0], 1000));
+	assert_int_equal(balancer_endpoint_info(eps[0]).ejected_until_ms, 31000);
 	/* Streams that were in flight failing too do not extend it. */
 	report_n(bs, eps[0], 1001, 0, BALANCER_FAILED, 10);
-	assert_int_equal(eps[0]->ejected_until_ms, 31000);
+	assert_int_equal(balancer_endpoint_info(eps[0]).ejected_until_ms, 31000);
 	count_picks(bs, &st->svcs[0], 1, 30999, 300, seen);
 	assert_int_equal(seen[0], 0);
 	assert_int_equal(seen[1], 150);
@@ -966,14 +969,14 @@ static void test_eject_time_grows(void **state)
 
 		report_n(bs, eps[0], now, 0, BALANCER_FAILED, 4);
 		assert_true(balancer_endpoint_report(bs, eps[0], now, 0, BALANCER_FAILED));
-		assert_int_equal(eps[0]->ejected_until_ms - now, want);
-		now = eps[0]->ejected_until_ms;
+		assert_int_equal(balancer_endpoint_info(eps[0]).ejected_until_ms - now, want);
+		now = balancer_endpoint_info(eps[0]).ejected_until_ms;
 	}
 	/* Well behaved for longer than the longest ejection: back to 30 s. */
 	now += 300001;
 	report_n(bs, eps[0], now, 0, BALANCER_FAILED, 4);
 	assert_true(balancer_endpoint_report(bs, eps[0], now, 0, BALANCER_FAILED));
-	assert_int_equal(eps[0]->ejected_until_ms - now, 30000);
+	assert_int_equal(balancer_endpoint_info(eps[0]).ejected_until_ms - now, 30000);
 	/* Ejection applies to every policy, and not with ejection off. */
 	{
 		struct balancer_params bp = {
@@ -985,16 +988,16 @@ static void test_eject_time_grows(void **state)
 
 		balancer_set_params(bs, &bp);
 		report_n(bs, eps[1], now, 0, BALANCER_FAILED, 50);
-		assert_false(balancer_endpoint_ejected(eps[1], now));
+		assert_false(is_ejected(eps[1], now));
 		/* --outlier-failures 2 --outlier-ejection 2000, once eps[0] is back
 		 * (two of three out would be more than half). */
-		now = eps[0]->ejected_until_ms;
+		now = balancer_endpoint_info(eps[0]).ejected_until_ms;
 		bp.eject_failures = 2;
 		bp.eject_base_ms = 2000;
 		balancer_set_params(bs, &bp);
 		report_n(bs, eps[2], now, 0, BALANCER_FAILED, 1);
 		assert_true(balancer_endpoint_report(bs, eps[2], now, 0, BALANCER_FAILED));
-		assert_int_equal(eps[2]->ejected_until_ms - now, 2000);
+		assert_int_equal(balancer_endpoint_info(eps[2]).ejected_until_ms - now, 2000);
 	}
 	balancer_set_free(bs);
 	state_free(st);
@@ -1017,7 +1020,7 @@ static void test_eject_cap_and_panic(void **state)
 	report_n(bs, eps[1], 1000, 0, BALANCER_FAILED, 4);
 	assert_true(balancer_endpoint_report(bs, eps[1], 1000, 0, BALANCER_FAILED));
 	report_n(bs, eps[2], 1000, 0, BALANCER_FAILED, 10);
-	assert_false(balancer_endpoint_ejected(eps[2], 1000));
+	assert_false(is_ejected(eps[2], 1000));
 	count_picks(bs, &st4->svcs[0], 1, 2000, 100, seen);
 	assert_int_equal(seen[0] + seen[1], 0);
 	/* The list shrinks to three: two ejected is more than half, panic: all. */
@@ -1030,39 +1033,12 @@ static void test_eject_cap_and_panic(void **state)
 	/* A lone endpoint is never ejected. */
 	balancer_set_update(bs, st1, 3);
 	report_n(bs, eps[0], 40000, 0, BALANCER_FAILED, 20);
-	assert_false(balancer_endpoint_ejected(eps[0], 40000));
+	assert_false(is_ejected(eps[0], 40000));
 	assert_ptr_equal(pick(bs, &st1->svcs[0], 3, NULL, 0, 40000), eps[0]);
 	balancer_set_free(bs);
 	state_free(st4);
 	state_free(st3);
 	state_free(st1);
-}
-
-static void test_ops_tables(void **state)
-{
-	uint64_t rng = 1;
-	struct balancer *rr = balancer_new(LB_ROUND_ROBIN, &rng);
-	struct balancer *lr = balancer_new(LB_LEAST_REQUEST, &rng);
-	struct balancer *ew = balancer_new(LB_EWMA, &rng);
-	struct balancer_endpoint e[2] = {0};
-	struct balancer_endpoint *v[2] = {&e[0], &e[1]};
-	const char all[2] = {1, 1}, first[2] = {1, 0};
-
-	(void)state;
-	assert_string_equal(rr->ops->name, "round_robin");
-	assert_string_equal(lr->ops->name, "least_request");
-	assert_string_equal(ew->ops->name, "ewma");
-	assert_int_equal(ew->ops->select(ew, v, 2, all), -1);
-	assert_int_equal(ew->ops->select(ew, v, 2, first), 1);
-	assert_int_equal(ew->ops->select(ew, v, 1, NULL), 0);
-	assert_int_equal(rr->ops->select(rr, v, 2, all), -1);
-	assert_int_equal(lr->ops->select(lr, v, 2, all), -1);
-	assert_int_equal(rr->ops->select(rr, v, 2, first), 1);
-	assert_int_equal(lr->ops->select(lr, v, 2, first), 1);
-	assert_int_equal(lr->ops->select(lr, v, 1, NULL), 0);
-	balancer_destroy(rr);
-	balancer_destroy(lr);
-	balancer_destroy(ew);
 }
 
 static struct balancer_set *capped_set(uint32_t max_ep, uint32_t max_svc, uint32_t max_pending)
@@ -1279,7 +1255,7 @@ static void test_slow_start(void **state)
 		struct balancer_endpoint *a = pick(bs, &st1->svcs[0], 1, NULL, 0, 5000), *c;
 		int n[3];
 
-		assert_int_equal(balancer_endpoint_weight(a, 5000, 10000), 1.0);
+		assert_int_equal(lb_candidate_weight(&lb_ep(a)->c, 5000, 10000), 1.0);
 		/* 10.0.0.3 joins at t=20 s; its ramp starts at the next pick. */
 		balancer_set_update(bs, st2, 2);
 		share(bs, &st2->svcs[0], 2, 20000, n);
@@ -1287,11 +1263,11 @@ static void test_slow_start(void **state)
 		for (int i = 0; i < 10000 && idx_of(c) != 2; i++)
 			c = pick(bs, &st2->svcs[0], 2, NULL, 0, 20000);
 		assert_int_equal(idx_of(c), 2);
-		assert_int_equal(c->warm_start_ms, 20000);
-		assert_int_equal(c->warm_until_ms, 30000);
-		assert_true(fabs(balancer_endpoint_weight(c, 20000, 10000) - 0.1) < 1e-9);
-		assert_true(fabs(balancer_endpoint_weight(c, 25000, 10000) - 0.5) < 1e-9);
-		assert_true(fabs(balancer_endpoint_weight(c, 30000, 10000) - 1.0) < 1e-9);
+		assert_int_equal(lb_ep(c)->c.warm_start_ms, 20000);
+		assert_int_equal(balancer_endpoint_info(c).warm_until_ms, 30000);
+		assert_true(fabs(lb_candidate_weight(&lb_ep(c)->c, 20000, 10000) - 0.1) < 1e-9);
+		assert_true(fabs(lb_candidate_weight(&lb_ep(c)->c, 25000, 10000) - 0.5) < 1e-9);
+		assert_true(fabs(lb_candidate_weight(&lb_ep(c)->c, 30000, 10000) - 1.0) < 1e-9);
 		/* Share 0.1 / 2.1 (4.8 %) at first ... */
 		assert_true(n[2] > 40 && n[2] < 300);
 		assert_true(n[0] > 1200 && n[1] > 1200);
@@ -1424,7 +1400,6 @@ int main(void)
 	    cmocka_unit_test(test_eject_after_failures),
 	    cmocka_unit_test(test_eject_time_grows),
 	    cmocka_unit_test(test_eject_cap_and_panic),
-	    cmocka_unit_test(test_ops_tables),
 	    cmocka_unit_test(test_cap_per_endpoint),
 	    cmocka_unit_test(test_cap_per_service_and_queue_bound),
 	    cmocka_unit_test(test_full_cap_behind_waiters),

@@ -1,18 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Per-stream load balancing. A policy is a base struct plus a const ops table
- * (h2o style): round_robin, least_request = power of two choices over the
- * streams in flight, and ewma = power of two choices over peak-EWMA latency x
- * (in flight + 1) (Finagle, Linkerd). A worker's balancer_set keeps one policy
- * instance per service and one balancer_endpoint per (service id, ip, port);
- * the endpoint state (in-flight count, latency, failures, ejection) survives
- * snapshot swaps and is freed only when no snapshot lists it and nothing is in
- * flight on it. Passive outlier ejection applies to every policy, per worker.
- * Circuit breaking (in-flight caps per endpoint and per service) is per worker
- * too: a stream that finds every candidate at its cap waits in its service's
- * bounded FIFO (balancer_wait) and is handed back through the set's woken list
- * as streams start or end. Worker thread only; time is always passed in (ms,
- * CLOCK_MONOTONIC).
+ * Per-stream load balancing, one balancer_set per worker: it picks the
+ * endpoint for each new stream by its service's policy, learns from how
+ * streams end (latency, failures: outlier ejection, connect backoff) and
+ * queues streams that find no room (circuit breaking). Endpoint state lives
+ * until no snapshot lists the endpoint and nothing is in flight on it.
+ * Worker thread only; time is always passed in (ms, CLOCK_MONOTONIC).
  */
 #ifndef H2SPLIT_BALANCER_H
 #define H2SPLIT_BALANCER_H
@@ -24,67 +17,14 @@
 #include "balancer/health.h"
 #include "base/state.h"
 
+/* Who an endpoint is: the handle callers get from balancer_set_pick(). What
+ * the balancer knows of it is private to balancer/ (balancer_int.h embeds
+ * this first) and read through balancer_endpoint_info(). */
 struct balancer_endpoint {
 	uint32_t service_id;
 	struct h2s_ip ip;
 	uint16_t port;
-	bool usable;   /* as of the last snapshot that listed it */
-	bool fallback; /* terminating but serving: used only when nothing is usable */
-	uint32_t inflight;
-	uint64_t total;
-	uint64_t failures;	   /* connect failures and streams lost with a connection */
-	uint64_t seen_gen;	   /* last snapshot generation that listed it */
-	uint64_t backoff_until_ms; /* after connect failures: no new streams before */
-	uint64_t backoff_netns;	   /* ... from this client netns (0: any) */
-	uint32_t backoff_step;
-	double ewma_us; /* peak-EWMA latency as of ewma_stamp_ms */
-	uint64_t ewma_stamp_ms;
-	bool ewma_init;	      /* ewma_us holds a value (else: the default RTT) */
-	double rtt_prev[2];   /* the last two latency samples, newest first */
-	uint32_t n_rtt_prev;  /* ... how many of those hold one */
-	double rtt_last_us;   /* ewma: its last answer's time (0: none yet) ... */
-	double rtt_jitter_us; /* ... and the smoothed change between answers */
-	bool gave_up;	      /* its last stream was abandoned unanswered, past the estimate */
-	bool probed;	      /* ewma: its stream in flight is a probe (see probe_due) */
-	uint32_t answers;     /* ewma: streams it answered, up to BALANCER_EWMA_FIRST_ANSWERS */
-	uint64_t pick_seq;    /* its policy's pick count when P2C last chose it */
-	uint64_t turns;	      /* P2C: turns it took or lost as the first choice (see pick_two) */
-	uint32_t verdicts;    /* the last outcomes, newest in bit 0: 1 = failed */
-	uint32_t n_verdicts;  /* ... how many of those bits hold one (at most 32) */
-	uint32_t consec_failures;  /* since the last success */
-	uint32_t ejections;	   /* sets the length of the next ejection */
-	uint64_t ejected_until_ms; /* outlier: no new streams before, unless in panic */
-	uint64_t warm_start_ms;	   /* joined (slow start from then); 0: established */
-	uint64_t warm_until_ms;	   /* ... and warms up until then (for display) */
-	uint32_t weight;	   /* static (h2split.io/weights), >= 1 */
 	char pod[STATE_NAME_MAX];
-	struct balancer_endpoint *hnext; /* hash chain, owned by the set */
-};
-
-struct balancer;
-
-struct balancer_ops {
-	const char *name;
-	/* Index into |eps| (|n| > 0) of the endpoint for a new stream, skipping
-	 * those with |tried[i]| nonzero (|tried| may be NULL), or -1. */
-	int (*select)(struct balancer *b, struct balancer_endpoint *const *eps, size_t n,
-		      const char *tried);
-	void (*destroy)(struct balancer *b);
-};
-
-/* Embedded first in every policy's own struct. */
-struct balancer {
-	const struct balancer_ops *ops;
-	uint64_t *rng;		  /* borrowed: the set's generator */
-	uint64_t now_ms;	  /* of the pick being made (the set sets it) */
-	uint32_t ewma_decay_ms;	  /* peak-EWMA time constant */
-	uint32_t ewma_default_us; /* latency assumed for an endpoint not yet measured */
-	uint32_t slow_start_ms;	  /* of the service being picked for */
-	uint64_t picks;		  /* made by this instance (P2C: probe pacing) */
-	uint64_t vtime;		  /* P2C: the turn count of the last first choice (see take_turn) */
-	size_t offset;		  /* P2C: where the first choice's scan starts */
-	double max_weight;	  /* ... its top static weight */
-	bool uniform;		  /* ... every weight is 1 now: the plain, cheaper paths */
 };
 
 /* Tunables of a balancer_set; balancer_set_new() starts with the defaults. */
@@ -93,48 +33,6 @@ struct balancer {
  * gets streams at once (bounded by the in-flight factor, as least_request
  * would) and is then judged on what it measures, not on a guess. */
 #define BALANCER_EWMA_DEFAULT_US 1000
-/* Latency fed for a failed stream, unless it took longer: a pod failing fast
- * must not look fast. Decays below healthy peers in about a minute (10 s). */
-#define BALANCER_EWMA_PENALTY_US 250000
-/* Latency estimates within this ratio of each other are the same to ewma:
- * noise on equal pods, so the in-flight count decides, as for least_request.
- * An answer caps the estimate at this multiple of itself at once: one spike
- * does not shut a pod out for the time constant. */
-#define BALANCER_EWMA_BAND 2.0
-/* ... and so are estimates less than this apart (us): at a few hundred
- * microseconds, scheduling noise alone makes equal pods differ by more than
- * 2x, and steering on it would gain less than this per RPC while splitting
- * streams unevenly. */
-#define BALANCER_EWMA_SLACK_US 1000.0
-/* ... and so are estimates no further apart than this many times the sum of
- * the two endpoints' jitter (the smoothed change from one answer to the next,
- * as RTP smooths interarrival jitter). On a loaded node the proxy's own
- * scheduling delays land on whichever pods had streams in flight: two such
- * answers in a row make an equal pod look slower by far more than the band,
- * and at a low request rate it would be shunned until its estimate decays.
- * A pod that turns slow by more than about three times that jitter is told
- * apart by its second slow answer (the first moves the jitter by
- * a quarter of the step). */
-#define BALANCER_EWMA_NOISE_K 2.0
-/* An idle endpoint ewma has not chosen for this long, and for this many of
- * the service's picks, takes the next stream it is drawn for: a probe, so
- * a pod shunned for one slow answer is measured again (and the answer
- * replaces its estimate outright). At most one probe per endpoint per 500 ms
- * per worker, and 1 in 200 of the service's streams. */
-#define BALANCER_EWMA_PROBE_MS 500
-#define BALANCER_EWMA_PROBE_PICKS 200
-/* A pod that joined a Service this recently (or within its slow start) is
- * compared by streams in flight alone: servers that warm up with traffic
- * (JIT, thread pools) answer slowly at first, and judged on that they would
- * get too little traffic to ever warm up. */
-#define BALANCER_EWMA_GRACE_MS 5000
-/* ... and so is every endpoint, new or not, until it has answered this many
- * streams on this worker. Its default latency is a guess (peers measured
- * far faster would shun it for good: never measured, it is never probed
- * either), and a server's first answers on a new connection
- * (after an h2splitd restart, say) are often several times slower than the
- * rest: judged on them, it would be shunned while its peers warm up. */
-#define BALANCER_EWMA_FIRST_ANSWERS 4
 #define BALANCER_EJECT_FAILURES 5
 /* Failure-rate ejection: an endpoint whose last BALANCER_EJECT_WINDOW
  * verdicts hold at least params.eject_failure_pct% failures is ejected like
@@ -146,10 +44,6 @@ struct balancer {
 #define BALANCER_EJECT_MAX_MS 300000
 
 #define BALANCER_MAX_PENDING 1024
-/* Slow start: a joining endpoint's weight ramps from this share (Envoy's
- * min_weight_percent default) to its full weight. */
-#define BALANCER_SLOW_START_FLOOR 0.1
-#define BALANCER_WARM_UNSTAMPED UINT64_MAX /* joined; ramp starts at the next pick */
 
 struct balancer_params {
 	uint32_t ewma_decay_ms; /* > 0 */
@@ -176,16 +70,6 @@ struct balancer_waiter {
 	struct balancer_waiter *next, *prev; /* on |q| */
 	struct balancer_waitq *q;	     /* a service's queue, the woken list, or NULL */
 };
-
-/* A policy instance; |rng| is borrowed and must outlive it. NULL on ENOMEM. */
-struct balancer *balancer_new(enum lb_policy policy, uint64_t *rng);
-static inline void balancer_destroy(struct balancer *b)
-{
-	if (b)
-		b->ops->destroy(b);
-}
-/* xorshift64*: cheap, per worker, good enough for P2C. */
-uint64_t balancer_rand(uint64_t *state);
 
 struct balancer_set;
 
@@ -248,11 +132,7 @@ enum balancer_cap balancer_full_cap(struct balancer_set *bs, uint32_t service_id
 void balancer_endpoint_connect_failed(struct balancer_endpoint *ep, uint64_t now_ms,
 				      uint64_t netns_id);
 /* |ep| answered: forget its backoff. */
-static inline void balancer_endpoint_ok(struct balancer_endpoint *ep)
-{
-	ep->backoff_step = 0;
-	ep->backoff_until_ms = 0;
-}
+void balancer_endpoint_ok(struct balancer_endpoint *ep);
 /* How a stream's attempt on an endpoint went, for ewma and outlier ejection. */
 enum balancer_outcome {
 	BALANCER_NO_VERDICT, /* cancelled, refused, timed out: |rtt_us| is a lower bound */
@@ -261,32 +141,29 @@ enum balancer_outcome {
 	BALANCER_FAILED,     /* UNAVAILABLE, reset, connection lost or refused */
 };
 
-/* Record |o| for |ep| at |now_ms|: feeds the peak-EWMA (a failure as at least
- * BALANCER_EWMA_PENALTY_US) and counts consecutive failures; a success resets
+/* Record |o| for |ep| at |now_ms|: feeds its latency estimate (a failure as
+ * 250 ms at least) and counts consecutive failures; a success resets
  * the count. The failure that reaches params.eject_failures ejects |ep| for
  * params.eject_base_ms (30 s) x its ejections, at most 5 min (or the base),
  * unless that would eject more than half of its service's endpoints. True
  * when this call ejected |ep|. */
 bool balancer_endpoint_report(struct balancer_set *bs, struct balancer_endpoint *ep,
 			      uint64_t now_ms, uint64_t rtt_us, enum balancer_outcome o);
-/* Peak-EWMA latency of |ep| at |now_ms| in microseconds: decays toward zero
- * while nothing is observed, so a shunned endpoint is probed again. */
-double balancer_endpoint_latency(const struct balancer_endpoint *ep, uint64_t now_ms,
-				 uint32_t decay_ms, uint32_t default_us);
-/* The selection weight of |ep| at |now_ms|: its static weight, scaled down
- * while it warms up (slow start over |slow_start_ms|, 0: off). */
-double balancer_endpoint_weight(const struct balancer_endpoint *ep, uint64_t now_ms,
-				uint32_t slow_start_ms);
-static inline bool balancer_endpoint_ejected(const struct balancer_endpoint *ep, uint64_t now_ms)
-{
-	return ep->ejected_until_ms > now_ms;
-}
+/* What the balancer thinks of an endpoint now, for metrics and logs. */
+struct balancer_endpoint_info {
+	uint64_t ejected_until_ms; /* outlier ejection: no new streams before */
+	uint64_t backoff_until_ms; /* after connect failures: no new streams before */
+	uint32_t consec_failures;  /* since the last success */
+	uint32_t ejections;	   /* so far: sets the length of the next one */
+	uint64_t latency_us;	   /* peak-EWMA estimate when last fed (0: none yet) */
+	uint64_t jitter_us;	   /* the smoothed change between its answers */
+	uint64_t warm_until_ms;	   /* warms up (slow start) until then */
+};
+struct balancer_endpoint_info balancer_endpoint_info(const struct balancer_endpoint *ep);
 /* A new snapshot is current: refresh every cached service from |st| and free
  * endpoint state that |st| no longer lists and that has nothing in flight. */
 void balancer_set_update(struct balancer_set *bs, const struct state *st, uint64_t gen);
-/* Every endpoint the set knows, listed or still draining. */
-void balancer_set_foreach(struct balancer_set *bs,
-			  void (*cb)(const struct balancer_endpoint *ep, void *arg), void *arg);
+/* Endpoints the set knows, listed or still draining. */
 size_t balancer_set_count(const struct balancer_set *bs);
 
 #endif

@@ -22,6 +22,7 @@
 	X(L4_BYTES_UP, "l4_bytes_upstream_total")                                         \
 	X(L4_BYTES_DOWN, "l4_bytes_downstream_total")                                     \
 	X(ORIGINAL_DST_MISSING, "original_dst_missing_total")                             \
+	X(ORIGINAL_DST_RECOVERED, "original_dst_recovered_total")                         \
 	X(NETNS_FAILURES, "netns_failures_total")                                         \
 	X(ACCEPT_ERRORS, "accept_errors_total")                                           \
 	X(STREAMS_TOTAL, "downstream_streams_total")                                      \

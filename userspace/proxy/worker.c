@@ -215,6 +215,83 @@ static bool pod_limit_refuses(struct worker *w, int fd, struct conn_info *ci)
 	return true;
 }
 
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
+#endif
+
+/* The destination a NAT in this netns rewrote to our listener (conntrack's
+ * original tuple), when it was not our own address. */
+static int nat_original_dst(int fd, const struct sockaddr_storage *local,
+			    struct sockaddr_storage *orig)
+{
+	socklen_t len = sizeof(*orig);
+	bool v4 = local->ss_family == AF_INET;
+
+	memset(orig, 0, sizeof(*orig));
+	if (getsockopt(fd, v4 ? SOL_IP : SOL_IPV6, v4 ? SO_ORIGINAL_DST : IP6T_SO_ORIGINAL_DST,
+		       orig, &len))
+		return -errno;
+	if (orig->ss_family != local->ss_family ||
+	    !memcmp(orig, local, v4 ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)))
+		return -ENOENT; /* not NATed: someone dialled the listen address itself */
+	return 0;
+}
+
+/*
+ * A connection without a BPF record that a NAT in the node's netns sent here
+ * (an iptables DNAT/REDIRECT to the listen address, not ours): conntrack
+ * still knows where the app aimed. If that is an opted-in Service, serve it
+ * as if BPF had redirected it, but from the daemon's own netns (the client's
+ * cgroup, hence its netns, is unknown), rather than closing it; anything else
+ * stays closed, so the daemon is never an open proxy.
+ */
+static int recover_original_dst(struct worker *w, int fd, const struct sockaddr_storage *local,
+				struct conn_info *ci)
+{
+	const struct state_service *svc;
+	struct h2s_ip vip;
+	uint16_t port;
+	int err = nat_original_dst(fd, local, &ci->orig);
+
+	if (err)
+		return err;
+	if (ci->orig.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&ci->orig;
+
+		h2s_ip_from_v4(&vip, a->sin_addr);
+		port = ntohs(a->sin_port);
+	} else {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ci->orig;
+
+		memcpy(vip.b, &a->sin6_addr, 16);
+		port = ntohs(a->sin6_port);
+	}
+	svc = w->snap ? state_find_vip(w->snap->st, &vip, port) : NULL;
+	if (!svc)
+		return -ENOENT;
+	memcpy(ci->od.addr, vip.b, 16);
+	ci->od.port = htons(port);
+	ci->od.family = ci->orig.ss_family;
+	ci->od.service_id = svc->id;
+	return 0;
+}
+
+static void log_recovered(struct worker *w, const struct conn_info *ci)
+{
+	uint64_t now = loop_now_ms();
+	char a[64], b[64];
+
+	if (now - w->recovered_log_ms < 1000) /* a NAT rule sends many: log 1/s */
+		return;
+	w->recovered_log_ms = now;
+	log_warn("original_dst_recovered client=%s orig=%s note=\"a NAT sent it to the listener, "
+		 "bypassing BPF: served from the node's netns, so the backend sees the node's IP\"",
+		 config_addr_str(&ci->client, a, sizeof(a)), config_addr_str(&ci->orig, b, sizeof(b)));
+}
+
 static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer)
 {
 	struct conn_info ci = {.client = *peer};
@@ -226,15 +303,28 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 	stats_inc(&w->stats, ST_DOWNSTREAM_CONNS_TOTAL);
 	stats_inc(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (getsockname(fd, (struct sockaddr *)&local, &len) ||
-	    bpf_maps_take_origdst(w->sh->maps, (const struct sockaddr *)peer,
+	if (getsockname(fd, (struct sockaddr *)&local, &len)) {
+		stats_inc(&w->stats, ST_ACCEPT_ERRORS);
+		goto drop;
+	}
+	if (bpf_maps_take_origdst(w->sh->maps, (const struct sockaddr *)peer,
 				  (const struct sockaddr *)&local, &ci.od) ||
 	    origdst_sockaddr(&ci.od, &ci.orig)) {
-		/* Not redirected by us (someone dialled the listen address itself),
-		 * or the entry was evicted: there is nowhere to forward it. */
-		stats_inc(&w->stats, ST_ORIGINAL_DST_MISSING);
-		log_debug("original_dst_missing");
-		goto drop;
+		memset(&ci.od, 0, sizeof(ci.od));
+		if (recover_original_dst(w, fd, &local, &ci)) {
+			/* Not redirected by us (someone dialled the listen address
+			 * itself), or the entry was evicted: nowhere to forward it. */
+			char a[64];
+
+			stats_inc(&w->stats, ST_ORIGINAL_DST_MISSING);
+			log_debug("original_dst_missing client=%s",
+				  config_addr_str(peer, a, sizeof(a)));
+			goto drop;
+		}
+		stats_inc(&w->stats, ST_ORIGINAL_DST_RECOVERED);
+		log_recovered(w, &ci);
+		start_sniff(w, fd, &ci);
+		return;
 	}
 	if (log_get_level() <= LOG_DEBUG) {
 		char a[64], b[64];

@@ -68,6 +68,7 @@ struct worker {
 	struct metrics *metrics;         /* owned; written by this worker only (metrics.h) */
 	int n_conns;                     /* open downstream connections (L4 + h2) */
 	uint64_t pod_limit_log_ms;       /* last connections_per_pod log line */
+	uint64_t recovered_log_ms;       /* last original_dst_recovered log line */
 	int spare_fd;                    /* owned: given up to accept-and-reset when out of fds */
 	bool accept_paused;              /* out of fds: listeners off, fd_timer checks */
 	uint64_t fd_limit;               /* RLIMIT_NOFILE (soft) */

@@ -57,7 +57,7 @@ struct metrics_endpoint_health {
 	uint32_t consec_failures;
 	uint32_t ejections; /* sets the length of the next ejection */
 	uint64_t ewma_us;   /* peak-EWMA latency at the last observation; 0: none yet */
-	uint64_t jitter_us; /* ... and its answers' jitter (balancer.h: BALANCER_EWMA_NOISE_K) */
+	uint64_t jitter_us; /* ... and its answers' jitter (balancer/ewma.c: EWMA_NOISE_K) */
 	uint64_t warm_until_ms; /* slow start ends */
 };
 

@@ -20,6 +20,8 @@ struct h2_downstream {
 	struct h2_stream *streams;	   /* owned list; freed by on_stream_close or destroy */
 	struct h2_downstream *next, *prev; /* s->ds_list */
 	size_t retained;		   /* request bytes its streams hold for retries */
+	size_t up_window_held; /* response bytes held against upstream connection
+				* windows (H2_CLIENT_CONN_SHARE at most) */
 	double rst_tokens;		   /* RST_STREAM budget (token bucket) */
 	uint64_t rst_refill_ms;
 	double ctl_tokens; /* control frame budget (token bucket) */

@@ -69,14 +69,15 @@ static void ep_event(struct h2_stream *st, enum metrics_upstream_event ev)
 /* Show what the balancer now thinks of |ep| on /endpoints and /metrics. */
 static void ep_publish(struct splitter *s, const struct balancer_endpoint *ep)
 {
+	struct balancer_endpoint_info bi = balancer_endpoint_info(ep);
 	struct metrics_endpoint_health h = {
-	    .ejected_until_ms = ep->ejected_until_ms,
-	    .backoff_until_ms = ep->backoff_until_ms,
-	    .consec_failures = ep->consec_failures,
-	    .ejections = ep->ejections,
-	    .ewma_us = ep->ewma_init ? (uint64_t)ep->ewma_us : 0,
-	    .jitter_us = (uint64_t)ep->rtt_jitter_us,
-	    .warm_until_ms = ep->warm_until_ms,
+	    .ejected_until_ms = bi.ejected_until_ms,
+	    .backoff_until_ms = bi.backoff_until_ms,
+	    .consec_failures = bi.consec_failures,
+	    .ejections = bi.ejections,
+	    .ewma_us = bi.latency_us,
+	    .jitter_us = bi.jitter_us,
+	    .warm_until_ms = bi.warm_until_ms,
 	};
 
 	if (s->w->metrics)
@@ -89,6 +90,7 @@ static void ep_report(struct h2_stream *st, struct balancer_endpoint *ep, uint64
 {
 	struct splitter *s = S(st);
 	bool ejected = balancer_endpoint_report(s->lb, ep, loop_now_ms(), rtt_us, o);
+	struct balancer_endpoint_info bi = balancer_endpoint_info(ep);
 	char eps[64];
 
 	ep_publish(s, ep);
@@ -96,8 +98,8 @@ static void ep_report(struct h2_stream *st, struct balancer_endpoint *ep, uint64
 		return;
 	stats_inc(s->stats, ST_EJECTIONS);
 	log_warn("endpoint_ejected endpoint=%s pod=%s ejections=%u for_ms=%" PRIu64,
-		 ep_str(ep, eps, sizeof(eps)), ep->pod, ep->ejections,
-		 ep->ejected_until_ms - loop_now_ms());
+		 ep_str(ep, eps, sizeof(eps)), ep->pod, bi.ejections,
+		 bi.ejected_until_ms - loop_now_ms());
 }
 
 /* The latency ewma measures: to the first response byte of the body, or the
@@ -169,13 +171,25 @@ static void ds_consume(struct h2_stream *st, size_t n)
 	h2_conn_dirty(&st->ds->c);
 }
 
+bool h2_stream_hold_conn_window(struct h2_stream *st, size_t len)
+{
+	if (st->ds->up_window_held + len > H2_CLIENT_CONN_SHARE)
+		return false;
+	st->ds->up_window_held += len;
+	st->up_conn_owed += len;
+	return true;
+}
+
+void h2_stream_conn_window_given_back(struct h2_stream *st, size_t n)
+{
+	st->up_conn_owed -= n;
+	st->ds->up_window_held -= n;
+}
+
 static void up_consume(struct h2_stream *st, size_t n)
 {
-	if (!n || !st->up)
-		return;
-	/* Also fine once the upstream stream is closed: the connection window. */
-	nghttp2_session_consume(st->up->c.session, st->up_id, n);
-	h2_conn_dirty(&st->up->c);
+	if (n && st->up)
+		h2_upstream_consume(st->up, st, n);
 }
 
 static void ds_reset(struct h2_stream *st, uint32_t code)
@@ -1006,8 +1020,6 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachab
 	if (st->ep && connect_failed) {
 		balancer_endpoint_connect_failed(st->ep, loop_now_ms(), client_netns(st));
 		ep_event(st, METRICS_EV_CONNECT_FAILURE);
-	} else if (st->ep) {
-		st->ep->failures++;
 	}
 	if (unprocessed && retryable(st)) {
 		retry(st, why);
@@ -1133,7 +1145,6 @@ static void found_busy(struct h2_stream *st, struct route_ctx *rc, struct balanc
 	char eps[64];
 
 	rc->busy[rc->n_busy++] = ep;
-	ep->failures++;
 	ep_report(st, ep, 0, BALANCER_FAILED);
 	log_debug("stream_no_capacity stream=%d endpoint=%s", st->ds_id,
 		  ep_str(ep, eps, sizeof(eps)));

@@ -49,6 +49,8 @@ struct h2_stream {
 	struct h2_chain req_body;	     /* owned: received downstream, not yet dropped */
 	size_t req_sent;	   /* leading bytes of req_body sent and held for a retry */
 	struct h2_chain resp_body; /* owned: received upstream, not yet sent downstream */
+	size_t up_conn_owed;	   /* ... of which the upstream connection window not yet
+				    * given back (counted in ds->up_window_held) */
 	char *local_body;	   /* owned: body of a reply the splitter made */
 	size_t local_len, local_off;
 	struct loop_timer *deadline; /* owned: grpc-timeout */
@@ -101,6 +103,12 @@ int h2_stream_us_header(struct h2_stream *st, bool trailer, const uint8_t *name,
 			const uint8_t *value, size_t vlen, uint8_t flags);
 void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stream);
 void h2_stream_us_data(struct h2_stream *st, const uint8_t *data, size_t len);
+/* Upstream connection window accounting per client (H2_CLIENT_CONN_SHARE):
+ * whether |len| response bytes just in may stay counted against the
+ * connection window until they leave (else the caller gives it back now);
+ * and |n| of those given back. */
+bool h2_stream_hold_conn_window(struct h2_stream *st, size_t len);
+void h2_stream_conn_window_given_back(struct h2_stream *st, size_t n);
 void h2_stream_us_end(struct h2_stream *st);
 void h2_stream_us_headers_sent(struct h2_stream *st);
 void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code);

@@ -210,6 +210,10 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t i
 		nghttp2_session_consume(session, id, len);
 		return 0;
 	}
+	if (!h2_stream_hold_conn_window(st, len)) {
+		nghttp2_session_consume_connection(session, len);
+		h2_conn_dirty(&st->up->c);
+	}
 	h2_stream_us_data(st, data, len);
 	return 0;
 }
@@ -611,8 +615,26 @@ void h2_upstream_link(struct h2_upstream *uc, struct h2_stream *st, int32_t id)
 	uc->pc.n_streams++;
 }
 
+static void release_owed(struct h2_upstream *uc, struct h2_stream *st, size_t n)
+{
+	if (!n)
+		return;
+	if (uc->c.session)
+		nghttp2_session_consume_connection(uc->c.session, n);
+	h2_stream_conn_window_given_back(st, n);
+}
+
+void h2_upstream_consume(struct h2_upstream *uc, struct h2_stream *st, size_t n)
+{
+	/* A closed upstream stream is fine: nghttp2 ignores its id. */
+	nghttp2_session_consume_stream(uc->c.session, st->up_id, n);
+	release_owed(uc, st, n < st->up_conn_owed ? n : st->up_conn_owed);
+	h2_conn_dirty(&uc->c);
+}
+
 void h2_upstream_unlink(struct h2_upstream *uc, struct h2_stream *st)
 {
+	release_owed(uc, st, st->up_conn_owed);
 	if (st->up_prev)
 		st->up_prev->up_next = st->up_next;
 	else

@@ -53,6 +53,10 @@ struct h2_upstream *h2_upstream_get(struct splitter *s, const struct balancer_en
 /* Link |st| (just submitted as |id|) to |uc|, counting it against capacity. */
 void h2_upstream_link(struct h2_upstream *uc, struct h2_stream *st, int32_t id);
 void h2_upstream_unlink(struct h2_upstream *uc, struct h2_stream *st);
+/* |n| bytes of |st|'s response left it (sent downstream or dropped): give
+ * the stream window back, and the connection window for those not given back
+ * on arrival (H2_CLIENT_CONN_SHARE). */
+void h2_upstream_consume(struct h2_upstream *uc, struct h2_stream *st, size_t n);
 /* Mark |uc| failed (|why|: a static string; |err|: -errno or 0): it takes no
  * stream from now on, and h2_upstream_destroy() sorts out its streams. */
 void h2_upstream_fail(struct h2_upstream *uc, const char *why, int err);

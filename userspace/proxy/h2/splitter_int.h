@@ -27,6 +27,12 @@
  * (--max-pending-bytes) and per connection (bytes are consumed only once the
  * other side took them). */
 #define H2_CONN_WINDOW (16 * 1024 * 1024)
+/* An upstream connection may carry several clients' streams (--upstream-source
+ * node, hostNetwork pods). Of its window, one client's undelivered bytes may
+ * hold this much; past it their connection window is given back on arrival
+ * (the stream window still bounds them), so a client that stops reading
+ * cannot stall the others' streams on the connection. */
+#define H2_CLIENT_CONN_SHARE (H2_CONN_WINDOW / 4)
 /* The other downstream limits are flags (config.h); these stay fixed. What
  * an upstream may send in one header block is the most a block can hold. */
 #define H2_MAX_HEADER_LIST H2_HDRS_MAX_BYTES
