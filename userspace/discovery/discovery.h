@@ -32,7 +32,7 @@ typedef int discovery_update_cb(void *arg, struct state *st, const struct discov
 /* How a source finds cgroups, handed down by the daemon (kernel/cgroup.h) so
  * discovery stays below kernel/. Both return 0 or -errno. */
 struct discovery_cgroup_ops {
-	int (*root)(char *buf, size_t len);	       /* the cgroup2 mount point */
+	int (*root)(char *buf, size_t len);	     /* the cgroup2 mount point */
 	int (*id_of)(const char *dir, uint64_t *id); /* a cgroup directory's id */
 };
 
@@ -51,7 +51,7 @@ struct discovery {
 	const struct discovery_ops *ops;
 	discovery_update_cb *on_update;
 	void *arg;
-	bool synced; /* a full state was delivered at least once */
+	bool synced;		/* a full state was delivered at least once */
 	unsigned long n_errors; /* loads that failed (source unreadable or invalid); for metrics */
 	/* Full relists the source itself decided on (Kubernetes: 410 Gone, the
 	 * watch's resourceVersion too old); for metrics. */

@@ -405,7 +405,8 @@ static void http_error(struct reflector *r, bool list)
 		return;
 	}
 	/* Opt-outs refused for good (RBAC, old API) must not hold back services. */
-	if ((r->status == 403 || r->status == 404) && !k8s_res_info[r->res].store && !r->gate_open) {
+	if ((r->status == 403 || r->status == 404) && !k8s_res_info[r->res].store &&
+	    !r->gate_open) {
 		r->gate_open = true;
 		k8s_source_deliver_soon(r->dk);
 	}
@@ -467,8 +468,9 @@ static int base_query(struct reflector *r, char *buf, size_t len)
 	int n;
 
 	if (r->res != RES_PODS)
-		return snprintf(buf, len, "%s?", k8s_res_info[r->res].path) >= (int)len ? -ENAMETOOLONG
-										    : 0;
+		return snprintf(buf, len, "%s?", k8s_res_info[r->res].path) >= (int)len
+			   ? -ENAMETOOLONG
+			   : 0;
 	if (k8s_query_escape(r->dk->cfg->node_name, node, sizeof(node)))
 		return -ENAMETOOLONG;
 	n = snprintf(buf, len, "%s?fieldSelector=spec.nodeName%%3D%s&", k8s_res_info[r->res].path,

@@ -66,7 +66,7 @@ struct discovery_k8s {
 	struct discovery base;
 	const struct config *cfg;	       /* not owned */
 	const struct discovery_cgroup_ops *cg; /* not owned; NULL: opt-outs off */
-	struct loop *loop;	  /* not owned; set by start() */
+	struct loop *loop;		       /* not owned; set by start() */
 	struct k8s_target target;
 	struct k8s_store *store; /* owned */
 	struct k8s_pods *pods;	 /* owned */
