@@ -101,22 +101,36 @@ struct h2s_tuple {
 	__u32 pad;
 };
 
-/* Per-CPU counters (h2s_counters), one slot per decision. Keep names in sync
- * with h2s_counter_names in userspace/bpf_maps.c. */
+/* Per-CPU counters (h2s_counters), one slot per decision: the one list.
+ * X(ENUM, "name", "help") makes enum h2s_counter here and the names and help
+ * texts userspace exports (kernel/bpf_maps.c). Append only: the enum values
+ * are the pinned map's indices (an ABI), and the names are metric labels. */
+#define H2S_COUNTERS(X)                                                                          \
+	X(REDIRECTED, "redirected", "connects sent to the splitter")                              \
+	X(BYPASS_NO_LISTENER, "bypass_no_listener",                                               \
+	  "service connects left alone: no live splitter listener")                               \
+	X(BYPASS_EXCLUDED, "bypass_excluded",                                                     \
+	  "service connects left alone: caller's cgroup excluded")                                \
+	X(NOT_A_SERVICE, "not_a_service", "TCP connects to a destination not opted in")           \
+	X(SERVICE_DISABLED, "service_disabled", "service connects left alone: service disabled")  \
+	X(MAP_FULL, "map_full", "connects left alone (or tuples lost): a map was full")           \
+	X(ORIGINAL_DST_MISSING, "original_dst_missing",                                           \
+	  "redirected connects without a recorded destination")                                   \
+	X(TUPLE_RECORDED, "tuple_recorded",                                                       \
+	  "redirected connects whose tuple was handed to the splitter")                           \
+	X(GETPEERNAME_REWRITTEN, "getpeername_rewritten",                                         \
+	  "getpeername calls answered with the original VIP")                                     \
+	X(NOT_TCP, "not_tcp", "connects left alone: not TCP (UDP, MPTCP...)")                     \
+	X(NO_LISTEN_ADDR, "no_listen_addr",                                                       \
+	  "service connects left alone: no listen address for the family")                        \
+	/* a map update failed for another reason than full */                                    \
+	X(MAP_ERROR, "map_error", "connects left alone: a map update failed")
+
+#define H2S_COUNTER_ENUM_(id, name, help) H2S_CNT_##id,
 enum h2s_counter {
-	H2S_CNT_REDIRECTED = 0,
-	H2S_CNT_BYPASS_NO_LISTENER,
-	H2S_CNT_BYPASS_EXCLUDED,
-	H2S_CNT_NOT_A_SERVICE,
-	H2S_CNT_SERVICE_DISABLED,
-	H2S_CNT_MAP_FULL,
-	H2S_CNT_ORIGINAL_DST_MISSING,
-	H2S_CNT_TUPLE_RECORDED,
-	H2S_CNT_GETPEERNAME_REWRITTEN,
-	H2S_CNT_NOT_TCP,
-	H2S_CNT_NO_LISTEN_ADDR,
-	H2S_CNT_MAP_ERROR, /* a map update failed for another reason than full */
+	H2S_COUNTERS(H2S_COUNTER_ENUM_)
 	H2S_CNT_MAX,
 };
+#undef H2S_COUNTER_ENUM_
 
 #endif

@@ -37,13 +37,15 @@ struct fixture {
 	int updates;
 };
 
-static void on_update(void *arg, struct state *st)
+static int on_update(void *arg, struct state *st, const struct discovery_exclusions *ex)
 {
 	struct fixture *f = arg;
 
+	(void)ex;
 	state_free(f->last);
 	f->last = st;
 	f->updates++;
+	return 0;
 }
 
 /* ---- waiting on the loop ---- */

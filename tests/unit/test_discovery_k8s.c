@@ -28,6 +28,7 @@
 #include "base/log.h"
 #include "base/loop.h"
 #include "discovery/discovery.h"
+#include "kernel/cgroup.h"
 
 #define FIXTURE "tests/testbed/kube_api.py"
 /* A deadline, never a duration: retries back off from 0.8-1.6 s up to 30-60 s
@@ -217,13 +218,20 @@ static void delete_service(struct fixture *f, const char *name)
 
 /* ---- the source on a loop ---- */
 
-static void on_update(void *arg, struct state *st)
+static const struct discovery_cgroup_ops cgroup_ops = {.root = cgroup_v2_root,
+						       .id_of = cgroup_id_of};
+
+static int on_update(void *arg, struct state *st, const struct discovery_exclusions *ex)
 {
 	struct fixture *f = arg;
 
+	(void)ex;
+	if (!st)
+		return 0;
 	state_free(f->last);
 	f->last = st;
 	f->updates++;
+	return 0;
 }
 
 typedef bool cond_fn(struct fixture *f, const void *arg);
@@ -303,7 +311,7 @@ static void start_source(struct fixture *f, const char *ca)
 	snprintf(f->cfg.kube_api, sizeof(f->cfg.kube_api), "%s", f->url);
 	snprintf(f->cfg.kube_token_file, sizeof(f->cfg.kube_token_file), "%s", f->token);
 	snprintf(f->cfg.kube_ca_file, sizeof(f->cfg.kube_ca_file), "%s", ca);
-	f->d = discovery_kubernetes_new(&f->cfg, NULL, on_update, f);
+	f->d = discovery_kubernetes_new(&f->cfg, &cgroup_ops, on_update, f);
 	assert_non_null(f->d);
 	assert_int_equal(f->d->ops->start(f->d, f->loop), 0);
 }
@@ -578,7 +586,7 @@ static void test_bad_settings_fail_start(void **state)
 	struct fixture *f = *state;
 
 	snprintf(f->cfg.kube_api, sizeof(f->cfg.kube_api), "http://127.0.0.1:1");
-	f->d = discovery_kubernetes_new(&f->cfg, NULL, on_update, f);
+	f->d = discovery_kubernetes_new(&f->cfg, &cgroup_ops, on_update, f);
 	assert_non_null(f->d);
 	assert_int_equal(f->d->ops->start(f->d, f->loop), -EINVAL);
 }

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "telemetry/metrics.h"
+#include "telemetry/prom.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -247,7 +248,7 @@ static void test_label_escaping(void **unused)
 	char *text;
 
 	(void)unused;
-	metrics_write_label_value(f, "a\\b\"c\nd");
+	prom_label_value(f, "a\\b\"c\nd");
 	fclose(f);
 	assert_string_equal(buf, "a\\\\b\\\"c\\nd");
 	free(buf);

@@ -3,36 +3,27 @@
  * Active gRPC health checks (see health.h). The table is open addressing
  * over atomic 64-bit slots holding the (odd) hash of an unhealthy endpoint:
  * readers probe with plain atomic loads, the one writer stores whole slots.
- * The checker runs up to HEALTH_PROBES_MAX probes at once, each a fresh,
- * non-blocking HTTP/2 connection from the daemon's netns bounded by
- * HEALTH_TIMEOUT_MS, in one poll loop: endpoints that black-hole hold a slot
- * for their timeout but never delay the others' probes. Its per-endpoint
- * state and probe slots are private to its thread.
+ * The checker thread runs a base/loop.c loop of its own with up to
+ * HEALTH_PROBES_MAX probes (health_probe.c) at once, each bounded by a
+ * HEALTH_TIMEOUT_MS timer: endpoints that black-hole hold a slot for their
+ * timeout but never delay the others' probes. Its per-endpoint state and
+ * probe slots are private to that thread.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
-#include <nghttp2/nghttp2.h>
 
 #include "balancer/health.h"
+#include "balancer/health_probe.h"
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/registry.h"
 
 #define SLOT_EMPTY 0
 #define SLOT_TOMB 2 /* even: never a key */
-#define TICK_MS 100 /* how often the checker looks for a stop, a new snapshot, due probes */
+#define TICK_MS 100 /* how often the checker looks for a new snapshot */
 
 /* ---- the shared table ---- */
 
@@ -220,274 +211,6 @@ enum health_change health_verdict(bool *unhealthy, uint32_t *oks, int status)
 	return HEALTH_TURNED_UNHEALTHY;
 }
 
-/* ---- one probe ---- */
-
-/* A probe in flight: one slot of the checker's fixed array (fd < 0: free).
- * The endpoint is named by key, not pointer: the checker's list may be
- * rebuilt while the probe runs. */
-struct probe {
-	int fd;
-	bool connected;
-	uint64_t deadline_ms;
-	uint32_t service_id;
-	struct h2s_ip ip;
-	uint16_t port;
-	nghttp2_session *s; /* owned */
-	uint8_t req[5 + 3 + STATE_HEALTH_SERVICE_MAX];
-	size_t req_len, req_off;
-	uint8_t resp[64]; /* a HealthCheckResponse is a few bytes */
-	size_t resp_len;
-	bool resp_overflow;
-	int http_status, grpc_status;
-	bool closed; /* the stream ended */
-	int err;     /* why it did not, once done: -ETIMEDOUT until known */
-};
-
-static ssize_t p_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
-{
-	struct probe *p = ud;
-	ssize_t n = send(p->fd, data, len, MSG_NOSIGNAL);
-
-	(void)s;
-	(void)flags;
-	if (n >= 0)
-		return n;
-	return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
-}
-
-static ssize_t p_recv(nghttp2_session *s, uint8_t *buf, size_t len, int flags, void *ud)
-{
-	struct probe *p = ud;
-	ssize_t n = recv(p->fd, buf, len, 0);
-
-	(void)s;
-	(void)flags;
-	if (n > 0)
-		return n;
-	if (n == 0)
-		return NGHTTP2_ERR_EOF;
-	return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
-}
-
-static int p_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
-		    const uint8_t *value, size_t vl, uint8_t flags, void *ud)
-{
-	struct probe *p = ud;
-	char v[16];
-
-	(void)s;
-	(void)f;
-	(void)flags;
-	if (vl >= sizeof(v))
-		return 0;
-	memcpy(v, value, vl);
-	v[vl] = 0;
-	if (nl == 7 && !memcmp(name, ":status", 7))
-		p->http_status = atoi(v);
-	else if (nl == 11 && !memcmp(name, "grpc-status", 11))
-		p->grpc_status = atoi(v);
-	return 0;
-}
-
-static int p_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
-		  void *ud)
-{
-	struct probe *p = ud;
-
-	(void)s;
-	(void)flags;
-	(void)id;
-	if (len > sizeof(p->resp) - p->resp_len) {
-		p->resp_overflow = true;
-		return 0;
-	}
-	memcpy(p->resp + p->resp_len, data, len);
-	p->resp_len += len;
-	return 0;
-}
-
-static int p_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
-{
-	struct probe *p = ud;
-
-	(void)s;
-	(void)id;
-	(void)code;
-	p->closed = true;
-	return 0;
-}
-
-static ssize_t p_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
-		      nghttp2_data_source *src, void *ud)
-{
-	struct probe *p = ud;
-	size_t n = p->req_len - p->req_off;
-
-	(void)s;
-	(void)id;
-	(void)src;
-	if (n > len)
-		n = len;
-	memcpy(buf, p->req + p->req_off, n);
-	p->req_off += n;
-	if (p->req_off == p->req_len)
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-	return (ssize_t)n;
-}
-
-static int64_t remaining(uint64_t deadline_ms)
-{
-	uint64_t now = loop_now_ms();
-
-	return now < deadline_ms ? (int64_t)(deadline_ms - now) : 0;
-}
-
-/* A non-blocking socket connecting to |ip|:|port|: the fd, or -errno. */
-static int probe_socket(const struct h2s_ip *ip, uint16_t port)
-{
-	struct sockaddr_storage ss = {0};
-	int fd, err;
-
-	if (h2s_ip_is_v4(ip)) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		memcpy(&sin->sin_addr, ip->b + 12, 4);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		memcpy(&sin6->sin6_addr, ip->b, 16);
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&ss, sizeof(ss)) && errno != EINPROGRESS) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
-static nghttp2_session *probe_session(struct probe *p)
-{
-	nghttp2_session_callbacks *cb;
-	nghttp2_session *s = NULL;
-
-	if (nghttp2_session_callbacks_new(&cb))
-		return NULL;
-	nghttp2_session_callbacks_set_send_callback(cb, p_send);
-	nghttp2_session_callbacks_set_recv_callback(cb, p_recv);
-	nghttp2_session_callbacks_set_on_header_callback(cb, p_header);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, p_data);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cb, p_close);
-	if (nghttp2_session_client_new(&s, cb, p))
-		s = NULL;
-	nghttp2_session_callbacks_del(cb);
-	return s;
-}
-
-#define NV(n, v)                                                                                   \
-	{                                                                                          \
-		(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE     \
-	}
-
-/* Start asking |ip|:|port| for the health of gRPC service |service| in the
- * free slot |p|: 0 (in flight until |deadline_ms|), or -errno at once. */
-static int probe_start(struct probe *p, uint32_t service_id, const struct h2s_ip *ip,
-		       uint16_t port, const char *service, uint64_t deadline_ms)
-{
-	nghttp2_data_provider body = {.read_callback = p_body};
-	char authority[INET6_ADDRSTRLEN + 10], ipbuf[INET6_ADDRSTRLEN];
-	int n;
-
-	*p = (struct probe){.fd = -1, .deadline_ms = deadline_ms, .service_id = service_id,
-			    .ip = *ip, .port = port, .grpc_status = -1, .err = -ETIMEDOUT};
-	n = health_encode_request(service, p->req, sizeof(p->req));
-	if (n < 0)
-		return n;
-	p->req_len = (size_t)n;
-	h2s_ip_str(ip, ipbuf, sizeof(ipbuf));
-	snprintf(authority, sizeof(authority), h2s_ip_is_v4(ip) ? "%s:%u" : "[%s]:%u", ipbuf, port);
-	p->s = probe_session(p);
-	if (!p->s)
-		return -ENOMEM;
-	{
-		const nghttp2_nv nv[] = {
-		    NV(":method", "POST"),
-		    NV(":scheme", "http"),
-		    NV(":path", "/grpc.health.v1.Health/Check"),
-		    NV(":authority", authority),
-		    NV("content-type", "application/grpc"),
-		    NV("te", "trailers"),
-		};
-
-		if (nghttp2_submit_settings(p->s, NGHTTP2_FLAG_NONE, NULL, 0) ||
-		    nghttp2_submit_request(p->s, NULL, nv, sizeof(nv) / sizeof(nv[0]), &body,
-					   NULL) < 0)
-			return -ENOMEM;
-	}
-	p->fd = probe_socket(ip, port);
-	return p->fd < 0 ? p->fd : 0;
-}
-
-/* The events |p| waits for. */
-static short probe_events(const struct probe *p)
-{
-	if (!p->connected)
-		return POLLOUT;
-	return POLLIN | (nghttp2_session_want_write(p->s) ? POLLOUT : 0);
-}
-
-/* Drive |p| on |revents| from poll: true once it is done. */
-static bool probe_step(struct probe *p, short revents)
-{
-	socklen_t sl = sizeof(int);
-	int err = 0;
-
-	if (!p->connected) {
-		if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &sl))
-			err = errno;
-		if (!err && (revents & (POLLERR | POLLHUP)))
-			err = ECONNRESET;
-		if (err) {
-			p->err = -err;
-			return true;
-		}
-		if (!(revents & POLLOUT))
-			return false;
-		p->connected = true;
-	}
-	if (nghttp2_session_send(p->s) || nghttp2_session_recv(p->s)) {
-		p->err = -ECONNRESET;
-		return true;
-	}
-	return p->closed;
-}
-
-/* The HealthCheckResponse status of a finished |p| (1: SERVING), or -errno. */
-static int probe_result(const struct probe *p)
-{
-	if (!p->closed)
-		return p->err;
-	if (p->http_status != 200 || p->grpc_status != 0 || p->resp_overflow)
-		return -EPROTO;
-	return health_parse_response(p->resp, p->resp_len);
-}
-
-/* Free the slot (safe on a slot probe_start() left half set up). */
-static void probe_end(struct probe *p)
-{
-	nghttp2_session_del(p->s);
-	p->s = NULL;
-	if (p->fd >= 0)
-		close(p->fd);
-	p->fd = -1;
-}
-
 /* ---- the checker thread ---- */
 
 struct hc_ep {
@@ -507,16 +230,14 @@ struct health_checker {
 	struct health_table *t; /* borrowed */
 	struct snapshot *(*get_snapshot)(void *arg);
 	void *arg;
+	struct loop *loop; /* owned: runs on |thread|, the only one touching what follows */
 	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t cond; /* CLOCK_MONOTONIC */
-	bool stop;	     /* under |lock| */
-	uint64_t gen;	     /* of the snapshot |eps| was built from */
-	struct hc_ep *eps;   /* owned, sorted by (service id, ip, port) */
+	uint64_t gen;	   /* of the snapshot |eps| was built from */
+	struct hc_ep *eps; /* owned, sorted by (service id, ip, port) */
 	size_t n_eps;
 	size_t cursor;	      /* where the next look for due endpoints starts */
 	uint64_t next_due_ms; /* no endpoint that is not probing is due before */
-	struct probe probes[HEALTH_PROBES_MAX];
+	struct health_probe probes[HEALTH_PROBES_MAX];
 	unsigned int n_probes; /* slots in use */
 };
 
@@ -616,18 +337,32 @@ static void judge(struct health_checker *hc, struct hc_ep *e, int status, uint64
 	}
 }
 
-/* Start probing |e| in a free slot; a probe that fails at once is judged. */
+static void probe_ready(struct loop *l, int fd, uint32_t events, void *arg);
+static void probe_timeout(struct loop *l, struct loop_timer *t, void *arg);
+
+/* Start probing |e| in a free slot, watched on the loop until its deadline;
+ * a probe that fails at once is judged. */
 static void launch(struct health_checker *hc, struct hc_ep *e, uint64_t now_ms)
 {
-	struct probe *p = hc->probes;
+	struct health_probe *p = hc->probes;
 	int err;
 
 	while (p->fd >= 0)
 		p++;
-	err = probe_start(p, e->service_id, &e->ip, e->port, e->service,
-			  now_ms + HEALTH_TIMEOUT_MS);
+	err = health_probe_start(p, e->service_id, &e->ip, e->port, e->service);
+	if (!err) {
+		p->events = health_probe_events(p);
+		err = loop_add_fd(hc->loop, p->fd, p->events, probe_ready, hc);
+	}
+	if (!err) {
+		p->timer = loop_timer_add(hc->loop, HEALTH_TIMEOUT_MS, probe_timeout, hc);
+		if (!p->timer) {
+			loop_del_fd(hc->loop, p->fd);
+			err = -ENOMEM;
+		}
+	}
 	if (err) {
-		probe_end(p);
+		health_probe_end(p);
 		judge(hc, e, err, now_ms);
 		return;
 	}
@@ -662,69 +397,63 @@ static void start_due(struct health_checker *hc, uint64_t now_ms)
 		hc->next_due_ms = 0; /* out of slots: look again when one is free */
 }
 
-/* End the probe in slot |p| and judge its endpoint, if still listed. */
-static void finish(struct health_checker *hc, struct probe *p, uint64_t now_ms)
+/* Take |p| off the loop, end it and judge its endpoint, if still listed. */
+static void finish(struct health_checker *hc, struct health_probe *p)
 {
 	struct hc_ep key = {.service_id = p->service_id, .ip = p->ip, .port = p->port}, *e;
-	int status = probe_result(p);
+	int status = health_probe_result(p);
 
-	probe_end(p);
+	loop_del_fd(hc->loop, p->fd);
+	loop_timer_cancel(hc->loop, p->timer);
+	p->timer = NULL;
+	health_probe_end(p);
 	hc->n_probes--;
 	e = hc->n_eps ? bsearch(&key, hc->eps, hc->n_eps, sizeof(key), cmp_hc) : NULL;
 	if (!e || !e->probing)
 		return;
 	e->probing = false;
-	judge(hc, e, status, now_ms);
+	judge(hc, e, status, loop_now_ms());
 }
 
-/* Wait up to |wait_ms| on the probes in flight, drive those with events and
- * finish those done or past their deadline. */
-static void run_probes(struct health_checker *hc, int64_t wait_ms)
+static struct health_probe *probe_of_fd(struct health_checker *hc, int fd)
 {
-	struct pollfd pfd[HEALTH_PROBES_MAX];
-	struct probe *in[HEALTH_PROBES_MAX];
-	uint64_t now;
-	int n = 0;
+	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++)
+		if (hc->probes[i].fd == fd)
+			return &hc->probes[i];
+	return NULL;
+}
 
+/* The loop saw events on a probe's socket: drive it, and finish it once done. */
+static void probe_ready(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct health_checker *hc = arg;
+	struct health_probe *p = probe_of_fd(hc, fd);
+
+	if (!p)
+		return;
+	if (health_probe_step(p, events)) {
+		finish(hc, p);
+		return;
+	}
+	p->events = health_probe_events(p);
+	loop_set_events(l, fd, p->events);
+}
+
+/* A probe's deadline passed before it was done: it ends unheard (-ETIMEDOUT). */
+static void probe_timeout(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct health_checker *hc = arg;
+
+	(void)l;
 	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++) {
-		struct probe *p = &hc->probes[i];
+		struct health_probe *p = &hc->probes[i];
 
-		if (p->fd < 0)
-			continue;
-		if (remaining(p->deadline_ms) < wait_ms)
-			wait_ms = remaining(p->deadline_ms);
-		pfd[n] = (struct pollfd){.fd = p->fd, .events = probe_events(p)};
-		in[n++] = p;
+		if (p->fd >= 0 && p->timer == t) {
+			p->timer = NULL; /* running: gone once this returns */
+			finish(hc, p);
+			return;
+		}
 	}
-	if (poll(pfd, (nfds_t)n, (int)wait_ms) < 0 && errno != EINTR)
-		log_warn("health_poll_failed err=\"poll: %s\"", strerror(errno));
-	now = loop_now_ms();
-	for (int i = 0; i < n; i++) {
-		bool done = pfd[i].revents && probe_step(in[i], pfd[i].revents);
-
-		if (done || now >= in[i]->deadline_ms)
-			finish(hc, in[i], now);
-	}
-}
-
-static bool stopping(struct health_checker *hc, uint64_t wait_ms)
-{
-	struct timespec ts;
-	bool stop;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += (time_t)(wait_ms / 1000);
-	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&hc->lock);
-	if (!hc->stop && wait_ms)
-		pthread_cond_timedwait(&hc->cond, &hc->lock, &ts);
-	stop = hc->stop;
-	pthread_mutex_unlock(&hc->lock);
-	return stop;
 }
 
 /* Take up the newest snapshot if it changed. */
@@ -737,30 +466,47 @@ static void refresh(struct health_checker *hc, uint64_t now_ms)
 	registry_snapshot_unref(snap);
 }
 
-/* Every TICK_MS: look for a stop and a new snapshot. In between: start due
- * probes in free slots and wait on those in flight (or on the condition
- * variable when there are none). */
+/* Every TICK_MS: take up a new snapshot. */
+static void tick(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct health_checker *hc = arg;
+
+	(void)t;
+	refresh(hc, loop_now_ms());
+	if (!loop_timer_add(l, TICK_MS, tick, hc))
+		log_error("health_checker_stalled err=\"timer: out of memory\"");
+}
+
+/* After every pass (a tick, a probe's events, a timeout): start the probes
+ * now due in the slots free. */
+static void on_pass(struct loop *l, void *arg)
+{
+	(void)l;
+	start_due(arg, loop_now_ms());
+}
+
 static void *checker_main(void *arg)
 {
 	struct health_checker *hc = arg;
-	uint64_t tick = 0, now;
+	int err;
 
-	for (;;) {
-		now = loop_now_ms();
-		if (now >= tick) {
-			if (stopping(hc, 0))
-				break;
-			refresh(hc, now);
-			tick = now + TICK_MS;
-		}
-		start_due(hc, now);
-		if (hc->n_probes)
-			run_probes(hc, remaining(tick));
-		else if (stopping(hc, (uint64_t)remaining(tick)))
-			break;
+	refresh(hc, loop_now_ms());
+	if (!loop_timer_add(hc->loop, TICK_MS, tick, hc) ||
+	    loop_add_pass_hook(hc->loop, on_pass, hc)) {
+		log_error("health_checker_stalled err=\"timer: out of memory\"");
+		return NULL;
 	}
-	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++)
-		probe_end(&hc->probes[i]);
+	start_due(hc, loop_now_ms());
+	err = loop_run(hc->loop);
+	if (err)
+		log_error("health_checker_stopped err=\"epoll_wait: %s\"", strerror(-err));
+	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++) {
+		struct health_probe *p = &hc->probes[i];
+
+		if (p->fd >= 0)
+			loop_del_fd(hc->loop, p->fd);
+		health_probe_end(p);
+	}
 	return NULL;
 }
 
@@ -768,7 +514,6 @@ struct health_checker *health_checker_start(struct health_table *t,
 					    struct snapshot *(*get_snapshot)(void *arg), void *arg)
 {
 	struct health_checker *hc = calloc(1, sizeof(*hc));
-	pthread_condattr_t ca;
 	int err;
 
 	if (!hc)
@@ -778,16 +523,16 @@ struct health_checker *health_checker_start(struct health_table *t,
 	hc->arg = arg;
 	for (size_t i = 0; i < HEALTH_PROBES_MAX; i++)
 		hc->probes[i].fd = -1;
-	pthread_mutex_init(&hc->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&hc->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	hc->loop = loop_new();
+	if (!hc->loop) {
+		log_error("health_checker_start_failed err=\"loop: out of memory\"");
+		free(hc);
+		return NULL;
+	}
 	err = pthread_create(&hc->thread, NULL, checker_main, hc);
 	if (err) {
 		log_error("health_checker_start_failed err=\"pthread_create: %s\"", strerror(err));
-		pthread_cond_destroy(&hc->cond);
-		pthread_mutex_destroy(&hc->lock);
+		loop_free(hc->loop);
 		free(hc);
 		return NULL;
 	}
@@ -798,13 +543,9 @@ void health_checker_stop(struct health_checker *hc)
 {
 	if (!hc)
 		return;
-	pthread_mutex_lock(&hc->lock);
-	hc->stop = true;
-	pthread_cond_signal(&hc->cond);
-	pthread_mutex_unlock(&hc->lock);
+	loop_stop(hc->loop);
 	pthread_join(hc->thread, NULL);
-	pthread_cond_destroy(&hc->cond);
-	pthread_mutex_destroy(&hc->lock);
+	loop_free(hc->loop);
 	free(hc->eps);
 	free(hc);
 }

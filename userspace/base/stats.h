@@ -2,8 +2,9 @@
 /*
  * Per-worker counters. Each worker increments its own with relaxed atomics
  * (no lock, no shared cache line across workers); the admin endpoint sums
- * them over workers on scrape. Add a counter here and to stats_names in
- * stats.c together.
+ * them over workers on scrape. STATS_COUNTERS and STATS_LIMITS are the one
+ * list of each: X(ENUM, "name") makes the enum here and the name table in
+ * stats.c. Names are exported metric names: append, never rename.
  */
 #ifndef H2SPLIT_STATS_H
 #define H2SPLIT_STATS_H
@@ -11,66 +12,87 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#define STATS_COUNTERS(X)                                                                 \
+	X(DOWNSTREAM_CONNS_TOTAL, "downstream_connections_total")                         \
+	X(DOWNSTREAM_CONNS_ACTIVE, "downstream_connections_active")                       \
+	X(DOWNSTREAM_H2_CONNS_TOTAL, "downstream_h2_connections_total")                   \
+	X(L4_CONNS_TOTAL, "l4_connections_total")                                         \
+	X(L4_CONNS_ACTIVE, "l4_connections_active")                                       \
+	X(L4_CONNECT_FAILURES, "l4_connect_failures_total")                               \
+	X(L4_BYTES_UP, "l4_bytes_upstream_total")                                         \
+	X(L4_BYTES_DOWN, "l4_bytes_downstream_total")                                     \
+	X(ORIGINAL_DST_MISSING, "original_dst_missing_total")                             \
+	X(ORIGINAL_DST_RECOVERED, "original_dst_recovered_total")                         \
+	X(NETNS_FAILURES, "netns_failures_total")                                         \
+	X(ACCEPT_ERRORS, "accept_errors_total")                                           \
+	X(STREAMS_TOTAL, "downstream_streams_total")                                      \
+	X(STREAMS_ACTIVE, "downstream_streams_active")                                    \
+	X(UPSTREAM_CONNS_TOTAL, "upstream_connections_total")                             \
+	X(UPSTREAM_CONNS_ACTIVE, "upstream_connections_active")                           \
+	X(UPSTREAM_CONNECT_FAILURES, "upstream_connect_failures_total")                   \
+	X(UPSTREAM_RETRIES, "upstream_retries_total")                                     \
+	X(RESETS_SENT, "resets_sent_total")                                               \
+	X(RESETS_RECEIVED, "resets_received_total")                                       \
+	X(GOAWAY_SENT, "goaway_sent_total")                                               \
+	X(GOAWAY_RECEIVED, "goaway_received_total")                                       \
+	X(BYTES_IN, "bytes_received_total")                                               \
+	X(BYTES_OUT, "bytes_sent_total")                                                  \
+	X(NO_ENDPOINT, "no_endpoint_total")                                               \
+	X(DEADLINE_EXCEEDED, "deadline_exceeded_total")                                   \
+	/* outlier ejections of upstream endpoints */                                     \
+	X(EJECTIONS, "outlier_ejections_total")                                           \
+	/* accept paused: the process ran out of fds */                                   \
+	X(FD_PAUSES, "fd_exhaustion_pauses_total")                                        \
+	/* connections reset from the accept queue while out of fds */                    \
+	X(FD_REFUSED, "fd_exhaustion_refused_total")                                      \
+	/* upstream connections closed: no PING ACK in time */                            \
+	X(UPSTREAM_PING_TIMEOUTS, "upstream_keepalive_timeouts_total")                    \
+	/* GOAWAY: the Service left the desired state (opt-out, rename) */                \
+	X(DOWNSTREAM_RETIRED, "downstream_retired_total")                                 \
+	/* REFUSED_STREAM + GOAWAY: the Service is not known at all */                    \
+	X(STREAMS_REFUSED_UNKNOWN, "streams_refused_unknown_service_total")               \
+	/* "should not happen" branches of the splitter */                                \
+	X(UNEXPECTED, "splitter_unexpected_total")
+
+#define STATS_COUNTERS_ENUM_(id, name) ST_##id,
 enum stat_id {
-	ST_DOWNSTREAM_CONNS_TOTAL = 0,
-	ST_DOWNSTREAM_CONNS_ACTIVE,
-	ST_DOWNSTREAM_H2_CONNS_TOTAL,
-	ST_L4_CONNS_TOTAL,
-	ST_L4_CONNS_ACTIVE,
-	ST_L4_CONNECT_FAILURES,
-	ST_L4_BYTES_UP,
-	ST_L4_BYTES_DOWN,
-	ST_ORIGINAL_DST_MISSING,
-	ST_ORIGINAL_DST_RECOVERED,
-	ST_NETNS_FAILURES,
-	ST_ACCEPT_ERRORS,
-	ST_STREAMS_TOTAL,
-	ST_STREAMS_ACTIVE,
-	ST_UPSTREAM_CONNS_TOTAL,
-	ST_UPSTREAM_CONNS_ACTIVE,
-	ST_UPSTREAM_CONNECT_FAILURES,
-	ST_UPSTREAM_RETRIES,
-	ST_RESETS_SENT,
-	ST_RESETS_RECEIVED,
-	ST_GOAWAY_SENT,
-	ST_GOAWAY_RECEIVED,
-	ST_BYTES_IN,
-	ST_BYTES_OUT,
-	ST_NO_ENDPOINT,
-	ST_DEADLINE_EXCEEDED,
-	ST_EJECTIONS,  /* outlier ejections of upstream endpoints */
-	ST_FD_PAUSES,  /* accept paused: the process ran out of fds */
-	ST_FD_REFUSED, /* connections reset from the accept queue while out of fds */
-	ST_UPSTREAM_PING_TIMEOUTS, /* upstream connections closed: no PING ACK in time */
-	ST_DOWNSTREAM_RETIRED, /* GOAWAY: the Service left the desired state (opt-out, rename) */
-	ST_STREAMS_REFUSED_UNKNOWN, /* REFUSED_STREAM + GOAWAY: the Service is not known at all */
-	ST_UNEXPECTED, /* "should not happen" branches of the splitter */
+	STATS_COUNTERS(STATS_COUNTERS_ENUM_)
 	ST_MAX,
 };
+#undef STATS_COUNTERS_ENUM_
 
 /* The hardening limits, circuit-breaker caps and timeouts (config.h has
  * their flags): each time a peer or a stream runs into one,
- * h2split_limit_exceeded_total{limit=NAME} counts it. Add a limit here and
- * to limit_names in stats.c together. */
+ * h2split_limit_exceeded_total{limit=NAME} counts it. */
+#define STATS_LIMITS(X)                                                                   \
+	X(HEADER_LIST_SIZE, "header_list_size")                                           \
+	X(HEADERS, "headers")                                                             \
+	X(CONTINUATIONS, "continuations")                                                 \
+	X(CONCURRENT_STREAMS, "concurrent_streams")                                       \
+	X(CONTROL_FRAME_RATE, "control_frame_rate")                                       \
+	X(RESET_RATE, "reset_rate")                                                       \
+	X(OUTBOUND_CONTROL_FRAMES, "outbound_control_frames")                             \
+	X(PENDING_BYTES, "pending_bytes")                                                 \
+	X(CONNECTIONS_PER_POD, "connections_per_pod")                                     \
+	X(IDLE_TIMEOUT, "idle_timeout")                                                   \
+	X(HEADER_TIMEOUT, "header_timeout")                                               \
+	/* a new stream found every endpoint at its cap */                                \
+	X(INFLIGHT_PER_ENDPOINT, "inflight_per_endpoint")                                 \
+	/* ... or its service at its cap */                                               \
+	X(INFLIGHT_PER_SERVICE, "inflight_per_service")                                   \
+	/* ... and the service's queue full */                                            \
+	X(PENDING, "pending")                                                             \
+	/* a queued stream found no room in time */                                       \
+	X(PENDING_TIMEOUT, "pending_timeout")                                             \
+	/* an upstream connection's PING went unanswered */                               \
+	X(UPSTREAM_KEEPALIVE_TIMEOUT, "upstream_keepalive_timeout")
+
+#define STATS_LIMITS_ENUM_(id, name) LIMIT_##id,
 enum limit_id {
-	LIMIT_HEADER_LIST_SIZE = 0,
-	LIMIT_HEADERS,
-	LIMIT_CONTINUATIONS,
-	LIMIT_CONCURRENT_STREAMS,
-	LIMIT_CONTROL_FRAME_RATE,
-	LIMIT_RESET_RATE,
-	LIMIT_OUTBOUND_CONTROL_FRAMES,
-	LIMIT_PENDING_BYTES,
-	LIMIT_CONNECTIONS_PER_POD,
-	LIMIT_IDLE_TIMEOUT,
-	LIMIT_HEADER_TIMEOUT,
-	LIMIT_INFLIGHT_PER_ENDPOINT,	  /* a new stream found every endpoint at its cap */
-	LIMIT_INFLIGHT_PER_SERVICE,	  /* ... or its service at its cap */
-	LIMIT_PENDING,			  /* ... and the service's queue full */
-	LIMIT_PENDING_TIMEOUT,		  /* a queued stream found no room in time */
-	LIMIT_UPSTREAM_KEEPALIVE_TIMEOUT, /* an upstream connection's PING went unanswered */
+	STATS_LIMITS(STATS_LIMITS_ENUM_)
 	LIMIT_MAX,
 };
+#undef STATS_LIMITS_ENUM_
 
 struct worker_stats {
 	_Atomic uint64_t v[ST_MAX];

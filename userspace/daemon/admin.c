@@ -17,12 +17,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "balancer/health.h"
 #include "base/loop.h"
 #include "daemon/admin.h"
-#include "daemon/daemon.h"
-#include "kernel/bpf_loader.h"
+#include "daemon/daemon_view.h"
 #include "kernel/bpf_maps.h"
 #include "telemetry/metrics.h"
+#include "telemetry/prom.h"
 
 #define ADMIN_MAX_CONNS 64
 #define ADMIN_CONN_TIMEOUT_S 10
@@ -58,38 +59,6 @@ static int reply_text(struct reply *r, unsigned int status, const char *text)
 	return r->body ? 0 : -ENOMEM;
 }
 
-/* The newest snapshot, referenced (NULL before the first discovery sync). */
-static struct snapshot *snapshot_get(struct daemon *d)
-{
-	struct snapshot *s;
-
-	pthread_mutex_lock(&d->snap_lock);
-	s = d->snap ? registry_snapshot_ref(d->snap) : NULL;
-	pthread_mutex_unlock(&d->snap_lock);
-	return s;
-}
-
-/* The merged per-endpoint and per-service tables of every worker. */
-static struct metrics_merged *merge_workers(struct daemon *d)
-{
-	struct metrics **ms = calloc(d->n_workers > 0 ? (size_t)d->n_workers : 1, sizeof(*ms));
-	struct metrics_merged *mm;
-
-	if (!ms)
-		return NULL;
-	for (int i = 0; i < d->n_workers; i++)
-		ms[i] = d->workers[i].metrics;
-	mm = metrics_merge(ms, d->n_workers);
-	free(ms);
-	return mm;
-}
-
-static bool is_ready(struct daemon *d)
-{
-	return atomic_load(&d->synced) && atomic_load(&d->redirecting) &&
-	       !atomic_load(&d->draining);
-}
-
 /* ---- /healthz, /readyz ---- */
 
 static int h_healthz(struct daemon *d, struct reply *r)
@@ -102,7 +71,7 @@ static int h_healthz(struct daemon *d, struct reply *r)
  * whoever changed the source waits for its version here. */
 static void applied_str(struct daemon *d, char *buf, size_t len)
 {
-	struct snapshot *snap = snapshot_get(d);
+	struct snapshot *snap = daemon_snapshot(d);
 
 	snprintf(buf, len, "generation=%llu version=%s",
 		 (unsigned long long)(snap ? snap->generation : 0),
@@ -115,21 +84,24 @@ static int h_readyz(struct daemon *d, struct reply *r)
 	char buf[160] = "not ready:", applied[STATE_VERSION_MAX + 48], ok[sizeof(applied) + 8];
 	const char *sep = " ";
 
-	if (is_ready(d)) {
+	struct daemon_status st;
+
+	daemon_status(d, &st);
+	if (st.ready) {
 		applied_str(d, applied, sizeof(applied));
 		snprintf(ok, sizeof(ok), "ready %s\n", applied);
 		return reply_text(r, MHD_HTTP_OK, ok);
 	}
-	if (!atomic_load(&d->synced)) {
+	if (!st.synced) {
 		strcat(buf, " discovery not synced");
 		sep = ", ";
 	}
-	if (!atomic_load(&d->redirecting)) {
+	if (!st.redirecting) {
 		strcat(buf, sep);
 		strcat(buf, "not redirecting");
 		sep = ", ";
 	}
-	if (atomic_load(&d->draining)) {
+	if (st.draining) {
 		strcat(buf, sep);
 		strcat(buf, "draining");
 	}
@@ -139,107 +111,85 @@ static int h_readyz(struct daemon *d, struct reply *r)
 
 /* ---- /metrics ---- */
 
-static void gauge(FILE *f, const char *name, const char *help, uint64_t v)
-{
-	fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %" PRIu64 "\n", name, help, name, name, v);
-}
-
 static void write_daemon(FILE *f, struct daemon *d, const struct snapshot *snap)
 {
-	struct discovery *disc = __atomic_load_n(&d->disc, __ATOMIC_ACQUIRE);
+	struct daemon_status st;
 	uint64_t n_eps = 0;
 
-	fputs("# HELP h2split_build_info The running h2splitd's version.\n"
-	      "# TYPE h2split_build_info gauge\nh2split_build_info{version=\"",
-	      f);
-	metrics_write_label_value(f, H2SPLIT_VERSION);
-	fputs("\"} 1\n", f);
-	gauge(f, "h2split_ready", "1 when synced, redirecting and not draining (as /readyz).",
-	      is_ready(d));
-	gauge(f, "h2split_discovery_synced", "1 once discovery delivered a full state.",
-	      atomic_load(&d->synced));
-	gauge(f, "h2split_redirecting", "1 while the listeners are in the BPF liveness map.",
-	      atomic_load(&d->redirecting));
-	gauge(f, "h2split_draining", "1 once shutdown began.", atomic_load(&d->draining));
-	gauge(f, "h2split_workers", "Worker threads.", (uint64_t)d->n_workers);
+	daemon_status(d, &st);
+	prom_family(f, "h2split_build_info", "gauge", "The running h2splitd's version.");
+	prom_u64(f, "h2split_build_info", &(struct prom_label){"version", H2SPLIT_VERSION}, 1, 1);
+	prom_gauge(f, "h2split_ready", "1 when synced, redirecting and not draining (as /readyz).",
+		   st.ready);
+	prom_gauge(f, "h2split_discovery_synced", "1 once discovery delivered a full state.",
+		   st.synced);
+	prom_gauge(f, "h2split_redirecting", "1 while the listeners are in the BPF liveness map.",
+		   st.redirecting);
+	prom_gauge(f, "h2split_draining", "1 once shutdown began.", st.draining);
+	prom_gauge(f, "h2split_workers", "Worker threads.", (uint64_t)st.n_workers);
 	for (int i = 0; snap && i < snap->st->n_svcs; i++)
 		n_eps += snap->st->svcs[i].retired_ms ? 0 : (uint64_t)snap->st->svcs[i].n_eps;
-	gauge(f, "h2split_state_generation",
-	      "Generation of the state in force: every worker routes by it.",
-	      snap ? snap->generation : 0);
-	gauge(f, "h2split_services", "Opted-in service ports in the state in force.",
-	      snap ? (uint64_t)(snap->st->n_svcs - snap->st->n_retired) : 0);
-	gauge(f, "h2split_services_retired",
-	      "Service ports no longer redirected, still routing their open connections' streams.",
-	      snap ? (uint64_t)snap->st->n_retired : 0);
-	gauge(f, "h2split_endpoints", "Endpoints of those services, in any condition.", n_eps);
-	fputs("# HELP h2split_discovery_errors_total Discovery loads that failed.\n"
-	      "# TYPE h2split_discovery_errors_total counter\n",
-	      f);
-	fprintf(f, "h2split_discovery_errors_total %lu\n",
-		disc ? __atomic_load_n(&disc->n_errors, __ATOMIC_RELAXED) : 0ul);
-	fputs("# HELP h2split_discovery_relists_total Full relists after the source's history "
-	      "expired (Kubernetes: 410 Gone), each after a backoff.\n"
-	      "# TYPE h2split_discovery_relists_total counter\n",
-	      f);
-	fprintf(f, "h2split_discovery_relists_total %lu\n",
-		disc ? __atomic_load_n(&disc->n_relists, __ATOMIC_RELAXED) : 0ul);
+	prom_gauge(f, "h2split_state_generation",
+		   "Generation of the state in force: every worker routes by it.",
+		   snap ? snap->generation : 0);
+	prom_gauge(f, "h2split_services", "Opted-in service ports in the state in force.",
+		   snap ? (uint64_t)(snap->st->n_svcs - snap->st->n_retired) : 0);
+	prom_gauge(f, "h2split_services_retired",
+		   "Service ports no longer redirected, still routing their open connections' "
+		   "streams.",
+		   snap ? (uint64_t)snap->st->n_retired : 0);
+	prom_gauge(f, "h2split_endpoints", "Endpoints of those services, in any condition.", n_eps);
+	prom_counter(f, "h2split_discovery_errors_total", "Discovery loads that failed.",
+		     st.discovery_errors);
+	prom_counter(f, "h2split_discovery_relists_total",
+		     "Full relists after the source's history expired (Kubernetes: 410 Gone), "
+		     "each after a backoff.",
+		     st.discovery_relists);
 }
 
-/* Every per-worker counter of stats.h, summed: *_total counters, the rest gauges. */
+/* Every per-worker counter of stats.h, summed: *_total counters, the rest
+ * gauges (no HELP: the names say it). Then one labelled family for every
+ * hardening limit a peer ran into. */
 static void write_stats(FILE *f, struct daemon *d)
 {
+	static const char limits[] = "h2split_limit_exceeded_total";
+	struct daemon_stats sum;
+	char name[96];
+
+	daemon_stats(d, &sum);
 	for (int id = 0; id < ST_MAX; id++) {
-		const char *name = stats_names[id];
-		size_t len = strlen(name);
-		bool counter = len > 6 && !strcmp(name + len - 6, "_total");
-		uint64_t sum = 0;
+		size_t len = strlen(stats_names[id]);
+		bool counter = len > 6 && !strcmp(stats_names[id] + len - 6, "_total");
 
-		for (int w = 0; w < d->n_workers; w++)
-			sum += stats_get(&d->workers[w].stats, (enum stat_id)id);
-		fprintf(f, "# TYPE h2split_%s %s\nh2split_%s %" PRIu64 "\n", name,
-			counter ? "counter" : "gauge", name, sum);
+		snprintf(name, sizeof(name), "h2split_%s", stats_names[id]);
+		prom_family(f, name, counter ? "counter" : "gauge", NULL);
+		prom_u64(f, name, NULL, 0, sum.v[id]);
 	}
-}
-
-/* One labelled family for every hardening limit a peer ran into. */
-static void write_limits(FILE *f, struct daemon *d)
-{
-	fputs("# HELP h2split_limit_exceeded_total Times a peer ran into a hardening limit.\n"
-	      "# TYPE h2split_limit_exceeded_total counter\n",
-	      f);
-	for (int id = 0; id < LIMIT_MAX; id++) {
-		uint64_t sum = 0;
-
-		for (int w = 0; w < d->n_workers; w++)
-			sum += stats_limit_get(&d->workers[w].stats, (enum limit_id)id);
-		fprintf(f, "h2split_limit_exceeded_total{limit=\"%s\"} %" PRIu64 "\n",
-			limit_names[id], sum);
-	}
+	prom_family(f, limits, "counter", "Times a peer ran into a hardening limit.");
+	for (int id = 0; id < LIMIT_MAX; id++)
+		prom_u64(f, limits, &(struct prom_label){"limit", limit_names[id]}, 1,
+			 sum.limits[id]);
 }
 
 /* The kernel side's decisions, summed over CPUs. Nothing without BPF. */
 static void write_bpf(FILE *f, struct daemon *d)
 {
 	uint64_t v[H2S_CNT_MAX];
+	char name[96];
 
-	if (!d->bpf || bpf_maps_counters_read(bpf_loader_maps(d->bpf), v))
+	if (daemon_bpf_counters(d, v))
 		return;
 	for (int c = 0; c < H2S_CNT_MAX; c++) {
-		const char *name = bpf_maps_counter_name((enum h2s_counter)c);
-
-		if (!name)
-			continue;
-		fprintf(f, "# HELP h2split_bpf_%s_total %s\n# TYPE h2split_bpf_%s_total counter\n",
-			name, bpf_maps_counter_help((enum h2s_counter)c), name);
-		fprintf(f, "h2split_bpf_%s_total %" PRIu64 "\n", name, v[c]);
+		snprintf(name, sizeof(name), "h2split_bpf_%s_total",
+			 bpf_maps_counter_name((enum h2s_counter)c));
+		prom_counter(f, name, bpf_maps_counter_help((enum h2s_counter)c), v[c]);
 	}
 }
 
 static int h_metrics(struct daemon *d, struct reply *r)
 {
-	struct snapshot *snap = snapshot_get(d);
-	struct metrics_merged *mm = merge_workers(d);
+	struct snapshot *snap = daemon_snapshot(d);
+	struct metrics_merged *mm = daemon_metrics(d);
 	FILE *f = NULL;
 	int err = -ENOMEM;
 
@@ -249,7 +199,6 @@ static int h_metrics(struct daemon *d, struct reply *r)
 	if (f) {
 		write_daemon(f, d, snap);
 		write_stats(f, d);
-		write_limits(f, d);
 		write_bpf(f, d);
 		err = metrics_write_prometheus(f, mm, snap ? snap->st : NULL, loop_now_ms());
 		if (fclose(f) && !err)
@@ -358,7 +307,8 @@ static struct json_object *balancing_json(const struct config *cfg,
 static struct json_object *service_json(struct daemon *d, const struct state_service *svc)
 {
 	struct json_object *o = json_object_new_object(), *vips = json_object_new_array();
-	enum lb_policy lb = svc->lb == LB_DEFAULT ? d->cfg.lb_policy : svc->lb;
+	const struct config *cfg = daemon_config(d);
+	enum lb_policy lb = svc->lb == LB_DEFAULT ? cfg->lb_policy : svc->lb;
 	uint64_t usable = 0;
 	char ip[INET6_ADDRSTRLEN];
 
@@ -382,7 +332,7 @@ static struct json_object *service_json(struct daemon *d, const struct state_ser
 	json_object_object_add(o, "upstream_tls", json_object_new_boolean(svc->upstream_tls));
 	add_u64(o, "endpoints", (uint64_t)svc->n_eps);
 	add_u64(o, "endpoints_usable", usable);
-	json_object_object_add(o, "balancing", balancing_json(&d->cfg, svc));
+	json_object_object_add(o, "balancing", balancing_json(cfg, svc));
 	return o;
 }
 
@@ -405,7 +355,7 @@ static struct json_object *retired_json(const struct state_service *svc, uint64_
  * streams of connections opened before are listed apart, as "retired". */
 static int h_services(struct daemon *d, struct reply *r)
 {
-	struct snapshot *snap = snapshot_get(d);
+	struct snapshot *snap = daemon_snapshot(d);
 	struct json_object *arr, *root = json_root(snap, &arr), *retired = NULL;
 	uint64_t now = loop_now_ms();
 
@@ -504,14 +454,14 @@ static struct json_object *service_endpoints_json(const struct state_service *sv
 
 static int h_endpoints(struct daemon *d, struct reply *r)
 {
-	struct snapshot *snap = snapshot_get(d);
-	struct metrics_merged *mm = merge_workers(d);
+	struct snapshot *snap = daemon_snapshot(d);
+	struct metrics_merged *mm = daemon_metrics(d);
 	struct json_object *arr, *root = mm ? json_root(snap, &arr) : NULL;
 	uint64_t now_ms = loop_now_ms();
 
 	for (int i = 0; root && snap && i < snap->st->n_svcs; i++)
 		json_object_array_add(
-		    arr, service_endpoints_json(&snap->st->svcs[i], mm, now_ms, d->health));
+		    arr, service_endpoints_json(&snap->st->svcs[i], mm, now_ms, daemon_health(d)));
 	metrics_merged_free(mm);
 	registry_snapshot_unref(snap);
 	return reply_json(r, root);
@@ -610,22 +560,23 @@ struct admin *admin_start(struct daemon *d)
 	struct admin *a = calloc(1, sizeof(*a));
 	char addr[80];
 	unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD;
+	const struct config *cfg = daemon_config(d);
 	int fd;
 
-	config_addr_str(&d->cfg.admin, addr, sizeof(addr));
+	config_addr_str(&cfg->admin, addr, sizeof(addr));
 	if (!a) {
 		fprintf(stderr, "h2splitd: admin: cannot listen on %s: %s\n", addr,
 			strerror(ENOMEM));
 		return NULL;
 	}
 	a->d = d;
-	fd = open_listener(&d->cfg.admin, &a->port);
+	fd = open_listener(&cfg->admin, &a->port);
 	if (fd < 0) {
 		fprintf(stderr, "h2splitd: admin: cannot listen on %s: %s\n", addr, strerror(-fd));
 		free(a);
 		return NULL;
 	}
-	if (d->cfg.admin.ss_family == AF_INET6)
+	if (cfg->admin.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	a->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, a, MHD_OPTION_LISTEN_SOCKET, fd,
 				  MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_MAX_CONNS,

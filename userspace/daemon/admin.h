@@ -2,9 +2,9 @@
 /*
  * The admin HTTP endpoint (cfg.admin, default 127.0.0.1:9901), served by
  * libmicrohttpd on its own thread: health, readiness, Prometheus metrics and
- * JSON views of what the daemon routes. It only reads the daemon: atomics,
- * worker stats and metrics (relaxed, racy by design), and a snapshot it refs
- * under snap_lock. At most 64 connections, each idle at most 10 s.
+ * JSON views of what the daemon routes. It only reads the daemon, through
+ * daemon_view.h (flags, merged worker figures, a referenced snapshot), never
+ * struct worker. At most 64 connections, each idle at most 10 s.
  */
 #ifndef H2SPLIT_ADMIN_H
 #define H2SPLIT_ADMIN_H

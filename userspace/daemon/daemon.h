@@ -2,8 +2,8 @@
 /*
  * The one daemon struct: everything h2splitd owns, driven by the main
  * thread's loop (signals, discovery, drain, admin). Workers never see it;
- * they get struct worker_shared. The admin endpoint reads it to report
- * readiness and to merge worker stats.
+ * they get struct worker_shared. The admin endpoint reads it only through
+ * daemon_view.h (readiness, merged worker stats and tables).
  */
 #ifndef H2SPLIT_DAEMON_H
 #define H2SPLIT_DAEMON_H

@@ -245,22 +245,30 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
 	post_state(d, st);
 }
 
-/* Discovery has a new desired state. Opt-outs first leave the BPF map (new
- * connects go where the app aimed), then every worker gets the snapshot;
- * opt-ins enter the map only once every worker has it (apply_posted), so no
- * connection is ever redirected to a worker that cannot route it. */
-static void on_state(void *arg, struct state *st)
+/* Discovery has new exclusions and/or a new desired state. Excluded cgroups
+ * (a source's opted-out pods) are written first, so a pod opting out stops
+ * being redirected no later than the state that drops its Service arrives.
+ * Then opt-outs leave the BPF services map (new connects go where the app
+ * aimed), and every worker gets the snapshot; opt-ins enter the map only
+ * once every worker has it (apply_posted), so no connection is ever
+ * redirected to a worker that cannot route it. */
+static int on_state(void *arg, struct state *st, const struct discovery_exclusions *ex)
 {
 	struct daemon *d = arg;
 	struct bpf_maps_sync_stats sync = {0};
-	int err;
+	int err, ex_err = 0;
 
+	if (ex)
+		ex_err = bpf_maps_excluded_sync(bpf_loader_maps(d->bpf), ex->origin, ex->ids, ex->n);
+	if (!st)
+		return ex_err;
 	err = bpf_maps_sync_services(bpf_loader_maps(d->bpf), st, true, &sync);
 	if (err)
 		log_error("services_map_sync_failed err=\"%s\"", strerror(-err));
 	else if (sync.removed)
 		log_info("services_map_synced removed=%d", sync.removed);
 	post_state(d, st);
+	return ex_err;
 }
 
 static uint64_t active_conns(const struct daemon *d)
@@ -440,11 +448,15 @@ static int uninstall(const struct config *c)
 	return 0;
 }
 
+/* The Kubernetes source finds opted-out pods' cgroups through these. */
+static const struct discovery_cgroup_ops cgroup_ops = {.root = cgroup_v2_root,
+						       .id_of = cgroup_id_of};
+
 static struct discovery *make_discovery(struct daemon *d)
 {
 	if (d->cfg.discovery == DISCOVERY_FILE)
 		return discovery_file_new(d->cfg.services_file, on_state, d);
-	return discovery_kubernetes_new(&d->cfg, d->bpf, on_state, d);
+	return discovery_kubernetes_new(&d->cfg, &cgroup_ops, on_state, d);
 }
 
 /* The newest snapshot, referenced, for the health checker thread. */

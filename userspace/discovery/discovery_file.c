@@ -257,7 +257,7 @@ static void load(struct discovery_file *df, bool force)
 	log_info("services_reloaded path=%s services=%d endpoints=%d", df->path, st->n_svcs,
 		 count_endpoints(st));
 	df->base.synced = true;
-	df->base.on_update(df->base.arg, st);
+	df->base.on_update(df->base.arg, st, NULL);
 }
 
 static void timer_cb(struct loop *l, struct loop_timer *t, void *arg)

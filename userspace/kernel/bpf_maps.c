@@ -43,32 +43,13 @@ static const struct {
     [BPF_MAPS_COUNTERS] = {sizeof(__u32), sizeof(__u64)},
 };
 
+/* Generated from H2S_COUNTERS, the one list (include/h2split_bpf.h). */
+#define COUNTER_ENTRY(id, cname, chelp) [H2S_CNT_##id] = {cname, chelp},
 static const struct {
 	const char *name;
 	const char *help;
-} counters[] = {
-    [H2S_CNT_REDIRECTED] = {"redirected", "connects sent to the splitter"},
-    [H2S_CNT_BYPASS_NO_LISTENER] = {"bypass_no_listener",
-				    "service connects left alone: no live splitter listener"},
-    [H2S_CNT_BYPASS_EXCLUDED] = {"bypass_excluded",
-				 "service connects left alone: caller's cgroup excluded"},
-    [H2S_CNT_NOT_A_SERVICE] = {"not_a_service", "TCP connects to a destination not opted in"},
-    [H2S_CNT_SERVICE_DISABLED] = {"service_disabled",
-				  "service connects left alone: service disabled"},
-    [H2S_CNT_MAP_FULL] = {"map_full", "connects left alone (or tuples lost): a map was full"},
-    [H2S_CNT_ORIGINAL_DST_MISSING] = {"original_dst_missing",
-				      "redirected connects without a recorded destination"},
-    [H2S_CNT_TUPLE_RECORDED] = {"tuple_recorded",
-				"redirected connects whose tuple was handed to the splitter"},
-    [H2S_CNT_GETPEERNAME_REWRITTEN] = {"getpeername_rewritten",
-				       "getpeername calls answered with the original VIP"},
-    [H2S_CNT_NOT_TCP] = {"not_tcp", "connects left alone: not TCP (UDP, MPTCP...)"},
-    [H2S_CNT_NO_LISTEN_ADDR] = {"no_listen_addr",
-				"service connects left alone: no listen address for the family"},
-    [H2S_CNT_MAP_ERROR] = {"map_error", "connects left alone: a map update failed"},
-};
-_Static_assert(sizeof(counters) / sizeof(counters[0]) == H2S_CNT_MAX,
-	       "every enum h2s_counter needs a name");
+} counters[H2S_CNT_MAX] = {H2S_COUNTERS(COUNTER_ENTRY)};
+#undef COUNTER_ENTRY
 
 const char *bpf_maps_name(enum bpf_maps_id id)
 {

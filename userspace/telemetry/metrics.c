@@ -16,6 +16,7 @@
 
 #include "base/log.h"
 #include "telemetry/metrics.h"
+#include "telemetry/metrics_int.h"
 
 #define MAX_CHUNKS 16
 #define EP_CHUNK (METRICS_MAX_ENDPOINTS / MAX_CHUNKS)
@@ -24,46 +25,7 @@
  * practice: a key changes once per insert or removal). */
 #define READ_RETRIES 64
 
-/* Endpoint entry counters. */
-enum {
-	EC_ACTIVE = 0, /* int64 stored as uint64: sums wrap back to the signed value */
-	EC_REQUESTS,
-	EC_FAILURES,
-	EC_EVENTS,
-	/* Balancer state (metrics_endpoint_health): merged by max, not summed. */
-	EC_EJECTED_UNTIL = EC_EVENTS + METRICS_EV_MAX,
-	EC_BACKOFF_UNTIL,
-	EC_CONSEC_FAILURES,
-	EC_EJECTIONS,
-	EC_EWMA_US,
-	EC_JITTER_US,
-	EC_WARM_UNTIL,
-	EC_MAX,
-};
-#define EC_MAX_MERGED                                                                              \
-	(1ull << EC_EJECTED_UNTIL | 1ull << EC_BACKOFF_UNTIL | 1ull << EC_CONSEC_FAILURES |        \
-	 1ull << EC_EJECTIONS | 1ull << EC_EWMA_US | 1ull << EC_JITTER_US | 1ull << EC_WARM_UNTIL)
-
-/* HTTP status classes: "none" (no status), then 1xx..5xx. */
-#define HTTP_CLASSES 6
-
-/* Service entry counters. */
-enum {
-	SC_BUCKETS = 0, /* METRICS_N_BUCKETS + 1 (+Inf), per bucket, not cumulative */
-	SC_SUM_US = SC_BUCKETS + METRICS_N_BUCKETS + 1,
-	SC_GRPC,				    /* METRICS_GRPC_CODES + 1 ("other") */
-	SC_HTTP = SC_GRPC + METRICS_GRPC_CODES + 1, /* HTTP_CLASSES */
-	SC_REQ_BYTES = SC_HTTP + HTTP_CLASSES,
-	SC_RESP_BYTES,
-	SC_PENDING,   /* int64 stored as uint64, as EC_ACTIVE */
-	SC_CB_REJECT, /* METRICS_CB_MAX */
-	SC_MAX = SC_CB_REJECT + METRICS_CB_MAX,
-};
-
-static const struct {
-	uint64_t ns;
-	const char *le;
-} buckets[METRICS_N_BUCKETS] = {
+const struct metrics_bucket metrics_buckets[METRICS_N_BUCKETS] = {
     {100000ull, "0.0001"},    {250000ull, "0.00025"}, {500000ull, "0.0005"},
     {1000000ull, "0.001"},    {2500000ull, "0.0025"}, {5000000ull, "0.005"},
     {10000000ull, "0.01"},    {25000000ull, "0.025"}, {50000000ull, "0.05"},
@@ -71,27 +33,6 @@ static const struct {
     {1000000000ull, "1"},     {2500000000ull, "2.5"}, {5000000000ull, "5"},
     {10000000000ull, "10"},   {30000000000ull, "30"}, {60000000000ull, "60"},
     {300000000000ull, "300"},
-};
-
-static const char *const http_class_names[HTTP_CLASSES] = {"none", "1xx", "2xx",
-							   "3xx",  "4xx", "5xx"};
-
-static const char *const endpoint_event_families[METRICS_EV_MAX][2] = {
-    [METRICS_EV_RETRY] = {"h2split_endpoint_retries_total",
-			  "Stream attempts on the endpoint retried on another one."},
-    [METRICS_EV_RESET_SENT] = {"h2split_endpoint_resets_sent_total",
-			       "RST_STREAM frames sent to the endpoint."},
-    [METRICS_EV_RESET_RECEIVED] = {"h2split_endpoint_resets_received_total",
-				   "RST_STREAM frames received from the endpoint."},
-    [METRICS_EV_CONNECT_FAILURE] = {"h2split_endpoint_connect_failures_total",
-				    "Failed connection attempts to the endpoint."},
-};
-
-/* A table key: service id alone for service entries (ip, port zero). */
-struct key {
-	uint32_t svc;
-	uint16_t port;
-	struct h2s_ip ip;
 };
 
 struct entry {
@@ -125,26 +66,6 @@ struct table {
 struct metrics {
 	struct table eps;
 	struct table svcs;
-};
-
-/* A merged entry: its key and its counters (in metrics_merged.vals). */
-struct row {
-	struct key k;
-	uint64_t *c;
-};
-
-struct mtable {
-	struct row *rows; /* owned, sorted by key, unique */
-	int n;
-	uint64_t *vals; /* owned, n_counters per row */
-	int n_counters;
-	uint64_t max_merged; /* as table.max_merged */
-	uint64_t overflow;
-};
-
-struct metrics_merged {
-	struct mtable eps;
-	struct mtable svcs;
 };
 
 /* ---- counters: one writer, so a load and a store (no locked RMW) ---- */
@@ -465,7 +386,7 @@ static int bucket_of(uint64_t duration_ns)
 {
 	int i = 0;
 
-	while (i < METRICS_N_BUCKETS && duration_ns > buckets[i].ns)
+	while (i < METRICS_N_BUCKETS && duration_ns > metrics_buckets[i].ns)
 		i++;
 	return i; /* METRICS_N_BUCKETS: +Inf */
 }
@@ -535,8 +456,8 @@ static int cmp_state_ep(const void *key, const void *elem)
 	return c ? c : (int)k->port - (int)ep->port;
 }
 
-static const struct state_endpoint *find_state_ep(const struct state_service *svc,
-						  const struct key *k)
+const struct state_endpoint *metrics_find_state_ep(const struct state_service *svc,
+						   const struct key *k)
 {
 	if (!svc->n_eps) /* eps is NULL then, which bsearch must not see */
 		return NULL;
@@ -565,7 +486,7 @@ static bool drop_endpoint(struct entry *e, const struct state *st)
 		return false;
 	k = entry_key(e);
 	svc = state_find_id(st, k.svc);
-	return !svc || !find_state_ep(svc, &k);
+	return !svc || !metrics_find_state_ep(svc, &k);
 }
 
 static bool drop_service(struct entry *e, const struct state *st)
@@ -726,277 +647,4 @@ int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id
 	out->health.jitter_us = r->c[EC_JITTER_US];
 	out->health.warm_until_ms = r->c[EC_WARM_UNTIL];
 	return 0;
-}
-
-/* ---- Prometheus text ---- */
-
-void metrics_write_label_value(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\')
-			fputs("\\\\", f);
-		else if (*s == '"')
-			fputs("\\\"", f);
-		else if (*s == '\n')
-			fputs("\\n", f);
-		else
-			fputc(*s, f);
-	}
-}
-
-/* A merged row with its labels resolved, for sorting and printing. */
-struct labeled {
-	char service[STATE_NAME_MAX * 2 + 16];
-	char endpoint[INET6_ADDRSTRLEN + 10];
-	const char *pod;
-	const struct row *r;
-};
-
-static void service_label(const struct state *st, uint32_t id, char *buf, size_t len)
-{
-	const struct state_service *svc = st ? state_find_id(st, id) : NULL;
-
-	if (svc)
-		snprintf(buf, len, "%s/%s:%u", svc->ns, svc->name, svc->port);
-	else
-		snprintf(buf, len, "id:%" PRIu32, id);
-}
-
-static void endpoint_label(const struct key *k, char *buf, size_t len)
-{
-	char ip[INET6_ADDRSTRLEN];
-
-	h2s_ip_str(&k->ip, ip, sizeof(ip));
-	snprintf(buf, len, h2s_ip_is_v4(&k->ip) ? "%s:%u" : "[%s]:%u", ip, k->port);
-}
-
-static int cmp_labeled(const void *a, const void *b)
-{
-	const struct labeled *x = a, *y = b;
-	int c = strcmp(x->service, y->service);
-
-	if (c)
-		return c;
-	c = memcmp(&x->r->k.ip, &y->r->k.ip, sizeof(x->r->k.ip));
-	return c ? c : (int)x->r->k.port - (int)y->r->k.port;
-}
-
-/* Resolve labels of every row of |mt|, sorted by service label then address. */
-static struct labeled *label_rows(const struct mtable *mt, const struct state *st)
-{
-	struct labeled *l = calloc(mt->n ? (size_t)mt->n : 1, sizeof(*l));
-
-	if (!l)
-		return NULL;
-	for (int i = 0; i < mt->n; i++) {
-		const struct key *k = &mt->rows[i].k;
-		const struct state_service *svc = st ? state_find_id(st, k->svc) : NULL;
-		const struct state_endpoint *ep = svc ? find_state_ep(svc, k) : NULL;
-
-		l[i].r = &mt->rows[i];
-		service_label(st, k->svc, l[i].service, sizeof(l[i].service));
-		endpoint_label(k, l[i].endpoint, sizeof(l[i].endpoint));
-		l[i].pod = ep ? ep->pod : "";
-	}
-	qsort(l, (size_t)mt->n, sizeof(*l), cmp_labeled);
-	return l;
-}
-
-static void family(FILE *f, const char *name, const char *type, const char *help)
-{
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-static void put_service(FILE *f, const char *name, const struct labeled *l)
-{
-	fprintf(f, "%s{service=\"", name);
-	metrics_write_label_value(f, l->service);
-	fputc('"', f);
-}
-
-static void put_endpoint(FILE *f, const char *name, const struct labeled *l)
-{
-	put_service(f, name, l);
-	fputs(",endpoint=\"", f);
-	metrics_write_label_value(f, l->endpoint);
-	fputs("\",pod=\"", f);
-	metrics_write_label_value(f, l->pod);
-	fputc('"', f);
-}
-
-static void write_endpoint_counter(FILE *f, const struct labeled *l, int n, int idx,
-				   const char *name, const char *help)
-{
-	family(f, name, "counter", help);
-	for (int i = 0; i < n; i++) {
-		put_endpoint(f, name, &l[i]);
-		fprintf(f, "} %" PRIu64 "\n", l[i].r->c[idx]);
-	}
-}
-
-static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t now_ms)
-{
-	write_endpoint_counter(f, l, n, EC_REQUESTS, "h2split_endpoint_requests_total",
-			       "Stream attempts sent to the endpoint, retries included.");
-	family(f, "h2split_endpoint_requests_active", "gauge",
-	       "Stream attempts in flight on the endpoint.");
-	for (int i = 0; i < n; i++) {
-		put_endpoint(f, "h2split_endpoint_requests_active", &l[i]);
-		fprintf(f, "} %" PRId64 "\n", (int64_t)l[i].r->c[EC_ACTIVE]);
-	}
-	write_endpoint_counter(f, l, n, EC_FAILURES, "h2split_endpoint_failures_total",
-			       "Streams that failed on the endpoint: no response, HTTP 5xx, or "
-			       "grpc-status UNKNOWN, INTERNAL, UNAVAILABLE or DATA_LOSS.");
-	for (int ev = 0; ev < METRICS_EV_MAX; ev++)
-		write_endpoint_counter(f, l, n, EC_EVENTS + ev, endpoint_event_families[ev][0],
-				       endpoint_event_families[ev][1]);
-	family(f, "h2split_endpoint_ejected", "gauge",
-	       "1 while outlier detection keeps new streams off the endpoint (on any worker).");
-	for (int i = 0; i < n; i++) {
-		put_endpoint(f, "h2split_endpoint_ejected", &l[i]);
-		fprintf(f, "} %d\n", l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
-	}
-}
-
-static void write_histogram(FILE *f, const struct labeled *l, int n)
-{
-	static const char name[] = "h2split_service_request_duration_seconds";
-
-	family(f, name, "histogram",
-	       "Duration of downstream streams, from first headers to close.");
-	for (int i = 0; i < n; i++) {
-		const uint64_t *c = l[i].r->c;
-		uint64_t cum = 0;
-
-		for (int b = 0; b <= METRICS_N_BUCKETS; b++) {
-			cum += c[SC_BUCKETS + b];
-			put_service(f, "h2split_service_request_duration_seconds_bucket", &l[i]);
-			fprintf(f, ",le=\"%s\"} %" PRIu64 "\n",
-				b < METRICS_N_BUCKETS ? buckets[b].le : "+Inf", cum);
-		}
-		put_service(f, "h2split_service_request_duration_seconds_sum", &l[i]);
-		fprintf(f, "} %" PRIu64 ".%06" PRIu64 "\n", c[SC_SUM_US] / 1000000,
-			c[SC_SUM_US] % 1000000);
-		put_service(f, "h2split_service_request_duration_seconds_count", &l[i]);
-		fprintf(f, "} %" PRIu64 "\n", cum);
-	}
-}
-
-static void write_service_counter(FILE *f, const struct labeled *l, int n, int idx,
-				  const char *name, const char *help)
-{
-	family(f, name, "counter", help);
-	for (int i = 0; i < n; i++) {
-		put_service(f, name, &l[i]);
-		fprintf(f, "} %" PRIu64 "\n", l[i].r->c[idx]);
-	}
-}
-
-static void write_services(FILE *f, const struct labeled *l, int n)
-{
-	static const char grpc[] = "h2split_service_grpc_responses_total";
-	static const char http[] = "h2split_service_http_responses_total";
-	static const char cb[] = "h2split_circuit_breaker_rejections_total";
-	static const char *const cb_reasons[METRICS_CB_MAX] = {"queue_full", "timeout"};
-
-	write_histogram(f, l, n);
-	family(f, grpc, "counter", "gRPC streams by the grpc-status the client got.");
-	for (int i = 0; i < n; i++) {
-		for (int s = 0; s <= METRICS_GRPC_CODES; s++) {
-			uint64_t v = l[i].r->c[SC_GRPC + s];
-
-			if (!v)
-				continue;
-			put_service(f, grpc, &l[i]);
-			if (s < METRICS_GRPC_CODES)
-				fprintf(f, ",grpc_status=\"%d\"} %" PRIu64 "\n", s, v);
-			else
-				fprintf(f, ",grpc_status=\"other\"} %" PRIu64 "\n", v);
-		}
-	}
-	family(f, http, "counter", "Streams by the class of the HTTP status the client got.");
-	for (int i = 0; i < n; i++) {
-		for (int s = 0; s < HTTP_CLASSES; s++) {
-			uint64_t v = l[i].r->c[SC_HTTP + s];
-
-			if (!v)
-				continue;
-			put_service(f, http, &l[i]);
-			fprintf(f, ",code_class=\"%s\"} %" PRIu64 "\n", http_class_names[s], v);
-		}
-	}
-	write_service_counter(f, l, n, SC_REQ_BYTES, "h2split_service_request_bytes_total",
-			      "Request body bytes received from clients.");
-	write_service_counter(f, l, n, SC_RESP_BYTES, "h2split_service_response_bytes_total",
-			      "Response body bytes sent to clients.");
-	family(f, "h2split_service_pending", "gauge",
-	       "Streams waiting for room under the service's in-flight caps.");
-	for (int i = 0; i < n; i++) {
-		put_service(f, "h2split_service_pending", &l[i]);
-		fprintf(f, "} %" PRId64 "\n", (int64_t)l[i].r->c[SC_PENDING]);
-	}
-	family(f, cb, "counter",
-	       "Streams failed fast by circuit breaking: the pending queue was full, or the "
-	       "wait timed out.");
-	for (int i = 0; i < n; i++) {
-		for (int r = 0; r < METRICS_CB_MAX; r++) {
-			put_service(f, cb, &l[i]);
-			fprintf(f, ",reason=\"%s\"} %" PRIu64 "\n", cb_reasons[r],
-				l[i].r->c[SC_CB_REJECT + r]);
-		}
-	}
-}
-
-/* Endpoint counts of every service in |st|, in state order. */
-static void write_state(FILE *f, const struct state *st)
-{
-	static const char all[] = "h2split_service_endpoints";
-	static const char usable[] = "h2split_service_endpoints_usable";
-	struct labeled l;
-
-	family(f, all, "gauge", "Endpoints of the service in the state in force.");
-	for (int i = 0; st && i < st->n_svcs; i++) {
-		if (st->svcs[i].retired_ms)
-			continue;
-		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
-		put_service(f, all, &l);
-		fprintf(f, "} %d\n", st->svcs[i].n_eps);
-	}
-	family(f, usable, "gauge", "Endpoints that may take new streams (ready, not terminating).");
-	for (int i = 0; st && i < st->n_svcs; i++) {
-		int n = 0;
-
-		if (st->svcs[i].retired_ms)
-			continue;
-		for (int j = 0; j < st->svcs[i].n_eps; j++)
-			n += state_endpoint_usable(&st->svcs[i].eps[j]);
-		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
-		put_service(f, usable, &l);
-		fprintf(f, "} %d\n", n);
-	}
-}
-
-int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
-			     uint64_t now_ms)
-{
-	struct labeled *eps = label_rows(&mm->eps, st);
-	struct labeled *svcs = label_rows(&mm->svcs, st);
-
-	if (!eps || !svcs) {
-		free(eps);
-		free(svcs);
-		return -ENOMEM;
-	}
-	write_endpoints(f, eps, mm->eps.n, now_ms);
-	write_services(f, svcs, mm->svcs.n);
-	write_state(f, st);
-	family(f, "h2split_metrics_overflow_total", "counter",
-	       "Metric updates dropped because a worker's table was full.");
-	fprintf(f, "h2split_metrics_overflow_total{table=\"endpoints\"} %" PRIu64 "\n",
-		mm->eps.overflow);
-	fprintf(f, "h2split_metrics_overflow_total{table=\"services\"} %" PRIu64 "\n",
-		mm->svcs.overflow);
-	free(eps);
-	free(svcs);
-	return ferror(f) ? -EIO : 0;
 }

@@ -129,7 +129,4 @@ int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id
 int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
 			     uint64_t now_ms);
 
-/* Write |s| as a label value: backslash, double quote and newline escaped. */
-void metrics_write_label_value(FILE *f, const char *s);
-
 #endif

@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The per-service and per-endpoint Prometheus families of a merged scrape
+ * (metrics_write_prometheus in metrics.h): labels resolved in the state in
+ * force, rows sorted by service then address, written through prom.h.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "telemetry/metrics.h"
+#include "telemetry/metrics_int.h"
+#include "telemetry/prom.h"
+
+static const char *const http_class_names[HTTP_CLASSES] = {"none", "1xx", "2xx",
+							   "3xx",  "4xx", "5xx"};
+
+static const char *const endpoint_event_families[METRICS_EV_MAX][2] = {
+    [METRICS_EV_RETRY] = {"h2split_endpoint_retries_total",
+			  "Stream attempts on the endpoint retried on another one."},
+    [METRICS_EV_RESET_SENT] = {"h2split_endpoint_resets_sent_total",
+			       "RST_STREAM frames sent to the endpoint."},
+    [METRICS_EV_RESET_RECEIVED] = {"h2split_endpoint_resets_received_total",
+				   "RST_STREAM frames received from the endpoint."},
+    [METRICS_EV_CONNECT_FAILURE] = {"h2split_endpoint_connect_failures_total",
+				    "Failed connection attempts to the endpoint."},
+};
+
+/* A merged row with its labels resolved, for sorting and printing. */
+struct labeled {
+	char service[STATE_NAME_MAX * 2 + 16];
+	char endpoint[INET6_ADDRSTRLEN + 10];
+	const char *pod;
+	const struct row *r;
+};
+
+static void service_label(const struct state *st, uint32_t id, char *buf, size_t len)
+{
+	const struct state_service *svc = st ? state_find_id(st, id) : NULL;
+
+	if (svc)
+		snprintf(buf, len, "%s/%s:%u", svc->ns, svc->name, svc->port);
+	else
+		snprintf(buf, len, "id:%" PRIu32, id);
+}
+
+static void endpoint_label(const struct key *k, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	h2s_ip_str(&k->ip, ip, sizeof(ip));
+	snprintf(buf, len, h2s_ip_is_v4(&k->ip) ? "%s:%u" : "[%s]:%u", ip, k->port);
+}
+
+static int cmp_labeled(const void *a, const void *b)
+{
+	const struct labeled *x = a, *y = b;
+	int c = strcmp(x->service, y->service);
+
+	if (c)
+		return c;
+	c = memcmp(&x->r->k.ip, &y->r->k.ip, sizeof(x->r->k.ip));
+	return c ? c : (int)x->r->k.port - (int)y->r->k.port;
+}
+
+/* Resolve labels of every row of |mt|, sorted by service label then address. */
+static struct labeled *label_rows(const struct mtable *mt, const struct state *st)
+{
+	struct labeled *l = calloc(mt->n ? (size_t)mt->n : 1, sizeof(*l));
+
+	if (!l)
+		return NULL;
+	for (int i = 0; i < mt->n; i++) {
+		const struct key *k = &mt->rows[i].k;
+		const struct state_service *svc = st ? state_find_id(st, k->svc) : NULL;
+		const struct state_endpoint *ep = svc ? metrics_find_state_ep(svc, k) : NULL;
+
+		l[i].r = &mt->rows[i];
+		service_label(st, k->svc, l[i].service, sizeof(l[i].service));
+		endpoint_label(k, l[i].endpoint, sizeof(l[i].endpoint));
+		l[i].pod = ep ? ep->pod : "";
+	}
+	qsort(l, (size_t)mt->n, sizeof(*l), cmp_labeled);
+	return l;
+}
+
+/* The labels of |l|'s series: service, then endpoint and pod; |extra| (may
+ * be NULL) goes last. Returns how many of |out|'s four were set. */
+static int service_labels(const struct labeled *l, struct prom_label out[4],
+			  const struct prom_label *extra)
+{
+	out[0] = (struct prom_label){"service", l->service};
+	if (extra)
+		out[1] = *extra;
+	return extra ? 2 : 1;
+}
+
+static int endpoint_labels(const struct labeled *l, struct prom_label out[4])
+{
+	out[0] = (struct prom_label){"service", l->service};
+	out[1] = (struct prom_label){"endpoint", l->endpoint};
+	out[2] = (struct prom_label){"pod", l->pod};
+	return 3;
+}
+
+static void write_endpoint_counter(FILE *f, const struct labeled *l, int n, int idx,
+				   const char *name, const char *help)
+{
+	struct prom_label lb[4];
+
+	prom_family(f, name, "counter", help);
+	for (int i = 0; i < n; i++)
+		prom_u64(f, name, lb, endpoint_labels(&l[i], lb), l[i].r->c[idx]);
+}
+
+static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t now_ms)
+{
+	static const char active[] = "h2split_endpoint_requests_active";
+	static const char ejected[] = "h2split_endpoint_ejected";
+	struct prom_label lb[4];
+
+	write_endpoint_counter(f, l, n, EC_REQUESTS, "h2split_endpoint_requests_total",
+			       "Stream attempts sent to the endpoint, retries included.");
+	prom_family(f, active, "gauge", "Stream attempts in flight on the endpoint.");
+	for (int i = 0; i < n; i++)
+		prom_i64(f, active, lb, endpoint_labels(&l[i], lb), (int64_t)l[i].r->c[EC_ACTIVE]);
+	write_endpoint_counter(f, l, n, EC_FAILURES, "h2split_endpoint_failures_total",
+			       "Streams that failed on the endpoint: no response, HTTP 5xx, or "
+			       "grpc-status UNKNOWN, INTERNAL, UNAVAILABLE or DATA_LOSS.");
+	for (int ev = 0; ev < METRICS_EV_MAX; ev++)
+		write_endpoint_counter(f, l, n, EC_EVENTS + ev, endpoint_event_families[ev][0],
+				       endpoint_event_families[ev][1]);
+	prom_family(
+	    f, ejected, "gauge",
+	    "1 while outlier detection keeps new streams off the endpoint (on any worker).");
+	for (int i = 0; i < n; i++)
+		prom_u64(f, ejected, lb, endpoint_labels(&l[i], lb),
+			 l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
+}
+
+static void write_histogram(FILE *f, const struct labeled *l, int n)
+{
+	static const char name[] = "h2split_service_request_duration_seconds";
+	struct prom_label lb[4];
+
+	prom_family(f, name, "histogram",
+		    "Duration of downstream streams, from first headers to close.");
+	for (int i = 0; i < n; i++) {
+		const uint64_t *c = l[i].r->c;
+		uint64_t cum = 0;
+
+		for (int b = 0; b <= METRICS_N_BUCKETS; b++) {
+			struct prom_label le = {"le", b < METRICS_N_BUCKETS ? metrics_buckets[b].le
+									    : "+Inf"};
+
+			cum += c[SC_BUCKETS + b];
+			prom_u64(f, "h2split_service_request_duration_seconds_bucket", lb,
+				 service_labels(&l[i], lb, &le), cum);
+		}
+		prom_seconds(f, "h2split_service_request_duration_seconds_sum", lb,
+			     service_labels(&l[i], lb, NULL), c[SC_SUM_US]);
+		prom_u64(f, "h2split_service_request_duration_seconds_count", lb,
+			 service_labels(&l[i], lb, NULL), cum);
+	}
+}
+
+static void write_service_counter(FILE *f, const struct labeled *l, int n, int idx,
+				  const char *name, const char *help)
+{
+	struct prom_label lb[4];
+
+	prom_family(f, name, "counter", help);
+	for (int i = 0; i < n; i++)
+		prom_u64(f, name, lb, service_labels(&l[i], lb, NULL), l[i].r->c[idx]);
+}
+
+/* Per-service series by gRPC status and by HTTP status class; zeros skipped. */
+static void write_responses(FILE *f, const struct labeled *l, int n)
+{
+	static const char grpc[] = "h2split_service_grpc_responses_total";
+	static const char http[] = "h2split_service_http_responses_total";
+	struct prom_label lb[4];
+	char code[16];
+
+	prom_family(f, grpc, "counter", "gRPC streams by the grpc-status the client got.");
+	for (int i = 0; i < n; i++) {
+		for (int s = 0; s <= METRICS_GRPC_CODES; s++) {
+			struct prom_label st = {"grpc_status", code};
+			uint64_t v = l[i].r->c[SC_GRPC + s];
+
+			if (!v)
+				continue;
+			if (s < METRICS_GRPC_CODES)
+				snprintf(code, sizeof(code), "%d", s);
+			else
+				snprintf(code, sizeof(code), "other");
+			prom_u64(f, grpc, lb, service_labels(&l[i], lb, &st), v);
+		}
+	}
+	prom_family(f, http, "counter", "Streams by the class of the HTTP status the client got.");
+	for (int i = 0; i < n; i++) {
+		for (int s = 0; s < HTTP_CLASSES; s++) {
+			struct prom_label cl = {"code_class", http_class_names[s]};
+			uint64_t v = l[i].r->c[SC_HTTP + s];
+
+			if (v)
+				prom_u64(f, http, lb, service_labels(&l[i], lb, &cl), v);
+		}
+	}
+}
+
+static void write_services(FILE *f, const struct labeled *l, int n)
+{
+	static const char pending[] = "h2split_service_pending";
+	static const char cb[] = "h2split_circuit_breaker_rejections_total";
+	static const char *const cb_reasons[METRICS_CB_MAX] = {"queue_full", "timeout"};
+	struct prom_label lb[4];
+
+	write_histogram(f, l, n);
+	write_responses(f, l, n);
+	write_service_counter(f, l, n, SC_REQ_BYTES, "h2split_service_request_bytes_total",
+			      "Request body bytes received from clients.");
+	write_service_counter(f, l, n, SC_RESP_BYTES, "h2split_service_response_bytes_total",
+			      "Response body bytes sent to clients.");
+	prom_family(f, pending, "gauge",
+		    "Streams waiting for room under the service's in-flight caps.");
+	for (int i = 0; i < n; i++)
+		prom_i64(f, pending, lb, service_labels(&l[i], lb, NULL),
+			 (int64_t)l[i].r->c[SC_PENDING]);
+	prom_family(f, cb, "counter",
+		    "Streams failed fast by circuit breaking: the pending queue was full, or the "
+		    "wait timed out.");
+	for (int i = 0; i < n; i++) {
+		for (int r = 0; r < METRICS_CB_MAX; r++) {
+			struct prom_label why = {"reason", cb_reasons[r]};
+
+			prom_u64(f, cb, lb, service_labels(&l[i], lb, &why),
+				 l[i].r->c[SC_CB_REJECT + r]);
+		}
+	}
+}
+
+/* Endpoint counts of every service in |st|, in state order. */
+static void write_state(FILE *f, const struct state *st)
+{
+	static const char all[] = "h2split_service_endpoints";
+	static const char usable[] = "h2split_service_endpoints_usable";
+	struct labeled l;
+	struct prom_label lb[4];
+
+	prom_family(f, all, "gauge", "Endpoints of the service in the state in force.");
+	for (int i = 0; st && i < st->n_svcs; i++) {
+		if (st->svcs[i].retired_ms)
+			continue;
+		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
+		prom_u64(f, all, lb, service_labels(&l, lb, NULL), (uint64_t)st->svcs[i].n_eps);
+	}
+	prom_family(f, usable, "gauge",
+		    "Endpoints that may take new streams (ready, not terminating).");
+	for (int i = 0; st && i < st->n_svcs; i++) {
+		uint64_t n = 0;
+
+		if (st->svcs[i].retired_ms)
+			continue;
+		for (int j = 0; j < st->svcs[i].n_eps; j++)
+			n += state_endpoint_usable(&st->svcs[i].eps[j]);
+		service_label(st, st->svcs[i].id, l.service, sizeof(l.service));
+		prom_u64(f, usable, lb, service_labels(&l, lb, NULL), n);
+	}
+}
+
+int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
+			     uint64_t now_ms)
+{
+	static const char overflow[] = "h2split_metrics_overflow_total";
+	struct labeled *eps = label_rows(&mm->eps, st);
+	struct labeled *svcs = label_rows(&mm->svcs, st);
+
+	if (!eps || !svcs) {
+		free(eps);
+		free(svcs);
+		return -ENOMEM;
+	}
+	write_endpoints(f, eps, mm->eps.n, now_ms);
+	write_services(f, svcs, mm->svcs.n);
+	write_state(f, st);
+	prom_family(f, overflow, "counter",
+		    "Metric updates dropped because a worker's table was full.");
+	prom_u64(f, overflow, &(struct prom_label){"table", "endpoints"}, 1, mm->eps.overflow);
+	prom_u64(f, overflow, &(struct prom_label){"table", "services"}, 1, mm->svcs.overflow);
+	free(eps);
+	free(svcs);
+	return ferror(f) ? -EIO : 0;
+}
