@@ -38,6 +38,7 @@ PRIVATE = {
     "build/h2split.skel.h": "kernel",  # generated; only the loader opens the skeleton
     "userspace/proxy/h2/splitter_int.h": "proxy/h2",  # the splitter's modules share it
     "userspace/discovery/k8s_source.h": "discovery",  # the Kubernetes source's two files
+    "userspace/discovery/k8s_objects_int.h": "discovery",  # the object store's parsers and build
     "userspace/telemetry/metrics_int.h": "telemetry",  # the tables and their Prometheus text
     "userspace/balancer/balancer_int.h": "balancer",  # endpoint, service and set state
     "userspace/balancer/policy.h": "balancer",  # the policy interface
