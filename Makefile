@@ -59,7 +59,8 @@ SKEL := $(BUILD)/h2split.skel.h
 # h2splitctl only base/ and kernel/, so the CLI cannot grow a dependency on
 # the daemon without the link failing.
 SRC := $(wildcard userspace/*/*.c userspace/*/*/*.c)
-MAINS := userspace/daemon/h2splitd.c userspace/ctl/h2splitctl.c
+CTL_SRC := $(wildcard userspace/ctl/*.c)
+MAINS := userspace/daemon/h2splitd.c $(CTL_SRC)
 LIB_SRC := $(filter-out $(MAINS),$(SRC))
 obj_of = $(patsubst userspace/%.c,$(BUILD)/obj/%.o,$(1))
 LIB_OBJ := $(call obj_of,$(LIB_SRC))
@@ -99,7 +100,7 @@ $(LIB) $(CTL_LIB):
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/h2splitd: $(BUILD)/obj/daemon/h2splitd.o $(LIB)
-$(BUILD)/h2splitctl: $(BUILD)/obj/ctl/h2splitctl.o $(CTL_LIB)
+$(BUILD)/h2splitctl: $(call obj_of,$(CTL_SRC)) $(CTL_LIB)
 $(BINS):
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -118,8 +119,8 @@ $(BUILD)/tests/test_stream_oom: LDFLAGS += -Wl,--wrap=malloc
 VERSION_STAMP := $(BUILD)/version.stamp
 $(VERSION_STAMP): FORCE | $(BUILD)/obj
 	$(Q)echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
-$(addprefix $(BUILD)/obj/,daemon/admin.o ctl/h2splitctl.o daemon/h2splitd.o \
-	discovery/k8s_client.o): $(VERSION_STAMP)
+$(addprefix $(BUILD)/obj/,daemon/admin.o ctl/h2splitctl.o ctl/ctl_pins.o ctl/ctl_status.o \
+	daemon/h2splitd.o discovery/k8s_client.o): $(VERSION_STAMP)
 FORCE:
 
 deps:
