@@ -38,6 +38,7 @@ PRIVATE = {
     "build/h2split.skel.h": "kernel",  # generated; only the loader opens the skeleton
     "userspace/proxy/h2/splitter_int.h": "proxy/h2",  # the splitter's modules share it
     "userspace/kernel/bpf_maps_int.h": "kernel",  # the map dump bpf_maps*.c share
+    "userspace/kernel/bpf_loader_int.h": "kernel",  # the pin root default, for bpf_preflight.c
     "userspace/ctl/ctl.h": "ctl",  # h2splitctl's files: struct ctl, commands, admin client
     "userspace/discovery/k8s_source.h": "discovery",  # the Kubernetes source's two files
     "userspace/discovery/k8s_objects_int.h": "discovery",  # the object store's parsers and build
