@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * Unit tests for the object store (k8s_objects.h: k8s_store.c and its
- * parsers) against kubectl-shaped objects: which Service ports opt in, how EndpointSlice ports map onto them (by name, as
- * kube-proxy does), endpoint conditions, deduplication, watch events, parse
- * errors with line and column, and all-or-nothing loading.
+ * parsers) against kubectl-shaped objects: which Service ports opt in, how
+ * EndpointSlice ports map onto them (by name, as kube-proxy does), endpoint
+ * conditions, deduplication, watch events, parse errors with line and
+ * column, and all-or-nothing loading.
  */
 #include <errno.h>
 #include <setjmp.h>
