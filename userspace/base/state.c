@@ -53,8 +53,20 @@ void state_free(struct state *st)
 	for (int i = 0; i < st->n_svcs; i++)
 		free(st->svcs[i].eps);
 	free(st->svcs);
+	free(st->nodes);
 	free_index(st->idx);
 	free(st);
+}
+
+int state_add_node(struct state *st, const struct state_node *n)
+{
+	struct state_node *v = realloc(st->nodes, (size_t)(st->n_nodes + 1) * sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	st->nodes = v;
+	st->nodes[st->n_nodes++] = *n;
+	return 0;
 }
 
 int state_add_service(struct state *st, const struct state_service *svc)

@@ -29,6 +29,33 @@ enum lb_policy {
 	LB_EWMA, /* peak-EWMA latency x in flight, P2C */
 };
 
+/* Where an endpoint runs, seen from this node (base/locality.c). */
+enum state_locality {
+	STATE_LOC_UNKNOWN = 0, /* no nodeName nor zone to compare, or this node's unknown */
+	STATE_LOC_OTHER,       /* another node, another zone */
+	STATE_LOC_ZONE,	       /* another node of this node's zone */
+	STATE_LOC_NODE,	       /* this node */
+};
+
+/* What a Service asks of locality: spec.trafficDistribution, overridden by
+ * the annotation h2split.io/topology (off | zone | node). */
+enum state_topology {
+	STATE_TOPO_DEFAULT = 0, /* neither said: hints alone decide, as for kube-proxy */
+	STATE_TOPO_OFF,		/* h2split.io/topology: off (hints ignored too) */
+	STATE_TOPO_ZONE,	/* PreferClose, PreferSameZone, or "zone" */
+	STATE_TOPO_NODE,	/* PreferSameNode, or "node" */
+};
+
+/* An endpoint's routing tier (locality_resolve): a pick prefers tier NODE,
+ * then ZONE, then the rest (balancer.c). */
+enum state_tier {
+	STATE_TIER_NODE = 0,
+	STATE_TIER_ZONE,
+	STATE_TIER_REST,
+};
+
+#define STATE_HINTS_MAX 128 /* hints.forZones / forNodes names, comma-joined */
+
 struct state_endpoint {
 	struct h2s_ip ip;
 	uint16_t port; /* host byte order: the resolved target port */
@@ -37,6 +64,20 @@ struct state_endpoint {
 	bool terminating;
 	uint16_t weight;	  /* h2split.io/weights for its pod; 0: unset (1) */
 	char pod[STATE_NAME_MAX]; /* targetRef name (cut to 63 bytes), "" when unknown */
+	char node[STATE_NAME_MAX]; /* nodeName (cut to 63 bytes), "" when unknown */
+	char zone[STATE_NAME_MAX]; /* zone, "" when unknown */
+	/* hints.forZones / hints.forNodes names, each followed by ','; "" none
+	 * (names that do not fit are dropped: the endpoint then has no hints). */
+	char for_zones[STATE_HINTS_MAX], for_nodes[STATE_HINTS_MAX];
+	/* Set by locality_resolve() from the above and this node. */
+	uint8_t locality; /* enum state_locality */
+	uint8_t tier;	  /* enum state_tier */
+};
+
+/* A Node object the source saw (Kubernetes: this node only). */
+struct state_node {
+	char name[STATE_NAME_MAX]; /* cut to 63 bytes */
+	char zone[STATE_NAME_MAX]; /* label topology.kubernetes.io/zone, "" none */
 };
 
 struct state_service {
@@ -55,6 +96,11 @@ struct state_service {
 	bool health_check;     /* h2split.io/health-check: "grpc" */
 	int32_t health_interval_ms; /* h2split.io/health-check-interval; 0: the default */
 	char health_service[STATE_HEALTH_SERVICE_MAX]; /* h2split.io/health-check-service */
+	uint8_t topology;  /* enum state_topology, as the Service says */
+	bool local_only;   /* internalTrafficPolicy: Local: this node's endpoints only */
+	/* Set by locality_resolve(): the tiers in force (STATE_TOPO_OFF: none,
+	 * every endpoint is STATE_TIER_REST, routing as without locality). */
+	uint8_t topology_in_force;
 	struct state_endpoint *eps; /* owned */
 	int n_eps;
 	/* 0: desired (redirected). Else the loop_now_ms() at which it left the
@@ -77,12 +123,19 @@ struct state {
 	/* What the source says this state was built from ("sha256:<hex>" of
 	 * the services file, the Kubernetes resourceVersion); "" unknown. */
 	char version[STATE_VERSION_MAX];
+	struct state_node *nodes; /* owned: Node objects the source saw */
+	int n_nodes;
+	/* Set by locality_resolve(): this node's name and zone ("" unknown). */
+	char node_name[STATE_NAME_MAX];
+	char node_zone[STATE_NAME_MAX];
 };
 
 struct state *state_new(void);
 void state_free(struct state *st);
 /* Append a service (deep copy of |svc|, endpoints included). 0 or -ENOMEM. */
 int state_add_service(struct state *st, const struct state_service *svc);
+/* Record Node |n| (a copy). 0 or -ENOMEM. */
+int state_add_node(struct state *st, const struct state_node *n);
 /* Sort services (and each one's endpoints by address, port), assign ids
  * (FNV-1a of "ns/name:port_name", never 0, collisions probed upwards in sorted
  * order; retired services keep theirs and take no part) and build the lookup

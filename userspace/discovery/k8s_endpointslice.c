@@ -3,7 +3,8 @@
  * The EndpointSlice side of the object store: the kubernetes.io/service-name
  * label, addressType, ports, and per endpoint addresses[0], its conditions
  * (missing ready/serving mean true, missing terminating false) and the pod of
- * its targetRef. FQDN slices are kept but contribute no endpoints.
+ * its targetRef, nodeName, zone and hints. FQDN slices are kept but
+ * contribute no endpoints. Also Node objects: their zone label.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -52,6 +53,57 @@ static int parse_conditions(struct json_object *e, struct state_endpoint *ep, co
 	return 0;
 }
 
+/* hints.forZones[].name or forNodes[].name into |dst| as "a,b,"; names that
+ * do not fit leave it "" (no hints: kube-proxy then ignores the Service's). */
+static int parse_hint_list(struct json_object *hints, const char *key, char *dst, size_t size,
+			   const char **err)
+{
+	struct json_object *list;
+	size_t used = 0;
+
+	dst[0] = '\0';
+	if (k8s_obj_get_typed(hints, key, json_type_array, &list))
+		BAD("endpoints[].hints: expected arrays");
+	for (size_t i = 0; list && i < json_object_array_length(list); i++) {
+		struct json_object *h = json_object_array_get_idx(list, i);
+		const char *name = NULL;
+		int n;
+
+		if (!json_object_is_type(h, json_type_object) || k8s_obj_get_str(h, "name", &name))
+			BAD("endpoints[].hints: expected objects with a string name");
+		if (!name || !*name)
+			continue;
+		n = snprintf(dst + used, size - used, "%s,", name);
+		if (n < 0 || (size_t)n >= size - used) {
+			dst[0] = '\0';
+			return 0;
+		}
+		used += (size_t)n;
+	}
+	return 0;
+}
+
+/* nodeName, zone and hints; names longer than 63 bytes are cut (they only
+ * compare with this node's, cut the same way). */
+static int parse_locality(struct json_object *e, struct state_endpoint *ep, const char **err)
+{
+	struct json_object *hints;
+	const char *node, *zone;
+
+	if (k8s_obj_get_str(e, "nodeName", &node) || k8s_obj_get_str(e, "zone", &zone))
+		BAD("endpoints[].nodeName, zone: expected strings");
+	snprintf(ep->node, sizeof(ep->node), "%s", node ? node : "");
+	snprintf(ep->zone, sizeof(ep->zone), "%s", zone ? zone : "");
+	if (k8s_obj_get_typed(e, "hints", json_type_object, &hints))
+		BAD("endpoints[].hints: expected an object");
+	if (!hints)
+		return 0;
+	if (parse_hint_list(hints, "forZones", ep->for_zones, sizeof(ep->for_zones), err) ||
+	    parse_hint_list(hints, "forNodes", ep->for_nodes, sizeof(ep->for_nodes), err))
+		return -EINVAL;
+	return 0;
+}
+
 /*
  * Only addresses[0] counts: the API reference says the controller always
  * writes exactly one, that further addresses have no defined meaning, and
@@ -74,7 +126,7 @@ static int parse_endpoint(struct json_object *e, bool v4, struct state_endpoint 
 		BAD("endpoints[].addresses: expected IP addresses");
 	if (h2s_ip_is_v4(&ep->ip) != v4)
 		BAD("endpoints[].addresses: address family differs from addressType");
-	if (parse_conditions(e, ep, err))
+	if (parse_conditions(e, ep, err) || parse_locality(e, ep, err))
 		return -EINVAL;
 	if (k8s_obj_get_typed(e, "targetRef", json_type_object, &ref) ||
 	    (ref && k8s_obj_get_str(ref, "name", &pod)))
@@ -82,6 +134,22 @@ static int parse_endpoint(struct json_object *e, bool v4, struct state_endpoint 
 	/* Pod names may exceed STATE_NAME_MAX; the name only labels logs and metrics. */
 	if (ref && pod)
 		snprintf(ep->pod, sizeof(ep->pod), "%s", pod);
+	return 0;
+}
+
+int k8s_node_parse(struct json_object *o, struct obj *ob, const char **err)
+{
+	struct json_object *meta, *labels;
+	const char *zone = NULL;
+
+	if (k8s_obj_parse_meta(o, ob, &meta, err))
+		return -EINVAL;
+	if (k8s_obj_get_typed(meta, "labels", json_type_object, &labels))
+		BAD("metadata.labels: expected an object");
+	if (labels && k8s_obj_get_str(labels, "topology.kubernetes.io/zone", &zone))
+		BAD("metadata.labels: values must be strings");
+	memcpy(ob->node.name, ob->name, sizeof(ob->node.name) - 1); /* cut to 63 */
+	snprintf(ob->node.zone, sizeof(ob->node.zone), "%s", zone ? zone : "");
 	return 0;
 }
 

@@ -20,7 +20,7 @@
 
 #define OBJ_NAME_MAX 254 /* a DNS subdomain (253) and its NUL: EndpointSlice names */
 
-enum obj_kind { OBJ_SERVICE, OBJ_SLICE };
+enum obj_kind { OBJ_SERVICE, OBJ_SLICE, OBJ_NODE };
 
 struct svc_port {
 	char name[STATE_NAME_MAX]; /* "" for an unnamed single port */
@@ -49,6 +49,8 @@ struct svc {
 	int n_weights;
 	struct svc_port *ports; /* owned */
 	int n_ports;
+	uint8_t topology; /* enum state_topology */
+	bool local_only;  /* internalTrafficPolicy: Local */
 };
 
 struct slice_port {
@@ -75,6 +77,7 @@ struct obj {
 	union {
 		struct svc svc;
 		struct slice slice;
+		struct state_node node; /* a Node: its name (cut) and zone label */
 	};
 };
 
@@ -119,6 +122,7 @@ int k8s_obj_parse_meta(struct json_object *o, struct obj *ob, struct json_object
 
 int k8s_service_parse(struct json_object *o, struct obj *ob, const char **err);
 int k8s_slice_parse(struct json_object *o, struct obj *ob, const char **err);
+int k8s_node_parse(struct json_object *o, struct obj *ob, const char **err);
 /* The weight h2split.io/weights gives |pod|, 0 when it gives none. */
 uint16_t k8s_service_weight(const struct svc *svc, const char *pod);
 

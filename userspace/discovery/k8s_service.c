@@ -3,7 +3,8 @@
  * The Service side of the object store: cluster IPs, type, ports and their
  * opt-in (appProtocol kubernetes.io/h2c or grpc, or h2split.io/enabled), and
  * the h2split.io annotations (lb-policy, limits, slow start, weights,
- * health checks). A field of the wrong type rejects the Service; an
+ * health checks, topology), trafficDistribution, internalTrafficPolicy and
+ * sessionAffinity. A field of the wrong type rejects the Service; an
  * annotation value h2split cannot use is ignored with a warning.
  */
 #include <errno.h>
@@ -216,6 +217,60 @@ static int parse_health(struct json_object *meta, struct obj *ob, const char **e
 	return 0;
 }
 
+/* spec.trafficDistribution, overridden by h2split.io/topology. */
+static int parse_topology(struct json_object *meta, struct json_object *spec, struct obj *ob,
+			  const char **err)
+{
+	const char *td, *v;
+
+	if (k8s_obj_get_str(spec, "trafficDistribution", &td))
+		BAD("spec.trafficDistribution: expected a string");
+	ob->svc.topology = STATE_TOPO_DEFAULT;
+	if (td && !strcmp(td, "PreferSameNode"))
+		ob->svc.topology = STATE_TOPO_NODE;
+	else if (td && (!strcmp(td, "PreferClose") || !strcmp(td, "PreferSameZone")))
+		ob->svc.topology = STATE_TOPO_ZONE;
+	if (annotation(meta, "h2split.io/topology", &v, err))
+		return -EINVAL;
+	if (!v)
+		return 0;
+	if (!strcmp(v, "off"))
+		ob->svc.topology = STATE_TOPO_OFF;
+	else if (!strcmp(v, "zone"))
+		ob->svc.topology = STATE_TOPO_ZONE;
+	else if (!strcmp(v, "node"))
+		ob->svc.topology = STATE_TOPO_NODE;
+	else
+		log_warn("annotation_ignored service=%s/%s key=h2split.io/topology value=\"%s\" "
+			 "expected=off|zone|node",
+			 ob->ns, ob->name, v);
+	return 0;
+}
+
+/* sessionAffinity: ClientIP is left to kube-proxy: no port is opted in. */
+static int parse_affinity(struct json_object *spec, struct obj *ob, const char **err)
+{
+	const char *aff, *itp;
+	bool any = false;
+
+	if (k8s_obj_get_str(spec, "internalTrafficPolicy", &itp))
+		BAD("spec.internalTrafficPolicy: expected a string");
+	ob->svc.local_only = itp && !strcmp(itp, "Local");
+	if (k8s_obj_get_str(spec, "sessionAffinity", &aff))
+		BAD("spec.sessionAffinity: expected a string");
+	if (!aff || strcmp(aff, "ClientIP"))
+		return 0;
+	for (int i = 0; i < ob->svc.n_ports; i++) {
+		any |= ob->svc.ports[i].opted;
+		ob->svc.ports[i].opted = false;
+	}
+	if (any)
+		log_info("service_left_to_kube_proxy service=%s/%s reason=\"sessionAffinity: "
+			 "ClientIP pins a client to one pod; h2split would spread its RPCs\"",
+			 ob->ns, ob->name);
+	return 0;
+}
+
 /* |*enabled| is h2split.io/enabled: -1 unset, 0 "false", 1 "true". */
 static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *enabled,
 				 const char **err)
@@ -347,11 +402,13 @@ int k8s_service_parse(struct json_object *o, struct obj *ob, const char **err)
 	ob->svc.routable =
 	    ob->svc.n_vips > 0 && (!type || !strcmp(type, "ClusterIP") ||
 				   !strcmp(type, "NodePort") || !strcmp(type, "LoadBalancer"));
+	if (parse_topology(meta, spec, ob, err))
+		return -EINVAL;
 	if (k8s_obj_get_typed(spec, "ports", json_type_array, &ports))
 		BAD("spec.ports: expected an array");
 	n = ports ? json_object_array_length(ports) : 0;
 	if (n == 0)
-		return 0;
+		return parse_affinity(spec, ob, err);
 	ob->svc.ports = calloc(n, sizeof(*ob->svc.ports));
 	if (!ob->svc.ports)
 		NOMEM();
@@ -361,5 +418,5 @@ int k8s_service_parse(struct json_object *o, struct obj *ob, const char **err)
 			return -EINVAL;
 		ob->svc.n_ports++;
 	}
-	return 0;
+	return parse_affinity(spec, ob, err);
 }

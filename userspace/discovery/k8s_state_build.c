@@ -165,6 +165,8 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		    .slow_start_ms = o->svc.slow_start_ms,
 		    .health_check = o->svc.health_check,
 		    .health_interval_ms = o->svc.health_interval_ms,
+		    .topology = o->svc.topology,
+		    .local_only = o->svc.local_only,
 		};
 
 		if (!sp->opted)
@@ -214,6 +216,8 @@ struct state *k8s_store_build(const struct k8s_store *s)
 		goto out;
 	for (size_t b = 0; b < s->n_buckets; b++) {
 		for (struct obj *o = s->buckets[b]; o; o = o->next) {
+			if (o->kind == OBJ_NODE && state_add_node(st, &o->node))
+				goto out;
 			if (o->kind != OBJ_SERVICE || !o->svc.routable)
 				continue;
 			if (add_service_ports(st, &sc, o, slices, n_slices))

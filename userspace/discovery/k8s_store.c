@@ -26,7 +26,7 @@ static void obj_free(struct obj *o)
 	if (o->kind == OBJ_SERVICE) {
 		free(o->svc.ports);
 		free(o->svc.weights);
-	} else {
+	} else if (o->kind == OBJ_SLICE) {
 		free(o->slice.ports);
 		free(o->slice.eps);
 	}
@@ -257,7 +257,7 @@ int k8s_obj_parse_meta(struct json_object *o, struct obj *ob, struct json_object
 }
 
 /*
- * Turn |o| into a new object of |kind_name| ("Service", "EndpointSlice"). *out
+ * Turn |o| into a new object of |kind_name| ("Service", "EndpointSlice", "Node"). *out
  * stays NULL for kinds the store ignores. With |meta_only| (a deletion) just
  * the name is read.
  */
@@ -273,16 +273,21 @@ static int parse_obj(struct json_object *o, const char *kind_name, bool meta_onl
 		BAD("expected an object");
 	if (!kind_name)
 		BAD("kind: expected a string");
-	if (strcmp(kind_name, "Service") && strcmp(kind_name, "EndpointSlice"))
+	if (strcmp(kind_name, "Service") && strcmp(kind_name, "EndpointSlice") &&
+	    strcmp(kind_name, "Node"))
 		return 0;
 	ob = calloc(1, sizeof(*ob));
 	if (!ob)
 		NOMEM();
-	ob->kind = strcmp(kind_name, "Service") ? OBJ_SLICE : OBJ_SERVICE;
+	ob->kind = !strcmp(kind_name, "Service") ? OBJ_SERVICE
+		   : !strcmp(kind_name, "Node")	  ? OBJ_NODE
+						  : OBJ_SLICE;
 	if (meta_only)
 		rc = k8s_obj_parse_meta(o, ob, &meta, err);
 	else if (ob->kind == OBJ_SERVICE)
 		rc = k8s_service_parse(o, ob, err);
+	else if (ob->kind == OBJ_NODE)
+		rc = k8s_node_parse(o, ob, err);
 	else
 		rc = k8s_slice_parse(o, ob, err);
 	if (rc) {
