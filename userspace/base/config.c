@@ -206,6 +206,16 @@ static int opt_node_name(struct config *c, const char *v, char *err, size_t errl
 	return 0;
 }
 
+static int opt_zone(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (strlen(v) >= sizeof(c->zone)) {
+		snprintf(err, errlen, "--zone: longer than %zu bytes", sizeof(c->zone) - 1);
+		return -EINVAL;
+	}
+	strcpy(c->zone, v);
+	return 0;
+}
+
 static int opt_listen(struct config *c, const char *v, char *err, size_t errlen)
 {
 	struct sockaddr_storage ss;
@@ -421,6 +431,7 @@ static const struct opt opts[] = {
 	{"kube-token-file", true, false, opt_kube_token},
 	{"kube-ca-file", true, false, opt_kube_ca},
 	{"node-name", true, false, opt_node_name},
+	{"zone", true, false, opt_zone},
 	{"max-header-list-size", true, false, opt_max_hdr_list},
 	{"max-headers", true, false, opt_max_headers},
 	{"max-continuations", true, false, opt_max_cont},
@@ -483,6 +494,8 @@ void config_usage(FILE *f)
 		"  --access-log                  one log line per stream\n"
 		"  --kube-api URL --kube-token-file F --kube-ca-file F --node-name NAME\n"
 		"                                Kubernetes source off-cluster (default: in-cluster)\n"
+		"  --zone ZONE                   this node's zone (default: the Node's label\n"
+		"                                topology.kubernetes.io/zone), for locality\n"
 		"Limits per downstream connection (docs/security.md; each hit is counted in\n"
 		"h2split_limit_exceeded_total{limit=...}):\n"
 		"  --max-header-list-size BYTES  one header block (default 65536, at most 65536)\n"

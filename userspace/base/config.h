@@ -52,6 +52,7 @@ struct config {
 	char kube_token_file[CONFIG_PATH_MAX];
 	char kube_ca_file[CONFIG_PATH_MAX];
 	char node_name[256]; /* this node (Kubernetes source: pods of this node) */
+	char zone[64];	     /* this node's zone (--zone); "": the Node's label */
 	/* Hardening limits (docs/security.md); each hit counts in
 	 * h2split_limit_exceeded_total{limit=...}. Timeouts 0: off. */
 	int max_header_list_size;	 /* bytes of one header block (RFC 9113 size) */

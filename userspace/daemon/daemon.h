@@ -42,6 +42,8 @@ struct daemon {
 	atomic_bool synced;       /* discovery delivered a full state */
 	atomic_bool redirecting;  /* listeners are in the liveness map */
 	atomic_bool draining;
+	bool zone_logged;	  /* main thread: this node's zone was logged ... */
+	char zone[STATE_NAME_MAX]; /* ... as this ("": unknown) */
 	int fd_paused; /* main thread: workers out of fds (redirection off while > 0) */
 	int sig_fd;
 	uint64_t drain_deadline_ms;

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/locality.h"
 #include "base/log.h"
 #include "daemon/admin.h"
 #include "daemon/daemon.h"
@@ -242,7 +243,28 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
 		return;
 	}
 	memcpy(st->version, cur->version, sizeof(st->version));
+	memcpy(st->node_name, cur->node_name, sizeof(st->node_name));
+	memcpy(st->node_zone, cur->node_zone, sizeof(st->node_zone));
 	post_state(d, st);
+}
+
+/* Decide locality (base/locality.c) and say once what this node's zone is,
+ * or that none is known (zone preferences then change nothing). */
+static void resolve_locality(struct daemon *d, struct state *st)
+{
+	locality_resolve(st, d->cfg.node_name, d->cfg.zone);
+	if (d->zone_logged && !strcmp(d->zone, st->node_zone))
+		return;
+	d->zone_logged = true;
+	memcpy(d->zone, st->node_zone, sizeof(d->zone));
+	if (st->node_zone[0])
+		log_info("locality_zone node=%s zone=%s from=%s", st->node_name[0] ? st->node_name : "-",
+			 st->node_zone, d->cfg.zone[0] ? "--zone" : "Node label");
+	else
+		log_info("locality_zone_unknown node=%s effect=\"zone preferences and zone hints "
+			 "are ignored: routing as without them\" fix=\"label the Node "
+			 "topology.kubernetes.io/zone or pass --zone\"",
+			 st->node_name[0] ? st->node_name : "-");
 }
 
 /* Discovery has new exclusions and/or a new desired state. Excluded cgroups
@@ -262,6 +284,7 @@ static int on_state(void *arg, struct state *st, const struct discovery_exclusio
 		ex_err = bpf_maps_excluded_sync(bpf_loader_maps(d->bpf), ex->origin, ex->ids, ex->n);
 	if (!st)
 		return ex_err;
+	resolve_locality(d, st);
 	err = bpf_maps_sync_services(bpf_loader_maps(d->bpf), st, true, &sync);
 	if (err)
 		log_error("services_map_sync_failed err=\"%s\"", strerror(-err));
