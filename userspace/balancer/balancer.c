@@ -208,7 +208,9 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 			   const struct state_service *svc, uint64_t gen)
 {
 	enum lb_policy p = resolve(svc->lb, bs->dflt);
-	size_t nu = 0, nf = 0, n4 = 0;
+	size_t nu = 0, nf = 0, n4 = 0, nt[3] = {0}, at[3];
+	bool tiered = svc->topology_in_force == STATE_TOPO_ZONE ||
+		      svc->topology_in_force == STATE_TOPO_NODE;
 
 	ls->gen = gen;
 	ls->n_usable = ls->n_fallback = 0;
@@ -252,8 +254,14 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 		if (!i || ep->c.weight > ls->max_weight)
 			ls->max_weight = ep->c.weight;
 		ep->seen_gen = gen;
-		ep->usable = state_endpoint_usable(se);
-		ep->fallback = !ep->usable && state_endpoint_fallback(se);
+		/* internalTrafficPolicy: Local: other nodes' endpoints are no candidates. */
+		ep->usable = state_endpoint_usable(se) &&
+			     (!svc->local_only || se->locality == STATE_LOC_NODE);
+		ep->fallback = !ep->usable && state_endpoint_fallback(se) &&
+			       (!svc->local_only || se->locality == STATE_LOC_NODE);
+		ep->pub.locality = se->locality;
+		ep->tier = tiered ? se->tier : STATE_TIER_REST;
+		nt[ep->tier] += ep->usable;
 		memcpy(ep->pub.pod, se->pod, sizeof(ep->pub.pod));
 		ep->pub.pod[sizeof(ep->pub.pod) - 1] = '\0';
 		nu += ep->usable;
@@ -261,19 +269,26 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 		n4 += h2s_ip_is_v4(&se->ip);
 	}
 	ls->mixed = n4 && n4 < (size_t)svc->n_eps;
-	/* Usable first, then fallback, each in snapshot order. */
-	for (int i = 0, u = 0, f = 0; i < svc->n_eps; i++) {
+	/* Usable first (by tier: node, zone, rest), then fallback, each in
+	 * snapshot order. */
+	at[0] = 0;
+	at[1] = nt[0];
+	at[2] = nt[0] + nt[1];
+	for (int i = 0, f = 0; i < svc->n_eps; i++) {
 		const struct state_endpoint *se = &svc->eps[i];
 		bool created;
 		struct lb_endpoint *ep = ep_get(bs, svc->id, &se->ip, se->port, &created);
 
 		if (ep->usable)
-			ls->eps[u++] = &ep->c;
+			ls->eps[at[ep->tier]++] = &ep->c;
 		else if (ep->fallback)
 			ls->eps[nu + (size_t)f++] = &ep->c;
 	}
 	ls->n_usable = nu;
 	ls->n_fallback = nf;
+	ls->tiered = tiered;
+	ls->near[0] = nt[0];
+	ls->near[1] = nt[0] + nt[1];
 	ls->seeded = true;
 	return 0;
 }
@@ -294,18 +309,18 @@ static void stamp_warmup(struct lb_service *ls, uint64_t now_ms)
 	}
 }
 
-/* Mark the candidates to skip in bs->tried: at their cap, of the wrong family
- * (|family|), in backoff or, when |eject|, ejected (all of them when
- * |backoff|, else only tried ones) and, when |use_avoid|, tried ones. NULL
- * when nothing is marked. */
-static const char *mark_tried(struct balancer_set *bs, const struct lb_service *ls,
-			      struct balancer_candidate *const *c, size_t n,
-			      const struct balancer_pick *p, int family, bool use_avoid,
-			      bool backoff, bool eject, bool checked)
+/* Mark the candidates to skip in bs->tried: the first |skip|, at their cap,
+ * of the wrong family (|family|), in backoff or, when |eject|, ejected (all
+ * of them when |backoff|, else only tried ones) and, when |use_avoid|, tried
+ * ones. NULL when nothing is marked. */
+const char *lb_mark_tried(struct balancer_set *bs, const struct lb_service *ls,
+			  struct balancer_candidate *const *c, size_t n,
+			  const struct balancer_pick *p, int family, bool use_avoid, bool backoff,
+			  bool eject, bool checked, size_t skip)
 {
 	bool any = false;
 
-	if (!family && !p->n_avoid && !backoff && !ls->max_ep)
+	if (!family && !p->n_avoid && !backoff && !ls->max_ep && !skip)
 		return NULL;
 	if (n > bs->tried_alloc) {
 		char *t = realloc(bs->tried, n);
@@ -325,11 +340,35 @@ static const char *mark_tried(struct balancer_set *bs, const struct lb_service *
 
 		for (size_t j = 0; j < p->n_avoid; j++)
 			avoided |= &ep->pub == p->avoid[j];
-		bs->tried[i] = (char)(lb_wrong_family(ep, family) || (use_avoid && avoided) ||
+		bs->tried[i] = (char)(i < skip || lb_wrong_family(ep, family) ||
+				      (use_avoid && avoided) ||
 				      (boff && (backoff || avoided)) || lb_at_cap(ls, c[i]));
 		any |= bs->tried[i];
 	}
 	return any ? bs->tried : NULL;
+}
+
+/* Preference: fresh endpoints, then fresh ones in backoff or ejected, then
+ * ones tried already but not failing (a refused stream); the first |skip|
+ * never. An index into |list|, or -1. */
+static int pick_passes(struct balancer_set *bs, struct lb_service *ls,
+		       struct balancer_candidate *const *list, size_t n, struct balancer_pick *p,
+		       int family, bool eject, bool checked, size_t skip)
+{
+	struct balancer_policy *b = ls->b;
+	int i;
+
+	i = b->ops->pick(b, list, n,
+			 lb_mark_tried(bs, ls, list, n, p, family, true, true, eject, checked, skip));
+	if (i < 0)
+		i = b->ops->pick(
+		    b, list, n,
+		    lb_mark_tried(bs, ls, list, n, p, family, true, false, eject, checked, skip));
+	if (i < 0 && p->n_avoid)
+		i = b->ops->pick(
+		    b, list, n,
+		    lb_mark_tried(bs, ls, list, n, p, family, false, true, eject, checked, skip));
+	return i;
 }
 
 /* A dispatcher: find or make the service's state, refresh it for a new
@@ -344,7 +383,7 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	struct balancer_policy *b;
 	int i, family;
 	bool eject, checked;
-	size_t n;
+	size_t n, skip = 0;
 
 	if (gen != bs->gen)
 		bs->gen = gen;
@@ -358,6 +397,7 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 			svc_grow(bs);
 	}
 	p->saturated = false;
+	p->failover = BALANCER_FAILOVER_NONE;
 	if (ls->gen != gen && service_refresh(bs, ls, svc, gen))
 		return NULL;
 	if (lb_must_wait(ls, p))
@@ -375,19 +415,14 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	family = ls->mixed ? p->family : AF_UNSPEC;
 	/* Panic: past the cap (the list shrank since), ejection is ignored. */
 	eject = lb_count_ejected(list, n, p->now_ms) * 2 <= n;
-	/* Preference: fresh endpoints, then fresh ones in backoff or ejected,
-	 * then ones tried already but not failing (a refused stream). */
 	checked = svc->health_check && p->health;
-	i = b->ops->pick(b, list, n,
-			 mark_tried(bs, ls, list, n, p, family, true, true, eject, checked));
+	i = ls->tiered && list == ls->eps
+		? lb_tier_pick(bs, ls, list, n, p, family, checked, &skip)
+		: -1;
 	if (i < 0)
-		i = b->ops->pick(
-		    b, list, n,
-		    mark_tried(bs, ls, list, n, p, family, true, false, eject, checked));
-	if (i < 0 && p->n_avoid)
-		i = b->ops->pick(
-		    b, list, n,
-		    mark_tried(bs, ls, list, n, p, family, false, true, eject, checked));
+		i = pick_passes(bs, ls, list, n, p, family, eject, checked, skip);
+	if (i < 0 && skip)
+		i = pick_passes(bs, ls, list, n, p, family, eject, checked, 0);
 	if (i < 0 && lb_any_at_cap(ls, list, n, family)) {
 		ls->full = BALANCER_CAP_ENDPOINT;
 		p->saturated = true;

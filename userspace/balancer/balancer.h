@@ -25,6 +25,7 @@ struct balancer_endpoint {
 	struct h2s_ip ip;
 	uint16_t port;
 	char pod[STATE_NAME_MAX];
+	uint8_t locality; /* enum state_locality, as of the last snapshot */
 };
 
 /* Tunables of a balancer_set; balancer_set_new() starts with the defaults. */
@@ -89,14 +90,37 @@ struct balancer_pick {
 	bool waited;	/* the stream was queued already: it need not queue behind others */
 	bool saturated; /* out: NULL because every candidate is at its cap, or the
 			 * service is, or others are queued (balancer_wait()) */
+	uint8_t failover; /* out: why a nearer tier was passed over (enum balancer_failover) */
 };
+
+/* Why a pick passed over the nearest tier of a Service with locality (tiers.c). */
+enum balancer_failover {
+	BALANCER_FAILOVER_NONE = 0,
+	BALANCER_FAILOVER_UNAVAILABLE, /* no ready, non-ejected, reachable endpoint */
+	BALANCER_FAILOVER_FULL,	       /* every one is at its in-flight cap */
+	BALANCER_FAILOVER_LOAD,	       /* far busier per endpoint than the rest */
+	BALANCER_FAILOVER_RAMP,	       /* back from unavailable: its share ramps up */
+	BALANCER_FAILOVER_MAX,
+};
+const char *balancer_failover_name(enum balancer_failover f);
+
+/* Locality rule (tiers.c, README "Locality"): a tier is passed over when its
+ * in flight per healthy endpoint is at least BALANCER_SPILL_MIN and more than
+ * BALANCER_SPILL_FACTOR x (that of the rest + 1); after being unavailable it
+ * takes 10% of the streams it would, rising to all over BALANCER_RAMP_MS. */
+#define BALANCER_SPILL_MIN 8
+#define BALANCER_SPILL_FACTOR 4
+#define BALANCER_RAMP_MS 2000
 
 /* An endpoint of |svc| (from the snapshot with generation |gen|) for a new
  * stream: usable ones by |svc->lb|, else fallback ones; of |p->family| when
  * the service has both (dual-stack, as kube-proxy does). Preference: neither
  * tried nor in backoff nor ejected nor unhealthy (active health checks); then
  * in backoff, ejected or unhealthy (never none: all of them rather); then
- * tried but none of those (a refused stream). When more than half of the candidates are
+ * tried but none of those (a refused stream). For a service with locality
+ * (state_service.topology_in_force) the nearest tier with room is tried
+ * first, fresh endpoints only (see enum balancer_failover); internalTraffic
+ * Policy Local services see this node's endpoints only. When more than half of the candidates are
  * ejected (the list shrank since), ejection is ignored: panic, route to all.
  * Endpoints at their in-flight cap are never picked. NULL when there is none
  * (p->saturated says whether caps are why). */

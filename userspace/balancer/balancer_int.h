@@ -29,6 +29,7 @@ struct lb_endpoint {
 	uint32_t ejections;	   /* sets the length of the next ejection */
 	uint64_t ejected_until_ms; /* outlier: no new streams before, unless in panic */
 	uint64_t warm_until_ms;	   /* warms up until then (for display) */
+	uint8_t tier;		   /* enum state_tier in force (STATE_TIER_REST: untiered) */
 	struct lb_endpoint *hnext; /* hash chain, owned by the set */
 };
 
@@ -76,6 +77,12 @@ struct lb_service {
 	uint32_t inflight;	       /* streams on its endpoints, as counted here */
 	enum balancer_cap full;	       /* the cap that last left it without room */
 	struct balancer_waitq waiting; /* streams waiting for room */
+	/* Locality (tiers.c): usable candidates are ordered node tier, zone
+	 * tier, rest; near[t] is the end of tier t's prefix (0: no tiers). */
+	bool tiered;
+	size_t near[2];
+	bool tier_down[2];	   /* the tier was last found unavailable */
+	uint64_t ramp_from_ms[2];  /* ... and came back then (ramp) */
 	struct lb_service *hnext;
 };
 
@@ -114,6 +121,19 @@ static inline bool lb_at_cap(const struct lb_service *ls, const struct balancer_
 {
 	return ls->max_ep && c->inflight >= ls->max_ep;
 }
+
+/* tiers.c */
+/* Pick by tier for a tiered |ls| with usable candidates |c|[0, |n|): an index,
+ * or -1 to leave the pick to the whole list with [0, |*skip|) skipped (none
+ * left: not even that). Sets p->failover. */
+int lb_tier_pick(struct balancer_set *bs, struct lb_service *ls, struct balancer_candidate *const *c,
+		 size_t n, struct balancer_pick *p, int family, bool checked, size_t *skip);
+/* bs->tried for |c|[0, |n|) as balancer.c's mark_tried() (NULL: none marked),
+ * with [0, |skip|) marked too. */
+const char *lb_mark_tried(struct balancer_set *bs, const struct lb_service *ls,
+			  struct balancer_candidate *const *c, size_t n,
+			  const struct balancer_pick *p, int family, bool use_avoid, bool backoff,
+			  bool eject, bool checked, size_t skip);
 
 /* outlier.c */
 size_t lb_count_ejected(struct balancer_candidate *const *c, size_t n, uint64_t now_ms);
