@@ -594,6 +594,27 @@ static const char expected_text[] =
     "1\n"
     "h2split_service_http_responses_total{service=\"default/greeter:50051\",code_class=\"2xx\"} 2\n"
     "h2split_service_http_responses_total{service=\"shop/cart:9000\",code_class=\"4xx\"} 1\n"
+    "# HELP h2split_service_requests_total Stream attempts by where their endpoint runs: this "
+    "node, this node's zone, or other (unknown: no nodeName or zone to tell).\n"
+    "# TYPE h2split_service_requests_total counter\n"
+    "h2split_service_requests_total{service=\"default/greeter:50051\",locality=\"node\"} 0\n"
+    "h2split_service_requests_total{service=\"default/greeter:50051\",locality=\"zone\"} 2\n"
+    "h2split_service_requests_total{service=\"default/greeter:50051\",locality=\"other\"} 1\n"
+    "h2split_service_requests_total{service=\"shop/cart:9000\",locality=\"node\"} 0\n"
+    "h2split_service_requests_total{service=\"shop/cart:9000\",locality=\"zone\"} 0\n"
+    "h2split_service_requests_total{service=\"shop/cart:9000\",locality=\"other\"} 0\n"
+    "# HELP h2split_locality_failovers_total Streams that passed over a nearer locality tier: it "
+    "had no usable endpoint, was full, was far busier than the rest, or was ramping back.\n"
+    "# TYPE h2split_locality_failovers_total counter\n"
+    "h2split_locality_failovers_total{service=\"default/greeter:50051\",reason=\"unavailable\"} "
+    "1\n"
+    "h2split_locality_failovers_total{service=\"default/greeter:50051\",reason=\"full\"} 0\n"
+    "h2split_locality_failovers_total{service=\"default/greeter:50051\",reason=\"load\"} 0\n"
+    "h2split_locality_failovers_total{service=\"default/greeter:50051\",reason=\"ramp\"} 0\n"
+    "h2split_locality_failovers_total{service=\"shop/cart:9000\",reason=\"unavailable\"} 0\n"
+    "h2split_locality_failovers_total{service=\"shop/cart:9000\",reason=\"full\"} 0\n"
+    "h2split_locality_failovers_total{service=\"shop/cart:9000\",reason=\"load\"} 0\n"
+    "h2split_locality_failovers_total{service=\"shop/cart:9000\",reason=\"ramp\"} 0\n"
     "# HELP h2split_service_request_bytes_total Request body bytes received from clients.\n"
     "# TYPE h2split_service_request_bytes_total counter\n"
     "h2split_service_request_bytes_total{service=\"default/greeter:50051\"} 300\n"
@@ -662,6 +683,11 @@ static void test_prometheus_text(void **unused)
 	metrics_service_pending(w[1], greeter, +1);
 	metrics_service_pending(w[1], greeter, -1);
 	metrics_circuit_breaker_rejection(w[0], cart, METRICS_CB_TIMEOUT);
+	/* Locality: two greeter attempts in this zone, one elsewhere after its
+	 * zone had nothing usable (failover 1: balancer.h's "unavailable"). */
+	metrics_service_routed(w[0], greeter, STATE_LOC_ZONE, 0);
+	metrics_service_routed(w[1], greeter, STATE_LOC_ZONE, 0);
+	metrics_service_routed(w[1], greeter, STATE_LOC_OTHER, 1);
 
 	mm = metrics_merge(w, 2);
 	text = render(mm, st);

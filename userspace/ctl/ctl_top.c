@@ -36,10 +36,12 @@ static void print_endpoint_row(struct json_object *svc, struct json_object *ep, 
 
 	(void)arg;
 	ep_addr(ep, addr, sizeof(addr));
-	printf("%-32s %-24s %-20s %-11s %8lld %12lld %9lld\n", ctl_jstr(svc, "service"), addr,
-	       ctl_jstr(ep, "pod")[0] ? ctl_jstr(ep, "pod") : "-", ctl_ep_state(ep),
-	       (long long)ctl_jint(ep, "active"), (long long)ctl_jint(ep, "requests"),
-	       (long long)ctl_jint(ep, "failures"));
+	printf("%-32s %-24s %-20s %-11s %8lld %12lld %9lld %-16s %-12s %s\n",
+	       ctl_jstr(svc, "service"), addr, ctl_jstr(ep, "pod")[0] ? ctl_jstr(ep, "pod") : "-",
+	       ctl_ep_state(ep), (long long)ctl_jint(ep, "active"),
+	       (long long)ctl_jint(ep, "requests"), (long long)ctl_jint(ep, "failures"),
+	       ctl_jstr(ep, "node")[0] ? ctl_jstr(ep, "node") : "-",
+	       ctl_jstr(ep, "zone")[0] ? ctl_jstr(ep, "zone") : "-", ctl_jstr(ep, "locality"));
 }
 
 int ctl_cmd_endpoints(const struct ctl *c)
@@ -52,8 +54,9 @@ int ctl_cmd_endpoints(const struct ctl *c)
 	if (c->json) {
 		puts(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY));
 	} else {
-		printf("%-32s %-24s %-20s %-11s %8s %12s %9s\n", "SERVICE", "ENDPOINT", "POD",
-		       "STATE", "ACTIVE", "REQUESTS", "FAILURES");
+		printf("%-32s %-24s %-20s %-11s %8s %12s %9s %-16s %-12s %s\n", "SERVICE",
+		       "ENDPOINT", "POD", "STATE", "ACTIVE", "REQUESTS", "FAILURES", "NODE", "ZONE",
+		       "LOCALITY");
 		ctl_for_each_endpoint(root, print_endpoint_row, NULL);
 	}
 	json_object_put(root);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "balancer/health.h"
+#include "base/locality.h"
 #include "base/loop.h"
 #include "daemon/admin.h"
 #include "daemon/daemon_view.h"
@@ -393,6 +394,9 @@ static const char *endpoint_state(const struct state_service *svc, const struct 
 	return "usable";
 }
 
+static const char *const tier_names[] = {"node", "zone", "rest"};
+static const char *const topology_names[] = {"default", "off", "zone", "node"};
+
 static struct json_object *endpoint_json(const struct state_service *svc,
 					 const struct state_endpoint *ep,
 					 const struct metrics_merged *mm, uint64_t now_ms,
@@ -423,6 +427,13 @@ static struct json_object *endpoint_json(const struct state_service *svc,
 	add_u64(o, "resets_received", t.events[METRICS_EV_RESET_RECEIVED]);
 	add_u64(o, "connect_failures", t.events[METRICS_EV_CONNECT_FAILURE]);
 	add_str(o, "state", endpoint_state(svc, ep, h, now_ms, health));
+	add_str(o, "node", ep->node);
+	add_str(o, "zone", ep->zone);
+	add_str(o, "locality", locality_name(ep->locality));
+	add_str(o, "tier", svc->topology_in_force == STATE_TOPO_ZONE ||
+				   svc->topology_in_force == STATE_TOPO_NODE
+			       ? tier_names[ep->tier <= STATE_TIER_REST ? ep->tier : STATE_TIER_REST]
+			       : "-");
 	json_object_object_add(o, "ejected_until", json_object_new_double((double)ej_ms / 1000.0));
 	add_u64(o, "consecutive_failures", h->consec_failures);
 	add_u64(o, "ejections", h->ejections);
@@ -446,6 +457,12 @@ static struct json_object *service_endpoints_json(const struct state_service *sv
 	snprintf(label, sizeof(label), "%s/%s:%u", svc->ns, svc->name, svc->port);
 	add_u64(o, "id", svc->id);
 	add_str(o, "service", label);
+	/* Locality in force: "off" unless tiers apply (base/locality.c). */
+	add_str(o, "topology", topology_names[svc->topology_in_force <= STATE_TOPO_NODE &&
+						      svc->topology_in_force != STATE_TOPO_DEFAULT
+					      ? svc->topology_in_force
+					      : STATE_TOPO_OFF]);
+	json_object_object_add(o, "local_only", json_object_new_boolean(svc->local_only));
 	for (int i = 0; i < svc->n_eps; i++)
 		json_object_array_add(eps, endpoint_json(svc, &svc->eps[i], mm, now_ms, health));
 	json_object_object_add(o, "endpoints", eps);

@@ -447,6 +447,22 @@ void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
 		cadd(&e->c[SC_CB_REJECT + why], 1);
 }
 
+void metrics_service_routed(struct metrics *m, uint32_t service_id, int locality, int failover)
+{
+	struct key k = {.svc = service_id};
+	struct entry *e;
+
+	if (locality < 0 || locality > STATE_LOC_NODE || failover < 0 ||
+	    failover >= METRICS_FAILOVER_MAX)
+		return;
+	e = table_get(&m->svcs, &k);
+	if (!e)
+		return;
+	cadd(&e->c[SC_LOCALITY + locality], 1);
+	if (failover)
+		cadd(&e->c[SC_FAILOVER + failover], 1);
+}
+
 static int cmp_state_ep(const void *key, const void *elem)
 {
 	const struct key *k = key;

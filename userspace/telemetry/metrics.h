@@ -73,6 +73,14 @@ enum metrics_cb_reason {
 	METRICS_CB_MAX,
 };
 
+/* Why a pick passed over a nearer locality tier: balancer.h's enum
+ * balancer_failover, whose values 1..4 these mirror (0: it did not). */
+#define METRICS_FAILOVER_MAX 5
+
+/* A stream attempt of |service_id| was routed to an endpoint of |locality|
+ * (enum state_locality), passing over a nearer tier for |failover| (0: none). */
+void metrics_service_routed(struct metrics *m, uint32_t service_id, int locality, int failover);
+
 /* A stream of |service_id| was failed fast by circuit breaking. */
 void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
 				       enum metrics_cb_reason why);

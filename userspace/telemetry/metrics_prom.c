@@ -212,6 +212,41 @@ static void write_responses(FILE *f, const struct labeled *l, int n)
 	}
 }
 
+/* Attempts by the locality of their endpoint, and locality failovers. */
+static void write_locality(FILE *f, const struct labeled *l, int n)
+{
+	static const char req[] = "h2split_service_requests_total";
+	static const char fo[] = "h2split_locality_failovers_total";
+	static const char *const locs[] = {"unknown", "other", "zone", "node"};
+	static const char *const why[METRICS_FAILOVER_MAX] = {"", "unavailable", "full", "load",
+							     "ramp"};
+	struct prom_label lb[4];
+
+	prom_family(f, req, "counter",
+		    "Stream attempts by where their endpoint runs: this node, this node's zone, "
+		    "or other (unknown: no nodeName or zone to tell).");
+	for (int i = 0; i < n; i++) {
+		for (int k = STATE_LOC_NODE; k >= STATE_LOC_UNKNOWN; k--) {
+			struct prom_label loc = {"locality", locs[k]};
+			uint64_t v = l[i].r->c[SC_LOCALITY + k];
+
+			if (v || k != STATE_LOC_UNKNOWN)
+				prom_u64(f, req, lb, service_labels(&l[i], lb, &loc), v);
+		}
+	}
+	prom_family(f, fo, "counter",
+		    "Streams that passed over a nearer locality tier: it had no usable endpoint, "
+		    "was full, was far busier than the rest, or was ramping back.");
+	for (int i = 0; i < n; i++) {
+		for (int r = 1; r < METRICS_FAILOVER_MAX; r++) {
+			struct prom_label re = {"reason", why[r]};
+
+			prom_u64(f, fo, lb, service_labels(&l[i], lb, &re),
+				 l[i].r->c[SC_FAILOVER + r]);
+		}
+	}
+}
+
 static void write_services(FILE *f, const struct labeled *l, int n)
 {
 	static const char pending[] = "h2split_service_pending";
@@ -221,6 +256,7 @@ static void write_services(FILE *f, const struct labeled *l, int n)
 
 	write_histogram(f, l, n);
 	write_responses(f, l, n);
+	write_locality(f, l, n);
 	write_service_counter(f, l, n, SC_REQ_BYTES, "h2split_service_request_bytes_total",
 			      "Request body bytes received from clients.");
 	write_service_counter(f, l, n, SC_RESP_BYTES, "h2split_service_response_bytes_total",

@@ -1133,6 +1133,8 @@ static struct balancer_endpoint *route_pick(struct h2_stream *st, struct route_c
 	memcpy(rc->avoid + st->n_tried, rc->busy, rc->n_busy * sizeof(rc->avoid[0]));
 	ep = balancer_set_pick(s->lb, rc->svc, s->w->snap->generation, &p);
 	*saturated = p.saturated;
+	if (ep && s->w->metrics)
+		metrics_service_routed(s->w->metrics, ep->service_id, ep->locality, p.failover);
 	return ep && !was_busy(rc, ep) ? ep : NULL;
 }
 
@@ -1238,7 +1240,8 @@ static void route_failed(struct h2_stream *st, struct route_ctx *rc)
 	}
 	if (!st->n_tried) {
 		stats_inc(s->stats, ST_NO_ENDPOINT);
-		snprintf(msg, sizeof(msg), "h2split: no ready endpoint for %s", name);
+		snprintf(msg, sizeof(msg), "h2split: no ready endpoint for %s%s", name,
+			 rc->svc->local_only ? " on this node (internalTrafficPolicy: Local)" : "");
 		reply_error(st, GRPC_UNAVAILABLE, 503, msg);
 		return;
 	}
