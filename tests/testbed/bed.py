@@ -107,6 +107,8 @@ class Pod(_Place):
         self.ip6 = f"fd00:10:244::{index}"
         self.veth = f"{node.prefix}{index}"
         self.server = None
+        self.node_name = None  # nodeName its endpoints claim; None: the bed's node
+        self.zone = None       # zone its endpoints claim; None: none
 
     def start_grpc_server(self, port=GRPC_PORT, delay_ms=0, args=(), timeout=15, wait=True):
         self.server = super().start_grpc_server(port, delay_ms, args, timeout, wait)
@@ -146,6 +148,7 @@ class Node(_Place):
         super().__init__(self, "node", f"{prefix}-node", self.node_cgroup)
         self.pods = {}
         self.services = {}
+        self.zone = None  # this Node's zone label (set_zone); None: no Node object
         self._procs = []
         self._next_pod = 1
         self._next_svc = 1
@@ -292,9 +295,14 @@ class Node(_Place):
     def pod(self, name):
         return self.pods[name]
 
-    def add_server_pods(self, names, port=GRPC_PORT, delay_ms=0, args=(), timeout=15):
-        """Add pods and start a gRPC server in each, in parallel; returns the Pods."""
+    def add_server_pods(self, names, port=GRPC_PORT, delay_ms=0, args=(), timeout=15,
+                        node=None, zone=None):
+        """Add pods and start a gRPC server in each, in parallel; returns the Pods.
+        ``node`` / ``zone``: the nodeName and zone their endpoints claim (locality
+        is simulated: every pod runs here; default this node, no zone)."""
         pods = [self.add_pod(n) for n in names]
+        for p in pods:
+            p.node_name, p.zone = node, zone
         for p in pods:
             p.start_grpc_server(port, delay_ms, args, wait=False)
         for p in pods:
@@ -305,12 +313,15 @@ class Node(_Place):
 
     def add_service(self, name, port=GRPC_PORT, target_port=None, pods=(), family=4,
                     namespace="default", port_name="grpc", app_protocol="kubernetes.io/h2c",
-                    annotations=None, terminating=(), not_ready=()):
+                    annotations=None, terminating=(), not_ready=(), traffic_distribution=None,
+                    internal_traffic_policy="Cluster", session_affinity="None", hints=None):
         """Create a ClusterIP Service (VIP 10.96.0.<n> and/or fd00:10:96::<n>).
 
         ``family``: 4, 6 or "dual". ``pods`` (Pods or names) are its ready
-        endpoints; see ``set_endpoints`` for ``terminating`` and ``not_ready``.
-        ``app_protocol=None`` leaves appProtocol out.
+        endpoints; see ``set_endpoints`` for ``terminating``, ``not_ready`` and
+        ``hints``. ``app_protocol=None`` leaves appProtocol out.
+        ``traffic_distribution``, ``internal_traffic_policy`` and
+        ``session_affinity`` are the spec fields of those names.
         """
         if name in self.services:
             raise ValueError(f"service {name} exists")
@@ -323,24 +334,42 @@ class Node(_Place):
             port_name=port_name, app_protocol=app_protocol, annotations=dict(annotations or {}),
             vip4=f"10.96.0.{n}" if family in (4, "dual") else None,
             vip6=f"fd00:10:96::{n}" if family in (6, "dual") else None,
-            uid=kube.service_uid(namespace, name), resource_version=self._bump())
+            uid=kube.service_uid(namespace, name), resource_version=self._bump(),
+            traffic_distribution=traffic_distribution,
+            internal_traffic_policy=internal_traffic_policy, session_affinity=session_affinity)
         self.services[name] = svc
-        self.set_endpoints(svc, pods, terminating=terminating, not_ready=not_ready)
+        self.set_endpoints(svc, pods, terminating=terminating, not_ready=not_ready, hints=hints)
         return svc
 
-    def set_endpoints(self, svc, pods, terminating=(), not_ready=()):
+    def set_zone(self, zone):
+        """Give this node a Node object with label topology.kubernetes.io/zone
+        ``zone`` ("": a Node without the label; None: no Node object) in the
+        services file; returns once every h2splitd applied it."""
+        self.zone = zone
+        self._sync()
+
+    def set_endpoints(self, svc, pods, terminating=(), not_ready=(), hints=None):
         """Replace ``svc``'s endpoints, as the EndpointSlice controller would.
 
         ``pods``: ready and serving. ``terminating``: serving, terminating, not
         ready (kube-proxy uses them only when no pod is ready). ``not_ready``:
         neither. kube-proxy rules are rewritten at once; open connections stay
         on the pod they were NATed to. The services file is rewritten too.
+        ``hints``: {pod name: {"forZones": [zone, ...], "forNodes": [node, ...]}}.
+        Each endpoint claims its pod's ``node_name`` and ``zone``.
         """
         svc = self._svc(svc)
-        eps = [kube.Endpoint(self._pod(p)) for p in pods]
-        eps += [kube.Endpoint(self._pod(p), ready=False, serving=True, terminating=True)
-                for p in terminating]
-        eps += [kube.Endpoint(self._pod(p), ready=False, serving=False) for p in not_ready]
+        hints = hints or {}
+
+        def ep(p, **kw):
+            p = self._pod(p)
+            h = hints.get(p.name, {})
+            return kube.Endpoint(p, node=p.node_name, zone=p.zone,
+                                 for_zones=tuple(h.get("forZones", ())),
+                                 for_nodes=tuple(h.get("forNodes", ())), **kw)
+        eps = [ep(p) for p in pods]
+        eps += [ep(p, ready=False, serving=True, terminating=True) for p in terminating]
+        eps += [ep(p, ready=False, serving=False) for p in not_ready]
         svc.endpoints = eps
         svc.resource_version = self._bump()
         self._sync()
@@ -368,7 +397,7 @@ class Node(_Place):
         """Atomically write the kubectl-style JSON List of Services and EndpointSlices
         to ``path`` (default ``services_file``, which every change rewrites)."""
         path = path or self.services_file
-        doc = kube.kubectl_list(list(self.services.values()), self.netns)
+        doc = kube.kubectl_list(list(self.services.values()), self.netns, self.zone)
         data = (json.dumps(doc, indent=4, sort_keys=True) + "\n").encode()  # as kubectl prints
         tmp = f"{path}.tmp.{os.getpid()}"
         with open(tmp, "wb") as f:
@@ -412,7 +441,7 @@ class Node(_Place):
 
     def services_doc(self):
         """The current services-file document, as a dict."""
-        return kube.kubectl_list(list(self.services.values()), self.netns)
+        return kube.kubectl_list(list(self.services.values()), self.netns, self.zone)
 
     # ---- node state ------------------------------------------------------
 

@@ -7,7 +7,11 @@
   kube-proxy syncs. Conntrack keeps existing connections where they are.
 - ``kubectl_list()``: the objects as ``kubectl get svc,endpointslices -o json``
   prints them (a v1 ``List`` of ``Service`` and ``discovery.k8s.io/v1``
-  ``EndpointSlice``, one slice per address family).
+  ``EndpointSlice``, one slice per address family), and this node's ``Node``
+  when the bed gives it a zone.
+
+Locality is simulated: every pod runs on the one simulated node, but an
+endpoint may claim another ``nodeName`` and ``zone`` (and carry hints).
 """
 
 import base64
@@ -30,6 +34,10 @@ class Endpoint:
     ready: bool = True
     serving: bool = True
     terminating: bool = False
+    node: str = None       # nodeName; None: the bed's node
+    zone: str = None       # zone; None: none written
+    for_zones: tuple = ()  # hints.forZones names
+    for_nodes: tuple = ()  # hints.forNodes names
 
     def address(self, family):
         return self.pod.ip4 if family == 4 else self.pod.ip6
@@ -55,6 +63,9 @@ class Service:
     uid: str = ""
     resource_version: int = 1
     endpoints: list = field(default_factory=list)
+    traffic_distribution: str = None  # spec.trafficDistribution
+    internal_traffic_policy: str = "Cluster"
+    session_affinity: str = "None"
 
     @property
     def families(self):
@@ -210,23 +221,28 @@ def _service_obj(svc):
             "resourceVersion": str(svc.resource_version), "uid": svc.uid}
     if svc.annotations:
         meta["annotations"] = dict(svc.annotations)
-    return {
+    obj = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta,
         "spec": {
             "clusterIP": ips[0],
             "clusterIPs": ips,
-            "internalTrafficPolicy": "Cluster",
+            "internalTrafficPolicy": svc.internal_traffic_policy,
             "ipFamilies": ["IPv4" if f == 4 else "IPv6" for f in fams],
             "ipFamilyPolicy": "RequireDualStack" if len(fams) == 2 else "SingleStack",
             "ports": [port],
             "selector": {"app": svc.name},
-            "sessionAffinity": "None",
+            "sessionAffinity": svc.session_affinity,
             "type": "ClusterIP",
         },
         "status": {"loadBalancer": {}},
     }
+    if svc.session_affinity == "ClientIP":
+        obj["spec"]["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 10800}}
+    if svc.traffic_distribution:
+        obj["spec"]["trafficDistribution"] = svc.traffic_distribution
+    return obj
 
 
 def _slice_obj(svc, family, node_name):
@@ -235,15 +251,25 @@ def _slice_obj(svc, family, node_name):
         port["appProtocol"] = svc.app_protocol
     eps = []
     for ep in svc.endpoints:
-        eps.append({
+        e = {
             "addresses": [ep.address(family)],
             "conditions": {"ready": ep.ready, "serving": ep.serving,
                            "terminating": ep.terminating},
-            "nodeName": node_name,
+            "nodeName": ep.node or node_name,
             "targetRef": {"kind": "Pod", "name": ep.pod.name, "namespace": svc.namespace,
                           "uid": str(uuid.uuid5(uuid.NAMESPACE_URL,
                                                 f"h2st/pod/{ep.pod.name}"))},
-        })
+        }
+        if ep.zone:
+            e["zone"] = ep.zone
+        hints = {}
+        if ep.for_zones:
+            hints["forZones"] = [{"name": z} for z in ep.for_zones]
+        if ep.for_nodes:
+            hints["forNodes"] = [{"name": n} for n in ep.for_nodes]
+        if hints:
+            e["hints"] = hints
+        eps.append(e)
     name = f"{svc.name}-{'ipv4' if family == 4 else 'ipv6'}"
     return {
         "addressType": "IPv4" if family == 4 else "IPv6",
@@ -269,10 +295,25 @@ def _slice_obj(svc, family, node_name):
     }
 
 
-def kubectl_list(services, node_name="h2st-node"):
-    """The ``kubectl get svc,endpointslices -o json`` document for ``services``."""
+def node_obj(node_name, zone):
+    """This node's ``Node`` object; ``zone`` "" leaves the zone label out."""
+    labels = {"kubernetes.io/hostname": node_name, "kubernetes.io/os": "linux"}
+    if zone:
+        labels["topology.kubernetes.io/zone"] = zone
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"creationTimestamp": CREATED, "labels": labels, "name": node_name,
+                         "resourceVersion": "1",
+                         "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"h2st/node/{node_name}"))},
+            "spec": {}, "status": {}}
+
+
+def kubectl_list(services, node_name="h2st-node", node_zone=None):
+    """The ``kubectl get svc,endpointslices -o json`` document for ``services``
+    (plus ``kubectl get node``'s when ``node_zone`` is not None)."""
     items = [_service_obj(s) for s in services]
     for s in services:
         items += [_slice_obj(s, f, node_name) for f in s.families]
+    if node_zone is not None:
+        items.append(node_obj(node_name, node_zone))
     return {"apiVersion": "v1", "items": items, "kind": "List",
             "metadata": {"resourceVersion": ""}}
