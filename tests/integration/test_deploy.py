@@ -178,7 +178,8 @@ def test_rbac_is_read_only_on_exactly_what_discovery_reads(install):
         for g in rule["apiGroups"]:
             for r in rule["resources"]:
                 granted.add((g, r))
-    assert granted == {("", "services"), ("", "namespaces"), ("", "pods"),
+    # nodes: the daemon's own Node, for its zone label (locality).
+    assert granted == {("", "services"), ("", "namespaces"), ("", "pods"), ("", "nodes"),
                        ("discovery.k8s.io", "endpointslices")}
 
 

@@ -8,7 +8,8 @@ delays, not in a loop; RPCs to a Service found through the API are split
 across its pods; a pod annotated h2split.io/enabled: "false" has its cgroup
 excluded, and stays excluded when the operator takes back an exclusion of
 their own; garbage and malformed objects from the API leave the last good
-state in force."""
+state in force; this node's zone label, read from its Node object, decides
+where a PreferSameZone Service's RPCs go, and follows the label."""
 
 import copy
 import json
@@ -21,7 +22,8 @@ import uuid
 import pytest
 
 import testbed
-from testbed.kube_api import KubeAPIProcess, endpoint_slice, namespace, pod, service
+from testbed.kube_api import KubeAPIProcess, endpoint_slice, namespace, node as node_obj, pod, \
+    service
 
 NODE_NAME = "test-node"
 WATCH_IDLE_S = 2  # H2SPLIT_KUBE_WATCH_IDLE: a silent watch is restarted after this
@@ -199,6 +201,47 @@ def test_rpcs_split_across_pods_of_a_discovered_service(clean):
         assert set(r["pods"]) == {"kserver-0", "kserver-1"}, r  # one channel, both pods
         client.close()
     finally:
+        node.remove_service(svc)
+
+
+def tier(node, pod_name):
+    """The locality tier h2splitd's workers all apply to ``pod_name`` (/endpoints)."""
+    r = node.run(["curl", "-sf", "--max-time", "5", "http://127.0.0.1:9901/endpoints"],
+                 check=False)
+    for s in json.loads(r.stdout or '{"services": []}')["services"]:
+        for e in s["endpoints"]:
+            if e["pod"] == pod_name:
+                return e["tier"]
+    return None
+
+
+def test_node_zone_label_decides_locality(clean):
+    k, node = clean, clean.node
+    near = node.add_server_pods(["kz-near"], node="other-node", zone="z1")
+    far = node.add_server_pods(["kz-far"], node="third-node", zone="z2")
+    svc = node.add_service("kzone", pods=near + far, traffic_distribution="PreferSameZone")
+    try:
+        for item in node.services_doc()["items"]:
+            if item["metadata"]["name"].startswith("kzone"):
+                k.api.apply(item["kind"], item)
+        k.wait_vips({f"{svc.vip4}:{svc.port}"})
+        mark = k.mark()
+        k.api.apply("nodes", node_obj(NODE_NAME, zone="z1"))
+        k.wait_logged(mark, rf"locality_zone node={NODE_NAME} zone=z1 from=Node label")
+        testbed.wait_for(lambda: tier(node, "kz-near") == "zone", 15, "kz-near in the zone tier")
+        client = node.add_pod("kzclient-0").grpc_client(svc.target4)
+        r = client.unary(100)
+        assert r["pods"] == {"kz-near": 100}, r
+        # The label moves (a re-labelled node): the watch brings it.
+        mark = k.mark()
+        k.api.apply("nodes", node_obj(NODE_NAME, zone="z2"))
+        k.wait_logged(mark, r"locality_zone node=\S+ zone=z2 ")
+        testbed.wait_for(lambda: tier(node, "kz-far") == "zone", 15, "kz-far in the zone tier")
+        r = client.unary(100)
+        assert r["pods"] == {"kz-far": 100}, r
+        client.close()
+    finally:
+        k.api.set_objects("nodes", [])
         node.remove_service(svc)
 
 

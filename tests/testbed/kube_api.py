@@ -60,6 +60,7 @@ RESOURCES = {
                        "discovery.k8s.io/v1", True),
     "namespaces": ("/api/v1/namespaces", "Namespace", "v1", False),
     "pods": ("/api/v1/pods", "Pod", "v1", True),
+    "nodes": ("/api/v1/nodes", "Node", "v1", False),
 }
 KIND_TO_RESOURCE = {v[1]: k for k, v in RESOURCES.items()}
 PATH_TO_RESOURCE = {v[0]: k for k, v in RESOURCES.items()}
@@ -155,6 +156,17 @@ def namespace(name, labels=None):
             "metadata": {"name": name, "labels": lab, "creationTimestamp": CREATED,
                          "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"ns/{name}"))},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+
+
+def node(name, zone=None):
+    """A core/v1 Node, with label topology.kubernetes.io/zone ``zone`` unless None."""
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if zone is not None:
+        labels["topology.kubernetes.io/zone"] = zone
+    return {"kind": "Node", "apiVersion": "v1",
+            "metadata": {"name": name, "labels": labels, "creationTimestamp": CREATED,
+                         "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"node/{name}"))},
+            "spec": {}, "status": {}}
 
 
 def pod(name, namespace="default", uid=None, node_name="test-node", annotations=None,
@@ -512,7 +524,7 @@ class KubeAPI:
                 items = []
                 for key in sorted(self._objects[resource]):
                     o = self._objects[resource][key]
-                    if node and o.get("spec", {}).get("nodeName") != node:
+                    if not _selected(o, node):
                         continue
                     o = copy.deepcopy(o)
                     o.pop("kind", None)  # list items carry no TypeMeta
@@ -563,7 +575,7 @@ class KubeAPI:
                    if rv > since and r == w.resource]
             last = max([since] + [rv for rv, _t, _o in evs])
             if node:
-                evs = [e for e in evs if e[2].get("spec", {}).get("nodeName") == node]
+                evs = [e for e in evs if _selected(e[2], node)]
             return raw, evs, last
 
     def _watch_end(self, w):
@@ -572,14 +584,24 @@ class KubeAPI:
 
 
 def _node_selector(query):
-    """The node of fieldSelector=spec.nodeName=NODE, or None; other selectors are
-    refused (the fixture implements just this one)."""
+    """(field, value) of fieldSelector=spec.nodeName=NODE or metadata.name=NAME, or
+    None; other selectors are refused (the fixture implements just these)."""
     fs = query.get("fieldSelector")
     if not fs:
         return None
-    if not fs.startswith("spec.nodeName="):
-        raise ValueError(f"fieldSelector {fs!r} not supported by the fixture")
-    return fs[len("spec.nodeName="):]
+    for field in ("spec.nodeName", "metadata.name"):
+        if fs.startswith(field + "="):
+            return field, fs[len(field) + 1:]
+    raise ValueError(f"fieldSelector {fs!r} not supported by the fixture")
+
+
+def _selected(obj, sel):
+    """Whether ``obj`` passes the field selector ``sel`` (see _node_selector)."""
+    if not sel:
+        return True
+    field, value = sel
+    top, key = field.split(".")
+    return obj.get(top, {}).get(key) == value
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -665,7 +687,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(b"0\r\n\r\n")
                 return
             for _rv, t, o in replay:
-                self._chunk({"type": t, "object": o})
+                if _selected(o, node):
+                    self._chunk({"type": t, "object": o})
             self._stream(api, w, since, node, time.monotonic() + timeout, bookmarks)
         except (OSError, ssl.SSLError):
             pass

@@ -277,6 +277,9 @@ static int k8s_start(struct discovery *d, struct loop *l)
 	dk->watch_idle_ms = watch_idle_ms();
 	dk->r[RES_SERVICES].phase = PH_WAIT;
 	dk->r[RES_SLICES].phase = PH_WAIT;
+	/* This Node's zone label (locality), unless --zone says it. */
+	if (dk->cfg->node_name[0] && !dk->cfg->zone[0])
+		dk->r[RES_NODES].phase = PH_WAIT;
 	setup_opt_outs(dk);
 	log_info("kube_source_starting api=%s node=%s token_file=%s ca_file=%s watch_idle_s=%u",
 		 dk->target.url_str, dk->cfg->node_name[0] ? dk->cfg->node_name : "-",

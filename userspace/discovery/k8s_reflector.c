@@ -28,6 +28,7 @@ const struct k8s_res_info k8s_res_info[RES_COUNT] = {
 		    true},
     [RES_NAMESPACES] = {"namespaces", "/api/v1/namespaces", "Namespace", false},
     [RES_PODS] = {"pods", "/api/v1/pods", "Pod", false},
+    [RES_NODES] = {"nodes", "/api/v1/nodes", "Node", true},
 };
 
 /* ---- helpers ---- */
@@ -404,9 +405,10 @@ static void http_error(struct reflector *r, bool list)
 		relist(r, list ? "list" : "watch");
 		return;
 	}
-	/* Opt-outs refused for good (RBAC, old API) must not hold back services. */
-	if ((r->status == 403 || r->status == 404) && !k8s_res_info[r->res].store &&
-	    !r->gate_open) {
+	/* Opt-outs or this Node refused for good (RBAC, old API) must not hold
+	 * back services: without the Node, locality lacks only the zone. */
+	if ((r->status == 403 || r->status == 404) &&
+	    (!k8s_res_info[r->res].store || r->res == RES_NODES) && !r->gate_open) {
 		r->gate_open = true;
 		k8s_source_deliver_soon(r->dk);
 	}
@@ -467,14 +469,14 @@ static int base_query(struct reflector *r, char *buf, size_t len)
 	char node[3 * 256 + 1];
 	int n;
 
-	if (r->res != RES_PODS)
+	if (r->res != RES_PODS && r->res != RES_NODES)
 		return snprintf(buf, len, "%s?", k8s_res_info[r->res].path) >= (int)len
 			   ? -ENAMETOOLONG
 			   : 0;
 	if (k8s_query_escape(r->dk->cfg->node_name, node, sizeof(node)))
 		return -ENAMETOOLONG;
-	n = snprintf(buf, len, "%s?fieldSelector=spec.nodeName%%3D%s&", k8s_res_info[r->res].path,
-		     node);
+	n = snprintf(buf, len, "%s?fieldSelector=%s%%3D%s&", k8s_res_info[r->res].path,
+		     r->res == RES_PODS ? "spec.nodeName" : "metadata.name", node);
 	return n >= (int)len ? -ENAMETOOLONG : 0;
 }
 

@@ -20,7 +20,8 @@
 #include "discovery/k8s_pods.h"
 #include "discovery/k8s_watch.h"
 
-enum res { RES_SERVICES = 0, RES_SLICES, RES_NAMESPACES, RES_PODS, RES_COUNT };
+/* RES_NODES is this node alone (its zone label, for locality). */
+enum res { RES_SERVICES = 0, RES_SLICES, RES_NAMESPACES, RES_PODS, RES_NODES, RES_COUNT };
 
 struct k8s_res_info {
 	const char *name; /* for logs and RBAC hints */
