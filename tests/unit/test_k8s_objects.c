@@ -444,6 +444,63 @@ static void test_typed_list_and_single_object(void **unused)
 	k8s_store_free(s);
 }
 
+/* Locality fields: nodeName, zone, hints; trafficDistribution,
+ * h2split.io/topology, internalTrafficPolicy; sessionAffinity: ClientIP left
+ * to kube-proxy; Node objects' zone label. */
+static void test_locality_fields(void **unused)
+{
+	static const char list[] =
+	    "{\"kind\":\"List\",\"items\":["
+	    "{\"kind\":\"Service\",\"metadata\":{\"name\":\"a\",\"namespace\":\"x\"},"
+	    "\"spec\":{\"clusterIP\":\"10.96.1.1\",\"trafficDistribution\":\"PreferClose\","
+	    "\"internalTrafficPolicy\":\"Local\",\"ports\":[{\"port\":80,\"appProtocol\":"
+	    "\"grpc\"}]}},"
+	    "{\"kind\":\"Service\",\"metadata\":{\"name\":\"b\",\"namespace\":\"x\","
+	    "\"annotations\":{\"h2split.io/topology\":\"node\"}},"
+	    "\"spec\":{\"clusterIP\":\"10.96.1.2\",\"trafficDistribution\":\"PreferSameZone\","
+	    "\"ports\":[{\"port\":80,\"appProtocol\":\"grpc\"}]}},"
+	    "{\"kind\":\"Service\",\"metadata\":{\"name\":\"c\",\"namespace\":\"x\"},"
+	    "\"spec\":{\"clusterIP\":\"10.96.1.3\",\"sessionAffinity\":\"ClientIP\","
+	    "\"ports\":[{\"port\":80,\"appProtocol\":\"grpc\"}]}},"
+	    "{\"kind\":\"EndpointSlice\",\"metadata\":{\"name\":\"a-1\",\"namespace\":\"x\","
+	    "\"labels\":{\"kubernetes.io/service-name\":\"a\"}},\"addressType\":\"IPv4\","
+	    "\"ports\":[{\"port\":8080}],"
+	    "\"endpoints\":[{\"addresses\":[\"10.1.1.1\"],\"nodeName\":\"n1\",\"zone\":\"z1\","
+	    "\"hints\":{\"forZones\":[{\"name\":\"z1\"},{\"name\":\"z2\"}],"
+	    "\"forNodes\":[{\"name\":\"n1\"}]}},{\"addresses\":[\"10.1.1.2\"]}]},"
+	    "{\"kind\":\"Node\",\"metadata\":{\"name\":\"n1\",\"labels\":"
+	    "{\"topology.kubernetes.io/zone\":\"z1\"}}},"
+	    "{\"kind\":\"Node\",\"metadata\":{\"name\":\"n2\"}}]}";
+	struct k8s_store *s = k8s_store_new();
+	const struct state_endpoint *ep;
+	char err[256] = "";
+	struct state *st;
+
+	(void)unused;
+	if (k8s_store_load_json(s, list, strlen(list), err, sizeof(err)))
+		fail_msg("%s", err);
+	st = k8s_store_build(s);
+	assert_int_equal(st->n_svcs, 2); /* c: sessionAffinity ClientIP, left to kube-proxy */
+	assert_null(find_svc(st, "x", "c", ""));
+	assert_int_equal(find_svc(st, "x", "a", "")->topology, STATE_TOPO_ZONE);
+	assert_true(find_svc(st, "x", "a", "")->local_only);
+	assert_int_equal(find_svc(st, "x", "b", "")->topology, STATE_TOPO_NODE);
+	assert_false(find_svc(st, "x", "b", "")->local_only);
+	ep = find_ep(find_svc(st, "x", "a", ""), "10.1.1.1", 8080);
+	assert_string_equal(ep->node, "n1");
+	assert_string_equal(ep->zone, "z1");
+	assert_string_equal(ep->for_zones, "z1,z2,");
+	assert_string_equal(ep->for_nodes, "n1,");
+	ep = find_ep(find_svc(st, "x", "a", ""), "10.1.1.2", 8080);
+	assert_string_equal(ep->node, "");
+	assert_string_equal(ep->for_zones, "");
+	assert_int_equal(st->n_nodes, 2);
+	for (int i = 0; i < st->n_nodes; i++)
+		assert_string_equal(st->nodes[i].zone, strcmp(st->nodes[i].name, "n1") ? "" : "z1");
+	state_free(st);
+	k8s_store_free(s);
+}
+
 static void test_ids_stable_across_reloads(void **unused)
 {
 	struct k8s_store *s1 = load_fixture(), *s2 = load_fixture();
@@ -527,6 +584,7 @@ int main(void)
 	    cmocka_unit_test(test_json_errors_have_position),
 	    cmocka_unit_test(test_load_all_or_nothing),
 	    cmocka_unit_test(test_typed_list_and_single_object),
+	    cmocka_unit_test(test_locality_fields),
 	    cmocka_unit_test(test_ids_stable_across_reloads),
 	    cmocka_unit_test(test_many_objects),
 	};
