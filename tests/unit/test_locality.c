@@ -265,9 +265,38 @@ static void test_failover_and_ramp_back(void **state)
 	state_free(st);
 }
 
+static void test_one_stream_or_client_does_not_ramp_a_tier(void **state)
+{
+	struct state *st = make(STATE_TOPO_ZONE, false, four, 4, "z1", NULL);
+	struct balancer_set *bs = balancer_set_new(7, LB_LEAST_REQUEST);
+	struct balancer_endpoint *near[2];
+	struct balancer_pick p = {.now_ms = 1000, .netns_id = 1, .avoid = near, .n_avoid = 2};
+	int n = 0;
+
+	(void)state;
+	near[0] = pick_at(bs, st, 1000, NULL);
+	near[1] = pick_at(bs, st, 1000, NULL);
+	/* A stream that tried both near pods (refused) goes far... */
+	assert_true(idx(balancer_set_pick(bs, &st->svcs[0], 1, &p)) >= 2);
+	assert_int_equal(p.failover, BALANCER_FAILOVER_UNAVAILABLE);
+	/* ... and the next one near, at full share: no ramp. */
+	for (int i = 0; i < 200; i++)
+		n += idx(pick_at(bs, st, 1001, NULL)) < 2;
+	assert_int_equal(n, 200);
+	/* Another client pod cannot connect to them: this one still can. */
+	balancer_endpoint_connect_failed(near[0], 1001, 2);
+	balancer_endpoint_connect_failed(near[1], 1001, 2);
+	n = 0;
+	for (int i = 0; i < 200; i++)
+		n += idx(pick_at(bs, st, 1002, NULL)) < 2;
+	assert_int_equal(n, 200);
+	balancer_set_free(bs);
+	state_free(st);
+}
+
 static void test_spill_past_cap(void **state)
 {
-	/* One near pod of 2 (the other in z2 is off: 1 near, 6 far), cap 3. */
+	/* One near pod and 6 far, 3 streams per endpoint. */
 	const struct ep_spec specs[] = {
 	    {"n1", "z1", NULL, NULL}, {"n3", "z2", NULL, NULL}, {"n3", "z2", NULL, NULL},
 	    {"n4", "z2", NULL, NULL}, {"n4", "z2", NULL, NULL}, {"n5", "z3", NULL, NULL},
@@ -280,7 +309,6 @@ static void test_spill_past_cap(void **state)
 	uint8_t why;
 
 	(void)state;
-	balancer_set_params(bs, &(struct balancer_params){0});
 	prm = (struct balancer_params){.ewma_decay_ms = 10000, .max_inflight_ep = 3};
 	balancer_set_params(bs, &prm);
 	for (int i = 0; i < 15; i++) {
@@ -374,6 +402,7 @@ int main(void)
 	    cmocka_unit_test(test_near_tier_first),
 	    cmocka_unit_test(test_prefer_same_node),
 	    cmocka_unit_test(test_failover_and_ramp_back),
+	    cmocka_unit_test(test_one_stream_or_client_does_not_ramp_a_tier),
 	    cmocka_unit_test(test_spill_past_cap),
 	    cmocka_unit_test(test_spill_on_load),
 	    cmocka_unit_test(test_local_only),

@@ -19,7 +19,10 @@ const char *balancer_failover_name(enum balancer_failover f)
 }
 
 struct tier_look {
-	size_t healthy;	   /* right family, not ejected, in backoff, unhealthy or tried */
+	/* Not ejected, failing health checks nor in connect backoff from any
+	 * client pod: whether the tier is up, the same for every stream. */
+	size_t up;
+	size_t healthy;	   /* for this stream: right family, not in its netns' backoff, not tried */
 	size_t room;	   /* ... and below their cap */
 	uint64_t inflight; /* streams on the healthy ones */
 };
@@ -35,10 +38,13 @@ static void look(const struct lb_service *ls, struct balancer_candidate *const *
 
 		for (size_t j = 0; j < p->n_avoid; j++)
 			tried |= &ep->pub == p->avoid[j];
-		if (tried || lb_wrong_family(ep, family) || lb_ejected(ep, p->now_ms) ||
-		    lb_in_backoff(ep, p->now_ms, p->netns_id) ||
+		if (lb_ejected(ep, p->now_ms) ||
 		    (checked && health_table_unhealthy(p->health, ep->pub.service_id, &ep->pub.ip,
 						       ep->pub.port)))
+			continue;
+		out->up += ep->backoff_until_ms <= p->now_ms;
+		if (tried || lb_wrong_family(ep, family) ||
+		    lb_in_backoff(ep, p->now_ms, p->netns_id))
 			continue;
 		out->healthy++;
 		out->room += !lb_at_cap(ls, c[i]);
@@ -55,23 +61,27 @@ static enum balancer_failover judge(struct lb_service *ls, struct balancer_candi
 	uint64_t age;
 
 	look(ls, c, lo, hi, p, family, checked, &near);
-	if (!near.healthy) {
-		if (!ls->tier_down[t])
-			log_info("locality_failover service_id=%u tier=%s reason=unavailable",
-				 ls->id, t ? "zone" : "node");
+	/* Down and back are the tier's, not one stream's: a stream's retries
+	 * (tried) or one client pod's connect backoff alone do not ramp it. */
+	if (!near.up && !ls->tier_down[t]) {
 		ls->tier_down[t] = true;
-		return BALANCER_FAILOVER_UNAVAILABLE;
-	}
-	if (ls->tier_down[t]) {
+		log_info("locality_failover service_id=%u tier=%s reason=unavailable", ls->id,
+			 t ? "zone" : "node");
+	} else if (near.up && ls->tier_down[t]) {
 		ls->tier_down[t] = false;
 		ls->ramp_from_ms[t] = p->now_ms;
 		log_info("locality_failback service_id=%u tier=%s ramp_ms=%d", ls->id,
 			 t ? "zone" : "node", BALANCER_RAMP_MS);
 	}
+	if (!near.healthy)
+		return BALANCER_FAILOVER_UNAVAILABLE;
 	if (!near.room)
 		return BALANCER_FAILOVER_FULL;
+	/* Spill by choice only to endpoints that can take it at once. */
 	look(ls, c, hi, n, p, family, checked, &far);
-	if (far.room && near.inflight >= BALANCER_SPILL_MIN * near.healthy &&
+	if (!far.room)
+		return BALANCER_FAILOVER_NONE;
+	if (near.inflight >= BALANCER_SPILL_MIN * near.healthy &&
 	    near.inflight * far.healthy >
 		BALANCER_SPILL_FACTOR * (far.inflight + far.healthy) * near.healthy)
 		return BALANCER_FAILOVER_LOAD;
