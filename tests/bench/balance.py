@@ -22,6 +22,11 @@ latency (from its scheduled send time) and serving pod. Scenarios (issue 9):
   cold     the same, but be-5 is cold: slower for its first seconds (the
            p99 spike slow start is for)
   stall    be-4 is SIGSTOPped a third of the way in (stops reading)
+  near_slow  locality (issue 21): the Service prefers this node's zone, where
+           be-0 and be-1 run (be-2..be-4 claim another zone); both near pods
+           answer 10x slower
+  near_dead  the same, the near pods SIGKILLed a third of the way in and
+           restarted half way (failover, then failback)
 Each scenario runs every policy, one after another (interleaved when
 --repeat > 1), each on a freshly started h2splitd.
 """
@@ -43,8 +48,11 @@ from benchlib import log, testbed  # noqa: E402
 PREFIX = "h2sbal"
 GRPC_PORT = 50051
 POLICIES = ("round_robin", "least_request", "ewma")
-SCENARIOS = ("equal", "slow", "failing", "added", "cold", "stall")
+SCENARIOS = ("equal", "slow", "failing", "added", "cold", "stall", "near_slow", "near_dead")
 JOINS = ("added", "cold")  # scenarios where be-5 joins under load
+LOCALITY = ("near_slow", "near_dead")  # the Service prefers this node's zone
+NEAR = ["be-0", "be-1"]  # the pods in this node's zone (the others claim zone z2)
+ZONE = "z1"
 PODS = [f"be-{i}" for i in range(6)]
 BAD = "be-4"    # the slow, failing or stalled pod
 NEW = "be-5"    # the pod added under load
@@ -144,9 +152,10 @@ def latency_summary(rpcs):
             "max_us": lat[-1] if lat else None}
 
 
-def analyze(rpcs, scenario, event_us, pods, args):
+def analyze(rpcs, scenario, event_us, pods, args, revive_us=None):
     """Every figure of one run. ``event_us``: when the scenario's event (pod added,
-    pod stalled) happened, in the client's clock (us since its start)."""
+    pod stalled, near pods killed) happened, ``revive_us`` when killed pods were
+    back, in the client's clock (us since its start)."""
     r = latency_summary(rpcs)
     statuses = {}
     served = {}
@@ -185,6 +194,8 @@ def analyze(rpcs, scenario, event_us, pods, args):
         r.update(added_figures(rpcs, r["timeline"], event_us, len(pods)))
     if scenario == "stall":
         r.update(stall_figures(rpcs, event_us, args))
+    if scenario in LOCALITY:
+        r.update(locality_figures(rpcs, r["timeline"], event_us, revive_us))
     if event_us is not None:
         r["event_s"] = round(event_us / 1e6, 3)
     return r
@@ -220,6 +231,34 @@ def added_figures(rpcs, timeline, event_us, npods):
     after = [x for x in rpcs if x[0] >= event_us]
     out["new_share_after"] = round(sum(1 for x in after if x[3] == NEW) /
                                    max(1, sum(1 for x in after if x[3] != "-")), 4)
+    return out
+
+
+def near_share(rpcs):
+    served = [x for x in rpcs if x[3] != "-"]
+    return round(sum(1 for x in served if x[3] in NEAR) / len(served), 4) if served else None
+
+
+def locality_figures(rpcs, timeline, event_us, revive_us):
+    """The near pods' share (all of the run, or before / while / after they were
+    dead), the RPCs that failed once they were killed, and how soon after their
+    restart their share of a 100 ms bucket reached 80%."""
+    if event_us is None:
+        return {"near_share": near_share(rpcs)}
+    before = [x for x in rpcs if x[0] < event_us]
+    dead = [x for x in rpcs if event_us <= x[0] < revive_us]
+    out = {"near_share": near_share(before), "near_share_dead": near_share(dead),
+           "failed_after_kill": sum(1 for x in dead if x[2] != 0),
+           "near_share_back": near_share([x for x in rpcs if x[0] >= revive_us])}
+    back = None
+    for b in timeline:
+        t_us = b["t_s"] * 1e6
+        served = sum(b["pods"].values())
+        if t_us >= revive_us and served and \
+                sum(b["pods"].get(p, 0) for p in NEAR) / served >= 0.8:
+            back = (t_us + BUCKET_US - revive_us) / 1e6
+            break
+    out["near_back_after_s"] = round(back, 3) if back is not None else None
     return out
 
 
@@ -259,15 +298,20 @@ class Bench:
         a = self.args
         self.pods = {n: self.node.add_pod(n) for n in PODS}
         self.backends = {}
-        for n, pod in self.pods.items():
-            argv = [self.backend_bin, "--port", str(GRPC_PORT), "--pod", n,
-                    "--delay-us", str(a.base_delay_us)]
-            self.backends[n] = pod.popen(argv, name="grpc-backend", watch=True)
+        for n in self.pods:
+            argv = self.start_backend(n)
         self.commands["backend"] = " ".join(argv).replace(NEW, "<pod>").replace(
             benchlib.REPO_DIR + "/", "")
         for p in self.backends.values():
             p.wait_line("^ready", 15)
         self.client = self.node.add_pod("load")
+        # Locality is simulated: the near pods claim another node of this
+        # node's zone, the rest another zone. Only the locality scenarios'
+        # Service asks for it; the others route exactly as without.
+        for n in PODS:
+            self.pods[n].node_name = "near-node" if n in NEAR else "far-node"
+            self.pods[n].zone = ZONE if n in NEAR else "z2"
+        self.node.set_zone(ZONE)
         self.svc = self.node.add_service("bal", GRPC_PORT, pods=PODS[:5],
                                          annotations=a.annotations)
 
@@ -289,12 +333,23 @@ class Bench:
             self.control(BAD, fail_pct=a.fail_pct)
         elif scenario == "cold":
             self.control(NEW, cold_ms=a.cold_ms, cold_factor=a.cold_factor)
+        elif scenario == "near_slow":
+            for n in NEAR:
+                self.control(n, delay_us=a.base_delay_us * a.slow_factor)
+        self.node.update_service(self.svc, traffic_distribution="PreferSameZone"
+                                 if scenario in LOCALITY else None)
         pods = PODS[:4] if scenario in JOINS else PODS[:5]
         self.node.set_endpoints(self.svc, pods)
         return pods + ([NEW] if scenario in JOINS else [])
 
+    def start_backend(self, n):
+        argv = [self.backend_bin, "--port", str(GRPC_PORT), "--pod", n,
+                "--delay-us", str(self.args.base_delay_us)]
+        self.backends[n] = self.pods[n].popen(argv, name="grpc-backend", watch=True)
+        return argv
+
     def start_daemon(self, policy, extra):
-        argv_extra = list(self.args.daemon_arg) + list(extra)
+        argv_extra = ["--node-name", self.node.netns] + list(self.args.daemon_arg) + list(extra)
         self.daemon = connect_cost.start_h2splitd(self.node, self.build, self.args.workers,
                                                   policy, argv_extra)
         self.commands.setdefault("h2splitd", " ".join(
@@ -322,10 +377,24 @@ class Bench:
             self.node.set_endpoints(self.svc, PODS[:4] + [NEW])
         elif scenario == "stall":
             self.backends[BAD].send_signal(signal.SIGSTOP)
+        elif scenario == "near_dead":
+            for n in NEAR:
+                self.backends[n].send_signal(signal.SIGKILL)
+
+    def revive(self):
+        """The near pods' servers again (near_dead): back once they say ready."""
+        for n in NEAR:
+            self.backends[n].wait(5)
+            self.start_backend(n)
+        for n in NEAR:
+            self.backends[n].wait_line("^ready", 15)
 
     def undo(self, scenario):
         if scenario == "stall":
             self.backends[BAD].send_signal(signal.SIGCONT)
+        elif scenario == "near_dead" and any(self.backends[n].poll() is not None
+                                            for n in NEAR):
+            self.revive()
 
     def run_one(self, scenario, label, policy, extra, rep):
         a = self.args
@@ -339,15 +408,20 @@ class Bench:
             benchlib.REPO_DIR + "/", ""))
         res = {"scenario": scenario, "policy": label, "lb_policy": policy,
                "daemon_args": list(a.daemon_arg) + list(extra), "rep": rep}
-        event_us = None
+        event_us = revive_us = None
         p = self.client.popen(argv, name="balance-load", watch=True)
         try:
             start_ns = int(p.wait_line(r"^start \d+", 15).split()[1])
-            if scenario in JOINS + ("stall",):
+            if scenario in JOINS + ("stall", "near_dead"):
                 at = start_ns + int(a.duration * 1e9 / 3)
                 time.sleep(max(0.0, (at - time.monotonic_ns()) / 1e9))  # the scheduled event
                 event_us = (time.monotonic_ns() - start_ns) // 1000
                 self.event(scenario)
+            if scenario == "near_dead":
+                at = start_ns + int(a.duration * 1e9 / 2)
+                time.sleep(max(0.0, (at - time.monotonic_ns()) / 1e9))  # scheduled, too
+                self.revive()
+                revive_us = (time.monotonic_ns() - start_ns) // 1000
             done = p.wait_line(r"^done ", a.duration + a.deadline_ms / 1000 + 30)
             if p.wait(10):
                 raise testbed.StopWaiting(f"balance_load exited {p.returncode}\n{p.log_tail()}")
@@ -366,7 +440,7 @@ class Bench:
                     f"{self.daemon.log_tail(15)}"
             self.stop_daemon()
         if "error" not in res:
-            res.update(analyze(read_rpcs(out), scenario, event_us, pods, a))
+            res.update(analyze(read_rpcs(out), scenario, event_us, pods, a, revive_us))
             os.unlink(out)
         log(f"{scenario:8} {label:14} " + (
             f"ok {res['success'] * 100:.2f}% p50 {res['p50_us']}us p99 {res['p99_us']}us "

@@ -21,13 +21,16 @@ SCENARIO_TITLES = {
     "added": "4. A pod added under load",
     "cold": "5. A cold pod added under load",
     "stall": "6. A pod that stalls (stops reading) mid-run",
+    "near_slow": "7. Locality: the near pods 10x slower",
+    "near_dead": "8. Locality: the near pods killed, then back",
 }
 FIGURES = ("success", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "spread",
            "fair_share_after_s", "first_rpc_after_s", "new_first2s_p99_us",
            "new_first2s_p50_us", "others_first2s_p99_us", "all_first2s_p99_us",
            "new_share_after", "stalled_failed", "stalled_rpcs", "stalled_success",
            "stalled_p99_us", "failed_after_first_deadline", "last_failed_start_s", "n",
-           "hiccup_buckets")
+           "hiccup_buckets", "near_share", "near_share_dead", "failed_after_kill",
+           "near_share_back", "near_back_after_s")
 COLORS = ["#9a9a9a", "#4c78a8", "#2a9d8f", "#f58518", "#e45756", "#b279a2"]
 
 
@@ -431,6 +434,20 @@ def render(results, chart_names=()):
                   f"{_num(r.get('failed_after_first_deadline'))} | "
                   f"{_num(r.get('last_failed_start_s'))} |")
             w("")
+        if sc in ("near_slow", "near_dead"):
+            dead = sc == "near_dead"
+            w("| policy | near share" + (" before | while dead | failed after the kill | "
+                                         "after | 80% near again after (s) |" if dead else " |"))
+            w("|---|---|" + ("---|---|---|---|" if dead else ""))
+            for lb in labels:
+                r = by.get(lb, {})
+                if "error" in r or not r:
+                    continue
+                w(f"| {lb} | {_pct(r.get('near_share'), 1)} |" + (
+                    f" {_pct(r.get('near_share_dead'), 1)} | {_num(r.get('failed_after_kill'))} "
+                    f"| {_pct(r.get('near_share_back'), 1)} | {_num(r.get('near_back_after_s'))} |"
+                    if dead else ""))
+            w("")
         for c in _charts_for(sc):
             if c in chart_names:
                 w(f"![{c}]({c})\n")
@@ -501,6 +518,20 @@ def _scenario_note(sc, p):
         "stall": "A third of the way in be-4 gets SIGSTOP: its sockets stay open, nothing "
                  "reads them; it gets SIGCONT after the run. RPCs on it end at the client's "
                  "deadline. Figures below cover RPCs sent after the stall.\n",
+        "near_slow": "The Service says `trafficDistribution: PreferSameZone`; be-0 and be-1 "
+                     "run in this node's zone (their EndpointSlice entries say so), be-2..be-4 "
+                     f"in another. Both near pods answer after "
+                     f"{p['base_delay_us'] * p['slow_factor']} us. Locality keeps RPCs in the "
+                     "zone until the near pods run 4x busier per pod than the far ones (at "
+                     "least 8 streams each), then spills (README, Locality).\n",
+        "near_dead": "As scenario 7 with every pod equally fast; a third of the way in both "
+                     "near pods get SIGKILL, half way they are started again (same addresses). "
+                     "RPCs in flight on them fail; later ones find the near tier unusable "
+                     "(connect failures put both in backoff, 0.5 s doubling) and go to the "
+                     "far pods; once back, the near tier's share ramps up over 2 s from "
+                     "the end of their backoff. A near pod that failed 5 streams in a row "
+                     "(sent on its connection as it died) is also ejected for 30 s "
+                     "(the ejections column); the tier then comes back with the other.\n",
     }[sc]
 
 
