@@ -46,10 +46,6 @@ GENERATED = {"h2split.skel.h": "build/h2split.skel.h"}
 # a later refactor (phase 2 of "A tree that shows the design"). Keyed by
 # (including file, included file); the value says why it is there.
 KNOWN_EXCEPTIONS = {
-    ("userspace/proxy/h2/splitter_int.h", "userspace/proxy/worker.h"):
-        "the splitter reads struct worker (loop, metrics, stats, snapshot, shared cfg/netns/"
-        "health) and takes struct conn_info; to be cut: hand it a plain struct of those "
-        "and a conn-closed callback, conn_info moved down",
     ("userspace/discovery/discovery_k8s.c", "userspace/kernel/bpf_loader.h"):
         "the Kubernetes source writes opted-out pods' cgroups into the BPF exclusion map "
         "itself; to be cut: report opt-outs to the daemon, which writes the map",
