@@ -235,7 +235,7 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
 			state_free(st);
 			st = NULL;
 		}
-	if (!st || state_finish(st)) {
+	if (!st || state_finish(st) || state_copy_callers(st, cur)) {
 		log_error("retired_expiry_failed err=\"out of memory\" action=retry");
 		state_free(st);
 		d->retired_timer = loop_timer_add(d->loop, RETIRED_KEEP_MS, on_retired_expiry, d);
@@ -455,7 +455,7 @@ static const struct discovery_cgroup_ops cgroup_ops = {.root = cgroup_v2_root,
 static struct discovery *make_discovery(struct daemon *d)
 {
 	if (d->cfg.discovery == DISCOVERY_FILE)
-		return discovery_file_new(d->cfg.services_file, on_state, d);
+		return discovery_file_new(d->cfg.services_file, &cgroup_ops, on_state, d);
 	return discovery_kubernetes_new(&d->cfg, &cgroup_ops, on_state, d);
 }
 
