@@ -641,6 +641,9 @@ static void test_prometheus_text(void **unused)
 	char *text;
 
 	(void)unused;
+	/* The caller and method families have their own test (test_callers.c). */
+	assert_int_equal(metrics_set_call_limits(w[0], 0, 0), 0);
+	assert_int_equal(metrics_set_call_limits(w[1], 0, 0), 0);
 	/* Worker 0: a finished OK stream on a, one still in flight on a. */
 	metrics_endpoint_inflight(w[0], greeter, &a, 8080, +1);
 	metrics_stream_done(w[0], greeter, &a, 8080, 0, 200, 1500 * 1000, 100, 1000);

@@ -63,9 +63,16 @@ struct table {
 	bool warned; /* overflow logged (once per table) */
 };
 
+/* Series per worker of the caller and method tables. */
+#define CALLER_ENTRIES 4096
+#define METHOD_ENTRIES 8192
+
 struct metrics {
 	struct table eps;
 	struct table svcs;
+	struct call_table *callers; /* owned; NULL: off */
+	struct call_table *methods; /* owned; NULL: off */
+	int max_callers, max_methods;
 };
 
 /* ---- counters: one writer, so a load and a store (no locked RMW) ---- */
@@ -304,13 +311,76 @@ struct metrics *metrics_new(void)
 		metrics_free(m);
 		return NULL;
 	}
+	if (metrics_set_call_limits(m, METRICS_DEFAULT_MAX_CALLERS, METRICS_DEFAULT_MAX_METHODS)) {
+		metrics_free(m);
+		return NULL;
+	}
 	return m;
+}
+
+int metrics_set_call_limits(struct metrics *m, int max_callers, int max_methods)
+{
+	struct call_table *c = NULL, *me = NULL;
+
+	if ((max_callers > 0 && !(c = call_table_new("callers", CALLER_ENTRIES, max_callers))) ||
+	    (max_methods > 0 && !(me = call_table_new("methods", METHOD_ENTRIES, max_methods)))) {
+		call_table_free(c);
+		return -ENOMEM;
+	}
+	call_table_free(m->callers);
+	call_table_free(m->methods);
+	m->callers = c;
+	m->methods = me;
+	m->max_callers = max_callers;
+	m->max_methods = max_methods;
+	return 0;
+}
+
+void metrics_call_done(struct metrics *m, const struct state *st, uint64_t cgroup_id,
+		       uint32_t service_id, const uint8_t *path, size_t path_len, int grpc_status,
+		       uint64_t duration_ns)
+{
+	if (m->callers) {
+		const struct state_caller *c = state_find_caller(st, cgroup_id);
+		char label[CALL_LABEL_MAX];
+		size_t nl = 0, wl;
+
+		if (c) {
+			nl = strnlen(c->ns, sizeof(c->ns));
+			wl = strnlen(c->workload, sizeof(c->workload));
+			if (nl + 1 + wl < sizeof(label)) {
+				memcpy(label, c->ns, nl);
+				label[nl] = '/';
+				memcpy(label + nl + 1, c->workload, wl);
+				nl += 1 + wl;
+			} else {
+				nl = sizeof(label); /* too long to have a series: `other` */
+			}
+		} else {
+			memcpy(label, "unknown/unknown", nl = sizeof("unknown/unknown") - 1);
+		}
+		call_table_record(m->callers, service_id, label, nl, grpc_status, duration_ns);
+	}
+	if (m->methods) {
+		if (path && path_len && path[0] == '/') {
+			path++;
+			path_len--;
+		}
+		if (!path || !path_len)
+			call_table_record(m->methods, service_id, "unknown", 7, grpc_status,
+					  duration_ns);
+		else
+			call_table_record(m->methods, service_id, (const char *)path, path_len,
+					  grpc_status, duration_ns);
+	}
 }
 
 void metrics_free(struct metrics *m)
 {
 	if (!m)
 		return;
+	call_table_free(m->callers);
+	call_table_free(m->methods);
 	table_destroy(&m->eps);
 	table_destroy(&m->svcs);
 	free(m);
@@ -500,6 +570,10 @@ void metrics_prune(struct metrics *m, const struct state *st)
 		return;
 	table_prune(&m->eps, drop_endpoint, st);
 	table_prune(&m->svcs, drop_service, st);
+	if (m->callers)
+		call_table_prune(m->callers, st);
+	if (m->methods)
+		call_table_prune(m->methods, st);
 }
 
 /* ---- scrape side ---- */
@@ -598,6 +672,33 @@ static int mtable_merge(struct mtable *mt, struct metrics *const *ms, int n, siz
 	return 0;
 }
 
+static int merge_calls(struct metrics_merged *mm, struct metrics *const *ms, int n)
+{
+	struct call_table **c = calloc(n > 0 ? (size_t)n : 1, sizeof(*c));
+	struct call_table **me = calloc(n > 0 ? (size_t)n : 1, sizeof(*me));
+	int max_c = 0, max_m = 0, rc = -ENOMEM;
+
+	if (!c || !me)
+		goto out;
+	for (int w = 0; w < n; w++) {
+		if (!ms[w])
+			continue;
+		c[w] = ms[w]->callers;
+		me[w] = ms[w]->methods;
+		max_c = ms[w]->max_callers;
+		max_m = ms[w]->max_methods;
+	}
+	mm->callers_on = max_c > 0;
+	mm->methods_on = max_m > 0;
+	rc = call_table_merge(c, n, max_c, &mm->callers);
+	if (!rc)
+		rc = call_table_merge(me, n, max_m, &mm->methods);
+out:
+	free(c);
+	free(me);
+	return rc;
+}
+
 struct metrics_merged *metrics_merge(struct metrics *const *ms, int n)
 {
 	struct metrics_merged *mm = calloc(1, sizeof(*mm));
@@ -605,7 +706,8 @@ struct metrics_merged *metrics_merge(struct metrics *const *ms, int n)
 	if (!mm)
 		return NULL;
 	if (mtable_merge(&mm->eps, ms, n, offsetof(struct metrics, eps)) ||
-	    mtable_merge(&mm->svcs, ms, n, offsetof(struct metrics, svcs))) {
+	    mtable_merge(&mm->svcs, ms, n, offsetof(struct metrics, svcs)) ||
+	    merge_calls(mm, ms, n)) {
 		metrics_merged_free(mm);
 		return NULL;
 	}
@@ -620,6 +722,8 @@ void metrics_merged_free(struct metrics_merged *mm)
 	free(mm->eps.vals);
 	free(mm->svcs.rows);
 	free(mm->svcs.vals);
+	call_rows_free(&mm->callers);
+	call_rows_free(&mm->methods);
 	free(mm);
 }
 

@@ -19,6 +19,10 @@
  * of each table is logged (metrics_table_full). */
 #define METRICS_MAX_ENDPOINTS 4096
 #define METRICS_MAX_SERVICES 1024
+/* Labels of their own per service (--max-callers-per-service,
+ * --max-methods-per-service); the rest share an `other` series. */
+#define METRICS_DEFAULT_MAX_CALLERS 100
+#define METRICS_DEFAULT_MAX_METHODS 50
 
 /* Request duration buckets (seconds, Prometheus "le"), +Inf implied. */
 #define METRICS_N_BUCKETS 19
@@ -88,6 +92,20 @@ void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
 void metrics_stream_done(struct metrics *m, uint32_t service_id, const struct h2s_ip *ep_ip,
 			 uint16_t ep_port, int grpc_status, int http_status, uint64_t duration_ns,
 			 uint64_t bytes_in, uint64_t bytes_out);
+
+/* Per-caller and per-method series (h2split_caller_*, h2split_method_*):
+ * at most |max_callers| caller workloads and |max_methods| methods of their
+ * own per service (the rest: `other`); 0 turns that family off. Call before
+ * the first stream. 0 or -ENOMEM. */
+int metrics_set_call_limits(struct metrics *m, int max_callers, int max_methods);
+
+/* A downstream stream of |service_id| ended (next to metrics_stream_done()):
+ * its caller is who connects from |cgroup_id| in |st| ("unknown" when |st|
+ * has no such caller), its method the request's |path| (|path_len| bytes,
+ * NULL: none) without its leading '/'. */
+void metrics_call_done(struct metrics *m, const struct state *st, uint64_t cgroup_id,
+		       uint32_t service_id, const uint8_t *path, size_t path_len, int grpc_status,
+		       uint64_t duration_ns);
 
 /* An upstream event on endpoint |ip|:|port|. |service_id| 0 when unknown. */
 void metrics_upstream_event(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,

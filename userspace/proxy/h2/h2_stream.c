@@ -725,6 +725,14 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 				    st->ep ? &st->ep->ip : NULL, st->ep ? st->ep->port : 0,
 				    st->grpc ? st->grpc_status : -1, st->resp_status,
 				    loop_now_ns() - st->start_ns, st->req_bytes, st->resp_bytes);
+	if (s->w->metrics) {
+		size_t pl = 0;
+		const uint8_t *p = h2_hdrs_get(&st->req_hdrs, ":path", &pl);
+
+		metrics_call_done(s->w->metrics, s->w->snap ? s->w->snap->st : NULL,
+				  ds->ci.od.cgroup_id, ds->ci.od.service_id, p, pl,
+				  st->grpc ? st->grpc_status : -1, loop_now_ns() - st->start_ns);
+	}
 	ep_release(st);
 	h2_chain_clear(&st->req_body, &s->blocks);
 	h2_chain_clear(&st->resp_body, &s->blocks);

@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Who calls whom (issue #23): per-caller and per-method series.
+
+Client pods are named pod<uid>, as the kubelet's cgroupfs driver names a
+pod's cgroup, and the services file lists a Pod object for each one the
+daemon should know: its namespace and owner give the caller's workload. A
+pod without a Pod object is the caller "unknown", and its RPCs are fine.
+"""
+
+import hashlib
+import json
+import os
+import uuid
+
+import testbed
+from testbed import kube
+
+from test_observability import get, metric, start
+
+ECHO = "h2split.test.Echo"
+
+
+def pod_obj(name, namespace, uid, owner_kind=None, owner_name=None, template_hash=None):
+    meta = {"name": name, "namespace": namespace, "uid": uid}
+    if owner_kind:
+        meta["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner_kind,
+                                    "name": owner_name, "uid": str(uuid.uuid4()),
+                                    "controller": True}]
+    if template_hash:
+        meta["labels"] = {"pod-template-hash": template_hash}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+            "spec": {"nodeName": "h2st-node"},
+            "status": {"phase": "Running", "qosClass": "BestEffort"}}
+
+
+def write_with_pods(node, pods):
+    """The bed's services file plus |pods|, written as the bed writes it; waits
+    until the daemon reports it applied."""
+    doc = kube.kubectl_list(list(node.services.values()), node.netns)
+    doc["items"].extend(pods)
+    data = (json.dumps(doc, indent=4, sort_keys=True) + "\n").encode()
+    tmp = node.services_file + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, node.services_file)
+    node.file_version = "sha256:" + hashlib.sha256(data).hexdigest()
+    node.wait_applied()
+
+
+def series(text, name, **labels):
+    """The label sets of |name|'s samples that include |labels|."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        body = line[len(name) + 1:line.rindex("}")]
+        have = dict(kv.split("=", 1) for kv in body.replace('"', "").split(","))
+        if all(have.get(k) == v for k, v in labels.items()):
+            out.append(have)
+    return out
+
+
+def test_caller_and_method_series_add_up_per_workload(node, build_dir):
+    servers = node.add_server_pods(["server-0", "server-1"])
+    svc = node.add_service("echo", 50051, pods=servers)
+    uid_a, uid_b, uid_u = (str(uuid.uuid4()) for _ in range(3))
+    pod_a, pod_b, pod_u = (node.add_pod("pod" + u) for u in (uid_a, uid_b, uid_u))
+    d = start(node, build_dir)
+    d.wait_line(r"msg=redirecting", 15)
+    # pod_u has no Pod object: the daemon cannot know who it is.
+    write_with_pods(node, [
+        pod_obj("client-a-5d8f9c-x2k4q", "team-a", uid_a, "ReplicaSet", "client-a-5d8f9c",
+                "5d8f9c"),
+        pod_obj("client-b-0", "team-b", uid_b, "StatefulSet", "client-b"),
+    ])
+
+    a, b, u = (p.grpc_client(svc.target4) for p in (pod_a, pod_b, pod_u))
+    assert a.unary(30)["ok"] == 30
+    assert a.unary(7, status=5)["errors"] == {"NOT_FOUND": 7}
+    assert a.server_stream(3)["ok"] == 1
+    assert b.unary(11, status=9)["errors"] == {"FAILED_PRECONDITION": 11}
+    for _ in range(4):
+        assert b.client_stream(2)["ok"] == 1
+    assert u.unary(13)["ok"] == 13  # unknown caller: RPCs unaffected
+    for c in (a, b, u):
+        c.close()
+
+    service = f"default/echo:{svc.port}"
+    want = {
+        ("team-a", "deployment/client-a", "0"): 31,
+        ("team-a", "deployment/client-a", "5"): 7,
+        ("team-b", "statefulset/client-b", "9"): 11,
+        ("team-b", "statefulset/client-b", "0"): 4,
+        ("unknown", "unknown", "0"): 13,
+    }
+
+    def callers():
+        got = {}
+        for s in series(text := get(node, "/metrics")[1], "h2split_caller_requests_total",
+                        service=service):
+            got[(s["caller_namespace"], s["caller_workload"], s["grpc_status"])] = \
+                metric(text, "h2split_caller_requests_total", **s)
+        return got
+
+    # A stream's metrics are written as it ends, just after the client sees it end.
+    testbed.wait_for(lambda: callers() == want, 10, f"caller series {want}")
+    _, text = get(node, "/metrics")
+    assert metric(text, "h2split_caller_request_duration_seconds_count", service=service,
+                  caller_namespace="team-a", caller_workload="deployment/client-a") == 38
+    assert metric(text, "h2split_caller_request_duration_seconds_count", service=service,
+                  caller_namespace="unknown", caller_workload="unknown") == 13
+
+    methods = {(s["method"], s["grpc_status"]):
+               metric(text, "h2split_method_requests_total", **s)
+               for s in series(text, "h2split_method_requests_total", service=service)}
+    assert methods == {
+        (f"{ECHO}/Unary", "0"): 43, (f"{ECHO}/Unary", "5"): 7, (f"{ECHO}/Unary", "9"): 11,
+        (f"{ECHO}/ServerStream", "0"): 1, (f"{ECHO}/ClientStream", "0"): 4,
+    }, methods
+    assert metric(text, "h2split_method_request_duration_seconds_count", service=service,
+                  method=f"{ECHO}/Unary") == 61
+    assert metric(text, "h2split_series_overflow_total") == 0
+
+
+METHODS_SCRIPT = r"""
+import grpc, sys
+ch = grpc.insecure_channel(sys.argv[1], options=[("grpc.enable_http_proxy", 0)])
+codes = {}
+for i in range(int(sys.argv[2])):
+    try:
+        ch.unary_unary(f"/bench.Many/M{i:04d}")(b"", timeout=10)
+        c = "OK"
+    except grpc.RpcError as e:
+        c = e.code().name
+    codes[c] = codes.get(c, 0) + 1
+print(codes)
+"""
+
+
+def test_a_thousand_methods_stay_bounded_and_overflow_is_counted(node, build_dir):
+    servers = node.add_server_pods(["server-0"])
+    svc = node.add_service("echo", 50051, pods=servers)
+    d = start(node, build_dir, "--max-methods-per-service", "10")
+    d.wait_line(r"msg=redirecting", 15)
+    client = node.add_pod("client-0")
+    r = client.run([testbed.python(), "-c", METHODS_SCRIPT, svc.target4, "1000"],
+                   check=False, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "{'UNIMPLEMENTED': 1000}", (r.stdout,
+                                                                                 r.stderr)
+    service = f"default/echo:{svc.port}"
+
+    def total():
+        return metric(get(node, "/metrics")[1], "h2split_method_requests_total",
+                      service=service)
+
+    testbed.wait_for(lambda: total() == 1000, 10, "1000 RPCs in the method series")
+    _, text = get(node, "/metrics")
+    names = {s["method"] for s in series(text, "h2split_method_requests_total",
+                                         service=service)}
+    assert "other" in names and len(names) == 11, sorted(names)
+    assert metric(text, "h2split_method_requests_total", service=service, method="other",
+                  grpc_status="12") == 990
+    assert metric(text, "h2split_series_overflow_total", table="methods") == 990
+    assert metric(text, "h2split_series_overflow_total", table="callers") == 0
+    # Every RPC still reached the server (UNIMPLEMENTED is its answer, not ours).
+    assert metric(text, "h2split_endpoint_requests_total", service=service) == 1000
+
+
+def test_series_off_with_zero_limits(node, build_dir):
+    servers = node.add_server_pods(["server-0"])
+    svc = node.add_service("echo", 50051, pods=servers)
+    d = start(node, build_dir, "--max-methods-per-service", "0",
+              "--max-callers-per-service", "0")
+    d.wait_line(r"msg=redirecting", 15)
+    c = node.add_pod("client-0").grpc_client(svc.target4)
+    assert c.unary(5)["ok"] == 5
+    c.close()
+    service = f"default/echo:{svc.port}"
+    testbed.wait_for(lambda: metric(get(node, "/metrics")[1],
+                                    "h2split_service_request_duration_seconds_count",
+                                    service=service) == 5, 10, "5 streams counted")
+    text = get(node, "/metrics")[1]
+    assert "h2split_caller_requests_total" not in text
+    assert "h2split_method_requests_total" not in text
