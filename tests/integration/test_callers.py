@@ -15,7 +15,7 @@ import uuid
 import testbed
 from testbed import kube
 
-from test_observability import get, metric, start
+from test_observability import ctl, get, metric, start
 
 ECHO = "h2split.test.Echo"
 
@@ -82,7 +82,7 @@ def test_caller_and_method_series_add_up_per_workload(node, build_dir):
     for _ in range(4):
         assert b.client_stream(2)["ok"] == 1
     assert u.unary(13)["ok"] == 13  # unknown caller: RPCs unaffected
-    for c in (a, b, u):
+    for c in (b, u):
         c.close()
 
     service = f"default/echo:{svc.port}"
@@ -120,6 +120,27 @@ def test_caller_and_method_series_add_up_per_workload(node, build_dir):
     assert metric(text, "h2split_method_request_duration_seconds_count", service=service,
                   method=f"{ECHO}/Unary") == 61
     assert metric(text, "h2split_series_overflow_total") == 0
+
+    # h2splitctl stat: the same totals, per caller, by workload name.
+    rows = json.loads(ctl(node, build_dir, "-o", "json", "stat", "--from", "client-a").stdout)
+    assert [(r["caller"], r["service"], r["requests"], r["success"]) for r in rows] == \
+        [("team-a/deployment/client-a", service, 38, 31)], rows
+    rows = json.loads(ctl(node, build_dir, "-o", "json", "stat", "--to", "echo").stdout)
+    assert sorted((r["caller"], r["requests"]) for r in rows) == [
+        ("team-a/deployment/client-a", 38), ("team-b/statefulset/client-b", 15),
+        ("unknown/unknown", 13)], rows
+    # top --by caller / method: rates of what runs now, and only that.
+    job = a.loop(5)
+    a.wait_progress(20)
+    top = json.loads(ctl(node, build_dir, "-o", "json", "top", "--by", "caller",
+                         "--interval", "0.5", "--iterations", "1").stdout)
+    busy = {r["caller"]: r["rps"] for r in top if r["rps"] > 0}
+    assert list(busy) == ["team-a/deployment/client-a"], top
+    top = json.loads(ctl(node, build_dir, "-o", "json", "top", "--by", "method",
+                         "--interval", "0.5", "--iterations", "1").stdout)
+    assert [r["method"] for r in top if r["rps"] > 0] == [f"{ECHO}/Unary"], top
+    assert a.stop_loop(job)["ok"] > 0
+    a.close()
 
 
 METHODS_SCRIPT = r"""

@@ -43,7 +43,12 @@ static void usage(FILE *f)
 		"  endpoints      endpoints per service, with their state and load\n"
 		"  top            live requests/s, in-flight and failures per endpoint,\n"
 		"                 refreshing every --interval SEC (default 1) until Ctrl-C,\n"
-		"                 or --iterations N times; -o json: one array per refresh\n"
+		"                 or --iterations N times; -o json: one array per refresh;\n"
+		"                 --by caller|method: per calling workload or gRPC method\n"
+		"                 (requests/s, success, p50/p99 over the interval)\n"
+		"  stat           totals since h2splitd started per caller and Service:\n"
+		"                 --from WORKLOAD (ns/kind/name, kind/name or name) and/or\n"
+		"                 --to SERVICE (ns/name:port, ns/name or name)\n"
 		"\n"
 		"Options (each also from the environment):\n"
 		"  --bpffs DIR        pin root (H2SPLIT_BPFFS, default " BPF_LOADER_PIN_ROOT ")\n"
@@ -69,6 +74,7 @@ static const struct {
     {"endpoints", false, ctl_cmd_endpoints},
     {"counters", false, ctl_cmd_counters},
     {"top", false, ctl_cmd_top},
+    {"stat", false, ctl_cmd_stat},
     {"exclude", true, ctl_cmd_exclude},
     {"include", true, ctl_cmd_include},
     {"uninstall", false, ctl_cmd_uninstall},
@@ -102,6 +108,9 @@ int main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {"interval", required_argument, NULL, 'd'},
 	    {"iterations", required_argument, NULL, 'n'},
+	    {"by", required_argument, NULL, 'B'},
+	    {"from", required_argument, NULL, 'F'},
+	    {"to", required_argument, NULL, 'T'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct ctl c = {
@@ -136,6 +145,21 @@ int main(int argc, char **argv)
 				fprintf(stderr, "--iterations %s: expected a count >= 1\n", optarg);
 				return EXIT_USAGE;
 			}
+			break;
+		case 'B':
+			if (strcmp(optarg, "caller") && strcmp(optarg, "method") &&
+			    strcmp(optarg, "endpoint")) {
+				fprintf(stderr, "--by %s: expected caller, method or endpoint\n",
+					optarg);
+				return EXIT_USAGE;
+			}
+			c.by = strcmp(optarg, "endpoint") ? optarg : NULL;
+			break;
+		case 'F':
+			c.from = optarg;
+			break;
+		case 'T':
+			c.to = optarg;
 			break;
 		case 'b':
 			c.bpffs = optarg;

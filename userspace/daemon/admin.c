@@ -22,6 +22,7 @@
 #include "daemon/admin.h"
 #include "daemon/daemon_view.h"
 #include "kernel/bpf_maps.h"
+#include "telemetry/call_table.h"
 #include "telemetry/metrics.h"
 #include "telemetry/prom.h"
 
@@ -467,6 +468,85 @@ static int h_endpoints(struct daemon *d, struct reply *r)
 	return reply_json(r, root);
 }
 
+/* ---- /calls: the caller and method series, for h2splitctl top and stat ---- */
+
+static struct json_object *call_row_json(const struct call_row *r, const struct state *st,
+					 bool caller)
+{
+	const struct state_service *svc = st ? state_find_id(st, r->svc) : NULL;
+	struct json_object *o = json_object_new_object(), *codes = json_object_new_object();
+	struct json_object *buckets = json_object_new_array();
+	char name[STATE_NAME_MAX * 3 + 16], ns[STATE_NAME_MAX];
+	const char *slash = caller && !r->other ? strchr(r->label, '/') : NULL;
+
+	if (svc)
+		snprintf(name, sizeof(name), "%s/%s:%u", svc->ns, svc->name, svc->port);
+	else
+		snprintf(name, sizeof(name), "id:%" PRIu32, r->svc);
+	add_str(o, "service", name);
+	if (caller) {
+		snprintf(ns, sizeof(ns), "%.*s", slash ? (int)(slash - r->label) : 5,
+			 slash ? r->label : "other");
+		add_str(o, "caller_namespace", ns);
+		add_str(o, "caller_workload", slash ? slash + 1 : "other");
+	} else {
+		add_str(o, "method", r->other ? "other" : r->label);
+	}
+	add_u64(o, "requests", call_row_count(r));
+	for (int g = 0; g < METRICS_GRPC_CODES + 2; g++) {
+		char code[16];
+
+		if (!r->c[CT_GRPC + g])
+			continue;
+		if (g < METRICS_GRPC_CODES)
+			snprintf(code, sizeof(code), "%d", g);
+		else
+			snprintf(code, sizeof(code), g == METRICS_GRPC_CODES ? "other" : "none");
+		add_u64(codes, code, r->c[CT_GRPC + g]);
+	}
+	json_object_object_add(o, "grpc_status", codes);
+	for (int b = 0; b <= METRICS_N_BUCKETS; b++)
+		json_object_array_add(buckets, json_object_new_uint64(r->c[CT_BUCKETS + b]));
+	json_object_object_add(o, "buckets", buckets);
+	add_u64(o, "duration_sum_us", r->c[CT_SUM_US]);
+	return o;
+}
+
+static struct json_object *call_rows_json(const struct call_rows *rows, const struct state *st,
+					  bool caller)
+{
+	struct json_object *arr = json_object_new_array();
+
+	for (int i = 0; rows && i < rows->n; i++)
+		json_object_array_add(arr, call_row_json(&rows->rows[i], st, caller));
+	return arr;
+}
+
+/* Per-bucket counts (not cumulative) with the bucket bounds in "le_seconds",
+ * +Inf last; "callers" / "methods" are empty when their family is off. */
+static int h_calls(struct daemon *d, struct reply *r)
+{
+	struct snapshot *snap = daemon_snapshot(d);
+	struct metrics_merged *mm = daemon_metrics(d);
+	const struct state *st = snap ? snap->st : NULL;
+	struct json_object *root = mm ? json_object_new_object() : NULL, *le;
+
+	if (root) {
+		le = json_object_new_array();
+		for (int b = 0; b < METRICS_N_BUCKETS; b++)
+			json_object_array_add(
+			    le, json_object_new_double((double)metrics_buckets_ns(b) / 1e9));
+		json_object_object_add(root, "le_seconds", le);
+		json_object_object_add(root, "callers",
+				       call_rows_json(metrics_merged_calls(mm, true), st, true));
+		json_object_object_add(root, "methods",
+				       call_rows_json(metrics_merged_calls(mm, false), st, false));
+	}
+	metrics_merged_free(mm);
+	registry_snapshot_unref(snap);
+	return reply_json(r, root);
+}
+
 /* ---- dispatch ---- */
 
 static const struct route {
@@ -474,7 +554,7 @@ static const struct route {
 	int (*handler)(struct daemon *d, struct reply *r);
 } routes[] = {
     {"/healthz", h_healthz},   {"/readyz", h_readyz},	    {"/metrics", h_metrics},
-    {"/services", h_services}, {"/endpoints", h_endpoints},
+    {"/services", h_services}, {"/endpoints", h_endpoints}, {"/calls", h_calls},
 };
 
 static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply *r)

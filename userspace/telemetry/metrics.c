@@ -727,6 +727,18 @@ void metrics_merged_free(struct metrics_merged *mm)
 	free(mm);
 }
 
+uint64_t metrics_buckets_ns(int i)
+{
+	return metrics_buckets[i].ns;
+}
+
+const struct call_rows *metrics_merged_calls(const struct metrics_merged *mm, bool callers)
+{
+	if (callers)
+		return mm->callers_on ? &mm->callers : NULL;
+	return mm->methods_on ? &mm->methods : NULL;
+}
+
 int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id,
 			    const struct h2s_ip *ip, uint16_t port,
 			    struct metrics_endpoint_totals *out)

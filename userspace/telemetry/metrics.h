@@ -9,6 +9,7 @@
 #ifndef H2SPLIT_METRICS_H
 #define H2SPLIT_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -136,6 +137,14 @@ void metrics_merged_free(struct metrics_merged *mm);
 int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id,
 			    const struct h2s_ip *ip, uint16_t port,
 			    struct metrics_endpoint_totals *out);
+
+/* The upper bound of request duration bucket |i| (0..METRICS_N_BUCKETS-1). */
+uint64_t metrics_buckets_ns(int i);
+
+struct call_rows;
+/* The merged caller (|callers|) or method series of |mm| (call_table.h:
+ * caller labels are "namespace/kind/name"), NULL when that family is off. */
+const struct call_rows *metrics_merged_calls(const struct metrics_merged *mm, bool callers);
 
 /* Write the per-service and per-endpoint families (Prometheus text format
  * 0.0.4) to |f|, and the endpoint counts of every service in |st| (may be
