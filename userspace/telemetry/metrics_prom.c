@@ -121,6 +121,7 @@ static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t no
 {
 	static const char active[] = "h2split_endpoint_requests_active";
 	static const char ejected[] = "h2split_endpoint_ejected";
+	static const char ewma[] = "h2split_endpoint_latency_ewma_seconds";
 	struct prom_label lb[4];
 
 	write_endpoint_counter(f, l, n, EC_REQUESTS, "h2split_endpoint_requests_total",
@@ -140,6 +141,11 @@ static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t no
 	for (int i = 0; i < n; i++)
 		prom_u64(f, ejected, lb, endpoint_labels(&l[i], lb),
 			 l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
+	prom_family(f, ewma, "gauge",
+		    "The balancer's peak-EWMA latency estimate of the endpoint (the highest of "
+		    "any worker), as of its last answer; 0 before one.");
+	for (int i = 0; i < n; i++)
+		prom_seconds(f, ewma, lb, endpoint_labels(&l[i], lb), l[i].r->c[EC_EWMA_US]);
 }
 
 static void write_histogram(FILE *f, const struct labeled *l, int n)
