@@ -10,6 +10,7 @@ pod without a Pod object is the caller "unknown", and its RPCs are fine.
 import hashlib
 import json
 import os
+import re
 import uuid
 
 import testbed
@@ -203,3 +204,54 @@ def test_series_off_with_zero_limits(node, build_dir):
     text = get(node, "/metrics")[1]
     assert "h2split_caller_requests_total" not in text
     assert "h2split_method_requests_total" not in text
+
+
+def exported_families(text):
+    """Metric names a scrape offers: every family, and a histogram's series."""
+    names = set()
+    for m in re.finditer(r"^# TYPE (\S+) (\S+)$", text, re.M):
+        names.add(m.group(1))
+        if m.group(2) == "histogram":
+            names.update(m.group(1) + s for s in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def test_dashboard_queries_name_metrics_the_daemon_exports(node, build_dir):
+    """deploy/monitoring renders (with every kubectl test_deploy knows), its
+    PodMonitor selects the DaemonSet's pods, and every query of the Grafana
+    dashboard names only metrics a running h2splitd exports."""
+    import test_deploy
+    servers = node.add_server_pods(["server-0"])
+    svc = node.add_service("echo", 50051, pods=servers)
+    d = start(node, build_dir)
+    d.wait_line(r"msg=redirecting", 15)
+    c = node.add_pod("client-0").grpc_client(svc.target4)
+    assert c.unary(3)["ok"] == 3
+    c.close()
+    exported = exported_families(get(node, "/metrics")[1])
+
+    for kubectl in test_deploy.KUBECTLS:
+        objs = test_deploy.render(kubectl, os.path.join(test_deploy.DEPLOY, "monitoring"))
+        pm = test_deploy.by_kind(objs, "PodMonitor", "h2split")
+        ds = test_deploy.by_kind(test_deploy.render(kubectl, test_deploy.DEPLOY), "DaemonSet",
+                                 "h2split")
+        labels = ds["spec"]["template"]["metadata"]["labels"]
+        assert pm["metadata"]["namespace"] == ds["metadata"]["namespace"]
+        assert all(labels.get(k) == v for k, v in pm["spec"]["selector"]["matchLabels"].items())
+        assert pm["spec"]["podMetricsEndpoints"][0]["path"] == "/metrics"
+        cm = test_deploy.by_kind(objs, "ConfigMap", "h2split-dashboard")
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        dash = json.loads(cm["data"]["h2split-dashboard.json"])
+        exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+        exprs += [v["query"]["query"] for v in dash["templating"]["list"]
+                  if isinstance(v.get("query"), dict)]
+        assert len(exprs) > 20
+        used = {n for e in exprs for n in re.findall(r"\bh2split_[a-z0-9_]+", e)}
+        assert used - exported == set(), f"dashboard names metrics nobody exports: " \
+                                         f"{sorted(used - exported)}"
+        # The issue's panels: per service, caller, method, endpoint, and BPF.
+        for want in ("h2split_caller_requests_total", "h2split_method_requests_total",
+                     "h2split_endpoint_requests_active", "h2split_endpoint_latency_ewma_seconds",
+                     "h2split_endpoint_ejected", "h2split_bpf_redirected_total",
+                     "h2split_service_request_duration_seconds_bucket"):
+            assert want in used, want
