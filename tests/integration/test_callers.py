@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import subprocess
 import uuid
 
 import testbed
@@ -204,6 +205,43 @@ def test_series_off_with_zero_limits(node, build_dir):
     text = get(node, "/metrics")[1]
     assert "h2split_caller_requests_total" not in text
     assert "h2split_method_requests_total" not in text
+
+
+def test_tap_shows_the_filtered_rpcs_and_only_those(node, build_dir):
+    servers = node.add_server_pods(["server-0"])
+    svc = node.add_service("echo", 50051, pods=servers)
+    uid_a, uid_b = str(uuid.uuid4()), str(uuid.uuid4())
+    pod_a, pod_b = node.add_pod("pod" + uid_a), node.add_pod("pod" + uid_b)
+    d = start(node, build_dir)
+    d.wait_line(r"msg=redirecting", 15)
+    write_with_pods(node, [
+        pod_obj("client-a-0", "team-a", uid_a, "StatefulSet", "client-a"),
+        pod_obj("client-b-0", "team-b", uid_b, "StatefulSet", "client-b"),
+    ])
+    a, b = pod_a.grpc_client(svc.target4), pod_b.grpc_client(svc.target4)
+    tap = node.popen([os.path.join(build_dir, "h2splitctl"), "-o", "json", "tap",
+                      "--caller", "client-b", "--method", "ClientStream", "--max", "4"],
+                     name="tap", watch=True, stderr=subprocess.STDOUT)
+    tap.wait_line(r"^h2splitctl tap: attached", 15)
+    # Around the 4 it must show: other methods of the same caller, the same
+    # method of another caller.
+    assert a.client_stream(2)["ok"] == 1
+    assert b.unary(5)["ok"] == 5
+    for _ in range(4):
+        assert a.unary(3)["ok"] == 3
+        assert b.client_stream(2)["ok"] == 1
+        assert a.client_stream(2)["ok"] == 1
+    assert tap.wait(15) == 0, tap.log_tail()
+    events = [json.loads(line) for line in tap.lines if line.startswith("{")]
+    assert len(events) == 4, tap.lines
+    for e in events:
+        assert (e["caller"], e["method"], e["service"], e["grpc_status"]) == \
+            ("team-b/statefulset/client-b", f"{ECHO}/ClientStream", f"default/echo:{svc.port}",
+             0), e
+        assert e["endpoint"] == f"{servers[0].ip4}:50051" and e["http_status"] == 200, e
+        assert e["bytes_in"] > 0 and e["bytes_out"] > 0 and e["duration_us"] > 0, e
+    a.close()
+    b.close()
 
 
 def exported_families(text):

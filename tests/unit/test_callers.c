@@ -3,7 +3,8 @@
  * Unit tests for who calls whom (issue #23): the bounded per-service label
  * tables (call_table.c: limits, `other`, overflow, merge across workers,
  * pruning), the caller lookup by cgroup id (state.c), the workload a pod's
- * owner gives (k8s_pods.c), and the Prometheus families (metrics.c).
+ * owner gives (k8s_pods.c), the Prometheus families (metrics.c), and the
+ * tap's rings (tap.c).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -19,8 +20,23 @@
 #include "discovery/k8s_pods.h"
 #include "telemetry/call_table.h"
 #include "telemetry/metrics.h"
+#include "telemetry/tap.h"
 
 #define MS 1000000ull
+
+/* A stream of |svc| from cgroup |cg| to :path |p| (|n| bytes) that took |ns|. */
+static struct metrics_call call(uint64_t cg, uint32_t svc, const uint8_t *p, size_t n, int grpc,
+				uint64_t ns)
+{
+	return (struct metrics_call){.cgroup_id = cg,
+				     .service_id = svc,
+				     .path = p,
+				     .path_len = n,
+				     .grpc_status = grpc,
+				     .http_status = 200,
+				     .start_ns = 1000 * MS,
+				     .end_ns = 1000 * MS + ns};
+}
 
 static void rec(struct call_table *t, uint32_t svc, const char *label, int grpc)
 {
@@ -270,9 +286,13 @@ static void test_prometheus_families(void **unused)
 	state_set_callers(st, c, 1);
 	id = st->svcs[0].id;
 	assert_int_equal(metrics_set_call_limits(w[1], 5, 1), 0);
-	metrics_call_done(w[0], st, 42, id, path, sizeof(path) - 1, 0, 1500 * 1000);
-	metrics_call_done(w[1], st, 42, id, path, sizeof(path) - 1, 14, 3 * MS);
-	metrics_call_done(w[1], st, 99, id, NULL, 0, -1, 3 * MS);
+	struct metrics_call c1 = call(42, id, path, sizeof(path) - 1, 0, 1500 * 1000);
+	struct metrics_call c2 = call(42, id, path, sizeof(path) - 1, 14, 3 * MS);
+	struct metrics_call c3 = call(99, id, NULL, 0, -1, 3 * MS);
+
+	metrics_call_done(w[0], st, &c1);
+	metrics_call_done(w[1], st, &c2);
+	metrics_call_done(w[1], st, &c3);
 	mm = metrics_merge(w, 2);
 	assert_non_null(mm);
 	text = render(mm, st);
@@ -313,6 +333,66 @@ static void test_prometheus_families(void **unused)
 	state_free(st);
 }
 
+struct seen {
+	int n;
+	uint64_t first, last; /* bytes_in of the first and last event */
+};
+
+static int count_ev(void *arg, const struct tap_event *ev)
+{
+	struct seen *s = arg;
+
+	if (!s->n++)
+		s->first = ev->bytes_in;
+	s->last = ev->bytes_in;
+	return 0;
+}
+
+static void test_tap_ring(void **unused)
+{
+	struct tap *t = tap_new(2);
+	struct tap_event ev = {.service_id = 1};
+	uint64_t r1[2], r2[2], lost = 0;
+	struct seen s = {0};
+
+	(void)unused;
+	assert_false(tap_wanted(t, 0)); /* nobody tapping: nothing recorded */
+	tap_arm(t, 1000);
+	assert_true(tap_wanted(t, 1000 + TAP_LINGER_MS - 1));
+	assert_false(tap_wanted(t, 1000 + TAP_LINGER_MS));
+	ev.bytes_in = 1;
+	tap_push(t, 0, &ev); /* before the reader's cursors: not shown */
+	tap_cursors_now(t, r1);
+	for (uint64_t i = 2; i < 2 + 10; i++) {
+		ev.bytes_in = i;
+		strcpy(ev.method, "pkg.S/M");
+		tap_push(t, (int)(i % 2), &ev);
+	}
+	memcpy(r2, r1, sizeof(r2));
+	tap_read(t, r1, count_ev, &s, &lost);
+	assert_int_equal(s.n, 10);
+	assert_int_equal(lost, 0);
+	/* A second reader has cursors of its own; a caught-up one sees nothing new. */
+	s = (struct seen){0};
+	tap_read(t, r2, count_ev, &s, &lost);
+	assert_int_equal(s.n, 10);
+	s = (struct seen){0};
+	tap_read(t, r1, count_ev, &s, &lost);
+	assert_int_equal(s.n, 0);
+	/* A reader a ring and more behind loses the oldest, and is told. */
+	for (uint64_t i = 0; i < TAP_RING + 5; i++) {
+		ev.bytes_in = 100 + i;
+		tap_push(t, 0, &ev);
+	}
+	s = (struct seen){0};
+	tap_read(t, r1, count_ev, &s, &lost);
+	assert_int_equal(s.n, TAP_RING);
+	assert_int_equal(lost, 5);
+	assert_int_equal(s.first, 105);
+	assert_int_equal(s.last, 100 + TAP_RING + 4);
+	tap_free(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +404,7 @@ int main(void)
 	    cmocka_unit_test(test_state_finds_callers_by_cgroup),
 	    cmocka_unit_test(test_workload_from_owner),
 	    cmocka_unit_test(test_prometheus_families),
+	    cmocka_unit_test(test_tap_ring),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,13 +4,15 @@
  * read from the daemon's admin API (/calls, the per-caller and per-method
  * series). top compares two samples --interval apart (rates, success, p50 and
  * p99 of that interval); stat prints the totals since the daemon started.
- * Success is grpc-status OK, or a stream that was not gRPC.
+ * Success is grpc-status OK, or a stream that was not gRPC. tap polls /tap
+ * with the cursor of its last answer and prints each ended request once.
  */
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -18,6 +20,7 @@
 #include "ctl/ctl.h"
 
 #define MAX_BUCKETS 32
+#define TAP_POLL_MS 200 /* well inside the daemon's TAP_LINGER_MS */
 
 /* One series as the admin API gives it, reduced to what the commands print. */
 struct calls_row {
@@ -290,4 +293,97 @@ int ctl_cmd_stat(const struct ctl *c)
 	}
 	sample_free(&s);
 	return EXIT_OK;
+}
+
+/* ---- tap ---- */
+
+/* Append |v| to |q| as a query argument, percent-encoded. */
+static void query_arg(char *q, size_t len, const char *name, const char *v)
+{
+	size_t n = strlen(q);
+
+	if (!v)
+		return;
+	n += (size_t)snprintf(q + n, n < len ? len - n : 0, "%s%s=", strchr(q, '?') ? "&" : "?",
+			      name);
+	for (; *v && n + 4 < len; v++) {
+		unsigned char ch = (unsigned char)*v;
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || strchr("-._~/:", ch))
+			q[n++] = (char)ch;
+		else
+			n += (size_t)snprintf(q + n, len - n, "%%%02X", ch);
+	}
+	q[n < len ? n : len - 1] = 0;
+}
+
+static void print_event(struct json_object *ev, bool json)
+{
+	struct json_object *g = NULL;
+	char when[32], status[16];
+	time_t sec;
+	struct tm tm;
+	int64_t ms = ctl_jint(ev, "time_unix_ms");
+
+	if (json) {
+		puts(json_object_to_json_string_ext(ev, JSON_C_TO_STRING_PLAIN |
+							    JSON_C_TO_STRING_NOSLASHESCAPE));
+		return;
+	}
+	sec = (time_t)(ms / 1000);
+	gmtime_r(&sec, &tm);
+	strftime(when, sizeof(when), "%H:%M:%S", &tm);
+	if (json_object_object_get_ex(ev, "grpc_status", &g) && g)
+		snprintf(status, sizeof(status), "%d", json_object_get_int(g));
+	else
+		snprintf(status, sizeof(status), "-");
+	printf("%s.%03d %s -> %s %s endpoint=%s :status=%lld grpc-status=%s %.3fms in=%lld "
+	       "out=%lld\n",
+	       when, (int)(ms % 1000), ctl_jstr(ev, "caller"), ctl_jstr(ev, "service"),
+	       ctl_jstr(ev, "method"), ctl_jstr(ev, "endpoint")[0] ? ctl_jstr(ev, "endpoint") : "-",
+	       (long long)ctl_jint(ev, "http_status"), status,
+	       (double)ctl_jint(ev, "duration_us") / 1000.0, (long long)ctl_jint(ev, "bytes_in"),
+	       (long long)ctl_jint(ev, "bytes_out"));
+}
+
+int ctl_cmd_tap(const struct ctl *c)
+{
+	char base[1024] = "/tap", path[1400];
+	char cursor[512] = "";
+	long printed = 0;
+
+	query_arg(base, sizeof(base), "service", c->service);
+	query_arg(base, sizeof(base), "caller", c->caller);
+	query_arg(base, sizeof(base), "method", c->method);
+	for (;;) {
+		struct json_object *root, *events = NULL;
+		int rc;
+
+		snprintf(path, sizeof(path), "%s", base);
+		if (cursor[0])
+			query_arg(path, sizeof(path), "cursor", cursor);
+		rc = ctl_admin_json(c, "tap", path, &root);
+		if (rc)
+			return rc;
+		if (!cursor[0])
+			fprintf(stderr, "h2splitctl tap: attached to %s; requests as they end\n",
+				c->admin);
+		snprintf(cursor, sizeof(cursor), "%s", ctl_jstr(root, "cursor"));
+		if (ctl_jint(root, "lost") > 0)
+			fprintf(stderr,
+				"h2splitctl tap: %lld requests not shown (the feed outran us)\n",
+				(long long)ctl_jint(root, "lost"));
+		json_object_object_get_ex(root, "events", &events);
+		for (size_t i = 0;
+		     events && json_object_is_type(events, json_type_array) &&
+		     i < json_object_array_length(events) && (c->max <= 0 || printed < c->max);
+		     i++, printed++)
+			print_event(json_object_array_get_idx(events, i), c->json);
+		fflush(stdout);
+		json_object_put(root);
+		if (c->max > 0 && printed >= c->max)
+			return EXIT_OK;
+		poll(NULL, 0, TAP_POLL_MS);
+	}
 }

@@ -49,6 +49,10 @@ static void usage(FILE *f)
 		"  stat           totals since h2splitd started per caller and Service:\n"
 		"                 --from WORKLOAD (ns/kind/name, kind/name or name) and/or\n"
 		"                 --to SERVICE (ns/name:port, ns/name or name)\n"
+		"  tap            live feed of requests as they end (time, caller, method,\n"
+		"                 endpoint, statuses, duration, bytes): --service S, --caller W,\n"
+		"                 --method M (pkg.Service/Method, Method or pkg.Service) filter;\n"
+		"                 --max N stops after N; -o json: one object per line\n"
 		"\n"
 		"Options (each also from the environment):\n"
 		"  --bpffs DIR        pin root (H2SPLIT_BPFFS, default " BPF_LOADER_PIN_ROOT ")\n"
@@ -75,6 +79,7 @@ static const struct {
     {"counters", false, ctl_cmd_counters},
     {"top", false, ctl_cmd_top},
     {"stat", false, ctl_cmd_stat},
+    {"tap", false, ctl_cmd_tap},
     {"exclude", true, ctl_cmd_exclude},
     {"include", true, ctl_cmd_include},
     {"uninstall", false, ctl_cmd_uninstall},
@@ -111,6 +116,10 @@ int main(int argc, char **argv)
 	    {"by", required_argument, NULL, 'B'},
 	    {"from", required_argument, NULL, 'F'},
 	    {"to", required_argument, NULL, 'T'},
+	    {"service", required_argument, NULL, 'S'},
+	    {"caller", required_argument, NULL, 'C'},
+	    {"method", required_argument, NULL, 'M'},
+	    {"max", required_argument, NULL, 'X'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct ctl c = {
@@ -160,6 +169,22 @@ int main(int argc, char **argv)
 			break;
 		case 'T':
 			c.to = optarg;
+			break;
+		case 'S':
+			c.service = optarg;
+			break;
+		case 'C':
+			c.caller = optarg;
+			break;
+		case 'M':
+			c.method = optarg;
+			break;
+		case 'X':
+			c.max = strtol(optarg, &end, 10);
+			if (*end || c.max < 1) {
+				fprintf(stderr, "--max %s: expected a count >= 1\n", optarg);
+				return EXIT_USAGE;
+			}
 			break;
 		case 'b':
 			c.bpffs = optarg;

@@ -27,6 +27,8 @@
 #include "kernel/ifaddr.h"
 #include "kernel/netns.h"
 #include "proxy/conn_limit.h"
+#include "telemetry/metrics.h"
+#include "telemetry/tap.h"
 
 #define DRAIN_POLL_MS 100
 #define NETNS_IDLE_MS 60000
@@ -397,7 +399,8 @@ static int start_workers(struct daemon *d)
 
 	d->n_workers = d->cfg.workers ? d->cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
 	d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
-	if (!d->workers)
+	d->tap = tap_new(d->n_workers);
+	if (!d->workers || !d->tap)
 		return -ENOMEM;
 	for (int i = 0; i < d->n_workers; i++) {
 		err = worker_init(&d->workers[i], i, &d->sh);
@@ -405,6 +408,7 @@ static int start_workers(struct daemon *d)
 			d->n_workers = i + 1; /* shutdown_daemon() undoes only what was made */
 			return err;
 		}
+		metrics_set_tap(d->workers[i].metrics, d->tap, i);
 	}
 	for (int i = 0; i < d->n_workers; i++) {
 		err = worker_start(&d->workers[i]);
@@ -544,6 +548,7 @@ static void shutdown_daemon(struct daemon *d)
 	for (int i = 0; d->workers && i < d->n_workers; i++)
 		worker_destroy(&d->workers[i]);
 	free(d->workers);
+	tap_free(d->tap);
 	if (d->disc)
 		d->disc->ops->destroy(d->disc);
 	registry_snapshot_unref(d->snap);

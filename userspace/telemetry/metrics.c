@@ -13,10 +13,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "telemetry/metrics.h"
 #include "telemetry/metrics_int.h"
+#include "telemetry/tap.h"
 
 #define MAX_CHUNKS 16
 #define EP_CHUNK (METRICS_MAX_ENDPOINTS / MAX_CHUNKS)
@@ -73,6 +75,8 @@ struct metrics {
 	struct call_table *callers; /* owned; NULL: off */
 	struct call_table *methods; /* owned; NULL: off */
 	int max_callers, max_methods;
+	struct tap *tap; /* not owned; NULL: no tap */
+	int tap_ring;
 };
 
 /* ---- counters: one writer, so a load and a store (no locked RMW) ---- */
@@ -336,43 +340,89 @@ int metrics_set_call_limits(struct metrics *m, int max_callers, int max_methods)
 	return 0;
 }
 
-void metrics_call_done(struct metrics *m, const struct state *st, uint64_t cgroup_id,
-		       uint32_t service_id, const uint8_t *path, size_t path_len, int grpc_status,
-		       uint64_t duration_ns)
+/* "namespace/kind/name" of the caller into |label|; its length, or
+ * CALL_LABEL_MAX when it does not fit (it then counts as `other`). */
+static size_t caller_label(const struct state_caller *c, char *label)
 {
-	if (m->callers) {
-		const struct state_caller *c = state_find_caller(st, cgroup_id);
-		char label[CALL_LABEL_MAX];
-		size_t nl = 0, wl;
+	size_t nl, wl;
 
-		if (c) {
-			nl = strnlen(c->ns, sizeof(c->ns));
-			wl = strnlen(c->workload, sizeof(c->workload));
-			if (nl + 1 + wl < sizeof(label)) {
-				memcpy(label, c->ns, nl);
-				label[nl] = '/';
-				memcpy(label + nl + 1, c->workload, wl);
-				nl += 1 + wl;
-			} else {
-				nl = sizeof(label); /* too long to have a series: `other` */
-			}
-		} else {
-			memcpy(label, "unknown/unknown", nl = sizeof("unknown/unknown") - 1);
-		}
-		call_table_record(m->callers, service_id, label, nl, grpc_status, duration_ns);
+	if (!c) {
+		memcpy(label, "unknown/unknown", sizeof("unknown/unknown"));
+		return sizeof("unknown/unknown") - 1;
 	}
-	if (m->methods) {
-		if (path && path_len && path[0] == '/') {
-			path++;
-			path_len--;
-		}
-		if (!path || !path_len)
-			call_table_record(m->methods, service_id, "unknown", 7, grpc_status,
-					  duration_ns);
-		else
-			call_table_record(m->methods, service_id, (const char *)path, path_len,
-					  grpc_status, duration_ns);
+	nl = strnlen(c->ns, sizeof(c->ns));
+	wl = strnlen(c->workload, sizeof(c->workload));
+	if (nl + 1 + wl >= CALL_LABEL_MAX)
+		return CALL_LABEL_MAX;
+	memcpy(label, c->ns, nl);
+	label[nl] = '/';
+	memcpy(label + nl + 1, c->workload, wl);
+	label[nl + 1 + wl] = 0;
+	return nl + 1 + wl;
+}
+
+static void tap_call(struct metrics *m, const struct metrics_call *c, const char *caller,
+		     size_t caller_len, const uint8_t *method, size_t method_len)
+{
+	struct tap_event ev = {
+	    .service_id = c->service_id,
+	    .ep_port = c->ep_ip ? c->ep_port : 0,
+	    .http_status = c->http_status,
+	    .grpc_status = c->grpc_status,
+	    .duration_us = (c->end_ns - c->start_ns) / 1000,
+	    .bytes_in = c->bytes_in,
+	    .bytes_out = c->bytes_out,
+	};
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ev.unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	if (c->ep_ip)
+		ev.ep_ip = *c->ep_ip;
+	if (caller_len >= sizeof(ev.caller))
+		caller_len = sizeof(ev.caller) - 1;
+	memcpy(ev.caller, caller, caller_len);
+	if (method_len >= sizeof(ev.method))
+		method_len = sizeof(ev.method) - 1;
+	memcpy(ev.method, method, method_len);
+	tap_push(m->tap, m->tap_ring, &ev);
+}
+
+void metrics_call_done(struct metrics *m, const struct state *st, const struct metrics_call *c)
+{
+	const uint8_t *path = c->path;
+	size_t path_len = c->path_len, caller_len = 0;
+	uint64_t duration_ns = c->end_ns - c->start_ns;
+	bool tapped = m->tap && tap_wanted(m->tap, c->end_ns / 1000000);
+	char caller[CALL_LABEL_MAX];
+
+	if (!m->callers && !m->methods && !tapped)
+		return;
+	if (path && path_len && path[0] == '/') {
+		path++;
+		path_len--;
 	}
+	if (!path || !path_len) {
+		path = (const uint8_t *)"unknown";
+		path_len = 7;
+	}
+	if (m->callers || tapped)
+		caller_len = caller_label(state_find_caller(st, c->cgroup_id), caller);
+	if (m->callers)
+		call_table_record(m->callers, c->service_id, caller, caller_len, c->grpc_status,
+				  duration_ns);
+	if (m->methods)
+		call_table_record(m->methods, c->service_id, (const char *)path, path_len,
+				  c->grpc_status, duration_ns);
+	if (tapped)
+		tap_call(m, c, caller_len < CALL_LABEL_MAX ? caller : "other",
+			 caller_len < CALL_LABEL_MAX ? caller_len : 5, path, path_len);
+}
+
+void metrics_set_tap(struct metrics *m, struct tap *tap, int ring)
+{
+	m->tap = tap;
+	m->tap_ring = ring;
 }
 
 void metrics_free(struct metrics *m)

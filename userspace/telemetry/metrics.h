@@ -100,13 +100,30 @@ void metrics_stream_done(struct metrics *m, uint32_t service_id, const struct h2
  * the first stream. 0 or -ENOMEM. */
 int metrics_set_call_limits(struct metrics *m, int max_callers, int max_methods);
 
-/* A downstream stream of |service_id| ended (next to metrics_stream_done()):
- * its caller is who connects from |cgroup_id| in |st| ("unknown" when |st|
- * has no such caller), its method the request's |path| (|path_len| bytes,
- * NULL: none) without its leading '/'. */
-void metrics_call_done(struct metrics *m, const struct state *st, uint64_t cgroup_id,
-		       uint32_t service_id, const uint8_t *path, size_t path_len, int grpc_status,
-		       uint64_t duration_ns);
+/* A downstream stream ended, as metrics_call_done() needs it. */
+struct metrics_call {
+	uint64_t cgroup_id; /* who connected (BPF's record): the caller in the state */
+	uint32_t service_id;
+	const uint8_t *path; /* :path, NULL: none; not NUL-terminated */
+	size_t path_len;
+	const struct h2s_ip *ep_ip; /* the endpoint of its last attempt, NULL: none */
+	uint16_t ep_port;
+	int grpc_status;	   /* -1: not gRPC */
+	int http_status;	   /* 0: none */
+	uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC (loop_now_ns()) */
+	uint64_t bytes_in, bytes_out;
+};
+
+/* Count a stream (next to metrics_stream_done()) in the caller and method
+ * series: its caller is who connects from |c->cgroup_id| in |st| ("unknown"
+ * when |st| has no such caller), its method the request's :path without the
+ * leading '/'. Also hands it to the tap while someone taps. */
+void metrics_call_done(struct metrics *m, const struct state *st, const struct metrics_call *c);
+
+struct tap;
+/* Feed ring |ring| of |tap| (tap.h) with this worker's streams; NULL: none.
+ * Call before the first stream. */
+void metrics_set_tap(struct metrics *m, struct tap *tap, int ring);
 
 /* An upstream event on endpoint |ip|:|port|. |service_id| 0 when unknown. */
 void metrics_upstream_event(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,

@@ -726,12 +726,21 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 				    st->grpc ? st->grpc_status : -1, st->resp_status,
 				    loop_now_ns() - st->start_ns, st->req_bytes, st->resp_bytes);
 	if (s->w->metrics) {
-		size_t pl = 0;
-		const uint8_t *p = h2_hdrs_get(&st->req_hdrs, ":path", &pl);
+		struct metrics_call mc = {
+		    .cgroup_id = ds->ci.od.cgroup_id,
+		    .service_id = ds->ci.od.service_id,
+		    .ep_ip = st->ep ? &st->ep->ip : NULL,
+		    .ep_port = st->ep ? st->ep->port : 0,
+		    .grpc_status = st->grpc ? st->grpc_status : -1,
+		    .http_status = st->resp_status,
+		    .start_ns = st->start_ns,
+		    .end_ns = loop_now_ns(),
+		    .bytes_in = st->req_bytes,
+		    .bytes_out = st->resp_bytes,
+		};
 
-		metrics_call_done(s->w->metrics, s->w->snap ? s->w->snap->st : NULL,
-				  ds->ci.od.cgroup_id, ds->ci.od.service_id, p, pl,
-				  st->grpc ? st->grpc_status : -1, loop_now_ns() - st->start_ns);
+		mc.path = h2_hdrs_get(&st->req_hdrs, ":path", &mc.path_len);
+		metrics_call_done(s->w->metrics, s->w->snap ? s->w->snap->st : NULL, &mc);
 	}
 	ep_release(st);
 	h2_chain_clear(&st->req_body, &s->blocks);
