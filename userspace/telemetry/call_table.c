@@ -95,35 +95,37 @@ static struct centry *entry_at(const struct call_table *t, int i)
 	return chunk + i % t->chunk_entries;
 }
 
-static uint32_t label_hash(uint32_t svc, bool other, const char *s, size_t n)
+/* Over the label's words (NUL-padded), so a lookup costs a few multiplies. */
+static uint32_t label_hash(uint32_t svc, bool other, const uint64_t *key, int nw)
 {
-	uint32_t h = 2166136261u ^ svc ^ (other ? 0x80000000u : 0);
+	uint64_t h = ((uint64_t)svc << 1 | other) * 0x9e3779b97f4a7c15ull;
 
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
+	for (int w = 0; w < nw; w++) {
+		h = (h ^ key[w]) * 0xbf58476d1ce4e5b9ull;
+		h ^= h >> 31;
+	}
+	return (uint32_t)(h ^ h >> 32);
 }
 
-static bool entry_is(const struct centry *e, uint32_t svc, bool other, const char *s, size_t n)
+/* |key|: the label as words, NUL-padded; |nw| words to compare, the last
+ * one holding its terminating NUL (so a longer label never matches). */
+static bool entry_is(const struct centry *e, uint32_t svc, bool other, const uint64_t *key,
+		     int nw)
 {
-	char buf[CALL_LABEL_MAX];
-
 	if (atomic_load_explicit(&e->svc, memory_order_relaxed) != svc ||
 	    atomic_load_explicit(&e->other, memory_order_relaxed) != other)
 		return false;
-	for (int w = 0; w < LABEL_WORDS; w++) {
-		uint64_t v = atomic_load_explicit(&e->label[w], memory_order_relaxed);
-
-		memcpy(buf + w * 8, &v, 8);
-	}
-	return !memcmp(buf, s, n) && buf[n] == 0;
+	for (int w = 0; w < nw; w++)
+		if (atomic_load_explicit(&e->label[w], memory_order_relaxed) != key[w])
+			return false;
+	return true;
 }
 
-static int find(const struct call_table *t, uint32_t h, uint32_t svc, bool other, const char *s,
-		size_t n)
+static int find(const struct call_table *t, uint32_t h, uint32_t svc, bool other,
+		const uint64_t *key, int nw)
 {
 	for (int i = t->head[h & (uint32_t)(t->max_entries - 1)]; i >= 0; i = t->priv[i].next)
-		if (t->priv[i].hash == h && entry_is(entry_at(t, i), svc, other, s, n))
+		if (t->priv[i].hash == h && entry_is(entry_at(t, i), svc, other, key, nw))
 			return i;
 	return -1;
 }
@@ -146,10 +148,9 @@ static int grow(struct call_table *t)
 }
 
 /* A new entry for the key, zeroed; -1 when the table is full. */
-static int insert(struct call_table *t, uint32_t h, uint32_t svc, bool other, const char *s,
-		  size_t n)
+static int insert(struct call_table *t, uint32_t h, uint32_t svc, bool other,
+		  const uint64_t *words)
 {
-	uint64_t words[LABEL_WORDS] = {0};
 	struct centry *e;
 	unsigned seq;
 	int i;
@@ -164,7 +165,6 @@ static int insert(struct call_table *t, uint32_t h, uint32_t svc, bool other, co
 	}
 	i = t->free_stack[--t->n_free];
 	e = entry_at(t, i);
-	memcpy(words, s, n);
 	seq = atomic_load_explicit(&e->seq, memory_order_relaxed);
 	atomic_store_explicit(&e->seq, seq + 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
@@ -185,31 +185,49 @@ static int insert(struct call_table *t, uint32_t h, uint32_t svc, bool other, co
  * `other`; NULL when even that cannot be had. */
 static struct centry *series(struct call_table *t, uint32_t svc, const char *s, size_t n)
 {
-	uint32_t h = n < CALL_LABEL_MAX ? label_hash(svc, false, s, n) : 0, ho;
-	int i = n < CALL_LABEL_MAX ? find(t, h, svc, false, s, n) : -1, o;
+	static const uint64_t none[LABEL_WORDS];
+	uint64_t key[LABEL_WORDS];
+	int nw = (int)(n / 8) + 1, i = -1, o;
+	uint32_t h = 0, ho;
 
-	if (i >= 0)
-		return entry_at(t, i);
-	ho = label_hash(svc, true, "", 0);
-	o = find(t, ho, svc, true, "", 0);
-	if (o < 0 && (o = insert(t, ho, svc, true, "", 0)) < 0)
+	if (n < CALL_LABEL_MAX) {
+		key[nw - 1] = 0;
+		memcpy(key, s, n);
+		h = label_hash(svc, false, key, nw);
+		i = find(t, h, svc, false, key, nw);
+		if (i >= 0)
+			return entry_at(t, i);
+	}
+	ho = label_hash(svc, true, none, 1);
+	o = find(t, ho, svc, true, none, 1);
+	if (o < 0 && (o = insert(t, ho, svc, true, none)) < 0)
 		return NULL;
-	if (n < CALL_LABEL_MAX && t->priv[o].named < t->max_per_service &&
-	    (i = insert(t, h, svc, false, s, n)) >= 0) {
-		t->priv[o].named++;
-		return entry_at(t, i);
+	if (n < CALL_LABEL_MAX && t->priv[o].named < t->max_per_service) {
+		memset(key + nw, 0, (size_t)(LABEL_WORDS - nw) * sizeof(*key));
+		i = insert(t, h, svc, false, key);
+		if (i >= 0) {
+			t->priv[o].named++;
+			return entry_at(t, i);
+		}
 	}
 	cadd(&t->overflow, 1);
 	return entry_at(t, o);
 }
 
+/* The first bucket whose bound is >= |ns| (METRICS_N_BUCKETS: +Inf), by bisection. */
 static int bucket_of(uint64_t ns)
 {
-	int i = 0;
+	int lo = 0, hi = METRICS_N_BUCKETS;
 
-	while (i < METRICS_N_BUCKETS && ns > metrics_buckets[i].ns)
-		i++;
-	return i;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+
+		if (ns > metrics_buckets[mid].ns)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 void call_table_record(struct call_table *t, uint32_t svc, const char *label, size_t len,
