@@ -55,10 +55,6 @@ GENERATED = {"h2split.skel.h": "build/h2split.skel.h"}
 # a later refactor (phase 2 of "A tree that shows the design"). Keyed by
 # (including file, included file); the value says why it is there.
 KNOWN_EXCEPTIONS = {
-    ("userspace/proxy/h2/splitter_int.h", "userspace/proxy/worker.h"):
-        "the splitter reads struct worker (loop, metrics, stats, snapshot, shared cfg/netns/"
-        "health) and takes struct conn_info; to be cut: hand it a plain struct of those "
-        "and a conn-closed callback, conn_info moved down",
 }
 
 # Header cycles allowed for now, as sets of files; each to be cut.

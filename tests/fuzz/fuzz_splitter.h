@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Shared harness of the splitter fuzz targets (fuzz_downstream.c,
- * fuzz_upstream.c): a real worker (loop, metrics, config) with a splitter
- * built fresh for every input, a downstream connection on a socketpair
+ * fuzz_upstream.c): what a worker gives the splitter (loop, stats, metrics,
+ * config: struct splitter_ctx) with a splitter built fresh for every input, a downstream connection on a socketpair
  * handed over with splitter_conn_start() exactly as the worker does after
  * sniffing the preface, and one Service whose only endpoint is a listener on
  * 127.0.0.1 that the harness itself serves. The loop is driven one pass at a
@@ -30,7 +30,7 @@
 #include "base/registry.h"
 #include "base/state.h"
 #include "proxy/h2/splitter.h"
-#include "proxy/worker.h"
+#include "base/stats.h"
 #include "telemetry/metrics.h"
 
 #define FZ_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -46,8 +46,11 @@ enum { FZ_DATA = 0, FZ_HEADERS = 1, FZ_RST_STREAM = 3, FZ_SETTINGS = 4, FZ_PING 
 
 struct fz_env {
 	struct config cfg;
-	struct worker_shared sh;
-	struct worker w;
+	struct loop *loop;
+	struct worker_stats stats;
+	struct metrics *metrics;
+	struct splitter_ctx ctx;
+	int n_conns; /* downstream connections handed over and not closed */
 	int lfd;        /* the endpoint's listener, 127.0.0.1:lport */
 	uint16_t lport;
 	struct snapshot *snap;
@@ -166,8 +169,8 @@ static void fz_stop(struct loop *l, struct loop_timer *t, void *arg)
 /* One pass of the worker's loop: ready fds, due timers, pass hooks. */
 static inline void fz_pass(struct fz_env *e)
 {
-	if (loop_timer_add(e->w.loop, 0, fz_stop, NULL))
-		loop_run(e->w.loop);
+	if (loop_timer_add(e->loop, 0, fz_stop, NULL))
+		loop_run(e->loop);
 }
 
 /* ---- the environment (once per process) ---- */
@@ -211,6 +214,15 @@ static int fz_state(struct fz_env *e)
 	return e->snap ? 0 : -1;
 }
 
+static void fz_conn_closed(void *arg, uint64_t pod_key)
+{
+	struct fz_env *e = arg;
+
+	(void)pod_key;
+	e->n_conns--;
+	stats_dec(&e->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
+}
+
 static struct fz_env *fz_env(void)
 {
 	static struct fz_env env;
@@ -224,15 +236,17 @@ static struct fz_env *fz_env(void)
 	log_set_level(getenv("FUZZ_LOG") ? LOG_DEBUG : LOG_ERROR + 1);
 	if (config_parse(&env.cfg, 4, argv, err, sizeof(err)))
 		abort();
-	env.sh.cfg = &env.cfg;
-	env.w.id = 0;
-	env.w.sh = &env.sh;
-	env.w.listen_fds[0] = env.w.listen_fds[1] = -1;
-	env.w.loop = loop_new();
-	env.w.metrics = metrics_new();
-	if (!env.w.loop || !env.w.metrics || fz_listener(&env) || fz_state(&env))
+	env.loop = loop_new();
+	env.metrics = metrics_new();
+	if (!env.loop || !env.metrics || fz_listener(&env) || fz_state(&env))
 		abort();
-	env.w.snap = env.snap; /* the worker's reference, kept for the process */
+	env.ctx = (struct splitter_ctx){
+	    .loop = env.loop,
+	    .cfg = &env.cfg,
+	    .stats = &env.stats,
+	    .metrics = env.metrics,
+	    .owner = {.closed = fz_conn_closed, .arg = &env},
+	};
 	ready = true;
 	return &env;
 }
@@ -250,11 +264,10 @@ static inline void fz_run_start(struct fz_run *r, const uint8_t *pre, size_t n)
 	memset(r, 0, sizeof(*r));
 	r->e = fz_env();
 	r->cl = -1;
-	r->s = splitter_new(&r->e->w);
+	r->s = splitter_new(&r->e->ctx);
 	if (!r->s)
 		abort();
-	r->e->w.splitter = r->s;
-	splitter_snapshot_changed(r->s);
+	splitter_snapshot_changed(r->s, r->e->snap); /* the harness's ref, kept for the process */
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv))
 		abort();
 	r->cl = sv[1];
@@ -268,7 +281,8 @@ static inline void fz_run_start(struct fz_run *r, const uint8_t *pre, size_t n)
 	memcpy(ci.od.addr, r->e->snap->st->svcs[0].vips[0].b, sizeof(ci.od.addr));
 	ci.od.port = htons(r->e->snap->st->svcs[0].port);
 	ci.od.family = AF_INET;
-	r->e->w.n_conns++; /* as conn_accepted() does */
+	r->e->n_conns++; /* as the worker's conn_accepted() does */
+	stats_inc(&r->e->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
 	splitter_conn_start(r->s, sv[0], &ci, pre, n);
 }
 
@@ -362,7 +376,6 @@ static inline void fz_run_end(struct fz_run *r, fz_frame_cb *cb)
 	for (int k = 0; k < r->n_ups; k++)
 		fz_up_close(&r->ups[k]);
 	fz_pump(r, 2, NULL);
-	r->e->w.splitter = NULL;
 	splitter_free(r->s);
 	for (int k = 0; k < r->n_ups; k++)
 		free(r->ups[k].buf);

@@ -128,7 +128,7 @@ static void test_body_oom_while_queued(void **unused)
 	/* ...and never routed: no upstream connection was even opened for it. */
 	assert_int_equal(upstream_requests, 0);
 	assert_int_equal(r.n_ups, 0);
-	assert_int_equal(stats_get(&r.e->w.stats, ST_UPSTREAM_CONNS_TOTAL), 0);
+	assert_int_equal(stats_get(&r.e->stats, ST_UPSTREAM_CONNS_TOTAL), 0);
 	fz_run_end(&r, on_frame);
 }
 

@@ -4,7 +4,7 @@
  * fuzz harness (tests/fuzz/fuzz_splitter.h: a worker loop run one pass at a
  * time, a downstream socketpair, the test as the backend on 127.0.0.1).
  * - A connection killed in a flush (write error, or nghttp2 done with the
- *   session) stays in its pool until splitter_flush() destroys it; streams
+ *   session) stays in its pool until the splitter's flush destroys it; streams
  *   routed meanwhile must never be given to it, or each burns one of its
  *   H2_MAX_ATTEMPTS there and the last one fails UNAVAILABLE.
  * - A backend that allows no streams (SETTINGS_MAX_CONCURRENT_STREAMS 0)
@@ -225,12 +225,12 @@ static void killed_in_flush(bool write_fails)
 	n += fz_frame(bad + n, FZ_WINDOW_UPDATE, 0, 0, z, 4);
 	fz_write(r.ups[0].fd, bad, n);
 	if (write_fails)
-		assert_non_null(loop_timer_add(r.e->w.loop, 0, reset_backend, &r.ups[0]));
+		assert_non_null(loop_timer_add(r.e->loop, 0, reset_backend, &r.ups[0]));
 	for (int i = 0; i < 20 && c->grpc_status[1] < 0; i++)
 		pump(&r, c, 1);
 	assert_int_equal(c->grpc_status[1], 0);
 	assert_int_equal(r.n_ups, 2); /* answered on a new connection */
-	assert_int_equal(stats_get(&r.e->w.stats, ST_UNEXPECTED), 0);
+	assert_int_equal(stats_get(&r.e->stats, ST_UNEXPECTED), 0);
 
 	fz_run_end(&r, backend);
 	client_free(c);
@@ -290,7 +290,7 @@ static void no_capacity(bool raise)
 	else
 		assert_true(loop_now_ms() - t0 >= wait_ms);
 	assert_int_equal(r.n_ups, 1);
-	assert_int_equal(stats_get(&r.e->w.stats, ST_UNEXPECTED), 0);
+	assert_int_equal(stats_get(&r.e->stats, ST_UNEXPECTED), 0);
 
 	fz_run_end(&r, backend);
 	fz_env()->cfg.pending_timeout_ms = 1000;

@@ -17,9 +17,10 @@
 
 #include "base/config.h"
 #include "base/log.h"
+#include "base/loop.h"
+#include "base/stats.h"
 #include "kernel/netns.h"
 #include "proxy/l4_proxy.h"
-#include "proxy/worker.h"
 
 #define L4_PIPE_SIZE (64 * 1024)
 #define L4_CONNECT_TIMEOUT_MS 10000
@@ -34,7 +35,7 @@ struct l4_dir {
 };
 
 struct l4_conn {
-	struct worker *w;
+	const struct l4_proxy_ctx *ctx; /* borrowed */
 	int fd[2];              /* owned */
 	uint64_t pod_key;       /* conn_info.pod_key */
 	struct l4_dir dir[2];   /* dir[DOWN]: client -> upstream, dir[UP]: upstream -> client */
@@ -49,7 +50,7 @@ static void on_io(struct loop *l, int fd, uint32_t events, void *arg);
 
 static void l4_free(struct l4_conn *c, bool reset)
 {
-	struct loop *l = c->w->loop;
+	struct loop *l = c->ctx->loop;
 
 	loop_timer_cancel(l, c->connect_timer);
 	for (int i = 0; i < 2; i++) {
@@ -67,9 +68,9 @@ static void l4_free(struct l4_conn *c, bool reset)
 			if (c->dir[i].pipe[j] >= 0)
 				close(c->dir[i].pipe[j]);
 	}
-	netns_ref_put(c->w->sh->netns, c->netns);
-	stats_dec(&c->w->stats, ST_L4_CONNS_ACTIVE);
-	worker_conn_closed(c->w, c->pod_key);
+	netns_ref_put(c->ctx->netns, c->netns);
+	stats_dec(c->ctx->stats, ST_L4_CONNS_ACTIVE);
+	conn_owner_closed(&c->ctx->owner, c->pod_key);
 	free(c);
 }
 
@@ -105,7 +106,7 @@ static int pump(struct l4_conn *c, int d)
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (n > 0) {
 				dir->queued -= (size_t)n;
-				stats_add(&c->w->stats, d == DOWN ? ST_L4_BYTES_UP : ST_L4_BYTES_DOWN,
+				stats_add(c->ctx->stats, d == DOWN ? ST_L4_BYTES_UP : ST_L4_BYTES_DOWN,
 					  (uint64_t)n);
 				progress = true;
 			} else if (n < 0 && errno != EAGAIN) {
@@ -145,12 +146,12 @@ static void l4_update(struct l4_conn *c)
 		 * it has nothing we can take, or the loop would spin on it. */
 		if (c->hup[i] && !(ev & EPOLLIN)) {
 			if (c->registered[i])
-				loop_del_fd(c->w->loop, c->fd[i]);
+				loop_del_fd(c->ctx->loop, c->fd[i]);
 			c->registered[i] = false;
 		} else if (!c->registered[i]) {
-			c->registered[i] = loop_add_fd(c->w->loop, c->fd[i], ev, on_io, c) == 0;
+			c->registered[i] = loop_add_fd(c->ctx->loop, c->fd[i], ev, on_io, c) == 0;
 		} else {
-			loop_set_events(c->w->loop, c->fd[i], ev);
+			loop_set_events(c->ctx->loop, c->fd[i], ev);
 		}
 	}
 }
@@ -162,11 +163,11 @@ static bool on_connected(struct l4_conn *c)
 
 	if (getsockopt(c->fd[UP], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) {
 		c->connecting = false;
-		loop_timer_cancel(c->w->loop, c->connect_timer);
+		loop_timer_cancel(c->ctx->loop, c->connect_timer);
 		c->connect_timer = NULL;
 		return true;
 	}
-	stats_inc(&c->w->stats, ST_L4_CONNECT_FAILURES);
+	stats_inc(c->ctx->stats, ST_L4_CONNECT_FAILURES);
 	log_debug("l4_connect_failed err=\"%s\"", strerror(err ? err : errno));
 	/* The app's connect already succeeded (to us): a reset is the honest answer. */
 	l4_free(c, true);
@@ -205,7 +206,7 @@ static void on_connect_timeout(struct loop *l, struct loop_timer *t, void *arg)
 	(void)l;
 	(void)t;
 	c->connect_timer = NULL;
-	stats_inc(&c->w->stats, ST_L4_CONNECT_FAILURES);
+	stats_inc(c->ctx->stats, ST_L4_CONNECT_FAILURES);
 	log_debug("l4_connect_timeout");
 	l4_free(c, true);
 }
@@ -237,40 +238,41 @@ static int l4_setup(struct l4_conn *c, const struct conn_info *ci, const uint8_t
 		return -errno;
 	c->connecting = true;
 	c->connect_timer =
-		loop_timer_add(c->w->loop, L4_CONNECT_TIMEOUT_MS, on_connect_timeout, c);
+		loop_timer_add(c->ctx->loop, L4_CONNECT_TIMEOUT_MS, on_connect_timeout, c);
 	if (!c->connect_timer)
 		return -ENOMEM;
-	if ((err = loop_add_fd(c->w->loop, c->fd[DOWN], 0, on_io, c)))
+	if ((err = loop_add_fd(c->ctx->loop, c->fd[DOWN], 0, on_io, c)))
 		return err;
 	c->registered[DOWN] = true;
-	if ((err = loop_add_fd(c->w->loop, c->fd[UP], EPOLLOUT, on_io, c)))
+	if ((err = loop_add_fd(c->ctx->loop, c->fd[UP], EPOLLOUT, on_io, c)))
 		return err;
 	c->registered[UP] = true;
 	return 0;
 }
 
-int l4_proxy_start(struct worker *w, int fd, struct conn_info *ci, const uint8_t *pre, size_t n)
+int l4_proxy_start(const struct l4_proxy_ctx *ctx, int fd, struct conn_info *ci,
+		   const uint8_t *pre, size_t n)
 {
 	struct l4_conn *c = calloc(1, sizeof(*c));
 	int err;
 
 	if (!c) {
 		close(fd);
-		netns_ref_put(w->sh->netns, ci->netns);
-		worker_conn_closed(w, ci->pod_key);
+		netns_ref_put(ctx->netns, ci->netns);
+		conn_owner_closed(&ctx->owner, ci->pod_key);
 		return -ENOMEM;
 	}
-	*c = (struct l4_conn){.w = w, .fd = {fd, -1}, .netns = ci->netns, .pod_key = ci->pod_key};
+	*c = (struct l4_conn){.ctx = ctx, .fd = {fd, -1}, .netns = ci->netns, .pod_key = ci->pod_key};
 	for (int i = 0; i < 2; i++)
 		c->dir[i].pipe[0] = c->dir[i].pipe[1] = -1;
 	ci->netns = NULL;
-	stats_inc(&w->stats, ST_L4_CONNS_TOTAL);
-	stats_inc(&w->stats, ST_L4_CONNS_ACTIVE);
+	stats_inc(ctx->stats, ST_L4_CONNS_TOTAL);
+	stats_inc(ctx->stats, ST_L4_CONNS_ACTIVE);
 	err = l4_setup(c, ci, pre, n);
 	if (err) {
 		char addr[64];
 
-		stats_inc(&w->stats, ST_L4_CONNECT_FAILURES);
+		stats_inc(ctx->stats, ST_L4_CONNECT_FAILURES);
 		log_warn("l4_start_failed dst=%s err=\"%s\"", config_addr_str(&ci->orig, addr, sizeof(addr)),
 			 strerror(-err));
 		l4_free(c, true);

@@ -43,6 +43,19 @@ static const uint8_t h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define FD_RESERVE_MIN 32
 #define FD_RESERVE_MAX 1024
 
+/* A connection ended (the drain completes when n_conns reaches 0) and its
+ * client's count (|pod_key|, from its conn_info; 0: none) goes down. Worker
+ * thread only; the splitter and the L4 path call it through conn_owner. */
+static void conn_closed(void *arg, uint64_t pod_key)
+{
+	struct worker *w = arg;
+
+	if (pod_key)
+		conn_limit_put(w->sh->pod_conns, pod_key);
+	w->n_conns--;
+	stats_dec(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
+}
+
 /* An accepted connection whose first bytes are not known yet. */
 struct sniff {
 	struct worker *w;
@@ -64,7 +77,7 @@ static void sniff_to_l4(struct sniff *s)
 	struct worker *w = s->w;
 
 	loop_del_fd(w->loop, s->fd);
-	l4_proxy_start(w, s->fd, &s->ci, s->buf, s->n);
+	l4_proxy_start(&w->l4, s->fd, &s->ci, s->buf, s->n);
 	sniff_free(s);
 }
 
@@ -83,7 +96,7 @@ static void sniff_abort(struct sniff *s)
 	loop_del_fd(s->w->loop, s->fd);
 	close(s->fd);
 	netns_ref_put(s->w->sh->netns, s->ci.netns);
-	worker_conn_closed(s->w, s->ci.pod_key);
+	conn_closed(s->w, s->ci.pod_key);
 	sniff_free(s);
 }
 
@@ -156,7 +169,7 @@ static void start_sniff(struct worker *w, int fd, struct conn_info *ci)
 fail:
 	close(fd);
 	netns_ref_put(w->sh->netns, ci->netns);
-	worker_conn_closed(w, ci->pod_key);
+	conn_closed(w, ci->pod_key);
 }
 
 /* The VIP:port the app dialled, as a sockaddr in the family it used. */
@@ -211,7 +224,7 @@ static bool pod_limit_refuses(struct worker *w, int fd, struct conn_info *ci)
 	}
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
-	worker_conn_closed(w, 0);
+	conn_closed(w, 0);
 	return true;
 }
 
@@ -348,7 +361,7 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 	return;
 drop:
 	close(fd);
-	worker_conn_closed(w, ci.pod_key);
+	conn_closed(w, ci.pod_key);
 }
 
 static void set_accepting(struct worker *w, bool on)
@@ -562,7 +575,22 @@ int worker_init(struct worker *w, int id, const struct worker_shared *sh)
 	if (!w->metrics || metrics_set_call_limits(w->metrics, sh->cfg->max_callers_per_service,
 						   sh->cfg->max_methods_per_service))
 		return -ENOMEM;
-	w->splitter = splitter_new(w);
+	w->l4 = (struct l4_proxy_ctx){
+	    .loop = w->loop,
+	    .stats = &w->stats,
+	    .netns = sh->netns,
+	    .owner = {.closed = conn_closed, .arg = w},
+	};
+	w->splitter = splitter_new(&(struct splitter_ctx){
+	    .worker_id = id,
+	    .loop = w->loop,
+	    .cfg = sh->cfg,
+	    .stats = &w->stats,
+	    .metrics = w->metrics,
+	    .netns = sh->netns,
+	    .health = sh->health,
+	    .owner = {.closed = conn_closed, .arg = w},
+	});
 	if (!w->splitter)
 		return -ENOMEM;
 	for (int i = 0; i < 2; i++) {
@@ -629,14 +657,16 @@ static void do_snapshot(struct loop *l, void *arg)
 {
 	struct worker *w = NULL;
 	struct snapshot **msg = arg;
+	struct snapshot *old;
 
 	(void)l;
 	w = (struct worker *)msg[0];
-	registry_snapshot_unref(w->snap);
+	old = w->snap;
 	w->snap = msg[1];
 	free(msg);
 	metrics_prune(w->metrics, w->snap ? w->snap->st : NULL);
-	splitter_snapshot_changed(w->splitter);
+	splitter_snapshot_changed(w->splitter, w->snap);
+	registry_snapshot_unref(old); /* the splitter borrowed it until now */
 	if (!w->listening && !w->draining)
 		start_listening(w);
 	if (w->snap) {
@@ -695,14 +725,6 @@ static void do_drain(struct loop *l, void *arg)
 int worker_post_drain(struct worker *w)
 {
 	return loop_post(w->loop, do_drain, w);
-}
-
-void worker_conn_closed(struct worker *w, uint64_t pod_key)
-{
-	if (pod_key)
-		conn_limit_put(w->sh->pod_conns, pod_key);
-	w->n_conns--;
-	stats_dec(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
 }
 
 void worker_stop(struct worker *w)

@@ -12,19 +12,18 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/socket.h>
 
-#include "h2split_bpf.h"
 #include "balancer/health.h"
 #include "base/loop.h"
 #include "base/registry.h"
 #include "base/stats.h"
+#include "proxy/h2/conn_info.h"
+#include "proxy/l4_proxy.h"
 
 struct bpf_maps;
 struct config;
 struct netns_cache;
 struct metrics;
-struct netns_ref;
 struct splitter;
 
 /* What the daemon shares read-only (or internally synchronised) with workers. */
@@ -45,15 +44,6 @@ struct worker_shared {
 	void *applied_arg;
 };
 
-/* A redirected connection as accepted: who, and where it was going. */
-struct conn_info {
-	struct sockaddr_storage client; /* the pod's address as accepted */
-	struct sockaddr_storage orig;   /* the VIP:port the app dialled */
-	struct h2s_origdst od;          /* what BPF recorded */
-	struct netns_ref *netns;        /* owned ref; NULL: daemon's netns */
-	uint64_t pod_key;               /* counted in sh->pod_conns; 0: not counted */
-};
-
 struct worker {
 	int id;
 	pthread_t thread;
@@ -64,6 +54,7 @@ struct worker {
 	struct snapshot *snap;           /* owned ref; the current desired state */
 	_Atomic uint64_t applied_gen;    /* |snap|'s generation; read by the main thread */
 	struct splitter *splitter;       /* owned: HTTP/2 sessions and upstream pools */
+	struct l4_proxy_ctx l4;          /* what the L4 path gets of this worker */
 	struct worker_stats stats;       /* written by this worker only */
 	struct metrics *metrics;         /* owned; written by this worker only (metrics.h) */
 	int n_conns;                     /* open downstream connections (L4 + h2) */
@@ -89,10 +80,5 @@ int worker_post_drain(struct worker *w);
 void worker_stop(struct worker *w);
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
-
-/* Worker thread only: a connection ended (decrements n_conns; the drain
- * completes when it reaches 0) and its client's count (|pod_key|, from its
- * conn_info; 0: none) goes down. */
-void worker_conn_closed(struct worker *w, uint64_t pod_key);
 
 #endif

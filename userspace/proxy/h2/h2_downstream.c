@@ -30,7 +30,7 @@ static void limit_hit(struct h2_downstream *ds, enum limit_id id)
 {
 	enum log_level lvl = id == LIMIT_IDLE_TIMEOUT ? LOG_INFO : LOG_WARN;
 
-	stats_limit_inc(ds->c.s->stats, id);
+	stats_limit_inc(ds->s->stats, id);
 	if (ds->limits_logged & (1u << id))
 		return;
 	ds->limits_logged |= 1u << id;
@@ -62,8 +62,8 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *arg);
  * timer already due no later is kept: it re-arms itself when it fires. */
 static void arm_timer(struct h2_downstream *ds)
 {
-	const struct config *cfg = ds->c.s->cfg;
-	struct loop *l = ds->c.s->w->loop;
+	const struct config *cfg = ds->s->cfg;
+	struct loop *l = ds->s->ctx.loop;
 	uint64_t at = UINT64_MAX, now = loop_now_ms();
 
 	if (ds->hdr_since_ms && cfg->header_timeout_s)
@@ -77,7 +77,7 @@ static void arm_timer(struct h2_downstream *ds)
 	ds->timer = loop_timer_add(l, at > now ? at - now : 0, on_timer, ds);
 	ds->timer_at_ms = at;
 	if (!ds->timer)
-		stats_inc(ds->c.s->stats, ST_UNEXPECTED);
+		stats_inc(ds->s->stats, ST_UNEXPECTED);
 }
 
 /* GOAWAY(|code|) with the last stream processed; closed once it is out. */
@@ -91,7 +91,7 @@ static void terminate(struct h2_downstream *ds, uint32_t code)
 static void on_timer(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct h2_downstream *ds = arg;
-	const struct config *cfg = ds->c.s->cfg;
+	const struct config *cfg = ds->s->cfg;
 	uint64_t now = loop_now_ms();
 
 	(void)l;
@@ -110,7 +110,7 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *arg)
 	} else {
 		arm_timer(ds);
 	}
-	splitter_kick(ds->c.s);
+	h2_conn_kick(ds->c.io);
 }
 
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud)
@@ -134,7 +134,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 {
 	struct h2_downstream *ds = ud;
 	struct h2_stream *st = stream_of(session, frame->hd.stream_id);
-	const struct config *cfg = ds->c.s->cfg;
+	const struct config *cfg = ds->s->cfg;
 	const struct h2_hdrs *h;
 
 	if (!st || frame->hd.type != NGHTTP2_HEADERS)
@@ -185,7 +185,7 @@ static int check_stream_id(struct h2_downstream *ds, int32_t id)
 static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *ud)
 {
 	struct h2_downstream *ds = ud;
-	double rate = ds->c.s->cfg->max_control_frame_rate;
+	double rate = ds->s->cfg->max_control_frame_rate;
 
 	(void)session;
 	switch (hd->type) {
@@ -223,13 +223,16 @@ static int on_invalid_frame_recv(nghttp2_session *session, const nghttp2_frame *
 	(void)session;
 	(void)lib_error_code;
 	if (frame->hd.type == NGHTTP2_HEADERS &&
-	    ds->n_streams >= (uint32_t)ds->c.s->cfg->max_concurrent_streams)
+	    ds->n_streams >= (uint32_t)ds->s->cfg->max_concurrent_streams)
 		limit_hit(ds, LIMIT_CONCURRENT_STREAMS);
 	return 0;
 }
 
-void h2_downstream_recv_failed(struct h2_downstream *ds, int rv)
+/* nghttp2_session_mem_recv() failed with |rv|: count the limit it stands for. */
+static void recv_failed(struct h2_conn *c, int rv)
 {
+	struct h2_downstream *ds = (struct h2_downstream *)c;
+
 	if (rv == NGHTTP2_ERR_FLOODED)
 		limit_hit(ds, LIMIT_OUTBOUND_CONTROL_FRAMES);
 	else if (rv == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS)
@@ -256,7 +259,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 			h2_stream_ds_end(st);
 		break;
 	case NGHTTP2_RST_STREAM:
-		stats_inc(ds->c.s->stats, ST_RESETS_RECEIVED);
+		stats_inc(ds->s->stats, ST_RESETS_RECEIVED);
 		if (reset_budget_exceeded(ds)) {
 			limit_hit(ds, LIMIT_RESET_RATE);
 			ds->c.fatal_code = NGHTTP2_ENHANCE_YOUR_CALM;
@@ -264,7 +267,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 		}
 		break;
 	case NGHTTP2_GOAWAY:
-		stats_inc(ds->c.s->stats, ST_GOAWAY_RECEIVED);
+		stats_inc(ds->s->stats, ST_GOAWAY_RECEIVED);
 		log_debug("downstream_goaway_received client=%s code=%u", ds->peer,
 			  frame->goaway.error_code);
 		break;
@@ -302,7 +305,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 	     frame->rst_stream.error_code == NGHTTP2_FLOW_CONTROL_ERROR))
 		limit_hit(ds, LIMIT_PENDING_BYTES);
 	if (frame->hd.type == NGHTTP2_GOAWAY) {
-		stats_inc(ds->c.s->stats, ST_GOAWAY_SENT);
+		stats_inc(ds->s->stats, ST_GOAWAY_SENT);
 		return 0;
 	}
 	if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
@@ -389,7 +392,7 @@ static void ds_io(struct loop *l, int fd, uint32_t events, void *arg)
 		}
 	}
 	h2_conn_dirty(&ds->c);
-	splitter_kick(ds->c.s);
+	h2_conn_kick(ds->c.io);
 }
 
 static void peer_str(const struct sockaddr_storage *ss, char *buf, size_t len)
@@ -402,7 +405,7 @@ static void peer_str(const struct sockaddr_storage *ss, char *buf, size_t len)
 
 static int session_init(struct h2_downstream *ds)
 {
-	struct splitter *s = ds->c.s;
+	struct splitter *s = ds->s;
 	const nghttp2_settings_entry iv[] = {
 	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, (uint32_t)s->cfg->max_concurrent_streams},
 	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)s->cfg->max_pending_bytes},
@@ -419,6 +422,26 @@ static int session_init(struct h2_downstream *ds)
 	return 0;
 }
 
+static void end(struct h2_conn *c, const char *why, int err)
+{
+	(void)why;
+	(void)err;
+	h2_conn_kill(c);
+}
+
+static void destroy(struct h2_conn *c)
+{
+	h2_downstream_destroy((struct h2_downstream *)c);
+}
+
+static const struct h2_conn_ops ds_ops = {
+    .side = "downstream",
+    .counts_bytes = true,
+    .recv_failed = recv_failed,
+    .end = end,
+    .destroy = destroy,
+};
+
 int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const uint8_t *pre,
 			size_t n)
 {
@@ -429,7 +452,9 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 		err = -ENOMEM;
 		goto fail;
 	}
-	ds->c.s = s;
+	ds->s = s;
+	ds->c.ops = &ds_ops;
+	ds->c.io = &s->io;
 	ds->c.fd = fd;
 	ds->ci = *ci;
 	ds->rst_tokens = H2_DS_RESET_BURST;
@@ -440,7 +465,7 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	peer_str(&ci->client, ds->peer, sizeof(ds->peer));
 	err = session_init(ds);
 	if (!err)
-		err = loop_add_fd(s->w->loop, fd, EPOLLIN, ds_io, ds);
+		err = loop_add_fd(s->ctx.loop, fd, EPOLLIN, ds_io, ds);
 	if (err) {
 		nghttp2_session_del(ds->c.session);
 		free(ds);
@@ -463,28 +488,28 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	if (h2_conn_recv(&ds->c, pre, n))
 		h2_conn_kill(&ds->c);
 	h2_conn_dirty(&ds->c);
-	splitter_kick(s);
+	h2_conn_kick(&s->io);
 	return 0;
 fail:
 	log_warn("downstream_setup_failed err=%d", err);
 	close(fd);
-	netns_ref_put(s->w->sh ? s->w->sh->netns : NULL, ci->netns);
-	worker_conn_closed(s->w, ci->pod_key);
+	netns_ref_put(s->ctx.netns, ci->netns);
+	conn_owner_closed(&s->ctx.owner, ci->pod_key);
 	return err;
 }
 
 void h2_downstream_destroy(struct h2_downstream *ds)
 {
-	struct splitter *s = ds->c.s;
+	struct splitter *s = ds->s;
 
 	ds->c.dirty = true; /* never queued again */
-	loop_timer_cancel(s->w->loop, ds->timer);
+	loop_timer_cancel(s->ctx.loop, ds->timer);
 	while (ds->streams)
 		h2_stream_free_detached(ds->streams);
 	nghttp2_session_del(ds->c.session);
-	loop_del_fd(s->w->loop, ds->c.fd);
+	loop_del_fd(s->ctx.loop, ds->c.fd);
 	h2_conn_fini(&ds->c);
-	netns_ref_put(s->w->sh ? s->w->sh->netns : NULL, ds->ci.netns);
+	netns_ref_put(s->ctx.netns, ds->ci.netns);
 	if (ds->prev)
 		ds->prev->next = ds->next;
 	else
@@ -493,7 +518,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 		ds->next->prev = ds->prev;
 	s->n_ds--;
 	log_debug("downstream_closed client=%s", ds->peer);
-	worker_conn_closed(s->w, ds->ci.pod_key);
+	conn_owner_closed(&s->ctx.owner, ds->ci.pod_key);
 	free(ds);
 }
 
@@ -503,8 +528,43 @@ void h2_downstream_shutdown_notice(struct h2_downstream *ds)
 		return;
 	ds->notice_sent = true;
 	if (nghttp2_submit_shutdown_notice(ds->c.session))
-		stats_inc(ds->c.s->stats, ST_UNEXPECTED);
+		stats_inc(ds->s->stats, ST_UNEXPECTED);
 	h2_conn_dirty(&ds->c);
+}
+
+static void retire_arm(struct splitter *s);
+
+/* The final GOAWAY of every retired connection whose notice has had its
+ * H2_DRAIN_NOTICE_MS. */
+static void on_retire_tick(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct splitter *s = arg;
+	uint64_t now = loop_now_ms();
+	bool more = false;
+
+	(void)l;
+	(void)t;
+	s->retire_timer = NULL;
+	for (struct h2_downstream *ds = s->ds_list; ds; ds = ds->next) {
+		if (!ds->retired_ms || ds->goaway_sent)
+			continue;
+		if (now - ds->retired_ms >= H2_DRAIN_NOTICE_MS)
+			h2_downstream_goaway(ds);
+		else
+			more = true;
+	}
+	if (more)
+		retire_arm(s);
+	h2_conn_kick(&s->io);
+}
+
+static void retire_arm(struct splitter *s)
+{
+	if (s->retire_timer)
+		return;
+	s->retire_timer = loop_timer_add(s->ctx.loop, H2_DRAIN_NOTICE_MS / 4, on_retire_tick, s);
+	if (!s->retire_timer)
+		stats_inc(s->stats, ST_UNEXPECTED); /* the drain's GOAWAY still comes */
 }
 
 void h2_downstream_retire(struct h2_downstream *ds)
@@ -512,11 +572,11 @@ void h2_downstream_retire(struct h2_downstream *ds)
 	if (ds->retired_ms || ds->c.dead)
 		return;
 	ds->retired_ms = loop_now_ms();
-	stats_inc(ds->c.s->stats, ST_DOWNSTREAM_RETIRED);
+	stats_inc(ds->s->stats, ST_DOWNSTREAM_RETIRED);
 	log_info("downstream_retired client=%s service_id=%u action=goaway", ds->peer,
 		 ds->ci.od.service_id);
 	h2_downstream_shutdown_notice(ds);
-	splitter_retire_arm(ds->c.s);
+	retire_arm(ds->s);
 }
 
 void h2_downstream_goaway(struct h2_downstream *ds)
@@ -527,6 +587,6 @@ void h2_downstream_goaway(struct h2_downstream *ds)
 	if (nghttp2_submit_goaway(ds->c.session, NGHTTP2_FLAG_NONE,
 				  nghttp2_session_get_last_proc_stream_id(ds->c.session),
 				  NGHTTP2_NO_ERROR, NULL, 0))
-		stats_inc(ds->c.s->stats, ST_UNEXPECTED);
+		stats_inc(ds->s->stats, ST_UNEXPECTED);
 	h2_conn_dirty(&ds->c);
 }

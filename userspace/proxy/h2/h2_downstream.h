@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proxy/h2/conn_info.h"
 #include "proxy/h2/h2_stream_ids.h"
 #include "proxy/h2/splitter_int.h"
 
 struct h2_downstream {
-	struct h2_conn c;		   /* first: splitter_flush() casts */
+	struct h2_conn c;		   /* first: its ops cast back */
+	struct splitter *s;		   /* borrowed: the owner */
 	struct conn_info ci;		   /* ci.netns: owned reference */
 	struct h2_stream *streams;	   /* owned list; freed by on_stream_close or destroy */
 	struct h2_downstream *next, *prev; /* s->ds_list */
@@ -41,7 +43,7 @@ struct h2_downstream {
 /* See splitter_conn_start(). */
 int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const uint8_t *pre,
 			size_t n);
-/* Free everything (splitter_flush() only); calls worker_conn_closed(). */
+/* Free everything (the flush, or splitter_free()); tells the owner. */
 void h2_downstream_destroy(struct h2_downstream *ds);
 /* Drain, step one: GOAWAY with the maximum stream id. */
 void h2_downstream_shutdown_notice(struct h2_downstream *ds);
@@ -50,10 +52,8 @@ void h2_downstream_goaway(struct h2_downstream *ds);
 /* Its Service is no longer redirected (opted out, renamed, deleted): its
  * streams still route (to the retired Service's last endpoints) while the
  * client is told to reconnect, which now goes where the app aimed. The
- * shutdown notice goes now, the final GOAWAY from splitter_retire_tick(). */
+ * shutdown notice goes now, the final GOAWAY H2_DRAIN_NOTICE_MS later. */
 void h2_downstream_retire(struct h2_downstream *ds);
-/* nghttp2_session_mem_recv() failed with |rv|: count the limit it stands for. */
-void h2_downstream_recv_failed(struct h2_downstream *ds, int rv);
 /* The shared nghttp2 callbacks and options. 0 or -ENOMEM. */
 int h2_downstream_setup(struct splitter *s);
 

@@ -24,7 +24,7 @@
 /* The upstream leg of a stream. */
 enum h2_leg {
 	H2_LEG_NONE = 0, /* request headers still arriving */
-	H2_LEG_QUEUED,	 /* on s->route_q: routed at the end of the loop pass */
+	H2_LEG_QUEUED,	 /* on s->route_q: routed in the flush at the end of the pass */
 	H2_LEG_PENDING,	 /* waiting for room in its service (balancer_wait), or for
 			  * an endpoint to allow streams again (pending_timer) */
 	H2_LEG_OPEN,	 /* submitted on |up| as |up_id| */
@@ -121,17 +121,27 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachab
 int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
 			   size_t length, nghttp2_data_source *source, void *user_data);
 
-/* An upstream connection's peer allows streams again after 0: the streams
- * waiting for that are routed again now rather than at their timeout. */
-void h2_stream_capacity_raised(struct splitter *s);
-
 /* Free the splitter's pool of stream structs (splitter_free()). */
 void h2_stream_pool_fini(struct splitter *s);
 
-/* Route a queued stream (splitter_flush()). */
-void h2_stream_route(struct h2_stream *st);
-/* The balancer woke |w|, a pending stream's waiter: route it again now
- * (splitter_flush(), which drains woken waiters before route_q). */
-void h2_stream_wake(struct balancer_waiter *w);
+/* Within the bridge (h2_route.c, h2_reply.c). */
+/* The client's netns as pools and backoff know it (0: the daemon's). */
+uint64_t h2_stream_client_netns(const struct h2_stream *st);
+/* RST_STREAM(|code|) to the client. */
+void h2_stream_ds_reset(struct h2_stream *st, uint32_t code);
+/* The response has more for the client: resume its data provider. */
+void h2_stream_resume_ds(struct h2_stream *st);
+/* Stop the upstream stream (RST_STREAM |code|) and stop hearing about it. */
+void h2_stream_abandon_upstream(struct h2_stream *st, uint32_t code);
+/* The request is of no more use: drop what is buffered and what arrives. */
+void h2_stream_discard_request(struct h2_stream *st);
+/* An answered stream waits for nothing more: off the route queue and the
+ * balancer's wait lists, its upstream abandoned, its request discarded. */
+void h2_stream_let_go(struct h2_stream *st);
+/* The data providers (NO_COPY: the send_data callbacks copy). */
+ssize_t h2_stream_ds_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+			  uint32_t *flags, nghttp2_data_source *src, void *ud);
+ssize_t h2_stream_up_read(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
+			  uint32_t *flags, nghttp2_data_source *src, void *ud);
 
 #endif

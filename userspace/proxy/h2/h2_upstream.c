@@ -16,26 +16,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
-
 #include "base/config.h"
 #include "base/log.h"
 #include "base/loop.h"
 #include "kernel/netns.h"
+#include "proxy/h2/h2_endpoint.h"
+#include "proxy/h2/h2_route.h"
 #include "proxy/h2/h2_stream.h"
 #include "proxy/h2/h2_upstream.h"
 #include "telemetry/metrics.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
-static struct netns_cache *netns_cache(struct splitter *s)
-{
-	return s->w->sh ? s->w->sh->netns : NULL;
-}
-
 /* The one place |accepting| is computed. A killed connection stays in its
- * pool until splitter_flush() destroys it, and streams routed in between
+ * pool until the splitter's flush destroys it, and streams routed in between
  * (retries queued by the very flush that killed it) must not go there. */
 static void set_state(struct h2_upstream *uc, enum h2_up_state state)
 {
@@ -62,9 +56,11 @@ static void warn_connect_failed(struct splitter *s, const char *name, const char
 	s->connect_warn_suppressed = 0;
 }
 
-void h2_upstream_fail(struct h2_upstream *uc, const char *why, int err)
+/* Mark |uc| failed (|why|: a static string; |err|: -errno or 0): it takes no
+ * stream from now on, and h2_upstream_destroy() sorts out its streams. */
+static void conn_fail(struct h2_upstream *uc, const char *why, int err)
 {
-	struct splitter *s = uc->c.s;
+	struct splitter *s = uc->s;
 
 	if (uc->c.dead)
 		return;
@@ -131,12 +127,12 @@ static void on_settings(struct h2_upstream *uc, nghttp2_session *session)
 	} else if (uc->pc.peer_max && zero == &uc->pc) {
 		log_info("upstream_capacity_back endpoint=%s max_concurrent_streams=%u", uc->name,
 			 uc->pc.peer_max);
-		h2_stream_capacity_raised(uc->c.s);
+		h2_route_capacity_raised(uc->s);
 	}
 	if (uc->ever_open)
 		return;
 	uc->ever_open = true;
-	loop_timer_cancel(uc->c.s->w->loop, uc->connect_timer);
+	loop_timer_cancel(uc->s->ctx.loop, uc->connect_timer);
 	uc->connect_timer = NULL;
 	log_debug("upstream_ready endpoint=%s max_streams=%u", uc->name, uc->pc.peer_max);
 }
@@ -179,14 +175,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 			on_settings(uc, session);
 		break;
 	case NGHTTP2_RST_STREAM:
-		stats_inc(uc->c.s->stats, ST_RESETS_RECEIVED);
+		stats_inc(uc->s->stats, ST_RESETS_RECEIVED);
 		st = stream_of(session, frame->hd.stream_id);
-		if (st && st->ep && uc->c.s->w->metrics)
-			metrics_upstream_event(uc->c.s->w->metrics, st->ep->service_id, &st->ep->ip,
-					       st->ep->port, METRICS_EV_RESET_RECEIVED);
+		if (st)
+			h2_endpoint_event(uc->s->ctx.metrics, st->ep, METRICS_EV_RESET_RECEIVED);
 		break;
 	case NGHTTP2_GOAWAY:
-		stats_inc(uc->c.s->stats, ST_GOAWAY_RECEIVED);
+		stats_inc(uc->s->stats, ST_GOAWAY_RECEIVED);
 		log_info("upstream_goaway endpoint=%s last_stream_id=%d code=%u streams=%u",
 			 uc->name, frame->goaway.last_stream_id, frame->goaway.error_code,
 			 uc->pc.n_streams);
@@ -224,7 +219,7 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 	struct h2_stream *st;
 
 	if (frame->hd.type == NGHTTP2_GOAWAY) {
-		stats_inc(uc->c.s->stats, ST_GOAWAY_SENT);
+		stats_inc(uc->s->stats, ST_GOAWAY_SENT);
 		return 0;
 	}
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
@@ -243,7 +238,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
 	if (uc->pc.n_streams)
 		uc->pc.n_streams--;
 	else
-		stats_inc(uc->c.s->stats, ST_UNEXPECTED);
+		stats_inc(uc->s->stats, ST_UNEXPECTED);
 	if (!uc->pc.n_streams)
 		uc->idle_since_ms = loop_now_ms();
 	h2_conn_dirty(&uc->c); /* after_flush() may close it now */
@@ -295,71 +290,36 @@ int h2_upstream_setup(struct splitter *s)
 /* TLS: one client context per worker, made on first use. */
 static SSL_CTX *tls_ctx(struct splitter *s)
 {
-	static const unsigned char alpn[] = "\x02h2";
-	const char *ca = s->cfg && s->cfg->upstream_ca_file[0] ? s->cfg->upstream_ca_file : NULL;
-	SSL_CTX *ctx;
+	const char *ca = s->cfg->upstream_ca_file[0] ? s->cfg->upstream_ca_file : NULL;
 
 	if (s->ssl_ctx || s->ssl_ctx_failed)
 		return s->ssl_ctx;
-	ctx = SSL_CTX_new(TLS_client_method());
-	if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
-	    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) ||
-	    !(ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
-		 : SSL_CTX_set_default_verify_paths(ctx))) {
-		log_error("upstream_tls_setup_failed ca=%s err=\"%s\": check --upstream-ca-file",
-			  ca ? ca : "(system)", ERR_reason_error_string(ERR_get_error()));
-		SSL_CTX_free(ctx);
-		s->ssl_ctx_failed = true;
-		return NULL;
-	}
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	s->ssl_ctx = ctx;
-	return ctx;
+	s->ssl_ctx = h2_conn_tls_ctx_new(ca);
+	s->ssl_ctx_failed = !s->ssl_ctx;
+	return s->ssl_ctx;
 }
 
 static int tls_init(struct h2_upstream *uc, const char *host)
 {
-	SSL_CTX *ctx = tls_ctx(uc->c.s);
+	SSL_CTX *ctx = tls_ctx(uc->s);
 
-	if (!ctx)
-		return -EPROTO;
-	uc->c.ssl = SSL_new(ctx);
-	if (!uc->c.ssl || !SSL_set_fd(uc->c.ssl, uc->c.fd) ||
-	    !SSL_set_tlsext_host_name(uc->c.ssl, host) || !SSL_set1_host(uc->c.ssl, host))
-		return -ENOMEM;
-	SSL_set_connect_state(uc->c.ssl);
-	return 0;
+	return ctx ? h2_conn_tls_start(&uc->c, ctx, host) : -EPROTO;
 }
 
 static void tls_handshake(struct h2_upstream *uc)
 {
-	const unsigned char *proto = NULL;
-	unsigned int plen = 0;
-	int rv = SSL_do_handshake(uc->c.ssl), e;
+	const char *why = NULL;
+	int rv = h2_conn_tls_handshake(&uc->c, uc->name, &why);
 
-	if (rv == 1) {
-		SSL_get0_alpn_selected(uc->c.ssl, &proto, &plen);
-		if (plen != 2 || memcmp(proto, "h2", 2)) {
-			h2_upstream_fail(uc, "TLS peer did not select h2 (ALPN)", 0);
-			return;
-		}
-		set_state(uc, H2_UP_OPEN);
-		uc->c.io_ready = true;
-		h2_conn_dirty(&uc->c);
+	if (rv < 0) {
+		conn_fail(uc, why, 0);
 		return;
 	}
-	e = SSL_get_error(uc->c.ssl, rv);
-	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-		loop_set_events(uc->c.s->w->loop, uc->c.fd,
-				EPOLLIN | (e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : 0));
-		uc->c.events = EPOLLIN | (e == SSL_ERROR_WANT_WRITE ? EPOLLOUT : 0);
+	if (rv == 0)
 		return;
-	}
-	if (SSL_get_verify_result(uc->c.ssl) != X509_V_OK)
-		log_warn("upstream_tls_verify_failed endpoint=%s err=\"%s\"", uc->name,
-			 X509_verify_cert_error_string(SSL_get_verify_result(uc->c.ssl)));
-	h2_upstream_fail(uc, "TLS handshake failed", 0);
+	set_state(uc, H2_UP_OPEN);
+	uc->c.io_ready = true;
+	h2_conn_dirty(&uc->c);
 }
 
 static void on_connected(struct h2_upstream *uc)
@@ -372,7 +332,7 @@ static void on_connected(struct h2_upstream *uc)
 	}
 	set_state(uc, H2_UP_OPEN);
 	uc->c.io_ready = true;
-	loop_set_events(uc->c.s->w->loop, uc->c.fd, EPOLLIN);
+	loop_set_events(uc->s->ctx.loop, uc->c.fd, EPOLLIN);
 	uc->c.events = EPOLLIN;
 	h2_conn_dirty(&uc->c);
 }
@@ -388,7 +348,7 @@ static void us_io(struct loop *l, int fd, uint32_t events, void *arg)
 		return;
 	if (uc->state == H2_UP_CONNECTING) {
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) || err) {
-			h2_upstream_fail(uc, "connect", -(err ? err : errno));
+			conn_fail(uc, "connect", -(err ? err : errno));
 			goto out;
 		}
 		on_connected(uc);
@@ -397,12 +357,12 @@ static void us_io(struct loop *l, int fd, uint32_t events, void *arg)
 	} else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
 		err = h2_conn_read(&uc->c);
 		if (err)
-			h2_upstream_fail(uc, err == -EPIPE ? "closed by peer" : "read",
-					 err == -EPIPE ? 0 : err);
+			conn_fail(uc, err == -EPIPE ? "closed by peer" : "read",
+				  err == -EPIPE ? 0 : err);
 	}
 	h2_conn_dirty(&uc->c);
 out:
-	splitter_kick(uc->c.s);
+	h2_conn_kick(uc->c.io);
 }
 
 static void on_connect_timeout(struct loop *l, struct loop_timer *t, void *arg)
@@ -412,22 +372,21 @@ static void on_connect_timeout(struct loop *l, struct loop_timer *t, void *arg)
 	(void)l;
 	(void)t;
 	uc->connect_timer = NULL;
-	h2_upstream_fail(
-	    uc, uc->state == H2_UP_CONNECTING ? "connect timeout" : "no SETTINGS in time", 0);
-	splitter_kick(uc->c.s);
+	conn_fail(uc, uc->state == H2_UP_CONNECTING ? "connect timeout" : "no SETTINGS in time", 0);
+	h2_conn_kick(uc->c.io);
 }
 
 static void release_pool(struct splitter *s, struct upstream_pool *p)
 {
 	if (p->n_conns)
 		return;
-	netns_ref_put(netns_cache(s), p->netns);
+	netns_ref_put(s->ctx.netns, p->netns);
 	upstream_pools_remove(&s->pools, p);
 }
 
 static int session_init(struct h2_upstream *uc)
 {
-	struct splitter *s = uc->c.s;
+	struct splitter *s = uc->s;
 	const nghttp2_settings_entry iv[] = {
 	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
 	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)s->cfg->max_pending_bytes},
@@ -512,6 +471,27 @@ static void ep_name(const struct upstream_pool_key *k, char *buf, size_t len)
 	snprintf(buf, len, h2s_ip_is_v4(&k->ip) ? "%s:%u" : "[%s]:%u", ip, k->port);
 }
 
+/* A failed write, or nghttp2 done with the session: through conn_fail(), so
+ * that it takes no stream between now and its destruction in this flush. */
+static void end(struct h2_conn *c, const char *why, int err)
+{
+	conn_fail((struct h2_upstream *)c, why, err);
+}
+
+static void destroy(struct h2_conn *c)
+{
+	h2_upstream_destroy((struct h2_upstream *)c);
+}
+
+static void flushed(struct h2_conn *c);
+
+static const struct h2_conn_ops us_ops = {
+    .side = "upstream",
+    .end = end,
+    .flushed = flushed,
+    .destroy = destroy,
+};
+
 static struct h2_upstream *conn_open(struct splitter *s, struct upstream_pool *p,
 				     const char *tls_host, int *err)
 {
@@ -533,19 +513,20 @@ static struct h2_upstream *conn_open(struct splitter *s, struct upstream_pool *p
 		*err = rv;
 		return NULL;
 	}
-	uc->c.s = s;
+	uc->s = s;
 	uc->c.fd = fd;
-	uc->c.is_upstream = true;
+	uc->c.ops = &us_ops;
+	uc->c.io = &s->io;
 	*err = session_init(uc);
 	if (!*err && tls_host)
 		*err = tls_init(uc, tls_host);
 	if (!*err)
-		*err = loop_add_fd(s->w->loop, fd, EPOLLOUT, us_io, uc);
-	if (!*err && !(uc->connect_timer = loop_timer_add(s->w->loop, H2_CONNECT_TIMEOUT_MS,
+		*err = loop_add_fd(s->ctx.loop, fd, EPOLLOUT, us_io, uc);
+	if (!*err && !(uc->connect_timer = loop_timer_add(s->ctx.loop, H2_CONNECT_TIMEOUT_MS,
 							  on_connect_timeout, uc)))
 		*err = -ENOMEM;
 	if (*err) {
-		loop_del_fd(s->w->loop, fd);
+		loop_del_fd(s->ctx.loop, fd);
 		SSL_free(uc->c.ssl);
 		nghttp2_session_del(uc->c.session);
 		close(fd);
@@ -659,8 +640,11 @@ static void close_gracefully(struct h2_upstream *uc)
 	h2_conn_dirty(&uc->c);
 }
 
-void h2_upstream_after_flush(struct h2_upstream *uc)
+/* After a flush: close it if idle and not wanted any more. */
+static void flushed(struct h2_conn *c)
 {
+	struct h2_upstream *uc = (struct h2_upstream *)c;
+
 	if (uc->c.dead || uc->pc.n_streams || uc->pc.accepting)
 		return;
 	close_gracefully(uc);
@@ -668,13 +652,13 @@ void h2_upstream_after_flush(struct h2_upstream *uc)
 
 void h2_upstream_destroy(struct h2_upstream *uc)
 {
-	struct splitter *s = uc->c.s;
+	struct splitter *s = uc->s;
 	struct upstream_pool *p = uc->pc.pool;
 	const char *why = uc->fail_why ? uc->fail_why : "connection closed";
 	bool connect_failed = !uc->ever_open;
 
 	uc->c.dirty = true; /* never queued again */
-	loop_timer_cancel(s->w->loop, uc->connect_timer);
+	loop_timer_cancel(s->ctx.loop, uc->connect_timer);
 	upstream_pool_unlink(&uc->pc);
 	if (p)
 		release_pool(s, p);
@@ -686,7 +670,7 @@ void h2_upstream_destroy(struct h2_upstream *uc)
 			h2_stream_us_lost(st, connect_failed, !uc->tcp_up, why);
 	}
 	nghttp2_session_del(uc->c.session);
-	loop_del_fd(s->w->loop, uc->c.fd);
+	loop_del_fd(s->ctx.loop, uc->c.fd);
 	h2_conn_fini(&uc->c);
 	if (uc->prev)
 		uc->prev->next = uc->next;
@@ -766,7 +750,7 @@ void h2_upstream_keepalive(struct splitter *s)
 				continue;
 			stats_inc(s->stats, ST_UPSTREAM_PING_TIMEOUTS);
 			stats_limit_inc(s->stats, LIMIT_UPSTREAM_KEEPALIVE_TIMEOUT);
-			h2_upstream_fail(uc, "no PING ACK in time", -ETIMEDOUT);
+			conn_fail(uc, "no PING ACK in time", -ETIMEDOUT);
 			continue;
 		}
 		if (!time_ms || !uc->may_ping || now - uc->last_rx_ms < time_ms)

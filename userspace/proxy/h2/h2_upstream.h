@@ -25,7 +25,8 @@ enum h2_up_state {
 };
 
 struct h2_upstream {
-	struct h2_conn c; /* first: splitter_flush() casts */
+	struct h2_conn c;   /* first: its ops cast back */
+	struct splitter *s; /* borrowed: the owner */
 	struct upstream_pool_conn pc;
 	enum h2_up_state state;
 	struct loop_timer *connect_timer; /* owned */
@@ -57,12 +58,8 @@ void h2_upstream_unlink(struct h2_upstream *uc, struct h2_stream *st);
  * the stream window back, and the connection window for those not given back
  * on arrival (H2_CLIENT_CONN_SHARE). */
 void h2_upstream_consume(struct h2_upstream *uc, struct h2_stream *st, size_t n);
-/* Mark |uc| failed (|why|: a static string; |err|: -errno or 0): it takes no
- * stream from now on, and h2_upstream_destroy() sorts out its streams. */
-void h2_upstream_fail(struct h2_upstream *uc, const char *why, int err);
-/* After a flush of |uc|: close it if idle and not wanted any more. */
-void h2_upstream_after_flush(struct h2_upstream *uc);
-/* Free everything (splitter_flush() only); open streams are lost or retried. */
+/* Free everything (the flush, or splitter_free()); open streams are lost or
+ * retried. */
 void h2_upstream_destroy(struct h2_upstream *uc);
 /* Retire connections to endpoints |st| no longer lists. */
 void h2_upstream_snapshot_changed(struct splitter *s, const struct state *st);
