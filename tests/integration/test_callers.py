@@ -293,3 +293,36 @@ def test_dashboard_queries_name_metrics_the_daemon_exports(node, build_dir):
                      "h2split_endpoint_ejected", "h2split_bpf_redirected_total",
                      "h2split_service_request_duration_seconds_bucket"):
             assert want in used, want
+
+
+def test_kubernetes_source_names_callers_from_this_nodes_pods(node, build_dir):
+    """The Kubernetes source's Pods (this node's, watched for opt-outs) name
+    the callers too: a Deployment's pod, found by its cgroup pod<uid>."""
+    from test_kubernetes_discovery import NODE_NAME, KubeBed
+    from testbed.kube_api import pod as api_pod
+
+    k = KubeBed(node, build_dir)
+    servers = node.add_server_pods(["kserver-0"])
+    svc = node.add_service("kecho", pods=servers)
+    for item in node.services_doc()["items"]:
+        k.api.apply(item["kind"], item)
+    k.wait_vips({f"{svc.vip4}:{svc.port}"})
+    uid = str(uuid.uuid4())
+    client_pod = node.add_pod("pod" + uid)
+    p = api_pod("web-7c9d8f-abcde", "default", uid=uid, node_name=NODE_NAME)
+    p["metadata"]["labels"] = {"pod-template-hash": "7c9d8f"}
+    p["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                         "name": "web-7c9d8f", "uid": str(uuid.uuid4()),
+                                         "controller": True}]
+    mark = k.mark()
+    k.api.apply("pods", p)
+    mark = k.wait_logged(mark, r"kube_state .*callers=1 ")
+    k.wait_logged(mark, r"state_applied ")
+    c = client_pod.grpc_client(svc.target4)
+    assert c.unary(9)["ok"] == 9
+    c.close()
+    testbed.wait_for(
+        lambda: metric(get(node, "/metrics")[1], "h2split_caller_requests_total",
+                       caller_namespace="default", caller_workload="deployment/web",
+                       service=f"default/kecho:{svc.port}", grpc_status="0") == 9,
+        10, "9 RPCs of deployment/web in the caller series")

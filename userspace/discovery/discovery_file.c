@@ -294,8 +294,8 @@ static void load(struct discovery_file *df, bool force)
 	memcpy(st->version, h, sizeof(h));
 	df->have_last = true;
 	df->failing = false;
-	log_info("services_reloaded path=%s services=%d endpoints=%d", df->path, st->n_svcs,
-		 count_endpoints(st));
+	log_info("services_reloaded path=%s services=%d endpoints=%d callers=%d", df->path,
+		 st->n_svcs, count_endpoints(st), st->n_callers);
 	df->base.synced = true;
 	df->base.on_update(df->base.arg, st, NULL);
 }

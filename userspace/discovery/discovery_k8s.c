@@ -219,8 +219,8 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 	state_version(dk, st->version, sizeof(st->version));
 	for (int i = 0; i < st->n_svcs; i++)
 		n_eps += st->svcs[i].n_eps;
-	log_info("kube_state services=%d endpoints=%d first=%s", st->n_svcs, n_eps,
-		 dk->base.synced ? "false" : "true");
+	log_info("kube_state services=%d endpoints=%d callers=%d first=%s", st->n_svcs, n_eps,
+		 st->n_callers, dk->base.synced ? "false" : "true");
 	dk->base.synced = true;
 	dk->base.on_update(dk->base.arg, st, NULL);
 }
