@@ -16,6 +16,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <json-c/json.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "discovery/k8s_pods.h"
 #include "telemetry/call_table.h"
@@ -254,6 +257,77 @@ static void test_workload_from_owner(void **unused)
 			 -ENAMETOOLONG);
 }
 
+/* A cgroup's "id" in the test: its path's length and last character. */
+static int fake_id_of(const char *dir, uint64_t *id)
+{
+	struct stat sb;
+
+	if (stat(dir, &sb) || !S_ISDIR(sb.st_mode))
+		return -ENOENT;
+	*id = (uint64_t)strlen(dir) << 8 | (unsigned char)dir[strlen(dir) - 1];
+	return 0;
+}
+
+static void apply_pod(struct k8s_pods *p, const char *json)
+{
+	struct json_object *o = json_tokener_parse(json);
+	const char *err = NULL;
+
+	assert_non_null(o);
+	assert_int_equal(k8s_pods_apply(p, K8S_ADDED, o, &err), 0);
+	json_object_put(o);
+}
+
+/* Pods whose cgroup exists become callers, with their containers' cgroups;
+ * a Pod without a cgroup (not started here yet) names none. */
+static void test_pods_become_callers(void **unused)
+{
+	char root[] = "/tmp/h2split-callers-XXXXXX", dir[512];
+	const char *uid = "0c1d2e3f-0000-4000-8000-000000000001";
+	struct k8s_pods *p = k8s_pods_new();
+	struct state *st = state_new();
+	struct state_caller *c = NULL;
+	uint64_t id;
+	int n = -1;
+
+	(void)unused;
+	assert_non_null(mkdtemp(root));
+	snprintf(dir, sizeof(dir), "%s/kubepods", root);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(dir, sizeof(dir), "%s/kubepods/besteffort", root);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(dir, sizeof(dir), "%s/kubepods/besteffort/pod%s", root, uid);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(dir, sizeof(dir), "%s/kubepods/besteffort/pod%s/ctr-a", root, uid);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	apply_pod(p, "{\"kind\":\"Pod\",\"metadata\":{\"name\":\"web-5d8f-x\",\"namespace\":"
+		     "\"shop\",\"uid\":\"0c1d2e3f-0000-4000-8000-000000000001\",\"labels\":{"
+		     "\"pod-template-hash\":\"5d8f\"},\"ownerReferences\":[{\"kind\":"
+		     "\"ReplicaSet\",\"name\":\"web-5d8f\",\"controller\":true}]},\"status\":{"
+		     "\"phase\":\"Running\",\"qosClass\":\"BestEffort\"}}");
+	apply_pod(p, "{\"kind\":\"Pod\",\"metadata\":{\"name\":\"later\",\"namespace\":"
+		     "\"shop\",\"uid\":\"0c1d2e3f-0000-4000-8000-000000000002\"},\"status\":{"
+		     "\"phase\":\"Pending\"}}");
+	assert_int_equal(k8s_pods_callers(p, root, fake_id_of, &c, &n), 0);
+	assert_int_equal(n, 2); /* the pod's cgroup and its container's */
+	state_set_callers(st, c, n);
+	assert_int_equal(fake_id_of(dir, &id), 0);
+	assert_string_equal(state_find_caller(st, id)->ns, "shop");
+	assert_string_equal(state_find_caller(st, id)->workload, "deployment/web");
+	rmdir(dir);
+	snprintf(dir, sizeof(dir), "%s/kubepods/besteffort/pod%s", root, uid);
+	assert_int_equal(fake_id_of(dir, &id), 0);
+	assert_string_equal(state_find_caller(st, id)->workload, "deployment/web");
+	rmdir(dir);
+	snprintf(dir, sizeof(dir), "%s/kubepods/besteffort", root);
+	rmdir(dir);
+	snprintf(dir, sizeof(dir), "%s/kubepods", root);
+	rmdir(dir);
+	rmdir(root);
+	state_free(st);
+	k8s_pods_free(p);
+}
+
 static char *render(const struct metrics_merged *mm, const struct state *st)
 {
 	char *buf = NULL;
@@ -403,6 +477,7 @@ int main(void)
 	    cmocka_unit_test(test_full_table_and_prune),
 	    cmocka_unit_test(test_state_finds_callers_by_cgroup),
 	    cmocka_unit_test(test_workload_from_owner),
+	    cmocka_unit_test(test_pods_become_callers),
 	    cmocka_unit_test(test_prometheus_families),
 	    cmocka_unit_test(test_tap_ring),
 	};

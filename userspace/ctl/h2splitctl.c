@@ -63,7 +63,7 @@ static void usage(FILE *f)
 		"  --version          print the version\n"
 		"\n"
 		"Exit codes: 0 ok; 1 error, or h2split not installed (status); 2 usage;\n"
-		"3 h2splitd not reachable (endpoints, top).\n");
+		"3 h2splitd not reachable (endpoints, top, stat, tap).\n");
 }
 
 /* ---- main ---- */
