@@ -24,6 +24,7 @@
 #include "proxy/conn_limit.h"
 #include "proxy/h2/splitter.h"
 #include "proxy/l4_proxy.h"
+#include "proxy/orig_dst.h"
 #include "proxy/worker.h"
 #include "telemetry/metrics.h"
 
@@ -172,28 +173,6 @@ fail:
 	conn_closed(w, ci->pod_key);
 }
 
-/* The VIP:port the app dialled, as a sockaddr in the family it used. */
-static int origdst_sockaddr(const struct h2s_origdst *od, struct sockaddr_storage *ss)
-{
-	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
-	memset(ss, 0, sizeof(*ss));
-	if (!memcmp(od->addr, v4mapped, sizeof(v4mapped))) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-
-		sin->sin_family = AF_INET;
-		memcpy(&sin->sin_addr, od->addr + 12, 4);
-		sin->sin_port = od->port;
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-
-		sin6->sin6_family = AF_INET6;
-		memcpy(&sin6->sin6_addr, od->addr, 16);
-		sin6->sin6_port = od->port;
-	}
-	return od->port ? 0 : -EINVAL;
-}
-
 /* --max-connections-per-pod: count the connection against its client (the
  * cgroup BPF saw connect, i.e. the container); one over the limit is
  * refused before a byte is read: reset (SO_LINGER 0), so the client fails
@@ -228,70 +207,6 @@ static bool pod_limit_refuses(struct worker *w, int fd, struct conn_info *ci)
 	return true;
 }
 
-#ifndef SO_ORIGINAL_DST
-#define SO_ORIGINAL_DST 80 /* linux/netfilter_ipv4.h */
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
-#endif
-
-/* The destination a NAT in this netns rewrote to our listener (conntrack's
- * original tuple), when it was not our own address. */
-static int nat_original_dst(int fd, const struct sockaddr_storage *local,
-			    struct sockaddr_storage *orig)
-{
-	socklen_t len = sizeof(*orig);
-	bool v4 = local->ss_family == AF_INET;
-
-	memset(orig, 0, sizeof(*orig));
-	if (getsockopt(fd, v4 ? SOL_IP : SOL_IPV6, v4 ? SO_ORIGINAL_DST : IP6T_SO_ORIGINAL_DST,
-		       orig, &len))
-		return -errno;
-	if (orig->ss_family != local->ss_family ||
-	    !memcmp(orig, local, v4 ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)))
-		return -ENOENT; /* not NATed: someone dialled the listen address itself */
-	return 0;
-}
-
-/*
- * A connection without a BPF record that a NAT in the node's netns sent here
- * (an iptables DNAT/REDIRECT to the listen address, not ours): conntrack
- * still knows where the app aimed. If that is an opted-in Service, serve it
- * as if BPF had redirected it, but from the daemon's own netns (the client's
- * cgroup, hence its netns, is unknown), rather than closing it; anything else
- * stays closed, so the daemon is never an open proxy.
- */
-static int recover_original_dst(struct worker *w, int fd, const struct sockaddr_storage *local,
-				struct conn_info *ci)
-{
-	const struct state_service *svc;
-	struct h2s_ip vip;
-	uint16_t port;
-	int err = nat_original_dst(fd, local, &ci->orig);
-
-	if (err)
-		return err;
-	if (ci->orig.ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)&ci->orig;
-
-		h2s_ip_from_v4(&vip, a->sin_addr);
-		port = ntohs(a->sin_port);
-	} else {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ci->orig;
-
-		memcpy(vip.b, &a->sin6_addr, 16);
-		port = ntohs(a->sin6_port);
-	}
-	svc = w->snap ? state_find_vip(w->snap->st, &vip, port) : NULL;
-	if (!svc)
-		return -ENOENT;
-	memcpy(ci->od.addr, vip.b, 16);
-	ci->od.port = htons(port);
-	ci->od.family = ci->orig.ss_family;
-	ci->od.service_id = svc->id;
-	return 0;
-}
-
 static void log_recovered(struct worker *w, const struct conn_info *ci)
 {
 	uint64_t now = loop_now_ms();
@@ -320,11 +235,8 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 		stats_inc(&w->stats, ST_ACCEPT_ERRORS);
 		goto drop;
 	}
-	if (bpf_maps_take_origdst(w->sh->maps, (const struct sockaddr *)peer,
-				  (const struct sockaddr *)&local, &ci.od) ||
-	    origdst_sockaddr(&ci.od, &ci.orig)) {
-		memset(&ci.od, 0, sizeof(ci.od));
-		if (recover_original_dst(w, fd, &local, &ci)) {
+	if (orig_dst_take(w->sh->maps, peer, &local, &ci)) {
+		if (orig_dst_recover(w->snap ? w->snap->st : NULL, fd, &local, &ci)) {
 			/* Not redirected by us (someone dialled the listen address
 			 * itself), or the entry was evicted: nowhere to forward it. */
 			char a[64];
