@@ -166,7 +166,7 @@ static int setup(void **state)
 
 static void start(struct fixture *f)
 {
-	f->d = discovery_file_new(f->path, on_update, f);
+	f->d = discovery_file_new(f->path, NULL, on_update, f);
 	assert_non_null(f->d);
 	assert_int_equal(f->d->ops->start(f->d, f->loop), 0);
 }
@@ -339,7 +339,7 @@ static void test_missing_directory_fails_start(void **state)
 	char path[160];
 
 	snprintf(path, sizeof(path), "%s/no-such-dir/services.json", f->dir);
-	f->d = discovery_file_new(path, on_update, f);
+	f->d = discovery_file_new(path, NULL, on_update, f);
 	assert_non_null(f->d);
 	assert_int_equal(f->d->ops->start(f->d, f->loop), -ENOENT);
 }

@@ -513,6 +513,13 @@ static const char expected_text[] =
     "greeter:50051\",endpoint=\"10.0.0.1:8080\",pod=\"greeter-a\"} 0\n"
     "h2split_endpoint_ejected{service=\"default/"
     "greeter:50051\",endpoint=\"[fd00::2]:8080\",pod=\"\"} 0\n"
+    "# HELP h2split_endpoint_latency_ewma_seconds The balancer's peak-EWMA latency estimate "
+    "of the endpoint (the highest of any worker), as of its last answer; 0 before one.\n"
+    "# TYPE h2split_endpoint_latency_ewma_seconds gauge\n"
+    "h2split_endpoint_latency_ewma_seconds{service=\"default/"
+    "greeter:50051\",endpoint=\"10.0.0.1:8080\",pod=\"greeter-a\"} 0.000000\n"
+    "h2split_endpoint_latency_ewma_seconds{service=\"default/"
+    "greeter:50051\",endpoint=\"[fd00::2]:8080\",pod=\"\"} 0.000000\n"
     "# HELP h2split_service_request_duration_seconds Duration of downstream streams, from "
     "first headers to close.\n"
     "# TYPE h2split_service_request_duration_seconds histogram\n"
@@ -662,6 +669,9 @@ static void test_prometheus_text(void **unused)
 	char *text;
 
 	(void)unused;
+	/* The caller and method families have their own test (test_callers.c). */
+	assert_int_equal(metrics_set_call_limits(w[0], 0, 0), 0);
+	assert_int_equal(metrics_set_call_limits(w[1], 0, 0), 0);
 	/* Worker 0: a finished OK stream on a, one still in flight on a. */
 	metrics_endpoint_inflight(w[0], greeter, &a, 8080, +1);
 	metrics_stream_done(w[0], greeter, &a, 8080, 0, 200, 1500 * 1000, 100, 1000);

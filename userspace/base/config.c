@@ -372,6 +372,10 @@ INT_OPT(opt_cb_max_ep, max_inflight_per_endpoint, "max-inflight-per-endpoint", 0
 	"a count (0: no limit)")
 INT_OPT(opt_cb_max_svc, max_inflight_per_service, "max-inflight-per-service", 0, 1000000,
 	"a count (0: no limit)")
+INT_OPT(opt_max_callers, max_callers_per_service, "max-callers-per-service", 0, 10000,
+	"a count (0: no caller series)")
+INT_OPT(opt_max_methods, max_methods_per_service, "max-methods-per-service", 0, 10000,
+	"a count (0: no method series)")
 INT_OPT(opt_cb_max_pending, max_pending, "max-pending", 0, 1000000, "a count (0: no queue)")
 INT_OPT(opt_cb_pending_timeout, pending_timeout_ms, "pending-timeout", 1, 3600000,
 	"milliseconds")
@@ -423,6 +427,8 @@ static const struct opt opts[] = {
 	{"max-inflight-per-endpoint", true, false, opt_cb_max_ep},
 	{"max-inflight-per-service", true, false, opt_cb_max_svc},
 	{"max-pending", true, false, opt_cb_max_pending},
+	{"max-callers-per-service", true, false, opt_max_callers},
+	{"max-methods-per-service", true, false, opt_max_methods},
 	{"pending-timeout", true, false, opt_cb_pending_timeout},
 	{"drain-timeout", true, false, opt_drain},
 	{"log-level", true, false, opt_log_level},
@@ -486,6 +492,10 @@ void config_usage(FILE *f)
 		"  --max-pending N               streams waiting for room, per service and worker\n"
 		"                                (default 1024, 0: fail at once; h2split.io/max-pending)\n"
 		"  --pending-timeout MS          longest wait for room, then UNAVAILABLE (default 1000)\n"
+		"  --max-callers-per-service N   caller workloads with series of their own per\n"
+		"                                service (default 100; the rest: \"other\"; 0: off)\n"
+		"  --max-methods-per-service N   gRPC methods with series of their own per service\n"
+		"                                (default 50; the rest: \"other\"; 0: off)\n"
 		"  --drain-timeout SEC           drain on SIGTERM (default 30)\n"
 		"  --max-redirected-sockets N    redirected sockets the BPF maps track (default\n"
 		"                                262144; a quarter of it for connects not yet\n"
@@ -565,6 +575,8 @@ static void set_defaults(struct config *c)
 	c->outlier_ejection_ms = 30000;
 	c->outlier_failure_pct = 50;
 	c->max_pending = 1024;
+	c->max_callers_per_service = 100;
+	c->max_methods_per_service = 50;
 	c->pending_timeout_ms = 1000;
 	c->drain_timeout_s = 30;
 	c->log_level = LOG_INFO;

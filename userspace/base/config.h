@@ -44,6 +44,9 @@ struct config {
 	int max_inflight_per_service;  /* 0: no limit */
 	int max_pending;	       /* waiting streams per service; 0: fail at once */
 	int pending_timeout_ms;	       /* longest wait in the pending queue */
+	/* Caller and method series (telemetry/metrics.h); 0: that family off. */
+	int max_callers_per_service;
+	int max_methods_per_service;
 	int drain_timeout_s;
 	enum log_level log_level;
 	bool access_log;

@@ -54,6 +54,7 @@ void state_free(struct state *st)
 		free(st->svcs[i].eps);
 	free(st->svcs);
 	free(st->nodes);
+	free(st->callers);
 	free_index(st->idx);
 	free(st);
 }
@@ -67,6 +68,55 @@ int state_add_node(struct state *st, const struct state_node *n)
 	st->nodes = v;
 	st->nodes[st->n_nodes++] = *n;
 	return 0;
+}
+
+static int cmp_caller(const void *a, const void *b)
+{
+	uint64_t x = ((const struct state_caller *)a)->cgroup_id;
+	uint64_t y = ((const struct state_caller *)b)->cgroup_id;
+
+	return x < y ? -1 : x > y;
+}
+
+void state_set_callers(struct state *st, struct state_caller *c, int n)
+{
+	int out = 0;
+
+	free(st->callers);
+	st->callers = n > 0 ? c : NULL;
+	st->n_callers = 0;
+	if (n <= 0) {
+		free(c);
+		return;
+	}
+	qsort(c, (size_t)n, sizeof(*c), cmp_caller);
+	for (int i = 0; i < n; i++)
+		if (c[i].cgroup_id && (!out || c[out - 1].cgroup_id != c[i].cgroup_id))
+			c[out++] = c[i];
+	st->n_callers = out;
+}
+
+int state_copy_callers(struct state *dst, const struct state *src)
+{
+	struct state_caller *c = NULL;
+
+	if (src->n_callers) {
+		c = malloc((size_t)src->n_callers * sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		memcpy(c, src->callers, (size_t)src->n_callers * sizeof(*c));
+	}
+	state_set_callers(dst, c, src->n_callers);
+	return 0;
+}
+
+const struct state_caller *state_find_caller(const struct state *st, uint64_t cgroup_id)
+{
+	struct state_caller key = {.cgroup_id = cgroup_id};
+
+	if (!st || !st->n_callers || !cgroup_id)
+		return NULL;
+	return bsearch(&key, st->callers, (size_t)st->n_callers, sizeof(key), cmp_caller);
 }
 
 int state_add_service(struct state *st, const struct state_service *svc)

@@ -113,6 +113,17 @@ struct state_service {
 struct state_index;
 
 #define STATE_VERSION_MAX 80
+/* "namespace/kind/name" of a caller's workload (k8s_pods.h: k8s_workload). */
+#define STATE_CALLER_MAX 192
+
+/* A pod on this node that may call Services: the cgroup its processes
+ * connect from, and who it is. Several cgroups (the pod's, its containers')
+ * may name one pod. */
+struct state_caller {
+	uint64_t cgroup_id;
+	char ns[STATE_NAME_MAX];
+	char workload[STATE_CALLER_MAX]; /* "kind/name": "deployment/web", "pod/debug" */
+};
 
 struct state {
 	struct state_service *svcs; /* owned, sorted by (ns, name, port_name) */
@@ -128,6 +139,8 @@ struct state {
 	/* Set by locality_resolve(): this node's name and zone ("" unknown). */
 	char node_name[STATE_NAME_MAX];
 	char node_zone[STATE_NAME_MAX];
+	struct state_caller *callers; /* owned, sorted by cgroup_id, unique */
+	int n_callers;
 };
 
 struct state *state_new(void);
@@ -157,6 +170,13 @@ uint64_t state_oldest_retired(const struct state *st);
 const struct state_service *state_find_vip(const struct state *st, const struct h2s_ip *vip,
 					   uint16_t port);
 const struct state_service *state_find_id(const struct state *st, uint32_t id);
+/* Replace |st|'s callers with |c| (|n| entries, ownership taken; NULL when
+ * |n| is 0): sorted; of a cgroup id listed twice one is kept, id 0 none. */
+void state_set_callers(struct state *st, struct state_caller *c, int n);
+/* Give |dst| a copy of |src|'s callers. 0 or -ENOMEM (|dst| unchanged). */
+int state_copy_callers(struct state *dst, const struct state *src);
+/* The caller connecting from cgroup |cgroup_id|, or NULL. O(log n). */
+const struct state_caller *state_find_caller(const struct state *st, uint64_t cgroup_id);
 /* True when an endpoint may take new streams: ready and not terminating. */
 bool state_endpoint_usable(const struct state_endpoint *ep);
 /* True for a terminating endpoint that still serves: kube-proxy sends new

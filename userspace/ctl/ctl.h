@@ -34,6 +34,11 @@ struct ctl {
 	const char *arg; /* the command's argument, if any */
 	int interval_ms; /* top: refresh period */
 	int iterations;	 /* top: refreshes before exiting; 0: until interrupted */
+	const char *by;	 /* top --by: endpoint (NULL), caller or method */
+	const char *from; /* stat --from WORKLOAD */
+	const char *to;	  /* stat --to SERVICE */
+	const char *service, *caller, *method; /* tap filters; NULL: any */
+	long max;			       /* tap: requests to show; 0: until interrupted */
 };
 
 /* ---- the commands (each returns an exit code) ---- */
@@ -46,6 +51,10 @@ int ctl_cmd_include(const struct ctl *c);   /* ctl_pins.c */
 int ctl_cmd_uninstall(const struct ctl *c); /* ctl_pins.c */
 int ctl_cmd_endpoints(const struct ctl *c); /* ctl_top.c */
 int ctl_cmd_top(const struct ctl *c);	    /* ctl_top.c */
+int ctl_cmd_stat(const struct ctl *c);	    /* ctl_calls.c */
+int ctl_cmd_tap(const struct ctl *c);	    /* ctl_calls.c */
+/* top --by caller (|caller|) or method (ctl_calls.c). */
+int ctl_calls_top(const struct ctl *c, bool caller);
 
 /* Open the pinned maps under c->bpffs; on failure prints what to do and
  * returns the negative errno (ctl_pins.c). */

@@ -155,6 +155,8 @@ int ctl_cmd_top(const struct ctl *c)
 	bool tty = isatty(STDOUT_FILENO);
 	int rc;
 
+	if (c->by)
+		return ctl_calls_top(c, !strcmp(c->by, "caller"));
 	rc = ctl_admin_json(c, "top", "/endpoints", &root);
 	if (rc)
 		return rc;

@@ -43,7 +43,16 @@ static void usage(FILE *f)
 		"  endpoints      endpoints per service, with their state and load\n"
 		"  top            live requests/s, in-flight and failures per endpoint,\n"
 		"                 refreshing every --interval SEC (default 1) until Ctrl-C,\n"
-		"                 or --iterations N times; -o json: one array per refresh\n"
+		"                 or --iterations N times; -o json: one array per refresh;\n"
+		"                 --by caller|method: per calling workload or gRPC method\n"
+		"                 (requests/s, success, p50/p99 over the interval)\n"
+		"  stat           totals since h2splitd started per caller and Service:\n"
+		"                 --from WORKLOAD (ns/kind/name, kind/name or name) and/or\n"
+		"                 --to SERVICE (ns/name:port, ns/name or name)\n"
+		"  tap            live feed of requests as they end (time, caller, method,\n"
+		"                 endpoint, statuses, duration, bytes): --service S, --caller W,\n"
+		"                 --method M (pkg.Service/Method, Method or pkg.Service) filter;\n"
+		"                 --max N stops after N; -o json: one object per line\n"
 		"\n"
 		"Options (each also from the environment):\n"
 		"  --bpffs DIR        pin root (H2SPLIT_BPFFS, default " BPF_LOADER_PIN_ROOT ")\n"
@@ -54,7 +63,7 @@ static void usage(FILE *f)
 		"  --version          print the version\n"
 		"\n"
 		"Exit codes: 0 ok; 1 error, or h2split not installed (status); 2 usage;\n"
-		"3 h2splitd not reachable (endpoints, top).\n");
+		"3 h2splitd not reachable (endpoints, top, stat, tap).\n");
 }
 
 /* ---- main ---- */
@@ -69,6 +78,8 @@ static const struct {
     {"endpoints", false, ctl_cmd_endpoints},
     {"counters", false, ctl_cmd_counters},
     {"top", false, ctl_cmd_top},
+    {"stat", false, ctl_cmd_stat},
+    {"tap", false, ctl_cmd_tap},
     {"exclude", true, ctl_cmd_exclude},
     {"include", true, ctl_cmd_include},
     {"uninstall", false, ctl_cmd_uninstall},
@@ -102,6 +113,13 @@ int main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {"interval", required_argument, NULL, 'd'},
 	    {"iterations", required_argument, NULL, 'n'},
+	    {"by", required_argument, NULL, 'B'},
+	    {"from", required_argument, NULL, 'F'},
+	    {"to", required_argument, NULL, 'T'},
+	    {"service", required_argument, NULL, 'S'},
+	    {"caller", required_argument, NULL, 'C'},
+	    {"method", required_argument, NULL, 'M'},
+	    {"max", required_argument, NULL, 'X'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct ctl c = {
@@ -134,6 +152,37 @@ int main(int argc, char **argv)
 			c.iterations = (int)strtol(optarg, &end, 10);
 			if (*end || c.iterations < 1) {
 				fprintf(stderr, "--iterations %s: expected a count >= 1\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'B':
+			if (strcmp(optarg, "caller") && strcmp(optarg, "method") &&
+			    strcmp(optarg, "endpoint")) {
+				fprintf(stderr, "--by %s: expected caller, method or endpoint\n",
+					optarg);
+				return EXIT_USAGE;
+			}
+			c.by = strcmp(optarg, "endpoint") ? optarg : NULL;
+			break;
+		case 'F':
+			c.from = optarg;
+			break;
+		case 'T':
+			c.to = optarg;
+			break;
+		case 'S':
+			c.service = optarg;
+			break;
+		case 'C':
+			c.caller = optarg;
+			break;
+		case 'M':
+			c.method = optarg;
+			break;
+		case 'X':
+			c.max = strtol(optarg, &end, 10);
+			if (*end || c.max < 1) {
+				fprintf(stderr, "--max %s: expected a count >= 1\n", optarg);
 				return EXIT_USAGE;
 			}
 			break;

@@ -32,6 +32,7 @@ struct daemon {
 	int n_workers;
 	struct discovery *disc;   /* owned */
 	struct admin *admin;      /* owned */
+	struct tap *tap;          /* owned: one ring per worker (telemetry/tap.h) */
 	struct health_table *health;   /* owned: written by |checker|, read by all */
 	struct health_checker *checker; /* owned */
 	pthread_mutex_t snap_lock; /* guards |snap| against the admin thread */

@@ -60,6 +60,11 @@ struct metrics_merged *daemon_metrics(const struct daemon *d)
 	return mm;
 }
 
+struct tap *daemon_tap(const struct daemon *d)
+{
+	return d->tap;
+}
+
 void daemon_stats(const struct daemon *d, struct daemon_stats *out)
 {
 	for (int id = 0; id < ST_MAX; id++) {

@@ -28,6 +28,8 @@
 #include "kernel/ifaddr.h"
 #include "kernel/netns.h"
 #include "proxy/conn_limit.h"
+#include "telemetry/metrics.h"
+#include "telemetry/tap.h"
 
 #define DRAIN_POLL_MS 100
 #define NETNS_IDLE_MS 60000
@@ -236,7 +238,7 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
 			state_free(st);
 			st = NULL;
 		}
-	if (!st || state_finish(st)) {
+	if (!st || state_finish(st) || state_copy_callers(st, cur)) {
 		log_error("retired_expiry_failed err=\"out of memory\" action=retry");
 		state_free(st);
 		d->retired_timer = loop_timer_add(d->loop, RETIRED_KEEP_MS, on_retired_expiry, d);
@@ -420,7 +422,8 @@ static int start_workers(struct daemon *d)
 
 	d->n_workers = d->cfg.workers ? d->cfg.workers : (ncpu > 0 ? (int)ncpu : 1);
 	d->workers = calloc((size_t)d->n_workers, sizeof(*d->workers));
-	if (!d->workers)
+	d->tap = tap_new(d->n_workers);
+	if (!d->workers || !d->tap)
 		return -ENOMEM;
 	for (int i = 0; i < d->n_workers; i++) {
 		err = worker_init(&d->workers[i], i, &d->sh);
@@ -428,6 +431,7 @@ static int start_workers(struct daemon *d)
 			d->n_workers = i + 1; /* shutdown_daemon() undoes only what was made */
 			return err;
 		}
+		metrics_set_tap(d->workers[i].metrics, d->tap, i);
 	}
 	for (int i = 0; i < d->n_workers; i++) {
 		err = worker_start(&d->workers[i]);
@@ -478,7 +482,7 @@ static const struct discovery_cgroup_ops cgroup_ops = {.root = cgroup_v2_root,
 static struct discovery *make_discovery(struct daemon *d)
 {
 	if (d->cfg.discovery == DISCOVERY_FILE)
-		return discovery_file_new(d->cfg.services_file, on_state, d);
+		return discovery_file_new(d->cfg.services_file, &cgroup_ops, on_state, d);
 	return discovery_kubernetes_new(&d->cfg, &cgroup_ops, on_state, d);
 }
 
@@ -567,6 +571,7 @@ static void shutdown_daemon(struct daemon *d)
 	for (int i = 0; d->workers && i < d->n_workers; i++)
 		worker_destroy(&d->workers[i]);
 	free(d->workers);
+	tap_free(d->tap);
 	if (d->disc)
 		d->disc->ops->destroy(d->disc);
 	registry_snapshot_unref(d->snap);

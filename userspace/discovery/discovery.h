@@ -58,11 +58,14 @@ struct discovery {
 	unsigned long n_relists;
 };
 
-/* File source: |path| holds a kubectl-shaped List of Services and EndpointSlices.
+/* File source: |path| holds a kubectl-shaped List of Services and EndpointSlices,
+ * and Pods: those whose cgroups exist (found through |cg|; NULL: none) are the
+ * state's callers (state.h).
  * start() fails if |path|'s directory cannot be watched; a missing or invalid
  * file is only logged and counted, and the last good state stays in force.
  * An unchanged file delivers no new state, except on reload(). NULL on ENOMEM. */
-struct discovery *discovery_file_new(const char *path, discovery_update_cb *cb, void *arg);
+struct discovery *discovery_file_new(const char *path, const struct discovery_cgroup_ops *cg,
+				     discovery_update_cb *cb, void *arg);
 
 struct config;
 

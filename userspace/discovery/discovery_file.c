@@ -18,11 +18,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
 #include <openssl/sha.h>
 
 #include "base/log.h"
 #include "discovery/discovery.h"
 #include "discovery/k8s_objects.h"
+#include "discovery/k8s_pods.h"
 
 #define DEBOUNCE_MS 100
 #define RETRY_MS 1000 /* after a read failed for want of fds or memory */
@@ -46,6 +48,7 @@ struct discovery_file {
 	char last_hash[STATE_VERSION_MAX]; /* "sha256:<hex>" of the file in force */
 	bool have_last;
 	bool failing; /* the latest load failed */
+	const struct discovery_cgroup_ops *cg; /* not owned; NULL: callers unknown */
 };
 
 /* The file's version as /readyz reports it: what `sha256sum` prints, so
@@ -199,6 +202,41 @@ static void watch_target(struct discovery_file *df)
 
 static void timer_cb(struct loop *l, struct loop_timer *t, void *arg);
 
+/* The callers of |st|: the List's Pods whose cgroups exist (k8s_pods.h).
+ * A List without Pods, or a daemon without cgroup access, leaves every
+ * caller "unknown": the services still load. */
+static void add_callers(const struct discovery_file *df, const char *buf, size_t len,
+			struct state *st)
+{
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *list = NULL, *items = NULL;
+	struct k8s_pods *pods = k8s_pods_new();
+	struct state_caller *c = NULL;
+	char root[4096];
+	int n = 0;
+
+	if (!df->cg || !tok || !pods || df->cg->root(root, sizeof(root)))
+		goto out;
+	list = json_tokener_parse_ex(tok, buf, (int)len);
+	if (!list || !json_object_object_get_ex(list, "items", &items) ||
+	    !json_object_is_type(items, json_type_array))
+		goto out;
+	for (size_t i = 0; i < json_object_array_length(items); i++) {
+		const char *err;
+
+		if (k8s_pods_apply(pods, K8S_ADDED, json_object_array_get_idx(items, i), &err))
+			log_warn("services_file_pod_invalid index=%zu error=\"%s\" action=ignored",
+				 i, err ? err : "out of memory");
+	}
+	if (!k8s_pods_callers(pods, root, df->cg->id_of, &c, &n))
+		state_set_callers(st, c, n);
+out:
+	json_object_put(list);
+	if (tok)
+		json_tokener_free(tok);
+	k8s_pods_free(pods);
+}
+
 /* Read, parse and build; deliver the new state unless it is unchanged and not |force|d. */
 static void load(struct discovery_file *df, bool force)
 {
@@ -243,6 +281,8 @@ static void load(struct discovery_file *df, bool force)
 			snprintf(err, sizeof(err), "out of memory");
 	}
 	k8s_store_free(store);
+	if (st)
+		add_callers(df, buf, len, st);
 	free(buf);
 	if (!st) {
 		log_error("services_file_invalid path=%s error=\"%s\" action=keeping_last_state",
@@ -254,8 +294,8 @@ static void load(struct discovery_file *df, bool force)
 	memcpy(st->version, h, sizeof(h));
 	df->have_last = true;
 	df->failing = false;
-	log_info("services_reloaded path=%s services=%d endpoints=%d", df->path, st->n_svcs,
-		 count_endpoints(st));
+	log_info("services_reloaded path=%s services=%d endpoints=%d callers=%d", df->path,
+		 st->n_svcs, count_endpoints(st), st->n_callers);
 	df->base.synced = true;
 	df->base.on_update(df->base.arg, st, NULL);
 }
@@ -408,7 +448,8 @@ static const struct discovery_ops file_ops = {
     .destroy = file_destroy,
 };
 
-struct discovery *discovery_file_new(const char *path, discovery_update_cb *cb, void *arg)
+struct discovery *discovery_file_new(const char *path, const struct discovery_cgroup_ops *cg,
+				     discovery_update_cb *cb, void *arg)
 {
 	struct discovery_file *df = calloc(1, sizeof(*df));
 
@@ -416,6 +457,7 @@ struct discovery *discovery_file_new(const char *path, discovery_update_cb *cb, 
 		return NULL;
 	df->base = (struct discovery){.ops = &file_ops, .on_update = cb, .arg = arg};
 	df->ifd = df->wd_dir = df->wd_target = -1;
+	df->cg = cg;
 	df->path = strdup(path);
 	if (!df->path || split_path(path, &df->dir, &df->name)) {
 		file_destroy(&df->base);

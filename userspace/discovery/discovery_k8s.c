@@ -139,6 +139,22 @@ static void sync_exclusions(struct discovery_k8s *dk)
 
 /* ---- delivering states ---- */
 
+/* Who calls from which cgroup: this node's pods. Without them every caller
+ * is "unknown"; nothing else depends on it. */
+static void add_callers(struct discovery_k8s *dk, struct state *st)
+{
+	struct state_caller *c = NULL;
+	int n = 0;
+
+	if (!dk->cgroup_root[0])
+		return;
+	if (k8s_pods_callers(dk->pods, dk->cgroup_root, dk->cg->id_of, &c, &n)) {
+		log_warn("kube_callers_failed error=\"out of memory\" action=\"callers unknown\"");
+		return;
+	}
+	state_set_callers(st, c, n);
+}
+
 static bool gates_open(const struct discovery_k8s *dk)
 {
 	for (int i = 0; i < RES_COUNT; i++)
@@ -199,11 +215,12 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 		return;
 	}
 	dk->dirty_state = false;
+	add_callers(dk, st);
 	state_version(dk, st->version, sizeof(st->version));
 	for (int i = 0; i < st->n_svcs; i++)
 		n_eps += st->svcs[i].n_eps;
-	log_info("kube_state services=%d endpoints=%d first=%s", st->n_svcs, n_eps,
-		 dk->base.synced ? "false" : "true");
+	log_info("kube_state services=%d endpoints=%d callers=%d first=%s", st->n_svcs, n_eps,
+		 st->n_callers, dk->base.synced ? "false" : "true");
 	dk->base.synced = true;
 	dk->base.on_update(dk->base.arg, st, NULL);
 }

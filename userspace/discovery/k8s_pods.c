@@ -25,6 +25,7 @@ struct pod {
 	char cgroup_uid[UID_MAX]; /* kubelet's: the mirror pod's config hash, else uid */
 	char ns[NAME_MAX_K8S];
 	char name[NAME_MAX_K8S];
+	char workload[STATE_CALLER_MAX]; /* k8s_workload() */
 	enum k8s_qos qos;
 	bool opted_out; /* h2split.io/enabled: "false", or a mesh proxy beside it */
 };
@@ -303,6 +304,52 @@ static int apply_ns(struct k8s_pods *p, enum k8s_event ev, struct json_object *m
 	return 0;
 }
 
+int k8s_workload(const char *owner_kind, const char *owner_name, const char *template_hash,
+		 const char *pod_name, char *buf, size_t len)
+{
+	size_t on = owner_name ? strlen(owner_name) : 0,
+	       hl = template_hash ? strlen(template_hash) : 0;
+	int n;
+
+	if (!owner_kind || !on) {
+		n = snprintf(buf, len, "pod/%s", pod_name ? pod_name : "");
+	} else if (!strcmp(owner_kind, "ReplicaSet") && hl && on > hl + 1 &&
+		   owner_name[on - hl - 1] == '-' && !strcmp(owner_name + on - hl, template_hash)) {
+		/* A Deployment names its ReplicaSets <deployment>-<pod-template-hash>. */
+		n = snprintf(buf, len, "deployment/%.*s", (int)(on - hl - 1), owner_name);
+	} else {
+		char kind[32];
+		size_t i;
+
+		for (i = 0; owner_kind[i] && i + 1 < sizeof(kind); i++)
+			kind[i] = (char)(owner_kind[i] >= 'A' && owner_kind[i] <= 'Z'
+					     ? owner_kind[i] - 'A' + 'a'
+					     : owner_kind[i]);
+		kind[i] = 0;
+		n = snprintf(buf, len, "%s/%s", kind, owner_name);
+	}
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* The controller among metadata.ownerReferences (else the first one). */
+static struct json_object *pod_owner(struct json_object *meta)
+{
+	struct json_object *refs = get(meta, "ownerReferences"), *first = NULL;
+
+	for (size_t i = 0; refs && json_object_is_type(refs, json_type_array) &&
+			   i < json_object_array_length(refs);
+	     i++) {
+		struct json_object *r = json_object_array_get_idx(refs, i),
+				   *c = get(r, "controller");
+
+		if (!first)
+			first = r;
+		if (c && json_object_get_boolean(c))
+			return r;
+	}
+	return first;
+}
+
 static int parse_pod(struct json_object *o, struct json_object *meta, struct pod *pod,
 		     bool *finished, const char **err)
 {
@@ -323,6 +370,11 @@ static int parse_pod(struct json_object *o, struct json_object *meta, struct pod
 	else
 		strcpy(pod->cgroup_uid, pod->uid);
 	pod->qos = k8s_qos_parse(get_str(status, "qosClass"));
+	if (k8s_workload(get_str(pod_owner(meta), "kind"), get_str(pod_owner(meta), "name"),
+			 get_str(get(meta, "labels"), "pod-template-hash"), pod->name,
+			 pod->workload, sizeof(pod->workload)))
+		snprintf(pod->workload, sizeof(pod->workload), "pod/%.*s",
+			 (int)sizeof(pod->workload) - 8, pod->name);
 	/* A meshed pod is left to its mesh unless it opts in explicitly. */
 	pod->opted_out = flag_is(ann, "false") ||
 			 (!flag_is(ann, "true") && has_mesh_proxy(get(o, "spec"), ann));
@@ -386,6 +438,74 @@ int k8s_pods_foreach_excluded(const struct k8s_pods *p, k8s_pod_cb *cb, void *ar
 		if (rc)
 			return rc;
 	}
+	return 0;
+}
+
+struct caller_scan {
+	struct state_caller *c;
+	int n, cap;
+};
+
+static int add_caller(struct caller_scan *sc, const struct pod *pod, uint64_t id)
+{
+	if (sc->n == sc->cap && grow((void **)&sc->c, &sc->cap, sc->n, sizeof(*sc->c)))
+		return -ENOMEM;
+	memset(&sc->c[sc->n], 0, sizeof(sc->c[sc->n]));
+	sc->c[sc->n].cgroup_id = id;
+	snprintf(sc->c[sc->n].ns, sizeof(sc->c[sc->n].ns), "%.*s", STATE_NAME_MAX - 1, pod->ns);
+	snprintf(sc->c[sc->n].workload, sizeof(sc->c[sc->n].workload), "%s", pod->workload);
+	sc->n++;
+	return 0;
+}
+
+/* The pod's cgroup and the ones right below it (its containers': a process
+ * connects from its container's cgroup under the kubelet). */
+static int pod_callers(struct caller_scan *sc, const struct pod *pod, const char *dir,
+		       int (*id_of)(const char *dir, uint64_t *id))
+{
+	struct dirent *de;
+	uint64_t id;
+	DIR *d;
+	int rc = 0;
+
+	if (!id_of(dir, &id) && (rc = add_caller(sc, pod, id)))
+		return rc;
+	if (!(d = opendir(dir)))
+		return 0;
+	while (!rc && (de = readdir(d))) {
+		char path[4096];
+		int n;
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		n = snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (n > 0 && (size_t)n < sizeof(path) && !id_of(path, &id))
+			rc = add_caller(sc, pod, id);
+	}
+	closedir(d);
+	return rc;
+}
+
+int k8s_pods_callers(const struct k8s_pods *p, const char *root,
+		     int (*id_of)(const char *dir, uint64_t *id), struct state_caller **out,
+		     int *n_out)
+{
+	struct caller_scan sc = {0};
+	int rc = 0;
+
+	for (int i = 0; !rc && i < p->n_pods; i++) {
+		char dir[4096];
+
+		if (!k8s_pod_cgroup_find(root, p->pods[i].qos, p->pods[i].cgroup_uid, dir,
+					 sizeof(dir)))
+			rc = pod_callers(&sc, &p->pods[i], dir, id_of);
+	}
+	if (rc) {
+		free(sc.c);
+		return rc;
+	}
+	*out = sc.c;
+	*n_out = sc.n;
 	return 0;
 }
 

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "discovery/k8s_objects.h"
 
@@ -60,6 +61,20 @@ int k8s_pods_apply(struct k8s_pods *p, enum k8s_event ev, struct json_object *ob
 /* Call |cb| for every pod that is opted out, by its own annotation or its
  * namespace's label; stops at and returns the first non-zero result. */
 int k8s_pods_foreach_excluded(const struct k8s_pods *p, k8s_pod_cb *cb, void *arg);
+/* The callers (state.h) this node's pods make: each pod whose cgroup
+ * directory exists under |root| (k8s_pod_cgroup_find()), with that cgroup's
+ * id and those of the directories right below it (containers), through
+ * |id_of|. |*out| is malloc'd (NULL when |*n_out| is 0). 0 or -ENOMEM. */
+int k8s_pods_callers(const struct k8s_pods *p, const char *root,
+		     int (*id_of)(const char *dir, uint64_t *id), struct state_caller **out,
+		     int *n_out);
+/* A pod's workload as "kind/name" from its controller owner (|owner_kind|,
+ * |owner_name|; NULL: none) and its pod-template-hash label (may be NULL): a
+ * ReplicaSet named <name>-<hash> is "deployment/<name>", other owners
+ * "<kind lowercased>/<owner name>" (statefulset, daemonset, job, replicaset),
+ * no owner "pod/<pod_name>". 0 or -ENAMETOOLONG. */
+int k8s_workload(const char *owner_kind, const char *owner_name, const char *template_hash,
+		 const char *pod_name, char *buf, size_t len);
 /* Numbers for logs: pods tracked, opted-out namespaces. */
 void k8s_pods_counts(const struct k8s_pods *p, int *n_pods, int *n_ns_out);
 

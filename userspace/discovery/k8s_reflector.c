@@ -186,6 +186,7 @@ static void apply_pods(struct reflector *r, enum k8s_event ev, struct json_objec
 		r->dk->base.n_errors++;
 	}
 	r->dk->dirty_excl = true;
+	r->dk->dirty_state = true; /* the callers (state.h) come from the pods */
 }
 
 static void apply(struct reflector *r, enum k8s_event ev, struct json_object *obj)

@@ -484,7 +484,8 @@ int worker_init(struct worker *w, int id, const struct worker_shared *sh)
 	if (!w->loop)
 		return errno ? -errno : -ENOMEM;
 	w->metrics = metrics_new();
-	if (!w->metrics)
+	if (!w->metrics || metrics_set_call_limits(w->metrics, sh->cfg->max_callers_per_service,
+						   sh->cfg->max_methods_per_service))
 		return -ENOMEM;
 	w->l4 = (struct l4_proxy_ctx){
 	    .loop = w->loop,

@@ -13,10 +13,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "telemetry/metrics.h"
 #include "telemetry/metrics_int.h"
+#include "telemetry/tap.h"
 
 #define MAX_CHUNKS 16
 #define EP_CHUNK (METRICS_MAX_ENDPOINTS / MAX_CHUNKS)
@@ -63,9 +65,18 @@ struct table {
 	bool warned; /* overflow logged (once per table) */
 };
 
+/* Series per worker of the caller and method tables. */
+#define CALLER_ENTRIES 4096
+#define METHOD_ENTRIES 8192
+
 struct metrics {
 	struct table eps;
 	struct table svcs;
+	struct call_table *callers; /* owned; NULL: off */
+	struct call_table *methods; /* owned; NULL: off */
+	int max_callers, max_methods;
+	struct tap *tap; /* not owned; NULL: no tap */
+	int tap_ring;
 };
 
 /* ---- counters: one writer, so a load and a store (no locked RMW) ---- */
@@ -304,13 +315,122 @@ struct metrics *metrics_new(void)
 		metrics_free(m);
 		return NULL;
 	}
+	if (metrics_set_call_limits(m, METRICS_DEFAULT_MAX_CALLERS, METRICS_DEFAULT_MAX_METHODS)) {
+		metrics_free(m);
+		return NULL;
+	}
 	return m;
+}
+
+int metrics_set_call_limits(struct metrics *m, int max_callers, int max_methods)
+{
+	struct call_table *c = NULL, *me = NULL;
+
+	if ((max_callers > 0 && !(c = call_table_new("callers", CALLER_ENTRIES, max_callers))) ||
+	    (max_methods > 0 && !(me = call_table_new("methods", METHOD_ENTRIES, max_methods)))) {
+		call_table_free(c);
+		return -ENOMEM;
+	}
+	call_table_free(m->callers);
+	call_table_free(m->methods);
+	m->callers = c;
+	m->methods = me;
+	m->max_callers = max_callers;
+	m->max_methods = max_methods;
+	return 0;
+}
+
+/* "namespace/kind/name" of the caller into |label|; its length, or
+ * CALL_LABEL_MAX when it does not fit (it then counts as `other`). */
+static size_t caller_label(const struct state_caller *c, char *label)
+{
+	size_t nl, wl;
+
+	if (!c) {
+		memcpy(label, "unknown/unknown", sizeof("unknown/unknown"));
+		return sizeof("unknown/unknown") - 1;
+	}
+	nl = strnlen(c->ns, sizeof(c->ns));
+	wl = strnlen(c->workload, sizeof(c->workload));
+	if (nl + 1 + wl >= CALL_LABEL_MAX)
+		return CALL_LABEL_MAX;
+	memcpy(label, c->ns, nl);
+	label[nl] = '/';
+	memcpy(label + nl + 1, c->workload, wl);
+	label[nl + 1 + wl] = 0;
+	return nl + 1 + wl;
+}
+
+static void tap_call(struct metrics *m, const struct metrics_call *c, const char *caller,
+		     size_t caller_len, const uint8_t *method, size_t method_len)
+{
+	struct tap_event ev = {
+	    .service_id = c->service_id,
+	    .ep_port = c->ep_ip ? c->ep_port : 0,
+	    .http_status = c->http_status,
+	    .grpc_status = c->grpc_status,
+	    .duration_us = (c->end_ns - c->start_ns) / 1000,
+	    .bytes_in = c->bytes_in,
+	    .bytes_out = c->bytes_out,
+	};
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ev.unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	if (c->ep_ip)
+		ev.ep_ip = *c->ep_ip;
+	if (caller_len >= sizeof(ev.caller))
+		caller_len = sizeof(ev.caller) - 1;
+	memcpy(ev.caller, caller, caller_len);
+	if (method_len >= sizeof(ev.method))
+		method_len = sizeof(ev.method) - 1;
+	memcpy(ev.method, method, method_len);
+	tap_push(m->tap, m->tap_ring, &ev);
+}
+
+void metrics_call_done(struct metrics *m, const struct state *st, const struct metrics_call *c)
+{
+	const uint8_t *path = c->path;
+	size_t path_len = c->path_len, caller_len = 0;
+	uint64_t duration_ns = c->end_ns - c->start_ns;
+	bool tapped = m->tap && tap_wanted(m->tap, c->end_ns / 1000000);
+	char caller[CALL_LABEL_MAX];
+
+	if (!m->callers && !m->methods && !tapped)
+		return;
+	if (path && path_len && path[0] == '/') {
+		path++;
+		path_len--;
+	}
+	if (!path || !path_len) {
+		path = (const uint8_t *)"unknown";
+		path_len = 7;
+	}
+	if (m->callers || tapped)
+		caller_len = caller_label(state_find_caller(st, c->cgroup_id), caller);
+	if (m->callers)
+		call_table_record(m->callers, c->service_id, caller, caller_len, c->grpc_status,
+				  duration_ns);
+	if (m->methods)
+		call_table_record(m->methods, c->service_id, (const char *)path, path_len,
+				  c->grpc_status, duration_ns);
+	if (tapped)
+		tap_call(m, c, caller_len < CALL_LABEL_MAX ? caller : "other",
+			 caller_len < CALL_LABEL_MAX ? caller_len : 5, path, path_len);
+}
+
+void metrics_set_tap(struct metrics *m, struct tap *tap, int ring)
+{
+	m->tap = tap;
+	m->tap_ring = ring;
 }
 
 void metrics_free(struct metrics *m)
 {
 	if (!m)
 		return;
+	call_table_free(m->callers);
+	call_table_free(m->methods);
 	table_destroy(&m->eps);
 	table_destroy(&m->svcs);
 	free(m);
@@ -516,6 +636,10 @@ void metrics_prune(struct metrics *m, const struct state *st)
 		return;
 	table_prune(&m->eps, drop_endpoint, st);
 	table_prune(&m->svcs, drop_service, st);
+	if (m->callers)
+		call_table_prune(m->callers, st);
+	if (m->methods)
+		call_table_prune(m->methods, st);
 }
 
 /* ---- scrape side ---- */
@@ -614,6 +738,33 @@ static int mtable_merge(struct mtable *mt, struct metrics *const *ms, int n, siz
 	return 0;
 }
 
+static int merge_calls(struct metrics_merged *mm, struct metrics *const *ms, int n)
+{
+	struct call_table **c = calloc(n > 0 ? (size_t)n : 1, sizeof(*c));
+	struct call_table **me = calloc(n > 0 ? (size_t)n : 1, sizeof(*me));
+	int max_c = 0, max_m = 0, rc = -ENOMEM;
+
+	if (!c || !me)
+		goto out;
+	for (int w = 0; w < n; w++) {
+		if (!ms[w])
+			continue;
+		c[w] = ms[w]->callers;
+		me[w] = ms[w]->methods;
+		max_c = ms[w]->max_callers;
+		max_m = ms[w]->max_methods;
+	}
+	mm->callers_on = max_c > 0;
+	mm->methods_on = max_m > 0;
+	rc = call_table_merge(c, n, max_c, &mm->callers);
+	if (!rc)
+		rc = call_table_merge(me, n, max_m, &mm->methods);
+out:
+	free(c);
+	free(me);
+	return rc;
+}
+
 struct metrics_merged *metrics_merge(struct metrics *const *ms, int n)
 {
 	struct metrics_merged *mm = calloc(1, sizeof(*mm));
@@ -621,7 +772,8 @@ struct metrics_merged *metrics_merge(struct metrics *const *ms, int n)
 	if (!mm)
 		return NULL;
 	if (mtable_merge(&mm->eps, ms, n, offsetof(struct metrics, eps)) ||
-	    mtable_merge(&mm->svcs, ms, n, offsetof(struct metrics, svcs))) {
+	    mtable_merge(&mm->svcs, ms, n, offsetof(struct metrics, svcs)) ||
+	    merge_calls(mm, ms, n)) {
 		metrics_merged_free(mm);
 		return NULL;
 	}
@@ -636,7 +788,21 @@ void metrics_merged_free(struct metrics_merged *mm)
 	free(mm->eps.vals);
 	free(mm->svcs.rows);
 	free(mm->svcs.vals);
+	call_rows_free(&mm->callers);
+	call_rows_free(&mm->methods);
 	free(mm);
+}
+
+uint64_t metrics_buckets_ns(int i)
+{
+	return metrics_buckets[i].ns;
+}
+
+const struct call_rows *metrics_merged_calls(const struct metrics_merged *mm, bool callers)
+{
+	if (callers)
+		return mm->callers_on ? &mm->callers : NULL;
+	return mm->methods_on ? &mm->methods : NULL;
 }
 
 int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id,

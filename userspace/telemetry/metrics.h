@@ -9,6 +9,7 @@
 #ifndef H2SPLIT_METRICS_H
 #define H2SPLIT_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -19,6 +20,10 @@
  * of each table is logged (metrics_table_full). */
 #define METRICS_MAX_ENDPOINTS 4096
 #define METRICS_MAX_SERVICES 1024
+/* Labels of their own per service (--max-callers-per-service,
+ * --max-methods-per-service); the rest share an `other` series. */
+#define METRICS_DEFAULT_MAX_CALLERS 100
+#define METRICS_DEFAULT_MAX_METHODS 50
 
 /* Request duration buckets (seconds, Prometheus "le"), +Inf implied. */
 #define METRICS_N_BUCKETS 19
@@ -97,6 +102,37 @@ void metrics_stream_done(struct metrics *m, uint32_t service_id, const struct h2
 			 uint16_t ep_port, int grpc_status, int http_status, uint64_t duration_ns,
 			 uint64_t bytes_in, uint64_t bytes_out);
 
+/* Per-caller and per-method series (h2split_caller_*, h2split_method_*):
+ * at most |max_callers| caller workloads and |max_methods| methods of their
+ * own per service (the rest: `other`); 0 turns that family off. Call before
+ * the first stream. 0 or -ENOMEM. */
+int metrics_set_call_limits(struct metrics *m, int max_callers, int max_methods);
+
+/* A downstream stream ended, as metrics_call_done() needs it. */
+struct metrics_call {
+	uint64_t cgroup_id; /* who connected (BPF's record): the caller in the state */
+	uint32_t service_id;
+	const uint8_t *path; /* :path, NULL: none; not NUL-terminated */
+	size_t path_len;
+	const struct h2s_ip *ep_ip; /* the endpoint of its last attempt, NULL: none */
+	uint16_t ep_port;
+	int grpc_status;	   /* -1: not gRPC */
+	int http_status;	   /* 0: none */
+	uint64_t start_ns, end_ns; /* CLOCK_MONOTONIC (loop_now_ns()) */
+	uint64_t bytes_in, bytes_out;
+};
+
+/* Count a stream (next to metrics_stream_done()) in the caller and method
+ * series: its caller is who connects from |c->cgroup_id| in |st| ("unknown"
+ * when |st| has no such caller), its method the request's :path without the
+ * leading '/'. Also hands it to the tap while someone taps. */
+void metrics_call_done(struct metrics *m, const struct state *st, const struct metrics_call *c);
+
+struct tap;
+/* Feed ring |ring| of |tap| (tap.h) with this worker's streams; NULL: none.
+ * Call before the first stream. */
+void metrics_set_tap(struct metrics *m, struct tap *tap, int ring);
+
 /* An upstream event on endpoint |ip|:|port|. |service_id| 0 when unknown. */
 void metrics_upstream_event(struct metrics *m, uint32_t service_id, const struct h2s_ip *ip,
 			    uint16_t port, enum metrics_upstream_event ev);
@@ -126,6 +162,14 @@ void metrics_merged_free(struct metrics_merged *mm);
 int metrics_merged_endpoint(const struct metrics_merged *mm, uint32_t service_id,
 			    const struct h2s_ip *ip, uint16_t port,
 			    struct metrics_endpoint_totals *out);
+
+/* The upper bound of request duration bucket |i| (0..METRICS_N_BUCKETS-1). */
+uint64_t metrics_buckets_ns(int i);
+
+struct call_rows;
+/* The merged caller (|callers|) or method series of |mm| (call_table.h:
+ * caller labels are "namespace/kind/name"), NULL when that family is off. */
+const struct call_rows *metrics_merged_calls(const struct metrics_merged *mm, bool callers);
 
 /* Write the per-service and per-endpoint families (Prometheus text format
  * 0.0.4) to |f|, and the endpoint counts of every service in |st| (may be

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "base/state.h"
+#include "telemetry/call_table.h"
 #include "telemetry/metrics.h"
 
 /* Endpoint entry counters. */
@@ -83,6 +84,9 @@ struct mtable {
 struct metrics_merged {
 	struct mtable eps;
 	struct mtable svcs;
+	struct call_rows callers; /* label "namespace/kind/name" */
+	struct call_rows methods;
+	bool callers_on, methods_on; /* the families are exported */
 };
 
 /* The endpoint |k| in |svc| (sorted by address), NULL when absent. */

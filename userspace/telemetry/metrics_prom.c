@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,7 @@ static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t no
 {
 	static const char active[] = "h2split_endpoint_requests_active";
 	static const char ejected[] = "h2split_endpoint_ejected";
+	static const char ewma[] = "h2split_endpoint_latency_ewma_seconds";
 	struct prom_label lb[4];
 
 	write_endpoint_counter(f, l, n, EC_REQUESTS, "h2split_endpoint_requests_total",
@@ -139,6 +141,11 @@ static void write_endpoints(FILE *f, const struct labeled *l, int n, uint64_t no
 	for (int i = 0; i < n; i++)
 		prom_u64(f, ejected, lb, endpoint_labels(&l[i], lb),
 			 l[i].r->c[EC_EJECTED_UNTIL] > now_ms);
+	prom_family(f, ewma, "gauge",
+		    "The balancer's peak-EWMA latency estimate of the endpoint (the highest of "
+		    "any worker), as of its last answer; 0 before one.");
+	for (int i = 0; i < n; i++)
+		prom_seconds(f, ewma, lb, endpoint_labels(&l[i], lb), l[i].r->c[EC_EWMA_US]);
 }
 
 static void write_histogram(FILE *f, const struct labeled *l, int n)
@@ -308,6 +315,90 @@ static void write_state(FILE *f, const struct state *st)
 	}
 }
 
+/* Labels of a call row: [0] service, then the caller's namespace and
+ * workload, or the method; |extra| last. Returns the count. */
+static int call_labels(const struct call_row *r, bool caller, const char *service, char *ns,
+		       size_t ns_len, struct prom_label *lb, const struct prom_label *extra)
+{
+	int n = 0;
+
+	if (caller) {
+		const char *slash = r->other ? NULL : strchr(r->label, '/');
+
+		snprintf(ns, ns_len, "%.*s", slash ? (int)(slash - r->label) : 5,
+			 slash ? r->label : "other");
+		lb[n++] = (struct prom_label){"caller_namespace", ns};
+		lb[n++] = (struct prom_label){"caller_workload", slash ? slash + 1 : "other"};
+		lb[n++] = (struct prom_label){"service", service};
+	} else {
+		lb[n++] = (struct prom_label){"service", service};
+		lb[n++] = (struct prom_label){"method", r->other ? "other" : r->label};
+	}
+	if (extra)
+		lb[n++] = *extra;
+	return n;
+}
+
+/* One table's requests counter (by grpc_status, zeros skipped) and histogram. */
+static void write_calls(FILE *f, const struct call_rows *rows, const struct state *st, bool caller)
+{
+	const char *req =
+	    caller ? "h2split_caller_requests_total" : "h2split_method_requests_total";
+	const char *hist = caller ? "h2split_caller_request_duration_seconds"
+				  : "h2split_method_request_duration_seconds";
+	char name[96], service[STATE_NAME_MAX * 2 + 16], ns[STATE_NAME_MAX], code[16];
+	struct prom_label lb[5];
+
+	prom_family(f, req, "counter",
+		    caller ? "Downstream streams by calling workload, Service and grpc-status "
+			     "(\"none\": not gRPC)."
+			   : "Downstream streams by Service, gRPC method and grpc-status "
+			     "(\"none\": not gRPC).");
+	for (int i = 0; i < rows->n; i++) {
+		const struct call_row *r = &rows->rows[i];
+
+		service_label(st, r->svc, service, sizeof(service));
+		for (int g = 0; g < METRICS_GRPC_CODES + 2; g++) {
+			struct prom_label gs = {"grpc_status", code};
+
+			if (!r->c[CT_GRPC + g])
+				continue;
+			if (g < METRICS_GRPC_CODES)
+				snprintf(code, sizeof(code), "%d", g);
+			else
+				snprintf(code, sizeof(code),
+					 g == METRICS_GRPC_CODES ? "other" : "none");
+			prom_u64(f, req, lb,
+				 call_labels(r, caller, service, ns, sizeof(ns), lb, &gs),
+				 r->c[CT_GRPC + g]);
+		}
+	}
+	prom_family(f, hist, "histogram",
+		    caller ? "Duration of downstream streams by calling workload and Service."
+			   : "Duration of downstream streams by Service and gRPC method.");
+	for (int i = 0; i < rows->n; i++) {
+		const struct call_row *r = &rows->rows[i];
+		uint64_t cum = 0;
+
+		service_label(st, r->svc, service, sizeof(service));
+		snprintf(name, sizeof(name), "%s_bucket", hist);
+		for (int b = 0; b <= METRICS_N_BUCKETS; b++) {
+			struct prom_label le = {"le", b < METRICS_N_BUCKETS ? metrics_buckets[b].le
+									    : "+Inf"};
+
+			cum += r->c[CT_BUCKETS + b];
+			prom_u64(f, name, lb,
+				 call_labels(r, caller, service, ns, sizeof(ns), lb, &le), cum);
+		}
+		snprintf(name, sizeof(name), "%s_sum", hist);
+		prom_seconds(f, name, lb, call_labels(r, caller, service, ns, sizeof(ns), lb, NULL),
+			     r->c[CT_SUM_US]);
+		snprintf(name, sizeof(name), "%s_count", hist);
+		prom_u64(f, name, lb, call_labels(r, caller, service, ns, sizeof(ns), lb, NULL),
+			 cum);
+	}
+}
+
 int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const struct state *st,
 			     uint64_t now_ms)
 {
@@ -327,6 +418,24 @@ int metrics_write_prometheus(FILE *f, const struct metrics_merged *mm, const str
 		    "Metric updates dropped because a worker's table was full.");
 	prom_u64(f, overflow, &(struct prom_label){"table", "endpoints"}, 1, mm->eps.overflow);
 	prom_u64(f, overflow, &(struct prom_label){"table", "services"}, 1, mm->svcs.overflow);
+	if (mm->callers_on)
+		write_calls(f, &mm->callers, st, true);
+	if (mm->methods_on)
+		write_calls(f, &mm->methods, st, false);
+	if (mm->callers_on || mm->methods_on) {
+		static const char series[] = "h2split_series_overflow_total";
+
+		prom_family(f, series, "counter",
+			    "Streams counted in their Service's \"other\" caller or method series: "
+			    "the Service had --max-callers-per-service / "
+			    "--max-methods-per-service labels already.");
+		if (mm->callers_on)
+			prom_u64(f, series, &(struct prom_label){"table", "callers"}, 1,
+				 mm->callers.overflow);
+		if (mm->methods_on)
+			prom_u64(f, series, &(struct prom_label){"table", "methods"}, 1,
+				 mm->methods.overflow);
+	}
 	free(eps);
 	free(svcs);
 	return ferror(f) ? -EIO : 0;

@@ -327,6 +327,27 @@ static void access_log(struct h2_stream *st, uint32_t code)
 	    (loop_now_ns() - st->start_ns) / 1000);
 }
 
+/* Count the ended stream per caller and method (and show it to a tap). */
+static void call_done(struct h2_stream *st)
+{
+	struct splitter *s = S(st);
+	struct metrics_call mc = {
+	    .cgroup_id = st->ds->ci.od.cgroup_id,
+	    .service_id = st->ds->ci.od.service_id,
+	    .ep_ip = st->ep ? &st->ep->ip : NULL,
+	    .ep_port = st->ep ? st->ep->port : 0,
+	    .grpc_status = st->grpc ? st->grpc_status : -1,
+	    .http_status = st->resp_status,
+	    .start_ns = st->start_ns,
+	    .end_ns = loop_now_ns(),
+	    .bytes_in = st->req_bytes,
+	    .bytes_out = st->resp_bytes,
+	};
+
+	mc.path = h2_hdrs_get(&st->req_hdrs, ":path", &mc.path_len);
+	metrics_call_done(s->ctx.metrics, s->snap ? s->snap->st : NULL, &mc);
+}
+
 /* Let go of everything; |ds_alive|: the downstream session goes on. */
 static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 {
@@ -350,6 +371,7 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 			    st->ep ? st->ep->port : 0, st->grpc ? st->grpc_status : -1,
 			    st->resp_status, loop_now_ns() - st->start_ns, st->req_bytes,
 			    st->resp_bytes);
+	call_done(st);
 	h2_route_attempt_done(st);
 	h2_chain_clear(&st->req_body, &s->blocks);
 	h2_chain_clear(&st->resp_body, &s->blocks);
