@@ -402,7 +402,8 @@ def test_client_that_takes_nothing_holds_at_most_its_windows(bed, how):
     print(f"{how}: {m}; {r}")
     if how == "zero-window":
         assert r["data_bytes"] == 0, r  # not one byte past a window of 0
-    testbed.wait_for(lambda: bed.backend_active() == 0, 15,
+    # The good client keeps one RPC of its own in flight most of the time.
+    testbed.wait_for(lambda: bed.backend_active() <= 1, 15,
                      "the backends' streams to be cancelled once the client left")
 
 
