@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -46,9 +47,15 @@ PROXIES = ("h2split", "nghttpx", "haproxy", "nginx")
 
 FULL = dict(conns="1x1,4x32,64x16,512x4", payloads="10,1024,65536", rate_conns="64x16,4x32",
             duration=3.0, warmup=1.0, repeat=3, rate_repeat=5, idle_conns=8000,
-            connect_count=20000, connect_rounds=5)
+            connect_count=20000, connect_rounds=5, calls_rounds=5)
 SMOKE = dict(conns="1x1,4x8", payloads="10", rate_conns="4x8", duration=1.0, warmup=0.3,
-             repeat=1, rate_repeat=1, idle_conns=200, connect_count=1000, connect_rounds=1)
+             repeat=1, rate_repeat=1, idle_conns=200, connect_count=1000, connect_rounds=1,
+             calls_rounds=1)
+# The caller and method series, on (the defaults) and off: what they cost.
+CALLS_VARIANTS = {
+    "on": (),
+    "off": ("--max-callers-per-service", "0", "--max-methods-per-service", "0"),
+}
 
 
 def parse_args(argv=None):
@@ -69,6 +76,7 @@ def parse_args(argv=None):
     ap.add_argument("--connect-count", type=int)
     ap.add_argument("--connect-rounds", type=int)
     ap.add_argument("--skip-connect", action="store_true")
+    ap.add_argument("--calls-rounds", type=int, help="rounds of the series on/off runs (0: none)")
     ap.add_argument("--prefix", default=benchlib.BENCH_PREFIX)
     ap.add_argument("--json", help="results file (default BUILD/bench/results[-smoke].json)")
     ap.add_argument("--docs", help="write benchmarks.md and charts here (default: docs/ "
@@ -133,6 +141,40 @@ class Bench:
                                              if "--" in p.args else p.args)
         testbed.wait_for(lambda: self.post_ok("h2split"), 20,
                          "a gRPC call through h2splitd to succeed")
+
+    def calls_cost(self, rounds, conns=4, streams=32, payload=10):
+        """What the caller and method series cost: the 10 B 4x32 closed-loop run
+        through h2splitd with them on and off, alternating, a fresh daemon each
+        run (kind "calls_on" / "calls_off", so the sweep's figures never mix
+        them in). Medians of req/s and of requests per proxy CPU-second."""
+        runs = {v: [] for v in CALLS_VARIANTS}
+        if "h2split" in self.procs:
+            self.procs["h2split"].stop(timeout=10)
+        for rnd in range(rounds):
+            for v, extra in CALLS_VARIANTS.items():
+                p = connect_cost.start_h2splitd(self.node, self.build, self.args.workers,
+                                                self.args.lb_policy, extra)
+                self.procs["h2split"] = p
+                testbed.wait_for(lambda: self.post_ok("h2split"), 20,
+                                 "a gRPC call through h2splitd to succeed")
+                res = self.load("h2split", conns, streams, payload, kind=f"calls_{v}", rep=rnd)
+                p.stop(timeout=10)
+                if "error" in res or not res.get("cpu_s"):
+                    self.notes.append(f"calls cost, {v}, round {rnd}: "
+                                      f"{res.get('error', 'no CPU time measured')}")
+                    continue
+                runs[v].append({"req_s": res["req_s"], "req_per_cpu_s": round(
+                    sum(res["backend_requests"]) / res["cpu_s"], 1)})
+                log(f"calls cost round {rnd}, series {v}: {res['req_s']} req/s, "
+                    f"{runs[v][-1]['req_per_cpu_s']} req per proxy CPU-second")
+        out = {"shape": f"{conns}x{streams}", "payload": payload, "rounds": rounds, "runs": runs}
+        if all(runs.values()):
+            med = {v: {k: statistics.median(r[k] for r in rs) for k in ("req_s", "req_per_cpu_s")}
+                   for v, rs in runs.items()}
+            out.update(med)
+            out["cost_per_cpu_s_pct"] = round(
+                100 * (1 - med["on"]["req_per_cpu_s"] / med["off"]["req_per_cpu_s"]), 2)
+        return out
 
     def start_peers(self):
         backends = [(p.ip4, GRPC_PORT) for p in self.be]
@@ -409,7 +451,8 @@ def run(args):
         "params": {k: getattr(args, k) for k in (
             "workers", "backend_threads", "lb_policy", "duration", "warmup", "repeat",
             "rate_repeat", "conns",
-            "payloads", "rate_conns", "idle_conns", "connect_count", "connect_rounds")}}
+            "payloads", "rate_conns", "idle_conns", "connect_count", "connect_rounds",
+            "calls_rounds")}}
     with testbed.Node(prefix=args.prefix) as node:
         b = Bench(node, args)
         cc = None
@@ -443,6 +486,9 @@ def run(args):
         b.sweep()
         results["rate_configs"] = b.fixed_rate()
         results["peak_rss_kib"] = sampler.stop()
+        if args.calls_rounds and "h2split" in b.procs:
+            log(f"calls cost: {args.calls_rounds} rounds of the series on and off")
+            results["calls_cost"] = b.calls_cost(args.calls_rounds)
         results["runs"] = b.runs
         results["commands"] = b.commands
         results["notes"] = b.notes

@@ -29,6 +29,8 @@ GOALS = {  # key -> (description, bound, "min" | "max")
     "idle_kib_per_conn": ("RSS per idle downstream connection (KiB)", 16, "max"),
     "redirected_connect_vs_plain": ("redirected connect / plain ClusterIP connect (p50)",
                                     1.2, "max"),
+    "calls_cost_pct": ("cost of the caller and method series, requests per proxy CPU-second, "
+                       "10 B 4x32 (%)", 3, "max"),
 }
 
 
@@ -168,6 +170,8 @@ def summarize(results):
         s["redirected_connect_vs_plain"] = cc["redirected"]["ratio_p50_vs_plain"]
         s["redirected_connect_vs_plain_mean"] = cc["redirected"]["ratio_mean_vs_plain"]
         s["passed_connect_vs_plain"] = cc["passed"]["ratio_p50_vs_plain"]
+
+    s["calls_cost_pct"] = (results.get("calls_cost") or {}).get("cost_per_cpu_s_pct")
 
     s["errors"] = [f"{r['kind']} {r['target']} {r['conns']}x{r['streams']} "
                    f"{r['payload']}B: {r['error'][:400]}" for r in runs if "error" in r]
@@ -374,6 +378,7 @@ def render(results, chart_names=()):
         val = g["measured"]
         shown = "—" if val is None else (f"{val:g} us" if key == "added_p50_us_1x1" else
                                          f"{val:g} KiB" if key == "idle_kib_per_conn" else
+                                         f"{val:g} %" if key == "calls_cost_pct" else
                                          f"{val:.2f}x")
         w(f"| {g['what']} | {g['goal_text']} | {shown} | {_met(g)} |")
     w("")
@@ -547,6 +552,27 @@ def render(results, chart_names=()):
       " | ".join(_f(idle[t].get("kib_per_conn"), 2) if t in idle and "kib_per_conn" in idle[t]
                  else "err" if t in idle else "—" for t in pr) + " |")
     w("")
+
+    calls = results.get("calls_cost")
+    if calls:
+        w("## Cost of the caller and method series\n")
+        w(f"The {_size(calls['payload'])} {calls['shape']} closed-loop run through h2splitd, "
+          f"{calls['rounds']} rounds alternating a daemon with the per-caller and per-method "
+          "series on (the defaults) and one with them off (`--max-callers-per-service 0 "
+          "--max-methods-per-service 0`), a fresh daemon each run; medians, with every "
+          "round's figure so the spread shows.\n")
+        w("| series | req/s | requests per proxy CPU-second | rounds (req per CPU-s) |")
+        w("|---|---|---|---|")
+        for v in ("on", "off"):
+            if v in calls:
+                each = ", ".join(f"{r['req_per_cpu_s']:,.0f}" for r in calls["runs"][v])
+                w(f"| {v} | {_f(calls[v]['req_s'], 0)} | {_f(calls[v]['req_per_cpu_s'], 0)} | "
+                  f"{each} |")
+        if calls.get("cost_per_cpu_s_pct") is not None:
+            w(f"\nCost (1 - on / off, requests per proxy CPU-second): "
+              f"**{calls['cost_per_cpu_s_pct']:g} %**.\n")
+        else:
+            w("")
 
     hot_path(results, w)
 

@@ -97,8 +97,11 @@ def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, p
         positive(s["connect_us"][case], ("p50", "mean"), f"connect {case}")
     positive(s, ("redirected_connect_vs_plain", "redirected_connect_vs_plain_mean",
                  "passed_connect_vs_plain"), "summary")
+    calls = res["calls_cost"]
+    for v in ("on", "off"):
+        positive(calls[v], ("req_s", "req_per_cpu_s"), f"calls cost, series {v}")
     for key, g in s["goals"].items():
-        if key == "added_p50_us_1x1":  # a difference, see above
+        if key in ("added_p50_us_1x1", "calls_cost_pct"):  # differences, may be <= 0
             assert is_number(g["measured"]), g
         else:
             positive(g, ("measured",), f"goal {key}")
