@@ -46,6 +46,7 @@ PRIVATE = {
     "userspace/balancer/balancer_int.h": "balancer",  # endpoint, service and set state
     "userspace/balancer/policy.h": "balancer",  # the policy interface
     "userspace/balancer/latency.h": "balancer",  # the latency estimator
+    "userspace/daemon/admin_int.h": "daemon",  # the admin reply and JSON helpers
 }
 
 # Generated headers: name as written -> where it stands for (made by the Makefile).

@@ -22,11 +22,10 @@
 #include "base/locality.h"
 #include "base/loop.h"
 #include "daemon/admin.h"
+#include "daemon/admin_int.h"
 #include "daemon/daemon_view.h"
 #include "kernel/bpf_maps.h"
-#include "telemetry/call_table.h"
 #include "telemetry/metrics.h"
-#include "telemetry/tap.h"
 #include "telemetry/prom.h"
 
 #define ADMIN_MAX_CONNS 64
@@ -46,14 +45,6 @@ struct admin {
 	uint16_t port;
 };
 
-/* A response body: malloc'd, handed to MHD which frees it. */
-struct reply {
-	struct MHD_Connection *req; /* the request, for its query arguments */
-	unsigned int status;
-	const char *ctype;
-	char *body;
-	size_t len;
-};
 
 static int reply_text(struct reply *r, unsigned int status, const char *text)
 {
@@ -223,7 +214,7 @@ static int h_metrics(struct daemon *d, struct reply *r)
 
 /* ---- /services, /endpoints ---- */
 
-static int reply_json(struct reply *r, struct json_object *root)
+int admin_reply_json(struct reply *r, struct json_object *root)
 {
 	const char *s = root ? json_object_to_json_string_ext(
 				   root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
@@ -257,12 +248,12 @@ static struct json_object *json_root(const struct snapshot *snap, struct json_ob
 	return root;
 }
 
-static void add_str(struct json_object *o, const char *k, const char *v)
+void admin_add_str(struct json_object *o, const char *k, const char *v)
 {
 	json_object_object_add(o, k, json_object_new_string(v));
 }
 
-static void add_u64(struct json_object *o, const char *k, uint64_t v)
+void admin_add_u64(struct json_object *o, const char *k, uint64_t v)
 {
 	json_object_object_add(o, k, json_object_new_uint64(v));
 }
@@ -289,19 +280,19 @@ static struct json_object *balancing_json(const struct config *cfg,
 		return NULL;
 	for (int i = 0; i < svc->n_eps; i++)
 		weights |= svc->eps[i].weight != 0;
-	add_str(o, "policy",
+	admin_add_str(o, "policy",
 		config_lb_policy_name(svc->lb == LB_DEFAULT ? cfg->lb_policy : svc->lb));
-	add_str(o, "policy_source", svc->lb == LB_DEFAULT ? "default" : "annotation");
-	add_u64(o, "max_inflight_per_endpoint",
+	admin_add_str(o, "policy_source", svc->lb == LB_DEFAULT ? "default" : "annotation");
+	admin_add_u64(o, "max_inflight_per_endpoint",
 		in_force(svc->max_inflight_ep, cfg->max_inflight_per_endpoint));
-	add_u64(o, "max_inflight_per_service",
+	admin_add_u64(o, "max_inflight_per_service",
 		in_force(svc->max_inflight, cfg->max_inflight_per_service));
-	add_u64(o, "max_pending", in_force(svc->max_pending, cfg->max_pending));
-	add_u64(o, "slow_start_ms", in_force(svc->slow_start_ms, cfg->slow_start_ms));
-	add_str(o, "health_check", checked ? "grpc" : "off");
+	admin_add_u64(o, "max_pending", in_force(svc->max_pending, cfg->max_pending));
+	admin_add_u64(o, "slow_start_ms", in_force(svc->slow_start_ms, cfg->slow_start_ms));
+	admin_add_str(o, "health_check", checked ? "grpc" : "off");
 	if (checked) {
-		add_str(o, "health_check_service", svc->health_service);
-		add_u64(o, "health_check_interval_ms",
+		admin_add_str(o, "health_check_service", svc->health_service);
+		admin_add_u64(o, "health_check_interval_ms",
 			svc->health_interval_ms > 0 ? (uint64_t)svc->health_interval_ms
 						    : HEALTH_INTERVAL_MS);
 	}
@@ -327,16 +318,16 @@ static struct json_object *service_json(struct daemon *d, const struct state_ser
 		    vips, json_object_new_string(h2s_ip_str(&svc->vips[i], ip, sizeof(ip))));
 	for (int i = 0; i < svc->n_eps; i++)
 		usable += state_endpoint_usable(&svc->eps[i]);
-	add_u64(o, "id", svc->id);
-	add_str(o, "namespace", svc->ns);
-	add_str(o, "name", svc->name);
-	add_str(o, "port_name", svc->port_name);
-	add_u64(o, "port", svc->port);
+	admin_add_u64(o, "id", svc->id);
+	admin_add_str(o, "namespace", svc->ns);
+	admin_add_str(o, "name", svc->name);
+	admin_add_str(o, "port_name", svc->port_name);
+	admin_add_u64(o, "port", svc->port);
 	json_object_object_add(o, "vips", vips);
-	add_str(o, "lb_policy", config_lb_policy_name(lb));
+	admin_add_str(o, "lb_policy", config_lb_policy_name(lb));
 	json_object_object_add(o, "upstream_tls", json_object_new_boolean(svc->upstream_tls));
-	add_u64(o, "endpoints", (uint64_t)svc->n_eps);
-	add_u64(o, "endpoints_usable", usable);
+	admin_add_u64(o, "endpoints", (uint64_t)svc->n_eps);
+	admin_add_u64(o, "endpoints_usable", usable);
 	json_object_object_add(o, "balancing", balancing_json(cfg, svc));
 	return o;
 }
@@ -347,12 +338,12 @@ static struct json_object *retired_json(const struct state_service *svc, uint64_
 
 	if (!o)
 		return NULL;
-	add_u64(o, "id", svc->id);
-	add_str(o, "namespace", svc->ns);
-	add_str(o, "name", svc->name);
-	add_str(o, "port_name", svc->port_name);
-	add_u64(o, "port", svc->port);
-	add_u64(o, "retired_ms_ago", now_ms - svc->retired_ms);
+	admin_add_u64(o, "id", svc->id);
+	admin_add_str(o, "namespace", svc->ns);
+	admin_add_str(o, "name", svc->name);
+	admin_add_str(o, "port_name", svc->port_name);
+	admin_add_u64(o, "port", svc->port);
+	admin_add_u64(o, "retired_ms_ago", now_ms - svc->retired_ms);
 	return o;
 }
 
@@ -375,7 +366,7 @@ static int h_services(struct daemon *d, struct reply *r)
 			json_object_array_add(retired, retired_json(svc, now));
 	}
 	registry_snapshot_unref(snap);
-	return reply_json(r, root);
+	return admin_reply_json(r, root);
 }
 
 /* Why an endpoint takes new streams or not, most decisive first: what
@@ -417,32 +408,32 @@ static struct json_object *endpoint_json(const struct state_service *svc,
 	metrics_merged_endpoint(mm, svc->id, &ep->ip, ep->port, &t);
 	h = &t.health;
 	ej_ms = h->ejected_until_ms > now_ms ? h->ejected_until_ms - now_ms : 0;
-	add_str(o, "ip", h2s_ip_str(&ep->ip, ip, sizeof(ip)));
-	add_u64(o, "port", ep->port);
-	add_str(o, "pod", ep->pod);
+	admin_add_str(o, "ip", h2s_ip_str(&ep->ip, ip, sizeof(ip)));
+	admin_add_u64(o, "port", ep->port);
+	admin_add_str(o, "pod", ep->pod);
 	json_object_object_add(o, "ready", json_object_new_boolean(ep->ready));
 	json_object_object_add(o, "serving", json_object_new_boolean(ep->serving));
 	json_object_object_add(o, "terminating", json_object_new_boolean(ep->terminating));
 	json_object_object_add(o, "active", json_object_new_int64(t.active));
-	add_u64(o, "requests", t.requests);
-	add_u64(o, "failures", t.failures);
-	add_u64(o, "retries", t.events[METRICS_EV_RETRY]);
-	add_u64(o, "resets_sent", t.events[METRICS_EV_RESET_SENT]);
-	add_u64(o, "resets_received", t.events[METRICS_EV_RESET_RECEIVED]);
-	add_u64(o, "connect_failures", t.events[METRICS_EV_CONNECT_FAILURE]);
-	add_str(o, "state", endpoint_state(svc, ep, h, now_ms, health));
-	add_str(o, "node", ep->node);
-	add_str(o, "zone", ep->zone);
-	add_str(o, "locality", locality_name(ep->locality));
-	add_str(o, "tier", svc->topology_in_force == STATE_TOPO_ZONE ||
+	admin_add_u64(o, "requests", t.requests);
+	admin_add_u64(o, "failures", t.failures);
+	admin_add_u64(o, "retries", t.events[METRICS_EV_RETRY]);
+	admin_add_u64(o, "resets_sent", t.events[METRICS_EV_RESET_SENT]);
+	admin_add_u64(o, "resets_received", t.events[METRICS_EV_RESET_RECEIVED]);
+	admin_add_u64(o, "connect_failures", t.events[METRICS_EV_CONNECT_FAILURE]);
+	admin_add_str(o, "state", endpoint_state(svc, ep, h, now_ms, health));
+	admin_add_str(o, "node", ep->node);
+	admin_add_str(o, "zone", ep->zone);
+	admin_add_str(o, "locality", locality_name(ep->locality));
+	admin_add_str(o, "tier", svc->topology_in_force == STATE_TOPO_ZONE ||
 				   svc->topology_in_force == STATE_TOPO_NODE
 			       ? tier_names[ep->tier <= STATE_TIER_REST ? ep->tier : STATE_TIER_REST]
 			       : "-");
 	json_object_object_add(o, "ejected_until", json_object_new_double((double)ej_ms / 1000.0));
-	add_u64(o, "consecutive_failures", h->consec_failures);
-	add_u64(o, "ejections", h->ejections);
-	add_u64(o, "ewma_latency_us", h->ewma_us);
-	add_u64(o, "ewma_jitter_us", h->jitter_us);
+	admin_add_u64(o, "consecutive_failures", h->consec_failures);
+	admin_add_u64(o, "ejections", h->ejections);
+	admin_add_u64(o, "ewma_latency_us", h->ewma_us);
+	admin_add_u64(o, "ewma_jitter_us", h->jitter_us);
 	return o;
 }
 
@@ -459,10 +450,10 @@ static struct json_object *service_endpoints_json(const struct state_service *sv
 		return NULL;
 	}
 	snprintf(label, sizeof(label), "%s/%s:%u", svc->ns, svc->name, svc->port);
-	add_u64(o, "id", svc->id);
-	add_str(o, "service", label);
+	admin_add_u64(o, "id", svc->id);
+	admin_add_str(o, "service", label);
 	/* Locality in force: "off" unless tiers apply (base/locality.c). */
-	add_str(o, "topology", topology_names[svc->topology_in_force <= STATE_TOPO_NODE &&
+	admin_add_str(o, "topology", topology_names[svc->topology_in_force <= STATE_TOPO_NODE &&
 						      svc->topology_in_force != STATE_TOPO_DEFAULT
 					      ? svc->topology_in_force
 					      : STATE_TOPO_OFF]);
@@ -485,228 +476,7 @@ static int h_endpoints(struct daemon *d, struct reply *r)
 		    arr, service_endpoints_json(&snap->st->svcs[i], mm, now_ms, daemon_health(d)));
 	metrics_merged_free(mm);
 	registry_snapshot_unref(snap);
-	return reply_json(r, root);
-}
-
-/* ---- /calls: the caller and method series, for h2splitctl top and stat ---- */
-
-static struct json_object *call_row_json(const struct call_row *r, const struct state *st,
-					 bool caller)
-{
-	const struct state_service *svc = st ? state_find_id(st, r->svc) : NULL;
-	struct json_object *o = json_object_new_object(), *codes = json_object_new_object();
-	struct json_object *buckets = json_object_new_array();
-	char name[STATE_NAME_MAX * 3 + 16], ns[STATE_NAME_MAX];
-	const char *slash = caller && !r->other ? strchr(r->label, '/') : NULL;
-
-	if (svc)
-		snprintf(name, sizeof(name), "%s/%s:%u", svc->ns, svc->name, svc->port);
-	else
-		snprintf(name, sizeof(name), "id:%" PRIu32, r->svc);
-	add_str(o, "service", name);
-	if (caller) {
-		snprintf(ns, sizeof(ns), "%.*s", slash ? (int)(slash - r->label) : 5,
-			 slash ? r->label : "other");
-		add_str(o, "caller_namespace", ns);
-		add_str(o, "caller_workload", slash ? slash + 1 : "other");
-	} else {
-		add_str(o, "method", r->other ? "other" : r->label);
-	}
-	add_u64(o, "requests", call_row_count(r));
-	for (int g = 0; g < METRICS_GRPC_CODES + 2; g++) {
-		char code[16];
-
-		if (!r->c[CT_GRPC + g])
-			continue;
-		if (g < METRICS_GRPC_CODES)
-			snprintf(code, sizeof(code), "%d", g);
-		else
-			snprintf(code, sizeof(code), g == METRICS_GRPC_CODES ? "other" : "none");
-		add_u64(codes, code, r->c[CT_GRPC + g]);
-	}
-	json_object_object_add(o, "grpc_status", codes);
-	for (int b = 0; b <= METRICS_N_BUCKETS; b++)
-		json_object_array_add(buckets, json_object_new_uint64(r->c[CT_BUCKETS + b]));
-	json_object_object_add(o, "buckets", buckets);
-	add_u64(o, "duration_sum_us", r->c[CT_SUM_US]);
-	return o;
-}
-
-static struct json_object *call_rows_json(const struct call_rows *rows, const struct state *st,
-					  bool caller)
-{
-	struct json_object *arr = json_object_new_array();
-
-	for (int i = 0; rows && i < rows->n; i++)
-		json_object_array_add(arr, call_row_json(&rows->rows[i], st, caller));
-	return arr;
-}
-
-/* Per-bucket counts (not cumulative) with the bucket bounds in "le_seconds",
- * +Inf last; "callers" / "methods" are empty when their family is off. */
-static int h_calls(struct daemon *d, struct reply *r)
-{
-	struct snapshot *snap = daemon_snapshot(d);
-	struct metrics_merged *mm = daemon_metrics(d);
-	const struct state *st = snap ? snap->st : NULL;
-	struct json_object *root = mm ? json_object_new_object() : NULL, *le;
-
-	if (root) {
-		le = json_object_new_array();
-		for (int b = 0; b < METRICS_N_BUCKETS; b++)
-			json_object_array_add(
-			    le, json_object_new_double((double)metrics_buckets_ns(b) / 1e9));
-		json_object_object_add(root, "le_seconds", le);
-		json_object_object_add(root, "callers",
-				       call_rows_json(metrics_merged_calls(mm, true), st, true));
-		json_object_object_add(root, "methods",
-				       call_rows_json(metrics_merged_calls(mm, false), st, false));
-	}
-	metrics_merged_free(mm);
-	registry_snapshot_unref(snap);
-	return reply_json(r, root);
-}
-
-/* ---- /tap: the live request feed (h2splitctl tap) ---- */
-
-#define TAP_MAX_EVENTS 4096 /* per answer; the rest waits for the next poll */
-
-struct tap_reply {
-	const struct state *st;
-	const char *service, *caller, *method; /* filters, NULL: any */
-	struct json_object *events;
-	int n;
-};
-
-/* |label| "a/b/c" is |want| whole, or its last one or two parts. */
-static bool label_is(const char *label, const char *want)
-{
-	const char *p = strchr(label, '/'), *q = p ? strchr(p + 1, '/') : NULL;
-
-	return !strcmp(label, want) || (p && !strcmp(p + 1, want)) || (q && !strcmp(q + 1, want));
-}
-
-/* "ns/name:port" is |want| whole, or without ":port", or name alone. */
-static bool service_matches(const char *svc, const char *want)
-{
-	size_t n = strlen(want);
-	const char *slash = strchr(svc, '/');
-
-	if (!strcmp(svc, want) || (!strncmp(svc, want, n) && svc[n] == ':'))
-		return true;
-	return slash && !strncmp(slash + 1, want, n) && slash[1 + n] == ':';
-}
-
-/* "pkg.Service/Method" is |want| whole, or its Service or Method part. */
-static bool method_matches(const char *m, const char *want)
-{
-	const char *slash = strchr(m, '/');
-	size_t n = strlen(want);
-
-	if (!strcmp(m, want) || (slash && !strcmp(slash + 1, want)))
-		return true;
-	return slash && (size_t)(slash - m) == n && !strncmp(m, want, n);
-}
-
-static int tap_event_cb(void *arg, const struct tap_event *ev)
-{
-	struct tap_reply *tr = arg;
-	const struct state_service *svc = tr->st ? state_find_id(tr->st, ev->service_id) : NULL;
-	char service[STATE_NAME_MAX * 3 + 16], ep[INET6_ADDRSTRLEN + 10], ip[INET6_ADDRSTRLEN];
-	struct json_object *o;
-
-	if (svc)
-		snprintf(service, sizeof(service), "%s/%s:%u", svc->ns, svc->name, svc->port);
-	else
-		snprintf(service, sizeof(service), "id:%" PRIu32, ev->service_id);
-	if ((tr->service && !service_matches(service, tr->service)) ||
-	    (tr->caller && !label_is(ev->caller, tr->caller)) ||
-	    (tr->method && !method_matches(ev->method, tr->method)))
-		return 0;
-	ep[0] = 0;
-	if (ev->ep_port) {
-		h2s_ip_str(&ev->ep_ip, ip, sizeof(ip));
-		snprintf(ep, sizeof(ep), h2s_ip_is_v4(&ev->ep_ip) ? "%s:%u" : "[%s]:%u", ip,
-			 ev->ep_port);
-	}
-	o = json_object_new_object();
-	add_u64(o, "time_unix_ms", ev->unix_ms);
-	add_str(o, "service", service);
-	add_str(o, "caller", ev->caller);
-	add_str(o, "method", ev->method);
-	add_str(o, "endpoint", ep);
-	json_object_object_add(o, "http_status", json_object_new_int(ev->http_status));
-	json_object_object_add(o, "grpc_status",
-			       ev->grpc_status >= 0 ? json_object_new_int(ev->grpc_status) : NULL);
-	add_u64(o, "duration_us", ev->duration_us);
-	add_u64(o, "bytes_in", ev->bytes_in);
-	add_u64(o, "bytes_out", ev->bytes_out);
-	json_object_array_add(tr->events, o);
-	return ++tr->n >= TAP_MAX_EVENTS;
-}
-
-/* |s|: "c0.c1..." as /tap answered it; false when it is not one for |n| rings. */
-static bool parse_cursor(const char *s, uint64_t *c, int n)
-{
-	for (int i = 0; i < n; i++) {
-		char *end;
-
-		if (!s || *s < '0' || *s > '9')
-			return false;
-		c[i] = strtoull(s, &end, 10);
-		s = *end == '.' ? end + 1 : (*end ? NULL : end);
-		if (i + 1 < n && (!s || !*s))
-			return false;
-	}
-	return s && !*s;
-}
-
-/* Every poll keeps the tap recording (TAP_LINGER_MS); the first one, without
- * ?cursor=, only starts it: events are those that end after it. Filters:
- * service, caller, method (as h2splitctl tap takes them). */
-static int h_tap(struct daemon *d, struct reply *r)
-{
-	struct tap *t = daemon_tap(d);
-	int n = tap_rings(t);
-	uint64_t *cur = calloc((size_t)n + 1, sizeof(*cur)), lost = 0;
-	struct snapshot *snap = daemon_snapshot(d);
-	struct tap_reply tr = {
-	    .st = snap ? snap->st : NULL,
-	    .service = MHD_lookup_connection_value(r->req, MHD_GET_ARGUMENT_KIND, "service"),
-	    .caller = MHD_lookup_connection_value(r->req, MHD_GET_ARGUMENT_KIND, "caller"),
-	    .method = MHD_lookup_connection_value(r->req, MHD_GET_ARGUMENT_KIND, "method"),
-	    .events = json_object_new_array(),
-	};
-	struct json_object *root = json_object_new_object();
-	char *cs = NULL;
-	size_t cl = 0;
-	FILE *f;
-
-	if (!cur || !root || !tr.events) {
-		free(cur);
-		json_object_put(root);
-		json_object_put(tr.events);
-		registry_snapshot_unref(snap);
-		return -ENOMEM;
-	}
-	tap_arm(t, loop_now_ms());
-	if (parse_cursor(MHD_lookup_connection_value(r->req, MHD_GET_ARGUMENT_KIND, "cursor"), cur,
-			 n))
-		tap_read(t, cur, tap_event_cb, &tr, &lost);
-	else
-		tap_cursors_now(t, cur);
-	f = open_memstream(&cs, &cl);
-	for (int i = 0; f && i < n; i++)
-		fprintf(f, i ? ".%" PRIu64 : "%" PRIu64, cur[i]);
-	if (f)
-		fclose(f);
-	add_str(root, "cursor", cs ? cs : "");
-	add_u64(root, "lost", lost);
-	json_object_object_add(root, "events", tr.events);
-	free(cs);
-	free(cur);
-	registry_snapshot_unref(snap);
-	return reply_json(r, root);
+	return admin_reply_json(r, root);
 }
 
 /* ---- dispatch ---- */
@@ -716,8 +486,8 @@ static const struct route {
 	int (*handler)(struct daemon *d, struct reply *r);
 } routes[] = {
     {"/healthz", h_healthz},   {"/readyz", h_readyz},	    {"/metrics", h_metrics},
-    {"/services", h_services}, {"/endpoints", h_endpoints}, {"/calls", h_calls},
-    {"/tap", h_tap},
+    {"/services", h_services}, {"/endpoints", h_endpoints}, {"/calls", admin_calls},
+    {"/tap", admin_tap},
 };
 
 static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply *r)
