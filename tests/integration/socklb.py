@@ -17,7 +17,9 @@ import subprocess
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "socklb.bpf.c")
 
-BPF_OBJ_PIN, BPF_OBJ_GET, BPF_LINK_CREATE, BPF_LINK_DETACH = 6, 7, 28, 34
+BPF_OBJ_PIN, BPF_OBJ_GET, BPF_PROG_ATTACH, BPF_PROG_DETACH = 6, 7, 8, 9
+BPF_LINK_CREATE, BPF_LINK_DETACH = 28, 34
+BPF_F_ALLOW_OVERRIDE = 1 << 0
 HOOKS = {"connect4": 10, "connect6": 11}  # BPF_CGROUP_INET4/6_CONNECT
 BPF_F_BEFORE, BPF_F_PREORDER = 1 << 3, 1 << 6
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
@@ -75,6 +77,7 @@ class SockLB:
         self.prog_ids = {h: bpftool("prog", "show", "pinned", p)["id"]
                          for h, p in self.prog_pins.items()}
         self.links = []
+        self.overrides = []  # cgroups with the old-style attachment (attach_override)
 
     def set(self, vip, port, ip, backend_port=None):
         """Rewrite connects to vip:port to ip:backend_port (default port)."""
@@ -130,5 +133,27 @@ class SockLB:
             os.unlink(pin)
             self.links.remove(pin)
 
+    def attach_override(self, cgroup):
+        """The old style: BPF_PROG_ATTACH with BPF_F_ALLOW_OVERRIDE (no link), as
+        tools before bpf_link did; a program attached below replaces it there."""
+        assert cgroup.startswith(self.node.cgroup_root), cgroup
+        self._prog_attach(BPF_PROG_ATTACH, cgroup, BPF_F_ALLOW_OVERRIDE)
+        self.overrides.append(cgroup)
+
+    def _prog_attach(self, cmd, cgroup, flags=0):
+        cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for hook, attach_type in HOOKS.items():
+                prog = obj_get(self.prog_pins[hook])
+                try:
+                    _bpf(cmd, struct.pack("IIII", cg, prog, attach_type, flags))
+                finally:
+                    os.close(prog)
+        finally:
+            os.close(cg)
+
     def detach_all(self):
         self.detach(list(self.links))
+        for cgroup in self.overrides:
+            self._prog_attach(BPF_PROG_DETACH, cgroup)
+        self.overrides.clear()

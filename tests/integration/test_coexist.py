@@ -8,7 +8,8 @@ BPF_F_PREORDER / BPF_F_BEFORE. Where h2split's connect4 runs first (README,
 "With Cilium or Calico eBPF") it still takes the opted-in Service: RPCs spread
 over every pod and getpeername() says ClusterIP, while the stand-in's rewrite
 of a Service h2split does not take keeps working. Where the stand-in runs
-first, h2splitd says so: a log line, /readyz, h2split_foreign_socket_programs
+first, or where h2split's attachment hides an old-style (override) one from
+the pods, h2splitd says so: a log line, /readyz, h2split_foreign_socket_programs
 and h2splitctl status."""
 
 import json
@@ -228,3 +229,28 @@ def test_without_preorder_a_deeper_cgroup_runs_first(fresh):
     assert b.ctl("status")["connect_first"] == "other"
     assert b.rpcs(b.grpc) == {"server-0": RPCS}
     assert_standin_keeps_other(b)
+
+
+def test_an_override_attachment_above_is_hidden_by_h2split_and_h2splitd_says_so(fresh):
+    """A program attached the old way (no link, BPF_F_ALLOW_OVERRIDE) above
+    h2split's cgroup yields to anything attached below it: h2split's attachment
+    takes it away from the pods, and h2splitd says so."""
+    b = fresh
+    b.lb.attach_override(b.node.cgroup_root)
+    assert b.rpcs(b.other) == {"server-2": RPCS}  # the stand-in works on its own
+    b.start()
+    wait_metric(b, "overridden", 1)
+    code, body = b.admin("/readyz")
+    assert code == 200, body
+    for h in HOOKS:
+        pid = b.lb.prog_ids[h]
+        assert (f"warning: {h} program {pid} (socklb_{h}, at {b.node.cgroup_root}) is "
+                f"overridden") in body, body
+        wait_logged(b, rf"level=warn msg=foreign_socket_program hook={h} id={pid} "
+                       rf"name=socklb_{h} .*position=overridden")
+    st = b.ctl("status")
+    assert sorted(p["position"] for p in st["foreign_programs"]
+                  if p["id"] in b.lb.prog_ids.values()) == ["overridden", "overridden"]
+    # What it costs: the stand-in no longer runs for the pods.
+    assert_h2split_takes_grpc(b)
+    assert set(b.rpcs(b.other)) <= {"server-0", "server-1"}  # kube-proxy, not the stand-in
