@@ -137,33 +137,9 @@ void coexist_report(struct coexist *c, struct bpf_coexist_report *out)
 void coexist_readyz(struct coexist *c, char *buf, size_t len)
 {
 	struct bpf_coexist_report r;
-	size_t off = 0;
 
-	buf[0] = '\0';
 	coexist_report(c, &r);
-	for (int i = 0; i < r.n && off < len; i++) {
-		const struct bpf_coexist_prog *p = &r.progs[i];
-		int n;
-
-		if (p->pos == COEXIST_OVERRIDDEN)
-			n = snprintf(buf + off, len - off,
-				     "warning: %s program %u (%s, at %s) is overridden: h2split's "
-				     "attachment keeps it from running for pods below its cgroup\n",
-				     bpf_coexist_hook_name(p->hook), p->id, p->name, p->cgroup);
-		else if (p->pos == COEXIST_BEFORE && p->hook <= COEXIST_CONNECT6)
-			n = snprintf(buf + off, len - off,
-				     "warning: %s program %u (%s, at %s) runs before h2split: "
-				     "connects it rewrites are not redirected\n",
-				     bpf_coexist_hook_name(p->hook), p->id, p->name,
-				     p->cgroup[0] ? p->cgroup : "?");
-		else
-			continue;
-		if (n < 0 || (size_t)n >= len - off) {
-			buf[off] = '\0'; /* whole lines only */
-			break;
-		}
-		off += (size_t)n;
-	}
+	bpf_coexist_warnings(&r, buf, len);
 }
 
 void coexist_write_metrics(FILE *f, struct coexist *c)

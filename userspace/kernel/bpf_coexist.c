@@ -186,6 +186,38 @@ int bpf_coexist_scan(const char *pin_root, const char *cgroup_dir, struct bpf_co
 	return 0;
 }
 
+int bpf_coexist_warnings(const struct bpf_coexist_report *r, char *buf, size_t len)
+{
+	size_t off = 0;
+	int lines = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (int i = 0; i < r->n && off < len; i++) {
+		const struct bpf_coexist_prog *p = &r->progs[i];
+		const char *what;
+		int n;
+
+		if (p->pos == COEXIST_OVERRIDDEN)
+			what = "is overridden: h2split's attachment keeps it from running for pods "
+			       "below its cgroup";
+		else if (p->pos == COEXIST_BEFORE && p->hook <= COEXIST_CONNECT6)
+			what = "runs before h2split: connects it rewrites are not redirected";
+		else
+			continue;
+		n = snprintf(buf + off, len - off, "warning: %s program %u (%s, at %s) %s\n",
+			     bpf_coexist_hook_name(p->hook), p->id, p->name,
+			     p->cgroup[0] ? p->cgroup : "?", what);
+		if (n < 0 || (size_t)n >= len - off) {
+			buf[off] = '\0'; /* whole lines only */
+			break;
+		}
+		off += (size_t)n;
+		lines++;
+	}
+	return lines;
+}
+
 bool bpf_coexist_same(const struct bpf_coexist_report *a, const struct bpf_coexist_report *b)
 {
 	if (a->n != b->n || a->truncated != b->truncated)

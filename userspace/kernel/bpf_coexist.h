@@ -11,6 +11,7 @@
 #define H2SPLIT_BPF_COEXIST_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum bpf_coexist_hook {
@@ -63,6 +64,11 @@ const char *bpf_coexist_pos_name(enum bpf_coexist_pos p);   /* "before", ... */
  * 0, or -errno when the cgroup cannot be read.
  */
 int bpf_coexist_scan(const char *pin_root, const char *cgroup_dir, struct bpf_coexist_report *r);
+
+/* One "warning: ..." line per connect4/6 program of |r| that sees the address
+ * before h2split, and per program h2split's attachment overrides, into |buf|
+ * (whole lines only; "" when none). The number of lines written. */
+int bpf_coexist_warnings(const struct bpf_coexist_report *r, char *buf, size_t len);
 
 /* Whether |a| and |b| list the same programs at the same positions. */
 bool bpf_coexist_same(const struct bpf_coexist_report *a, const struct bpf_coexist_report *b);
