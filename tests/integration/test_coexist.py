@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """h2split beside another socket load balancer (Cilium's socket-LB, Calico's
 connect-time LB), on the simulated node. The stand-in (socklb.bpf.c) rewrites
-a ClusterIP:port to one pod at connect4, as those do, and is attached to the
-bed's cgroups: the pods' cgroup that h2splitd attaches to ("same") or its
-parent ("ancestor"), before or after h2splitd starts, plain or with
-BPF_F_PREORDER / BPF_F_BEFORE. Where h2split's connect4 runs first (README,
+a ClusterIP:port to one pod at connect4/6, as those do, and is attached to the
+bed's cgroups: the pods' cgroup that h2splitd attaches to ("same"), its parent
+("ancestor") or the client pod's own cgroup ("pod"), before or after h2splitd
+starts, plain or with BPF_F_PREORDER / BPF_F_BEFORE. Where h2split's connect4 runs first (README,
 "With Cilium or Calico eBPF") it still takes the opted-in Service: RPCs spread
 over every pod and getpeername() says ClusterIP, while the stand-in's rewrite
 of a Service h2split does not take keeps working. Where the stand-in runs
@@ -96,7 +96,8 @@ class Bed:
         return self.client.run([testbed.python(), "-c", code]).stdout.strip()
 
     def level(self, where):
-        return {"same": self.node.pods_cgroup, "ancestor": self.node.cgroup_root}[where]
+        return {"same": self.node.pods_cgroup, "ancestor": self.node.cgroup_root,
+                "pod": self.client.cgroup}[where]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,7 @@ def assert_reports_after(b):
                        rf"name=socklb_{h} .*position=after")
 
 
-@pytest.mark.parametrize("where", ["ancestor", "same"])
+@pytest.mark.parametrize("where", ["ancestor", "same", "pod"])
 def test_h2split_first_over_a_socket_lb_attached_before_it(fresh, where):
     b = fresh
     b.lb.attach(b.level(where))
@@ -168,7 +169,7 @@ def test_h2split_first_over_a_socket_lb_attached_before_it(fresh, where):
     assert_reports_after(b)
 
 
-@pytest.mark.parametrize("where", ["ancestor", "same"])
+@pytest.mark.parametrize("where", ["ancestor", "same", "pod"])
 def test_h2split_first_over_a_socket_lb_attached_after_it(fresh, where):
     b = fresh
     b.start()
@@ -214,7 +215,8 @@ def test_preorder_socket_lb_above_sees_vip_first_and_h2splitd_says_so(fresh):
 def test_without_preorder_a_deeper_cgroup_runs_first(fresh):
     """Kernels before 6.17 (H2SPLIT_BPF_PREORDER=0 here): h2split attached to
     the pods' cgroup runs before a program of its parent, not before one of
-    its own cgroup that was attached earlier; h2splitd says which."""
+    its own cgroup that was attached earlier nor one of a pod's own cgroup;
+    h2splitd says which."""
     b = fresh
     b.lb.attach(b.node.cgroup_root)
     b.start(env={"H2SPLIT_BPF_PREORDER": "0"})
@@ -222,13 +224,18 @@ def test_without_preorder_a_deeper_cgroup_runs_first(fresh):
     assert_reports_after(b)
     b.stop()
 
-    b.lb.attach(b.node.pods_cgroup)
-    b.start(env={"H2SPLIT_BPF_PREORDER": "0"})
-    wait_metric(b, "before", 1)
-    assert "runs before h2split" in b.admin("/readyz")[1]
-    assert b.ctl("status")["connect_first"] == "other"
-    assert b.rpcs(b.grpc) == {"server-0": RPCS}
-    assert_standin_keeps_other(b)
+    for where in ("same", "pod"):  # attached earlier to its cgroup, or one below it
+        b.lb.attach(b.level(where))
+        b.start(env={"H2SPLIT_BPF_PREORDER": "0"})
+        wait_metric(b, "before", 1)
+        body = b.admin("/readyz")[1]
+        for h in HOOKS:
+            assert (f"warning: {h} program {b.lb.prog_ids[h]} (socklb_{h}, at "
+                    f"{b.level(where)}) runs before h2split") in body, body
+        assert b.ctl("status")["connect_first"] == "other"
+        assert b.rpcs(b.grpc) == {"server-0": RPCS}
+        assert_standin_keeps_other(b)
+        b.stop()
 
 
 def test_an_override_attachment_above_is_hidden_by_h2split_and_h2splitd_says_so(fresh):

@@ -3,8 +3,11 @@
  * Finds other programs on h2split's cgroup hooks and where they run (see
  * bpf_coexist.h). Read-only: BPF_PROG_QUERY on the attach cgroup (effective
  * array: the order the kernel runs) and on each ancestor (attached programs:
- * where each one sits, and those the effective array leaves out).
+ * where each one sits, and those the effective array leaves out), then on
+ * the cgroups below it (a program of a pod's own cgroup, ordered by that
+ * cgroup's effective array).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -17,7 +20,9 @@
 #include "kernel/bpf_loader.h"
 #include "kernel/cgroup.h"
 
-#define QUERY_MAX 64 /* BPF_CGROUP_MAX_PROGS per cgroup */
+#define QUERY_MAX 64   /* BPF_CGROUP_MAX_PROGS per cgroup */
+#define BELOW_MAX 4096 /* cgroups below the attach cgroup looked at per scan */
+#define BELOW_DEPTH 16
 
 static const struct {
 	const char *name;
@@ -162,12 +167,70 @@ static int scan_hook(struct bpf_coexist_report *r, enum bpf_coexist_hook h, cons
 	return 0;
 }
 
+/* Programs attached to |dir|, a cgroup below the attach cgroup, ordered by
+ * |dir|'s own effective array: before h2split's for the pods at and below it,
+ * or after. A program already reported for the hook is not counted again. */
+static void scan_below_one(struct bpf_coexist_report *r, const char *dir, const struct own_ids *own)
+{
+	for (int h = 0; h < COEXIST_HOOKS; h++) {
+		uint32_t ids[QUERY_MAX], eff[QUERY_MAX], n, n_eff = 0, ours = UINT32_MAX;
+		bool have_eff = false;
+
+		if (query(dir, hooks[h].type, false, ids, &n))
+			continue;
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t at = UINT32_MAX;
+
+			if (is_own(own, ids[i]) || find(r, (enum bpf_coexist_hook)h, ids[i]))
+				continue;
+			if (!have_eff) {
+				have_eff = true;
+				if (query(dir, hooks[h].type, true, eff, &n_eff))
+					n_eff = 0;
+				for (uint32_t j = 0; j < n_eff && ours == UINT32_MAX; j++)
+					if (is_own(own, eff[j]))
+						ours = j;
+			}
+			for (uint32_t j = 0; j < n_eff && at == UINT32_MAX; j++)
+				if (eff[j] == ids[i])
+					at = j;
+			add(r, (enum bpf_coexist_hook)h, at < ours ? COEXIST_BEFORE : COEXIST_AFTER,
+			    ids[i], dir);
+		}
+	}
+}
+
+/* Every cgroup below |path| (a buffer of |len| it extends and restores),
+ * depth first, at most BELOW_MAX of them. */
+static void scan_below(struct bpf_coexist_report *r, char *path, size_t len,
+		       const struct own_ids *own, int depth, int *visited)
+{
+	size_t base = strlen(path);
+	struct dirent *e;
+	DIR *d;
+
+	if (depth > BELOW_DEPTH || !(d = opendir(path)))
+		return;
+	while ((e = readdir(d)) && *visited < BELOW_MAX) {
+		if (e->d_type != DT_DIR || e->d_name[0] == '.' ||
+		    base + 1 + strlen(e->d_name) >= len)
+			continue;
+		path[base] = '/';
+		strcpy(path + base + 1, e->d_name);
+		(*visited)++;
+		scan_below_one(r, path, own);
+		scan_below(r, path, len, own, depth + 1, visited);
+		path[base] = '\0';
+	}
+	closedir(d);
+}
+
 int bpf_coexist_scan(const char *pin_root, const char *cgroup_dir, struct bpf_coexist_report *r)
 {
 	struct bpf_loader_status st;
 	struct own_ids own = {};
-	char root[PATH_MAX];
-	int err;
+	char root[PATH_MAX], below[PATH_MAX];
+	int err, visited = 0;
 
 	memset(r, 0, sizeof(*r));
 	err = cgroup_v2_root(root, sizeof(root));
@@ -183,6 +246,8 @@ int bpf_coexist_scan(const char *pin_root, const char *cgroup_dir, struct bpf_co
 		if (err)
 			return err;
 	}
+	snprintf(below, sizeof(below), "%s", cgroup_dir);
+	scan_below(r, below, sizeof(below), &own, 0, &visited);
 	return 0;
 }
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Other programs on h2split's hooks: the connect4/6, getpeername4/6 and
- * sock_ops programs attached to the cgroup h2split attaches to and to its
- * ancestors (Cilium's or Calico's socket load balancers, say), and where each
+ * sock_ops programs attached to the cgroup h2split attaches to, to its
+ * ancestors (Cilium's or Calico's socket load balancers, say) and to the
+ * cgroups below it (at most 4096 of them per scan), and where each
  * runs relative to h2split's own (docs/architecture.md, "With Cilium or
  * Calico eBPF"). A connect program that runs first sees the ClusterIP before
  * h2split does: when it rewrites it, h2split never gets that connect.
@@ -57,10 +58,11 @@ const char *bpf_coexist_pos_name(enum bpf_coexist_pos p);   /* "before", ... */
 
 /*
  * Scan |cgroup_dir| (the cgroup h2split's links attach to; NULL or "": the
- * cgroup2 root) and its ancestors for programs on the five hooks that are not
- * h2split's own (those behind the links pinned under |pin_root|, NULL: the
- * default). The order is the kernel's effective array for |cgroup_dir|, which
- * pods in cgroups below run as well unless they have programs of their own.
+ * cgroup2 root), its ancestors and the cgroups below it for programs on the
+ * five hooks that are not h2split's own (those behind the links pinned under
+ * |pin_root|, NULL: the default). The order is the kernel's effective array
+ * for |cgroup_dir|, which pods in cgroups below run as well, and for a
+ * program attached below it, the effective array of its own cgroup.
  * 0, or -errno when the cgroup cannot be read.
  */
 int bpf_coexist_scan(const char *pin_root, const char *cgroup_dir, struct bpf_coexist_report *r);
