@@ -326,8 +326,8 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 			       (unsigned long long)ls->cgroup_id, ls->prog_id);
 	}
 	if (v->scanned) {
-		printf("other progs  %d on h2split's hooks at its cgroup and above; connect4/6 see "
-		       "the address first: %s\n",
+		printf("other progs  %d on h2split's hooks at its cgroup, above and below; "
+		       "connect4/6 see the address first: %s\n",
 		       v->foreign.n,
 		       v->foreign.n_first ? "ANOTHER PROGRAM (see below)" : "h2split");
 		for (int i = 0; i < v->foreign.n; i++) {

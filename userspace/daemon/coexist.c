@@ -149,7 +149,7 @@ void coexist_write_metrics(FILE *f, struct coexist *c)
 
 	coexist_report(c, &r);
 	prom_family(f, name, "gauge",
-		    "Other programs on h2split's cgroup hooks (its cgroup and the ones above), by "
+		    "Other programs on h2split's cgroup hooks (its cgroup, above and below it), by "
 		    "hook and by whether they run before or after h2split's, or are overridden by "
 		    "it.");
 	for (int h = 0; h < COEXIST_HOOKS; h++)
