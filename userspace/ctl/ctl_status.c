@@ -18,6 +18,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "ctl/ctl.h"
+#include "kernel/bpf_coexist.h"
 #include "kernel/bpf_loader.h"
 #include "kernel/bpf_maps.h"
 #include "kernel/cgroup.h"
@@ -106,7 +107,22 @@ struct status_view {
 	bool installed, attached, redirecting;
 	char cg_root[PATH_MAX];
 	struct daemon_view dv;
+	bool scanned; /* |foreign| holds a scan of the attach cgroup */
+	struct bpf_coexist_report foreign;
 };
+
+/* Other programs on the hooks, at the cgroup the connect4 link attaches to
+ * and above it (kernel/bpf_coexist.h). */
+static void foreign_collect(const struct ctl *c, struct status_view *v)
+{
+	const struct bpf_loader_link_status *ls = &v->st.links[BPF_LOADER_CONNECT4];
+	char dir[PATH_MAX];
+
+	if (!ls->attached || !v->cg_root[0] ||
+	    cgroup_path_of_id(v->cg_root, ls->cgroup_id, dir, sizeof(dir)))
+		return;
+	v->scanned = bpf_coexist_scan(c->bpffs, dir, &v->foreign) == 0;
+}
 
 static int status_collect(const struct ctl *c, struct status_view *v)
 {
@@ -123,6 +139,7 @@ static int status_collect(const struct ctl *c, struct status_view *v)
 		fprintf(stderr, "read pins under %s: %s\n", c->bpffs, strerror(-err));
 		return err;
 	}
+	foreign_collect(c, v);
 	v->installed = v->attached = true;
 	for (int i = 0; i < BPF_MAPS_COUNT; i++)
 		v->installed &= v->st.map_pinned[i];
@@ -205,6 +222,27 @@ static struct json_object *status_json(const struct ctl *c, const struct status_
 		json_object_array_add(links, l);
 	}
 	json_object_object_add(o, "programs", links);
+	if (v->scanned) {
+		struct json_object *fa = json_object_new_array();
+
+		for (int i = 0; i < v->foreign.n; i++) {
+			const struct bpf_coexist_prog *p = &v->foreign.progs[i];
+			struct json_object *e = json_object_new_object();
+
+			json_object_object_add(
+			    e, "hook", json_object_new_string(bpf_coexist_hook_name(p->hook)));
+			json_object_object_add(e, "id", json_object_new_int64(p->id));
+			json_object_object_add(e, "name", json_object_new_string(p->name));
+			json_object_object_add(e, "cgroup", json_object_new_string(p->cgroup));
+			json_object_object_add(
+			    e, "position", json_object_new_string(bpf_coexist_pos_name(p->pos)));
+			json_object_array_add(fa, e);
+		}
+		json_object_object_add(o, "foreign_programs", fa);
+		json_object_object_add(
+		    o, "connect_first",
+		    json_object_new_string(v->foreign.n_first ? "other" : "h2split"));
+	}
 	json_object_object_add(o, "daemon", daemon_json(c, &v->dv));
 	if (v->other_layout)
 		json_object_object_add(o, "map_of_another_layout",
@@ -286,6 +324,25 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 			printf("attached to %s (cgroup id %llu, prog id %u)\n",
 			       cgroup_path_or(v->cg_root, ls->cgroup_id, buf, sizeof(buf), "?"),
 			       (unsigned long long)ls->cgroup_id, ls->prog_id);
+	}
+	if (v->scanned) {
+		printf("other progs  %d on h2split's hooks at its cgroup, above and below; "
+		       "connect4/6 see the address first: %s\n",
+		       v->foreign.n,
+		       v->foreign.n_first ? "ANOTHER PROGRAM (see below)" : "h2split");
+		for (int i = 0; i < v->foreign.n; i++) {
+			const struct bpf_coexist_prog *p = &v->foreign.progs[i];
+
+			printf("  %-13s id %-6u %-16s %-10s at %s%s\n",
+			       bpf_coexist_hook_name(p->hook), p->id, p->name,
+			       bpf_coexist_pos_name(p->pos), p->cgroup[0] ? p->cgroup : "?",
+			       p->pos == COEXIST_OVERRIDDEN
+				   ? ": overridden by h2split's attachment below it"
+			       : p->pos == COEXIST_BEFORE && p->hook <= COEXIST_CONNECT6
+				   ? ": sees the ClusterIP first, connects it rewrites are not "
+				     "redirected"
+				   : "");
+		}
 	}
 	if (v->other_layout)
 		printf("maps         %s has another layout than this h2splitctl (%s) reads: start "

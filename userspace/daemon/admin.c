@@ -23,6 +23,7 @@
 #include "base/loop.h"
 #include "daemon/admin.h"
 #include "daemon/admin_int.h"
+#include "daemon/coexist.h"
 #include "daemon/daemon_view.h"
 #include "kernel/bpf_maps.h"
 #include "telemetry/metrics.h"
@@ -77,15 +78,18 @@ static void applied_str(struct daemon *d, char *buf, size_t len)
 
 static int h_readyz(struct daemon *d, struct reply *r)
 {
-	char buf[160] = "not ready:", applied[STATE_VERSION_MAX + 48], ok[sizeof(applied) + 8];
+	char buf[160] = "not ready:", applied[STATE_VERSION_MAX + 48], ok[sizeof(applied) + 2056];
 	const char *sep = " ";
 
 	struct daemon_status st;
 
 	daemon_status(d, &st);
 	if (st.ready) {
+		char warn[2048]; /* other programs that see VIPs first (daemon/coexist.h) */
+
 		applied_str(d, applied, sizeof(applied));
-		snprintf(ok, sizeof(ok), "ready %s\n", applied);
+		coexist_readyz(daemon_coexist(d), warn, sizeof(warn));
+		snprintf(ok, sizeof(ok), "ready %s\n%s", applied, warn);
 		return reply_text(r, MHD_HTTP_OK, ok);
 	}
 	if (!st.synced) {
@@ -196,6 +200,7 @@ static int h_metrics(struct daemon *d, struct reply *r)
 		write_daemon(f, d, snap);
 		write_stats(f, d);
 		write_bpf(f, d);
+		coexist_write_metrics(f, daemon_coexist(d));
 		err = metrics_write_prometheus(f, mm, snap ? snap->st : NULL, loop_now_ms());
 		if (fclose(f) && !err)
 			err = -EIO;

@@ -17,6 +17,7 @@
 #include "h2split_bpf.h"
 
 struct daemon;
+struct coexist;
 struct health_table;
 struct metrics_merged;
 struct tap;
@@ -54,5 +55,9 @@ void daemon_stats(const struct daemon *d, struct daemon_stats *out);
 /* The BPF decision counters summed over CPUs: 0, -ENODEV without BPF, or the
  * map read's -errno. */
 int daemon_bpf_counters(const struct daemon *d, uint64_t out[H2S_CNT_MAX]);
+
+/* Other programs on h2split's cgroup hooks (daemon/coexist.h); NULL before BPF
+ * is loaded. */
+struct coexist *daemon_coexist(const struct daemon *d);
 
 #endif

@@ -21,6 +21,7 @@
 #include "base/locality.h"
 #include "base/log.h"
 #include "daemon/admin.h"
+#include "daemon/coexist.h"
 #include "daemon/daemon.h"
 #include "kernel/bpf_loader.h"
 #include "kernel/bpf_maps.h"
@@ -519,6 +520,9 @@ static int run(struct daemon *d)
 		fprintf(stderr, "h2splitd: loading BPF programs failed: %s\n", strerror(-err));
 		return err;
 	}
+	d->coexist = coexist_start(d);
+	if (!d->coexist)
+		return -ENOMEM;
 	d->sh = (struct worker_shared){
 		.cfg = &d->cfg,
 		.maps = bpf_loader_maps(d->bpf),
@@ -583,6 +587,7 @@ static void shutdown_daemon(struct daemon *d)
 	if (d->sig_fd > 0)
 		close(d->sig_fd);
 	loop_free(d->loop);
+	coexist_free(d->coexist); /* after the admin thread and the loop: both read it */
 	pthread_mutex_destroy(&d->snap_lock);
 }
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
@@ -33,14 +34,19 @@ static const struct {
 	const char *name; /* the program's function name in h2split.bpf.c */
 	const char *hook;
 	enum bpf_attach_type type;
+	bool first; /* must see the address before other programs (see attach_prog()) */
 } progs[BPF_LOADER_PROGS] = {
-    [BPF_LOADER_CONNECT4] = {"h2s_connect4", "connect4", BPF_CGROUP_INET4_CONNECT},
-    [BPF_LOADER_CONNECT6] = {"h2s_connect6", "connect6", BPF_CGROUP_INET6_CONNECT},
-    [BPF_LOADER_SOCKOPS] = {"h2s_sockops", "sock_ops", BPF_CGROUP_SOCK_OPS},
-    [BPF_LOADER_GETPEER4] = {"h2s_getpeer4", "getpeername4", BPF_CGROUP_INET4_GETPEERNAME},
-    [BPF_LOADER_GETPEER6] = {"h2s_getpeer6", "getpeername6", BPF_CGROUP_INET6_GETPEERNAME},
-    [BPF_LOADER_RELEASE] = {"h2s_release", "sock_release", BPF_CGROUP_INET_SOCK_RELEASE},
+    [BPF_LOADER_CONNECT4] = {"h2s_connect4", "connect4", BPF_CGROUP_INET4_CONNECT, true},
+    [BPF_LOADER_CONNECT6] = {"h2s_connect6", "connect6", BPF_CGROUP_INET6_CONNECT, true},
+    [BPF_LOADER_SOCKOPS] = {"h2s_sockops", "sock_ops", BPF_CGROUP_SOCK_OPS, false},
+    [BPF_LOADER_GETPEER4] = {"h2s_getpeer4", "getpeername4", BPF_CGROUP_INET4_GETPEERNAME, true},
+    [BPF_LOADER_GETPEER6] = {"h2s_getpeer6", "getpeername6", BPF_CGROUP_INET6_GETPEERNAME, true},
+    [BPF_LOADER_RELEASE] = {"h2s_release", "sock_release", BPF_CGROUP_INET_SOCK_RELEASE, false},
 };
+
+/* Attach flags of Linux 6.15+ (uapi of this build's headers may predate them). */
+#define H2S_F_BEFORE (1U << 3)
+#define H2S_F_PREORDER (1U << 6)
 
 struct h2s_bpf {
 	struct h2split *skel; /* owned */
@@ -216,29 +222,131 @@ static void link_forget(struct bpf_link *l)
 	bpf_link__destroy(l);
 }
 
-/* Attach |prog| to the cgroup, or update the pinned link at |path| in place. */
-static int attach_prog(struct bpf_program *prog, enum bpf_attach_type type, const char *path,
-		       int cg_fd, uint64_t cg_id)
+/* The running kernel's release as a number: 6.18.44 -> 61844. */
+static unsigned kernel_release(void)
 {
+	struct utsname u;
+	unsigned a = 0, b = 0, c = 0;
+
+	if (uname(&u) == 0)
+		sscanf(u.release, "%u.%u.%u", &a, &b, &c);
+	return a * 10000 + b * 100 + (c > 99 ? 99 : c);
+}
+
+/* Whether to attach the address hooks with BPF_F_PREORDER: cgroup links take
+ * it since Linux 6.17 (the mprog API for cgroup programs); an older kernel
+ * refuses it and gets the plain attach. H2SPLIT_BPF_PREORDER=0 attaches as
+ * before 6.17 (tests use it to show that order). */
+static bool preorder_wanted(void)
+{
+	const char *v = getenv("H2SPLIT_BPF_PREORDER");
+
+	return !(v && !strcmp(v, "0")) && kernel_release() >= 61700;
+}
+
+/* bpf_link_update() of a cgroup link put the new program into the wrong slot
+ * of the effective arrays while a BPF_F_PREORDER program was anywhere in the
+ * hierarchy, until "bpf: Fix effective prog array index with BPF_F_PREORDER"
+ * (CVE-2026-72427; fixed in 6.18.40 and 7.1.5). On such a kernel a link of
+ * ours is replaced (attach, then detach: the arrays are recomputed) instead. */
+static bool link_update_safe(void)
+{
+	unsigned v = kernel_release();
+
+	return v < 61500 || (v >= 61840 && v < 61900) || v >= 70105;
+}
+
+/* Whether |prog| is the first program of the cgroup's effective array for
+ * |type|: what tasks in the cgroup (and pods below it) run first. */
+static bool runs_first(int cg_fd, enum bpf_attach_type type, const struct bpf_program *prog)
+{
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info), ids[64];
+	LIBBPF_OPTS(bpf_prog_query_opts, q, .query_flags = BPF_F_QUERY_EFFECTIVE, .prog_ids = ids,
+		    .prog_cnt = sizeof(ids) / sizeof(ids[0]));
+
+	if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) ||
+	    bpf_prog_query_opts(cg_fd, type, &q) || q.prog_cnt == 0)
+		return false;
+	return ids[0] == info.id;
+}
+
+/* A new link for |prog| in front of every program that does not itself ask
+ * for the front: BPF_F_PREORDER runs it before the programs of descendant
+ * cgroups and before every program of its own and ancestor cgroups attached
+ * without the flag; BPF_F_BEFORE puts it first among its own cgroup's. The fd,
+ * or -errno (-EINVAL: the kernel has no such flags for links). */
+static int link_create_first(const struct bpf_program *prog, int cg_fd, enum bpf_attach_type type)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = H2S_F_PREORDER | H2S_F_BEFORE);
+	int fd = bpf_link_create(bpf_program__fd(prog), cg_fd, type, &opts);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Swap the pinned link at |path| (|old|, may be NULL) for the new link |fd|,
+ * already attached: no connect goes unredirected meanwhile, and a connect
+ * seeing both is rewritten once (the second program finds the listener, not a
+ * service). Takes |fd| and |old|. */
+static int pin_new_link(struct bpf_link *old, int fd, const char *path, const char *name)
+{
+	int err = 0;
+
+	if (old) {
+		bpf_link_detach(bpf_link__fd(old));
+		link_forget(old);
+	}
+	if (unlink(path) < 0 && errno != ENOENT)
+		log_warn("unlink old link pin failed path=%s err=%s", path, strerror(errno));
+	if (bpf_obj_pin(fd, path)) {
+		err = -errno;
+		log_error("pin bpf link failed path=%s err=%s", path, strerror(-err));
+	} else {
+		log_info("bpf program attached prog=%s link=%s", name, path);
+	}
+	close(fd); /* the pin keeps it; unpinned, it detaches rather than leaks */
+	return err;
+}
+
+/* Attach program |i| to the cgroup, or update the pinned link at |path| in
+ * place. An address hook (progs[].first) whose kernel takes BPF_F_PREORDER
+ * ends up in front: updated in place only where that is safe and it still
+ * runs first, else attached anew in front. */
+static int attach_prog(struct bpf_program *prog, int i, const char *path, int cg_fd, uint64_t cg_id)
+{
+	enum bpf_attach_type type = progs[i].type;
+	bool first = progs[i].first && preorder_wanted();
 	struct bpf_link *old = NULL, *link;
-	int err;
+	int err, fd;
 
 	if (access(path, F_OK) == 0) /* else libbpf warns about the missing pin */
 		old = bpf_link__open(path);
-	if (old && link_matches(bpf_link__fd(old), type, cg_id)) {
+	if (old && link_matches(bpf_link__fd(old), type, cg_id) && (!first || link_update_safe())) {
 		err = bpf_link__update_program(old, prog);
-		if (!err) {
+		if (!err && (!first || runs_first(cg_fd, type, prog))) {
 			log_info("bpf program updated in place prog=%s link=%s",
 				 bpf_program__name(prog), path);
 			link_forget(old);
 			return 0;
 		}
-		log_warn("bpf_link_update failed, re-attaching prog=%s link=%s err=%s",
-			 bpf_program__name(prog), path, strerror(-err));
+		if (err)
+			log_warn("bpf_link_update failed, re-attaching prog=%s link=%s err=%s",
+				 bpf_program__name(prog), path, strerror(-err));
+		else
+			log_info("bpf program updated in place but not first, attaching it in "
+				 "front prog=%s link=%s",
+				 bpf_program__name(prog), path);
 	}
-	/* Attach the new link before detaching the old: no connect goes
-	 * unredirected meanwhile, and a connect seeing both is rewritten once
-	 * (the second program finds the listener, not a service). */
+	if (first) {
+		fd = link_create_first(prog, cg_fd, type);
+		if (fd >= 0)
+			return pin_new_link(old, fd, path, bpf_program__name(prog));
+		log_info(
+		    "bpf_preorder_unsupported prog=%s err=%s note=\"Linux 6.17+ runs it "
+		    "before other cgroup programs; here programs of cgroups below --cgroup, and "
+		    "those attached before it to --cgroup, see the address first\"",
+		    bpf_program__name(prog), strerror(-fd));
+	}
 	link = bpf_program__attach_cgroup(prog, cg_fd);
 	if (!link) {
 		err = -errno;
@@ -247,21 +355,14 @@ static int attach_prog(struct bpf_program *prog, enum bpf_attach_type type, cons
 		link_forget(old);
 		return err;
 	}
-	if (old) {
-		bpf_link_detach(bpf_link__fd(old));
+	fd = dup(bpf_link__fd(link));
+	bpf_link__destroy(link); /* |fd| keeps it attached */
+	if (fd < 0) {
+		err = -errno;
 		link_forget(old);
-	}
-	if (unlink(path) < 0 && errno != ENOENT)
-		log_warn("unlink old link pin failed path=%s err=%s", path, strerror(errno));
-	err = bpf_link__pin(link, path);
-	if (err) {
-		log_error("pin bpf link failed path=%s err=%s", path, strerror(-err));
-		bpf_link__destroy(link); /* unpinned: detach rather than leak */
 		return err;
 	}
-	log_info("bpf program attached prog=%s link=%s", bpf_program__name(prog), path);
-	link_forget(link);
-	return 0;
+	return pin_new_link(old, fd, path, bpf_program__name(prog));
 }
 
 /* The ids of the maps used by the program behind the link pinned at |path|
@@ -305,7 +406,8 @@ static bool other_map(__u32 id, const __u32 *ours, int n_ours, bool clear)
 		other = true;
 		for (int j = 0; j < n_ours; j++)
 			other &= id != ours[j];
-		if (clear && info.type == BPF_MAP_TYPE_SOCKMAP && !strcmp(info.name, "h2s_listeners"))
+		if (clear && info.type == BPF_MAP_TYPE_SOCKMAP &&
+		    !strcmp(info.name, "h2s_listeners"))
 			for (__u32 slot = 0; slot < info.max_entries; slot++)
 				bpf_map_delete_elem(fd, &slot);
 	}
@@ -385,7 +487,7 @@ static int attach_all(struct h2s_bpf *b, const char *root, int cg_fd)
 			return -ENOENT;
 		err = join(path, sizeof(path), dir, progs[i].name);
 		if (!err)
-			err = attach_prog(prog, progs[i].type, path, cg_fd, b->cgroup_id);
+			err = attach_prog(prog, i, path, cg_fd, b->cgroup_id);
 	}
 	return err;
 }
@@ -439,7 +541,8 @@ static int size_maps(struct h2s_bpf *b, int max_sockets)
 		err = bpf_map__set_max_entries(b->skel->maps.h2s_conn_origdst,
 					       (__u32)max_sockets / 4);
 	if (err)
-		log_error("size BPF maps failed max_sockets=%d err=%s", max_sockets, strerror(-err));
+		log_error("size BPF maps failed max_sockets=%d err=%s", max_sockets,
+			  strerror(-err));
 	return err;
 }
 
