@@ -138,8 +138,7 @@ void h2_stream_discard_request(struct h2_stream *st)
 
 static bool retryable(const struct h2_stream *st)
 {
-	return !st->req_dropped && !st->req_discard && !st->resp_hdrs_rcvd &&
-	       st->n_tried < H2_MAX_ATTEMPTS;
+	return !st->req_dropped && !st->req_discard && !st->resp_hdrs_rcvd && h2_stream_may_try(st);
 }
 
 /* Stop the upstream stream (RST_STREAM |code|) and stop hearing about it:
@@ -162,6 +161,7 @@ void h2_stream_abandon_upstream(struct h2_stream *st, uint32_t code)
  * upstream; the request bytes it held go back to the client's window. */
 void h2_stream_let_go(struct h2_stream *st)
 {
+	h2_retry_cancel(st);
 	h2_route_forget(st);
 	h2_stream_abandon_upstream(st, NGHTTP2_CANCEL);
 	h2_stream_discard_request(st);
@@ -358,6 +358,7 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 		access_log(st, code);
 	loop_timer_cancel(s->ctx.loop, st->deadline);
 	loop_timer_cancel(s->ctx.loop, st->pending_timer);
+	h2_retry_cancel(st);
 	h2_route_forget(st);
 	h2_stream_abandon_upstream(st, NGHTTP2_CANCEL);
 	if (st->up) {
@@ -538,7 +539,8 @@ int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const
 	if (st->retaining) {
 		st->req_sent += length;
 		st->ds->retained += length;
-		if (st->req_sent > H2_RETAIN_MAX || st->ds->retained > H2_RETAIN_CONN_MAX)
+		if (st->req_sent > (size_t)S(st)->cfg->retry_buffer_bytes ||
+		    st->ds->retained > H2_RETAIN_CONN_MAX)
 			release_retention(st);
 	} else {
 		h2_chain_drop(&st->req_body, &S(st)->blocks, length);
@@ -558,6 +560,8 @@ int h2_stream_us_header(struct h2_stream *st, bool trailer, const uint8_t *name,
 		st->grpc_status = atoi((const char *)value) * (value[0] >= '0' && value[0] <= '9');
 		st->up_grpc_status = st->grpc_status;
 	}
+	if (!trailer && nlen == 22 && !memcmp(name, "grpc-retry-pushback-ms", 22))
+		h2_retry_pushback(st, value, vlen);
 	if (h2_hdrs_add(trailer ? &st->resp_trl : &st->resp_hdrs, name, nlen, value, vlen, flags))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	return 0;
@@ -585,7 +589,10 @@ void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stre
 		h2_conn_dirty(&st->ds->c);
 		return;
 	}
+	if (end_stream && h2_retry_on_answer(st))
+		return; /* Trailers-Only with a retryable status: not forwarded */
 	st->resp_hdrs_rcvd = true;
+	h2_retry_answered(st);
 	if (end_stream)
 		first_answer(st);
 	if (st->ep)
@@ -651,6 +658,8 @@ void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code)
 	log_debug("stream_reset_by_upstream stream=%d endpoint=%s code=%u", st->ds_id,
 		  h2_endpoint_str(st->ep, ep, sizeof(ep)), error_code);
 	st->up_failed = true;
+	if (h2_retry_on_failure(st, grpc_status_from_rst(error_code)))
+		return;
 	h2_stream_discard_request(st);
 	h2_stream_ds_reset(st,
 			   error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
@@ -673,6 +682,8 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachab
 		h2_route_retry(st, why);
 		return;
 	}
+	if (h2_retry_on_failure(st, GRPC_UNAVAILABLE))
+		return;
 	snprintf(msg, sizeof(msg), "h2split: upstream %s: %s",
 		 h2_endpoint_str(st->ep, ep, sizeof(ep)), why);
 	h2_reply_error(st, GRPC_UNAVAILABLE, 502, msg);
