@@ -45,7 +45,9 @@ class Bed:
     pushback 300 ms, ok-3; policy) and ``pushneg`` (neg-0 failing all with
     pushback -1, ok-3; policy); ``slowtry`` (stall-0 holding every RPC 3 s,
     ok-3; policy, per-try timeout 200 ms) and ``slowtry-bare`` (stall-0; the
-    per-try timeout alone). One client pod; h2splitd, 2 workers, round robin, no
+    per-try timeout alone); ``hedged`` (hs-0..2, each holding 5% of the RPCs
+    200 ms; hedging after 10 ms, 3 attempts) and ``unhedged`` (the same pods,
+    no policy). One client pod; h2splitd, 2 workers, round robin, no
     outlier ejection."""
 
     def __init__(self, node, build_dir):
@@ -80,6 +82,13 @@ class Bed:
                                         annotations=policy(maxAttempts=2, **AMPLE))
         # Round robin, outlier ejection off: failing pods keep their share of
         # the RPCs, so what the clients see is the retries' doing alone.
+        self.hs = node.add_server_pods(["hs-0", "hs-1", "hs-2"],
+                                       args=("--stall-pct", "5", "--stall-ms", "200"))
+        self.hedged = node.add_service("hedged", pods=self.hs, annotations={
+            "h2split.io/hedging-policy": json.dumps({
+                "maxAttempts": 3, "hedgingDelay": "0.01s",
+                "nonFatalStatusCodes": ["UNAVAILABLE"], **AMPLE})})
+        self.unhedged = node.add_service("unhedged", pods=self.hs)
         self.slowtry = node.add_service("slowtry", pods=[self.stall, self.ok[3]],
                                         annotations={**policy(**AMPLE),
                                                      "h2split.io/per-try-timeout": "200ms"})
@@ -284,3 +293,26 @@ def test_per_try_timeout_retries_elsewhere_within_the_deadline(bed, client):
     r = bare.unary(2, rpc_timeout=0.1)
     assert r["errors"] == {"DEADLINE_EXCEEDED": 2}, short(r)
     assert not any("per-try timeout" in d for d in r["details"]), r["details"]
+
+
+def test_hedging_cuts_the_tail_and_cancels_the_losers(bed, client):
+    n = 800
+    cancelled0 = sum(bed.stats(p).get("cancelled", 0) for p in bed.hs)
+    plain = client(bed.unhedged).unary(n, concurrency=8, rpc_timeout=30, timeout=300)
+    hedges0 = bed.metric("h2split_service_hedges_total", bed.hedged)
+    hedged = client(bed.hedged).unary(n, concurrency=8, rpc_timeout=30, timeout=300)
+    assert plain["ok"] == n and hedged["ok"] == n, (short(plain), short(hedged))
+    p99, p99_h = plain["lat_ms"]["p99"], hedged["lat_ms"]["p99"]
+    print(f"hedging: p99 {p99:.1f} ms without, {p99_h:.1f} ms with "
+          f"(ratio {p99_h / p99:.2f}); p50 {plain['lat_ms']['p50']:.1f} / "
+          f"{hedged['lat_ms']['p50']:.1f} ms")
+    assert p99 >= 200, f"the stalls should set the p99 without hedging: {plain['lat_ms']}"
+    assert p99_h <= 0.3 * p99, \
+        f"p99 {p99_h} ms with hedging, {p99} ms without: {hedged['lat_ms']}, {plain['lat_ms']}"
+    hedges = bed.metric("h2split_service_hedges_total", bed.hedged) - hedges0
+    assert hedges >= n * 0.05 * 0.5, f"{hedges:g} hedges for {n} RPCs, 5% of them stalled"
+    # The stalled attempts that lost were cancelled: their pods saw RST_STREAM
+    # (grpc: the RPC no longer active when the handler woke up).
+    cancelled = sum(bed.stats(p).get("cancelled", 0) for p in bed.hs) - cancelled0
+    assert cancelled >= n * 0.05 * 0.5, \
+        f"only {cancelled} stalled attempts were cancelled after {hedges:g} hedges"

@@ -14,6 +14,7 @@
 #include "base/loop.h"
 #include "proxy/h2/h2_downstream.h"
 #include "proxy/h2/h2_endpoint.h"
+#include "proxy/h2/h2_hedge.h"
 #include "proxy/h2/h2_reply.h"
 #include "proxy/h2/h2_retry.h"
 #include "proxy/h2/h2_route.h"
@@ -23,6 +24,17 @@
 static struct splitter *S(const struct h2_stream *st)
 {
 	return st->ds->s;
+}
+
+/* A hedging policy covering the method wins over a retry policy. */
+static void resolve_hedge(struct h2_retry *rt, const struct rpc_policy *p)
+{
+	rt->kind = p->kind;
+	rt->max_attempts = p->max_attempts;
+	rt->codes = p->codes;
+	rt->hedging_delay_ms = p->hedging_delay_ms;
+	rt->budget_ratio = p->budget_ratio;
+	rt->budget_min_per_s = p->budget_min_per_s;
 }
 
 void h2_retry_resolve(struct h2_stream *st, const struct state_service *svc)
@@ -41,6 +53,10 @@ void h2_retry_resolve(struct h2_stream *st, const struct state_service *svc)
 	rt->max_attempts = 1;
 	rt->per_try_ms = svc->per_try_timeout_ms > 0 ? (uint32_t)svc->per_try_timeout_ms : 0;
 	path = h2_hdrs_get(&st->req_hdrs, ":path", &len);
+	if (st->grpc && rpc_policy_covers(&svc->hedge, path, len)) {
+		resolve_hedge(rt, &svc->hedge);
+		return;
+	}
 	if (!st->grpc || !rpc_policy_covers(p, path, len))
 		return;
 	rt->kind = p->kind;
@@ -52,6 +68,7 @@ void h2_retry_resolve(struct h2_stream *st, const struct state_service *svc)
 	rt->budget_ratio = p->budget_ratio;
 	rt->budget_min_per_s = p->budget_min_per_s;
 }
+
 
 size_t h2_retry_add_header(const struct h2_stream *st, nghttp2_nv *nv, size_t n, char *buf)
 {
@@ -86,6 +103,8 @@ void h2_retry_submitted(struct h2_stream *st)
 	if (rt->attempts == 1 && rt->kind != RPC_POLICY_NONE)
 		balancer_retry_deposit(s->lb, rt->service_id, now, rt->budget_ratio,
 				       rt->budget_min_per_s);
+	if (rt->attempts == 1 && rt->kind == RPC_POLICY_HEDGE && !st->hedge_of)
+		h2_hedge_start(st);
 	if (!rt->per_try_ms || rt->try_timer)
 		return;
 	/* Never past the RPC's own deadline: that one answers first. */
@@ -127,6 +146,7 @@ void h2_retry_cancel(struct h2_stream *st)
 	loop_timer_cancel(l, st->rt.try_timer);
 	loop_timer_cancel(l, st->rt.backoff_timer);
 	st->rt.try_timer = st->rt.backoff_timer = NULL;
+	h2_hedge_cancel(st);
 }
 
 static uint64_t rand_below(struct splitter *s, uint64_t n)
@@ -174,14 +194,17 @@ static uint64_t next_delay(struct h2_stream *st)
 /* End the attempt in progress but keep the request for the next one: the
  * upstream stream is cancelled (unless already closed both ways) and
  * forgotten, its endpoint gets its verdict, the answer is dropped. */
-static void end_attempt(struct h2_stream *st)
+void h2_retry_end_attempt(struct h2_stream *st)
 {
 	struct splitter *s = S(st);
 
 	if (st->leg == H2_LEG_OPEN) {
 		nghttp2_session *us = st->up->c.session;
 
-		if (nghttp2_session_get_stream_local_close(us, st->up_id) != 1) {
+		/* Not yet closed both ways (an answer still to come, or request
+		 * bytes still to go): the upstream must hear it is cancelled. */
+		if (nghttp2_session_get_stream_local_close(us, st->up_id) != 1 ||
+		    nghttp2_session_get_stream_remote_close(us, st->up_id) != 1) {
 			nghttp2_submit_rst_stream(us, NGHTTP2_FLAG_NONE, st->up_id, NGHTTP2_CANCEL);
 			stats_inc(s->stats, ST_RESETS_SENT);
 			h2_endpoint_event(s->ctx.metrics, st->ep, METRICS_EV_RESET_SENT);
@@ -250,7 +273,7 @@ static bool retry(struct h2_stream *st, enum metrics_retry_reason why)
 		  st->up_grpc_status, rt->attempts + 1, delay);
 	loop_timer_cancel(s->ctx.loop, rt->try_timer);
 	rt->try_timer = NULL;
-	end_attempt(st);
+	h2_retry_end_attempt(st);
 	metrics_service_retry(s->ctx.metrics, rt->service_id, why);
 	stats_inc(s->stats, ST_UPSTREAM_RETRIES);
 	rt->tried_base = st->n_tried;

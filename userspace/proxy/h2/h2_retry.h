@@ -41,6 +41,11 @@ struct h2_retry {
 	uint32_t per_try_ms;		  /* 0: none */
 	struct loop_timer *backoff_timer; /* owned: the wait before the next attempt */
 	struct loop_timer *try_timer;	  /* owned: per-try timeout of this attempt */
+	uint32_t hedging_delay_ms;	  /* hedge: between attempts */
+	bool committed;			  /* hedge: an attempt's answer goes to the client */
+	uint8_t n_hedges;		  /* hedge: attempts in flight besides the stream's own */
+	struct h2_stream *hedges[RPC_POLICY_MAX_ATTEMPTS]; /* owned: those attempts */
+	struct loop_timer *hedge_timer;			    /* owned: the next hedge */
 };
 
 /* Look up |svc|'s policy for |st|'s method (once per stream). */
@@ -60,7 +65,12 @@ bool h2_retry_on_answer(struct h2_stream *st);
 bool h2_retry_on_failure(struct h2_stream *st, enum grpc_status status);
 /* Response headers go to the client: no retry from now on. */
 void h2_retry_answered(struct h2_stream *st);
-/* |st| waits for nothing more (answered, let go, freed): stop the timers. */
+/* End the attempt in progress but keep the request for another one: the
+ * upstream stream is cancelled (unless closed both ways) and forgotten, its
+ * endpoint gets its verdict, its answer is dropped; leg NONE. */
+void h2_retry_end_attempt(struct h2_stream *st);
+/* |st| waits for nothing more (answered, let go, freed): stop the timers,
+ * cancel its hedged attempts. */
 void h2_retry_cancel(struct h2_stream *st);
 
 #endif

@@ -518,6 +518,36 @@ static void route(struct h2_stream *st)
 	route_failed(st, &rc);
 }
 
+int h2_route_hedge(struct h2_stream *h, struct balancer_endpoint *const *avoid, size_t n_avoid)
+{
+	struct splitter *s = S(h);
+	struct route_ctx rc = {.svc = h2_route_service_of(s->snap, &h->ds->ci.od)};
+	char host[2 * STATE_NAME_MAX + 8], eps[64];
+	struct balancer_endpoint *ep;
+	bool saturated;
+	int err;
+
+	if (!rc.svc || rc.svc->retired_ms)
+		return -ENOENT;
+	snprintf(host, sizeof(host), "%s.%s.svc", rc.svc->name, rc.svc->ns);
+	rc.tls_host = rc.svc->upstream_tls ? host : NULL;
+	h->n_tried = (uint8_t)(n_avoid < H2_TRIED_MAX ? n_avoid : H2_TRIED_MAX);
+	memcpy(h->tried, avoid, h->n_tried * sizeof(h->tried[0]));
+	h->waited = true; /* it does not queue behind new streams: it never waits */
+	ep = route_pick(h, &rc, &saturated);
+	if (!ep)
+		return saturated ? -EBUSY : -ENOENT;
+	err = submit(h, ep, rc.tls_host);
+	if (err) {
+		if (err != -EBUSY)
+			connect_failed(h, ep, err);
+		return err;
+	}
+	log_debug("stream_hedged stream=%d endpoint=%s attempt=%u", h->ds_id,
+		  h2_endpoint_str(ep, eps, sizeof(eps)), h->rt.attempts);
+	return 0;
+}
+
 /* Whether |svc| is still the Service the app dialled: an id is a hash, and
  * another Service may hold it now (a collision probed in another order), or
  * the Service may have been recreated with another ClusterIP. */

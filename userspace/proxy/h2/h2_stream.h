@@ -57,6 +57,8 @@ struct h2_stream {
 	struct loop_timer *deadline; /* owned: grpc-timeout */
 	uint64_t deadline_ms;		  /* ... when it runs out (loop_now_ms()), 0: none */
 	struct h2_retry rt;		  /* its retry policy and where it stands */
+	struct h2_stream *hedge_of; /* a hedged attempt of that stream (borrowed), not
+				     * a downstream stream of its own; NULL: one */
 	struct balancer_waiter wait;	  /* on a balancer wait list while pending or woken */
 	struct loop_timer *pending_timer; /* owned: --pending-timeout, from the first wait
 					   * for room, or the wait for capacity */
@@ -130,6 +132,12 @@ static inline bool h2_stream_may_try(const struct h2_stream *st)
 {
 	return st->n_tried - st->rt.tried_base < H2_MAX_ATTEMPTS && st->n_tried < H2_TRIED_MAX;
 }
+
+/* A hedged attempt of |st|: a stream struct of its own with a copy of the
+ * complete request, on no downstream list; NULL on ENOMEM. Freed with
+ * h2_stream_hedge_free() (which cancels its upstream stream). */
+struct h2_stream *h2_stream_hedge_new(struct h2_stream *st);
+void h2_stream_hedge_free(struct h2_stream *h);
 
 /* Free the splitter's pool of stream structs (splitter_free()). */
 void h2_stream_pool_fini(struct splitter *s);
