@@ -47,7 +47,8 @@ class Bed:
     ok-3; policy, per-try timeout 200 ms) and ``slowtry-bare`` (stall-0; the
     per-try timeout alone); ``hedged`` (hs-0..2, each holding 5% of the RPCs
     200 ms; hedging after 10 ms, 3 attempts) and ``unhedged`` (the same pods,
-    no policy). One client pod; h2splitd, 2 workers, round robin, no
+    no policy); ``hedge-nf`` and ``hedge-fatal`` (dead-0, ok-0; hedging
+    after 3 s, UNAVAILABLE non-fatal or not). One client pod; h2splitd, 2 workers, round robin, no
     outlier ejection."""
 
     def __init__(self, node, build_dir):
@@ -89,6 +90,13 @@ class Bed:
                 "maxAttempts": 3, "hedgingDelay": "0.01s",
                 "nonFatalStatusCodes": ["UNAVAILABLE"], **AMPLE})})
         self.unhedged = node.add_service("unhedged", pods=self.hs)
+        hedge = {"maxAttempts": 3, "hedgingDelay": "3s", **AMPLE}
+        self.hedge_nf = node.add_service("hedge-nf", pods=[self.dead[0], self.ok[0]],
+                                         annotations={"h2split.io/hedging-policy": json.dumps(
+                                             {**hedge, "nonFatalStatusCodes": ["UNAVAILABLE"]})})
+        self.hedge_fatal = node.add_service("hedge-fatal", pods=[self.dead[0], self.ok[0]],
+                                            annotations={"h2split.io/hedging-policy":
+                                                         json.dumps(hedge)})
         self.slowtry = node.add_service("slowtry", pods=[self.stall, self.ok[3]],
                                         annotations={**policy(**AMPLE),
                                                      "h2split.io/per-try-timeout": "200ms"})
@@ -263,6 +271,10 @@ def test_pushback_delays_retry_and_negative_stops_it(bed, client):
             hit += 1
             assert r["ms"] >= 300, f"retry after pushback 300 ms came after {r['ms']} ms"
     assert hit > 0, "push-0 never got an RPC"
+    # Each retry said it was one (gRFC A6), the first attempts did not.
+    assert bed.stats(bed.ok[3]).get("prev_attempts", {}).get("1", 0) >= hit, \
+        bed.stats(bed.ok[3])
+    assert not bed.stats(bed.push).get("prev_attempts"), bed.stats(bed.push)
 
     c2 = client(bed.neg_svc)
     before = bed.served([bed.neg])
@@ -316,3 +328,18 @@ def test_hedging_cuts_the_tail_and_cancels_the_losers(bed, client):
     cancelled = sum(bed.stats(p).get("cancelled", 0) for p in bed.hs) - cancelled0
     assert cancelled >= n * 0.05 * 0.5, \
         f"only {cancelled} stalled attempts were cancelled after {hedges:g} hedges"
+
+
+def test_hedging_non_fatal_status_lets_the_others_answer(bed, client):
+    # The attempt on dead-0 answers UNAVAILABLE at once. Non-fatal: the next
+    # attempt goes at once (not after the 3 s delay) to ok-0 and answers.
+    before = bed.served([bed.dead[0]])
+    r = client(bed.hedge_nf).unary(40, concurrency=4, rpc_timeout=30)
+    hit = bed.served([bed.dead[0]]) - before
+    assert r["ok"] == 40 and hit > 0, (hit, short(r))
+    assert r["lat_ms"]["max"] < 2000, f"the next hedge waited for hedgingDelay: {short(r)}"
+    # Fatal (not listed): the first answer is the RPC's.
+    before = bed.served([bed.dead[0]])
+    r = client(bed.hedge_fatal).unary(40, concurrency=4, rpc_timeout=30)
+    hit = bed.served([bed.dead[0]]) - before
+    assert r["errors"].get("UNAVAILABLE", 0) == hit > 0, (hit, short(r))

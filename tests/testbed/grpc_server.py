@@ -14,7 +14,8 @@ SIGUSR1 heals it. ``--fail-pct P`` fails P% of the RPCs at random with
 ``--fail-status`` (default UNAVAILABLE) as Trailers-Only (no initial
 metadata first), with ``grpc-retry-pushback-ms: --pushback`` when given;
 ``--stall-pct P --stall-ms MS`` holds P% of them MS ms first. ``cancelled``
-in Stats counts RPCs the client (or h2splitd) cancelled before they ended.
+in Stats counts RPCs the client (or h2splitd) cancelled before they ended;
+``prev_attempts`` the grpc-previous-rpc-attempts values RPCs carried.
 It also serves ``grpc.health.v1.Health/Check`` (hand-encoded protobuf, so
 grpcio-health-checking is not needed): SERVING, or NOT_SERVING after
 SIGUSR2 (which toggles), for any service name; Check calls are not
@@ -84,6 +85,7 @@ class Echo:
         self.active = 0
         self.cancelled = 0
         self.stream_msgs = 0  # ServerStream messages yielded
+        self.prev_attempts = {}  # grpc-previous-rpc-attempts value: RPCs that carried it
         self.peers = {}
 
     # -- helpers --
@@ -95,6 +97,9 @@ class Echo:
             fail = self.fail_status and self.served % self.fail_every == 0
             p = peer(context)
             self.peers[p] = self.peers.get(p, 0) + 1
+            for k, v in context.invocation_metadata():
+                if k == "grpc-previous-rpc-attempts":
+                    self.prev_attempts[v] = self.prev_attempts.get(v, 0) + 1
             random_fail = self.fail_pct and self.rng.random() * 100 < self.fail_pct
             stall = self.stall_pct and self.rng.random() * 100 < self.stall_pct
         context.add_callback(self._end)
@@ -198,7 +203,8 @@ class Echo:
             return echo.encode({"pod": self.pod, "peer": peer(context), "method": "Stats",
                                 "counts": dict(self.counts), "active": self.active,
                                 "cancelled": self.cancelled, "peers": dict(self.peers),
-                                "stream_msgs": self.stream_msgs})
+                                "stream_msgs": self.stream_msgs,
+                                "prev_attempts": dict(self.prev_attempts)})
 
     def handler(self):
         return grpc.method_handlers_generic_handler(echo.SERVICE, {

@@ -131,8 +131,7 @@ static void adopt(struct h2_stream *st, struct h2_stream *h)
 	struct h2_hdrs tmp;
 
 	forget(st, h);
-	if (st->leg == H2_LEG_OPEN || st->ep)
-		h2_retry_end_attempt(st);
+	h2_retry_end_attempt(st); /* open, queued for a retry, or waiting: over */
 	h2_hedge_cancel(st);
 	h2_upstream_relink(h->up, h, st);
 	st->up_id = h->up_id;

@@ -273,6 +273,7 @@ static bool retry(struct h2_stream *st, enum metrics_retry_reason why)
 		  st->up_grpc_status, rt->attempts + 1, delay);
 	loop_timer_cancel(s->ctx.loop, rt->try_timer);
 	rt->try_timer = NULL;
+	h2_endpoint_event(s->ctx.metrics, st->ep, METRICS_EV_RETRY);
 	h2_retry_end_attempt(st);
 	metrics_service_retry(s->ctx.metrics, rt->service_id, why);
 	stats_inc(s->stats, ST_UPSTREAM_RETRIES);
@@ -314,6 +315,10 @@ static void on_per_try_timeout(struct loop *l, struct loop_timer *t, void *arg)
 	st->rt.try_timer = NULL;
 	if (st->resp_hdrs_sent || st->rt.backoff_timer)
 		return;
+	if (h2_hedge_on_failure(st)) { /* hedged attempts go on without this one */
+		h2_conn_kick(&S(st)->io);
+		return;
+	}
 	if (!retry(st, METRICS_RETRY_PER_TRY_TIMEOUT)) {
 		stats_inc(S(st)->stats, ST_DEADLINE_EXCEEDED);
 		h2_reply_error(st, GRPC_DEADLINE_EXCEEDED, 504, "h2split: per-try timeout");
