@@ -48,8 +48,8 @@ class Bed:
     per-try timeout alone); ``hedged`` (hs-0..2, each holding 5% of the RPCs
     200 ms; hedging after 10 ms, 3 attempts) and ``unhedged`` (the same pods,
     no policy); ``hedge-nf`` and ``hedge-fatal`` (dead-0, ok-0; hedging
-    after 3 s, UNAVAILABLE non-fatal or not). One client pod; h2splitd, 2 workers, round robin, no
-    outlier ejection."""
+    after 3 s, UNAVAILABLE non-fatal or not). One client pod; h2splitd, 2
+    workers, round robin, no outlier ejection."""
 
     def __init__(self, node, build_dir):
         self.node = node
