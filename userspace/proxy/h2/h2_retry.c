@@ -69,7 +69,6 @@ void h2_retry_resolve(struct h2_stream *st, const struct state_service *svc)
 	rt->budget_min_per_s = p->budget_min_per_s;
 }
 
-
 size_t h2_retry_add_header(const struct h2_stream *st, nghttp2_nv *nv, size_t n, char *buf)
 {
 	static const char name[] = "grpc-previous-rpc-attempts";

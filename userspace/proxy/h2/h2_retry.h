@@ -45,7 +45,7 @@ struct h2_retry {
 	bool committed;			  /* hedge: an attempt's answer goes to the client */
 	uint8_t n_hedges;		  /* hedge: attempts in flight besides the stream's own */
 	struct h2_stream *hedges[RPC_POLICY_MAX_ATTEMPTS]; /* owned: those attempts */
-	struct loop_timer *hedge_timer;			    /* owned: the next hedge */
+	struct loop_timer *hedge_timer;			   /* owned: the next hedge */
 };
 
 /* Look up |svc|'s policy for |st|'s method (once per stream). */
