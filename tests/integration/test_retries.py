@@ -12,6 +12,7 @@ counters, asked directly) and what h2splitd counts (/metrics, /services).
 """
 
 import json
+import re
 
 import pytest
 
@@ -48,7 +49,8 @@ class Bed:
     per-try timeout alone); ``hedged`` (hs-0..2, each holding 5% of the RPCs
     200 ms; hedging after 10 ms, 3 attempts) and ``unhedged`` (the same pods,
     no policy); ``hedge-nf`` and ``hedge-fatal`` (dead-0, ok-0; hedging
-    after 3 s, UNAVAILABLE non-fatal or not). One client pod; h2splitd, 2
+    after 3 s, UNAVAILABLE non-fatal or not); ``badpol`` (ok-0; every
+    policy annotation invalid). One client pod; h2splitd, 2
     workers, round robin, no outlier ejection."""
 
     def __init__(self, node, build_dir):
@@ -97,6 +99,10 @@ class Bed:
         self.hedge_fatal = node.add_service("hedge-fatal", pods=[self.dead[0], self.ok[0]],
                                             annotations={"h2split.io/hedging-policy":
                                                          json.dumps(hedge)})
+        self.badpol = node.add_service("badpol", pods=[self.ok[0]], annotations={
+            "h2split.io/retry-policy": '{"maxAttempts": 9, "initialBackoff": "0.01s"}',
+            "h2split.io/hedging-policy": '{"maxAttempts": 2, "hedgingDelay": "10ms"}',
+            "h2split.io/per-try-timeout": "soon"})
         self.slowtry = node.add_service("slowtry", pods=[self.stall, self.ok[3]],
                                         annotations={**policy(**AMPLE),
                                                      "h2split.io/per-try-timeout": "200ms"})
@@ -159,6 +165,15 @@ def test_policy_in_force_is_shown(bed):
         r["retry"]["budget_min_per_second"] == pytest.approx(10), r
     assert r["hedging"] is None and r["short"] == "retry/3", r
     assert svcs["flaky-bare"]["retries"]["retry"] is None
+    # Invalid values: logged, nothing applied.
+    bad = svcs["badpol"]["retries"]
+    assert bad["retry"] is None and bad["hedging"] is None and bad["short"] == "off", bad
+    log = "\n".join(bed.daemon.proc.lines)
+    for key, why in (("retry-policy", "maxAttempts"), ("hedging-policy", "hedgingDelay"),
+                     ("per-try-timeout", "duration")):
+        assert re.search(rf"annotation_ignored service=default/badpol key=h2split.io/{key} "
+                         rf".*{why}", log), f"no annotation_ignored for {key}"
+
     assert svcs["methods"]["retries"]["retry"]["methods"] == ["h2split.test.Echo/ClientStream"]
     # h2splitctl services, inside the node netns (where the admin API listens).
     argv = [bed.daemon.ctl_binary, "--bpffs", bed.node.bpffs]
@@ -310,9 +325,11 @@ def test_per_try_timeout_retries_elsewhere_within_the_deadline(bed, client):
 def test_hedging_cuts_the_tail_and_cancels_the_losers(bed, client):
     n = 800
     cancelled0 = sum(bed.stats(p).get("cancelled", 0) for p in bed.hs)
-    plain = client(bed.unhedged).unary(n, concurrency=8, rpc_timeout=30, timeout=300)
+    # Few in flight: the client and the pods share the machine's cores, and
+    # their own queueing would blur the tail the stalls make.
+    plain = client(bed.unhedged).unary(n, concurrency=4, rpc_timeout=30, timeout=300)
     hedges0 = bed.metric("h2split_service_hedges_total", bed.hedged)
-    hedged = client(bed.hedged).unary(n, concurrency=8, rpc_timeout=30, timeout=300)
+    hedged = client(bed.hedged).unary(n, concurrency=4, rpc_timeout=30, timeout=300)
     assert plain["ok"] == n and hedged["ok"] == n, (short(plain), short(hedged))
     p99, p99_h = plain["lat_ms"]["p99"], hedged["lat_ms"]["p99"]
     print(f"hedging: p99 {p99:.1f} ms without, {p99_h:.1f} ms with "
