@@ -27,6 +27,10 @@ latency (from its scheduled send time) and serving pod. Scenarios (issue 9):
            answer 10x slower
   near_dead  the same, the near pods SIGKILLed a third of the way in and
            restarted half way (failover, then failback)
+  killed   be-4 is being killed: a third of the way in it answers every RPC
+           UNAVAILABLE (shutting down), half way it gets SIGKILL
+  killed_retry  the same, with a retry policy on the Service
+           (h2split.io/retry-policy: UNAVAILABLE, 3 attempts)
 Each scenario runs every policy, one after another (interleaved when
 --repeat > 1), each on a freshly started h2splitd.
 """
@@ -48,7 +52,11 @@ from benchlib import log, testbed  # noqa: E402
 PREFIX = "h2sbal"
 GRPC_PORT = 50051
 POLICIES = ("round_robin", "least_request", "ewma")
-SCENARIOS = ("equal", "slow", "failing", "added", "cold", "stall", "near_slow", "near_dead")
+SCENARIOS = ("equal", "slow", "failing", "added", "cold", "stall", "near_slow", "near_dead",
+             "killed", "killed_retry")
+KILLED = ("killed", "killed_retry")  # be-4 fails, then dies, under load
+RETRY_POLICY = json.dumps({"maxAttempts": 3, "initialBackoff": "0.005s", "maxBackoff": "0.05s",
+                           "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]})
 JOINS = ("added", "cold")  # scenarios where be-5 joins under load
 LOCALITY = ("near_slow", "near_dead")  # the Service prefers this node's zone
 NEAR = ["be-0", "be-1"]  # the pods in this node's zone (the others claim zone z2)
@@ -59,7 +67,8 @@ NEW = "be-5"    # the pod added under load
 BUCKET_US = 100_000
 HICCUP_US = 50_000  # a bucket's p99 this slow with no failure: the machine, not a pod
 ADMIN = "127.0.0.1:9901"  # connect_cost.start_h2splitd: node.daemon_args()' default
-COUNTERS = ("h2split_outlier_ejections_total", "h2split_endpoint_retries_total")
+COUNTERS = ("h2split_outlier_ejections_total", "h2split_endpoint_retries_total",
+            "h2split_service_retries_total", "h2split_service_retry_budget_exhausted_total")
 
 FULL = dict(rate=1000.0, duration=6.0, repeat=3)
 SMOKE = dict(rate=300.0, duration=1.5, repeat=1)
@@ -336,8 +345,11 @@ class Bench:
         elif scenario == "near_slow":
             for n in NEAR:
                 self.control(n, delay_us=a.base_delay_us * a.slow_factor)
+        ann = dict(self.args.annotations or {})
+        if scenario == "killed_retry":
+            ann["h2split.io/retry-policy"] = RETRY_POLICY
         self.node.update_service(self.svc, traffic_distribution="PreferSameZone"
-                                 if scenario in LOCALITY else None)
+                                 if scenario in LOCALITY else None, annotations=ann)
         pods = PODS[:4] if scenario in JOINS else PODS[:5]
         self.node.set_endpoints(self.svc, pods)
         return pods + ([NEW] if scenario in JOINS else [])
@@ -380,6 +392,8 @@ class Bench:
         elif scenario == "near_dead":
             for n in NEAR:
                 self.backends[n].send_signal(signal.SIGKILL)
+        elif scenario in KILLED:
+            self.control(BAD, fail_pct=100)  # shutting down: UNAVAILABLE to all
 
     def revive(self):
         """The near pods' servers again (near_dead): back once they say ready."""
@@ -395,6 +409,9 @@ class Bench:
         elif scenario == "near_dead" and any(self.backends[n].poll() is not None
                                             for n in NEAR):
             self.revive()
+        elif scenario in KILLED and self.backends[BAD].poll() is not None:
+            self.start_backend(BAD)
+            self.backends[BAD].wait_line("^ready", 15)
 
     def run_one(self, scenario, label, policy, extra, rep):
         a = self.args
@@ -412,7 +429,7 @@ class Bench:
         p = self.client.popen(argv, name="balance-load", watch=True)
         try:
             start_ns = int(p.wait_line(r"^start \d+", 15).split()[1])
-            if scenario in JOINS + ("stall", "near_dead"):
+            if scenario in JOINS + ("stall", "near_dead") + KILLED:
                 at = start_ns + int(a.duration * 1e9 / 3)
                 time.sleep(max(0.0, (at - time.monotonic_ns()) / 1e9))  # the scheduled event
                 event_us = (time.monotonic_ns() - start_ns) // 1000
@@ -422,6 +439,10 @@ class Bench:
                 time.sleep(max(0.0, (at - time.monotonic_ns()) / 1e9))  # scheduled, too
                 self.revive()
                 revive_us = (time.monotonic_ns() - start_ns) // 1000
+            if scenario in KILLED:
+                at = start_ns + int(a.duration * 1e9 / 2)
+                time.sleep(max(0.0, (at - time.monotonic_ns()) / 1e9))  # scheduled, too
+                self.backends[BAD].send_signal(signal.SIGKILL)
             done = p.wait_line(r"^done ", a.duration + a.deadline_ms / 1000 + 30)
             if p.wait(10):
                 raise testbed.StopWaiting(f"balance_load exited {p.returncode}\n{p.log_tail()}")

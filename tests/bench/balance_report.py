@@ -23,6 +23,8 @@ SCENARIO_TITLES = {
     "stall": "6. A pod that stalls (stops reading) mid-run",
     "near_slow": "7. Locality: the near pods 10x slower",
     "near_dead": "8. Locality: the near pods killed, then back",
+    "killed": "9. A pod being killed under load, no retry policy",
+    "killed_retry": "10. A pod being killed under load, with a retry policy",
 }
 FIGURES = ("success", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "spread",
            "fair_share_after_s", "first_rpc_after_s", "new_first2s_p99_us",
@@ -448,6 +450,19 @@ def render(results, chart_names=()):
                     f"| {_pct(r.get('near_share_back'), 1)} | {_num(r.get('near_back_after_s'))} |"
                     if dead else ""))
             w("")
+        if sc in ("killed", "killed_retry"):
+            w("| policy | RPCs | failed | retries | retry budget exhausted |")
+            w("|---|---|---|---|---|")
+            for lb in labels:
+                r = by.get(lb, {})
+                if "error" in r or not r:
+                    continue
+                dc = r.get("daemon_counters", {})
+                n = r.get("n") or 0
+                w(f"| {lb} | {int(n)} | {round(n * (1 - (r.get('success') or 0)))} | "
+                  f"{_num(dc.get('h2split_service_retries_total'))} | "
+                  f"{_num(dc.get('h2split_service_retry_budget_exhausted_total'))} |")
+            w("")
         for c in _charts_for(sc):
             if c in chart_names:
                 w(f"![{c}]({c})\n")
@@ -532,6 +547,16 @@ def _scenario_note(sc, p):
                      "the end of their backoff. A near pod that failed 5 streams in a row "
                      "(sent on its connection as it died) is also ejected for 30 s "
                      "(the ejections column); the tier then comes back with the other.\n",
+        "killed": "A third of the way in be-4 starts answering every RPC with grpc-status 14 "
+                  "(UNAVAILABLE, Trailers-Only), as a pod that is shutting down does; half way "
+                  "it gets SIGKILL (RPCs in flight on it are lost, connects to it fail until "
+                  "the run ends). No retry policy: only outlier ejection and the retries of "
+                  "unprocessed streams help.\n",
+        "killed_retry": "As scenario 9, with `h2split.io/retry-policy` on the Service "
+                        "(UNAVAILABLE retryable, 3 attempts, backoff 5-50 ms, the default "
+                        "budget): the UNAVAILABLE answers and the RPCs lost with the pod's "
+                        "connection go to another pod (README, Retries and hedging). Retries: "
+                        "the `h2split_service_retries_total` column.\n",
     }[sc]
 
 

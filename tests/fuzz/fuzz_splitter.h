@@ -201,6 +201,16 @@ static int fz_state(struct fz_env *e)
 	strcpy(svc.name, "echo");
 	strcpy(svc.port_name, "grpc");
 	strcpy(ep.pod, "echo-0");
+	/* A retry policy: Trailers-Only UNAVAILABLE/INTERNAL answers and resets
+	 * before any response are retried (h2_retry.c) on what the upstream sends. */
+	svc.retry = (struct rpc_policy){.kind = RPC_POLICY_RETRY,
+					.max_attempts = 3,
+					.initial_backoff_ms = 1,
+					.max_backoff_ms = 2,
+					.backoff_multiplier = 2,
+					.codes = 1u << 14 | 1u << 13,
+					.budget_ratio = 1,
+					.budget_min_per_s = 100};
 	inet_pton(AF_INET, "10.96.0.10", &a);
 	h2s_ip_from_v4(&svc.vips[0], a);
 	inet_pton(AF_INET, "127.0.0.1", &a);

@@ -66,12 +66,28 @@ def k8s_seeds():
              "items": [{k: v for k, v in svc("plain", "10.96.0.30", [
                  {"port": 80, "protocol": "TCP"}]).items() if k != "kind"}]}
     single = svc("headless", "None", grpc_port)
+    retry = {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
+             "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", 8],
+             "methods": ["pkg.Svc/Get", "pkg.Other/"],
+             "retryBudget": {"ratio": 0.2, "minPerSecond": 10}}
+    policies = {"apiVersion": "v1", "kind": "List", "items": [
+        svc("retried", "10.96.0.40", grpc_port, annotations={
+            "h2split.io/retry-policy": json.dumps(retry),
+            "h2split.io/hedging-policy": json.dumps({"maxAttempts": 2, "hedgingDelay": "0.01s",
+                                                     "nonFatalStatusCodes": ["UNAVAILABLE"]}),
+            "h2split.io/per-try-timeout": "250ms"}),
+        svc("badpolicy", "10.96.0.41", grpc_port, annotations={
+            "h2split.io/retry-policy": '{"maxAttempts": 9, "initialBackoff": "1ms"}',
+            "h2split.io/hedging-policy": "{",
+            "h2split.io/per-try-timeout": "soon"}),
+    ]}
     return {
         "list.json": json.dumps(lst, indent=2),
         "dual_stack_tls.json": json.dumps(dual, indent=2),
         "typed_list.json": json.dumps(typed),
         "single_object.json": json.dumps(single),
         "truncated.json": json.dumps(lst)[:200],
+        "retry_policies.json": json.dumps(policies, indent=2),
     }
 
 
@@ -150,6 +166,10 @@ def upstream_seeds():
         full(1) + h.rst_stream(3, 7) + h.rst_stream(5, 7),
         "interim_then_final.bin": b"\x02" + ack + h.headers(1, h.encode([(":status", "100")])) +
         full(1),
+        # Retried (the harness's service has a retry policy), then answered.
+        "retry_unavailable.bin": b"\x02" + ack + h.headers(1, h.encode(
+            h.response_fields(extra=[("grpc-status", "14"), ("grpc-retry-pushback-ms", "1")])),
+            end_stream=True) + h.rst_stream(3, 2) + full(5),
         "trailers_only.bin": b"\x02" + ack + h.headers(1, h.encode(
             h.response_fields(extra=[("grpc-status", "14"), ("grpc-message", "down")])),
             end_stream=True),

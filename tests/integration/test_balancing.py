@@ -426,9 +426,9 @@ def test_services_show_the_balancing_settings_in_force(bed):
 
         table, _ = ctl_services(bed)
         assert re.search(r"\bdefault/latency:50051\s+round_robin\s+40\s+300\s+9\s+1500ms\s+"
-                         r"off\s+no$", table, re.M), table
+                         r"off\s+no\s+off$", table, re.M), table
         assert re.search(r"\bdefault/tuned:50051\s+ewma\s+7\s+-\s+-\s+off\s+"
-                         r"grpc/2s/echo\.Echo\s+yes$", table, re.M), table
+                         r"grpc/2s/echo\.Echo\s+yes\s+off$", table, re.M), table
 
         d.stop()
         table, err = ctl_services(bed)

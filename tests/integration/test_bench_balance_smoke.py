@@ -74,6 +74,9 @@ def test_balance_smoke_produces_every_figure(require_bed, build_dir, tmp_path, m
         number(stall, ("stalled_failed", "stalled_success"), f"stall/{pol}", above=False)
     assert s["scenarios"]["stall"]["round_robin"]["stalled_failed"] > 0, \
         s["scenarios"]["stall"]["round_robin"]
+    for pol in balance.POLICIES:  # a retry policy retried what the dying pod failed
+        dc = s["scenarios"]["killed_retry"][pol]["daemon_counters"]
+        assert dc["h2split_service_retries_total"] > 0, ("killed_retry", pol, dc)
     for g in s["goals"]:
         if not g.get("never"):
             # a spread of equal shares may be 0; every other goal is a ratio,

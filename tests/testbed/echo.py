@@ -9,6 +9,7 @@ Request header keys (all optional) understood by the server:
   size        bytes of payload in each response (default 0)
   count       ServerStream: number of responses (default 1)
   delay_ms    sleep before each response (default: the server's --delay-ms)
+  gap_ms      ServerStream: also sleep this long before each message but the first
   status      finish the RPC with this gRPC status code after the responses
               (Unary: instead of the response); message: its details string
   echo        true: each response's payload is the request's payload

@@ -61,6 +61,11 @@ class Summary:
                   "last": None}
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
+        self.lat = []  # ms per RPC, where measured
+
+    def latency(self, ms):
+        with self.lock:
+            self.lat.append(ms)
 
     def message(self, data):
         hdr, payload = echo.decode(data)
@@ -93,6 +98,11 @@ class Summary:
 
     def result(self):
         self.d["ms"] = round((time.monotonic() - self.t0) * 1000, 1)
+        if self.lat:
+            lat = sorted(self.lat)
+            self.d["lat_ms"] = {f"p{q}": round(lat[min(len(lat) - 1, len(lat) * q // 100)], 2)
+                                for q in (50, 90, 99)}
+            self.d["lat_ms"]["max"] = round(lat[-1], 2)
         return self.d
 
 
@@ -141,18 +151,23 @@ class Runner:
         window = max(1, int(cl.get("concurrency", 1)))
         if window == 1:
             for _ in range(n):
+                t = time.monotonic()
                 try:
                     resp, call = mc.with_call(msg, **kw)
                     s.message(resp)
                     s.done(call)
                 except grpc.RpcError as e:
                     s.done(error=e)
+                s.latency((time.monotonic() - t) * 1000)
             return s.result()
         inflight = []
         sent = 0
         while sent < n or inflight:
             while sent < n and len(inflight) < window:
-                inflight.append(mc.future(msg, **kw))
+                t = time.monotonic()
+                fut = mc.future(msg, **kw)
+                fut.add_done_callback(lambda _f, t=t: s.latency((time.monotonic() - t) * 1000))
+                inflight.append(fut)
                 sent += 1
             fut = inflight.pop(0)
             try:

@@ -10,7 +10,12 @@ stdout once the port accepts connections. SIGTERM: stop accepting, let
 running RPCs finish for --grace seconds, exit 0. ``--fail-status N`` answers
 every RPC (Stats aside) with gRPC status N, a pod gone bad, or with
 ``--fail-every K`` every K-th one (K=2: every other, never two in a row);
-SIGUSR1 heals it.
+SIGUSR1 heals it. ``--fail-pct P`` fails P% of the RPCs at random with
+``--fail-status`` (default UNAVAILABLE) as Trailers-Only (no initial
+metadata first), with ``grpc-retry-pushback-ms: --pushback`` when given;
+``--stall-pct P --stall-ms MS`` holds P% of them MS ms first. ``cancelled``
+in Stats counts RPCs the client (or h2splitd) cancelled before they ended;
+``prev_attempts`` the grpc-previous-rpc-attempts values RPCs carried.
 It also serves ``grpc.health.v1.Health/Check`` (hand-encoded protobuf, so
 grpcio-health-checking is not needed): SERVING, or NOT_SERVING after
 SIGUSR2 (which toggles), for any service name; Check calls are not
@@ -18,6 +23,7 @@ counted with the Echo RPCs.
 """
 
 import argparse
+import random
 import signal
 import sys
 import threading
@@ -61,8 +67,15 @@ class Health:
 
 
 class Echo:
-    def __init__(self, pod, delay_ms, fail_status=0, fail_every=1):
+    def __init__(self, pod, delay_ms, fail_status=0, fail_every=1, fail_pct=0.0,
+                 pushback=None, stall_pct=0.0, stall_ms=0, pct_status=14):
         self.pod = pod
+        self.pct_status = pct_status
+        self.fail_pct = fail_pct
+        self.pushback = pushback
+        self.stall_pct = stall_pct
+        self.stall_ms = stall_ms
+        self.rng = random.Random()
         self.delay_ms = delay_ms
         self.fail_status = fail_status
         self.fail_every = max(1, fail_every)
@@ -71,6 +84,8 @@ class Echo:
         self.counts = {m: 0 for m in echo.METHODS}
         self.active = 0
         self.cancelled = 0
+        self.stream_msgs = 0  # ServerStream messages yielded
+        self.prev_attempts = {}  # grpc-previous-rpc-attempts value: RPCs that carried it
         self.peers = {}
 
     # -- helpers --
@@ -82,7 +97,17 @@ class Echo:
             fail = self.fail_status and self.served % self.fail_every == 0
             p = peer(context)
             self.peers[p] = self.peers.get(p, 0) + 1
+            for k, v in context.invocation_metadata():
+                if k == "grpc-previous-rpc-attempts":
+                    self.prev_attempts[v] = self.prev_attempts.get(v, 0) + 1
+            random_fail = self.fail_pct and self.rng.random() * 100 < self.fail_pct
+            stall = self.stall_pct and self.rng.random() * 100 < self.stall_pct
         context.add_callback(self._end)
+        if random_fail:
+            self._fail_trailers_only(context)
+        if stall:
+            time.sleep(self.stall_ms / 1000.0)
+            self._cancelled(context)  # the hedge that won cancelled this one
         context.send_initial_metadata((("h2st-pod", self.pod),))
         md = [(k, v) for k, v in context.invocation_metadata()
               if k not in RESERVED and not k.startswith("grpc-")]
@@ -94,6 +119,15 @@ class Echo:
     def _end(self):
         with self.lock:
             self.active -= 1
+
+    def _fail_trailers_only(self, context):
+        md = [("h2st-pod", self.pod)]
+        if self.pushback is not None:
+            md.append(("grpc-retry-pushback-ms", self.pushback))
+        context.set_trailing_metadata(tuple(md))
+        status = next((s for s in grpc.StatusCode
+                       if s.value[0] == self.pct_status), grpc.StatusCode.UNKNOWN)
+        context.abort(status, f"{self.pod}: --fail-pct")
 
     def _response(self, context, method, hdr, seq, received, req_bytes, req_payload=b""):
         delay = hdr.get("delay_ms", self.delay_ms)
@@ -134,6 +168,10 @@ class Echo:
         for i in range(int(hdr.get("count", 1))):
             if self._cancelled(context):
                 return
+            if i and hdr.get("gap_ms"):
+                time.sleep(hdr["gap_ms"] / 1000.0)
+            with self.lock:
+                self.stream_msgs += 1
             yield self._response(context, "ServerStream", hdr, i, 1, len(payload), payload)
         self._finish(context, hdr)
 
@@ -164,7 +202,9 @@ class Echo:
         with self.lock:
             return echo.encode({"pod": self.pod, "peer": peer(context), "method": "Stats",
                                 "counts": dict(self.counts), "active": self.active,
-                                "cancelled": self.cancelled, "peers": dict(self.peers)})
+                                "cancelled": self.cancelled, "peers": dict(self.peers),
+                                "stream_msgs": self.stream_msgs,
+                                "prev_attempts": dict(self.prev_attempts)})
 
     def handler(self):
         return grpc.method_handlers_generic_handler(echo.SERVICE, {
@@ -190,13 +230,22 @@ def main(argv=None):
                     help="answer every RPC with this gRPC status (SIGUSR1: stop)")
     ap.add_argument("--fail-every", type=int, default=1,
                     help="with --fail-status: only every K-th RPC fails")
+    ap.add_argument("--fail-pct", type=float, default=0.0,
+                    help="fail this share (%%) of RPCs at random, Trailers-Only")
+    ap.add_argument("--pushback", default=None,
+                    help="with --fail-pct: grpc-retry-pushback-ms to send")
+    ap.add_argument("--stall-pct", type=float, default=0.0,
+                    help="hold this share (%%) of RPCs --stall-ms first")
+    ap.add_argument("--stall-ms", type=int, default=0)
     a = ap.parse_args(argv)
 
     opts = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", -1)]
     if a.max_concurrent_streams:
         opts.append(("grpc.max_concurrent_streams", a.max_concurrent_streams))
-    svc = Echo(a.pod, a.delay_ms, a.fail_status, a.fail_every)
+    # With --fail-pct, --fail-status is the status of the random failures only.
+    svc = Echo(a.pod, a.delay_ms, 0 if a.fail_pct else a.fail_status, a.fail_every,
+               a.fail_pct, a.pushback, a.stall_pct, a.stall_ms, a.fail_status or 14)
     health = Health()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=a.workers),
                          handlers=[svc.handler(), health.handler()], options=opts,
@@ -209,7 +258,8 @@ def main(argv=None):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGUSR1, lambda *_: setattr(svc, "fail_status", 0))
+    signal.signal(signal.SIGUSR1, lambda *_: (setattr(svc, "fail_status", 0),
+                                             setattr(svc, "fail_pct", 0)))
     signal.signal(signal.SIGUSR2, lambda *_: health.toggle())
     print(f"ready pod={a.pod} port={bound}", flush=True)
     stop.wait()

@@ -172,6 +172,9 @@ static void test_limits(void **state)
 		{"--max-outbound-control-frames", "x", "--max-outbound-control-frames x"},
 		{"--max-pending-bytes", "65534", "--max-pending-bytes 65534"},
 		{"--max-pending-bytes", "16777217", "--max-pending-bytes 16777217"},
+		{"--retry-buffer-bytes", "-1", "--retry-buffer-bytes -1"},
+		{"--retry-buffer-bytes", "262144", "--retry-buffer-bytes 262144: must be below "
+						   "--max-pending-bytes (262144)"},
 		{"--max-connections-per-pod", "-1", "--max-connections-per-pod -1"},
 		{"--idle-timeout", "1s", "--idle-timeout 1s"},
 		{"--header-timeout", "3601", "--header-timeout 3601"},
@@ -190,6 +193,7 @@ static void test_limits(void **state)
 	assert_int_equal(c.max_control_frame_rate, 10000);
 	assert_int_equal(c.max_outbound_control_frames, 1000);
 	assert_int_equal(c.max_pending_bytes, 256 * 1024);
+	assert_int_equal(c.retry_buffer_bytes, 64 * 1024);
 	assert_int_equal(c.max_connections_per_pod, 1024);
 	assert_int_equal(c.idle_timeout_s, 3600);
 	assert_int_equal(c.header_timeout_s, 30);
@@ -203,6 +207,7 @@ static void test_limits(void **state)
 	assert_int_equal(c.max_control_frame_rate, 50);
 	assert_int_equal(c.max_outbound_control_frames, 20);
 	assert_int_equal(c.max_pending_bytes, 65535);
+	assert_int_equal(c.retry_buffer_bytes, 65535 / 2); /* half a smaller window */
 	assert_int_equal(c.max_connections_per_pod, 0);
 	assert_int_equal(c.idle_timeout_s, 0);
 	assert_int_equal(c.header_timeout_s, 1);

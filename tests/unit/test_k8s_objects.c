@@ -501,6 +501,56 @@ static void test_locality_fields(void **unused)
 	k8s_store_free(s);
 }
 
+/* h2split.io/retry-policy, hedging-policy and per-try-timeout reach the
+ * state; a bad value (a typo in the JSON, an unknown field) applies nothing
+ * and leaves the Service routed. */
+static void test_retry_annotations(void **unused)
+{
+	static const char list[] =
+	    "{\"kind\":\"List\",\"items\":["
+	    "{\"kind\":\"Service\",\"metadata\":{\"name\":\"a\",\"namespace\":\"x\","
+	    "\"annotations\":{\"h2split.io/retry-policy\":\"{\\\"maxAttempts\\\":4,"
+	    "\\\"initialBackoff\\\":\\\"0.02s\\\",\\\"maxBackoff\\\":\\\"1s\\\","
+	    "\\\"backoffMultiplier\\\":3,\\\"retryableStatusCodes\\\":[\\\"UNAVAILABLE\\\"],"
+	    "\\\"methods\\\":[\\\"p.S/\\\"]}\","
+	    "\"h2split.io/hedging-policy\":\"{\\\"maxAttempts\\\":2,"
+	    "\\\"hedgingDelay\\\":\\\"0.01s\\\"}\","
+	    "\"h2split.io/per-try-timeout\":\"250ms\"}},"
+	    "\"spec\":{\"clusterIP\":\"10.96.1.1\",\"ports\":[{\"port\":80,\"appProtocol\":"
+	    "\"grpc\"}]}},"
+	    "{\"kind\":\"Service\",\"metadata\":{\"name\":\"b\",\"namespace\":\"x\","
+	    "\"annotations\":{\"h2split.io/retry-policy\":\"{\\\"maxAttempts\\\":3,"
+	    "\\\"initalBackoff\\\":\\\"0.02s\\\"}\","
+	    "\"h2split.io/hedging-policy\":\"{maxAttempts: 2}\","
+	    "\"h2split.io/per-try-timeout\":\"0\"}},"
+	    "\"spec\":{\"clusterIP\":\"10.96.1.2\",\"ports\":[{\"port\":80,\"appProtocol\":"
+	    "\"grpc\"}]}}]}";
+	struct k8s_store *s = k8s_store_new();
+	const struct state_service *a, *b;
+	char err[256] = "";
+	struct state *st;
+
+	(void)unused;
+	if (k8s_store_load_json(s, list, strlen(list), err, sizeof(err)))
+		fail_msg("%s", err);
+	st = k8s_store_build(s);
+	assert_int_equal(st->n_svcs, 2);
+	a = find_svc(st, "x", "a", "");
+	assert_int_equal(a->retry.kind, RPC_POLICY_RETRY);
+	assert_int_equal(a->retry.max_attempts, 4);
+	assert_int_equal(a->retry.initial_backoff_ms, 20);
+	assert_string_equal(a->retry.methods, "p.S/\n");
+	assert_int_equal(a->hedge.kind, RPC_POLICY_HEDGE);
+	assert_int_equal(a->hedge.hedging_delay_ms, 10);
+	assert_int_equal(a->per_try_timeout_ms, 250);
+	b = find_svc(st, "x", "b", "");
+	assert_int_equal(b->retry.kind, RPC_POLICY_NONE);
+	assert_int_equal(b->hedge.kind, RPC_POLICY_NONE);
+	assert_int_equal(b->per_try_timeout_ms, 0);
+	state_free(st);
+	k8s_store_free(s);
+}
+
 static void test_ids_stable_across_reloads(void **unused)
 {
 	struct k8s_store *s1 = load_fixture(), *s2 = load_fixture();
@@ -585,6 +635,7 @@ int main(void)
 	    cmocka_unit_test(test_load_all_or_nothing),
 	    cmocka_unit_test(test_typed_list_and_single_object),
 	    cmocka_unit_test(test_locality_fields),
+	    cmocka_unit_test(test_retry_annotations),
 	    cmocka_unit_test(test_ids_stable_across_reloads),
 	    cmocka_unit_test(test_many_objects),
 	};

@@ -622,6 +622,28 @@ static const char expected_text[] =
     "h2split_locality_failovers_total{service=\"shop/cart:9000\",reason=\"full\"} 0\n"
     "h2split_locality_failovers_total{service=\"shop/cart:9000\",reason=\"load\"} 0\n"
     "h2split_locality_failovers_total{service=\"shop/cart:9000\",reason=\"ramp\"} 0\n"
+    "# HELP h2split_service_retries_total Streams sent to another attempt: surely not processed "
+    "(unprocessed), a retryable grpc-status (status), a reset before any response (reset), "
+    "h2split.io/per-try-timeout (per_try_timeout).\n"
+    "# TYPE h2split_service_retries_total counter\n"
+    "h2split_service_retries_total{service=\"default/greeter:50051\",reason=\"unprocessed\"} 1\n"
+    "h2split_service_retries_total{service=\"default/greeter:50051\",reason=\"status\"} 2\n"
+    "h2split_service_retries_total{service=\"default/greeter:50051\",reason=\"reset\"} 0\n"
+    "h2split_service_retries_total{service=\"default/greeter:50051\",reason=\"per_try_timeout\"} "
+    "0\n"
+    "h2split_service_retries_total{service=\"shop/cart:9000\",reason=\"unprocessed\"} 0\n"
+    "h2split_service_retries_total{service=\"shop/cart:9000\",reason=\"status\"} 0\n"
+    "h2split_service_retries_total{service=\"shop/cart:9000\",reason=\"reset\"} 0\n"
+    "h2split_service_retries_total{service=\"shop/cart:9000\",reason=\"per_try_timeout\"} 0\n"
+    "# HELP h2split_service_hedges_total Hedged attempts sent (h2split.io/hedging-policy).\n"
+    "# TYPE h2split_service_hedges_total counter\n"
+    "h2split_service_hedges_total{service=\"default/greeter:50051\"} 1\n"
+    "h2split_service_hedges_total{service=\"shop/cart:9000\"} 0\n"
+    "# HELP h2split_service_retry_budget_exhausted_total Retries and hedges not made: the "
+    "Service's retry budget was spent, so the failure went to the client.\n"
+    "# TYPE h2split_service_retry_budget_exhausted_total counter\n"
+    "h2split_service_retry_budget_exhausted_total{service=\"default/greeter:50051\"} 0\n"
+    "h2split_service_retry_budget_exhausted_total{service=\"shop/cart:9000\"} 1\n"
     "# HELP h2split_service_request_bytes_total Request body bytes received from clients.\n"
     "# TYPE h2split_service_request_bytes_total counter\n"
     "h2split_service_request_bytes_total{service=\"default/greeter:50051\"} 300\n"
@@ -698,6 +720,14 @@ static void test_prometheus_text(void **unused)
 	metrics_service_routed(w[0], greeter, STATE_LOC_ZONE, 0);
 	metrics_service_routed(w[1], greeter, STATE_LOC_ZONE, 0);
 	metrics_service_routed(w[1], greeter, STATE_LOC_OTHER, 1);
+	/* Retries on both workers (merged), a hedge, a budget exhausted on cart;
+	 * an unknown reason is dropped. */
+	metrics_service_retry(w[0], greeter, METRICS_RETRY_STATUS);
+	metrics_service_retry(w[1], greeter, METRICS_RETRY_STATUS);
+	metrics_service_retry(w[1], greeter, METRICS_RETRY_UNPROCESSED);
+	metrics_service_retry(w[1], greeter, METRICS_RETRY_MAX);
+	metrics_service_hedge(w[0], greeter);
+	metrics_service_retry_budget_exhausted(w[0], cart);
 
 	mm = metrics_merge(w, 2);
 	text = render(mm, st);

@@ -187,6 +187,14 @@ struct balancer_endpoint_info balancer_endpoint_info(const struct balancer_endpo
 /* A new snapshot is current: refresh every cached service from |st| and free
  * endpoint state that |st| no longer lists and that has nothing in flight. */
 void balancer_set_update(struct balancer_set *bs, const struct state *st, uint64_t gen);
+/* The retry budget of |service_id| in this worker (retry_budget.h: |ratio|
+ * of the requests plus |min_per_s|): an RPC that may be retried or hedged
+ * starts; a retry or hedge asks for one, false when the budget is exhausted
+ * (or no pick was made for the service yet). */
+void balancer_retry_deposit(struct balancer_set *bs, uint32_t service_id, uint64_t now_ms,
+			    double ratio, double min_per_s);
+bool balancer_retry_withdraw(struct balancer_set *bs, uint32_t service_id, uint64_t now_ms,
+			     double ratio, double min_per_s);
 /* Endpoints the set knows, listed or still draining. */
 size_t balancer_set_count(const struct balancer_set *bs);
 

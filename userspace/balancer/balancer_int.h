@@ -14,6 +14,7 @@
 
 #include "balancer/balancer.h"
 #include "balancer/policy.h"
+#include "balancer/retry_budget.h"
 
 struct lb_endpoint {
 	struct balancer_endpoint pub; /* first: the callers' handle */
@@ -83,6 +84,7 @@ struct lb_service {
 	size_t near[2];
 	bool tier_down[2];	   /* the tier was last found unavailable */
 	uint64_t ramp_from_ms[2];  /* ... and came back then (ramp) */
+	struct retry_budget budget; /* retries and hedges of its RPCs in this worker */
 	struct lb_service *hnext;
 };
 

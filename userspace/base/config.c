@@ -357,6 +357,7 @@ INT_OPT(opt_max_ctrl_rate, max_control_frame_rate, "max-control-frame-rate", 10,
 INT_OPT(opt_max_out_ctrl, max_outbound_control_frames, "max-outbound-control-frames", 10,
 	1000000, "a count")
 INT_OPT(opt_max_pending, max_pending_bytes, "max-pending-bytes", 65535, 16777216, "bytes")
+INT_OPT(opt_retry_buffer, retry_buffer_bytes, "retry-buffer-bytes", 0, 8388608, "bytes")
 INT_OPT(opt_max_conns_pod, max_connections_per_pod, "max-connections-per-pod", 0, 1000000,
 	"a count (0: off)")
 INT_OPT(opt_idle_timeout, idle_timeout_s, "idle-timeout", 0, 86400, "seconds (0: off)")
@@ -445,6 +446,7 @@ static const struct opt opts[] = {
 	{"max-control-frame-rate", true, false, opt_max_ctrl_rate},
 	{"max-outbound-control-frames", true, false, opt_max_out_ctrl},
 	{"max-pending-bytes", true, false, opt_max_pending},
+	{"retry-buffer-bytes", true, false, opt_retry_buffer},
 	{"max-connections-per-pod", true, false, opt_max_conns_pod},
 	{"idle-timeout", true, false, opt_idle_timeout},
 	{"header-timeout", true, false, opt_header_timeout},
@@ -518,6 +520,9 @@ void config_usage(FILE *f)
 		"                                not read (default 1000)\n"
 		"  --max-pending-bytes BYTES     per stream and direction (the HTTP/2 stream window;\n"
 		"                                default 262144)\n"
+		"  --retry-buffer-bytes BYTES    request bytes held per stream so it can be sent\n"
+		"                                again (default 65536, below --max-pending-bytes);\n"
+		"                                a larger request is not retried\n"
 		"  --max-connections-per-pod N   open connections from one client pod (default 1024,\n"
 		"                                0: off); more are refused\n"
 		"  --idle-timeout SEC            close a connection without streams (default 3600, 0: off)\n"
@@ -587,6 +592,7 @@ static void set_defaults(struct config *c)
 	c->max_control_frame_rate = 10000;
 	c->max_outbound_control_frames = 1000;
 	c->max_pending_bytes = 256 * 1024;
+	c->retry_buffer_bytes = -1; /* 64 KiB, or half a smaller window */
 	c->max_connections_per_pod = 1024;
 	c->idle_timeout_s = 3600;
 	c->header_timeout_s = 30;
@@ -661,6 +667,18 @@ int config_parse(struct config *c, int argc, char **argv, char *err, size_t errl
 	    !c->services_file[0]) {
 		snprintf(err, errlen,
 			 "--services-file is required with --discovery file (or use --discovery kubernetes)");
+		return -EINVAL;
+	}
+	/* Held bytes are not given back to the client's window: a buffer as big
+	 * as the window would stall a request that outgrows it. */
+	if (c->retry_buffer_bytes < 0)
+		c->retry_buffer_bytes =
+		    c->max_pending_bytes > 128 * 1024 ? 64 * 1024 : c->max_pending_bytes / 2;
+	if (c->retry_buffer_bytes >= c->max_pending_bytes) {
+		snprintf(err, errlen,
+			 "--retry-buffer-bytes %d: must be below --max-pending-bytes (%d): the held "
+			 "bytes count against the stream window",
+			 c->retry_buffer_bytes, c->max_pending_bytes);
 		return -EINVAL;
 	}
 	if (!c->listen_v4.ss_family && !c->listen_v6.ss_family) {

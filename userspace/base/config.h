@@ -65,6 +65,7 @@ struct config {
 	int max_control_frame_rate;	 /* control frames/s per connection (burst: 1 s) */
 	int max_outbound_control_frames; /* queued SETTINGS/PING ACKs, RST_STREAMs */
 	int max_pending_bytes;		 /* per stream and direction: the stream window */
+	int retry_buffer_bytes;		 /* request bytes held per stream for a retry */
 	int max_connections_per_pod;	 /* 0: off */
 	int idle_timeout_s;		 /* downstream connection without streams */
 	int header_timeout_s;		 /* preface and each header block, once begun */

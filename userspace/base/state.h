@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <netinet/in.h>
 
+#include "base/rpc_policy.h"
+
 #define STATE_NAME_MAX 64
 #define STATE_HEALTH_SERVICE_MAX 128 /* h2split.io/health-check-service */
 #define STATE_MAX_VIPS 2 /* one IPv4 and one IPv6 ClusterIP (dual-stack) */
@@ -96,6 +98,9 @@ struct state_service {
 	bool health_check;     /* h2split.io/health-check: "grpc" */
 	int32_t health_interval_ms; /* h2split.io/health-check-interval; 0: the default */
 	char health_service[STATE_HEALTH_SERVICE_MAX]; /* h2split.io/health-check-service */
+	/* h2split.io/retry-policy, h2split.io/hedging-policy (kind NONE: none). */
+	struct rpc_policy retry, hedge;
+	int32_t per_try_timeout_ms; /* h2split.io/per-try-timeout; 0: none */
 	uint8_t topology;  /* enum state_topology, as the Service says */
 	bool local_only;   /* internalTrafficPolicy: Local: this node's endpoints only */
 	/* Set by locality_resolve(): the tiers in force (STATE_TOPO_OFF: none,

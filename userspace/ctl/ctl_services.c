@@ -92,21 +92,22 @@ static const char *service_name(struct json_object *svc, char *buf, size_t len)
 	return buf;
 }
 
-#define SERVICES_ROW "%-40s %-10s %-7s %-32s %-13s %6s %7s %7s %10s %-20s %s\n"
+#define SERVICES_ROW "%-40s %-10s %-7s %-32s %-13s %6s %7s %7s %10s %-20s %-7s %s\n"
 
 /* One VIP:port of the BPF map, with the settings |svc| (NULL: "?": h2splitd
  * is not reachable or does not list the service). */
 static void print_service_row(const char *vip, uint32_t id, bool enabled, struct json_object *svc)
 {
 	char ids[16], name[160], ep[24], all[24], pend[24], slow[24], hc[200], iv[24];
-	struct json_object *b;
+	struct json_object *b, *r = NULL;
 
 	snprintf(ids, sizeof(ids), "%u", id);
 	if (!svc || !json_object_object_get_ex(svc, "balancing", &b)) {
 		printf(SERVICES_ROW, vip, ids, enabled ? "yes" : "no", "?", "?", "?", "?", "?", "?",
-		       "?", "?");
+		       "?", "?", "?");
 		return;
 	}
+	json_object_object_get_ex(svc, "retries", &r);
 	if (strcmp(ctl_jstr(b, "health_check"), "grpc"))
 		snprintf(hc, sizeof(hc), "%s", ctl_jstr(b, "health_check"));
 	else
@@ -122,7 +123,8 @@ static void print_service_row(const char *vip, uint32_t id, bool enabled, struct
 	       ctl_jint(b, "slow_start_ms")
 		   ? ms_str(ctl_jint(b, "slow_start_ms"), slow, sizeof(slow))
 		   : "off",
-	       hc, json_object_get_boolean(json_object_object_get(b, "weights")) ? "yes" : "no");
+	       hc, json_object_get_boolean(json_object_object_get(b, "weights")) ? "yes" : "no",
+	       r ? ctl_jstr(r, "short") : "?");
 }
 
 int ctl_cmd_services(const struct ctl *c)
@@ -146,7 +148,7 @@ int ctl_cmd_services(const struct ctl *c)
 		arr = json_object_new_array();
 	else
 		printf(SERVICES_ROW, "VIP:PORT", "SERVICE", "ENABLED", "NAME", "POLICY", "MAX/EP",
-		       "MAX/SVC", "PENDING", "SLOW-START", "HEALTH-CHECK", "WEIGHTS");
+		       "MAX/SVC", "PENDING", "SLOW-START", "HEALTH-CHECK", "WEIGHTS", "RETRIES");
 	for (int i = 0; i < n; i++) {
 		const struct h2s_ip *ip = (const struct h2s_ip *)e[i].key.addr;
 		bool enabled = e[i].value.flags & H2S_SVC_F_ENABLED;
@@ -172,6 +174,8 @@ int ctl_cmd_services(const struct ctl *c)
 			    o, "service",
 			    json_object_new_string(service_name(svc, name, sizeof(name))));
 			json_object_object_add(o, "balancing", json_object_get(b));
+			if (json_object_object_get_ex(svc, "retries", &b))
+				json_object_object_add(o, "retries", json_object_get(b));
 		}
 		json_object_array_add(arr, o);
 	}

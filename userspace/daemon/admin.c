@@ -46,7 +46,6 @@ struct admin {
 	uint16_t port;
 };
 
-
 static int reply_text(struct reply *r, unsigned int status, const char *text)
 {
 	r->status = status;
@@ -305,6 +304,82 @@ static struct json_object *balancing_json(const struct config *cfg,
 	return o;
 }
 
+/* One policy as its annotation said it, NULL when there is none. */
+static struct json_object *policy_json(const struct rpc_policy *p)
+{
+	struct json_object *o, *codes, *methods;
+
+	if (p->kind == RPC_POLICY_NONE)
+		return NULL;
+	o = json_object_new_object();
+	codes = json_object_new_array();
+	methods = json_object_new_array();
+	if (!o || !codes || !methods) {
+		json_object_put(o);
+		json_object_put(codes);
+		json_object_put(methods);
+		return NULL;
+	}
+	admin_add_u64(o, "max_attempts", p->max_attempts);
+	if (p->kind == RPC_POLICY_RETRY) {
+		admin_add_u64(o, "initial_backoff_ms", p->initial_backoff_ms);
+		admin_add_u64(o, "max_backoff_ms", p->max_backoff_ms);
+		json_object_object_add(o, "backoff_multiplier",
+				       json_object_new_double(p->backoff_multiplier));
+	} else {
+		admin_add_u64(o, "hedging_delay_ms", p->hedging_delay_ms);
+	}
+	for (int i = 0; i < RPC_POLICY_GRPC_CODES; i++)
+		if (p->codes & 1u << i)
+			json_object_array_add(codes,
+					      json_object_new_string(rpc_policy_code_name(i)));
+	json_object_object_add(
+	    o, p->kind == RPC_POLICY_RETRY ? "retryable_status_codes" : "non_fatal_status_codes",
+	    codes);
+	for (const char *m = p->methods; *m;) {
+		size_t l = strcspn(m, "\n");
+
+		json_object_array_add(methods, json_object_new_string_len(m, (int)l));
+		m += l + (m[l] == '\n');
+	}
+	json_object_object_add(o, "methods", methods); /* []: every method */
+	json_object_object_add(o, "budget_ratio", json_object_new_double(p->budget_ratio));
+	json_object_object_add(o, "budget_min_per_second",
+			       json_object_new_double(p->budget_min_per_s));
+	return o;
+}
+
+/* The retry and hedging policies in force (annotations; none by default),
+ * and "short", the column h2splitctl services prints. */
+static struct json_object *retries_json(const struct state_service *svc)
+{
+	struct json_object *o = json_object_new_object();
+	char shrt[96] = "", part[48];
+
+	if (!o)
+		return NULL;
+	json_object_object_add(o, "retry", policy_json(&svc->retry));
+	json_object_object_add(o, "hedging", policy_json(&svc->hedge));
+	admin_add_u64(o, "per_try_timeout_ms",
+		      svc->per_try_timeout_ms > 0 ? (uint64_t)svc->per_try_timeout_ms : 0);
+	if (svc->retry.kind) {
+		snprintf(part, sizeof(part), "retry/%u", svc->retry.max_attempts);
+		strcat(shrt, part);
+	}
+	if (svc->hedge.kind) {
+		snprintf(part, sizeof(part), "%shedge/%u/%ums", *shrt ? "+" : "",
+			 svc->hedge.max_attempts, svc->hedge.hedging_delay_ms);
+		strcat(shrt, part);
+	}
+	if (svc->per_try_timeout_ms > 0) {
+		snprintf(part, sizeof(part), "%stry/%dms", *shrt ? "+" : "",
+			 svc->per_try_timeout_ms);
+		strcat(shrt, part);
+	}
+	admin_add_str(o, "short", *shrt ? shrt : "off");
+	return o;
+}
+
 static struct json_object *service_json(struct daemon *d, const struct state_service *svc)
 {
 	struct json_object *o = json_object_new_object(), *vips = json_object_new_array();
@@ -334,6 +409,7 @@ static struct json_object *service_json(struct daemon *d, const struct state_ser
 	admin_add_u64(o, "endpoints", (uint64_t)svc->n_eps);
 	admin_add_u64(o, "endpoints_usable", usable);
 	json_object_object_add(o, "balancing", balancing_json(cfg, svc));
+	json_object_object_add(o, "retries", retries_json(svc));
 	return o;
 }
 

@@ -45,6 +45,8 @@ struct svc {
 	bool health_check;				    /* as state_service */
 	int32_t health_interval_ms;
 	char health_service[STATE_HEALTH_SERVICE_MAX];
+	struct rpc_policy retry, hedge; /* as state_service */
+	int32_t per_try_timeout_ms;
 	struct pod_weight *weights; /* owned, sorted by pod, unique */
 	int n_weights;
 	struct svc_port *ports; /* owned */

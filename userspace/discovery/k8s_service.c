@@ -3,7 +3,7 @@
  * The Service side of the object store: cluster IPs, type, ports and their
  * opt-in (appProtocol kubernetes.io/h2c or grpc, or h2split.io/enabled), and
  * the h2split.io annotations (lb-policy, limits, slow start, weights,
- * health checks, topology), trafficDistribution, internalTrafficPolicy and
+ * health checks, topology, retry and hedging), trafficDistribution, internalTrafficPolicy and
  * sessionAffinity. A field of the wrong type rejects the Service; an
  * annotation value h2split cannot use is ignored with a warning.
  */
@@ -17,6 +17,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "discovery/k8s_objects_int.h"
+#include "discovery/rpc_policy_json.h"
 
 #define WEIGHTS_MAX 1024 /* entries of h2split.io/weights kept */
 #define WEIGHT_MAX 1000	 /* largest weight */
@@ -217,6 +218,48 @@ static int parse_health(struct json_object *meta, struct obj *ob, const char **e
 	return 0;
 }
 
+/* One policy annotation |key| of |kind| into |*out|; a bad one is warned
+ * about and not applied at all. */
+static int policy_annotation(struct json_object *meta, const struct obj *ob, const char *key,
+			     enum rpc_policy_kind kind, struct rpc_policy *out, const char **err)
+{
+	char why[160];
+	const char *v;
+
+	memset(out, 0, sizeof(*out));
+	if (annotation(meta, key, &v, err))
+		return -EINVAL;
+	if (v && rpc_policy_parse(v, kind, out, why, sizeof(why)))
+		log_warn("annotation_ignored service=%s/%s key=%s value=\"%.200s\" error=\"%s\" "
+			 "expected=a JSON %s as in gRPC service config (README \"Retries and "
+			 "hedging\")",
+			 ob->ns, ob->name, key, v, why,
+			 kind == RPC_POLICY_RETRY ? "retryPolicy" : "hedgingPolicy");
+	return 0;
+}
+
+/* h2split.io/retry-policy, h2split.io/hedging-policy, h2split.io/per-try-timeout. */
+static int parse_rpc_policies(struct json_object *meta, struct obj *ob, const char **err)
+{
+	const char *v;
+	int ms;
+
+	if (policy_annotation(meta, ob, "h2split.io/retry-policy", RPC_POLICY_RETRY, &ob->svc.retry,
+			      err) ||
+	    policy_annotation(meta, ob, "h2split.io/hedging-policy", RPC_POLICY_HEDGE,
+			      &ob->svc.hedge, err) ||
+	    annotation(meta, "h2split.io/per-try-timeout", &v, err))
+		return -EINVAL;
+	ob->svc.per_try_timeout_ms = 0;
+	if (v && (config_parse_duration_ms(v, 3600000, &ms) || !ms))
+		log_warn("annotation_ignored service=%s/%s key=h2split.io/per-try-timeout "
+			 "value=\"%s\" expected=a duration from 1ms to 1h, such as 500ms or 2s",
+			 ob->ns, ob->name, v);
+	else if (v)
+		ob->svc.per_try_timeout_ms = ms;
+	return 0;
+}
+
 /* spec.trafficDistribution, overridden by h2split.io/topology. */
 static int parse_topology(struct json_object *meta, struct json_object *spec, struct obj *ob,
 			  const char **err)
@@ -307,7 +350,8 @@ static int parse_svc_annotations(struct json_object *meta, struct obj *ob, int *
 	    count_annotation(meta, ob, "h2split.io/max-inflight", &ob->svc.max_inflight, err) ||
 	    count_annotation(meta, ob, "h2split.io/max-pending", &ob->svc.max_pending, err) ||
 	    duration_annotation(meta, ob, "h2split.io/slow-start", &ob->svc.slow_start_ms, err) ||
-	    parse_weights(meta, ob, err) || parse_health(meta, ob, err))
+	    parse_weights(meta, ob, err) || parse_health(meta, ob, err) ||
+	    parse_rpc_policies(meta, ob, err))
 		return -EINVAL;
 	return 0;
 }

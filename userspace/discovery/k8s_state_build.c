@@ -165,6 +165,9 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		    .slow_start_ms = o->svc.slow_start_ms,
 		    .health_check = o->svc.health_check,
 		    .health_interval_ms = o->svc.health_interval_ms,
+		    .retry = o->svc.retry,
+		    .hedge = o->svc.hedge,
+		    .per_try_timeout_ms = o->svc.per_try_timeout_ms,
 		    .topology = o->svc.topology,
 		    .local_only = o->svc.local_only,
 		};

@@ -567,6 +567,31 @@ void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
 		cadd(&e->c[SC_CB_REJECT + why], 1);
 }
 
+static void service_add(struct metrics *m, uint32_t service_id, int idx)
+{
+	struct key k = {.svc = service_id};
+	struct entry *e = table_get(&m->svcs, &k);
+
+	if (e)
+		cadd(&e->c[idx], 1);
+}
+
+void metrics_service_retry(struct metrics *m, uint32_t service_id, enum metrics_retry_reason why)
+{
+	if ((unsigned)why < METRICS_RETRY_MAX)
+		service_add(m, service_id, SC_RETRIES + (int)why);
+}
+
+void metrics_service_hedge(struct metrics *m, uint32_t service_id)
+{
+	service_add(m, service_id, SC_HEDGES);
+}
+
+void metrics_service_retry_budget_exhausted(struct metrics *m, uint32_t service_id)
+{
+	service_add(m, service_id, SC_BUDGET_EXHAUSTED);
+}
+
 void metrics_service_routed(struct metrics *m, uint32_t service_id, int locality, int failover)
 {
 	struct key k = {.svc = service_id};

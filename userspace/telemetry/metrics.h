@@ -86,6 +86,23 @@ enum metrics_cb_reason {
  * (enum state_locality), passing over a nearer tier for |failover| (0: none). */
 void metrics_service_routed(struct metrics *m, uint32_t service_id, int locality, int failover);
 
+/* Why a stream of a Service went to another attempt
+ * (h2split_service_retries_total{reason}). */
+enum metrics_retry_reason {
+	METRICS_RETRY_UNPROCESSED = 0, /* surely not processed (refused, no connection) */
+	METRICS_RETRY_STATUS,	       /* a retryable grpc-status, Trailers-Only */
+	METRICS_RETRY_RESET,	       /* reset or connection lost before any response */
+	METRICS_RETRY_PER_TRY_TIMEOUT, /* h2split.io/per-try-timeout ran out */
+	METRICS_RETRY_MAX,
+};
+
+/* A stream of |service_id| is retried for |why|. */
+void metrics_service_retry(struct metrics *m, uint32_t service_id, enum metrics_retry_reason why);
+/* A stream of |service_id| sent a hedged attempt. */
+void metrics_service_hedge(struct metrics *m, uint32_t service_id);
+/* A retry or hedge of |service_id| was not made: its retry budget was spent. */
+void metrics_service_retry_budget_exhausted(struct metrics *m, uint32_t service_id);
+
 /* A stream of |service_id| was failed fast by circuit breaking. */
 void metrics_circuit_breaker_rejection(struct metrics *m, uint32_t service_id,
 				       enum metrics_cb_reason why);

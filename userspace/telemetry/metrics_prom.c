@@ -254,6 +254,33 @@ static void write_locality(FILE *f, const struct labeled *l, int n)
 	}
 }
 
+static void write_retries(FILE *f, const struct labeled *l, int n)
+{
+	static const char rt[] = "h2split_service_retries_total";
+	static const char *const why[METRICS_RETRY_MAX] = {"unprocessed", "status", "reset",
+							   "per_try_timeout"};
+	struct prom_label lb[4];
+
+	prom_family(f, rt, "counter",
+		    "Streams sent to another attempt: surely not processed (unprocessed), a "
+		    "retryable grpc-status (status), a reset before any response (reset), "
+		    "h2split.io/per-try-timeout (per_try_timeout).");
+	for (int i = 0; i < n; i++) {
+		for (int r = 0; r < METRICS_RETRY_MAX; r++) {
+			struct prom_label re = {"reason", why[r]};
+
+			prom_u64(f, rt, lb, service_labels(&l[i], lb, &re),
+				 l[i].r->c[SC_RETRIES + r]);
+		}
+	}
+	write_service_counter(f, l, n, SC_HEDGES, "h2split_service_hedges_total",
+			      "Hedged attempts sent (h2split.io/hedging-policy).");
+	write_service_counter(
+	    f, l, n, SC_BUDGET_EXHAUSTED, "h2split_service_retry_budget_exhausted_total",
+	    "Retries and hedges not made: the Service's retry budget was spent, so "
+	    "the failure went to the client.");
+}
+
 static void write_services(FILE *f, const struct labeled *l, int n)
 {
 	static const char pending[] = "h2split_service_pending";
@@ -264,6 +291,7 @@ static void write_services(FILE *f, const struct labeled *l, int n)
 	write_histogram(f, l, n);
 	write_responses(f, l, n);
 	write_locality(f, l, n);
+	write_retries(f, l, n);
 	write_service_counter(f, l, n, SC_REQ_BYTES, "h2split_service_request_bytes_total",
 			      "Request body bytes received from clients.");
 	write_service_counter(f, l, n, SC_RESP_BYTES, "h2split_service_response_bytes_total",

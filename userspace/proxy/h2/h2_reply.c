@@ -134,5 +134,6 @@ void h2_reply_start_deadline(struct h2_stream *st)
 	ms = ns / 1000000 + (ns % 1000000 != 0);
 	if (ms > 366ull * 24 * 3600 * 1000) /* no deadline worth a timer */
 		return;
+	st->deadline_ms = loop_now_ms() + ms;
 	st->deadline = loop_timer_add(S(st)->ctx.loop, ms, on_deadline, st);
 }

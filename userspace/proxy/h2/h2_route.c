@@ -20,6 +20,7 @@
 #include "proxy/h2/h2_downstream.h"
 #include "proxy/h2/h2_endpoint.h"
 #include "proxy/h2/h2_reply.h"
+#include "proxy/h2/h2_retry.h"
 #include "proxy/h2/h2_route.h"
 #include "proxy/h2/h2_stream.h"
 #include "proxy/h2/h2_upstream.h"
@@ -151,6 +152,9 @@ void h2_route_retry(struct h2_stream *st, const char *why)
 		st->up = NULL;
 	}
 	h2_endpoint_event(S(st)->ctx.metrics, st->ep, METRICS_EV_RETRY);
+	metrics_service_retry(S(st)->ctx.metrics,
+			      st->ep ? st->ep->service_id : st->ds->ci.od.service_id,
+			      METRICS_RETRY_UNPROCESSED);
 	h2_route_attempt_done(st);
 	st->ds->retained -= st->req_sent;
 	st->req_sent = 0;
@@ -271,6 +275,7 @@ static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = h2_stream_up_read};
 	bool body = !st->req_end || st->req_body.len || st->req_trl.n;
 	struct h2_upstream *uc;
+	char prev[12];
 	int err = 0;
 	int32_t id;
 	size_t n;
@@ -279,6 +284,7 @@ static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char
 	if (!uc)
 		return err;
 	n = h2_hdrs_to_nv(&st->req_hdrs, s->nv, H2_HDRS_MAX_FIELDS);
+	n = h2_retry_add_header(st, s->nv, n, prev);
 	id = nghttp2_submit_request(uc->c.session, NULL, s->nv, n, body ? &prd : NULL, st);
 	if (id < 0) {
 		log_warn("upstream_submit_failed endpoint=%s err=\"%s\"", uc->name,
@@ -297,6 +303,7 @@ static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char
 	metrics_endpoint_inflight(s->ctx.metrics, ep->service_id, &ep->ip, ep->port, +1);
 	st->leg = H2_LEG_OPEN;
 	st->up_deferred = false;
+	h2_retry_submitted(st);
 	h2_conn_dirty(&uc->c);
 	return 0;
 }
@@ -308,7 +315,7 @@ static int submit(struct h2_stream *st, struct balancer_endpoint *ep, const char
 struct route_ctx {
 	const struct state_service *svc;
 	const char *tls_host; /* NULL: cleartext */
-	struct balancer_endpoint *avoid[H2_MAX_ATTEMPTS + H2_BUSY_MAX];
+	struct balancer_endpoint *avoid[H2_TRIED_MAX + H2_BUSY_MAX];
 	struct balancer_endpoint *busy[H2_BUSY_MAX];
 	uint8_t n_busy;
 };
@@ -483,7 +490,8 @@ static void route(struct h2_stream *st)
 	/* TLS upstreams are verified as the Service's own DNS name. */
 	snprintf(host, sizeof(host), "%s.%s.svc", rc.svc->name, rc.svc->ns);
 	rc.tls_host = rc.svc->upstream_tls ? host : NULL;
-	while (st->n_tried < H2_MAX_ATTEMPTS && rc.n_busy < H2_BUSY_MAX) {
+	h2_retry_resolve(st, rc.svc);
+	while (h2_stream_may_try(st) && rc.n_busy < H2_BUSY_MAX) {
 		ep = route_pick(st, &rc, &saturated);
 		if (!ep && saturated) {
 			svc_str(rc.svc, name, sizeof(name));
@@ -508,6 +516,36 @@ static void route(struct h2_stream *st)
 		connect_failed(st, ep, err);
 	}
 	route_failed(st, &rc);
+}
+
+int h2_route_hedge(struct h2_stream *h, struct balancer_endpoint *const *avoid, size_t n_avoid)
+{
+	struct splitter *s = S(h);
+	struct route_ctx rc = {.svc = h2_route_service_of(s->snap, &h->ds->ci.od)};
+	char host[2 * STATE_NAME_MAX + 8], eps[64];
+	struct balancer_endpoint *ep;
+	bool saturated;
+	int err;
+
+	if (!rc.svc || rc.svc->retired_ms)
+		return -ENOENT;
+	snprintf(host, sizeof(host), "%s.%s.svc", rc.svc->name, rc.svc->ns);
+	rc.tls_host = rc.svc->upstream_tls ? host : NULL;
+	h->n_tried = (uint8_t)(n_avoid < H2_TRIED_MAX ? n_avoid : H2_TRIED_MAX);
+	memcpy(h->tried, avoid, h->n_tried * sizeof(h->tried[0]));
+	h->waited = true; /* it does not queue behind new streams: it never waits */
+	ep = route_pick(h, &rc, &saturated);
+	if (!ep)
+		return saturated ? -EBUSY : -ENOENT;
+	err = submit(h, ep, rc.tls_host);
+	if (err) {
+		if (err != -EBUSY)
+			connect_failed(h, ep, err);
+		return err;
+	}
+	log_debug("stream_hedged stream=%d endpoint=%s attempt=%u", h->ds_id,
+		  h2_endpoint_str(ep, eps, sizeof(eps)), h->rt.attempts);
+	return 0;
 }
 
 /* Whether |svc| is still the Service the app dialled: an id is a hash, and

@@ -29,6 +29,10 @@ bool h2_route_step(struct splitter *s);
 void h2_route_queue(struct h2_stream *st);
 /* Send |st| elsewhere: it was surely not processed where it went. */
 void h2_route_retry(struct h2_stream *st, const char *why);
+/* Send hedged attempt |h| (h2_stream_hedge_new()) to an endpoint, one not
+ * in |avoid| where one exists; it never waits for room. 0 or -errno (not
+ * sent: the caller frees it). */
+int h2_route_hedge(struct h2_stream *h, struct balancer_endpoint *const *avoid, size_t n_avoid);
 /* Take |st| off the route queue and the balancer's wait lists. */
 void h2_route_forget(struct h2_stream *st);
 /* The attempt on st->ep is over (retry or end of stream): its verdict goes

@@ -6,6 +6,7 @@
  * bytes held for a retry, resets both ways, and the access log line. Where a
  * stream goes is h2_route.c's business; replies made here, h2_reply.c's.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "proxy/h2/grpc.h"
 #include "proxy/h2/h2_downstream.h"
 #include "proxy/h2/h2_endpoint.h"
+#include "proxy/h2/h2_hedge.h"
 #include "proxy/h2/h2_reply.h"
 #include "proxy/h2/h2_route.h"
 #include "proxy/h2/h2_stream.h"
@@ -60,7 +62,7 @@ static void first_answer(struct h2_stream *st)
 
 static void ds_consume(struct h2_stream *st, size_t n)
 {
-	if (!n)
+	if (!n || st->hedge_of) /* a hedge's bytes are a copy: its stream consumes */
 		return;
 	nghttp2_session_consume(ds_session(st), st->ds_id, n);
 	h2_conn_dirty(&st->ds->c);
@@ -138,8 +140,7 @@ void h2_stream_discard_request(struct h2_stream *st)
 
 static bool retryable(const struct h2_stream *st)
 {
-	return !st->req_dropped && !st->req_discard && !st->resp_hdrs_rcvd &&
-	       st->n_tried < H2_MAX_ATTEMPTS;
+	return !st->req_dropped && !st->req_discard && !st->resp_hdrs_rcvd && h2_stream_may_try(st);
 }
 
 /* Stop the upstream stream (RST_STREAM |code|) and stop hearing about it:
@@ -162,6 +163,7 @@ void h2_stream_abandon_upstream(struct h2_stream *st, uint32_t code)
  * upstream; the request bytes it held go back to the client's window. */
 void h2_stream_let_go(struct h2_stream *st)
 {
+	h2_retry_cancel(st);
 	h2_route_forget(st);
 	h2_stream_abandon_upstream(st, NGHTTP2_CANCEL);
 	h2_stream_discard_request(st);
@@ -215,6 +217,70 @@ static void stream_put(struct splitter *s, struct h2_stream *st)
 	st->ds_next = s->stream_pool;
 	s->stream_pool = st;
 	s->n_stream_pool++;
+}
+
+static int hdrs_copy(struct h2_hdrs *dst, const struct h2_hdrs *src)
+{
+	for (uint32_t i = 0; i < src->n; i++) {
+		const struct h2_hdr_ent *e = &src->ents[i];
+
+		if (h2_hdrs_add(dst, (const uint8_t *)src->buf + e->name_off, e->name_len,
+				(const uint8_t *)src->buf + e->value_off, e->value_len, e->flags))
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+struct h2_stream *h2_stream_hedge_new(struct h2_stream *st)
+{
+	struct splitter *s = S(st);
+	struct h2_stream *h = stream_get(s);
+	uint8_t *tmp = NULL;
+	size_t len = st->req_body.len;
+
+	if (!h)
+		return NULL;
+	h->ds = st->ds;
+	h->ds_id = st->ds_id;
+	h->hedge_of = st;
+	h->grpc = st->grpc;
+	h->req_end = true;
+	h->retaining = true;
+	h->grpc_status = h->up_grpc_status = -1;
+	h->start_ns = loop_now_ns();
+	h->rt = (struct h2_retry){.kind = st->rt.kind, .resolved = true, .new_attempt = true,
+				  .pushback_ms = -1, .service_id = st->rt.service_id,
+				  .max_attempts = st->rt.max_attempts, .attempts = st->rt.attempts};
+	if (len && !(tmp = malloc(len)))
+		goto fail;
+	if (len)
+		h2_chain_copy(&st->req_body, 0, tmp, len);
+	if (hdrs_copy(&h->req_hdrs, &st->req_hdrs) || hdrs_copy(&h->req_trl, &st->req_trl) ||
+	    (len && h2_chain_append(&h->req_body, &s->blocks, tmp, len)))
+		goto fail;
+	free(tmp);
+	return h;
+fail:
+	free(tmp);
+	h2_chain_clear(&h->req_body, &s->blocks);
+	stream_put(s, h);
+	return NULL;
+}
+
+void h2_stream_hedge_free(struct h2_stream *h)
+{
+	struct splitter *s = S(h);
+
+	h2_stream_abandon_upstream(h, NGHTTP2_CANCEL);
+	if (h->up) {
+		up_consume(h, h->resp_body.len);
+		h2_upstream_unlink(h->up, h);
+	}
+	h->ds->retained -= h->req_sent;
+	h2_route_attempt_done(h);
+	h2_chain_clear(&h->req_body, &s->blocks);
+	h2_chain_clear(&h->resp_body, &s->blocks);
+	stream_put(s, h);
 }
 
 void h2_stream_pool_fini(struct splitter *s)
@@ -358,6 +424,7 @@ static void stream_free(struct h2_stream *st, bool ds_alive, uint32_t code)
 		access_log(st, code);
 	loop_timer_cancel(s->ctx.loop, st->deadline);
 	loop_timer_cancel(s->ctx.loop, st->pending_timer);
+	h2_retry_cancel(st);
 	h2_route_forget(st);
 	h2_stream_abandon_upstream(st, NGHTTP2_CANCEL);
 	if (st->up) {
@@ -538,7 +605,9 @@ int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const
 	if (st->retaining) {
 		st->req_sent += length;
 		st->ds->retained += length;
-		if (st->req_sent > H2_RETAIN_MAX || st->ds->retained > H2_RETAIN_CONN_MAX)
+		/* A hedge holds a copy of a request within the buffer: kept whole. */
+		if (!st->hedge_of && (st->req_sent > (size_t)S(st)->cfg->retry_buffer_bytes ||
+				      st->ds->retained > H2_RETAIN_CONN_MAX))
 			release_retention(st);
 	} else {
 		h2_chain_drop(&st->req_body, &S(st)->blocks, length);
@@ -558,6 +627,8 @@ int h2_stream_us_header(struct h2_stream *st, bool trailer, const uint8_t *name,
 		st->grpc_status = atoi((const char *)value) * (value[0] >= '0' && value[0] <= '9');
 		st->up_grpc_status = st->grpc_status;
 	}
+	if (!trailer && nlen == 22 && !memcmp(name, "grpc-retry-pushback-ms", 22))
+		h2_retry_pushback(st, value, vlen);
 	if (h2_hdrs_add(trailer ? &st->resp_trl : &st->resp_hdrs, name, nlen, value, vlen, flags))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	return 0;
@@ -585,7 +656,12 @@ void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stre
 		h2_conn_dirty(&st->ds->c);
 		return;
 	}
+	if (h2_hedge_on_headers(st, end_stream))
+		return; /* a hedge's answer: dropped, or adopted and forwarded */
+	if (end_stream && h2_retry_on_answer(st))
+		return; /* Trailers-Only with a retryable status: not forwarded */
 	st->resp_hdrs_rcvd = true;
+	h2_retry_answered(st);
 	if (end_stream)
 		first_answer(st);
 	if (st->ep)
@@ -635,6 +711,8 @@ void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code)
 	char ep[64];
 
 	st->leg = H2_LEG_DONE;
+	if (!st->resp_end && h2_hedge_on_failure(st))
+		return;
 	if (st->resp_end) {
 		/* Done upstream; the rest of the request, if any, is not wanted. */
 		if (!st->req_end || st->req_body.len > st->req_sent)
@@ -651,6 +729,8 @@ void h2_stream_us_closed(struct h2_stream *st, uint32_t error_code)
 	log_debug("stream_reset_by_upstream stream=%d endpoint=%s code=%u", st->ds_id,
 		  h2_endpoint_str(st->ep, ep, sizeof(ep)), error_code);
 	st->up_failed = true;
+	if (h2_retry_on_failure(st, grpc_status_from_rst(error_code)))
+		return;
 	h2_stream_discard_request(st);
 	h2_stream_ds_reset(st,
 			   error_code == NGHTTP2_NO_ERROR ? NGHTTP2_INTERNAL_ERROR : error_code);
@@ -669,10 +749,14 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachab
 		balancer_endpoint_connect_failed(st->ep, loop_now_ms(), h2_stream_client_netns(st));
 		h2_endpoint_event(S(st)->ctx.metrics, st->ep, METRICS_EV_CONNECT_FAILURE);
 	}
+	if (h2_hedge_on_failure(st))
+		return;
 	if (unprocessed && retryable(st)) {
 		h2_route_retry(st, why);
 		return;
 	}
+	if (h2_retry_on_failure(st, GRPC_UNAVAILABLE))
+		return;
 	snprintf(msg, sizeof(msg), "h2split: upstream %s: %s",
 		 h2_endpoint_str(st->ep, ep, sizeof(ep)), why);
 	h2_reply_error(st, GRPC_UNAVAILABLE, 502, msg);

@@ -19,6 +19,7 @@
 
 #include "proxy/h2/h2_buf.h"
 #include "proxy/h2/h2_headers.h"
+#include "proxy/h2/h2_retry.h"
 #include "proxy/h2/splitter_int.h"
 
 /* The upstream leg of a stream. */
@@ -38,7 +39,7 @@ struct h2_stream {
 	struct h2_upstream *up; /* borrowed; set while linked on up->streams */
 	int32_t up_id;
 	struct balancer_endpoint *ep;			  /* holds one in-flight count while set */
-	struct balancer_endpoint *tried[H2_MAX_ATTEMPTS]; /* compared, never dereferenced */
+	struct balancer_endpoint *tried[H2_TRIED_MAX]; /* compared, never dereferenced */
 	uint8_t n_tried;
 	const char *fail_why;		     /* static: why the last attempt failed */
 	struct h2_stream *ds_next, *ds_prev; /* ds->streams */
@@ -54,6 +55,10 @@ struct h2_stream {
 	char *local_body;	   /* owned: body of a reply the splitter made */
 	size_t local_len, local_off;
 	struct loop_timer *deadline; /* owned: grpc-timeout */
+	uint64_t deadline_ms;		  /* ... when it runs out (loop_now_ms()), 0: none */
+	struct h2_retry rt;		  /* its retry policy and where it stands */
+	struct h2_stream *hedge_of; /* a hedged attempt of that stream (borrowed), not
+				     * a downstream stream of its own; NULL: one */
 	struct balancer_waiter wait;	  /* on a balancer wait list while pending or woken */
 	struct loop_timer *pending_timer; /* owned: --pending-timeout, from the first wait
 					   * for room, or the wait for capacity */
@@ -120,6 +125,19 @@ void h2_stream_us_lost(struct h2_stream *st, bool connect_failed, bool unreachab
 		       const char *why);
 int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
 			   size_t length, nghttp2_data_source *source, void *user_data);
+
+/* Whether one more endpoint may be tried for the current attempt (one that
+ * surely did not process it). */
+static inline bool h2_stream_may_try(const struct h2_stream *st)
+{
+	return st->n_tried - st->rt.tried_base < H2_MAX_ATTEMPTS && st->n_tried < H2_TRIED_MAX;
+}
+
+/* A hedged attempt of |st|: a stream struct of its own with a copy of the
+ * complete request, on no downstream list; NULL on ENOMEM. Freed with
+ * h2_stream_hedge_free() (which cancels its upstream stream). */
+struct h2_stream *h2_stream_hedge_new(struct h2_stream *st);
+void h2_stream_hedge_free(struct h2_stream *h);
 
 /* Free the splitter's pool of stream structs (splitter_free()). */
 void h2_stream_pool_fini(struct splitter *s);

@@ -626,6 +626,17 @@ void h2_upstream_unlink(struct h2_upstream *uc, struct h2_stream *st)
 	st->up = NULL;
 }
 
+void h2_upstream_relink(struct h2_upstream *uc, struct h2_stream *from, struct h2_stream *to)
+{
+	int32_t id = from->up_id;
+
+	h2_upstream_unlink(uc, from);
+	h2_upstream_link(uc, to, id);
+	uc->pc.n_streams--; /* the same upstream stream: counted once already */
+	if (uc->c.session)
+		nghttp2_session_set_stream_user_data(uc->c.session, id, to);
+}
+
 static void close_gracefully(struct h2_upstream *uc)
 {
 	if (uc->c.dead || uc->state == H2_UP_CLOSING)

@@ -54,6 +54,9 @@ struct h2_upstream *h2_upstream_get(struct splitter *s, const struct balancer_en
 /* Link |st| (just submitted as |id|) to |uc|, counting it against capacity. */
 void h2_upstream_link(struct h2_upstream *uc, struct h2_stream *st, int32_t id);
 void h2_upstream_unlink(struct h2_upstream *uc, struct h2_stream *st);
+/* |to| takes |from|'s place on |uc| (a hedged attempt adopted by its RPC's
+ * stream): the list entry and the stream's user data; |from| is let go. */
+void h2_upstream_relink(struct h2_upstream *uc, struct h2_stream *from, struct h2_stream *to);
 /* |n| bytes of |st|'s response left it (sent downstream or dropped): give
  * the stream window back, and the connection window for those not given back
  * on arrival (H2_CLIENT_CONN_SHARE). */

@@ -135,6 +135,7 @@ struct splitter *splitter_new(const struct splitter_ctx *ctx)
 
 		balancer_set_params(s->lb, &bp);
 	}
+	s->rng = (loop_now_ns() ^ ((uint64_t)(ctx->worker_id + 1) << 32)) | 1;
 	s->nv = calloc(H2_HDRS_MAX_FIELDS + 4, sizeof(*s->nv));
 	if (h2_conn_io_init(&s->io, ctx->loop, ctx->stats) || !s->lb || !s->nv ||
 	    upstream_pools_init(&s->pools) || h2_downstream_setup(s) || h2_upstream_setup(s) ||

@@ -40,12 +40,14 @@
 #define H2_MAX_HEADER_LIST H2_HDRS_MAX_BYTES
 #define H2_DS_RESET_BURST 1000
 #define H2_DS_RESET_RATE 33
-/* Retries: a stream goes to at most this many endpoints. A request body is
- * held for a retry only up to H2_RETAIN_MAX bytes per stream and
- * H2_RETAIN_CONN_MAX per downstream connection (well below its window). */
+/* Retries: one attempt (of a retry or hedging policy, or the only one) tries
+ * at most H2_MAX_ATTEMPTS endpoints that surely did not process it; a stream
+ * at most H2_TRIED_MAX in all. A request body is held for a retry only up to
+ * --retry-buffer-bytes per stream and H2_RETAIN_CONN_MAX per downstream
+ * connection (well below its window). */
 #define H2_MAX_ATTEMPTS 3
-#define H2_RETAIN_MAX (64 * 1024)
-#define H2_RETAIN_CONN_MAX (1024 * 1024)
+#define H2_TRIED_MAX 8
+#define H2_RETAIN_CONN_MAX (8 * 1024 * 1024)
 /* Stream structs (with their header arenas) a worker keeps for reuse. */
 #define H2_STREAMS_KEEP 1024
 /* Upstream connections. */
@@ -89,6 +91,7 @@ struct splitter {
 	struct h2_stream *stream_pool; /* owned: freed streams kept for reuse (h2_stream.c) */
 	size_t n_stream_pool;
 	uint64_t n_ds;
+	uint64_t rng;		    /* xorshift state: retry backoff jitter */
 	uint64_t trimmed_at_closed; /* downstream connections closed as of the last malloc_trim() */
 	uint64_t connect_warn_ms; /* rate limit for upstream_connect_failed */
 	uint32_t connect_warn_suppressed;
