@@ -211,7 +211,7 @@ docker) ;;
 esac
 ensure_bases
 
-say IMAGE "$IMAGE ($TOOL build -f deploy/Dockerfile)"
+say IMAGE "$IMAGE ($TOOL build -f deploy/Dockerfile, log: $WORK/build.log)"
 start=$(date +%s)
 set -- -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" --build-arg "H2SPLIT_VERSION=$VERSION"
 case $TOOL in
@@ -228,8 +228,8 @@ podman | buildah)
 esac || { tail -n 40 "$WORK/build.log" >&2; die "$TOOL build failed (log: $WORK/build.log)"; }
 end=$(date +%s)
 case $TOOL in
-docker | podman) size=$("$TOOL" image inspect -f '{{.Size}}' "$IMAGE") ;;
-buildah) size=$(buildah inspect -f '{{.Size}}' --type image "$IMAGE" 2>/dev/null || echo 0) ;;
+docker | podman) size="$(($("$TOOL" image inspect -f '{{.Size}}' "$IMAGE") / 1048576)) MiB" ;;
+buildah) size=$(buildah images --format '{{.Size}}' "$IMAGE") ;;
 esac
-say IMAGE "$IMAGE built in $((end - start)) s, $((size / 1048576)) MiB"
+say IMAGE "$IMAGE built in $((end - start)) s, $size"
 echo "$TOOL" >"$WORK/tool"
