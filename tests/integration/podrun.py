@@ -253,12 +253,16 @@ def memory_bytes(q):
 
 
 def probe_url(probe):
-    """The URL an httpGet probe asks for (the kubelet's default host is the pod
-    IP, which for hostNetwork is the node's)."""
-    g = probe["httpGet"]
-    if set(probe) - {"httpGet", "periodSeconds", "timeoutSeconds", "failureThreshold",
-                     "initialDelaySeconds", "successThreshold"}:
+    """The URL an httpGet probe asks for."""
+    if "httpGet" not in probe or set(probe) - {
+            "httpGet", "periodSeconds", "timeoutSeconds", "failureThreshold",
+            "initialDelaySeconds", "successThreshold"}:
         raise PodSpecError(f"probe {probe}: only httpGet is known")
+    g = probe["httpGet"]
+    if "host" not in g:
+        # The kubelet would ask the pod IP (for hostNetwork: the node's), which
+        # the bed's node does not have.
+        raise PodSpecError(f"probe {probe}: no host; the bed probes a named host only")
     scheme = g.get("scheme", "HTTP").lower()
     return f"{scheme}://{g['host']}:{g['port']}{g.get('path', '/')}"
 
