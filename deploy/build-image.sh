@@ -162,7 +162,8 @@ import_base() {
 	case $TOOL in
 	docker | podman)
 		"$TOOL" import --change "ENV PATH=$path" --change 'CMD ["bash"]' \
-			--change 'LABEL io.h2split.base=debootstrap' "$BASE_TAR" "$1" >/dev/null 2>&1
+			--change 'LABEL io.h2split.base=debootstrap' "$BASE_TAR" "$1" >"$WORK/import.log" 2>&1 ||
+			{ cat "$WORK/import.log" >&2; die "$TOOL import $BASE_TAR failed"; }
 		;;
 	buildah)
 		c=$(buildah from scratch)
