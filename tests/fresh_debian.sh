@@ -108,7 +108,7 @@ cleanup() {
 		for m in run dev sys proc; do
 			umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m" 2>/dev/null || true
 		done
-		umount "$root" 2>/dev/null || umount -l "$root" 2>/dev/null || true
+		umount -R "$root" 2>/dev/null || umount -R -l "$root" 2>/dev/null || true
 	fi
 	exit "$rc"
 }
