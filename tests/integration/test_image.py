@@ -204,6 +204,14 @@ def assert_all_ok(r, what):
     assert r["n"] > 0 and r["ok"] == r["n"] and not r["errors"], f"{what}: {r}"
 
 
+def assert_split(r):
+    """One channel's RPCs reached more than one pod: kube-proxy alone sends a
+    connection to one. Not "every pod": the shipped policy (ewma) prefers the
+    faster pods, and on a busy machine one may stay slower for its 10 s decay."""
+    assert set(r["pods"]) <= set(SERVERS) and len(r["pods"]) >= 2, \
+        f"one channel, not split over the pods: {r['pods']}"
+
+
 def test_image_has_what_its_binaries_need(image):
     r = in_image(image, 'ldd /usr/local/bin/h2splitd /usr/local/bin/h2splitctl '
                         '"$(command -v bpftool)"')
@@ -232,7 +240,7 @@ def test_pod_splits_rpcs_and_answers_its_probes(bed):
     with c.grpc_client(bed.svc.target4) as ch:
         r = ch.unary(300, concurrency=4)
     assert_all_ok(r, "300 RPCs on one channel through the container")
-    assert set(r["pods"]) == set(SERVERS), f"one channel, split over every pod: {r['pods']}"
+    assert_split(r)
     assert {testbed.peer_addr(p)[0] for p in r["peers"]} == {c.ip4}, \
         f"the backends see the client pod's IP: {r['peers']}"
     assert bed.counters()["redirected"] >= before + 1
@@ -255,7 +263,8 @@ def test_stop_drains_then_connects_go_to_the_clusterip(bed):
     assert took < bed.pod.grace, f"stop took {took:.1f} s, the grace period is {bed.pod.grace} s"
     assert_all_ok(r, "a channel's RPCs across the pod's stop")
     logs = bed.pod.logs(bed.cname)
-    assert re.search(r"drain", logs), f"no drain in the daemon's log:\n{logs[-3000:]}"
+    assert re.search(r"msg=drained\b", logs), \
+        f"h2splitd did not drain every connection:\n{logs[-3000:]}"
     before = bed.counters()
     with bed.clients[1].grpc_client(bed.svc.target4) as ch:
         r = ch.unary(50)
@@ -286,12 +295,15 @@ def test_kill_fails_open_and_a_new_container_takes_over(bed):
     assert bed.counters()["bypass_no_listener"] >= bypass + r["n"]
     bed.start()
     assert bed.link_ids() == links, "a new container should take over the pinned links"
-    before = bed.counters()["redirected"]
+    before = bed.counters()
     with c.grpc_client(bed.svc.target4) as ch:
-        r = ch.unary(90, concurrency=3)
+        r = ch.unary(300, concurrency=4)
+    after = bed.counters()
     assert_all_ok(r, "RPCs through the new container")
-    assert set(r["pods"]) == set(SERVERS), r["pods"]
-    assert bed.counters()["redirected"] >= before + 1
+    assert after["redirected"] >= before["redirected"] + 1, \
+        f"not redirected by the new container: {before} -> {after}\n" \
+        f"{bed.pod.logs(bed.cname)[-3000:]}"
+    assert_split(r)
 
 
 def test_uninstall_pod_leaves_no_pin_program_or_address(bed, image):
