@@ -179,7 +179,8 @@ ensure_bases() {
 	first=""
 	for b in $BASES; do
 		have_image "$b" && continue
-		pull "$b" && continue
+		# One base that cannot be pulled is enough to know: no registry.
+		[ -z "$first" ] && pull "$b" && continue
 		if [ -z "$first" ]; then
 			say BASE "$b cannot be pulled (no registry reachable?): using a local Debian 12 base"
 			[ -s "$BASE_TAR" ] || make_base_tar
@@ -233,4 +234,3 @@ docker | podman) size="$(($("$TOOL" image inspect -f '{{.Size}}' "$IMAGE") / 104
 buildah) size=$(buildah images --format '{{.Size}}' "$IMAGE") ;;
 esac
 say IMAGE "$IMAGE built in $((end - start)) s, $size"
-echo "$TOOL" >"$WORK/tool"
