@@ -16,7 +16,6 @@ of fieldRef spec.nodeName) comes from the caller's ``Kubelet``.
 
 import json
 import os
-import shutil
 import subprocess
 import time
 
@@ -265,7 +264,3 @@ def probe_url(probe):
         raise PodSpecError(f"probe {probe}: no host; the bed probes a named host only")
     scheme = g.get("scheme", "HTTP").lower()
     return f"{scheme}://{g['host']}:{g['port']}{g.get('path', '/')}"
-
-
-def have_podman():
-    return shutil.which("podman") is not None
