@@ -6,6 +6,7 @@
 #   make sanitize   the same build with ASan+UBSan into build/san (SANITIZE=1)
 #   make bench-balance  how the balancer policies treat slow, failing, new and stalled pods
 #   make soak       10 minutes of load while pods scale in and out (H2S_SOAK_SECONDS)
+#   make image      the container image (deploy/Dockerfile; deploy/README.md), IMAGE=NAME:TAG
 #   make fuzz       libFuzzer targets (tests/fuzz), FUZZ_SECONDS (60) each; fuzz-smoke: 10 s each
 
 .DELETE_ON_ERROR:
@@ -73,7 +74,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: FORCE all deps check-layers test unit integration demo sanitize soak bench bench-balance \
-	profile capacity fuzz clean format
+	profile capacity fuzz clean format image
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -151,6 +152,12 @@ test: deps check-layers
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/demo.py
+
+# The image deploy/kustomization.yaml names (h2split/h2split:<newTag>), built
+# with docker, podman or buildah; bases made locally where no registry answers.
+IMAGE ?= h2split/h2split:$(shell sed -n 's/^ *newTag: *//p' deploy/kustomization.yaml | head -n 1)
+image:
+	$(Q)sh deploy/build-image.sh '$(IMAGE)' '$(BUILD)/image' '$(VERSION)'
 
 sanitize:
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 all

@@ -108,6 +108,7 @@ cleanup() {
 		for m in run dev sys proc; do
 			umount -R "$root/$m" 2>/dev/null || umount -R -l "$root/$m" 2>/dev/null || true
 		done
+		umount -R "$root" 2>/dev/null || umount -R -l "$root" 2>/dev/null || true
 	fi
 	exit "$rc"
 }
@@ -119,7 +120,7 @@ if [ "$refresh" = 1 ] || [ ! -d "$base" ]; then
 	make_base
 fi
 if [ "$reuse" = 0 ] || [ ! -d "$root" ]; then
-	if grep -q " $root/" /proc/self/mounts; then
+	if grep -qE " $root(/| )" /proc/self/mounts; then
 		echo "$root has mounts (a run still going?); not touching it" >&2
 		exit 1
 	fi
@@ -129,6 +130,9 @@ fi
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
 mounted=1
+# The chroot's / a mount point, as a machine's is: podman's storage remounts /
+# while unpacking an image and fails on a plain directory.
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --make-rslave "$root/sys"
