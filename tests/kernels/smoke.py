@@ -31,7 +31,7 @@ ATTACH_TYPES = ("cgroup_inet4_connect", "cgroup_inet6_connect", "cgroup_sock_ops
 # Map types the kernel takes no BTF key/value types for (libbpf loads them without).
 NO_BTF_TYPES = ("sockmap", "sockhash", "reuseport_sockarray")
 RPCS = 30
-SLOW = 60  # deadline for anything a booting TCG guest does (never a pace)
+SLOW = 120  # deadline for anything a TCG guest on a busy host does (never a pace)
 PEERNAME = ("import socket,sys,json; s=socket.create_connection((sys.argv[1], int(sys.argv[2])),"
             " timeout=10); print(json.dumps(list(s.getpeername()[:2])))")
 
@@ -196,7 +196,14 @@ class Smoke:
         expect(got == sorted(ATTACH_TYPES), f"attached to the pods' cgroup: {got}")
         links = sorted(os.listdir(os.path.join(self.node.bpffs, "links")))
         expect(len(links) == len(ATTACH_TYPES), f"pinned links: {links}")
-        return f"{len(got)} programs attached by {len(links)} pinned links"
+        st = self.ctl("status")
+        expect(st["installed"] and st["attached"] and st["redirecting"],
+               f"h2splitctl status: installed={st['installed']} attached={st['attached']} "
+               f"redirecting={st['redirecting']}")
+        alive = [f for f, lis in st["listeners"].items() if lis["alive"]]
+        expect(sorted(alive) == ["v4", "v6"], f"h2splitctl status: live listeners {alive}")
+        return (f"{len(got)} programs attached by {len(links)} pinned links; h2splitctl status: "
+                "attached, redirecting, v4 and v6 listeners alive")
 
     def redirect(self, family):
         vip = self.svc.vip4 if family == 4 else self.svc.vip6
@@ -221,7 +228,9 @@ class Smoke:
         pods = r["pods"]
         split = "/".join(str(pods.get(s.name, 0)) for s in self.servers)
         expect(r["ok"] == RPCS, f"{r['ok']}/{RPCS} ok")
-        expect(len(pods) == 3 and min(pods.values()) >= RPCS // 6,
+        # kube-proxy alone puts all 30 on one pod; the balancer's exact split
+        # depends on latencies, which TCG on a shared host makes noisy.
+        expect(len(pods) == 3 and min(pods.values()) >= RPCS // 10,
                f"one channel's {RPCS} RPCs over server-0/1/2: {split}")
         return f"one channel, {RPCS} RPCs: {split}"
 
@@ -285,6 +294,14 @@ class Smoke:
         return "skip: h2splitd has --adopt-existing; this smoke has no adoption check yet"
 
     def uninstall(self):
+        """Nothing of this install is left; its programs and maps are known by
+        id (from the pins), so other h2split installs on the machine don't count."""
+        pins = self.node.bpffs
+        links = os.path.join(pins, "links")
+        prog_ids = {self.bpftool("link", "show", "pinned", os.path.join(links, n))["prog_id"]
+                    for n in os.listdir(links)}
+        map_ids = {self.bpftool("map", "show", "pinned", os.path.join(pins, n))["id"]
+                   for n in os.listdir(pins) if n.startswith("h2s_")}
         self.daemon.send_signal(signal.SIGTERM)
         self.daemon.wait(SLOW)
         r = self.node.run([f"{BUILD}/h2splitd", "--uninstall", "--bpffs", self.node.bpffs,
@@ -295,14 +312,16 @@ class Smoke:
         expect(self.attached() == [], f"still attached: {self.attached()}")
 
         def gone():
-            progs = [p.get("name", "") for p in self.bpftool("prog", "show") or []]
-            maps = [m.get("name", "") for m in self.bpftool("map", "show") or []]
-            return not any(n.startswith("h2s_") for n in progs + maps)
-        testbed.wait_for(gone, SLOW, "h2s_* programs and maps to be freed")
+            progs = {p["id"] for p in self.bpftool("prog", "show") or []}
+            maps = {m["id"] for m in self.bpftool("map", "show") or []}
+            return not (progs & prog_ids or maps & map_ids)
+        testbed.wait_for(gone, SLOW, f"programs {sorted(prog_ids)} and maps {sorted(map_ids)} "
+                         "to be freed")
         addrs = self.node.run(["ip", "-o", "addr"]).stdout
         expect("169.254.20.11" not in addrs, "listen address left")
         expect(self.peername(self.svc.vip4) == [self.svc.vip4, 50051], "VIP after uninstall")
-        return "no pins, no attachments, no h2s_* programs or maps, no listen address"
+        return (f"no pins, no attachments, its {len(prog_ids)} programs and {len(map_ids)} maps "
+                "freed, no listen address")
 
 
 def main():
