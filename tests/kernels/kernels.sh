@@ -38,7 +38,8 @@ rootfs_pkgs="kmod initramfs-tools linux-base busybox iproute2 iptables util-linu
 say() { echo "kernels: $*"; }
 die() { echo "kernels: $*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, the smoke's BPF): sudo make test-kernels"
+[ "$(id -u)" = 0 ] ||
+	die "needs root (debootstrap, chroot, the smoke's BPF): sudo make test-kernels"
 for b in h2splitd h2splitctl; do
 	[ -x "$build/$b" ] || die "$build/$b missing: make all"
 done
@@ -90,7 +91,7 @@ apt_priv() {
 		-o Dir::State::status=/dev/null -o Debug::NoLocking=1 -o APT::Sandbox::User=root
 }
 if [ "${H2S_KERNELS_REFRESH:-0}" = 1 ] || ! ls "$apt_dir/lists/"*_InRelease >/dev/null 2>&1; then
-	say "apt lists for bookworm, bookworm-backports and bullseye from $mirror (private, under $apt_dir)"
+	say "apt lists for bookworm(-backports) and bullseye from $mirror (private: $apt_dir)"
 	apt_priv apt-get update -qq >"$cache/apt-update.log" 2>&1 ||
 		{ tail -n 20 "$cache/apt-update.log" >&2; die "apt-get update (private lists) failed"; }
 fi
@@ -123,7 +124,8 @@ done
 rootfs=$cache/rootfs
 stamp=$(printf '%s\n' "$rootfs_pkgs" "$(cat "$here/vm-init")" | sha256sum | cut -c1-16)
 pkg_list=$(echo "$rootfs_pkgs" | tr -s ' \t\n' ' ' | sed 's/^ //; s/ $//')
-if [ "${H2S_KERNELS_REFRESH:-0}" = 1 ] || [ "$(cat "$rootfs/.h2s-stamp" 2>/dev/null)" != "$stamp" ]; then
+if [ "${H2S_KERNELS_REFRESH:-0}" = 1 ] ||
+	[ "$(cat "$rootfs/.h2s-stamp" 2>/dev/null)" != "$stamp" ]; then
 	say "debootstrap bookworm (minbase + $pkg_list) from $mirror into $rootfs"
 	rm -rf "$rootfs" "$rootfs.new"
 	t0=$(date +%s)
@@ -160,7 +162,8 @@ done
 # One raw ext4 image of it; qemu opens it with snapshot=on, so runs never change it.
 img=$cache/root.img
 img_stamp="$stamp $(ls "$rootfs/boot")"
-if [ "$changed" = 1 ] || [ ! -f "$img" ] || [ "$(cat "$img.stamp" 2>/dev/null)" != "$img_stamp" ]; then
+if [ "$changed" = 1 ] || [ ! -f "$img" ] ||
+	[ "$(cat "$img.stamp" 2>/dev/null)" != "$img_stamp" ]; then
 	mb=$(($(du -sm "$rootfs" | cut -f1) * 5 / 4 + 256))
 	say "making $img ($mb MiB)"
 	rm -f "$img"
@@ -178,6 +181,9 @@ cp -r "$top/tests/testbed" "$top/tests/kernels" "$share/tests/"
 find "$share/tests" -name __pycache__ -prune -exec rm -rf {} +
 
 # ---- boot each kernel --------------------------------------------------------
+# init: tests/kernels/vm-init; random.trust_cpu: no wait for entropy (grpcio).
+cmdline="console=ttyS0 root=/dev/vda rw init=/sbin/h2s-init panic=-1 random.trust_cpu=on"
+cmdline="$cmdline mitigations=off net.ifnames=0"
 for p in $pkgs; do
 	kver=${p#linux-image-}
 	log=$out/console-$kver.log
@@ -190,7 +196,7 @@ for p in $pkgs; do
 		-smp 2 -m "$vm_mem" -display none -monitor none -serial "file:$log" -no-reboot \
 		-nic none -device virtio-rng-pci \
 		-kernel "$rootfs/boot/vmlinuz-$kver" -initrd "$rootfs/boot/initrd.img-$kver" \
-		-append "console=ttyS0 root=/dev/vda rw init=/sbin/h2s-init panic=-1 random.trust_cpu=on mitigations=off net.ifnames=0 h2s.kernel=$kver" \
+		-append "$cmdline h2s.kernel=$kver" \
 		-drive "file=$img,if=virtio,format=raw,snapshot=on" \
 		-virtfs "local,path=$share,mount_tag=h2s,security_model=none,id=h2s" || rc=$?
 	echo "$(($(date +%s) - t0))" >"$share/results/$kver/vm_seconds"

@@ -49,7 +49,7 @@ class Smoke:
     def __init__(self, results_path):
         self.path = results_path
         self.out = {"kernel": platform.release(), "checks": [], "notes": []}
-        self.node = self.svc = self.client = self.daemon = None
+        self.node = self.svc = self.clientpod = self.daemon = None
         self.servers = []
         self.help = subprocess.run([f"{BUILD}/h2splitd", "--help"], capture_output=True,
                                    text=True).stdout
@@ -214,7 +214,6 @@ class Smoke:
                f"redirected counter {before} -> {self.counter('redirected')}")
         orig = re.escape(vip if family == 4 else f"[{vip}]")
         self.daemon.wait_line(rf"accepted client=\S+ orig={orig}:50051 ", SLOW)
-        self.last = r
         return f"{RPCS} RPCs via {vip} went through h2splitd"
 
     def getpeername(self):
