@@ -8,6 +8,7 @@
 #   make soak       10 minutes of load while pods scale in and out (H2S_SOAK_SECONDS)
 #   make image      the container image (deploy/Dockerfile; deploy/README.md), IMAGE=NAME:TAG
 #   make fuzz       libFuzzer targets (tests/fuzz), FUZZ_SECONDS (60) each; fuzz-smoke: 10 s each
+#   make test-kernels  the smoke on Debian's 5.10, 6.1 and 6.12 kernels under qemu (KERNELS=...)
 
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := all
@@ -74,7 +75,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: FORCE all deps check-layers test unit integration demo sanitize soak bench bench-balance \
-	profile capacity fuzz clean format image
+	profile capacity fuzz clean format image test-kernels
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -161,6 +162,14 @@ image:
 
 sanitize:
 	$(Q)$(MAKE) --no-print-directory SANITIZE=1 all
+
+# Debian's own kernels booted under qemu, the smoke inside each, one table
+# (docs/kernels.md). Not part of `make test`: run it before landing a change
+# to bpf/ or userspace/kernel/. Cache: H2S_KERNELS_CACHE (/var/cache/h2split-kernels).
+KERNELS ?= 5.10 6.1 6.12
+test-kernels: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)KERNELS="$(KERNELS)" H2SPLIT_BUILD=$(ABS_BUILD) sh tests/kernels/kernels.sh
 
 # 10 minutes of load with pods scaling in and out (make test runs 60 s of it).
 soak: deps all

@@ -1,0 +1,357 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The kernel matrix's smoke: run inside a VM (tests/kernels/vm-run) on one
+kernel, on a simulated node (testbed: netns pods, kube-proxy rules, cgroups),
+against the h2splitd and h2splitctl in $H2SPLIT_BUILD.
+
+Each check is timed and recorded as ok, FAIL (with what was seen) or skip
+(with why); the JSON written to --results after every check is what the host
+turns into the table (tests/kernels/table.py), so a VM that dies midway still
+reports the checks it finished. Checks: preflight, attach, redirect_v4,
+redirect_v6, getpeername, spread, bpftool_maps, fail_open, restart, adoption,
+uninstall. "notes" collects what h2splitd said this kernel lacks.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import time
+import traceback
+
+import testbed
+
+BUILD = os.environ.get("H2SPLIT_BUILD", "/h2s/bin")
+LISTEN4, LISTEN6 = "169.254.20.11:15001", "[fd00:10:20::11]:15001"
+# As `bpftool -j cgroup show` names them.
+ATTACH_TYPES = ("cgroup_inet4_connect", "cgroup_inet6_connect", "cgroup_sock_ops",
+                "cgroup_inet4_getpeername", "cgroup_inet6_getpeername", "cgroup_inet_sock_release")
+# Map types the kernel takes no BTF key/value types for (libbpf loads them without).
+NO_BTF_TYPES = ("sockmap", "sockhash", "reuseport_sockarray")
+RPCS = 30
+SLOW = 120  # deadline for anything a TCG guest on a busy host does (never a pace)
+PEERNAME = ("import socket,sys,json; s=socket.create_connection((sys.argv[1], int(sys.argv[2])),"
+            " timeout=10); print(json.dumps(list(s.getpeername()[:2])))")
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond, what):
+    if not cond:
+        raise CheckFailed(what)
+
+
+class Smoke:
+    def __init__(self, results_path):
+        self.path = results_path
+        self.out = {"kernel": platform.release(), "checks": [], "notes": []}
+        self.node = self.svc = self.clientpod = self.daemon = None
+        self.servers = []
+        self.help = subprocess.run([f"{BUILD}/h2splitd", "--help"], capture_output=True,
+                                   text=True).stdout
+
+    # ---- bookkeeping -----------------------------------------------------
+    def record(self, name, status, seconds, detail=""):
+        self.out["checks"].append({"name": name, "status": status,
+                                   "seconds": round(seconds, 1), "detail": detail})
+        print(f"SMOKE {name} {status} {seconds:.1f}s {detail}", flush=True)
+        with open(self.path + ".new", "w") as f:
+            json.dump(self.out, f, indent=1)
+        os.replace(self.path + ".new", self.path)
+
+    def check(self, name, fn):
+        t0 = time.monotonic()
+        try:
+            detail = fn() or ""
+            status = "skip" if detail.startswith("skip:") else "ok"
+            self.record(name, status, time.monotonic() - t0, detail.removeprefix("skip:").strip())
+        except Exception as e:  # any failure is this check's result, and the next ones run
+            msg = str(e).strip().splitlines()
+            traceback.print_exc()
+            self.record(name, "FAIL", time.monotonic() - t0, " | ".join(msg[:3])[:300])
+
+    # ---- helpers ---------------------------------------------------------
+    def ctl(self, *args):
+        r = subprocess.run([f"{BUILD}/h2splitctl", "--bpffs", self.node.bpffs, "-o", "json",
+                            *args], capture_output=True, text=True, timeout=SLOW)
+        expect(r.returncode == 0, f"h2splitctl {' '.join(args)}: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
+    def counter(self, name):
+        return self.ctl("counters")[name]
+
+    def bpftool(self, *args):
+        r = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, timeout=SLOW)
+        expect(r.returncode == 0, f"bpftool {' '.join(args)}: exit {r.returncode} "
+               f"{r.stderr.strip()} {r.stdout.strip()}")
+        return json.loads(r.stdout.strip() or "null")
+
+    def attached(self):
+        """Attach types of the programs on the pods' cgroup. Debian 12's bpftool
+        (7.1) queries with a field 5.10 does not know (prog_attach_flags, for
+        BPF_LSM_CGROUP) and fails there; the cgroup links say the same."""
+        try:
+            progs = self.bpftool("cgroup", "show", self.node.pods_cgroup) or []
+        except CheckFailed:
+            self.note("bpftool 7.1 `cgroup show` fails on this kernel (its query carries "
+                      "prog_attach_flags, 6.0+); attachments checked through `bpftool link`")
+            cg_id = os.stat(self.node.pods_cgroup).st_ino
+            progs = [link for link in self.bpftool("link", "show") or []
+                     if link.get("type") == "cgroup" and link.get("cgroup_id") == cg_id]
+        return sorted(p["attach_type"] for p in progs)
+
+    def start_daemon(self):
+        argv = [f"{BUILD}/h2splitd", *self.node.daemon_args(), "--listen", LISTEN4,
+                "--listen", LISTEN6, "--log-level", "debug"]
+        self.daemon = self.node.popen(argv, name="h2splitd", watch=True,
+                                      stderr=subprocess.STDOUT)
+        try:
+            self.daemon.wait_line(r"msg=redirecting", SLOW)
+        except Exception as e:
+            raise CheckFailed(f"h2splitd not redirecting: {self.daemon.log_tail()[-600:]}") from e
+
+    def daemon_log(self):
+        with open(self.daemon.log_path, errors="replace") as f:
+            return f.read()
+
+    def rpcs(self, target, n=RPCS):
+        c = self.clientpod.grpc_client(target, timeout=SLOW)
+        try:
+            return c.unary(n, timeout=SLOW)
+        finally:
+            c.close()
+
+    def peername(self, vip):
+        r = self.clientpod.run([testbed.python(), "-c", PEERNAME, vip, "50051"], timeout=SLOW)
+        return json.loads(r.stdout)
+
+    def kernel_facts(self):
+        """What this kernel has that h2split uses or may use (adoption of
+        existing connections, issue "Live clusters", depends on the last three)."""
+        with open("/proc/kallsyms") as f:
+            syms = set(line.split()[2] for line in f)
+        config = {}
+        try:
+            with open(f"/boot/config-{platform.release()}") as f:
+                config = dict(line.strip().split("=", 1) for line in f if "=" in line
+                              and not line.startswith("#"))
+        except OSError:
+            pass
+        yes = {True: "yes", False: "no"}
+        self.out["facts"] = {
+            "kernel BTF (/sys/kernel/btf/vmlinux)": yes[os.path.exists("/sys/kernel/btf/vmlinux")],
+            "sk_reuseport migration (tcp_migrate_req)":
+                yes[os.path.exists("/proc/sys/net/ipv4/tcp_migrate_req")],
+            "bpf_iter over TCP sockets": yes[any(n.startswith("bpf_iter_tcp_") for n in syms)],
+            "kfunc bpf_sock_destroy": yes["bpf_sock_destroy" in syms],
+            "sock_diag destroy (CONFIG_INET_DIAG_DESTROY)":
+                yes[config.get("CONFIG_INET_DIAG_DESTROY") == "y"] if config else "?",
+        }
+
+    # ---- the checks ------------------------------------------------------
+    def setup(self):
+        self.kernel_facts()
+        self.node = testbed.Node().setup()
+        self.servers = self.node.add_server_pods(["server-0", "server-1", "server-2"],
+                                                 timeout=SLOW)
+        self.clientpod = self.node.add_pod("client-0")
+        self.svc = self.node.add_service("echo", 50051, pods=self.servers, family="dual")
+
+    def preflight(self):
+        self.start_daemon()
+        log = self.daemon_log()
+        for pat in (r"reuseport_migration_unsupported", r"no kernel BTF", r"no_dummy_device",
+                    r"unsupported", r"fallback"):
+            for line in re.findall(rf"^.*{pat}.*$", log, re.M):
+                self.note(re.sub(r"^.*?level=\w+ ", "", line).strip())
+        expect("bpf installed" in log, "no 'bpf installed' in h2splitd's log")
+        self.note_migration()
+        return "h2splitd's preflight passed, programs loaded"
+
+    def note(self, text):
+        if text not in self.out["notes"]:
+            self.out["notes"].append(text)
+
+    def note_migration(self):
+        """Whether the listeners' sk_reuseport program is there, and whether
+        this kernel can migrate a closing listener's queue (5.14+, which also
+        brought net.ipv4.tcp_migrate_req)."""
+        loaded = any(p.get("name") == "h2s_migrate" for p in self.bpftool("prog", "show") or [])
+        can = os.path.exists("/proc/sys/net/ipv4/tcp_migrate_req")
+        if loaded and not can:
+            self.note("h2s_migrate loads (before 5.14 the kernel ignores its expected attach "
+                      "type, so h2splitd's probe passes and logs no "
+                      "reuseport_migration_unsupported) and selects the ready daemon's "
+                      "listeners, but nothing migrates a closing listener's queue "
+                      "(no net.ipv4.tcp_migrate_req: 5.14+)")
+        elif not loaded:
+            self.note("h2s_migrate not loaded: no sk_reuseport program on the listeners")
+
+    def attach(self):
+        got = self.attached()
+        expect(got == sorted(ATTACH_TYPES), f"attached to the pods' cgroup: {got}")
+        links = sorted(os.listdir(os.path.join(self.node.bpffs, "links")))
+        expect(len(links) == len(ATTACH_TYPES), f"pinned links: {links}")
+        st = self.ctl("status")
+        expect(st["installed"] and st["attached"] and st["redirecting"],
+               f"h2splitctl status: installed={st['installed']} attached={st['attached']} "
+               f"redirecting={st['redirecting']}")
+        alive = [f for f, lis in st["listeners"].items() if lis["alive"]]
+        expect(sorted(alive) == ["v4", "v6"], f"h2splitctl status: live listeners {alive}")
+        return (f"{len(got)} programs attached by {len(links)} pinned links; h2splitctl status: "
+                "attached, redirecting, v4 and v6 listeners alive")
+
+    def redirect(self, family):
+        vip = self.svc.vip4 if family == 4 else self.svc.vip6
+        before = self.counter("redirected")
+        r = self.rpcs(self.svc.target(family))
+        expect(r["ok"] == RPCS, f"{r['ok']}/{RPCS} RPCs ok: {r.get('errors')} {r.get('details')}")
+        expect(self.counter("redirected") == before + 1,
+               f"redirected counter {before} -> {self.counter('redirected')}")
+        orig = re.escape(vip if family == 4 else f"[{vip}]")
+        self.daemon.wait_line(rf"accepted client=\S+ orig={orig}:50051 ", SLOW)
+        return f"{RPCS} RPCs via {vip} went through h2splitd"
+
+    def getpeername(self):
+        got4, got6 = self.peername(self.svc.vip4), self.peername(self.svc.vip6)
+        expect(got4 == [self.svc.vip4, 50051], f"v4 getpeername {got4}")
+        expect(got6 == [self.svc.vip6, 50051], f"v6 getpeername {got6}")
+        return "v4 and v6 ClusterIP:port"
+
+    def spread(self):
+        r = self.rpcs(self.svc.target4)
+        pods = r["pods"]
+        split = "/".join(str(pods.get(s.name, 0)) for s in self.servers)
+        expect(r["ok"] == RPCS, f"{r['ok']}/{RPCS} ok")
+        # kube-proxy alone puts all 30 on one pod; the balancer's exact split
+        # depends on latencies, which TCG on a shared host makes noisy.
+        expect(len(pods) == 3 and min(pods.values()) >= RPCS // 10,
+               f"one channel's {RPCS} RPCs over server-0/1/2: {split}")
+        return f"one channel, {RPCS} RPCs: {split}"
+
+    def bpftool_maps(self):
+        names = sorted(n for n in os.listdir(self.node.bpffs) if n.startswith("h2s_"))
+        expect(len(names) >= 8, f"pinned maps: {names}")
+        filled, socks = 0, []
+        for n in names:
+            path = os.path.join(self.node.bpffs, n)
+            entries = self.bpftool("map", "dump", "pinned", path)
+            if not entries:
+                continue
+            filled += 1
+            if self.bpftool("map", "show", "pinned", path)["type"] in NO_BTF_TYPES:
+                socks.append(n)
+                continue
+            expect(all("formatted" in e for e in entries), f"{n}: no BTF-formatted entries")
+            f = entries[0]["formatted"]
+            expect(isinstance(f.get("key"), (dict, int)) or "values" in f or "value" in f,
+                   f"{n}: {json.dumps(f)[:120]}")
+        expect(filled >= 3, f"only {filled} maps had entries")
+        listed = sorted(s["vip"] for s in self.ctl("services"))
+        expect(listed == sorted([self.svc.vip4, self.svc.vip6]),
+               f"h2splitctl services: {listed}")
+        return (f"{len(names)} h2s_* maps dumped, {filled} non-empty, all with field names "
+                f"but the sockmaps {', '.join(socks)} (no BTF for socket maps)")
+
+    def fail_open(self):
+        self.daemon.send_signal(signal.SIGKILL)
+        self.daemon.wait(SLOW)
+        before = self.ctl("counters")
+        r = self.rpcs(self.svc.target4, 5)
+        after = self.ctl("counters")
+        expect(r["ok"] == 5, f"{r['ok']}/5 RPCs ok after kill -9: {r.get('details')}")
+        expect(after["redirected"] == before["redirected"], "a connect was still redirected")
+        expect(after["bypass_no_listener"] > before["bypass_no_listener"],
+               "bypass_no_listener did not grow")
+        return f"after kill -9: 5/5 RPCs straight to the ClusterIP ({list(r['pods'])[0]})"
+
+    def restart(self):
+        self.start_daemon()
+        log = self.daemon_log()
+        updated = len(re.findall(r"bpf program updated in place", log))
+        expect(updated == len(ATTACH_TYPES), f"{updated} pinned links updated in place")
+        got = self.attached()
+        expect(got == sorted(ATTACH_TYPES), f"attached after restart: {got}")
+        before = self.counter("redirected")
+        r = self.rpcs(self.svc.target4)
+        expect(r["ok"] == RPCS and len(r["pods"]) == 3, f"after restart: {r['pods']}")
+        expect(self.counter("redirected") == before + 1, "not redirected after restart")
+        return f"{updated} pinned links taken over, redirecting again"
+
+    def adoption(self):
+        # ---- ADOPTION (issue "Live clusters", --adopt-existing) ----------
+        # Once h2splitd has --adopt-existing: open a channel to the Service
+        # BEFORE h2splitd starts (in setup), start it with --adopt-existing,
+        # check that channel's next RPCs spread over the three pods, and
+        # record which mechanism this kernel used (the daemon's log says so).
+        if "--adopt-existing" not in self.help:
+            return "skip: adoption not built yet (h2splitd --help has no --adopt-existing)"
+        return "skip: h2splitd has --adopt-existing; this smoke has no adoption check yet"
+
+    def uninstall(self):
+        """Nothing of this install is left; its programs and maps are known by
+        id (from the pins), so other h2split installs on the machine don't count."""
+        pins = self.node.bpffs
+        links = os.path.join(pins, "links")
+        prog_ids = {self.bpftool("link", "show", "pinned", os.path.join(links, n))["prog_id"]
+                    for n in os.listdir(links)}
+        map_ids = {self.bpftool("map", "show", "pinned", os.path.join(pins, n))["id"]
+                   for n in os.listdir(pins) if n.startswith("h2s_")}
+        self.daemon.send_signal(signal.SIGTERM)
+        self.daemon.wait(SLOW)
+        r = self.node.run([f"{BUILD}/h2splitd", "--uninstall", "--bpffs", self.node.bpffs,
+                           "--listen", LISTEN4, "--listen", LISTEN6], timeout=SLOW)
+        expect("uninstalled" in r.stdout, f"h2splitd --uninstall said {r.stdout!r}")
+        left = os.listdir(self.node.bpffs) if os.path.exists(self.node.bpffs) else []
+        expect(not left, f"pins left: {left}")
+        expect(self.attached() == [], f"still attached: {self.attached()}")
+
+        def gone():
+            progs = {p["id"] for p in self.bpftool("prog", "show") or []}
+            maps = {m["id"] for m in self.bpftool("map", "show") or []}
+            return not (progs & prog_ids or maps & map_ids)
+        testbed.wait_for(gone, SLOW, f"programs {sorted(prog_ids)} and maps {sorted(map_ids)} "
+                         "to be freed")
+        addrs = self.node.run(["ip", "-o", "addr"]).stdout
+        expect("169.254.20.11" not in addrs, "listen address left")
+        expect(self.peername(self.svc.vip4) == [self.svc.vip4, 50051], "VIP after uninstall")
+        return (f"no pins, no attachments, its {len(prog_ids)} programs and {len(map_ids)} maps "
+                "freed, no listen address")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    a = ap.parse_args()
+    s = Smoke(a.results)
+    t0 = time.monotonic()
+    try:
+        s.setup()
+        s.record("setup", "ok", time.monotonic() - t0, "node, 3 gRPC server pods, 1 client pod")
+    except Exception as e:
+        traceback.print_exc()
+        s.record("setup", "FAIL", time.monotonic() - t0, str(e)[:300])
+        return 1
+    try:
+        s.check("preflight", s.preflight)
+        s.check("attach", s.attach)
+        s.check("redirect_v4", lambda: s.redirect(4))
+        s.check("redirect_v6", lambda: s.redirect(6))
+        s.check("getpeername", s.getpeername)
+        s.check("spread", s.spread)
+        s.check("bpftool_maps", s.bpftool_maps)
+        s.check("fail_open", s.fail_open)
+        s.check("restart", s.restart)
+        s.check("adoption", s.adoption)
+        s.check("uninstall", s.uninstall)
+    finally:
+        s.node.teardown()
+    return 0 if all(c["status"] != "FAIL" for c in s.out["checks"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
