@@ -21,6 +21,7 @@
 #include "proxy/worker.h"
 
 struct admin;
+struct adopter;
 
 struct daemon {
 	struct config cfg;
@@ -32,6 +33,7 @@ struct daemon {
 	int n_workers;
 	struct discovery *disc;   /* owned */
 	struct admin *admin;      /* owned */
+	struct adopter *adopter;  /* owned: adopts connections opened before us */
 	struct tap *tap;          /* owned: one ring per worker (telemetry/tap.h) */
 	struct health_table *health;   /* owned: written by |checker|, read by all */
 	struct health_checker *checker; /* owned */

@@ -85,3 +85,8 @@ int daemon_bpf_counters(const struct daemon *d, uint64_t out[H2S_CNT_MAX])
 		return -ENODEV;
 	return bpf_maps_counters_read(bpf_loader_maps(d->bpf), out);
 }
+
+struct adopter *daemon_adopter(const struct daemon *d)
+{
+	return d->adopter;
+}
