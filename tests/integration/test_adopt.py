@@ -97,7 +97,10 @@ class LineClient:
         def last():
             for line in reversed(self.proc.lines):
                 if line.startswith('{"n"'):
-                    return json.loads(line)
+                    try:
+                        return json.loads(line)
+                    except ValueError:  # a line cut short as the process ends
+                        continue
             return None
         return testbed.wait_for(last, 10, "the grpc-go client's first summary")
 
@@ -167,9 +170,12 @@ def failed(summary, since=None):
 
 
 def allowed_failures(kind):
-    # grpcio (gRPC core) fails the first RPC after an abortive close even when
-    # the connection was idle (docs/architecture.md "Adoption"); grpc-go none.
-    return 1 if kind in ("grpcio", "grpcio-wait-for-ready") else 0
+    """grpcio (gRPC core) fails the first RPC after an abortive close even when
+    the connection was idle, unless it retries UNAVAILABLE; with a
+    connectivity watcher it usually sees the close first, but on a loaded
+    machine not always (docs/architecture.md, "Adoption of established
+    connections"). grpc-go loses none: the close comes early in the quiet gap."""
+    return 1 if kind in ("grpcio", "grpcio-wait-for-ready", "grpcio-watch") else 0
 
 
 def check_failures(kind, errors, what):
@@ -256,16 +262,42 @@ def test_service_opting_in_at_run_time_adopts_its_channel(node, build_dir):
     assert "trigger=opt_in" in d.wait_line(r"msg=adopt_pass pass=1 ", 10)
 
 
-def test_adopt_all_closes_a_never_idle_channel_within_max_wait(bed, build_dir):
-    """Server streams that send every few ms keep the connection busy: with
-    --adopt-existing all it is closed once --adopt-max-wait is over, and only
-    the streams in flight then fail."""
-    node, svc = bed
-    max_wait = 2
+def busy_channel(node, svc, streams):
+    """A channel that never looks idle: ``streams`` loops of back-to-back unary
+    RPCs, each uploading 1 MB, so data is always on its way out (a server
+    stream can pause long enough to look idle on a busy machine: TCP cannot
+    see an open HTTP/2 stream). Returns (client, jobs); "stop" ends them."""
     c = node.add_pod("client-0").grpc_client(svc.target4)
-    streams = 3
-    jobs = [c.start("server_stream", 1000000, delay_ms=2) for _ in range(streams)]
-    wait_streaming(c.place, svc.target4)
+    jobs = [c.start("loop", 0, req_size=1 << 20) for _ in range(streams)]
+    seen = []
+
+    def uploading():
+        out = c.place.run(["ss", "-Htni", "state", "established", "dst", svc.target4]).stdout
+        m = re.search(r"bytes_acked:(\d+)", out)
+        seen.append(int(m.group(1)) if m else 0)
+        return len(seen) > 5 and seen[-1] > seen[-5] + (4 << 20)
+    testbed.wait_for(uploading, 30, "the busy channel to upload", interval=0.05)
+    return c, jobs
+
+
+def stop_all(c, jobs):
+    """Stop the loops; their summed errors and RPCs that succeeded."""
+    c.command("stop")
+    errors, ok = {}, 0
+    for j in jobs:
+        r = c.wait(j, 60)
+        ok += r["ok"]
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    return errors, ok
+
+
+def test_adopt_all_closes_a_never_idle_channel_within_max_wait(bed, build_dir):
+    """With --adopt-existing all a channel that is never idle is closed once
+    --adopt-max-wait is over, and only the RPCs in flight then fail."""
+    node, svc = bed
+    max_wait, streams = 2, 3
+    c, jobs = busy_channel(node, svc, streams)
 
     t0 = time.monotonic()
     d = start_daemon(node, build_dir, "--adopt-existing", "all", "--adopt-max-wait",
@@ -273,12 +305,12 @@ def test_adopt_all_closes_a_never_idle_channel_within_max_wait(bed, build_dir):
     line = d.wait_line(r"msg=adopt_connection ", max_wait + 15)
     secs = time.monotonic() - t0
     assert "result=forced" in line, f"a busy connection was taken for idle: {line}"
-    results = [c.wait(j, 30) for j in jobs]
-    failures = sum(sum(r["errors"].values()) for r in results)
+    errors, _ = stop_all(c, jobs)
+    failures = sum(errors.values())
     print(f"ADOPT all client=grpcio adoption_s={secs:.2f} streams_in_flight={streams} "
           f"failed_rpcs={failures}")
     assert secs <= max_wait + 10
-    assert 0 < failures <= streams
+    assert set(errors) <= {"UNAVAILABLE"} and 0 < failures <= streams, errors
     r = c.unary(30)
     assert set(r["pods"]) == set(SERVERS), r["pods"]
     assert adopted(node, "forced") == 1 and adopted(node, "idle") == 0
@@ -286,16 +318,15 @@ def test_adopt_all_closes_a_never_idle_channel_within_max_wait(bed, build_dir):
 
 def test_idle_mode_leaves_a_never_idle_channel_alone(bed, build_dir):
     node, svc = bed
-    c = node.add_pod("client-0").grpc_client(svc.target4)
-    c.start("server_stream", 1000000, delay_ms=2)
-    wait_streaming(c.place, svc.target4)
+    c, jobs = busy_channel(node, svc, 3)
     port = sports(c.place, svc.target4)
 
     d = start_daemon(node, build_dir, "--adopt-max-wait", "1")
     line = d.wait_line(r"msg=adopt_pass pass=1 ", 20)
     assert "not_idle=1 " in line, line
     assert sports(c.place, svc.target4) == port
-    c.command("stop")  # the stream runs until the client ends it; it must not have failed
+    errors, ok = stop_all(c, jobs)
+    assert errors == {} and ok > 0, errors
     assert adopted(node, "not_idle") == 1 and adopted(node, "idle") == 0
 
 

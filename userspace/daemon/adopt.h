@@ -54,6 +54,7 @@ struct adopt_pass_info {
 	int targets;			 /* opted-in VIP:ports looked for */
 	int pods;			 /* client netns searched */
 	int found;			 /* connections to adopt */
+	uint64_t looks;			 /* re-reads of a pod's sockets while waiting for idle */
 	uint64_t results[ADOPT_R_COUNT];
 	uint64_t ms; /* how long it took (done) or runs (running) */
 	uint64_t started_ms;

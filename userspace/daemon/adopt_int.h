@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "daemon/adopt.h"
+#include "kernel/sock_diag.h"
 
 /* An opted-in VIP:port, IPv4 stored IPv4-mapped (a dual-stack socket's peer
  * ::ffff:a.b.c.d then matches the IPv4 ClusterIP). */
@@ -30,7 +31,21 @@ struct adopt_pass {
 	bool *unsupported;	      /* set once SOCK_DESTROY says EOPNOTSUPP */
 };
 
+/* A connection a pass found, as its looks saw it. */
+struct adopt_cand {
+	struct sock_diag_conn c; /* the newest look */
+	bool done;
+	bool moved;		/* data_segs_in or _out changed while the pass looked */
+	uint64_t in_ms, out_ms; /* when data_segs_in / _out last changed, as seen */
+	uint64_t moved_ms;	/* the last change came after this (the look before) */
+	uint64_t burst;		/* bytes that moved either way between those two looks */
+	uint64_t bulk_ms;	/* the last look that saw more than BULK_BYTES move */
+};
+
 int adopt_key_cmp(const void *a, const void *b);
+/* Whether |x| may be closed now (|now| in CLOCK_MONOTONIC ms): nothing queued
+ * or unacknowledged, quiet, and its last data an answer (adopt_pass.c). */
+bool adopt_is_idle(const struct adopt_cand *x, uint64_t now);
 /* Run one pass to its end (or |stop|). 0 or -errno (logged). */
 int adopt_pass_run(struct adopt_pass *ps);
 

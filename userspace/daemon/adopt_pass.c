@@ -38,6 +38,25 @@
  * ANSWER_WAIT_MS. */
 #define QUIET_MS 1
 #define ANSWER_WAIT_MS 1000
+/* A look that saw more than BULK_BYTES move is a transfer, not an RPC's
+ * request or answer: a flow-controlled upload or a stream pauses whenever
+ * the other app is slow to read (with only a WINDOW_UPDATE or PING between),
+ * so for BULK_QUIET_MS after such a look the connection is busy. */
+#define BULK_BYTES 16384
+#define BULK_QUIET_MS 200
+/* Before the pass has seen data move on a connection it knows only the
+ * kernel's coarse times: closing then could land just before the app's next
+ * request. So it waits for an exchange and closes right after it, unless the
+ * connection has been quiet for SETTLED_MS (an app that sends less often). */
+#define SETTLED_MS 1000
+/* ... and it closes early in the quiet gap, within CLOSE_WINDOW_MS of the
+ * last data, when the app's next request is furthest away; a look that comes
+ * later (this thread was not scheduled in time) waits for the next exchange,
+ * or for the connection to settle. */
+#define CLOSE_WINDOW_MS 5
+/* A look older than this (the thread was preempted) is taken again before a
+ * close: the close must follow what it saw by microseconds. */
+#define FRESH_US 500
 /* Pacing: closes per second node-wide (burst RATE_BURST), and the time a
  * pod's next connection waits after one of its connections was closed, so
  * a pod reconnects one channel at a time. */
@@ -54,21 +73,16 @@ struct cg {
 	bool excluded;
 };
 
-struct cand {
-	struct sock_diag_conn c;
-	bool seen, done;
-	uint64_t in_ms, out_ms; /* when data_segs_in / _out last changed, as seen */
-};
-
 struct pod {
 	uint64_t ino; /* netns */
 	uint64_t cgroup_id;
 	int pid;
 	struct netns_ref *ns;
-	int fd;		    /* sock_diag in the pod's netns; -1 */
-	struct cand *cands; /* owned */
-	int n, left;
-	uint64_t next_ms; /* no close before (POD_GAP_MS) */
+	int fd;			  /* sock_diag in the pod's netns; -1 */
+	struct adopt_cand *cands; /* owned */
+	int n, cap, left;
+	uint64_t next_ms;   /* no close before (POD_GAP_MS) */
+	uint64_t looked_ms; /* the previous look */
 };
 
 struct scan {
@@ -84,6 +98,14 @@ struct scan {
 	double tokens;
 	uint64_t tokens_ms;
 };
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
 
 static uint64_t now_ms(void)
 {
@@ -222,16 +244,18 @@ static int collect_cb(void *arg, const struct sock_diag_conn *c)
 
 	if (!wanted(k->s, c) || p->n >= MAX_CONNS_PER_POD)
 		return 0;
-	if (!(p->n & (p->n - 1)) || !p->cands) {
-		struct cand *n = realloc(p->cands, sizeof(*n) * (size_t)(p->n ? 2 * p->n : 4));
+	if (p->n == p->cap) {
+		int cap = p->cap ? 2 * p->cap : 4;
+		struct adopt_cand *n = realloc(p->cands, sizeof(*n) * (size_t)cap);
 
 		if (!n)
 			return -ENOMEM;
 		p->cands = n;
+		p->cap = cap;
 	}
-	p->cands[p->n++] = (struct cand){.c = *c,
-					 .in_ms = now_ms() - c->last_data_recv_ms,
-					 .out_ms = now_ms() - c->last_data_sent_ms};
+	p->cands[p->n++] = (struct adopt_cand){.c = *c,
+					       .in_ms = now_ms() - c->last_data_recv_ms,
+					       .out_ms = now_ms() - c->last_data_sent_ms};
 	return 0;
 }
 
@@ -265,10 +289,11 @@ static void open_pod(struct scan *s, struct pod *p)
 	p->left = p->n;
 }
 
-static void count(struct scan *s, struct pod *p, struct cand *c, enum adopt_result r)
+static void count(struct scan *s, struct pod *p, struct adopt_cand *c, enum adopt_result r)
 {
 	struct adopt_pass *ps = s->ps;
 	char dst[64];
+	uint64_t now;
 
 	c->done = true;
 	p->left--;
@@ -280,42 +305,55 @@ static void count(struct scan *s, struct pod *p, struct cand *c, enum adopt_resu
 		inet_ntop(AF_INET, c->c.id.idiag_dst, dst, sizeof(dst));
 	else
 		inet_ntop(AF_INET6, c->c.id.idiag_dst, dst, sizeof(dst));
+	now = now_ms();
 	log_info("adopt_connection result=%s cgroup_id=%llu dst=%s:%u sport=%u recv_q=%u send_q=%u "
-		 "unacked=%u last_send_ms=%u last_recv_ms=%u",
+		 "unacked=%u last_send_ms=%u last_recv_ms=%u seen_send_ms=%lld seen_recv_ms=%lld "
+		 "burst=%llu",
 		 adopter_result_name(r), (unsigned long long)c->c.cgroup_id, dst,
 		 ntohs(c->c.id.idiag_dport), ntohs(c->c.id.idiag_sport), c->c.rqueue, c->c.wqueue,
-		 c->c.unacked, c->c.last_data_sent_ms, c->c.last_data_recv_ms);
+		 c->c.unacked, c->c.last_data_sent_ms, c->c.last_data_recv_ms,
+		 (long long)(now - c->out_ms), (long long)(now - c->in_ms),
+		 (unsigned long long)c->burst);
 }
 
-static int refresh_cb(void *arg, const struct sock_diag_conn *c)
+/* A fresh look at |x|: when its data counters moved, as this thread saw. */
+static void update(struct pod *p, struct adopt_cand *x, const struct sock_diag_conn *c)
 {
-	struct collect *k = arg;
+	uint64_t now = now_ms();
+	bool in = c->data_segs_in != x->c.data_segs_in;
+	bool out = c->data_segs_out != x->c.data_segs_out;
 
-	for (int i = 0; i < k->pod->n; i++) {
-		struct cand *x = &k->pod->cands[i];
-
-		if (!x->done && x->c.cookie == c->cookie && x->c.family == c->family) {
-			uint64_t now = now_ms();
-
-			if (c->data_segs_in != x->c.data_segs_in)
-				x->in_ms = now;
-			if (c->data_segs_out != x->c.data_segs_out)
-				x->out_ms = now;
-			x->c = *c;
-			x->seen = true;
-		}
+	if (in)
+		x->in_ms = now;
+	if (out)
+		x->out_ms = now;
+	/* It moved after the previous look: the earliest it may have. */
+	if (in || out) {
+		x->moved_ms = p->looked_ms;
+		x->burst =
+		    (c->bytes_acked - x->c.bytes_acked) + (c->bytes_received - x->c.bytes_received);
+		if (x->burst > BULK_BYTES)
+			x->bulk_ms = now;
 	}
-	return 0;
+	x->moved |= in || out;
+	x->c = *c;
 }
 
-static bool is_idle(const struct cand *x, uint64_t now)
+bool adopt_is_idle(const struct adopt_cand *x, uint64_t now)
 {
 	const struct sock_diag_conn *c = &x->c;
+	uint64_t last = x->in_ms > x->out_ms ? x->in_ms : x->out_ms;
 	bool sent_last;
 
 	if (!c->have_info || c->rqueue || c->wqueue || c->unacked)
 		return false;
-	if (now < x->in_ms + QUIET_MS || now < x->out_ms + QUIET_MS)
+	if (!x->moved)
+		return c->last_data_sent_ms >= SETTLED_MS && c->last_data_recv_ms >= SETTLED_MS;
+	if (now < last + QUIET_MS || (x->bulk_ms && now < x->bulk_ms + BULK_QUIET_MS))
+		return false;
+	/* Late in the gap (this thread may have looked late: the change is
+	 * placed at the look before the one that saw it): wait for the next. */
+	if (!x->bulk_ms && now < last + SETTLED_MS && now > x->moved_ms + CLOSE_WINDOW_MS)
 		return false;
 	/* Which came last; seen in the same look, the kernel's coarser clock says. */
 	sent_last = x->out_ms != x->in_ms ? x->out_ms > x->in_ms
@@ -336,7 +374,7 @@ static bool take_token(struct scan *s, uint64_t now)
 }
 
 /* Close |c|; false when the whole pass must end (the kernel cannot). */
-static bool destroy(struct scan *s, struct pod *p, struct cand *c, enum adopt_result ok)
+static bool destroy(struct scan *s, struct pod *p, struct adopt_cand *c, enum adopt_result ok)
 {
 	int err = sock_diag_destroy(p->fd, &c->c);
 
@@ -364,29 +402,42 @@ static bool destroy(struct scan *s, struct pod *p, struct cand *c, enum adopt_re
 static bool step_pod(struct scan *s, struct pod *p, uint64_t now, uint64_t deadline)
 {
 	enum adopt_mode mode = s->ps->p->mode;
+	uint64_t looked_us;
 	int err;
 
-	for (int i = 0; i < p->n; i++)
-		p->cands[i].seen = false;
-	err = dump_pod(s, p, refresh_cb);
-	if (err) {
-		log_warn("adopt_sock_diag_dump_failed cgroup_id=%llu err=\"%s\"",
-			 (unsigned long long)p->cgroup_id, strerror(-err));
-		return true; /* the next tick tries again; the deadline ends it */
-	}
-	for (int i = 0; i < p->n; i++)
-		if (!p->cands[i].done && !p->cands[i].seen)
-			count(s, p, &p->cands[i], ADOPT_R_GONE);
+	s->ps->info->looks++; /* this thread's own counter: read when the pass is done */
 	for (int i = 0; i < p->n; i++) {
-		struct cand *c = &p->cands[i];
+		struct adopt_cand *x = &p->cands[i];
+		struct sock_diag_conn now_c;
 
-		if (!c->done && is_idle(c, now))
-			return take_token(s, now) ? destroy(s, p, c, ADOPT_R_IDLE) : true;
+		if (x->done)
+			continue;
+		err = sock_diag_get(p->fd, &x->c, &now_c);
+		if (err == -ENOENT) {
+			count(s, p, x, ADOPT_R_GONE);
+		} else if (err) {
+			log_warn("adopt_sock_diag_failed cgroup_id=%llu err=\"%s\"",
+				 (unsigned long long)p->cgroup_id, strerror(-err));
+			return true; /* the next tick tries again; the deadline ends it */
+		} else {
+			update(p, x, &now_c);
+		}
+	}
+	looked_us = now_us();
+	p->looked_ms = looked_us / 1000;
+	for (int i = 0; i < p->n; i++) {
+		struct adopt_cand *c = &p->cands[i];
+
+		if (c->done || !adopt_is_idle(c, now))
+			continue;
+		if (now_us() - looked_us > FRESH_US || !take_token(s, now))
+			return true; /* look again at the next tick */
+		return destroy(s, p, c, ADOPT_R_IDLE);
 	}
 	if (now < deadline)
 		return true;
 	for (int i = 0; i < p->n; i++) {
-		struct cand *c = &p->cands[i];
+		struct adopt_cand *c = &p->cands[i];
 
 		if (c->done)
 			continue;

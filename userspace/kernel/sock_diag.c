@@ -90,6 +90,8 @@ static void parse_attrs(const struct inet_diag_msg *m, int len, struct sock_diag
 			c->last_data_recv_ms = ti.tcpi_last_data_recv;
 			c->data_segs_in = ti.tcpi_data_segs_in;
 			c->data_segs_out = ti.tcpi_data_segs_out;
+			c->bytes_acked = ti.tcpi_bytes_acked;
+			c->bytes_received = ti.tcpi_bytes_received;
 		}
 	}
 }
@@ -145,6 +147,26 @@ int sock_diag_dump(int fd, int family, int (*cb)(void *arg, const struct sock_di
 	    send_req(fd, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, (uint8_t)family, NULL, TCPF_ESTABLISHED);
 
 	return err ? err : read_replies(fd, cb, arg);
+}
+
+static int keep_one(void *arg, const struct sock_diag_conn *c)
+{
+	*(struct sock_diag_conn *)arg = *c;
+	return 1;
+}
+
+int sock_diag_get(int fd, const struct sock_diag_conn *c, struct sock_diag_conn *out)
+{
+	/* The ack after the one answer ends the read. */
+	int err = send_req(fd, SOCK_DIAG_BY_FAMILY, NLM_F_ACK, c->family, &c->id, ~0U);
+
+	if (err)
+		return err;
+	out->family = 0;
+	err = read_replies(fd, keep_one, out);
+	if (err < 0)
+		return err;
+	return out->family ? 0 : -ENOENT;
 }
 
 int sock_diag_destroy(int fd, const struct sock_diag_conn *c)

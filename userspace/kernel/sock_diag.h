@@ -26,6 +26,7 @@ struct sock_diag_conn {
 	uint32_t unacked;	 /* segments */
 	uint32_t last_data_sent_ms, last_data_recv_ms; /* ago, in jiffies (1-10 ms steps) */
 	uint32_t data_segs_in, data_segs_out;	       /* segments carrying data, so far */
+	uint64_t bytes_acked, bytes_received;	       /* so far */
 };
 
 /* A sock_diag socket in |ns|'s netns (the daemon's own for NULL): the fd, or
@@ -36,6 +37,10 @@ int sock_diag_open(const struct netns_ref *ns);
  * the walk and is returned. */
 int sock_diag_dump(int fd, int family, int (*cb)(void *arg, const struct sock_diag_conn *c),
 		   void *arg);
+/* Socket |c| (found by tuple and cookie, a hash lookup: cheap, unlike a
+ * dump, which walks the node's whole TCP table) as it is now, in |*out|.
+ * -ENOENT when it is gone. */
+int sock_diag_get(int fd, const struct sock_diag_conn *c, struct sock_diag_conn *out);
 /* Destroy socket |c| (found by tuple and cookie). -ENOENT when it is gone,
  * -EOPNOTSUPP when the kernel lacks CONFIG_INET_DIAG_DESTROY, -EPERM without
  * CAP_NET_ADMIN in the netns. */

@@ -99,7 +99,7 @@ func main() {
 		if err != nil {
 			st := status.Convert(err)
 			s.Errors[st.Code().String()]++
-			if len(s.Details) < 20 {
+			if len(s.Details) < 5 {
 				s.Details = append(s.Details, st.Message())
 			}
 		} else {
