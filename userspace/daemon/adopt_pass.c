@@ -4,10 +4,11 @@
  * find each pod's netns through a process of its cgroup, list that netns'
  * established TCP sockets with sock_diag and keep those to an opted-in
  * VIP:port whose owner cgroup (INET_DIAG_CGROUP_ID) is below the attach
- * point and not excluded. Then, every TICK_MS, re-read each pod's sockets and
- * close (SOCK_DESTROY) one that is idle, at most one per pod per POD_GAP_MS
- * and RATE_PER_S node-wide. The daemon's own netns (the node's sockets) and
- * cgroup are never searched.
+ * point and not excluded (one dump per netns: a dump walks the node's whole
+ * TCP table). Then, every TICK_MS, look at each of them again by tuple and
+ * cookie (a hash lookup) and close (SOCK_DESTROY) one that is idle, at most
+ * one per pod per POD_GAP_MS and RATE_PER_S node-wide. The daemon's own netns
+ * (the node's sockets) and cgroup are never searched.
  */
 #include <dirent.h>
 #include <errno.h>
