@@ -54,7 +54,7 @@
  * last data, when the app's next request is furthest away; a look that comes
  * later (this thread was not scheduled in time) waits for the next exchange,
  * or for the connection to settle. */
-#define CLOSE_WINDOW_MS 5
+#define CLOSE_WINDOW_MS 3
 /* A look older than this (the thread was preempted) is taken again before a
  * close: the close must follow what it saw by microseconds. */
 #define FRESH_US 500
