@@ -129,7 +129,8 @@ void adopter_on_applied(struct adopter *a, const struct state *st)
 	add = calloc((size_t)n + 1, sizeof(*add));
 	pthread_mutex_lock(&a->lock);
 	for (int i = 0; add && i < n; i++)
-		if (!bsearch(&keys[i], a->known, (size_t)a->n_known, sizeof(*keys), adopt_key_cmp))
+		if (!a->n_known ||
+		    !bsearch(&keys[i], a->known, (size_t)a->n_known, sizeof(*keys), adopt_key_cmp))
 			add[n_add++] = keys[i];
 	free(a->known);
 	a->known = keys;
