@@ -142,17 +142,39 @@ def phase_scale_out(demo):
                    f"{new.name} got traffic or a client moved without h2split")
 
 
-def start_h2splitd(demo):
+def start_h2splitd(demo, name="h2splitd"):
     d = demo.node.popen([os.path.join(demo.build, "h2splitd"), *demo.node.daemon_args()],
-                        name="h2splitd", watch=True, stderr=subprocess.STDOUT)
+                        name=name, watch=True, stderr=subprocess.STDOUT)
     d.wait_line(r"msg=redirecting", 20)
     return d
 
 
-def reconnect_clients(demo):
-    for c in demo.clients:
-        c.close()
-    demo.clients = testbed.open_clients(demo.client_pods, demo.svc.target4)
+def adopted(demo):
+    """h2split_adopted_connections_total{result="idle"} of the running h2splitd."""
+    r = demo.node.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9901/metrics"],
+                      check=False)
+    for line in r.stdout.splitlines():
+        if line.startswith('h2split_adopted_connections_total{result="idle"} '):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def direct(pod, demo):
+    """The pod's connections straight to the ClusterIP (kube-proxy's)."""
+    return pod.run(["ss", "-Htn", "state", "established", "dst",
+                    demo.svc.target4]).stdout.strip()
+
+
+def wait_adopted(demo):
+    """Wait until h2splitd closed every client's direct connection (while
+    idle: the channel's next RPC connects through h2splitd); the seconds it
+    took."""
+    t0 = time.monotonic()
+    testbed.wait_for(lambda: adopted(demo) >= len(demo.clients), 30,
+                     "h2splitd to adopt every open channel")
+    testbed.wait_for(lambda: not any(direct(p, demo) for p in demo.client_pods), 30,
+                     "every direct connection to be closed")
+    return time.monotonic() - t0
 
 
 def even(table, servers, tolerance=0.15):
@@ -165,16 +187,21 @@ def even(table, servers, tolerance=0.15):
 
 
 def phase_h2split_on(demo):
-    """After: h2splitd on the node; clients reconnect once (a rollout, say) and from
-    then on every RPC is balanced on its own."""
+    """After: h2splitd starts on the node; the channels that are already open
+    are adopted (closed while idle, so each reconnects through h2splitd), and
+    from then on every RPC is balanced on its own. No client restarts."""
     demo.daemon = start_h2splitd(demo)
-    reconnect_clients(demo)
-    print("h2splitd started on the node; the clients reconnected (their connects to the\n"
-          "ClusterIP now go to h2splitd, which picks a pod per RPC)\n")
-    table = demo.round(f"phase 3: h2split on, {len(demo.servers)} pods", "h2split")
+    secs = wait_adopted(demo)
+    print("h2splitd started on the node; the clients were NOT restarted: h2splitd closed\n"
+          f"each channel's connection while idle ({len(demo.clients)} channels adopted in "
+          f"{secs:.1f}s), so\nthe channels reconnect, and their connects to the ClusterIP "
+          "now go to h2splitd,\nwhich picks a pod per RPC\n")
+    table = demo.round(f"phase 3: h2split on, {len(demo.servers)} pods, same channels",
+                       "h2split")
     spread = all(len(p) > 1 for p in table.values())
     return verdict(spread and even(table, demo.servers) and not demo.failed,
-                   "every client's RPCs spread over all pods, each within 15% of an even share",
+                   "every client's RPCs spread over all pods, each within 15% of an even "
+                   "share, on channels opened before h2splitd",
                    "RPCs were not spread evenly over the pods (or some failed)")
 
 
@@ -225,8 +252,22 @@ def phase_fail_open(demo):
                    f"{failed} RPCs failed after the kill")
 
 
+def phase_restart(demo):
+    """After: h2splitd back after the crash; the channels that went straight to
+    the ClusterIP meanwhile are adopted again, without restarting a client."""
+    demo.daemon = start_h2splitd(demo, "h2splitd-restarted")
+    secs = wait_adopted(demo)
+    print("h2splitd started again: the channels that reconnected straight to the\n"
+          f"ClusterIP while it was down were adopted again ({secs:.1f}s), no client restart\n")
+    table = demo.round("phase 6: h2splitd restarted, same clients", "h2splitd restarted")
+    spread = all(len(p) > 1 for p in table.values())
+    return verdict(spread and even(table, demo.servers) and not demo.failed,
+                   "every client's RPCs spread over all pods again",
+                   "RPCs were not spread again after the restart (or some failed)")
+
+
 PHASES = [phase_kube_proxy, phase_scale_out, phase_h2split_on, phase_h2split_scale_out,
-          phase_fail_open]
+          phase_fail_open, phase_restart]
 
 
 def write_chart(history, servers, out_dir):

@@ -35,13 +35,14 @@ def services(node):
     return json.loads(body)
 
 
-def metric(node, name):
+def metric(node, name, result=None):
     code, body = admin(node, "/metrics")
     assert code == 200, body[:300]
+    prefix = f'{name}{{result="{result}"}} ' if result else name + " "
     for line in body.splitlines():
-        if line.startswith(name + " "):
+        if line.startswith(prefix):
             return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+    raise AssertionError(f"{prefix.strip()} not in /metrics")
 
 
 def connections(pod, dst):
@@ -94,7 +95,9 @@ def test_opt_out_and_back_in_fails_no_rpc(bed, opt_out):
     new connection per RPC) keep running while the Service is opted out and
     back in: the open connection is told to go (GOAWAY) and reconnects
     straight to the ClusterIP, new connects go direct, then through h2splitd
-    again; not one RPC fails."""
+    again, and the busy channel's direct connection is adopted (closed while
+    idle: it reconnects through h2splitd). No RPC fails but, at most, the one
+    gRPC core starts on the connection adoption closed."""
     node, svc, _ = bed
     busy = node.add_pod("busy-0").grpc_client(svc.target4)
     fresh = node.add_pod("fresh-0").grpc_client(svc.target4)
@@ -123,12 +126,21 @@ def test_opt_out_and_back_in_fails_no_rpc(bed, opt_out):
         assert [s["name"] for s in services(node)["services"]] == ["echo"]
         testbed.wait_for(lambda: metric(node, "h2split_downstream_connections_total")
                          >= redirected + 5, 30, "new channels to be redirected again")
+        # The busy channel's direct connection is adopted: closed while idle,
+        # the channel reconnects through h2splitd.
+        testbed.wait_for(lambda: connections(busy.place, LISTEN), 30,
+                         "the busy channel to be adopted")
         busy.wait_progress(50)
     finally:
         busy_sum, fresh_sum = busy.stop_loop(busy_job), fresh.stop_loop(fresh_job)
-    for name, s in (("busy channel", busy_sum), ("new channels", fresh_sum)):
-        assert s["errors"] == {}, f"{name}: {s['errors']} {s['details']}"
-        assert s["ok"] == s["n"] > 0
+    assert fresh_sum["errors"] == {}, f"new channels: {fresh_sum['errors']} {fresh_sum['details']}"
+    assert fresh_sum["ok"] == fresh_sum["n"] > 0
+    # Adoption's one abortive close may cost gRPC core the one RPC it starts
+    # on the closed connection (docs/architecture.md, "Adoption"); nothing else.
+    assert busy_sum["errors"] in ({}, {"UNAVAILABLE": 1}), \
+        f"busy channel: {busy_sum['errors']} {busy_sum['details']}"
+    assert busy_sum["ok"] >= busy_sum["n"] - 1 > 0
+    assert metric(node, "h2split_adopted_connections_total", "idle") >= 1
     assert metric(node, "h2split_streams_refused_unknown_service_total") == 0
 
 

@@ -249,6 +249,21 @@ static int opt_exclude(struct config *c, const char *v, char *err, size_t errlen
 	return set_str(c->exclude[c->n_exclude++], v, "exclude-cgroup", err, errlen);
 }
 
+static int opt_adopt(struct config *c, const char *v, char *err, size_t errlen)
+{
+	if (!strcmp(v, "off")) {
+		c->adopt_existing = ADOPT_OFF;
+	} else if (!strcmp(v, "idle")) {
+		c->adopt_existing = ADOPT_IDLE;
+	} else if (!strcmp(v, "all")) {
+		c->adopt_existing = ADOPT_ALL;
+	} else {
+		snprintf(err, errlen, "--adopt-existing %s: expected off, idle or all", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int opt_upstream_source(struct config *c, const char *v, char *err, size_t errlen)
 {
 	if (strcmp(v, "pod") == 0)
@@ -360,6 +375,7 @@ INT_OPT(opt_max_pending, max_pending_bytes, "max-pending-bytes", 65535, 16777216
 INT_OPT(opt_retry_buffer, retry_buffer_bytes, "retry-buffer-bytes", 0, 8388608, "bytes")
 INT_OPT(opt_max_conns_pod, max_connections_per_pod, "max-connections-per-pod", 0, 1000000,
 	"a count (0: off)")
+INT_OPT(opt_adopt_max_wait, adopt_max_wait_s, "adopt-max-wait", 0, 86400, "seconds")
 INT_OPT(opt_idle_timeout, idle_timeout_s, "idle-timeout", 0, 86400, "seconds (0: off)")
 INT_OPT(opt_header_timeout, header_timeout_s, "header-timeout", 0, 3600, "seconds (0: off)")
 INT_OPT(opt_us_ka_time, upstream_keepalive_time_s, "upstream-keepalive-time", 0, 3600,
@@ -432,6 +448,8 @@ static const struct opt opts[] = {
 	{"max-methods-per-service", true, false, opt_max_methods},
 	{"pending-timeout", true, false, opt_cb_pending_timeout},
 	{"drain-timeout", true, false, opt_drain},
+	{"adopt-existing", true, false, opt_adopt},
+	{"adopt-max-wait", true, false, opt_adopt_max_wait},
 	{"log-level", true, false, opt_log_level},
 	{"access-log", false, false, opt_access_log},
 	{"kube-api", true, false, opt_kube_api},
@@ -499,6 +517,11 @@ void config_usage(FILE *f)
 		"  --max-methods-per-service N   gRPC methods with series of their own per service\n"
 		"                                (default 50; the rest: \"other\"; 0: off)\n"
 		"  --drain-timeout SEC           drain on SIGTERM (default 30)\n"
+		"  --adopt-existing off|idle|all connections opened before h2splitd (or before a\n"
+		"                                Service opted in): close them while idle so apps\n"
+		"                                reconnect through h2splitd (default idle); all:\n"
+		"                                also busy ones once --adopt-max-wait is over\n"
+		"  --adopt-max-wait SEC          longest wait for a connection to go idle (default 30)\n"
 		"  --max-redirected-sockets N    redirected sockets the BPF maps track (default\n"
 		"                                262144; a quarter of it for connects not yet\n"
 		"                                accepted); a change replaces the maps at start\n"
@@ -584,6 +607,8 @@ static void set_defaults(struct config *c)
 	c->max_methods_per_service = 50;
 	c->pending_timeout_ms = 1000;
 	c->drain_timeout_s = 30;
+	c->adopt_existing = ADOPT_IDLE;
+	c->adopt_max_wait_s = 30;
 	c->log_level = LOG_INFO;
 	c->max_header_list_size = 65536;
 	c->max_headers = 256;

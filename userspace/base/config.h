@@ -20,6 +20,8 @@
 #define CONFIG_PATH_MAX 512
 
 enum discovery_kind { DISCOVERY_FILE = 0, DISCOVERY_KUBERNETES };
+/* --adopt-existing: what happens to connections opened before h2splitd. */
+enum adopt_mode { ADOPT_OFF = 0, ADOPT_IDLE, ADOPT_ALL };
 
 struct config {
 	enum discovery_kind discovery;
@@ -48,6 +50,8 @@ struct config {
 	int max_callers_per_service;
 	int max_methods_per_service;
 	int drain_timeout_s;
+	enum adopt_mode adopt_existing; /* default ADOPT_IDLE */
+	int adopt_max_wait_s;		/* longest wait for a connection to go idle */
 	enum log_level log_level;
 	bool access_log;
 	char upstream_ca_file[CONFIG_PATH_MAX]; /* CA bundle for TLS upstreams */

@@ -53,6 +53,9 @@ int ctl_cmd_endpoints(const struct ctl *c); /* ctl_top.c */
 int ctl_cmd_top(const struct ctl *c);	    /* ctl_top.c */
 int ctl_cmd_stat(const struct ctl *c);	    /* ctl_calls.c */
 int ctl_cmd_tap(const struct ctl *c);	    /* ctl_calls.c */
+int ctl_cmd_adopt(const struct ctl *c);	    /* ctl_adopt.c */
+/* One adoption pass of /adopt as a line of text (ctl_adopt.c). */
+void ctl_adopt_print_pass(struct json_object *pass);
 /* top --by caller (|caller|) or method (ctl_calls.c). */
 int ctl_calls_top(const struct ctl *c, bool caller);
 

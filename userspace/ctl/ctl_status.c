@@ -30,6 +30,7 @@ struct daemon_view {
 	uint64_t generation;
 	char version[96];
 	int services, retired;
+	struct json_object *adopt; /* owned: /adopt, NULL when not answered */
 };
 
 static void daemon_collect(const struct ctl *c, struct daemon_view *dv)
@@ -61,6 +62,37 @@ static void daemon_collect(const struct ctl *c, struct daemon_view *dv)
 	if (json_object_object_get_ex(root, "retired", &a))
 		dv->retired = (int)json_object_array_length(a);
 	json_object_put(root);
+	body = NULL;
+	if (ctl_admin_fetch(c, "/adopt", &body, &status) && status == 200)
+		dv->adopt = json_tokener_parse(body);
+	free(body);
+}
+
+/* "adoption" line: the mode, the totals and the last pass (h2splitctl adopt). */
+static void adopt_text(struct json_object *a)
+{
+	struct json_object *t = NULL, *last, *cur;
+
+	if (!a)
+		return;
+	json_object_object_get_ex(a, "total", &t);
+	printf("adoption     %s, max wait %lld s%s; %lld pass(es); connections closed idle %lld, "
+	       "busy %lld, left alone (never idle) %lld, gone %lld, failed %lld\n",
+	       ctl_jstr(a, "mode"), (long long)ctl_jint(a, "max_wait_ms") / 1000,
+	       json_object_get_boolean(json_object_object_get(a, "supported"))
+		   ? ""
+		   : " (kernel cannot destroy sockets: CONFIG_INET_DIAG_DESTROY)",
+	       (long long)ctl_jint(a, "passes_done"), (long long)ctl_jint(t, "idle"),
+	       (long long)ctl_jint(t, "forced"), (long long)ctl_jint(t, "not_idle"),
+	       (long long)ctl_jint(t, "gone"), (long long)ctl_jint(t, "failed"));
+	if (json_object_object_get_ex(a, "current", &cur)) {
+		printf("  running    ");
+		ctl_adopt_print_pass(cur);
+	}
+	if (json_object_object_get_ex(a, "last", &last)) {
+		printf("  last       ");
+		ctl_adopt_print_pass(last);
+	}
 }
 
 struct listener_view {
@@ -183,6 +215,8 @@ static struct json_object *daemon_json(const struct ctl *c, const struct daemon_
 	json_object_object_add(o, "version", json_object_new_string(dv->version));
 	json_object_object_add(o, "services", json_object_new_int(dv->services));
 	json_object_object_add(o, "retired_services", json_object_new_int(dv->retired));
+	if (dv->adopt)
+		json_object_object_add(o, "adoption", json_object_get(dv->adopt));
 	return o;
 }
 
@@ -364,6 +398,7 @@ static void status_text(const struct ctl *c, const struct status_view *v)
 		       "%d retired)\n",
 		       v->dv.ready ? "ready" : v->dv.detail, (unsigned long long)v->dv.generation,
 		       v->dv.version[0] ? v->dv.version : "-", v->dv.services, v->dv.retired);
+	adopt_text(v->dv.adopt);
 	printf("services     %d VIP:port entries\n", v->n_services);
 	printf("excluded     %d cgroup(s), by: self (h2splitd's own), flag (--exclude-cgroup), "
 	       "ctl (h2splitctl exclude), k8s (opted-out pod or namespace)\n",
@@ -397,5 +432,6 @@ int ctl_cmd_status(const struct ctl *c)
 	else
 		status_text(c, &v);
 	free(v.excl);
+	json_object_put(v.dv.adopt);
 	return v.installed ? EXIT_OK : EXIT_ERR;
 }

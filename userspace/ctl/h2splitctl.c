@@ -53,6 +53,9 @@ static void usage(FILE *f)
 		"                 endpoint, statuses, duration, bytes): --service S, --caller W,\n"
 		"                 --method M (pkg.Service/Method, Method or pkg.Service) filter;\n"
 		"                 --max N stops after N; -o json: one object per line\n"
+		"  adopt          close connections opened before h2splitd to opted-in Services\n"
+		"                 while idle, so apps reconnect through it (--service NS/NAME:\n"
+		"                 that Service only); waits for the pass and prints its result\n"
 		"\n"
 		"Options (each also from the environment):\n"
 		"  --bpffs DIR        pin root (H2SPLIT_BPFFS, default " BPF_LOADER_PIN_ROOT ")\n"
@@ -63,7 +66,7 @@ static void usage(FILE *f)
 		"  --version          print the version\n"
 		"\n"
 		"Exit codes: 0 ok; 1 error, or h2split not installed (status); 2 usage;\n"
-		"3 h2splitd not reachable (endpoints, top, stat, tap).\n");
+		"3 h2splitd not reachable (endpoints, top, stat, tap, adopt).\n");
 }
 
 /* ---- main ---- */
@@ -80,6 +83,7 @@ static const struct {
     {"top", false, ctl_cmd_top},
     {"stat", false, ctl_cmd_stat},
     {"tap", false, ctl_cmd_tap},
+    {"adopt", false, ctl_cmd_adopt},
     {"exclude", true, ctl_cmd_exclude},
     {"include", true, ctl_cmd_include},
     {"uninstall", false, ctl_cmd_uninstall},

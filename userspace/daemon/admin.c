@@ -24,6 +24,7 @@
 #include "daemon/admin.h"
 #include "daemon/admin_int.h"
 #include "daemon/coexist.h"
+#include "daemon/adopt.h"
 #include "daemon/daemon_view.h"
 #include "kernel/bpf_maps.h"
 #include "telemetry/metrics.h"
@@ -144,6 +145,7 @@ static void write_daemon(FILE *f, struct daemon *d, const struct snapshot *snap)
 		     "Full relists after the source's history expired (Kubernetes: 410 Gone), "
 		     "each after a backoff.",
 		     st.discovery_relists);
+	adopter_write_prometheus(daemon_adopter(d), f);
 }
 
 /* Every per-worker counter of stats.h, summed: *_total counters, the rest
@@ -569,6 +571,7 @@ static const struct route {
     {"/healthz", h_healthz},   {"/readyz", h_readyz},	    {"/metrics", h_metrics},
     {"/services", h_services}, {"/endpoints", h_endpoints}, {"/calls", admin_calls},
     {"/tap", admin_tap},
+    {"/adopt", admin_adopt},
 };
 
 static enum MHD_Result send_reply(struct MHD_Connection *c, struct reply *r)

@@ -30,5 +30,7 @@ void admin_add_u64(struct json_object *o, const char *k, uint64_t v);
 /* GET /calls and GET /tap (admin_calls.c). */
 int admin_calls(struct daemon *d, struct reply *r);
 int admin_tap(struct daemon *d, struct reply *r);
+/* GET /adopt: adoption status; ?run=1[&service=NS/NAME] queues a pass (admin_adopt.c). */
+int admin_adopt(struct daemon *d, struct reply *r);
 
 #endif

@@ -22,6 +22,7 @@
 
 struct admin;
 struct coexist;
+struct adopter;
 
 struct daemon {
 	struct config cfg;
@@ -34,6 +35,7 @@ struct daemon {
 	struct discovery *disc;   /* owned */
 	struct admin *admin;      /* owned */
 	struct coexist *coexist;  /* owned: other programs on our hooks (daemon/coexist.h) */
+	struct adopter *adopter;  /* owned: adopts connections opened before us */
 	struct tap *tap;          /* owned: one ring per worker (telemetry/tap.h) */
 	struct health_table *health;   /* owned: written by |checker|, read by all */
 	struct health_checker *checker; /* owned */

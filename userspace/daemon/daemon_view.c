@@ -90,3 +90,8 @@ struct coexist *daemon_coexist(const struct daemon *d)
 {
 	return d->coexist;
 }
+
+struct adopter *daemon_adopter(const struct daemon *d)
+{
+	return d->adopter;
+}

@@ -21,6 +21,7 @@ struct coexist;
 struct health_table;
 struct metrics_merged;
 struct tap;
+struct adopter;
 
 struct daemon_status {
 	bool synced;	  /* discovery delivered a full state */
@@ -51,6 +52,8 @@ struct snapshot *daemon_snapshot(struct daemon *d);
 struct metrics_merged *daemon_metrics(const struct daemon *d);
 /* The live request feed (telemetry/tap.h); lives as long as the daemon. */
 struct tap *daemon_tap(const struct daemon *d);
+/* Adoption of connections opened before h2splitd (daemon/adopt.h). */
+struct adopter *daemon_adopter(const struct daemon *d);
 void daemon_stats(const struct daemon *d, struct daemon_stats *out);
 /* The BPF decision counters summed over CPUs: 0, -ENODEV without BPF, or the
  * map read's -errno. */

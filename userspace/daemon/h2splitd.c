@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "daemon/admin.h"
 #include "daemon/coexist.h"
+#include "daemon/adopt.h"
 #include "daemon/daemon.h"
 #include "kernel/bpf_loader.h"
 #include "kernel/bpf_maps.h"
@@ -169,6 +170,9 @@ static void apply_posted(struct daemon *d)
 		if (!atomic_load(&d->draining) && !d->fd_paused)
 			set_redirecting(d, true);
 	}
+	/* Connections opened before now to what this state opts in: the app
+	 * reconnects through us once they close (daemon/adopt.h). */
+	adopter_on_applied(d->adopter, snap->st);
 }
 
 static void do_worker_applied(struct loop *l, void *arg)
@@ -548,6 +552,16 @@ static int run(struct daemon *d)
 	d->checker = health_checker_start(d->health, current_snapshot, d);
 	if (!d->checker)
 		return -ENOMEM;
+	d->adopter = adopter_start(&(struct adopt_params){.mode = d->cfg.adopt_existing,
+							  .max_wait_ms = d->cfg.adopt_max_wait_s * 1000,
+							  .cgroup_dir = d->cfg.cgroup_dir,
+							  .netns = d->netns,
+							  .maps = bpf_loader_maps(d->bpf),
+							  .snapshot = current_snapshot,
+							  .snapshot_arg = d,
+							  .redirecting = &d->redirecting});
+	if (!d->adopter)
+		return -ENOMEM;
 	d->disc = make_discovery(d);
 	if (!d->disc || (err = d->disc->ops->start(d->disc, d->loop))) {
 		fprintf(stderr, "h2splitd: starting %s discovery failed\n",
@@ -565,6 +579,7 @@ static void shutdown_daemon(struct daemon *d)
 	if (d->workers && atomic_load(&d->redirecting))
 		set_redirecting(d, false);
 	admin_stop(d->admin);
+	adopter_stop(d->adopter);
 	health_checker_stop(d->checker);
 	for (int i = 0; d->workers && i < d->n_workers; i++)
 		if (d->workers[i].loop)

@@ -208,16 +208,21 @@ int netns_cache_expire(struct netns_cache *c, uint64_t idle_ms)
 
 int netns_socket(const struct netns_ref *r, int domain, int type)
 {
+	return netns_socket_proto(r, domain, type, 0);
+}
+
+int netns_socket_proto(const struct netns_ref *r, int domain, int type, int protocol)
+{
 	int fd, err = 0;
 
 	type |= SOCK_NONBLOCK | SOCK_CLOEXEC;
 	if (!r || r->ino == r->cache->self_ino) {
-		fd = socket(domain, type, 0);
+		fd = socket(domain, type, protocol);
 		return fd < 0 ? -errno : fd;
 	}
 	if (setns(r->fd, CLONE_NEWNET))
 		return -errno;
-	fd = socket(domain, type, 0);
+	fd = socket(domain, type, protocol);
 	if (fd < 0)
 		err = -errno;
 	if (setns(r->cache->self_fd, CLONE_NEWNET)) {

@@ -32,5 +32,7 @@ int netns_cache_expire(struct netns_cache *c, uint64_t idle_ms);
 /* socket(domain, type|SOCK_NONBLOCK|SOCK_CLOEXEC, 0) created inside |r|'s netns
  * (the daemon's own when |r| is NULL). The fd or -errno. */
 int netns_socket(const struct netns_ref *r, int domain, int type);
+/* The same with |protocol| (a NETLINK_SOCK_DIAG socket answers for its netns). */
+int netns_socket_proto(const struct netns_ref *r, int domain, int type, int protocol);
 
 #endif
