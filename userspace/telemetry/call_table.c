@@ -66,9 +66,10 @@ void call_table_free(struct call_table *t)
 	free(t);
 }
 
+/* Writer side: entry |i|. */
 static inline struct centry *entry_at(const struct call_table *t, int i)
 {
-	return chunk_table_at(&t->ct, (uint32_t)i);
+	return chunk_table_entry(&t->ct, i);
 }
 
 /* Over the label's words (NUL-padded), so a lookup costs a few multiplies. */
@@ -333,7 +334,7 @@ int call_table_merge(struct call_table *const *ts, int n, int max_per_service,
 		out->overflow += atomic_load_explicit(&t->overflow, memory_order_relaxed);
 		avail = chunk_table_readable(&t->ct);
 		for (uint32_t i = 0; i < avail && (size_t)m < cap; i++)
-			if (entry_read(entry_at(t, (int)i), &out->rows[m]))
+			if (entry_read(chunk_table_at(&t->ct, i), &out->rows[m]))
 				m++;
 	}
 	qsort(out->rows, (size_t)m, sizeof(*out->rows), cmp_key);

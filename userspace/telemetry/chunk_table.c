@@ -11,11 +11,16 @@
 
 #include "telemetry/chunk_table.h"
 
+/* The index of a table nothing was inserted in: one empty bucket, so a
+ * lookup needs no test for "no index yet". Never written, never freed. */
+static int32_t no_buckets[1] = {-1};
+
 int chunk_table_init(struct chunk_table *t, size_t entry_size, uint32_t first, uint32_t max_entries)
 {
 	memset(t, 0, sizeof(*t));
 	if (!first || (first & (first - 1)) || !entry_size)
 		return -EINVAL;
+	t->head = no_buckets;
 	t->entry_size = entry_size;
 	t->first_shift = (uint32_t)__builtin_ctz(first);
 	t->max_entries = max_entries;
@@ -26,8 +31,10 @@ void chunk_table_destroy(struct chunk_table *t)
 {
 	for (int i = 0; i < CHUNK_TABLE_CHUNKS; i++)
 		free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
-	free(t->head);
+	if (t->head != no_buckets)
+		free(t->head);
 	free(t->next);
+	free(t->addr);
 	free(t->hash);
 	free(t->free_stack);
 	memset(t, 0, sizeof(*t));
@@ -37,7 +44,7 @@ void chunk_table_destroy(struct chunk_table *t)
 static int rehash(struct chunk_table *t, uint32_t buckets)
 {
 	int32_t *head = malloc((size_t)buckets * sizeof(*head)), *old = t->head;
-	uint32_t ob = t->head ? t->hash_mask + 1 : 0;
+	uint32_t ob = t->head != no_buckets ? t->hash_mask + 1 : 0;
 
 	if (!head)
 		return -ENOMEM;
@@ -52,7 +59,8 @@ static int rehash(struct chunk_table *t, uint32_t buckets)
 			head[nb] = i;
 		}
 	}
-	free(old);
+	if (old != no_buckets)
+		free(old);
 	t->head = head;
 	t->hash_mask = buckets - 1;
 	return 0;
@@ -80,6 +88,7 @@ static int grow(struct chunk_table *t)
 	if (c >= CHUNK_TABLE_CHUNKS || n >= t->max_entries || n + size < n)
 		return -ENOSPC;
 	if (grow_array(&t->next, n + size, sizeof(*t->next)) ||
+	    grow_array(&t->addr, n + size, sizeof(*t->addr)) ||
 	    grow_array(&t->hash, n + size, sizeof(*t->hash)) ||
 	    grow_array(&t->free_stack, n + size, sizeof(*t->free_stack)))
 		return -ENOMEM;
@@ -87,8 +96,10 @@ static int grow(struct chunk_table *t)
 	if (!chunk)
 		return -ENOMEM;
 	atomic_store_explicit(&t->chunks[c], chunk, memory_order_relaxed);
-	for (uint32_t i = size; i-- > 0;)
+	for (uint32_t i = size; i-- > 0;) {
+		t->addr[n + i] = chunk + (size_t)i * t->entry_size;
 		t->free_stack[t->n_free++] = (int32_t)(n + i);
+	}
 	atomic_store_explicit(&t->n_alloc, n + size, memory_order_release);
 	return 0;
 }
@@ -102,9 +113,12 @@ int32_t chunk_table_insert(struct chunk_table *t, uint32_t hash)
 		return -ENOSPC;
 	if (!t->n_free && (err = grow(t)))
 		return err;
-	if ((!t->head || t->n_used + 1 > t->hash_mask + 1) &&
-	    (err = rehash(t, t->head ? (t->hash_mask + 1) * 2 : 1u << t->first_shift)) && !t->head)
-		return err; /* a failed rehash keeps the longer chains */
+	if (t->head == no_buckets) {
+		if ((err = rehash(t, 1u << t->first_shift)))
+			return err;
+	} else if (t->n_used + 1 > t->hash_mask + 1) {
+		rehash(t, (t->hash_mask + 1) * 2); /* failed: keep the longer chains */
+	}
 	i = t->free_stack[--t->n_free];
 	t->hash[i] = hash;
 	t->next[i] = t->head[hash & t->hash_mask];
@@ -115,13 +129,13 @@ int32_t chunk_table_insert(struct chunk_table *t, uint32_t hash)
 
 void chunk_table_prune(struct chunk_table *t, bool (*drop)(void *entry, void *arg), void *arg)
 {
-	for (uint32_t b = 0; t->head && b <= t->hash_mask; b++) {
+	for (uint32_t b = 0; t->head != no_buckets && b <= t->hash_mask; b++) {
 		int32_t *link = &t->head[b];
 
 		while (*link >= 0) {
 			int32_t i = *link;
 
-			if (!drop(chunk_table_at(t, (uint32_t)i), arg)) {
+			if (!drop(chunk_table_entry(t, i), arg)) {
 				link = &t->next[i];
 				continue;
 			}

@@ -133,12 +133,11 @@ static bool entry_is(struct entry *e, const struct key *k)
 
 static struct entry *find_hashed(struct table *t, const struct key *k, uint32_t h)
 {
+	/* Chains are short (load factor <= 1): the key compare is cheaper than
+	 * loading the stored hash first. */
 	for (int32_t i = chunk_table_first(&t->ct, h); i >= 0; i = chunk_table_next(&t->ct, i)) {
-		struct entry *e;
+		struct entry *e = chunk_table_entry(&t->ct, i);
 
-		if (chunk_table_hash(&t->ct, i) != h)
-			continue;
-		e = table_entry(t, (uint32_t)i);
 		if (entry_is(e, k))
 			return e;
 	}
@@ -181,7 +180,7 @@ static struct entry *table_get(struct table *t, const struct key *k)
 		table_warn_full(t, i);
 		return NULL;
 	}
-	e = table_entry(t, (uint32_t)i);
+	e = chunk_table_entry(&t->ct, i);
 	memcpy(ip, k->ip.b, sizeof(ip));
 	s = chunk_entry_write_begin(&e->h);
 	atomic_store_explicit(&e->svc, k->svc, memory_order_relaxed);
