@@ -566,6 +566,8 @@ def render_docs(res, before):
         cells = [label] + ([old.get(label, "-")] if before else []) + \
             [val, target, ("**met**" if met else "**not met**") if target else ""]
         out.append("| " + " | ".join(cells) + " |")
+    if before and before.get("note"):
+        out += ["", f"Before: {before['note']}"]
     out += ["", "What is measured:", "",
             "- *first sync to redirecting*: from exec of h2splitd to its own log line "
             "`msg=redirecting` (its `ts=`): the first state applied in every worker and the "
