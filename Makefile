@@ -5,6 +5,7 @@
 #   make demo       deps, the before/after demo on a simulated node
 #   make sanitize   the same build with ASan+UBSan into build/san (SANITIZE=1)
 #   make bench-balance  how the balancer policies treat slow, failing, new and stalled pods
+#   make bench-scale    5,000 Services x 10 endpoints: sync, memory, changes, per-stream cost
 #   make soak       10 minutes of load while pods scale in and out (H2S_SOAK_SECONDS)
 #   make image      the container image (deploy/Dockerfile; deploy/README.md), IMAGE=NAME:TAG
 #   make fuzz       libFuzzer targets (tests/fuzz), FUZZ_SECONDS (60) each; fuzz-smoke: 10 s each
@@ -75,7 +76,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: FORCE all deps check-layers test unit integration demo sanitize soak bench bench-balance \
-	profile capacity fuzz clean format image test-kernels
+	bench-scale profile capacity fuzz clean format image test-kernels
 
 all: $(BINS) $(BPF_OBJ)
 
@@ -192,6 +193,11 @@ bench: all $(BENCH_BINS)
 # The balance benchmark (docs/balancing.md); BALANCE_ARGS=--smoke for a short run.
 bench-balance: all $(BENCH_BINS)
 	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/balance.py $(BALANCE_ARGS)
+
+# The node of a large cluster: sync, memory, change latency and per-stream
+# instructions at 5,000 Services x 10 endpoints (SCALE_ARGS, docs/benchmarks.md).
+bench-scale: all $(BENCH_BINS)
+	$(Q)H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) tests/bench/scale.py $(SCALE_ARGS)
 
 # Hot path profile (instructions, syscalls, mallocs per request; PROFILE_ARGS).
 profile: all $(BENCH_BINS)

@@ -9,6 +9,7 @@ and full runs, so the smoke test can check they are all there);
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -773,9 +774,22 @@ def write_docs(results, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     made = charts(results, out_dir)
     md = os.path.join(out_dir, "benchmarks.md")
+    keep = kept_sections(md)
     with open(md, "w") as f:
-        f.write(render(results, [os.path.basename(p) for p in made]))
+        f.write(render(results, [os.path.basename(p) for p in made]) + keep)
     return md
+
+
+def kept_sections(md):
+    """Sections other benchmarks write into benchmarks.md between
+    <!-- NAME:begin --> and <!-- NAME:end --> (make bench-scale's), kept."""
+    try:
+        with open(md) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    return "".join("\n" + m.group(0) + "\n" for m in
+                   re.finditer(r"<!-- (\w+):begin -->.*?<!-- \1:end -->", text, re.S))
 
 
 if __name__ == "__main__":

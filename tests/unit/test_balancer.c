@@ -572,6 +572,91 @@ static void test_p2c_turns_after_absence(void **state)
 	state_free(st);
 }
 
+/* A service of |n| endpoints 10.1.x.y:8080, all ready, but endpoint |skip|
+ * (-1: none) left out. */
+static struct state *big_state(enum lb_policy lb, int n, int skip)
+{
+	struct state_endpoint *eps = calloc((size_t)n, sizeof(*eps));
+	struct state_service svc = {.port = 50051, .lb = lb, .eps = eps};
+	struct state *st = state_new();
+
+	assert_non_null(eps);
+	snprintf(svc.ns, sizeof(svc.ns), "default");
+	snprintf(svc.name, sizeof(svc.name), "big");
+	for (int i = 0; i < n; i++) {
+		struct state_endpoint *e = &eps[svc.n_eps];
+		char ip[32];
+
+		if (i == skip)
+			continue;
+		snprintf(ip, sizeof(ip), "10.1.%d.%d", i / 250, i % 250 + 1);
+		assert_int_equal(h2s_ip_parse(&e->ip, ip), 0);
+		e->port = 8080;
+		e->ready = e->serving = true;
+		svc.n_eps++;
+	}
+	assert_int_equal(state_add_service(st, &svc), 0);
+	assert_int_equal(state_finish(st), 0);
+	free(eps);
+	return st;
+}
+
+static int big_idx(const struct balancer_endpoint *ep)
+{
+	return (ep->ip.b[14] * 250) + ep->ip.b[15] - 1;
+}
+
+/* With thousands of endpoints the first choice comes from the turn heap, not
+ * a scan: idle endpoints still take turns exactly, round after round, also
+ * after picks that had to skip one (the scan's path) and after the list
+ * changed under it (a new snapshot without one endpoint). */
+static void test_p2c_turns_many_endpoints(void **state)
+{
+	static const enum lb_policy policies[] = {LB_LEAST_REQUEST, LB_EWMA};
+	enum { N = 5000 };
+
+	(void)state;
+	for (size_t p = 0; p < 2; p++) {
+		struct state *st = big_state(policies[p], N, -1), *st2 = big_state(policies[p], N, 7);
+		struct balancer_set *bs = balancer_set_new(p + 11, LB_LEAST_REQUEST);
+		struct balancer_endpoint *away = NULL;
+		int *seen = calloc(N, sizeof(int));
+
+		assert_non_null(seen);
+		for (int round = 1; round <= 2; round++) {
+			for (int i = 0; i < N; i++)
+				seen[big_idx(pick(bs, &st->svcs[0], 1, NULL, 0, 0))]++;
+			for (int i = 0; i < N; i++)
+				assert_int_equal(seen[i], round);
+		}
+		/* The scan's path (one endpoint to skip) keeps the heap in order. */
+		for (int i = 0; i < 10; i++) {
+			struct balancer_endpoint *ep = pick(bs, &st->svcs[0], 1, &away, away ? 1 : 0, 0);
+
+			if (!away)
+				away = ep;
+			else
+				assert_ptr_not_equal(ep, away);
+			seen[big_idx(ep)]++;
+		}
+		for (int i = 0; i < N - 10; i++)
+			seen[big_idx(pick(bs, &st->svcs[0], 1, NULL, 0, 0))]++;
+		for (int i = 0; i < N; i++)
+			assert_int_equal(seen[i], 3);
+		/* A new list: endpoint 7 is gone, the rest keep taking turns. */
+		memset(seen, 0, N * sizeof(int));
+		balancer_set_update(bs, st2, 2);
+		for (int i = 0; i < N - 1; i++)
+			seen[big_idx(pick(bs, &st2->svcs[0], 2, NULL, 0, 0))]++;
+		for (int i = 0; i < N; i++)
+			assert_int_equal(seen[i], i == 7 ? 0 : 1);
+		free(seen);
+		balancer_set_free(bs);
+		state_free(st);
+		state_free(st2);
+	}
+}
+
 static void test_ewma_prefers_fast(void **state)
 {
 	struct state *st = make_state(LB_EWMA, three, 3);
@@ -1381,6 +1466,7 @@ int main(void)
 	    cmocka_unit_test(test_least_request_spreads_load),
 	    cmocka_unit_test(test_p2c_turns),
 	    cmocka_unit_test(test_p2c_turns_after_absence),
+	    cmocka_unit_test(test_p2c_turns_many_endpoints),
 	    cmocka_unit_test(test_p2c_first_choice_varies),
 	    cmocka_unit_test(test_candidates),
 	    cmocka_unit_test(test_retry_avoids_tried),

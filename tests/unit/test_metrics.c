@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "telemetry/chunk_table.h"
 #include "telemetry/metrics.h"
 #include "telemetry/prom.h"
 
@@ -318,16 +319,6 @@ static void test_prune(void **unused)
 	state_free(st);
 }
 
-/* How often |needle| occurs in |log| (each log line names its table once). */
-static int count_lines(const char *log, const char *needle)
-{
-	int n = 0;
-
-	for (const char *p = log; (p = strstr(p, needle)); p += strlen(needle))
-		n++;
-	return n;
-}
-
 /* Run |fn(arg)| with stderr going to a buffer; the buffer, malloc'd. */
 static char *capture_stderr(void (*fn)(void *), void *arg)
 {
@@ -354,19 +345,25 @@ static char *capture_stderr(void (*fn)(void *), void *arg)
 	return buf;
 }
 
-/* Every port of 10.0.0.1 for service 1, and every service, past the bounds. */
+#define MANY_EPS 60000
+#define MANY_SVCS 5000
+
+/* Every port of 10.0.0.1 for service 1, and a stream of every service: far
+ * past the 4,096 endpoints and 1,024 services the tables once stopped at. */
 static void overfill(void *arg)
 {
 	struct metrics *m = arg;
 	struct h2s_ip a = ip("10.0.0.1");
 
-	for (int i = 0; i < METRICS_MAX_ENDPOINTS + 3; i++)
+	for (int i = 0; i < MANY_EPS; i++)
 		metrics_endpoint_inflight(m, 1, &a, (uint16_t)(i + 1), +1);
-	for (int i = 0; i < METRICS_MAX_SERVICES + 2; i++)
+	for (int i = 0; i < MANY_SVCS; i++)
 		metrics_stream_done(m, (uint32_t)i + 1, NULL, 0, 0, 200, MS, 0, 0);
 }
 
-static void test_bounded(void **unused)
+/* The tables grow: a node of a large cluster gets a series for every service
+ * and endpoint, and no update is dropped. */
+static void test_tables_grow(void **unused)
 {
 	struct metrics *m = metrics_new();
 	struct h2s_ip a = ip("10.0.0.1");
@@ -375,30 +372,70 @@ static void test_bounded(void **unused)
 	char *text, *log;
 
 	(void)unused;
-	/* Each full table says so once, however many updates it drops. */
-	log = capture_stderr(overfill, m);
-	assert_int_equal(count_lines(log, "metrics_table_full table=endpoints max=4096 "), 1);
-	assert_int_equal(count_lines(log, "metrics_table_full table=services max=1024 "), 1);
-	free(log);
 	log = capture_stderr(overfill, m);
 	assert_string_equal(log, "");
 	free(log);
-	/* A -1 whose +1 was dropped never drives a gauge below zero. */
+	/* A -1 never drives a gauge below zero, nor makes an entry. */
 	metrics_endpoint_inflight(m, 1, &a, 1, -1);
 	metrics_endpoint_inflight(m, 1, &a, 1, -1);
-	metrics_endpoint_inflight(m, 1, &a, (uint16_t)(METRICS_MAX_ENDPOINTS + 2), -1);
+	metrics_endpoint_inflight(m, 1, &a, (uint16_t)(MANY_EPS + 2), -1);
 	mm = metrics_merge(&m, 1);
-	assert_int_equal(metrics_merged_endpoint(mm, 1, &a, METRICS_MAX_ENDPOINTS, &t), 0);
-	assert_int_equal(metrics_merged_endpoint(mm, 1, &a, METRICS_MAX_ENDPOINTS + 1, &t),
-			 -ENOENT);
-	assert_int_equal(metrics_merged_endpoint(mm, 1, &a, 1, &t), 0);
-	assert_int_equal(t.active, 0);
+	for (int i = 0; i < MANY_EPS; i++) {
+		assert_int_equal(metrics_merged_endpoint(mm, 1, &a, (uint16_t)(i + 1), &t), 0);
+		assert_int_equal(t.requests, 1);
+		assert_int_equal(t.active, i ? 1 : 0);
+	}
+	assert_int_equal(metrics_merged_endpoint(mm, 1, &a, MANY_EPS + 2, &t), -ENOENT);
 	text = render(mm, NULL);
-	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"endpoints\"} 6\n"));
-	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"services\"} 4\n"));
+	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"endpoints\"} 0\n"));
+	assert_non_null(strstr(text, "h2split_metrics_overflow_total{table=\"services\"} 0\n"));
+	assert_non_null(strstr(
+	    text, "h2split_service_request_duration_seconds_count{service=\"id:5000\"} 1\n"));
 	free(text);
 	metrics_merged_free(mm);
 	metrics_free(m);
+}
+
+/* The shared table itself: growth across chunks of doubling size, the cap
+ * (-ENOSPC: metrics count it as overflow), reuse of pruned entries. */
+static bool drop_odd(void *e, void *arg)
+{
+	uint32_t *v = e;
+
+	(void)arg;
+	return *v & 1;
+}
+
+static void test_chunk_table(void **unused)
+{
+	struct chunk_table t;
+
+	(void)unused;
+	assert_int_equal(chunk_table_init(&t, sizeof(uint32_t), 4, 100), 0);
+	assert_int_equal(chunk_table_readable(&t), 0);
+	for (uint32_t i = 0; i < 100; i++) {
+		int32_t k = chunk_table_insert(&t, i * 2654435761u);
+
+		assert_true(k >= 0);
+		*(uint32_t *)chunk_table_at(&t, (uint32_t)k) = i;
+	}
+	assert_int_equal(chunk_table_insert(&t, 7), -ENOSPC);
+	assert_true(chunk_table_readable(&t) >= 100);
+	for (uint32_t i = 0; i < 100; i++) { /* every key still found by its hash */
+		uint32_t h = i * 2654435761u;
+		bool found = false;
+
+		for (int32_t k = chunk_table_first(&t, h); k >= 0; k = chunk_table_next(&t, k))
+			found |= chunk_table_hash(&t, k) == h &&
+				 *(uint32_t *)chunk_table_at(&t, (uint32_t)k) == i;
+		assert_true(found);
+	}
+	chunk_table_prune(&t, drop_odd, NULL);
+	assert_int_equal(t.n_used, 50);
+	for (int i = 0; i < 50; i++)
+		assert_true(chunk_table_insert(&t, (uint32_t)i) >= 0);
+	assert_int_equal(chunk_table_insert(&t, 7), -ENOSPC);
+	chunk_table_destroy(&t);
 }
 
 /* A writer that keeps inserting, bumping and pruning while we scrape: every
@@ -749,7 +786,8 @@ int main(void)
 	    cmocka_unit_test(test_histogram_buckets),
 	    cmocka_unit_test(test_label_escaping),
 	    cmocka_unit_test(test_prune),
-	    cmocka_unit_test(test_bounded),
+	    cmocka_unit_test(test_tables_grow),
+	    cmocka_unit_test(test_chunk_table),
 	    cmocka_unit_test(test_scrape_races_writer),
 	    cmocka_unit_test(test_prometheus_text),
 	};

@@ -56,7 +56,7 @@ void balancer_set_params(struct balancer_set *bs, const struct balancer_params *
 static void service_free(struct balancer_set *bs, struct lb_service *ls)
 {
 	lb_wake_all(bs, ls);
-	free(ls->b);
+	balancer_policy_free(ls->b);
 	free(ls->eps);
 	free(ls);
 }
@@ -143,6 +143,7 @@ static struct lb_endpoint *ep_get(struct balancer_set *bs, uint32_t id, const st
 	if (!ep)
 		return NULL;
 	*created = true;
+	ep->set = bs;
 	ep->pub.service_id = id;
 	ep->pub.ip = *ip;
 	ep->pub.port = port;
@@ -220,8 +221,10 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 	ls->slow_start_ms = cap(svc->slow_start_ms, bs->params.slow_start_ms);
 	ls->weighted = false;
 	ls->max_weight = 1;
+	ls->backoff_max_ms = ls->eject_max_ms = 0;
+	ls->list_version++;
 	if (!ls->b || ls->policy != p) {
-		free(ls->b);
+		balancer_policy_free(ls->b);
 		ls->b = balancer_policy_new(policy_ops(p), &bs->rng, &bs->params);
 		ls->policy = p;
 		if (!ls->b)
@@ -254,6 +257,7 @@ static int service_refresh(struct balancer_set *bs, struct lb_service *ls,
 		if (!i || ep->c.weight > ls->max_weight)
 			ls->max_weight = ep->c.weight;
 		ep->seen_gen = gen;
+		lb_note_backoff(ls, ep);
 		/* internalTrafficPolicy: Local: other nodes' endpoints are no candidates. */
 		ep->usable = state_endpoint_usable(se) &&
 			     (!svc->local_only || se->locality == STATE_LOC_NODE);
@@ -320,8 +324,10 @@ const char *lb_mark_tried(struct balancer_set *bs, const struct lb_service *ls,
 {
 	bool any = false;
 
-	if (!family && !p->n_avoid && !backoff && !ls->max_ep && !skip)
-		return NULL;
+	if (!family && !p->n_avoid && !ls->max_ep && !skip &&
+	    (!backoff || (!checked && ls->backoff_max_ms <= p->now_ms &&
+			  (!eject || ls->eject_max_ms <= p->now_ms))))
+		return NULL; /* nothing to mark: no scan */
 	if (n > bs->tried_alloc) {
 		char *t = realloc(bs->tried, n);
 
@@ -413,8 +419,9 @@ struct balancer_endpoint *balancer_set_pick(struct balancer_set *bs,
 	b->max_weight = ls->max_weight;
 	b->uniform = !ls->weighted && (!ls->slow_start_ms || p->now_ms >= ls->warm_until_ms);
 	family = ls->mixed ? p->family : AF_UNSPEC;
+	b->list_version = ls->list_version;
 	/* Panic: past the cap (the list shrank since), ejection is ignored. */
-	eject = lb_count_ejected(list, n, p->now_ms) * 2 <= n;
+	eject = ls->eject_max_ms <= p->now_ms || lb_count_ejected(list, n, p->now_ms) * 2 <= n;
 	checked = svc->health_check && p->health;
 	i = ls->tiered && list == ls->eps
 		? lb_tier_pick(bs, ls, list, n, p, family, checked, &skip)

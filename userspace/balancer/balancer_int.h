@@ -32,6 +32,7 @@ struct lb_endpoint {
 	uint64_t warm_until_ms;	   /* warms up until then (for display) */
 	uint8_t tier;		   /* enum state_tier in force (STATE_TIER_REST: untiered) */
 	struct lb_endpoint *hnext; /* hash chain, owned by the set */
+	struct balancer_set *set;  /* the set that owns it */
 };
 
 static inline struct lb_endpoint *lb_ep(const struct balancer_endpoint *pub)
@@ -78,6 +79,10 @@ struct lb_service {
 	uint32_t inflight;	       /* streams on its endpoints, as counted here */
 	enum balancer_cap full;	       /* the cap that last left it without room */
 	struct balancer_waitq waiting; /* streams waiting for room */
+	uint64_t list_version;	       /* bumped at every rebuild of eps (policy.h) */
+	/* No listed endpoint is in connect backoff (from any client netns) or
+	 * ejected from these on: a pick then skips nothing without a scan. */
+	uint64_t backoff_max_ms, eject_max_ms;
 	/* Locality (tiers.c): usable candidates are ordered node tier, zone
 	 * tier, rest; near[t] is the end of tier t's prefix (0: no tiers). */
 	bool tiered;
@@ -136,6 +141,15 @@ const char *lb_mark_tried(struct balancer_set *bs, const struct lb_service *ls,
 			  struct balancer_candidate *const *c, size_t n,
 			  const struct balancer_pick *p, int family, bool use_avoid, bool backoff,
 			  bool eject, bool checked, size_t skip);
+
+/* Keep |ls|'s horizons (backoff_max_ms, eject_max_ms) past |ep|'s. */
+static inline void lb_note_backoff(struct lb_service *ls, const struct lb_endpoint *ep)
+{
+	if (ls->backoff_max_ms < ep->backoff_until_ms)
+		ls->backoff_max_ms = ep->backoff_until_ms;
+	if (ls->eject_max_ms < ep->ejected_until_ms)
+		ls->eject_max_ms = ep->ejected_until_ms;
+}
 
 /* outlier.c */
 size_t lb_count_ejected(struct balancer_candidate *const *c, size_t n, uint64_t now_ms);

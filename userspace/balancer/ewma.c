@@ -117,4 +117,5 @@ const struct balancer_policy_ops balancer_ewma = {
     .size = sizeof(struct ewma),
     .init = ewma_init,
     .pick = ewma_pick,
+    .fini = p2c_fini,
 };

@@ -24,4 +24,5 @@ const struct balancer_policy_ops balancer_least_request = {
     .size = sizeof(struct p2c_policy),
     .init = p2c_init,
     .pick = lr_pick,
+    .fini = p2c_fini,
 };

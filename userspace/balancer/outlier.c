@@ -26,6 +26,7 @@ void balancer_endpoint_connect_failed(struct balancer_endpoint *pub, uint64_t no
 				      uint64_t netns_id)
 {
 	struct lb_endpoint *ep = lb_ep(pub);
+	struct lb_service *ls;
 
 	ep->c.probed = false;
 	/* Many streams learn of one failure at once: step once per window. */
@@ -39,6 +40,9 @@ void balancer_endpoint_connect_failed(struct balancer_endpoint *pub, uint64_t no
 	ep->backoff_until_ms = now_ms + (500ull << (ep->backoff_step - 1));
 	if (ep->backoff_until_ms > now_ms + 30000)
 		ep->backoff_until_ms = now_ms + 30000;
+	ls = *lb_service_slot(ep->set, ep->pub.service_id);
+	if (ls)
+		lb_note_backoff(ls, ep);
 }
 
 void balancer_endpoint_ok(struct balancer_endpoint *pub)
@@ -71,6 +75,7 @@ static bool try_eject(struct balancer_set *bs, struct lb_endpoint *ep, uint64_t 
 		max = bs->params.eject_base_ms;
 	ms = (uint64_t)bs->params.eject_base_ms * ep->ejections;
 	ep->ejected_until_ms = now_ms + (ms < max ? ms : max);
+	lb_note_backoff(ls, ep);
 	ep->c.consec_failures = 0;
 	ep->verdicts = 0; /* judged afresh when it is back */
 	ep->n_verdicts = 0;

@@ -31,6 +31,7 @@ struct balancer_candidate {
 	struct lb_latency lat;	  /* its answers' latency (latency.c) */
 	uint64_t pick_seq;	  /* its policy's pick count when P2C last chose it */
 	uint64_t turns;		  /* P2C: turns it took or lost as the first choice (p2c.c) */
+	uint32_t heap_at;	  /* P2C: its place in its policy's turn heap (p2c.c) */
 	bool probed;		  /* ewma: its stream in flight is a probe (ewma.c) */
 };
 
@@ -45,6 +46,8 @@ struct balancer_policy_ops {
 	 * those with |skip[i]| nonzero (|skip| may be NULL), or -1. */
 	int (*pick)(struct balancer_policy *p, struct balancer_candidate *const *c, size_t n,
 		    const char *skip);
+	/* Free what the instance owns (NULL: nothing); balancer_policy_free(). */
+	void (*fini)(struct balancer_policy *p);
 };
 
 extern const struct balancer_policy_ops balancer_round_robin;
@@ -72,6 +75,9 @@ struct balancer_policy {
 	uint32_t slow_start_ms; /* the service's (0: off) */
 	double max_weight;	/* its top static weight */
 	bool uniform;		/* every weight is 1 now: the plain, cheaper paths */
+	/* The candidate list's version: the set bumps it whenever it rebuilds
+	 * the list, so a policy may keep an index of it (0: no index). */
+	uint64_t list_version;
 };
 
 /* An instance of |ops| drawing on |rng| (borrowed), or NULL on ENOMEM; free()
@@ -90,6 +96,14 @@ static inline struct balancer_policy *balancer_policy_new(const struct balancer_
 	p->max_weight = 1;
 	ops->init(p, params);
 	return p;
+}
+
+/* NULL-safe. */
+static inline void balancer_policy_free(struct balancer_policy *p)
+{
+	if (p && p->ops->fini)
+		p->ops->fini(p);
+	free(p);
 }
 
 /* xorshift64*: cheap, per worker, good enough for P2C. */
@@ -140,7 +154,16 @@ struct p2c_policy {
 	uint64_t picks; /* made by this instance (ewma: probe pacing) */
 	uint64_t vtime; /* the turn count of the last first choice (see p2c_take_turn) */
 	size_t offset;	/* where the first choice's scan starts */
+	/* The first choice when nothing is skipped, without a scan: a min-heap
+	 * of indices into the list |heap_of| (version |heap_version|, |heap_n|
+	 * long) by (turns, pick_seq, place in the scan from |offset|). */
+	uint32_t *heap; /* owned, heap_alloc */
+	size_t heap_n, heap_alloc;
+	struct balancer_candidate *const *heap_of;
+	uint64_t heap_version;
 };
+
+void p2c_fini(struct balancer_policy *p);
 
 void p2c_init(struct balancer_policy *p, const struct balancer_params *params);
 /* Two distinct unskipped candidates: the count of unskipped ones (0: none;

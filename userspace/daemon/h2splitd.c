@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -139,6 +140,21 @@ static void on_fd_pressure(void *arg, bool paused)
 		log_error("fd_pressure_lost paused=%d", paused);
 }
 
+/* A full load (the services file, a Kubernetes list) peaks far above what it
+ * keeps: the JSON tree of every Service and EndpointSlice of the cluster.
+ * Give those pages back, or RSS stays at that peak. Only then: the state
+ * built at every change reuses the last one's freed memory, and trimming it
+ * each time would make every change fault its pages in afresh. */
+#define TRIM_FREE_BYTES (32u << 20)
+
+static void trim_heap(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+
+	if (mi.fordblks > TRIM_FREE_BYTES)
+		malloc_trim(0);
+}
+
 /* Main thread, once every worker routes by the newest snapshot: the BPF
  * services map may now send new connects to every Service in it. Only then
  * is the generation applied, which /readyz, /services and h2splitctl report. */
@@ -173,6 +189,7 @@ static void apply_posted(struct daemon *d)
 	/* Connections opened before now to what this state opts in: the app
 	 * reconnects through us once they close (daemon/adopt.h). */
 	adopter_on_applied(d->adopter, snap->st);
+	trim_heap();
 }
 
 static void do_worker_applied(struct loop *l, void *arg)

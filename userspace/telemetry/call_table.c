@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * Per-worker labelled series (call_table.h). Entries live in chunks that are
- * allocated on demand and never move, so the scraper walks them while the
- * worker writes, as metrics.c's tables do. Invariant: only the owning worker
- * writes; a key change (insert, removal) happens inside the entry's seqlock
- * window, counter bumps are plain relaxed load + store.
+ * Per-worker labelled series (call_table.h), in a chunk_table.h table (as
+ * metrics.c's), so the scraper walks them while the worker writes. Invariant: only the owning
+ * worker writes; a key change (insert, removal) happens inside the entry's seqlock window, counter
+ * bumps are plain relaxed load + store.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -12,38 +11,28 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "telemetry/chunk_table.h"
 #include "telemetry/call_table.h"
 #include "telemetry/metrics_int.h"
 
-#define MAX_CHUNKS 16
 #define LABEL_WORDS (CALL_LABEL_MAX / 8)
 #define READ_RETRIES 64
+#define FIRST_ENTRIES 16
 
 struct centry {
-	atomic_uint seq; /* odd while the worker changes the key or liveness */
-	_Atomic uint32_t live;
+	struct chunk_entry h; /* seq, live */
 	_Atomic uint32_t svc;
 	_Atomic uint32_t other;
+	int32_t named; /* writer-only; `other` entries: labelled entries of the service */
 	_Atomic uint64_t label[LABEL_WORDS]; /* NUL-padded */
 	_Atomic uint64_t c[CT_N];
 };
 
-/* Writer-private facts of an entry. */
-struct cpriv {
-	uint32_t hash;
-	int32_t next;  /* hash chain, -1 ends */
-	int32_t named; /* `other` entries: labelled entries of the service */
-};
-
 struct call_table {
 	const char *name;
-	int max_entries, max_per_service, chunk_entries;
-	_Atomic(struct centry *) chunks[MAX_CHUNKS]; /* owned; NULL past the last */
+	int max_per_service;
+	struct chunk_table ct;
 	_Atomic uint64_t overflow;
-	struct cpriv *priv;  /* owned, max_entries */
-	int32_t *head;	     /* owned, max_entries buckets */
-	int32_t *free_stack; /* owned */
-	int n_free, n_alloc;
 	bool warned;
 };
 
@@ -60,18 +49,12 @@ struct call_table *call_table_new(const char *name, int max_entries, int max_per
 	if (!t)
 		return NULL;
 	t->name = name;
-	t->max_entries = max_entries;
 	t->max_per_service = max_per_service > 0 ? max_per_service : 1;
-	t->chunk_entries = max_entries / MAX_CHUNKS > 0 ? max_entries / MAX_CHUNKS : 1;
-	t->priv = calloc((size_t)max_entries, sizeof(*t->priv));
-	t->head = malloc((size_t)max_entries * sizeof(*t->head));
-	t->free_stack = malloc((size_t)max_entries * sizeof(*t->free_stack));
-	if (!t->priv || !t->head || !t->free_stack) {
-		call_table_free(t);
+	if (chunk_table_init(&t->ct, sizeof(struct centry), FIRST_ENTRIES,
+			     max_entries > 0 ? (uint32_t)max_entries : 1)) {
+		free(t);
 		return NULL;
 	}
-	for (int i = 0; i < max_entries; i++)
-		t->head[i] = -1;
 	return t;
 }
 
@@ -79,20 +62,14 @@ void call_table_free(struct call_table *t)
 {
 	if (!t)
 		return;
-	for (int i = 0; i < MAX_CHUNKS; i++)
-		free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
-	free(t->priv);
-	free(t->head);
-	free(t->free_stack);
+	chunk_table_destroy(&t->ct);
 	free(t);
 }
 
-static struct centry *entry_at(const struct call_table *t, int i)
+/* Writer side: entry |i|. */
+static inline struct centry *entry_at(const struct call_table *t, int i)
 {
-	struct centry *chunk = atomic_load_explicit(
-	    &((struct call_table *)t)->chunks[i / t->chunk_entries], memory_order_relaxed);
-
-	return chunk + i % t->chunk_entries;
+	return chunk_table_entry(&t->ct, i);
 }
 
 /* Over the label's words (NUL-padded), so a lookup costs a few multiplies. */
@@ -124,60 +101,39 @@ static bool entry_is(const struct centry *e, uint32_t svc, bool other, const uin
 static int find(const struct call_table *t, uint32_t h, uint32_t svc, bool other,
 		const uint64_t *key, int nw)
 {
-	for (int i = t->head[h & (uint32_t)(t->max_entries - 1)]; i >= 0; i = t->priv[i].next)
-		if (t->priv[i].hash == h && entry_is(entry_at(t, i), svc, other, key, nw))
+	for (int32_t i = chunk_table_first(&t->ct, h); i >= 0; i = chunk_table_next(&t->ct, i))
+		if (chunk_table_hash(&t->ct, i) == h &&
+		    entry_is(entry_at(t, i), svc, other, key, nw))
 			return i;
 	return -1;
 }
 
-static int grow(struct call_table *t)
-{
-	int c = t->n_alloc / t->chunk_entries;
-	struct centry *chunk;
-
-	if (c >= MAX_CHUNKS || t->n_alloc >= t->max_entries)
-		return -ENOSPC;
-	chunk = calloc((size_t)t->chunk_entries, sizeof(*chunk));
-	if (!chunk)
-		return -ENOMEM;
-	atomic_store_explicit(&t->chunks[c], chunk, memory_order_release);
-	for (int i = t->chunk_entries - 1; i >= 0; i--)
-		t->free_stack[t->n_free++] = t->n_alloc + i;
-	t->n_alloc += t->chunk_entries;
-	return 0;
-}
-
-/* A new entry for the key, zeroed; -1 when the table is full. */
-static int insert(struct call_table *t, uint32_t h, uint32_t svc, bool other,
-		  const uint64_t *words)
+/* A new entry for the key, zeroed; -1 when there is no room. */
+static int insert(struct call_table *t, uint32_t h, uint32_t svc, bool other, const uint64_t *words)
 {
 	struct centry *e;
 	unsigned seq;
-	int i;
+	int32_t i = chunk_table_insert(&t->ct, h);
 
-	if (!t->n_free && grow(t)) {
+	if (i < 0) {
 		if (!t->warned)
-			log_warn("metrics_table_full table=%s max=%d msg=\"streams of further "
+			log_warn("metrics_table_full table=%s entries=%u msg=\"streams of further "
 				 "services get no %s series on this worker\"",
-				 t->name, t->max_entries, t->name);
+				 t->name, t->ct.n_used, t->name);
 		t->warned = true;
 		return -1;
 	}
-	i = t->free_stack[--t->n_free];
 	e = entry_at(t, i);
-	seq = atomic_load_explicit(&e->seq, memory_order_relaxed);
-	atomic_store_explicit(&e->seq, seq + 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
+	seq = chunk_entry_write_begin(&e->h);
 	atomic_store_explicit(&e->svc, svc, memory_order_relaxed);
 	atomic_store_explicit(&e->other, other, memory_order_relaxed);
 	for (int w = 0; w < LABEL_WORDS; w++)
 		atomic_store_explicit(&e->label[w], words[w], memory_order_relaxed);
 	for (int j = 0; j < CT_N; j++)
 		atomic_store_explicit(&e->c[j], 0, memory_order_relaxed);
-	atomic_store_explicit(&e->live, 1, memory_order_relaxed);
-	atomic_store_explicit(&e->seq, seq + 2, memory_order_release);
-	t->priv[i] = (struct cpriv){.hash = h, .next = t->head[h & (uint32_t)(t->max_entries - 1)]};
-	t->head[h & (uint32_t)(t->max_entries - 1)] = i;
+	e->named = 0;
+	atomic_store_explicit(&e->h.live, 1, memory_order_relaxed);
+	chunk_entry_write_end(&e->h, seq);
 	return i;
 }
 
@@ -202,11 +158,11 @@ static struct centry *series(struct call_table *t, uint32_t svc, const char *s, 
 	o = find(t, ho, svc, true, none, 1);
 	if (o < 0 && (o = insert(t, ho, svc, true, none)) < 0)
 		return NULL;
-	if (n < CALL_LABEL_MAX && t->priv[o].named < t->max_per_service) {
+	if (n < CALL_LABEL_MAX && entry_at(t, o)->named < t->max_per_service) {
 		memset(key + nw, 0, (size_t)(LABEL_WORDS - nw) * sizeof(*key));
 		i = insert(t, h, svc, false, key);
 		if (i >= 0) {
-			t->priv[o].named++;
+			entry_at(t, o)->named++;
 			return entry_at(t, i);
 		}
 	}
@@ -247,32 +203,20 @@ void call_table_record(struct call_table *t, uint32_t svc, const char *label, si
 	cadd(&e->c[CT_GRPC + g], 1);
 }
 
+static bool prune_one(void *entry, void *arg)
+{
+	struct centry *e = entry;
+
+	if (state_find_id(arg, atomic_load_explicit(&e->svc, memory_order_relaxed)))
+		return false;
+	chunk_entry_kill(&e->h);
+	return true;
+}
+
 void call_table_prune(struct call_table *t, const struct state *st)
 {
-	if (!st)
-		return;
-	for (int b = 0; b < t->max_entries; b++) {
-		int32_t *link = &t->head[b];
-
-		while (*link >= 0) {
-			int i = *link;
-			struct centry *e = entry_at(t, i);
-			unsigned seq;
-
-			if (state_find_id(st,
-					  atomic_load_explicit(&e->svc, memory_order_relaxed))) {
-				link = &t->priv[i].next;
-				continue;
-			}
-			seq = atomic_load_explicit(&e->seq, memory_order_relaxed);
-			atomic_store_explicit(&e->seq, seq + 1, memory_order_relaxed);
-			atomic_thread_fence(memory_order_release);
-			atomic_store_explicit(&e->live, 0, memory_order_relaxed);
-			atomic_store_explicit(&e->seq, seq + 2, memory_order_release);
-			*link = t->priv[i].next;
-			t->free_stack[t->n_free++] = i;
-		}
-	}
+	if (st)
+		chunk_table_prune(&t->ct, prune_one, (void *)st);
 }
 
 /* ---- scrape side ---- */
@@ -280,12 +224,12 @@ void call_table_prune(struct call_table *t, const struct state *st)
 static bool entry_read(struct centry *e, struct call_row *r)
 {
 	for (int tries = 0; tries < READ_RETRIES; tries++) {
-		unsigned s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+		unsigned s1 = atomic_load_explicit(&e->h.seq, memory_order_acquire);
 		bool live;
 
 		if (s1 & 1)
 			continue;
-		live = atomic_load_explicit(&e->live, memory_order_relaxed);
+		live = atomic_load_explicit(&e->h.live, memory_order_relaxed);
 		r->svc = atomic_load_explicit(&e->svc, memory_order_relaxed);
 		r->other = atomic_load_explicit(&e->other, memory_order_relaxed);
 		for (int w = 0; w < LABEL_WORDS; w++) {
@@ -296,7 +240,7 @@ static bool entry_read(struct centry *e, struct call_row *r)
 		for (int j = 0; j < CT_N; j++)
 			r->c[j] = atomic_load_explicit(&e->c[j], memory_order_relaxed);
 		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
+		if (atomic_load_explicit(&e->h.seq, memory_order_relaxed) != s1)
 			continue;
 		r->label[CALL_LABEL_MAX - 1] = 0;
 		return live;
@@ -376,22 +320,21 @@ int call_table_merge(struct call_table *const *ts, int n, int max_per_service,
 	memset(out, 0, sizeof(*out));
 	for (int w = 0; w < n; w++)
 		if (ts[w])
-			cap += (size_t)ts[w]->max_entries;
+			cap += chunk_table_readable(&ts[w]->ct);
 	out->rows = calloc(cap ? cap : 1, sizeof(*out->rows));
 	if (!out->rows)
 		return -ENOMEM;
-	for (int w = 0; w < n; w++) {
+	/* Entries a worker adds meanwhile wait for the next scrape (and cap). */
+	for (int w = 0; w < n && (size_t)m < cap; w++) {
 		struct call_table *t = ts[w];
-		int chunks = 0;
+		uint32_t avail;
 
 		if (!t)
 			continue;
 		out->overflow += atomic_load_explicit(&t->overflow, memory_order_relaxed);
-		while (chunks < MAX_CHUNKS &&
-		       atomic_load_explicit(&t->chunks[chunks], memory_order_acquire))
-			chunks++;
-		for (int i = 0; i < chunks * t->chunk_entries; i++)
-			if (entry_read(entry_at(t, i), &out->rows[m]))
+		avail = chunk_table_readable(&t->ct);
+		for (uint32_t i = 0; i < avail && (size_t)m < cap; i++)
+			if (entry_read(chunk_table_at(&t->ct, i), &out->rows[m]))
 				m++;
 	}
 	qsort(out->rows, (size_t)m, sizeof(*out->rows), cmp_key);

@@ -16,13 +16,18 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "telemetry/chunk_table.h"
 #include "telemetry/metrics.h"
 #include "telemetry/metrics_int.h"
 #include "telemetry/tap.h"
 
-#define MAX_CHUNKS 16
-#define EP_CHUNK (METRICS_MAX_ENDPOINTS / MAX_CHUNKS)
-#define SVC_CHUNK (METRICS_MAX_SERVICES / MAX_CHUNKS)
+/* Entries one worker may track per table: far past any cluster (the tables
+ * grow in chunks as entries come); past it, updates are counted in
+ * h2split_metrics_overflow_total and dropped. */
+#define EP_CAP (1u << 22)
+#define SVC_CAP (1u << 20)
+#define EP_FIRST 64
+#define SVC_FIRST 16
 /* A scrape gives up on an entry the worker keeps rewriting (it cannot, in
  * practice: a key changes once per insert or removal). */
 #define READ_RETRIES 64
@@ -38,8 +43,7 @@ const struct metrics_bucket metrics_buckets[METRICS_N_BUCKETS] = {
 };
 
 struct entry {
-	atomic_uint seq; /* odd while the worker changes key or liveness */
-	_Atomic uint32_t live;
+	struct chunk_entry h; /* seq, live */
 	_Atomic uint32_t svc;
 	_Atomic uint32_t port;
 	_Atomic uint64_t ip[2];
@@ -48,26 +52,16 @@ struct entry {
 
 struct table {
 	const char *name; /* static: "endpoints" | "services", for the overflow log */
-	int max_entries;
 	int n_counters;
 	uint64_t max_merged; /* bit i: counter i is a state, merged by max */
-	int chunk_entries;
-	size_t entry_size;
-	_Atomic(unsigned char *) chunks[MAX_CHUNKS]; /* owned; NULL past the last */
-	_Atomic uint64_t overflow;		     /* updates dropped: table full */
-	/* Writer-private index: hash chains of entry indices (-1 ends a chain). */
-	int32_t *head;	     /* owned, hash_mask + 1 buckets */
-	int32_t *next;	     /* owned, one per entry */
-	int32_t *free_stack; /* owned, stack of free entry indices */
-	int n_free;
-	int n_alloc; /* entries in allocated chunks */
-	uint32_t hash_mask;
-	bool warned; /* overflow logged (once per table) */
+	struct chunk_table ct;
+	_Atomic uint64_t overflow; /* updates dropped: table full */
+	bool warned;		   /* overflow logged (once per table) */
 };
 
 /* Series per worker of the caller and method tables. */
-#define CALLER_ENTRIES 4096
-#define METHOD_ENTRIES 8192
+#define CALLER_ENTRIES (1 << 20)
+#define METHOD_ENTRIES (1 << 20)
 
 struct metrics {
 	struct table eps;
@@ -94,41 +88,20 @@ static inline uint64_t cget(_Atomic uint64_t *c)
 
 /* ---- the table ---- */
 
-static int table_init(struct table *t, const char *name, int max_entries, int chunk_entries,
+static int table_init(struct table *t, const char *name, uint32_t max_entries, uint32_t first,
 		      int n_counters, uint64_t max_merged)
 {
 	t->name = name;
-	t->max_entries = max_entries;
 	t->n_counters = n_counters;
 	t->max_merged = max_merged;
-	t->chunk_entries = chunk_entries;
-	t->entry_size = sizeof(struct entry) + (size_t)n_counters * sizeof(_Atomic uint64_t);
-	t->hash_mask = (uint32_t)max_entries - 1; /* max_entries is a power of two */
-	t->head = malloc((size_t)max_entries * sizeof(int32_t));
-	t->next = malloc((size_t)max_entries * sizeof(int32_t));
-	t->free_stack = malloc((size_t)max_entries * sizeof(int32_t));
-	if (!t->head || !t->next || !t->free_stack)
-		return -ENOMEM;
-	for (int i = 0; i < max_entries; i++)
-		t->head[i] = -1;
-	return 0;
+	return chunk_table_init(
+	    &t->ct, sizeof(struct entry) + (size_t)n_counters * sizeof(_Atomic uint64_t), first,
+	    max_entries);
 }
 
-static void table_destroy(struct table *t)
+static inline struct entry *table_entry(const struct table *t, uint32_t i)
 {
-	for (int i = 0; i < MAX_CHUNKS; i++)
-		free(atomic_load_explicit(&t->chunks[i], memory_order_relaxed));
-	free(t->head);
-	free(t->next);
-	free(t->free_stack);
-}
-
-static struct entry *table_entry(struct table *t, int i)
-{
-	unsigned char *chunk =
-	    atomic_load_explicit(&t->chunks[i / t->chunk_entries], memory_order_relaxed);
-
-	return (struct entry *)(chunk + (size_t)(i % t->chunk_entries) * t->entry_size);
+	return chunk_table_at(&t->ct, i);
 }
 
 static uint32_t key_hash(const struct key *k)
@@ -158,43 +131,12 @@ static bool entry_is(struct entry *e, const struct key *k)
 	       atomic_load_explicit(&e->ip[1], memory_order_relaxed) == ip[1];
 }
 
-/* Open the entry's seqlock window (readers retry until it closes). */
-static unsigned entry_write_begin(struct entry *e)
+static struct entry *find_hashed(struct table *t, const struct key *k, uint32_t h)
 {
-	unsigned s = atomic_load_explicit(&e->seq, memory_order_relaxed);
-
-	atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_release);
-	return s;
-}
-
-static void entry_write_end(struct entry *e, unsigned s)
-{
-	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
-}
-
-/* Allocate the next chunk and put its entries on the free stack. */
-static int table_grow(struct table *t)
-{
-	int c = t->n_alloc / t->chunk_entries;
-	unsigned char *chunk;
-
-	if (c >= MAX_CHUNKS)
-		return -ENOSPC;
-	chunk = calloc((size_t)t->chunk_entries, t->entry_size);
-	if (!chunk)
-		return -ENOMEM;
-	atomic_store_explicit(&t->chunks[c], chunk, memory_order_release);
-	for (int i = t->chunk_entries - 1; i >= 0; i--)
-		t->free_stack[t->n_free++] = t->n_alloc + i;
-	t->n_alloc += t->chunk_entries;
-	return 0;
-}
-
-static struct entry *table_find(struct table *t, const struct key *k)
-{
-	for (int i = t->head[key_hash(k) & t->hash_mask]; i >= 0; i = t->next[i]) {
-		struct entry *e = table_entry(t, i);
+	/* Chains are short (load factor <= 1): the key compare is cheaper than
+	 * loading the stored hash first. */
+	for (int32_t i = chunk_table_first(&t->ct, h); i >= 0; i = chunk_table_next(&t->ct, i)) {
+		struct entry *e = chunk_table_entry(&t->ct, i);
 
 		if (entry_is(e, k))
 			return e;
@@ -202,76 +144,79 @@ static struct entry *table_find(struct table *t, const struct key *k)
 	return NULL;
 }
 
-/* A full table drops every update of a key it lacks, and there may be many
- * a second: say so once, where the operator looks first; the counter keeps
- * the count. */
-static void table_warn_full(struct table *t)
+static struct entry *table_find(struct table *t, const struct key *k)
+{
+	return find_hashed(t, k, key_hash(k));
+}
+
+/* A full table (or no memory) drops every update of a key it lacks, and
+ * there may be many a second: say so once, where the operator looks first;
+ * the counter keeps the count. */
+static void table_warn_full(struct table *t, int err)
 {
 	if (t->warned)
 		return;
 	t->warned = true;
-	log_warn("metrics_table_full table=%s max=%d msg=\"further %s get no series of "
-		 "their own on this worker; dropped updates are counted in "
-		 "h2split_metrics_overflow_total\" fix=\"opt fewer Services in on this node\"",
-		 t->name, t->max_entries, t->name);
+	log_warn("metrics_table_full table=%s entries=%u error=\"%s\" msg=\"further %s get no "
+		 "series of their own on this worker; dropped updates are counted in "
+		 "h2split_metrics_overflow_total\"",
+		 t->name, t->ct.n_used, strerror(-err), t->name);
 }
 
-/* The entry for |k|, created (zeroed) if absent; NULL when the table is full. */
+/* The entry for |k|, created (zeroed) if absent; NULL when it cannot be. */
 static struct entry *table_get(struct table *t, const struct key *k)
 {
-	uint32_t b = key_hash(k) & t->hash_mask;
-	struct entry *e = table_find(t, k);
+	uint32_t h = key_hash(k);
+	struct entry *e = find_hashed(t, k, h);
 	uint64_t ip[2];
 	unsigned s;
-	int i;
+	int32_t i;
 
 	if (e)
 		return e;
-	if (!t->n_free && table_grow(t)) {
+	i = chunk_table_insert(&t->ct, h);
+	if (i < 0) {
 		cadd(&t->overflow, 1);
-		table_warn_full(t);
+		table_warn_full(t, i);
 		return NULL;
 	}
-	i = t->free_stack[--t->n_free];
-	e = table_entry(t, i);
+	e = chunk_table_entry(&t->ct, i);
 	memcpy(ip, k->ip.b, sizeof(ip));
-	s = entry_write_begin(e);
+	s = chunk_entry_write_begin(&e->h);
 	atomic_store_explicit(&e->svc, k->svc, memory_order_relaxed);
 	atomic_store_explicit(&e->port, k->port, memory_order_relaxed);
 	atomic_store_explicit(&e->ip[0], ip[0], memory_order_relaxed);
 	atomic_store_explicit(&e->ip[1], ip[1], memory_order_relaxed);
 	for (int j = 0; j < t->n_counters; j++)
 		atomic_store_explicit(&e->c[j], 0, memory_order_relaxed);
-	atomic_store_explicit(&e->live, 1, memory_order_relaxed);
-	entry_write_end(e, s);
-	t->next[i] = t->head[b];
-	t->head[b] = i;
+	atomic_store_explicit(&e->h.live, 1, memory_order_relaxed);
+	chunk_entry_write_end(&e->h, s);
 	return e;
+}
+
+struct prune_arg {
+	bool (*drop)(struct entry *e, const struct state *st);
+	const struct state *st;
+};
+
+static bool prune_one(void *entry, void *arg)
+{
+	const struct prune_arg *pa = arg;
+	struct entry *e = entry;
+
+	if (!pa->drop(e, pa->st))
+		return false;
+	chunk_entry_kill(&e->h);
+	return true;
 }
 
 /* Remove every entry |drop| says so (worker side). */
 static void table_prune(struct table *t, bool (*drop)(struct entry *e, const struct state *st),
 			const struct state *st)
 {
-	for (uint32_t b = 0; b <= t->hash_mask; b++) {
-		int32_t *link = &t->head[b];
+	struct prune_arg pa = {drop, st};
 
-		while (*link >= 0) {
-			int i = *link;
-			struct entry *e = table_entry(t, i);
-			unsigned s;
-
-			if (!drop(e, st)) {
-				link = &t->next[i];
-				continue;
-			}
-			s = entry_write_begin(e);
-			atomic_store_explicit(&e->live, 0, memory_order_relaxed);
-			entry_write_end(e, s);
-			*link = t->next[i];
-			t->free_stack[t->n_free++] = i;
-		}
-	}
+	chunk_table_prune(&t->ct, prune_one, &pa);
 }
 
 /* Copy entry |e| into |k| and |c| consistently (scrape side). False when the
@@ -279,13 +224,13 @@ static void table_prune(struct table *t, bool (*drop)(struct entry *e, const str
 static bool entry_read(const struct table *t, struct entry *e, struct key *k, uint64_t *c)
 {
 	for (int tries = 0; tries < READ_RETRIES; tries++) {
-		unsigned s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+		unsigned s1 = atomic_load_explicit(&e->h.seq, memory_order_acquire);
 		uint64_t ip[2];
 		bool live;
 
 		if (s1 & 1)
 			continue;
-		live = atomic_load_explicit(&e->live, memory_order_relaxed);
+		live = atomic_load_explicit(&e->h.live, memory_order_relaxed);
 		k->svc = atomic_load_explicit(&e->svc, memory_order_relaxed);
 		k->port = (uint16_t)atomic_load_explicit(&e->port, memory_order_relaxed);
 		ip[0] = atomic_load_explicit(&e->ip[0], memory_order_relaxed);
@@ -293,7 +238,7 @@ static bool entry_read(const struct table *t, struct entry *e, struct key *k, ui
 		for (int j = 0; j < t->n_counters; j++)
 			c[j] = atomic_load_explicit(&e->c[j], memory_order_relaxed);
 		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&e->seq, memory_order_relaxed) != s1)
+		if (atomic_load_explicit(&e->h.seq, memory_order_relaxed) != s1)
 			continue;
 		memcpy(k->ip.b, ip, sizeof(ip));
 		return live;
@@ -309,9 +254,8 @@ struct metrics *metrics_new(void)
 
 	if (!m)
 		return NULL;
-	if (table_init(&m->eps, "endpoints", METRICS_MAX_ENDPOINTS, EP_CHUNK, EC_MAX,
-		       EC_MAX_MERGED) ||
-	    table_init(&m->svcs, "services", METRICS_MAX_SERVICES, SVC_CHUNK, SC_MAX, 0)) {
+	if (table_init(&m->eps, "endpoints", EP_CAP, EP_FIRST, EC_MAX, EC_MAX_MERGED) ||
+	    table_init(&m->svcs, "services", SVC_CAP, SVC_FIRST, SC_MAX, 0)) {
 		metrics_free(m);
 		return NULL;
 	}
@@ -431,8 +375,8 @@ void metrics_free(struct metrics *m)
 		return;
 	call_table_free(m->callers);
 	call_table_free(m->methods);
-	table_destroy(&m->eps);
-	table_destroy(&m->svcs);
+	chunk_table_destroy(&m->eps.ct);
+	chunk_table_destroy(&m->svcs.ct);
 	free(m);
 }
 
@@ -684,15 +628,6 @@ static int cmp_row(const void *a, const void *b)
 	return cmp_key(&((const struct row *)a)->k, &((const struct row *)b)->k);
 }
 
-static int count_chunks(struct table *t)
-{
-	int n = 0;
-
-	while (n < MAX_CHUNKS && atomic_load_explicit(&t->chunks[n], memory_order_acquire))
-		n++;
-	return n;
-}
-
 /* Fold rows with equal keys (sorted, so adjacent) into the first of them. */
 static void fold_rows(struct mtable *mt, int n_rows)
 {
@@ -724,19 +659,19 @@ static struct table *table_of(struct metrics *m, size_t which)
  * worker. Chunks a worker adds meanwhile wait for the next scrape. */
 static int mtable_merge(struct mtable *mt, struct metrics *const *ms, int n, size_t which)
 {
-	int *chunks = calloc(n > 0 ? (size_t)n : 1, sizeof(int));
+	uint32_t *avail = calloc(n > 0 ? (size_t)n : 1, sizeof(*avail));
 	size_t cap = 0;
 	int out = 0;
 
-	if (!chunks)
+	if (!avail)
 		return -ENOMEM;
 	for (int w = 0; w < n; w++) {
 		if (!ms[w])
 			continue;
 		mt->n_counters = table_of(ms[w], which)->n_counters;
 		mt->max_merged = table_of(ms[w], which)->max_merged;
-		chunks[w] = count_chunks(table_of(ms[w], which));
-		cap += (size_t)chunks[w] * (size_t)table_of(ms[w], which)->chunk_entries;
+		avail[w] = chunk_table_readable(&table_of(ms[w], which)->ct);
+		cap += avail[w];
 	}
 	mt->rows = calloc(cap ? cap : 1, sizeof(*mt->rows));
 	mt->vals = calloc(cap ? cap * (size_t)mt->n_counters : 1, sizeof(uint64_t));
@@ -747,7 +682,7 @@ static int mtable_merge(struct mtable *mt, struct metrics *const *ms, int n, siz
 			continue;
 		t = table_of(ms[w], which);
 		mt->overflow += cget(&t->overflow);
-		for (int i = 0; i < chunks[w] * t->chunk_entries; i++) {
+		for (uint32_t i = 0; i < avail[w]; i++) {
 			struct row *r = &mt->rows[out];
 
 			r->c = mt->vals + (size_t)out * (size_t)mt->n_counters;
@@ -755,7 +690,7 @@ static int mtable_merge(struct mtable *mt, struct metrics *const *ms, int n, siz
 				out++;
 		}
 	}
-	free(chunks);
+	free(avail);
 	if (!mt->rows || !mt->vals)
 		return -ENOMEM;
 	qsort(mt->rows, (size_t)out, sizeof(*mt->rows), cmp_row);

@@ -15,11 +15,11 @@
 
 #include "base/state.h"
 
-/* Distinct entries one worker tracks; past that, updates are counted in
- * h2split_metrics_overflow_total{table=...} and dropped, and the first drop
- * of each table is logged (metrics_table_full). */
-#define METRICS_MAX_ENDPOINTS 4096
-#define METRICS_MAX_SERVICES 1024
+/* The tables grow with the distinct services and endpoints a worker sees
+ * (telemetry/chunk_table.c), with no cap a cluster reaches (4 Mi endpoints,
+ * 1 Mi services per worker). An update that finds no room (out of memory,
+ * or past that) is counted in h2split_metrics_overflow_total{table=...} and
+ * dropped, and the first drop of each table is logged (metrics_table_full). */
 /* Labels of their own per service (--max-callers-per-service,
  * --max-methods-per-service); the rest share an `other` series. */
 #define METRICS_DEFAULT_MAX_CALLERS 100

@@ -733,6 +733,8 @@ void h2_upstream_snapshot_changed(struct splitter *s, const struct state *st)
 	struct retire_ctx rc = {.all = !st};
 	size_t n = 0;
 
+	if (!s->pools.n)
+		return; /* nothing to retire: skip sorting every endpoint of the state */
 	for (int i = 0; st && i < st->n_svcs; i++)
 		n += (size_t)st->svcs[i].n_eps;
 	if (n && !(rc.v = malloc(n * sizeof(*rc.v))))
