@@ -316,7 +316,10 @@ def test_adopt_all_closes_a_never_idle_channel_within_max_wait(bed, build_dir):
     # loop may also lose the one RPC it starts on the closed connection before
     # the channel has noticed (the cost of any adopted grpcio channel):
     # measured 2-3, once 6 (ASan build).
-    assert set(errors) <= {"UNAVAILABLE"} and 0 < failures <= 2 * streams, errors
+    # A close that a pause on a busy machine let pass for idle may cost none.
+    assert set(errors) <= {"UNAVAILABLE"} and failures <= 2 * streams, errors
+    if result == "forced":
+        assert failures > 0, "a forced close of a busy channel failed no RPC: was it closed?"
     r = c.unary(30)
     assert set(r["pods"]) == set(SERVERS), r["pods"]
     assert adopted(node, "forced") + adopted(node, "idle") == 1
