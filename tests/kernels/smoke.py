@@ -8,7 +8,9 @@ Each check is timed and recorded as ok, FAIL (with what was seen) or skip
 turns into the table (tests/kernels/table.py), so a VM that dies midway still
 reports the checks it finished. Checks: preflight, adoption (of the channel
 setup opened before h2splitd first started), attach, redirect_v4,
-redirect_v6, getpeername, spread, bpftool_maps, fail_open, restart, uninstall. "notes" collects what h2splitd said this kernel lacks.
+redirect_v6, getpeername, spread, bpftool_maps, fail_open, restart, uninstall.
+"notes" collects what h2splitd said this kernel lacks; "adoption" what the
+adoption check saw (result, mechanism, failed RPCs, time, split).
 """
 
 import argparse
@@ -121,11 +123,12 @@ class Smoke:
         r = self.node.run(["curl", "-sS", "--max-time", "10", ADMIN + "/adopt"], timeout=SLOW)
         return json.loads(r.stdout)
 
-    def adopt_metric(self, result):
+    def adopt_metrics(self):
+        """h2split_adopted_connections_total by result (0 where not shown)."""
         r = self.node.run(["curl", "-sS", "--max-time", "10", ADMIN + "/metrics"], timeout=SLOW)
-        m = re.search(rf'^h2split_adopted_connections_total{{result="{result}"}} (\S+)$',
-                      r.stdout, re.M)
-        return int(float(m.group(1))) if m else 0
+        got = dict(re.findall(r'^h2split_adopted_connections_total\{result="(\w+)"\} (\S+)$',
+                              r.stdout, re.M))
+        return {k: int(float(got.get(k, 0))) for k in ADOPT_RESULTS}
 
     def sports(self):
         """Source ports of the client pod's connections straight to the v4 ClusterIP."""
@@ -364,21 +367,34 @@ class Smoke:
     def adoption_checks(self, info):
         line = self.daemon.wait_line(r"msg=adopt_pass pass=1 ", SLOW)
         got = dict(re.findall(r" (\w+)=(\d+)", line))
-        counts = {r: self.adopt_metric(r) for r in ADOPT_RESULTS}
         has_destroy = self.out["facts"]["sock_diag destroy (CONFIG_INET_DIAG_DESTROY)"]
-        if counts["unsupported"] or "adopt_unsupported" in self.daemon_log():
+        if got.get("unsupported", "0") != "0" or "adopt_unsupported" in self.daemon_log():
             info["result"] = "unsupported"
             info["mechanism"] = "none: no sock_diag destroy"
             expect(has_destroy != "yes", "h2splitd says adopt_unsupported, but the kernel "
                    f"has CONFIG_INET_DIAG_DESTROY=y: {line}")
             expect("msg=adopt_unsupported mechanism=sock_diag_destroy" in self.daemon_log(),
                    "result=unsupported counted without an adopt_unsupported log line")
+            expect(self.adopt_metrics()["unsupported"] >= 1, "no result=unsupported counted")
             expect(not self.adopt_json()["supported"], "/adopt says supported")
             p = self.loop_wait(20)
             expect(len(p["pods"]) == 1 and not p["errors"], f"the old channel: {p}")
             return ("skip: unsupported: this kernel has no CONFIG_INET_DIAG_DESTROY; h2splitd "
                     "logged adopt_unsupported, counted result=\"unsupported\", and the "
                     "channel stayed on its pod, unharmed")
+        # The same channel, after the close: every pod gets its RPCs (timed
+        # first, before the slower looks at metrics and logs below).
+        base = dict(self.loop_summary()["pods"])
+
+        def spread():
+            pods = self.loop_summary()["pods"]
+            return all(pods.get(s.name, 0) > base.get(s.name, 0) for s in self.servers)
+        try:
+            testbed.wait_for(spread, SLOW, "the old channel's RPCs on every pod", interval=0.05)
+        except TimeoutError as e:
+            raise CheckFailed(f"{e}; {line.strip()}") from None
+        secs = time.monotonic() - self.t_daemon
+        counts = self.adopt_metrics()
         adopted = {r: counts[r] for r in ("idle", "forced") if counts[r]}
         expect(sum(adopted.values()) == 1 and got.get("connections") == "1",
                f"h2split_adopted_connections_total {counts}; {line.strip()}")
@@ -392,14 +408,6 @@ class Smoke:
         st = self.adopt_json()
         expect(st["supported"] and st["total"].get(result) == 1, f"/adopt: {st}")
         info["mechanism"] = "sock_diag destroy"
-        # The same channel, after the close: every pod gets its RPCs.
-        base = dict(self.loop_summary()["pods"])
-
-        def spread():
-            pods = self.loop_summary()["pods"]
-            return all(pods.get(s.name, 0) > base.get(s.name, 0) for s in self.servers)
-        testbed.wait_for(spread, SLOW, "the old channel's RPCs on every pod", interval=0.05)
-        secs = time.monotonic() - self.t_daemon
         self.loop_wait(RPCS)
         expect(self.sports() == [], "the old direct connection to the ClusterIP is still open")
         orig = re.escape(f"orig={self.svc.vip4}:50051 ")
@@ -416,6 +424,7 @@ class Smoke:
         errors = {k: v for k, v in summary["errors"].items() if v}
         failed = sum(errors.values())
         info["failed RPCs (grpcio, at most 1)"] = str(failed)
+        info["adopt_pass (h2splitd's log)"] = f"{got.get('ms', '?')} ms"
         info["h2splitd start -> spread"] = f"{secs:.1f} s"
         expect(set(errors) <= {"UNAVAILABLE"} and failed <= 1,
                f"grpcio lost {failed} RPCs: {errors} {summary['details'][:2]}")
