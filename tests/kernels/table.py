@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The kernel matrix's table: one column per kernel, one row per smoke check
-(status and seconds), the VM's whole time, and what h2splitd said each kernel
+(status and seconds), what the adoption check saw (result, mechanism, failed
+RPCs, time to spread), the VM's whole time, and what h2splitd said each kernel
 lacks. Reads RESULTS_DIR/<kernel release>/results.json (smoke.py) and
 vm_seconds (kernels.sh). Exit 1 if a check failed or a kernel gave no result.
 
@@ -58,6 +59,13 @@ def main(argv):
         facts += [k for k in r.get("facts", {}) if k not in facts]
     for k in facts:
         print(f"| kernel: {k} | " + " | ".join(r.get("facts", {}).get(k, "?") for r in runs) + " |")
+    # What the adoption check saw (smoke.py: result, mechanism, failed RPCs, time).
+    adopt = []
+    for r in runs:
+        adopt += [k for k in r.get("adoption", {}) if k not in adopt]
+    for k in adopt:
+        print(f"| adoption: {k} | " + " | ".join(r.get("adoption", {}).get(k, "-")
+                                                 for r in runs) + " |")
     print("| VM boot + smoke | " + " | ".join(
         f"{r['vm_seconds']} s" if r["vm_seconds"] is not None else "?" for r in runs) + " |")
     for r in runs:
