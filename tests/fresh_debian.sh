@@ -50,18 +50,8 @@ dir=$(cd "$dir" && pwd -P) # canonical: compared with /proc/PID/root below
 base=$dir/base
 root=$dir/run
 
-# The host's Debian mirrors (deb822 or one-line sources), else deb.debian.org.
-mirror_for() { # $1: suite; prints each URI apt uses for it, first the deb822 ones
-	cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v s="$1" '
-		/^URIs:/ { u = $2 } /^$/ { u = "" }
-		/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == s && u != "") print u }'
-	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-		sed -n 's/^deb \(\[[^]]*\] \)\{0,1\}//p' | awk -v s="$1" '$2 == s { print $1 }'
-}
-mirror=$(mirror_for bookworm | head -n1)
-mirror=${mirror:-http://deb.debian.org/debian}
-security=$(mirror_for bookworm-security | head -n1)
-security=${security:-http://deb.debian.org/debian-security}
+# The host's Debian mirrors: $mirror, $security.
+. "$(dirname "$0")/debian_mirror.sh"
 
 in_root() { # run a command in the chroot with a clean environment
 	chroot "$root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \

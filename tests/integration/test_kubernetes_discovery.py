@@ -48,11 +48,7 @@ class KubeBed:
         self.daemon.wait_line(r"msg=redirecting", 30)
 
     def ctl(self, *args):
-        r = subprocess.run([os.path.join(self.build_dir, "h2splitctl"), "--bpffs",
-                            self.node.bpffs, "-o", "json", *args],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, f"h2splitctl {args}: {r.stderr}"
-        return json.loads(r.stdout)
+        return self.node.ctl_json(self.build_dir, *args)
 
     def vips(self):
         """{"VIP:port"} in the BPF services map."""

@@ -49,11 +49,7 @@ class Bed:
         self.daemon = None
 
     def ctl(self, *args):
-        r = subprocess.run([os.path.join(self.build_dir, "h2splitctl"), "--bpffs",
-                            self.node.bpffs, "-o", "json", *args],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, f"h2splitctl {args}: {r.stderr}"
-        return json.loads(r.stdout)
+        return self.node.ctl_json(self.build_dir, *args)
 
     def counters(self):
         return self.ctl("counters")

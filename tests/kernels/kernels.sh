@@ -57,17 +57,7 @@ if [ -n "$need" ]; then
 fi
 
 # ---- private apt: bookworm (+ security, backports) and bullseye -------------
-mirror_for() { # $1: suite; each URI the host's apt uses for it (deb822, then one-line)
-	cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v s="$1" '
-		/^URIs:/ { u = $2 } /^$/ { u = "" }
-		/^Suites:/ { for (i = 2; i <= NF; i++) if ($i == s && u != "") print u }'
-	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-		sed -n 's/^deb \(\[[^]]*\] \)\{0,1\}//p' | awk -v s="$1" '$2 == s { print $1 }'
-}
-mirror=$(mirror_for bookworm | head -n1)
-mirror=${mirror:-http://deb.debian.org/debian}
-security=$(mirror_for bookworm-security | head -n1)
-security=${security:-http://deb.debian.org/debian-security}
+. "$here/../debian_mirror.sh" # $mirror, $security: the host's Debian mirrors
 
 mkdir -p "$cache"
 exec 9>"$cache/.lock"

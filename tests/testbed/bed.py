@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 
 from . import cgroups, kube
@@ -461,6 +462,15 @@ class Node(_Place):
         """The h2splitd arguments that point it at this bed."""
         return ["--discovery", "file", "--services-file", self.services_file,
                 "--cgroup", self.pods_cgroup, "--bpffs", self.bpffs, "--admin", admin]
+
+    def ctl_json(self, build_dir, *args):
+        """``h2splitctl --bpffs <this bed's pin root> -o json ARGS`` from
+        ``build_dir``, parsed; a non-zero exit raises with its stderr."""
+        r = subprocess.run([os.path.join(build_dir, "h2splitctl"), "--bpffs", self.bpffs,
+                            "-o", "json", *args], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise TestbedError(f"h2splitctl {' '.join(args)}: exit {r.returncode}: {r.stderr}")
+        return json.loads(r.stdout)
 
     def start_daemon(self, binary, args=None, extra_args=(), name="h2splitd",
                      health_url="http://127.0.0.1:9901/healthz", timeout=15):

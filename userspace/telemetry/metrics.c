@@ -639,7 +639,7 @@ static void fold_rows(struct mtable *mt, int n_rows)
 			for (int j = 0; j < mt->n_counters; j++) {
 				uint64_t v = mt->rows[i].c[j];
 
-				if (!(mt->max_merged >> j & 1))
+				if (j >= 64 || !(mt->max_merged >> j & 1))
 					dst->c[j] += v;
 				else if (v > dst->c[j])
 					dst->c[j] = v;

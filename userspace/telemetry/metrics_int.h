@@ -33,6 +33,9 @@ enum {
 #define EC_MAX_MERGED                                                                              \
 	(1ull << EC_EJECTED_UNTIL | 1ull << EC_BACKOFF_UNTIL | 1ull << EC_CONSEC_FAILURES |        \
 	 1ull << EC_EJECTIONS | 1ull << EC_EWMA_US | 1ull << EC_JITTER_US | 1ull << EC_WARM_UNTIL)
+/* max_merged is a 64-bit mask: a table whose counters past the 64th are all
+ * sums (the services table has more) needs no bit for them. */
+_Static_assert(EC_MAX <= 64, "endpoint counters merged by max need a bit each");
 
 /* HTTP status classes: "none" (no status), then 1xx..5xx. */
 #define HTTP_CLASSES 6
