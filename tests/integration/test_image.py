@@ -174,13 +174,7 @@ class Bed:
         return self.cname if self.running() else self.start()
 
     def link_ids(self):
-        ids = {}
-        for name in os.listdir(os.path.join(self.node.bpffs, "links")):
-            out = subprocess.run(["bpftool", "link", "show", "pinned",
-                                  os.path.join(self.node.bpffs, "links", name), "-j"],
-                                 capture_output=True, text=True, check=True).stdout
-            ids[name] = json.loads(out)["id"]
-        return ids
+        return self.node.link_ids()
 
 
 @pytest.fixture(scope="module")

@@ -269,7 +269,7 @@ def test_bpftool_dump_shows_named_fields(bed):
 def test_fail_open_on_kill9_then_takeover_without_reattach(bed):
     c = bed.clients[0]
     links_before = sorted(os.listdir(os.path.join(bed.node.bpffs, "links")))
-    ids_before = link_ids(bed)
+    ids_before = bed.node.link_ids()
     bed.kill9()
     r = tool(c, "connects", bed.tcp.vip4, L4_PORT, 200)
     assert r == {"ok": 200, "failed": 0, "errors": []}
@@ -279,17 +279,7 @@ def test_fail_open_on_kill9_then_takeover_without_reattach(bed):
     assert tool(c, "peername", bed.tcp.vip4, L4_PORT)["server_saw"][0] == c.ip4
     assert bed.counters()["redirected"] == before + 1
     assert sorted(os.listdir(os.path.join(bed.node.bpffs, "links"))) == links_before
-    assert link_ids(bed) == ids_before  # the same links, updated in place
-
-
-def link_ids(bed):
-    ids = {}
-    for name in os.listdir(os.path.join(bed.node.bpffs, "links")):
-        out = subprocess.run(["bpftool", "link", "show", "pinned",
-                              os.path.join(bed.node.bpffs, "links", name), "-j"],
-                             capture_output=True, text=True, check=True).stdout
-        ids[name] = json.loads(out)["id"]
-    return ids
+    assert bed.node.link_ids() == ids_before  # the same links, updated in place
 
 
 def bpftool_u64(n):

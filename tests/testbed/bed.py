@@ -472,6 +472,16 @@ class Node(_Place):
             raise TestbedError(f"h2splitctl {' '.join(args)}: exit {r.returncode}: {r.stderr}")
         return json.loads(r.stdout)
 
+    def link_ids(self):
+        """{pin name: bpf_link id} of the links pinned under this bed's pin root."""
+        ids = {}
+        links = os.path.join(self.bpffs, "links")
+        for name in os.listdir(links):
+            out = subprocess.run(["bpftool", "link", "show", "pinned", os.path.join(links, name),
+                                  "-j"], capture_output=True, text=True, check=True).stdout
+            ids[name] = json.loads(out)["id"]
+        return ids
+
     def start_daemon(self, binary, args=None, extra_args=(), name="h2splitd",
                      health_url="http://127.0.0.1:9901/healthz", timeout=15):
         """Start ``binary`` (h2splitd) in the node netns and node cgroup with

@@ -52,12 +52,14 @@ void h2_retry_resolve(struct h2_stream *st, const struct state_service *svc)
 	rt->service_id = svc->id;
 	rt->max_attempts = 1;
 	rt->per_try_ms = svc->per_try_timeout_ms > 0 ? (uint32_t)svc->per_try_timeout_ms : 0;
+	if (!st->grpc || (p->kind == RPC_POLICY_NONE && svc->hedge.kind == RPC_POLICY_NONE))
+		return; /* most Services: no policy, no :path lookup per stream */
 	path = h2_hdrs_get(&st->req_hdrs, ":path", &len);
-	if (st->grpc && rpc_policy_covers(&svc->hedge, path, len)) {
+	if (rpc_policy_covers(&svc->hedge, path, len)) {
 		resolve_hedge(rt, &svc->hedge);
 		return;
 	}
-	if (!st->grpc || !rpc_policy_covers(p, path, len))
+	if (!rpc_policy_covers(p, path, len))
 		return;
 	rt->kind = p->kind;
 	rt->max_attempts = p->max_attempts;
