@@ -680,23 +680,65 @@ def hot_path(results, w):
       "read and one write, so that figure moves with timing; the 1x1 run is the "
       "per-request floor. RSS per stream in flight: `make capacity`, h2splitd's RSS "
       "growth / its downstream_streams_active gauge with every stream open at once "
-      "(backends hold each answer). Before: "
-      f"`{b.get('git', '?')}`; after: `{a.get('git', '?')}`.\n")
-    w("| per request | before | after | change |")
-    w("|---|---|---|---|")
-    _prof_row(w, "instructions (callgrind Ir)", _get(b, "callgrind", "ir_per_request"),
-              _get(a, "callgrind", "ir_per_request"), lambda v: f"{v:,}")
-    _prof_row(w, "mallocs per stream", _get(b, "callgrind", "mallocs_per_stream"),
-              _get(a, "callgrind", "mallocs_per_stream"), lambda v: f"{v:g}")
-    _prof_row(w, f"syscalls, {prm.get('conns', 4)}x{prm.get('streams', 16)}",
-              _get(b, "syscalls", "per_request"), _get(a, "syscalls", "per_request"),
-              lambda v: f"{v:g}")
-    _prof_row(w, "syscalls, 1x1", _get(b, "syscalls_1x1", "per_request"),
-              _get(a, "syscalls_1x1", "per_request"), lambda v: f"{v:g}")
-    # 100 x 100: before, a burst of 1,000 connections went mostly L4 (see Capacity).
-    _prof_row(w, "RSS per stream in flight (10,000 at once), KiB",
-              _get(cb, "streams_small", "kib_per_stream"),
-              _get(ca, "streams_small", "kib_per_stream"), lambda v: f"{v:g}")
+      "(backends hold each answer). Before issue 7: "
+      f"`{b.get('git', '?')}`; now: `{a.get('git', '?')}`.\n")
+    r2 = hp.get("baseline_25") or {}
+    w("Three builds: *before issue 7* (the first profile), *before issue 25* "
+      f"(`{r2.get('git', '?')}`, the second performance round) and *now*; nghttpx "
+      "on the same workload, counted the same way (its worker process), for scale. "
+      "By library: exclusive instructions by the object they ran in.\n")
+    w("| per request | before issue 7 | before issue 25 | now | change (issue 25) "
+      "| nghttpx now |")
+    w("|---|---|---|---|---|---|")
+
+    def nghttp2(d):
+        objs = d.get("ir_per_request_by_object") if isinstance(d, dict) else None
+        return next((v for k, v in (objs or {}).items() if k.startswith("libnghttp2")), None)
+
+    def own(d):
+        objs = d.get("ir_per_request_by_object") if isinstance(d, dict) else None
+        return next((v for k, v in (objs or {}).items()
+                     if k.startswith(("h2splitd", "nghttpx"))), None)
+
+    def libc(d):
+        objs = d.get("ir_per_request_by_object") if isinstance(d, dict) else None
+        return next((v for k, v in (objs or {}).items() if k.startswith("libc.")), None)
+    ng, big = a.get("callgrind_nghttpx") or {}, a.get("large") or {}
+    big2 = r2.get("large") or {}
+    n_big = big.get("payload") or big2.get("payload") or 65536
+    rows = [
+        ("instructions (callgrind Ir)", lambda d: _get(d, "callgrind", "ir_per_request"),
+         ng.get("ir_per_request"), lambda v: f"{v:,}"),
+        ("... in libnghttp2", lambda d: nghttp2(d.get("callgrind")), nghttp2(ng),
+         lambda v: f"{v:,}"),
+        ("... in the proxy's own code", lambda d: own(d.get("callgrind")), own(ng),
+         lambda v: f"{v:,}"),
+        ("... in libc", lambda d: libc(d.get("callgrind")), libc(ng), lambda v: f"{v:,}"),
+        ("mallocs per stream", lambda d: _get(d, "callgrind", "mallocs_per_stream"),
+         ng.get("mallocs_per_stream"), lambda v: f"{v:g}"),
+        (f"syscalls, {prm.get('conns', 4)}x{prm.get('streams', 16)}",
+         lambda d: _get(d, "syscalls", "per_request"), None, lambda v: f"{v:g}"),
+        ("syscalls, 1x1", lambda d: _get(d, "syscalls_1x1", "per_request"), None,
+         lambda v: f"{v:g}"),
+        (f"instructions, {n_big // 1024} KiB message",
+         lambda d: _get(d, "large", "callgrind", "ir_per_request"),
+         _get(big, "callgrind_nghttpx", "ir_per_request"), lambda v: f"{v:,}"),
+        ("... in libc (memcpy: the copies of the body)",
+         lambda d: libc(_get(d, "large", "callgrind")), libc(big.get("callgrind_nghttpx")),
+         lambda v: f"{v:,}"),
+        (f"syscalls, {n_big // 1024} KiB message",
+         lambda d: _get(d, "large", "syscalls", "per_request"), None, lambda v: f"{v:g}"),
+    ]
+    for what, get, peer, fmt in rows:
+        vb, v2, va = get(b), get(r2), get(a)
+
+        def cell(v):
+            return "—" if v is None else fmt(v)
+        change = f"{(va / v2 - 1) * 100:+.0f}%" if v2 and va is not None else "—"
+        w(f"| {what} | {cell(vb)} | {cell(v2)} | {cell(va)} | {change} | {cell(peer)} |")
+    w(f"| RSS per stream in flight (10,000 at once), KiB | "
+      f"{_f(_get(cb, 'streams_small', 'kib_per_stream'), 2)} | — | "
+      f"{_f(_get(ca, 'streams_small', 'kib_per_stream'), 2)} | — | — |")
     w("")
     one = _get(a, "syscalls_1x1", "by_syscall_per_request") or {}
     if one:
@@ -780,6 +822,7 @@ def load_hot_path(build_dir):
     here = os.path.dirname(os.path.abspath(__file__))
     out = {}
     for key, path in (("baseline", os.path.join(here, "profile_baseline.json")),
+                      ("baseline_25", os.path.join(here, "profile_baseline_25.json")),
                       ("profile", os.path.join(build_dir, "bench", "profile.json")),
                       ("capacity", os.path.join(build_dir, "bench", "capacity.json"))):
         try:
