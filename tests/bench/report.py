@@ -44,6 +44,7 @@ GOALS = {  # key -> (description, bound, "min" | "max"); issue 25's targets, the
 P99_GOAL = 0.7  # p99 at equal offered load, h2split / nghttpx, at every shape measured
 
 MEDIAN_KEYS = ("req_s", "p50_us", "p90_us", "p99_us", "max_us", "mean_us", "cpu_s_per_10k",
+               "cpu_sys_s_per_10k",
                "upstream_conns", "succeeded", "cpu_util")
 
 
@@ -574,6 +575,7 @@ def render(results, chart_names=()):
       " | ".join(_f(idle[t].get("kib_per_conn"), 2) if t in idle and "kib_per_conn" in idle[t]
                  else "err" if t in idle else "—" for t in pr) + " |")
     w("")
+    cpu_by_shape(results, w, payloads, pr)
 
     calls = results.get("calls_cost")
     if calls:
@@ -656,6 +658,37 @@ def _get(d, *keys):
             return None
         d = d[k]
     return d
+
+
+def cpu_by_shape(results, w, payloads, pr):
+    """Proxy CPU per request at every shape of the closed-loop sweep, with the
+    kernel's share: the efficiency goals are means over the sweep, and the
+    shapes differ by an order of magnitude in what a request costs."""
+    if "h2split" not in pr or "nghttpx" not in pr:
+        return
+    w("### Proxy CPU per request, by shape\n")
+    w("Microseconds of proxy CPU (utime+stime of its process tree) per request the "
+      "backends counted, medians of the repetitions; in brackets the part spent in the "
+      "kernel (stime: syscalls, and the TCP and veth work of each delivery, which runs "
+      "in the sending process's context). The last column is h2split's requests per "
+      "CPU-second over nghttpx's.\n")
+    w("| payload | conns x streams | h2split us (kernel) | nghttpx us (kernel) | "
+      "h2split / nghttpx |")
+    w("|---|---|---|---|---|")
+    for p in payloads:
+        shapes = sorted({(r["conns"], r["streams"]) for r in _closed(results, payload=p)},
+                        key=lambda cs: cs[0] * cs[1])
+        for c, m in shapes:
+            cell, v = {}, {}
+            for t in ("h2split", "nghttpx"):
+                r = next(iter(_closed(results, target=t, payload=p, conns=c, streams=m)), {})
+                tot, sys_ = r.get("cpu_s_per_10k"), r.get("cpu_sys_s_per_10k")
+                v[t] = tot
+                cell[t] = ("—" if tot is None else f"{tot * 100:.1f}"
+                           + ("" if sys_ is None else f" ({sys_ * 100:.1f})"))
+            w(f"| {_size(p)} | {c}x{m} | {cell['h2split']} | {cell['nghttpx']} | "
+              f"{_x(_ratio(v['nghttpx'], v['h2split']))} |")
+    w("")
 
 
 def hot_path(results, w):
