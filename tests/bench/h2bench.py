@@ -48,7 +48,7 @@ PROXIES = ("h2split", "nghttpx", "haproxy", "nginx")
 FULL = dict(conns="1x1,4x32,64x16,512x4", payloads="10,1024,65536", rate_conns="64x16,4x32",
             duration=3.0, warmup=1.0, repeat=3, rate_repeat=5, idle_conns=8000,
             connect_count=20000, connect_rounds=5, calls_rounds=5)
-SMOKE = dict(conns="1x1,4x8", payloads="10", rate_conns="4x8", duration=1.0, warmup=0.3,
+SMOKE = dict(conns="1x1,4x32", payloads="10,65536", rate_conns="4x8", duration=1.0, warmup=0.3,
              repeat=1, rate_repeat=1, idle_conns=200, connect_count=1000, connect_rounds=1,
              calls_rounds=1)
 # The caller and method series, on (the defaults) and off: what they cost.
