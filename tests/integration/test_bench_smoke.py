@@ -30,8 +30,9 @@ CHARTS = ("bench-throughput.png", "bench-latency.png", "bench-cpu.png", "bench-c
 
 @pytest.fixture
 def bench_bins(build_dir):
-    """build/bench/grpc_backend and connect_loop, from the Makefile's own rule."""
-    targets = [os.path.join(build_dir, "bench", n) for n in ("grpc_backend", "connect_loop")]
+    """build/bench/grpc_backend, connect_loop and conn_rate, from the Makefile's own rule."""
+    targets = [os.path.join(build_dir, "bench", n) for n in ("grpc_backend", "connect_loop",
+                                                              "conn_rate")]
     r = subprocess.run(["make", "-s", "--no-print-directory", f"BUILD={build_dir}", *targets],
                        cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"building the benchmark helpers failed:\n{r.stdout}{r.stderr}"
@@ -97,6 +98,11 @@ def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, p
         positive(s["connect_us"][case], ("p50", "mean"), f"connect {case}")
     positive(s, ("redirected_connect_vs_plain", "redirected_connect_vs_plain_mean",
                  "passed_connect_vs_plain"), "summary")
+    # New connections: every target served fresh connections, every proxy's
+    # CPU per connection measured, both ratios to nghttpx there.
+    positive(s["new_conns_s"], TARGETS, "new connections per second")
+    positive(s["new_conns_cpu_us_per_conn"], PROXIES, "proxy CPU per new connection")
+    positive(s, ("new_conns_vs_nghttpx", "new_conns_cpu_vs_nghttpx"), "summary")
     calls = res["calls_cost"]
     for v in ("on", "off"):
         positive(calls[v], ("req_s", "req_per_cpu_s"), f"calls cost, series {v}")
@@ -112,6 +118,7 @@ def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, p
             assert all(x > 0 for x in r["backend_requests"]), r
 
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "## New connections" in md
     for g in s["goals"].values():
         assert g["what"] in md
     for c in CHARTS:
