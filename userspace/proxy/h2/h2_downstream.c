@@ -34,8 +34,8 @@ static void limit_hit(struct h2_downstream *ds, enum limit_id id)
 	if (ds->limits_logged & (1u << id))
 		return;
 	ds->limits_logged |= 1u << id;
-	log_msg(lvl, "limit_exceeded limit=%s client=%s cgroup_id=%llu", limit_names[id], ds->peer,
-		(unsigned long long)ds->ci.od.cgroup_id);
+	log_msg(lvl, "limit_exceeded limit=%s client=%s cgroup_id=%llu", limit_names[id],
+		h2_downstream_peer(ds), (unsigned long long)ds->ci.od.cgroup_id);
 }
 
 /* Token bucket: |rate| tokens a second, at most |burst|. False: empty. */
@@ -173,7 +173,7 @@ static int check_stream_id(struct h2_downstream *ds, int32_t id)
 		return 0;
 	log_info("downstream_protocol_error client=%s why=\"HEADERS on stream %d, lower than %u "
 		 "and never opened\"",
-		 ds->peer, id, ds->ids.max);
+		 h2_downstream_peer(ds), id, ds->ids.max);
 	ds->c.fatal_code = NGHTTP2_PROTOCOL_ERROR;
 	return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
@@ -268,7 +268,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 		break;
 	case NGHTTP2_GOAWAY:
 		stats_inc(ds->s->stats, ST_GOAWAY_RECEIVED);
-		log_debug("downstream_goaway_received client=%s code=%u", ds->peer,
+		log_debug("downstream_goaway_received client=%s code=%u", h2_downstream_peer(ds),
 			  frame->goaway.error_code);
 		break;
 	default:
@@ -338,8 +338,8 @@ static int on_error(nghttp2_session *session, int code, const char *msg, size_t 
 	struct h2_downstream *ds = ud;
 
 	(void)session;
-	log_debug("downstream_protocol_error client=%s code=%d msg=\"%.*s\"", ds->peer, code,
-		  (int)len, msg);
+	log_debug("downstream_protocol_error client=%s code=%d msg=\"%.*s\"",
+		  h2_downstream_peer(ds), code, (int)len, msg);
 	return 0;
 }
 
@@ -387,7 +387,7 @@ static void ds_io(struct loop *l, int fd, uint32_t events, void *arg)
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
 		err = h2_conn_read(&ds->c);
 		if (err) {
-			log_debug("downstream_eof client=%s err=%d", ds->peer, err);
+			log_debug("downstream_eof client=%s err=%d", h2_downstream_peer(ds), err);
 			h2_conn_kill(&ds->c);
 		}
 	}
@@ -395,12 +395,11 @@ static void ds_io(struct loop *l, int fd, uint32_t events, void *arg)
 	h2_conn_kick(ds->c.io);
 }
 
-static void peer_str(const struct sockaddr_storage *ss, char *buf, size_t len)
+const char *h2_downstream_peer(struct h2_downstream *ds)
 {
-	char tmp[64];
-
-	config_addr_str(ss, tmp, sizeof(tmp));
-	snprintf(buf, len, "%s", tmp);
+	if (!ds->peer[0])
+		config_addr_str(&ds->ci.client, ds->peer, sizeof(ds->peer));
+	return ds->peer;
 }
 
 static int session_init(struct h2_downstream *ds)
@@ -462,7 +461,6 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	ds->ctl_tokens = s->cfg->max_control_frame_rate;
 	/* The preface counts as a header block until the client's SETTINGS. */
 	ds->hdr_since_ms = ds->idle_since_ms = loop_now_ms();
-	peer_str(&ci->client, ds->peer, sizeof(ds->peer));
 	err = session_init(ds);
 	if (!err)
 		err = loop_add_fd(s->ctx.loop, fd, EPOLLIN, ds_io, ds);
@@ -479,7 +477,8 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 		s->ds_list->prev = ds;
 	s->ds_list = ds;
 	s->n_ds++;
-	log_debug("downstream_open client=%s service_id=%u", ds->peer, ci->od.service_id);
+	log_debug("downstream_open client=%s service_id=%u", h2_downstream_peer(ds),
+		  ci->od.service_id);
 	if (s->draining)
 		h2_downstream_shutdown_notice(ds);
 	if (s->drain_final)
@@ -517,7 +516,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 	if (ds->next)
 		ds->next->prev = ds->prev;
 	s->n_ds--;
-	log_debug("downstream_closed client=%s", ds->peer);
+	log_debug("downstream_closed client=%s", h2_downstream_peer(ds));
 	conn_owner_closed(&s->ctx.owner, ds->ci.pod_key);
 	free(ds);
 }
@@ -573,7 +572,7 @@ void h2_downstream_retire(struct h2_downstream *ds)
 		return;
 	ds->retired_ms = loop_now_ms();
 	stats_inc(ds->s->stats, ST_DOWNSTREAM_RETIRED);
-	log_info("downstream_retired client=%s service_id=%u action=goaway", ds->peer,
+	log_info("downstream_retired client=%s service_id=%u action=goaway", h2_downstream_peer(ds),
 		 ds->ci.od.service_id);
 	h2_downstream_shutdown_notice(ds);
 	retire_arm(ds->s);

@@ -37,9 +37,12 @@ struct h2_downstream {
 	uint64_t retired_ms; /* its Service left the desired state then; 0: not */
 	struct h2_stream_ids ids; /* stream ids the client skipped (RFC 9113 5.1.1) */
 	bool notice_sent, goaway_sent;
-	char peer[64]; /* client address, for logs */
+	char peer[64]; /* client address, for logs; "" until h2_downstream_peer() */
 };
 
+/* The client's address as text, for logs: formatted on first use, not for
+ * every connection. */
+const char *h2_downstream_peer(struct h2_downstream *ds);
 /* See splitter_conn_start(). */
 int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const uint8_t *pre,
 			size_t n);
