@@ -96,6 +96,47 @@ static void test_fd_removed_by_earlier_callback_is_skipped(void **state)
 	loop_free(l);
 }
 
+static void record_fd_stop(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct tagged *tg = arg;
+	char c;
+
+	(void)events;
+	assert_int_equal(read(fd, &c, 1), 1);
+	tg->r->order[tg->r->n++] = tg->id;
+	loop_stop(l);
+}
+
+static void test_forgotten_fd_closed_then_reused(void **state)
+{
+	struct loop *l = loop_new();
+	struct rec r = {0};
+	struct tagged old = {&r, 1}, fresh = {&r, 2};
+	int fd;
+
+	(void)state;
+	assert_int_equal(pipe(r.pipes[0]), 0);
+	fd = r.pipes[0][0];
+	assert_int_equal(write(r.pipes[0][1], "x", 1), 1);
+	assert_int_equal(loop_add_fd(l, fd, EPOLLIN, record_fd_stop, &old), 0);
+	/* Forgotten and closed with its byte unread: the close alone takes it
+	 * out of the epoll set, and the number can be registered again. */
+	loop_forget_fd(l, fd);
+	close(fd);
+	close(r.pipes[0][1]);
+	assert_int_equal(pipe(r.pipes[1]), 0);
+	assert_int_equal(r.pipes[1][0], fd); /* lowest free number: the same */
+	assert_int_equal(loop_add_fd(l, fd, EPOLLIN, record_fd_stop, &fresh), 0);
+	assert_int_equal(write(r.pipes[1][1], "y", 1), 1);
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.order[0], 2);
+	loop_del_fd(l, fd);
+	close(r.pipes[1][0]);
+	close(r.pipes[1][1]);
+	loop_free(l);
+}
+
 static void posted(struct loop *l, void *arg)
 {
 	int *n = arg;
@@ -282,6 +323,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timers_fire_in_order_and_cancel),
 		cmocka_unit_test(test_fd_removed_by_earlier_callback_is_skipped),
+		cmocka_unit_test(test_forgotten_fd_closed_then_reused),
 		cmocka_unit_test(test_post_from_other_thread),
 		cmocka_unit_test(test_timer_added_in_callback_runs_next_pass),
 		cmocka_unit_test(test_pass_hook_runs_after_callbacks),

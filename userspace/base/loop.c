@@ -179,6 +179,12 @@ void loop_del_fd(struct loop *l, int fd)
 	l->fds[fd].gen = 0;
 }
 
+void loop_forget_fd(struct loop *l, int fd)
+{
+	if (fd >= 0 && fd < l->n_fds)
+		l->fds[fd].gen = 0;
+}
+
 /* Timer heap, ordered by (when_ms, seq). */
 static bool timer_before(const struct loop_timer *a, const struct loop_timer *b)
 {

@@ -506,7 +506,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 	while (ds->streams)
 		h2_stream_free_detached(ds->streams);
 	nghttp2_session_del(ds->c.session);
-	loop_del_fd(s->ctx.loop, ds->c.fd);
+	loop_forget_fd(s->ctx.loop, ds->c.fd); /* closed next, ours alone: no EPOLL_CTL_DEL */
 	h2_conn_fini(&ds->c);
 	netns_ref_put(s->ctx.netns, ds->ci.netns);
 	if (ds->prev)
