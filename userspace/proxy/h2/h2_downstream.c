@@ -71,6 +71,8 @@ static void arm_timer(struct h2_downstream *ds)
 	if (ds->idle_since_ms && cfg->idle_timeout_s &&
 	    ds->idle_since_ms + (uint64_t)cfg->idle_timeout_s * 1000 < at)
 		at = ds->idle_since_ms + (uint64_t)cfg->idle_timeout_s * 1000;
+	if (ds->hold_until_ms && ds->hold_until_ms < at)
+		at = ds->hold_until_ms;
 	if (at == UINT64_MAX || (ds->timer && ds->timer_at_ms <= at) || ds->c.dead)
 		return;
 	loop_timer_cancel(l, ds->timer);
@@ -99,6 +101,10 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *arg)
 	ds->timer = NULL;
 	if (ds->c.dead)
 		return;
+	if (ds->hold_until_ms && now >= ds->hold_until_ms) {
+		ds->hold_until_ms = 0; /* no response in time: SETTINGS go alone */
+		h2_conn_dirty(&ds->c);
+	}
 	if (expired(ds->hdr_since_ms, cfg->header_timeout_s, now)) {
 		limit_hit(ds, LIMIT_HEADER_TIMEOUT);
 		ds->hdr_since_ms = ds->idle_since_ms = 0;
@@ -421,6 +427,44 @@ static int session_init(struct h2_downstream *ds)
 	return 0;
 }
 
+/*
+ * The first write of a new connection whose first bytes held a whole
+ * request waits for the response (at most H2_DS_SETTINGS_HOLD_MS), so our
+ * SETTINGS, the ACK of the client's, the connection WINDOW_UPDATE and the
+ * response go out in one write and one packet: one send() fewer per new
+ * connection, one wakeup fewer for the client. The client needs none of
+ * them to get its response: it has sent the request already. Anything
+ * else queued (a response, RST_STREAM, GOAWAY) ends the hold.
+ */
+static bool ds_hold(struct h2_conn *c)
+{
+	struct h2_downstream *ds = (struct h2_downstream *)c;
+
+	if (!ds->hold_until_ms)
+		return false;
+	if (loop_now_ms() < ds->hold_until_ms &&
+	    nghttp2_session_get_outbound_queue_size(c->session) == ds->hold_queue)
+		return true;
+	ds->hold_until_ms = 0;
+	return false;
+}
+
+/* Hold the first write (ds_hold()) when the first bytes held a request the
+ * client has finished sending, and nothing but the connection's setup is
+ * queued. */
+static void hold_first_write(struct h2_downstream *ds)
+{
+	int32_t id = nghttp2_session_get_last_proc_stream_id(ds->c.session);
+	const struct h2_stream *st = id > 0 ? stream_of(ds->c.session, id) : NULL;
+
+	if (ds->c.dead || ds->s->draining || !st || !st->req_end || st->resp_hdrs_sent ||
+	    st->resp_end)
+		return;
+	ds->hold_queue = nghttp2_session_get_outbound_queue_size(ds->c.session);
+	ds->hold_until_ms = loop_now_ms() + H2_DS_SETTINGS_HOLD_MS;
+	arm_timer(ds);
+}
+
 static void end(struct h2_conn *c, const char *why, int err)
 {
 	(void)why;
@@ -438,6 +482,7 @@ static const struct h2_conn_ops ds_ops = {
     .counts_bytes = true,
     .recv_failed = recv_failed,
     .end = end,
+    .hold = ds_hold,
     .destroy = destroy,
 };
 
@@ -486,6 +531,8 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	stats_add(s->stats, ST_BYTES_IN, n);
 	if (h2_conn_recv(&ds->c, pre, n))
 		h2_conn_kill(&ds->c);
+	else
+		hold_first_write(ds);
 	h2_conn_dirty(&ds->c);
 	h2_conn_kick(&s->io);
 	return 0;
