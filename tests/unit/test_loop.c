@@ -62,6 +62,30 @@ static void test_timers_fire_in_order_and_cancel(void **state)
 	loop_free(l);
 }
 
+static void test_timer_move(void **state)
+{
+	struct loop *l = loop_new();
+	struct rec r = {0};
+	struct tagged tg[3] = {{&r, 1}, {&r, 2}, {&r, 3}};
+	struct loop_timer *late, *early;
+
+	(void)state;
+	assert_non_null(l);
+	late = loop_timer_add(l, 10000, record_timer, &tg[0]);
+	assert_non_null(loop_timer_add(l, 30, record_timer, &tg[1]));
+	early = loop_timer_add(l, 0, record_timer, &tg[2]);
+	assert_non_null(late);
+	assert_non_null(early);
+	loop_timer_move(l, late, 0);   /* 10 s -> now: runs first (moved before the other 0) */
+	loop_timer_move(l, early, 60); /* now -> after the 30 ms one */
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(r.n, 3);
+	assert_int_equal(r.order[0], 1);
+	assert_int_equal(r.order[1], 2);
+	assert_int_equal(r.order[2], 3);
+	loop_free(l);
+}
+
 static void close_other(struct loop *l, int fd, uint32_t events, void *arg)
 {
 	struct rec *r = arg;
@@ -322,6 +346,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timers_fire_in_order_and_cancel),
+		cmocka_unit_test(test_timer_move),
 		cmocka_unit_test(test_fd_removed_by_earlier_callback_is_skipped),
 		cmocka_unit_test(test_forgotten_fd_closed_then_reused),
 		cmocka_unit_test(test_post_from_other_thread),

@@ -261,6 +261,15 @@ struct loop_timer *loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb *cb
 	return t;
 }
 
+void loop_timer_move(struct loop *l, struct loop_timer *t, uint64_t ms)
+{
+	heap_remove(l, t);
+	t->when_ms = loop_now_ms() + ms;
+	t->seq = ++l->timer_seq; /* as if added now: not run in a pass already going */
+	heap_set(l, l->heap_len++, t);
+	heap_up(l, t->heap_idx);
+}
+
 void loop_timer_cancel(struct loop *l, struct loop_timer *t)
 {
 	if (!t)

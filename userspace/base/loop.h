@@ -39,6 +39,9 @@ void loop_forget_fd(struct loop *l, int fd);
 
 /* One-shot timer |ms| from now (CLOCK_MONOTONIC). NULL on ENOMEM. */
 struct loop_timer *loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb *cb, void *arg);
+/* Make pending timer |t| fire |ms| from now instead (no allocation), as if
+ * just added. */
+void loop_timer_move(struct loop *l, struct loop_timer *t, uint64_t ms);
 /* Cancel a pending timer; |t| must not be used afterwards. NULL is a no-op.
  * Must not be called on a timer whose callback is running (it is already gone). */
 void loop_timer_cancel(struct loop *l, struct loop_timer *t);

@@ -75,8 +75,10 @@ static void arm_timer(struct h2_downstream *ds)
 		at = ds->hold_until_ms;
 	if (at == UINT64_MAX || (ds->timer && ds->timer_at_ms <= at) || ds->c.dead)
 		return;
-	loop_timer_cancel(l, ds->timer);
-	ds->timer = loop_timer_add(l, at > now ? at - now : 0, on_timer, ds);
+	if (ds->timer)
+		loop_timer_move(l, ds->timer, at > now ? at - now : 0);
+	else
+		ds->timer = loop_timer_add(l, at > now ? at - now : 0, on_timer, ds);
 	ds->timer_at_ms = at;
 	if (!ds->timer)
 		stats_inc(ds->s->stats, ST_UNEXPECTED);
