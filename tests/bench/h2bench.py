@@ -436,6 +436,8 @@ class Bench:
             cpu = [r["cpu_us_per_conn"] for r in rs if r.get("cpu_us_per_conn") is not None]
             if cpu:
                 med["cpu_us_per_conn"] = round(statistics.median(cpu), 2)
+                med["cpu_util"] = round(statistics.median(r["cpu_util"] for r in rs
+                                                          if "cpu_util" in r), 3)
             med["rounds"] = rs
             out[t] = med
         return out
@@ -449,7 +451,9 @@ class Bench:
             return None
         pids = self.tree(target)
         cpu0, (c0, _) = benchlib.cpu_seconds(pids), self.backend_counts()
+        t0 = time.monotonic()
         r = self.client.run(argv, timeout=a.duration + a.warmup + 60, check=False)
+        wall = time.monotonic() - t0
         cpu1, (c1, _) = benchlib.cpu_seconds(pids), self.backend_counts()
         try:
             res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -461,6 +465,7 @@ class Bench:
         if target != "direct" and res["all_completed"]:
             res["cpu_s"] = round(cpu1 - cpu0, 3)
             res["cpu_us_per_conn"] = round((cpu1 - cpu0) * 1e6 / res["all_completed"], 2)
+            res["cpu_util"] = round((cpu1 - cpu0) / wall, 3)  # < 1: the proxy had CPU to spare
         res["backend_requests"] = served
         if res["failed"]:
             self.notes.append(f"new connections, {target}, round {rnd}: {res['failed']} "
