@@ -96,6 +96,19 @@ def cpu_seconds(pids):
     return ticks / CLK_TCK
 
 
+def cpu_split(pids):
+    """(utime, stime) of live processes (all their threads), in seconds."""
+    u = k = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            u, k = u + int(fields[11]), k + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return u / CLK_TCK, k / CLK_TCK
+
+
 def rss_kib(pids, field="VmRSS"):
     total = 0
     for p in pids:

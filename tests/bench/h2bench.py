@@ -270,14 +270,17 @@ class Bench:
             self.runs.append(res)
             return res
         pids = self.tree(target)
-        (c0, k0), cpu0, t0 = self.backend_counts(), benchlib.cpu_seconds(pids), time.monotonic()
+        (c0, k0), t0 = self.backend_counts(), time.monotonic()
+        (u0, s0) = benchlib.cpu_split(pids)
+        cpu0 = u0 + s0
         try:
             r = self.client.run(argv, timeout=a.duration + a.warmup + 60, check=False)
             out = r.stdout + r.stderr
             res.update(benchlib.parse_h2load(out))
         except (ValueError, testbed.TestbedError) as e:
             res["error"] = str(e)[-1500:]
-        cpu1, (c1, k1) = benchlib.cpu_seconds(pids), self.backend_counts()
+        (u1, s1), (c1, k1) = benchlib.cpu_split(pids), self.backend_counts()
+        cpu1 = u1 + s1
         res["rss_kib_after"] = benchlib.rss_kib(pids) if pids else None
         res["wall_s"] = round(time.monotonic() - t0, 3)
         per_be = [b - x for x, b in zip(c0, c1)]
@@ -289,6 +292,9 @@ class Bench:
             res["cpu_s"] = round(cpu1 - cpu0, 3)
             res["cpu_util"] = round((cpu1 - cpu0) / res["wall_s"], 3)
             res["cpu_s_per_10k"] = round((cpu1 - cpu0) / served * 1e4, 4) if served else None
+            # The kernel's share: syscalls, and the TCP work of veth
+            # deliveries that runs in the sender's context.
+            res["cpu_sys_s_per_10k"] = round((s1 - s0) / served * 1e4, 4) if served else None
         if "error" not in res:
             res["req_s"] = round(res["succeeded"] / a.duration, 1)
             res.update(benchlib.latency_from_log(logf))

@@ -3,6 +3,7 @@
 simulated node, counted two ways. ``make profile`` runs it.
 
   profile.py [--requests 20000] [--conns 4] [--streams 16] [--payload 10]
+             [--large-payload 65536] [--no-peer]
              [--daemon PATH] [--daemon-arg ARG]... [--json FILE] [--prefix h2sprof]
   profile.py --new-conns 5000 [--conns 16] ...
 
@@ -23,6 +24,14 @@ in a client pod, connect4 redirecting to h2splitd, one worker). Figures:
                      made from outside the allocator, divided by requests
                      (every request is one downstream and one upstream stream);
   top functions      by exclusive Ir (callgrind_annotate).
+  by library         the same Ir split by the object it ran in (h2splitd,
+                     libnghttp2, libc...): what a proxy built on nghttp2 pays
+                     in nghttp2 whatever it does itself;
+  nghttpx            the same callgrind count for nghttpx (its worker process)
+                     on the same workload, split the same way (--no-peer: not);
+  large payload      instructions (h2splitd and nghttpx) and syscalls again with
+                     a --large-payload message, a fifth of the requests: what
+                     copying bodies costs (0: skipped).
 Counts, not timings: they hardly move with the load on the box.
 """
 
@@ -40,6 +49,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import benchlib  # noqa: E402
+import peers  # noqa: E402
 from benchlib import log, testbed  # noqa: E402
 
 GRPC_PORT = 50051
@@ -62,6 +72,9 @@ def parse_args(argv=None):
                     help="profile N new connections (one RPC each) instead of requests")
     ap.add_argument("--skip-callgrind", action="store_true")
     ap.add_argument("--skip-strace", action="store_true")
+    ap.add_argument("--no-peer", action="store_true",
+                    help="do not count nghttpx's instructions on the same workload")
+    ap.add_argument("--large-payload", type=int, default=65536)
     ap.add_argument("--json", help="results (default BUILD/bench/profile.json)")
     a = ap.parse_args(argv)
     if a.new_conns:
@@ -69,6 +82,9 @@ def parse_args(argv=None):
     if a.json is None:
         a.json = os.path.join(benchlib.build_dir(), "bench",
                               "profile-newconn.json" if a.new_conns else "profile.json")
+    if a.new_conns:
+        a.large_payload = 0  # per new connection: the 10 B call only
+    a.peer = [] if a.no_peer or not benchlib.have("nghttpx") else ["nghttpx"]
     return a
 
 
@@ -156,16 +172,17 @@ class Profile:
 
     # ---- instructions and allocations ----------------------------------------
 
-    def callgrind(self):
+    def callgrind(self, n=None):
         out = os.path.join(self.work, "callgrind.out")
         for f in glob.glob(out + "*"):
             os.unlink(f)
         vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
               f"--callgrind-out-file={out}"]
         p = self.start(vg, timeout=180)
+        n = n or self.args.requests
         self.h2load(500, self.args.conns, self.args.streams)
         ctl(["-i", "on"], p.pid)
-        self.workload()
+        self.workload(n)
         ctl(["-i", "off"], p.pid)
         ctl(["-d"], p.pid)
         dumps = sorted(glob.glob(out + ".*"))
@@ -175,15 +192,66 @@ class Profile:
         keep = os.path.join(os.path.dirname(os.path.abspath(self.args.json)),
                             "callgrind.out")
         shutil.copy(dumps[-1], keep)  # the bed's directory goes at teardown
-        c = parse_callgrind(keep)
-        n = self.args.requests
-        top = subprocess.run(["callgrind_annotate", "--threshold=90", keep],
-                             capture_output=True, text=True, timeout=120).stdout
-        return {"ir_total": c["ir"], "ir_per_request": round(c["ir"] / n),
-                "alloc_calls": c["allocs"],
-                "mallocs_per_stream": round(sum(c["allocs"].values()) / n, 3),
-                "alloc_callers": c["callers"][:25],
-                "top_functions": top_functions(top, 25), "dump": keep}
+        return summarize_dump(keep, n)
+
+    def callgrind_peer(self, name, n=None):
+        """nghttpx under callgrind: its master forks one worker, which is the
+        process counted (toggled on for exactly the measured run)."""
+        peer = peers.Nghttpx(self.work, 1, [(b.ip4, GRPC_PORT) for b in self.be])
+        out = os.path.join(self.work, f"callgrind-{name}.out")
+        vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
+              f"--callgrind-out-file={out}.%p"]
+        p = self.node.popen(vg + peer.argv(), name=name)
+        url, self.url = self.url, peer.url_base + PATH
+        try:
+            testbed.wait_for(lambda: self.h2load(50, 1, 1)["succeeded"] == 50, 180,
+                             f"calls through {name} to succeed")
+            self.h2load(500, self.args.conns, self.args.streams)
+            pids = [q for q in benchlib.tree(p.pid) if q != p.pid]
+            if not pids:
+                raise RuntimeError(f"{name}: no worker process under {p.pid}")
+            n = n or self.args.requests
+            for q in pids:
+                ctl(["-i", "on"], q)
+            self.workload(n)
+            for q in pids:
+                ctl(["-i", "off"], q)
+                ctl(["-d"], q)
+        finally:
+            self.url = url
+        dumps = [d for q in pids for d in sorted(glob.glob(f"{out}.{q}.*"))]
+        p.stop(timeout=60)
+        if not dumps:
+            raise RuntimeError(f"callgrind wrote no dump for {name}")
+        keep = os.path.join(os.path.dirname(os.path.abspath(self.args.json)),
+                            f"callgrind-{name}.out")
+        shutil.copy(dumps[-1], keep)
+        return summarize_dump(keep, n)
+
+
+def summarize_dump(path, n):
+    c = parse_callgrind(path)
+    top = subprocess.run(["callgrind_annotate", "--threshold=90", path],
+                         capture_output=True, text=True, timeout=120).stdout
+    return {"ir_total": c["ir"], "ir_per_request": round(c["ir"] / n),
+            "ir_per_request_by_object": {k: round(v / n) for k, v in by_object(path).items()},
+            "alloc_calls": c["allocs"],
+            "mallocs_per_stream": round(sum(c["allocs"].values()) / n, 3),
+            "alloc_callers": c["callers"][:25],
+            "top_functions": top_functions(top, 25), "dump": path}
+
+
+def by_object(path):
+    """Exclusive Ir summed by the object file it ran in, biggest first."""
+    text = subprocess.run(["callgrind_annotate", "--threshold=100", path],
+                          capture_output=True, text=True, timeout=120).stdout
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S.*\[([^\]]+)\]\s*$", line)
+        if m and "PROGRAM TOTALS" not in line:
+            obj = os.path.basename(m.group(2))
+            out[obj] = out.get(obj, 0) + int(m.group(1).replace(",", ""))
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def ctl(args, pid):
@@ -259,15 +327,34 @@ def report(res):
         lines.append(f"syscalls/request ({s['workload']}): {s['per_request']}  ("
                      + ", ".join(f"{k} {v}" for k, v in
                                  list(s["by_syscall_per_request"].items())[:8]) + ")")
+    for k, c in res.items():
+        if k.startswith("callgrind_"):
+            lines.append(f"{k[len('callgrind_'):]} instructions/request: {c['ir_per_request']}  ("
+                         + ", ".join(f"{o} {v}" for o, v in
+                                     list(c["ir_per_request_by_object"].items())[:5]) + ")")
     if "callgrind" in res:
         c = res["callgrind"]
-        lines.append(f"instructions/request: {c['ir_per_request']}")
+        lines.append(f"instructions/request: {c['ir_per_request']}  ("
+                     + ", ".join(f"{o} {v}" for o, v in
+                                 list(c["ir_per_request_by_object"].items())[:5]) + ")")
         lines.append(f"mallocs/stream: {c['mallocs_per_stream']}  ({c['alloc_calls']})")
         lines.append("allocating callers: " + ", ".join(
             f"{fn} {round(k / a['requests'], 2)}" for fn, k in c["alloc_callers"][:12]))
         lines.append("top functions (exclusive Ir):")
         for t in c["top_functions"][:15]:
             lines.append(f"  {t['pct']:5.2f}%  {t['fn']}")
+    big = res.get("large") or {}
+    if big:
+        lines.append(f"{big['payload']}-byte message, {big['requests']} requests:")
+        if "syscalls" in big:
+            lines.append(f"  syscalls/request: {big['syscalls']['per_request']}")
+        for k, c in big.items():
+            if k.startswith("callgrind"):
+                who = k[len("callgrind_"):] or "h2splitd"
+                lines.append(f"  {who} instructions/request: {c['ir_per_request']}  ("
+                             + ", ".join(f"{o} {v}" for o, v in
+                                         list(c["ir_per_request_by_object"].items())[:4])
+                             + ")")
     return "\n".join(lines)
 
 
@@ -289,6 +376,21 @@ def main(argv=None):
         if not a.skip_callgrind:
             log("instructions and allocations: callgrind")
             res["callgrind"] = prof.callgrind()
+            for peer in a.peer:
+                log(f"instructions and allocations: callgrind on {peer}")
+                res[f"callgrind_{peer}"] = prof.callgrind_peer(peer)
+        if a.large_payload:
+            n = max(a.requests // 5, 500)
+            log(f"the same with a {a.large_payload}-byte message, {n} requests")
+            prof.body = benchlib.grpc_message(os.path.join(prof.work, "large.bin"),
+                                              a.large_payload)
+            big = res["large"] = {"payload": a.large_payload, "requests": n}
+            if not a.skip_strace:
+                big["syscalls"] = prof.syscalls(n, a.conns, a.streams)
+            if not a.skip_callgrind:
+                big["callgrind"] = prof.callgrind(n)
+                for peer in a.peer:
+                    big[f"callgrind_{peer}"] = prof.callgrind_peer(peer, n)
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
         json.dump(res, f, indent=1)

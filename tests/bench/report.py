@@ -44,6 +44,7 @@ GOALS = {  # key -> (description, bound, "min" | "max"); issue 25's targets, the
 P99_GOAL = 0.7  # p99 at equal offered load, h2split / nghttpx, at every shape measured
 
 MEDIAN_KEYS = ("req_s", "p50_us", "p90_us", "p99_us", "max_us", "mean_us", "cpu_s_per_10k",
+               "cpu_sys_s_per_10k",
                "upstream_conns", "succeeded", "cpu_util")
 
 
@@ -585,6 +586,7 @@ def render(results, chart_names=()):
       " | ".join(_f(idle[t].get("kib_per_conn"), 2) if t in idle and "kib_per_conn" in idle[t]
                  else "err" if t in idle else "—" for t in pr) + " |")
     w("")
+    cpu_by_shape(results, w, payloads, pr)
 
     new_conns(results, w)
 
@@ -706,6 +708,37 @@ def _get(d, *keys):
     return d
 
 
+def cpu_by_shape(results, w, payloads, pr):
+    """Proxy CPU per request at every shape of the closed-loop sweep, with the
+    kernel's share: the efficiency goals are means over the sweep, and the
+    shapes differ by an order of magnitude in what a request costs."""
+    if "h2split" not in pr or "nghttpx" not in pr:
+        return
+    w("### Proxy CPU per request, by shape\n")
+    w("Microseconds of proxy CPU (utime+stime of its process tree) per request the "
+      "backends counted, medians of the repetitions; in brackets the part spent in the "
+      "kernel (stime: syscalls, and the TCP and veth work of each delivery, which runs "
+      "in the sending process's context). The last column is h2split's requests per "
+      "CPU-second over nghttpx's.\n")
+    w("| payload | conns x streams | h2split us (kernel) | nghttpx us (kernel) | "
+      "h2split / nghttpx |")
+    w("|---|---|---|---|---|")
+    for p in payloads:
+        shapes = sorted({(r["conns"], r["streams"]) for r in _closed(results, payload=p)},
+                        key=lambda cs: cs[0] * cs[1])
+        for c, m in shapes:
+            cell, v = {}, {}
+            for t in ("h2split", "nghttpx"):
+                r = next(iter(_closed(results, target=t, payload=p, conns=c, streams=m)), {})
+                tot, sys_ = r.get("cpu_s_per_10k"), r.get("cpu_sys_s_per_10k")
+                v[t] = tot
+                cell[t] = ("—" if tot is None else f"{tot * 100:.1f}"
+                           + ("" if sys_ is None else f" ({sys_ * 100:.1f})"))
+            w(f"| {_size(p)} | {c}x{m} | {cell['h2split']} | {cell['nghttpx']} | "
+              f"{_x(_ratio(v['nghttpx'], v['h2split']))} |")
+    w("")
+
+
 def hot_path(results, w):
     """The hot path profile (profile.py) and capacity (capacity.py) figures:
     before = tests/bench/profile_baseline.json (the daemon before issue 7's
@@ -728,23 +761,65 @@ def hot_path(results, w):
       "read and one write, so that figure moves with timing; the 1x1 run is the "
       "per-request floor. RSS per stream in flight: `make capacity`, h2splitd's RSS "
       "growth / its downstream_streams_active gauge with every stream open at once "
-      "(backends hold each answer). Before: "
-      f"`{b.get('git', '?')}`; after: `{a.get('git', '?')}`.\n")
-    w("| per request | before | after | change |")
-    w("|---|---|---|---|")
-    _prof_row(w, "instructions (callgrind Ir)", _get(b, "callgrind", "ir_per_request"),
-              _get(a, "callgrind", "ir_per_request"), lambda v: f"{v:,}")
-    _prof_row(w, "mallocs per stream", _get(b, "callgrind", "mallocs_per_stream"),
-              _get(a, "callgrind", "mallocs_per_stream"), lambda v: f"{v:g}")
-    _prof_row(w, f"syscalls, {prm.get('conns', 4)}x{prm.get('streams', 16)}",
-              _get(b, "syscalls", "per_request"), _get(a, "syscalls", "per_request"),
-              lambda v: f"{v:g}")
-    _prof_row(w, "syscalls, 1x1", _get(b, "syscalls_1x1", "per_request"),
-              _get(a, "syscalls_1x1", "per_request"), lambda v: f"{v:g}")
-    # 100 x 100: before, a burst of 1,000 connections went mostly L4 (see Capacity).
-    _prof_row(w, "RSS per stream in flight (10,000 at once), KiB",
-              _get(cb, "streams_small", "kib_per_stream"),
-              _get(ca, "streams_small", "kib_per_stream"), lambda v: f"{v:g}")
+      "(backends hold each answer). Before issue 7: "
+      f"`{b.get('git', '?')}`; now: `{a.get('git', '?')}`.\n")
+    r2 = hp.get("baseline_25") or {}
+    w("Three builds: *before issue 7* (the first profile), *before issue 25* "
+      f"(`{r2.get('git', '?')}`, the second performance round) and *now*; nghttpx "
+      "on the same workload, counted the same way (its worker process), for scale. "
+      "By library: exclusive instructions by the object they ran in.\n")
+    w("| per request | before issue 7 | before issue 25 | now | change (issue 25) "
+      "| nghttpx now |")
+    w("|---|---|---|---|---|---|")
+
+    def nghttp2(d):
+        objs = d.get("ir_per_request_by_object") if isinstance(d, dict) else None
+        return next((v for k, v in (objs or {}).items() if k.startswith("libnghttp2")), None)
+
+    def own(d):
+        objs = d.get("ir_per_request_by_object") if isinstance(d, dict) else None
+        return next((v for k, v in (objs or {}).items()
+                     if k.startswith(("h2splitd", "nghttpx"))), None)
+
+    def libc(d):
+        objs = d.get("ir_per_request_by_object") if isinstance(d, dict) else None
+        return next((v for k, v in (objs or {}).items() if k.startswith("libc.")), None)
+    ng, big = a.get("callgrind_nghttpx") or {}, a.get("large") or {}
+    big2 = r2.get("large") or {}
+    n_big = big.get("payload") or big2.get("payload") or 65536
+    rows = [
+        ("instructions (callgrind Ir)", lambda d: _get(d, "callgrind", "ir_per_request"),
+         ng.get("ir_per_request"), lambda v: f"{v:,}"),
+        ("... in libnghttp2", lambda d: nghttp2(d.get("callgrind")), nghttp2(ng),
+         lambda v: f"{v:,}"),
+        ("... in the proxy's own code", lambda d: own(d.get("callgrind")), own(ng),
+         lambda v: f"{v:,}"),
+        ("... in libc", lambda d: libc(d.get("callgrind")), libc(ng), lambda v: f"{v:,}"),
+        ("mallocs per stream", lambda d: _get(d, "callgrind", "mallocs_per_stream"),
+         ng.get("mallocs_per_stream"), lambda v: f"{v:g}"),
+        (f"syscalls, {prm.get('conns', 4)}x{prm.get('streams', 16)}",
+         lambda d: _get(d, "syscalls", "per_request"), None, lambda v: f"{v:g}"),
+        ("syscalls, 1x1", lambda d: _get(d, "syscalls_1x1", "per_request"), None,
+         lambda v: f"{v:g}"),
+        (f"instructions, {n_big // 1024} KiB message",
+         lambda d: _get(d, "large", "callgrind", "ir_per_request"),
+         _get(big, "callgrind_nghttpx", "ir_per_request"), lambda v: f"{v:,}"),
+        ("... in libc (memcpy: the copies of the body)",
+         lambda d: libc(_get(d, "large", "callgrind")), libc(big.get("callgrind_nghttpx")),
+         lambda v: f"{v:,}"),
+        (f"syscalls, {n_big // 1024} KiB message",
+         lambda d: _get(d, "large", "syscalls", "per_request"), None, lambda v: f"{v:g}"),
+    ]
+    for what, get, peer, fmt in rows:
+        vb, v2, va = get(b), get(r2), get(a)
+
+        def cell(v):
+            return "—" if v is None else fmt(v)
+        change = f"{(va / v2 - 1) * 100:+.0f}%" if v2 and va is not None else "—"
+        w(f"| {what} | {cell(vb)} | {cell(v2)} | {cell(va)} | {change} | {cell(peer)} |")
+    w(f"| RSS per stream in flight (10,000 at once), KiB | "
+      f"{_f(_get(cb, 'streams_small', 'kib_per_stream'), 2)} | — | "
+      f"{_f(_get(ca, 'streams_small', 'kib_per_stream'), 2)} | — | — |")
     w("")
     one = _get(a, "syscalls_1x1", "by_syscall_per_request") or {}
     if one:
@@ -828,6 +903,7 @@ def load_hot_path(build_dir):
     here = os.path.dirname(os.path.abspath(__file__))
     out = {}
     for key, path in (("baseline", os.path.join(here, "profile_baseline.json")),
+                      ("baseline_25", os.path.join(here, "profile_baseline_25.json")),
                       ("profile", os.path.join(build_dir, "bench", "profile.json")),
                       ("capacity", os.path.join(build_dir, "bench", "capacity.json"))):
         try:

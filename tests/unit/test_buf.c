@@ -2,7 +2,8 @@
 /*
  * Unit tests for h2_buf.c: chains across block boundaries (append, copy at
  * an offset, partial drops), block reuse through the free list and its cap,
- * the small first block.
+ * the small first block, walking a range piece by piece, holding dropped
+ * blocks while a write points into them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -120,12 +121,99 @@ static void test_small_first_block(void **state)
 	free(dst);
 }
 
+struct pieces {
+	uint8_t out[3 * H2_BLOCK_SIZE];
+	size_t len;
+	unsigned n;
+	const uint8_t *ptr[8];
+};
+
+static int take_piece(void *arg, const uint8_t *p, size_t len)
+{
+	struct pieces *pc = arg;
+
+	memcpy(pc->out + pc->len, p, len);
+	pc->len += len;
+	pc->ptr[pc->n++] = p;
+	return pc->n == 3 ? 7 : 0; /* stops at the third piece */
+}
+
+/* The pieces of a range are the chain's own bytes, in order, and a nonzero
+ * return stops the walk. */
+static void test_pieces(void **state)
+{
+	struct h2_blocks fl = {0};
+	struct h2_chain c = {0};
+	size_t total = H2_SMALL_BLOCK_SIZE + 2 * H2_BLOCK_SIZE;
+	uint8_t *src = malloc(total);
+	static struct pieces pc;
+
+	(void)state;
+	fill(src, total, 5);
+	assert_int_equal(h2_chain_append(&c, &fl, src, 10), 0);
+	assert_int_equal(h2_chain_append(&c, &fl, src + 10, total - 10), 0);
+	/* From inside the small block to inside the last big one: 3 pieces. */
+	assert_int_equal(
+	    h2_chain_pieces(&c, 100, H2_SMALL_BLOCK_SIZE + H2_BLOCK_SIZE, take_piece, &pc), 7);
+	assert_int_equal(pc.n, 3);
+	assert_int_equal(pc.len, H2_SMALL_BLOCK_SIZE + H2_BLOCK_SIZE);
+	assert_memory_equal(pc.out, src + 100, pc.len);
+	assert_ptr_equal(pc.ptr[0], c.head->data + 100);
+	/* After a partial drop, offsets count from the new head. */
+	h2_chain_drop(&c, &fl, 50);
+	memset(&pc, 0, sizeof(pc));
+	assert_int_equal(h2_chain_pieces(&c, 0, 20, take_piece, &pc), 0);
+	assert_int_equal(pc.n, 1);
+	assert_memory_equal(pc.out, src + 50, 20);
+	h2_chain_clear(&c, &fl);
+	h2_blocks_fini(&fl);
+	free(src);
+}
+
+/* While held, dropped blocks keep their bytes (a write points into them)
+ * and are not handed out again; release returns them to the free lists. */
+static void test_hold(void **state)
+{
+	struct h2_blocks fl = {0};
+	struct h2_chain c = {0}, d = {0};
+	size_t total = 2 * H2_BLOCK_SIZE;
+	uint8_t *src = malloc(total), *dst = malloc(total);
+	const uint8_t *first;
+
+	(void)state;
+	fill(src, total, 9);
+	assert_int_equal(h2_chain_append(&c, &fl, src, total), 0);
+	first = c.head->data;
+	h2_blocks_hold(&fl);
+	h2_chain_drop(&c, &fl, H2_BLOCK_SIZE);
+	assert_int_equal(fl.n_free, 0);
+	assert_int_equal(fl.n_live, 1);
+	/* A new block meanwhile is a fresh one, not the retired one. */
+	assert_int_equal(h2_chain_append(&d, &fl, src, H2_BLOCK_SIZE), 0);
+	assert_ptr_not_equal(d.head->data, first);
+	assert_memory_equal(first, src, H2_BLOCK_SIZE);
+	h2_chain_clear(&c, &fl);
+	h2_blocks_release(&fl);
+	assert_false(fl.held);
+	assert_int_equal(fl.n_free, 2);
+	assert_int_equal(fl.n_live, 1);
+	h2_chain_clear(&d, &fl);
+	assert_int_equal(fl.n_free, 3);
+	assert_int_equal(fl.n_live, 0);
+	h2_blocks_fini(&fl);
+	(void)dst;
+	free(src);
+	free(dst);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_chain),
 	    cmocka_unit_test(test_free_list_cap),
 	    cmocka_unit_test(test_small_first_block),
+	    cmocka_unit_test(test_pieces),
+	    cmocka_unit_test(test_hold),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

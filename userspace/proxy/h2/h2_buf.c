@@ -39,6 +39,11 @@ static void block_put(struct h2_blocks *fl, struct h2_block *b)
 	size_t *n_free = small ? &fl->n_free_small : &fl->n_free;
 
 	fl->n_live--;
+	if (fl->held) {
+		b->next = fl->retired;
+		fl->retired = b;
+		return;
+	}
 	if (*n_free >= (small ? H2_SMALL_BLOCKS_KEEP : H2_BLOCKS_KEEP)) {
 		free(b);
 		return;
@@ -58,8 +63,22 @@ static void free_list(struct h2_block **head, size_t *n)
 	*n = 0;
 }
 
+void h2_blocks_release(struct h2_blocks *fl)
+{
+	struct h2_block *b = fl->retired, *next;
+
+	fl->held = false;
+	fl->retired = NULL;
+	for (; b; b = next) {
+		next = b->next;
+		fl->n_live++; /* counted out once already by block_put() */
+		block_put(fl, b);
+	}
+}
+
 void h2_blocks_fini(struct h2_blocks *fl)
 {
+	h2_blocks_release(fl);
 	free_list(&fl->free, &fl->n_free);
 	free_list(&fl->free_small, &fl->n_free_small);
 }
@@ -133,6 +152,27 @@ void h2_chain_copy(const struct h2_chain *c, size_t off, uint8_t *dst, size_t n)
 		dst += k;
 		n -= k;
 	}
+}
+
+int h2_chain_pieces(const struct h2_chain *c, size_t off, size_t n,
+		    int (*fn)(void *arg, const uint8_t *p, size_t len), void *arg)
+{
+	const struct h2_block *b = c->head;
+
+	off += c->head_off;
+	while (b && off >= b->len) {
+		off -= b->len;
+		b = b->next;
+	}
+	for (; b && n; b = b->next, off = 0) {
+		size_t k = b->len - off < n ? b->len - off : n;
+		int rv = fn(arg, b->data + off, k);
+
+		if (rv)
+			return rv;
+		n -= k;
+	}
+	return 0;
 }
 
 void h2_chain_drop(struct h2_chain *c, struct h2_blocks *fl, size_t n)

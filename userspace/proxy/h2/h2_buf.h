@@ -8,6 +8,7 @@
 #ifndef H2SPLIT_H2_BUF_H
 #define H2SPLIT_H2_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,11 +27,15 @@ struct h2_block {
 	uint8_t data[];
 };
 
-/* The free lists, one per block size; own their blocks. */
+/* The free lists, one per block size; own their blocks. While |held|, a
+ * returned block goes to |retired| instead, untouched: a write in progress
+ * may still point into it (see h2_blocks_hold()). */
 struct h2_blocks {
 	struct h2_block *free, *free_small;
 	size_t n_free, n_free_small;
 	size_t n_live; /* blocks handed out and not returned */
+	struct h2_block *retired;
+	bool held;
 };
 
 /* Bytes [head_off, ...) of the blocks head..tail; owns its blocks. */
@@ -41,10 +46,23 @@ struct h2_chain {
 };
 
 void h2_blocks_fini(struct h2_blocks *fl);
+/* From now until h2_blocks_release(), blocks dropped from any chain keep
+ * their bytes: an iovec of a write being assembled may point into them. */
+static inline void h2_blocks_hold(struct h2_blocks *fl)
+{
+	fl->held = true;
+}
+/* The write is done: blocks dropped since h2_blocks_hold() go back. */
+void h2_blocks_release(struct h2_blocks *fl);
 /* Append |n| bytes. 0 or -ENOMEM (then nothing was appended). */
 int h2_chain_append(struct h2_chain *c, struct h2_blocks *fl, const uint8_t *p, size_t n);
 /* Copy |n| bytes starting |off| bytes into the chain to |dst|; the caller
  * checks off + n <= len. */
+/* Call |fn| on each contiguous piece of the |n| bytes starting |off| bytes
+ * into the chain (off + n <= len, checked by the caller), in order; stops at
+ * the first nonzero return and returns it. */
+int h2_chain_pieces(const struct h2_chain *c, size_t off, size_t n,
+		    int (*fn)(void *arg, const uint8_t *p, size_t len), void *arg);
 void h2_chain_copy(const struct h2_chain *c, size_t off, uint8_t *dst, size_t n);
 /* Drop the first |n| (<= len) bytes. */
 void h2_chain_drop(struct h2_chain *c, struct h2_blocks *fl, size_t n);

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/stats.h"
+#include "proxy/h2/h2_buf.h"
 #include "proxy/h2/h2_conn.h"
 
 int h2_conn_io_init(struct h2_conn_io *io, struct loop *loop, struct worker_stats *stats)
@@ -192,32 +193,76 @@ ssize_t h2_conn_send_cb(nghttp2_session *session, const uint8_t *data, size_t le
 
 	(void)session;
 	(void)flags;
+	if (room > H2_OUT_MAX - io->out)
+		room = H2_OUT_MAX - io->out;
 	if (!room)
 		return NGHTTP2_ERR_WOULDBLOCK;
 	if (len > room)
 		len = room;
 	memcpy(io->wbuf + io->wlen, data, len);
 	io->wlen += len;
+	io->out += len;
 	return (ssize_t)len;
 }
 
-/* Write |buf|; keep what the socket does not take. 1: all written, 0: some
- * is pending now, -errno. */
-static int write_or_keep(struct h2_conn *c, const uint8_t *buf, size_t len)
+/* Close the open wbuf piece [wmark, wlen) into iov. */
+static void seal(struct h2_conn_io *io)
 {
-	ssize_t n = conn_send(c, buf, len);
+	if (io->wlen > io->wmark) {
+		io->iov[io->niov++] = (struct iovec){io->wbuf + io->wmark, io->wlen - io->wmark};
+		io->wmark = io->wlen;
+	}
+}
 
+void h2_conn_ref(struct h2_conn_io *io, const uint8_t *p, size_t len)
+{
+	seal(io);
+	io->iov[io->niov++] = (struct iovec){(void *)p, len};
+	io->out += len;
+}
+
+/* Write the assembled output; keep (copy) what the socket does not take.
+ * 1: all written, 0: some is pending now, -errno. */
+static int write_or_keep(struct h2_conn *c)
+{
+	struct h2_conn_io *io = c->io;
+	size_t done, at = 0;
+	ssize_t n;
+
+	seal(io);
+	if (io->niov == 1) {
+		n = conn_send(c, io->iov[0].iov_base, io->iov[0].iov_len);
+	} else {
+		struct msghdr mh = {.msg_iov = io->iov, .msg_iovlen = io->niov};
+
+		/* Only plain connections get pieces in place (h2_conn_ref_room()). */
+		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (n < 0)
+			n = errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
+	}
 	if (n < 0)
 		return (int)n;
 	if (c->ops->counts_bytes)
-		stats_add(c->io->stats, ST_BYTES_OUT, (uint64_t)n);
-	if ((size_t)n == len)
+		stats_add(io->stats, ST_BYTES_OUT, (uint64_t)n);
+	if ((size_t)n == io->out)
 		return 1;
-	c->pend = malloc(len - (size_t)n);
+	c->pend = malloc(io->out - (size_t)n);
 	if (!c->pend)
 		return -ENOMEM;
-	memcpy(c->pend, buf + n, len - (size_t)n);
-	c->pend_len = len - (size_t)n;
+	done = (size_t)n;
+	for (unsigned i = 0; i < io->niov; i++) {
+		const uint8_t *p = io->iov[i].iov_base;
+		size_t len = io->iov[i].iov_len;
+
+		if (done >= len) {
+			done -= len;
+			continue;
+		}
+		memcpy(c->pend + at, p + done, len - done);
+		at += len - done;
+		done = 0;
+	}
+	c->pend_len = at;
 	c->pend_off = 0;
 	return 0;
 }
@@ -245,18 +290,22 @@ int h2_conn_write(struct h2_conn *c)
 		c->pend_off = 0;
 	}
 	for (;;) {
-		io->wlen = 0;
+		io->wlen = io->wmark = io->out = 0;
+		io->niov = 0;
+		if (io->blocks)
+			h2_blocks_hold(io->blocks);
 		rv = nghttp2_session_send(c->session);
 		if (rv) {
 			log_info("h2_send_error side=%s err=\"%s\"", c->ops->side,
 				 nghttp2_strerror(rv));
-			io->wlen = 0;
-			return -EPROTO;
+			rv = -EPROTO;
+		} else {
+			rv = io->out ? write_or_keep(c) : 0;
 		}
-		if (!io->wlen)
-			return 0;
-		rv = write_or_keep(c, io->wbuf, io->wlen);
-		io->wlen = 0;
+		io->wlen = io->wmark = io->out = 0;
+		io->niov = 0;
+		if (io->blocks)
+			h2_blocks_release(io->blocks);
 		if (rv <= 0)
 			return rv;
 	}

@@ -13,10 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
+struct h2_blocks;
 struct h2_conn;
 struct loop;
 struct worker_stats;
@@ -27,6 +29,13 @@ struct worker_stats;
 #define H2_WBUF_SIZE (128 * 1024)
 #define H2_RBUF_SIZE (128 * 1024)
 #define H2_READS_PER_EVENT 4
+/* One copy per byte: a DATA payload of at least H2_REF_MIN bytes is not
+ * copied into wbuf but written from its chain's blocks with the frame
+ * headers around it in one sendmsg(); one write carries at most
+ * H2_OUT_MAX bytes in H2_IOV_MAX pieces. */
+#define H2_REF_MIN 2048
+#define H2_OUT_MAX H2_WBUF_SIZE
+#define H2_IOV_MAX 64
 
 /* What one side (downstream, upstream) does its own way. */
 struct h2_conn_ops {
@@ -52,7 +61,13 @@ struct h2_conn_io {
 	struct worker_stats *stats; /* borrowed */
 	uint8_t *rbuf, *wbuf;	    /* owned: H2_RBUF_SIZE, H2_WBUF_SIZE bytes */
 	size_t wlen;		    /* bytes serialized into wbuf */
-	struct h2_conn *dirty;	    /* borrowed: to flush or destroy, LIFO */
+	/* The write being assembled: wbuf[wmark, wlen) is not in iov yet;
+	 * iov[] points into wbuf and into held blocks; out: its bytes. */
+	struct iovec iov[H2_IOV_MAX];
+	unsigned niov;
+	size_t wmark, out;
+	struct h2_blocks *blocks; /* borrowed: held while a write points into them */
+	struct h2_conn *dirty;	  /* borrowed: to flush or destroy, LIFO */
 	/* The owner's flush, when no loop pass hook runs it (NULL: one does). */
 	void (*flush)(void *arg);
 	void *flush_arg;
@@ -116,10 +131,24 @@ ssize_t h2_conn_send_cb(nghttp2_session *session, const uint8_t *data, size_t le
  * there and then calls h2_conn_commit(io, 9 + len). */
 static inline uint8_t *h2_conn_frame_room(struct h2_conn_io *io, size_t len)
 {
-	if (io->wlen + 9 + len > H2_WBUF_SIZE)
+	if (io->wlen + 9 + len > H2_WBUF_SIZE || io->out + 9 + len > H2_OUT_MAX)
 		return NULL;
 	return io->wbuf + io->wlen;
 }
+
+/* Room for a DATA frame of |len| payload bytes written in place from up to
+ * |pieces| pieces of held blocks (h2_conn_ref()), with |hdr| bytes of frame
+ * header and padding in wbuf; false means NGHTTP2_ERR_WOULDBLOCK. */
+static inline bool h2_conn_ref_room(const struct h2_conn_io *io, size_t hdr, size_t len,
+				    unsigned pieces)
+{
+	return io->blocks && io->wlen + hdr <= H2_WBUF_SIZE && io->out + hdr + len <= H2_OUT_MAX &&
+	       io->niov + 2 * pieces + 2 <= H2_IOV_MAX;
+}
+
+/* Write |len| bytes at |p| in place, after what wbuf holds so far; |p| must
+ * stay valid until the write is done (a held block: h2_blocks_hold()). */
+void h2_conn_ref(struct h2_conn_io *io, const uint8_t *p, size_t len);
 
 /* The end of a loop callback: flush now unless the pass hook will. */
 static inline void h2_conn_kick(struct h2_conn_io *io)
@@ -131,6 +160,7 @@ static inline void h2_conn_kick(struct h2_conn_io *io)
 static inline void h2_conn_commit(struct h2_conn_io *io, size_t n)
 {
 	io->wlen += n;
+	io->out += n;
 }
 
 #endif

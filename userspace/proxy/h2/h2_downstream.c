@@ -378,6 +378,9 @@ int h2_downstream_setup(struct splitter *s)
 	nghttp2_option_set_stream_reset_rate_limit(opt, H2_DS_RESET_BURST, H2_DS_RESET_RATE);
 	nghttp2_option_set_max_continuations(opt, (size_t)s->cfg->max_continuations);
 	nghttp2_option_set_max_outbound_ack(opt, (size_t)s->cfg->max_outbound_control_frames);
+	/* Closed streams only feed the priority tree; frames for them are
+	 * still told from idle ones by stream id (RFC 9113 5.1). */
+	nghttp2_option_set_no_closed_streams(opt, 1);
 	s->ds_cbs = cb;
 	s->ds_opt = opt;
 	return 0;

@@ -467,6 +467,15 @@ static void route_failed(struct h2_stream *st, struct route_ctx *rc)
 	h2_reply_error(st, GRPC_UNAVAILABLE, 502, msg);
 }
 
+/* TLS upstreams are verified as the Service's own DNS name; NULL: plain. */
+static const char *tls_host(const struct state_service *svc, char *buf, size_t len)
+{
+	if (!svc->upstream_tls)
+		return NULL;
+	snprintf(buf, len, "%s.%s.svc", svc->name, svc->ns);
+	return buf;
+}
+
 static void route(struct h2_stream *st)
 {
 	struct splitter *s = S(st);
@@ -487,9 +496,7 @@ static void route(struct h2_stream *st)
 	}
 	if (rc.svc->retired_ms || rc.svc->id != st->ds->ci.od.service_id)
 		h2_downstream_retire(st->ds); /* reconnect: direct, or under its id */
-	/* TLS upstreams are verified as the Service's own DNS name. */
-	snprintf(host, sizeof(host), "%s.%s.svc", rc.svc->name, rc.svc->ns);
-	rc.tls_host = rc.svc->upstream_tls ? host : NULL;
+	rc.tls_host = tls_host(rc.svc, host, sizeof(host));
 	h2_retry_resolve(st, rc.svc);
 	while (h2_stream_may_try(st) && rc.n_busy < H2_BUSY_MAX) {
 		ep = route_pick(st, &rc, &saturated);
@@ -529,8 +536,7 @@ int h2_route_hedge(struct h2_stream *h, struct balancer_endpoint *const *avoid, 
 
 	if (!rc.svc || rc.svc->retired_ms)
 		return -ENOENT;
-	snprintf(host, sizeof(host), "%s.%s.svc", rc.svc->name, rc.svc->ns);
-	rc.tls_host = rc.svc->upstream_tls ? host : NULL;
+	rc.tls_host = tls_host(rc.svc, host, sizeof(host));
 	h->n_tried = (uint8_t)(n_avoid < H2_TRIED_MAX ? n_avoid : H2_TRIED_MAX);
 	memcpy(h->tried, avoid, h->n_tried * sizeof(h->tried[0]));
 	h->waited = true; /* it does not queue behind new streams: it never waits */

@@ -248,9 +248,13 @@ struct h2_stream *h2_stream_hedge_new(struct h2_stream *st)
 	h->retaining = true;
 	h->grpc_status = h->up_grpc_status = -1;
 	h->start_ns = loop_now_ns();
-	h->rt = (struct h2_retry){.kind = st->rt.kind, .resolved = true, .new_attempt = true,
-				  .pushback_ms = -1, .service_id = st->rt.service_id,
-				  .max_attempts = st->rt.max_attempts, .attempts = st->rt.attempts};
+	h->rt = (struct h2_retry){.kind = st->rt.kind,
+				  .resolved = true,
+				  .new_attempt = true,
+				  .pushback_ms = -1,
+				  .service_id = st->rt.service_id,
+				  .max_attempts = st->rt.max_attempts,
+				  .attempts = st->rt.attempts};
 	if (len && !(tmp = malloc(len)))
 		goto fail;
 	if (len)
@@ -558,6 +562,55 @@ static void frame_end(struct h2_conn_io *io, uint8_t *p, const nghttp2_frame *fr
 	h2_conn_commit(io, total);
 }
 
+static int count_piece(void *arg, const uint8_t *p, size_t len)
+{
+	(void)p;
+	(void)len;
+	++*(unsigned *)arg;
+	return 0;
+}
+
+static int ref_piece(void *arg, const uint8_t *p, size_t len)
+{
+	h2_conn_ref(arg, p, len);
+	return 0;
+}
+
+/* The DATA frame of |length| bytes starting |off| bytes into |chain|: a big
+ * payload of a plain connection is written in place from the chain's blocks
+ * (held until the write is done, so dropping them at once is safe), a small
+ * one is copied into wbuf. 0, or NGHTTP2_ERR_WOULDBLOCK (nothing done). */
+static int frame_from_chain(struct h2_conn *c, const nghttp2_frame *frame, const uint8_t *framehd,
+			    const struct h2_chain *chain, size_t off, size_t length)
+{
+	struct h2_conn_io *io = c->io;
+	size_t pad = frame->data.padlen, total;
+	unsigned pieces = 0;
+	uint8_t *p;
+
+	if (length >= H2_REF_MIN && !c->ssl) {
+		h2_chain_pieces(chain, off, length, count_piece, &pieces);
+		if (!h2_conn_ref_room(io, 9 + pad, length, pieces))
+			return NGHTTP2_ERR_WOULDBLOCK;
+		memcpy(io->wbuf + io->wlen, framehd, 9);
+		if (pad)
+			io->wbuf[io->wlen + 9] = (uint8_t)(pad - 1);
+		h2_conn_commit(io, 9 + (pad ? 1 : 0));
+		h2_chain_pieces(chain, off, length, ref_piece, io);
+		if (pad > 1) {
+			memset(io->wbuf + io->wlen, 0, pad - 1);
+			h2_conn_commit(io, pad - 1);
+		}
+		return 0;
+	}
+	p = frame_start(io, frame, framehd, length, &total);
+	if (!p)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	h2_chain_copy(chain, off, p, length);
+	frame_end(io, p + length, frame, total);
+	return 0;
+}
+
 int h2_stream_ds_send_data(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
 			   size_t length, nghttp2_data_source *source, void *user_data)
 {
@@ -571,18 +624,19 @@ int h2_stream_ds_send_data(nghttp2_session *session, nghttp2_frame *frame, const
 		stats_inc(c->io->stats, ST_UNEXPECTED);
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
-	p = frame_start(c->io, frame, framehd, length, &total);
-	if (!p)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	if (st->local_body) {
+	if (st->local_body) { /* freed when the stream closes, maybe before the write */
+		p = frame_start(c->io, frame, framehd, length, &total);
+		if (!p)
+			return NGHTTP2_ERR_WOULDBLOCK;
 		memcpy(p, st->local_body + st->local_off, length);
 		st->local_off += length;
-	} else {
-		h2_chain_copy(&st->resp_body, 0, p, length);
-		h2_chain_drop(&st->resp_body, &S(st)->blocks, length);
-		up_consume(st, length);
+		frame_end(c->io, p + length, frame, total);
+		return 0;
 	}
-	frame_end(c->io, p + length, frame, total);
+	if (frame_from_chain(c, frame, framehd, &st->resp_body, 0, length))
+		return NGHTTP2_ERR_WOULDBLOCK;
+	h2_chain_drop(&st->resp_body, &S(st)->blocks, length);
+	up_consume(st, length);
 	return 0;
 }
 
@@ -591,17 +645,12 @@ int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const
 {
 	struct h2_conn *c = user_data;
 	struct h2_stream *st = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
-	size_t total;
-	uint8_t *p;
 
 	(void)source;
 	if (!st) /* let go of while this frame waited for room */
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	p = frame_start(c->io, frame, framehd, length, &total);
-	if (!p)
+	if (frame_from_chain(c, frame, framehd, &st->req_body, st->req_sent, length))
 		return NGHTTP2_ERR_WOULDBLOCK;
-	h2_chain_copy(&st->req_body, st->req_sent, p, length);
-	frame_end(c->io, p + length, frame, total);
 	if (st->retaining) {
 		st->req_sent += length;
 		st->ds->retained += length;
@@ -618,13 +667,25 @@ int h2_stream_us_send_data(nghttp2_session *session, nghttp2_frame *frame, const
 }
 
 /* Upstream side. */
+
+/* The number the leading decimal digits of |v| (|n| bytes, n < 10) spell: 0
+ * when there are none (as atoi(), without its locale and NUL scan). */
+static int leading_uint(const uint8_t *v, size_t n)
+{
+	int x = 0;
+
+	for (size_t i = 0; i < n && v[i] >= '0' && v[i] <= '9'; i++)
+		x = x * 10 + (v[i] - '0');
+	return x;
+}
+
 int h2_stream_us_header(struct h2_stream *st, bool trailer, const uint8_t *name, size_t nlen,
 			const uint8_t *value, size_t vlen, uint8_t flags)
 {
 	if (h2_header_is_hop_by_hop(name, nlen, value, vlen))
 		return 0;
 	if (nlen == 11 && !memcmp(name, "grpc-status", 11) && vlen && vlen < 4) {
-		st->grpc_status = atoi((const char *)value) * (value[0] >= '0' && value[0] <= '9');
+		st->grpc_status = leading_uint(value, vlen);
 		st->up_grpc_status = st->grpc_status;
 	}
 	if (!trailer && nlen == 22 && !memcmp(name, "grpc-retry-pushback-ms", 22))
@@ -668,7 +729,7 @@ void h2_stream_us_headers_done(struct h2_stream *st, bool trailer, bool end_stre
 		balancer_endpoint_ok(st->ep);
 	release_retention(st);
 	st->resp_end = end_stream;
-	st->resp_status = status && sl == 3 ? atoi((const char *)status) % 1000 : 0;
+	st->resp_status = status && sl == 3 ? leading_uint(status, sl) : 0;
 	n = h2_hdrs_to_nv(&st->resp_hdrs, S(st)->nv, H2_HDRS_MAX_FIELDS);
 	if (nghttp2_submit_response(ds_session(st), st->ds_id, S(st)->nv, n,
 				    end_stream ? NULL : &prd)) {

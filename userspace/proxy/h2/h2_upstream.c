@@ -282,6 +282,8 @@ int h2_upstream_setup(struct splitter *s)
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_peer_max_concurrent_streams(opt, UPSTREAM_PRE_SETTINGS_STREAMS);
 	nghttp2_option_set_max_continuations(opt, (size_t)s->cfg->max_continuations);
+	/* Closed streams only feed the priority tree, which nobody uses here. */
+	nghttp2_option_set_no_closed_streams(opt, 1);
 	s->us_cbs = cb;
 	s->us_opt = opt;
 	return 0;
@@ -391,6 +393,9 @@ static int session_init(struct h2_upstream *uc)
 	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
 	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)s->cfg->max_pending_bytes},
 	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2_MAX_HEADER_LIST},
+	    /* No RFC 7540 priority tree to keep per stream (RFC 9218 2.1);
+	     * the downstream keeps it: RFC 9113 5.3.1 errors are checked there. */
+	    {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
 	};
 
 	if (nghttp2_session_client_new3(&uc->c.session, s->us_cbs, uc, s->us_opt, &s->mem.mem))

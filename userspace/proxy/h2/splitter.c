@@ -141,11 +141,12 @@ struct splitter *splitter_new(const struct splitter_ctx *ctx)
 	    upstream_pools_init(&s->pools) || h2_downstream_setup(s) || h2_upstream_setup(s) ||
 	    !(s->sweep_timer = loop_timer_add(ctx->loop, H2_SWEEP_MS, on_sweep, s)) ||
 	    (s->cfg->upstream_keepalive_time_s &&
-	     !(s->keepalive_timer = loop_timer_add(ctx->loop, keepalive_tick_ms(s->cfg),
-						   on_keepalive, s)))) {
+	     !(s->keepalive_timer =
+		   loop_timer_add(ctx->loop, keepalive_tick_ms(s->cfg), on_keepalive, s)))) {
 		splitter_free(s);
 		return NULL;
 	}
+	s->io.blocks = &s->blocks;
 	/* Without the hook (no free slot) every callback flushes on its own. */
 	s->pass_hook = !loop_add_pass_hook(ctx->loop, on_pass_end, s);
 	if (!s->pass_hook) {
