@@ -178,7 +178,8 @@ soak: deps all
 		H2SPLIT_BUILD=$(ABS_BUILD) $(PYTHON) -m pytest -q -p no:cacheprovider test_soak.py
 
 # Benchmarks (tests/bench/): the harness and its C helpers; BENCH_ARGS=--smoke for a short run.
-BENCH_BINS := $(BUILD)/bench/grpc_backend $(BUILD)/bench/connect_loop $(BUILD)/bench/balance_load
+BENCH_BINS := $(BUILD)/bench/grpc_backend $(BUILD)/bench/connect_loop $(BUILD)/bench/balance_load \
+	$(BUILD)/bench/conn_rate
 
 $(BUILD)/bench:
 	$(Q)mkdir -p $@

@@ -19,8 +19,10 @@ connection), closed-loop sweep (connections x streams x payload: req/s,
 latency percentiles from h2load's per-request log, CPU seconds per 10k
 requests from /proc utime+stime of the proxy's process tree, backend spread
 from the backends' own counters), fixed-rate runs at 50% of nghttpx's
-closed-loop maximum (latency at equal offered load). Every run is bounded by
-h2load -D and a subprocess timeout.
+closed-loop maximum (latency at equal offered load), new connections per
+second (conn_rate.c: preface + SETTINGS + one unary RPC + close per
+connection, interleaved rounds; conns/s and proxy CPU per connection). Every
+run is bounded by h2load -D (conn_rate -D) and a subprocess timeout.
 """
 
 import argparse
@@ -47,10 +49,11 @@ PROXIES = ("h2split", "nghttpx", "haproxy", "nginx")
 
 FULL = dict(conns="1x1,4x32,64x16,512x4", payloads="10,1024,65536", rate_conns="64x16,4x32",
             duration=3.0, warmup=1.0, repeat=3, rate_repeat=5, idle_conns=8000,
-            connect_count=20000, connect_rounds=5, calls_rounds=5)
+            connect_count=20000, connect_rounds=5, calls_rounds=5, new_conns_rounds=5,
+            new_conns_concurrency=16)
 SMOKE = dict(conns="1x1,4x32", payloads="10,65536", rate_conns="4x8", duration=1.0, warmup=0.3,
              repeat=1, rate_repeat=1, idle_conns=200, connect_count=1000, connect_rounds=1,
-             calls_rounds=1)
+             calls_rounds=1, new_conns_rounds=1, new_conns_concurrency=8)
 # The caller and method series, on (the defaults) and off: what they cost.
 CALLS_VARIANTS = {
     "on": (),
@@ -77,6 +80,12 @@ def parse_args(argv=None):
     ap.add_argument("--connect-rounds", type=int)
     ap.add_argument("--skip-connect", action="store_true")
     ap.add_argument("--calls-rounds", type=int, help="rounds of the series on/off runs (0: none)")
+    ap.add_argument("--new-conns-rounds", type=int,
+                    help="interleaved rounds of the new-connection rate phase (0: none)")
+    ap.add_argument("--new-conns-concurrency", type=int,
+                    help="connections conn_rate keeps in progress")
+    ap.add_argument("--new-conns-only", action="store_true",
+                    help="only the new-connection rate phase (writes no docs unless --docs)")
     ap.add_argument("--prefix", default=benchlib.BENCH_PREFIX)
     ap.add_argument("--json", help="results file (default BUILD/bench/results[-smoke].json)")
     ap.add_argument("--docs", help="write benchmarks.md and charts here (default: docs/ "
@@ -89,7 +98,7 @@ def parse_args(argv=None):
     a.rate_conns = [tuple(map(int, c.split("x"))) for c in a.rate_conns.split(",") if c]
     a.payloads = [int(p) for p in a.payloads.split(",") if p]
     a.peers = [p for p in a.peers.split(",") if p]
-    if a.docs is None and not a.smoke:
+    if a.docs is None and not a.smoke and not a.new_conns_only:
         a.docs = os.path.join(benchlib.REPO_DIR, "docs")
     if a.json is None:
         a.json = os.path.join(benchlib.build_dir(), "bench",
@@ -403,6 +412,79 @@ class Bench:
             self.check_alive(t)
         return res
 
+    def new_conns(self):
+        """New connections per second: conn_rate in the client pod keeps K
+        connections in progress, each preface + SETTINGS + one unary RPC + close,
+        against every target in turn (the order rotates round by round), and the
+        proxy's CPU per new connection from utime+stime of its process tree.
+        Medians over the rounds, per target."""
+        a = self.args
+        tool = benchlib.bench_bin("conn_rate")
+        # The client closes first, so TIME_WAIT piles up on its side: in the
+        # client pod's own netns (never the host's), a wide port range and
+        # TIME_WAIT reuse for outgoing connects keep ports from running out.
+        self.client.run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535",
+                         "net.ipv4.tcp_tw_reuse=1"])
+        targets = [t for t in self.targets()]
+        rounds = {t: [] for t in targets}
+        for rnd in range(a.new_conns_rounds):
+            order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+            for t in order:
+                r = self.conn_rate_run(tool, t, rnd)
+                if r is not None:
+                    rounds[t].append(r)
+        out = {}
+        for t, rs in rounds.items():
+            if not rs:
+                continue
+            med = {k: round(statistics.median(r[k] for r in rs), 2)
+                   for k in ("conns_s", "p50_us", "p90_us", "p99_us")}
+            cpu = [r["cpu_us_per_conn"] for r in rs if r.get("cpu_us_per_conn") is not None]
+            if cpu:
+                med["cpu_us_per_conn"] = round(statistics.median(cpu), 2)
+                med["cpu_util"] = round(statistics.median(r["cpu_util"] for r in rs
+                                                          if "cpu_util" in r), 3)
+            med["rounds"] = rs
+            out[t] = med
+        return out
+
+    def conn_rate_run(self, tool, target, rnd):
+        a = self.args
+        argv = [tool, "-c", str(a.new_conns_concurrency), "-D", str(a.duration),
+                "-w", str(a.warmup), "-b", str(min(a.payloads)), "-t", "5", self.urls[target]]
+        self.commands["conn_rate"] = " ".join(argv[:-1]) + " URL"
+        if not self.check_alive(target):
+            return None
+        pids = self.tree(target)
+        cpu0, (c0, _) = benchlib.cpu_seconds(pids), self.backend_counts()
+        t0 = time.monotonic()
+        r = self.client.run(argv, timeout=a.duration + a.warmup + 60, check=False)
+        wall = time.monotonic() - t0
+        cpu1, (c1, _) = benchlib.cpu_seconds(pids), self.backend_counts()
+        try:
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            self.notes.append(f"new connections, {target}, round {rnd}: conn_rate said "
+                              f"{(r.stdout + r.stderr)[-300:]!r}")
+            return None
+        served = sum(c1) - sum(c0)
+        if target != "direct" and res["all_completed"]:
+            res["cpu_s"] = round(cpu1 - cpu0, 3)
+            res["cpu_us_per_conn"] = round((cpu1 - cpu0) * 1e6 / res["all_completed"], 2)
+            res["cpu_util"] = round((cpu1 - cpu0) / wall, 3)  # < 1: the proxy had CPU to spare
+        res["backend_requests"] = served
+        if res["failed"]:
+            self.notes.append(f"new connections, {target}, round {rnd}: {res['failed']} "
+                              f"failed {res['failed_by']}")
+        elif served < res["all_completed"]:
+            self.notes.append(f"new connections, {target}, round {rnd}: {res['all_completed']} "
+                              f"RPCs succeeded but the backends served {served}")
+        log(f"newconn {target:8} round {rnd}: {res['conns_s']} conns/s p50 {res['p50_us']}us "
+            f"p99 {res['p99_us']}us cpu/conn {res.get('cpu_us_per_conn')}us "
+            f"failed {res['failed']}")
+        self.check_alive(target)
+        return res
+
     def settled_rss(self, target, still=6.0, timeout=15.0):
         """RSS once it has not moved for ``still`` seconds (longer than h2splitd's
         5 s sweep, which hands freed heap back), at most ``timeout``."""
@@ -458,11 +540,11 @@ def run(args):
             "workers", "backend_threads", "lb_policy", "duration", "warmup", "repeat",
             "rate_repeat", "conns",
             "payloads", "rate_conns", "idle_conns", "connect_count", "connect_rounds",
-            "calls_rounds")}}
+            "calls_rounds", "new_conns_rounds", "new_conns_concurrency")}}
     with testbed.Node(prefix=args.prefix) as node:
         b = Bench(node, args)
         cc = None
-        if not args.skip_connect:
+        if not args.skip_connect and not args.new_conns_only:
             cc = connect_cost.ConnectCost(node)
             log(f"connect cost: no programs attached, {args.connect_count} connects")
             cc.before_daemon(args.connect_count, args.connect_rounds)
@@ -484,15 +566,20 @@ def run(args):
                 b.notes.append(f"connect cost: h2splitd's BPF counter saw "
                                f"{check['redirected_counter']} redirects, the redirected "
                                f"case made {check['expected']} connects")
-        results["idle"] = b.idle()
-        log("restarting every proxy for the load sweep")
-        b.restart_all()
-        results["rss_at_sweep_start_kib"] = {t: benchlib.rss_kib(b.tree(t)) for t in b.procs}
-        sampler = benchlib.RssSampler({t: b.procs[t].pid for t in b.procs}).start()
-        b.sweep()
-        results["rate_configs"] = b.fixed_rate()
-        results["peak_rss_kib"] = sampler.stop()
-        if args.calls_rounds and "h2split" in b.procs:
+        if not args.new_conns_only:
+            results["idle"] = b.idle()
+            log("restarting every proxy for the load sweep")
+            b.restart_all()
+            results["rss_at_sweep_start_kib"] = {t: benchlib.rss_kib(b.tree(t))
+                                                 for t in b.procs}
+            sampler = benchlib.RssSampler({t: b.procs[t].pid for t in b.procs}).start()
+            b.sweep()
+            results["rate_configs"] = b.fixed_rate()
+            results["peak_rss_kib"] = sampler.stop()
+        if args.new_conns_rounds:
+            log(f"new connections: {args.new_conns_rounds} interleaved rounds")
+            results["new_conns"] = b.new_conns()
+        if args.calls_rounds and "h2split" in b.procs and not args.new_conns_only:
             log(f"calls cost: {args.calls_rounds} rounds of the series on and off")
             results["calls_cost"] = b.calls_cost(args.calls_rounds)
         results["runs"] = b.runs

@@ -5,6 +5,12 @@ simulated node, counted two ways. ``make profile`` runs it.
   profile.py [--requests 20000] [--conns 4] [--streams 16] [--payload 10]
              [--large-payload 65536] [--no-peer]
              [--daemon PATH] [--daemon-arg ARG]... [--json FILE] [--prefix h2sprof]
+  profile.py --new-conns 5000 [--conns 16] ...
+
+--new-conns N profiles the new-connection path instead: conn_rate (tests/
+bench/conn_rate.c) opens N connections, --conns at a time, each preface +
+SETTINGS + one unary RPC + close; every figure is then per new connection
+(results default BUILD/bench/profile-newconn.json).
 
 Same topology as h2bench.py (three grpc_backend pods behind a Service, h2load
 in a client pod, connect4 redirecting to h2splitd, one worker). Figures:
@@ -62,6 +68,8 @@ def parse_args(argv=None):
     ap.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                     help="extra h2splitd argument, e.g. --daemon-arg=--lb-policy "
                     "--daemon-arg=least_request (repeat it)")
+    ap.add_argument("--new-conns", type=int, metavar="N",
+                    help="profile N new connections (one RPC each) instead of requests")
     ap.add_argument("--skip-callgrind", action="store_true")
     ap.add_argument("--skip-strace", action="store_true")
     ap.add_argument("--no-peer", action="store_true",
@@ -69,8 +77,13 @@ def parse_args(argv=None):
     ap.add_argument("--large-payload", type=int, default=65536)
     ap.add_argument("--json", help="results (default BUILD/bench/profile.json)")
     a = ap.parse_args(argv)
+    if a.new_conns:
+        a.requests = a.new_conns  # one RPC per connection: per request = per connection
     if a.json is None:
-        a.json = os.path.join(benchlib.build_dir(), "bench", "profile.json")
+        a.json = os.path.join(benchlib.build_dir(), "bench",
+                              "profile-newconn.json" if a.new_conns else "profile.json")
+    if a.new_conns:
+        a.large_payload = 0  # per new connection: the 10 B call only
     a.peer = [] if a.no_peer or not benchlib.have("nghttpx") else ["nghttpx"]
     return a
 
@@ -103,11 +116,26 @@ class Profile:
         return p
 
     def h2load(self, n, conns, streams):
+        if self.args.new_conns:
+            return self.conn_rate(n, conns)
         argv = ["h2load", "-n", str(n), "-c", str(conns), "-m", str(streams),
                 "-d", self.body, "-H", "content-type: application/grpc",
                 "-H", "te: trailers", self.url]
         r = self.client.run(argv, timeout=600, check=False)
         res = benchlib.parse_h2load(r.stdout + r.stderr)
+        return res
+
+    def conn_rate(self, n, conns):
+        """|n| new connections, |conns| at a time, one RPC each; the result in
+        h2load's terms (succeeded), so the rest of the profile reads it alike."""
+        argv = [benchlib.bench_bin("conn_rate"), "-n", str(n), "-c", str(conns), "-D", "600",
+                "-b", str(self.args.payload), self.url]
+        r = self.client.run(argv, timeout=660, check=False)
+        try:
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise RuntimeError(f"conn_rate: {(r.stdout + r.stderr)[-500:]}")
+        res["succeeded"] = res["all_completed"]
         return res
 
     def workload(self, n=None, conns=None, streams=None):
@@ -288,6 +316,10 @@ def report(res):
     a = res["params"]
     lines = [f"workload: h2load -n {a['requests']} -c {a['conns']} -m {a['streams']}, "
              f"{a['payload']}-byte gRPC message, 1 worker"]
+    if a.get("new_conns"):
+        lines = [f"workload: conn_rate -n {a['new_conns']} -c {a['conns']}, one "
+                 f"{a['payload']}-byte gRPC call per new connection, 1 worker; "
+                 "every 'request' figure below is per new connection"]
     for k in ("syscalls", "syscalls_1x1"):
         if k not in res:
             continue
@@ -329,7 +361,8 @@ def report(res):
 def main(argv=None):
     a = parse_args(argv)
     benchlib.raise_fd_limit()
-    res = {"params": {k: getattr(a, k) for k in ("requests", "conns", "streams", "payload")},
+    res = {"params": {k: getattr(a, k) for k in ("requests", "conns", "streams", "payload",
+                                                 "new_conns")},
            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
            "git": benchlib.versions()["git"]}
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
@@ -338,7 +371,8 @@ def main(argv=None):
         if not a.skip_strace:
             log("syscalls: strace -c on a plain h2splitd")
             res["syscalls"] = prof.syscalls(a.requests, a.conns, a.streams)
-            res["syscalls_1x1"] = prof.syscalls(a.requests // 10, 1, 1)
+            if not a.new_conns:
+                res["syscalls_1x1"] = prof.syscalls(a.requests // 10, 1, 1)
         if not a.skip_callgrind:
             log("instructions and allocations: callgrind")
             res["callgrind"] = prof.callgrind()

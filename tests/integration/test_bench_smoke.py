@@ -25,13 +25,19 @@ import peers  # noqa: E402
 
 PROXIES = ("h2split", "nghttpx", "haproxy", "nginx")
 TARGETS = ("direct",) + PROXIES
+# Goals (report.GOALS) the smoke run cannot measure: shapes and payloads
+# it does not sweep, and a figure no phase measures on this branch yet.
+SMOKE_UNMEASURED = {
+    "inflight_kib_per_stream": "no in-flight stream phase in h2bench.py yet",
+}
 CHARTS = ("bench-throughput.png", "bench-latency.png", "bench-cpu.png", "bench-connect.png")
 
 
 @pytest.fixture
 def bench_bins(build_dir):
-    """build/bench/grpc_backend and connect_loop, from the Makefile's own rule."""
-    targets = [os.path.join(build_dir, "bench", n) for n in ("grpc_backend", "connect_loop")]
+    """build/bench/grpc_backend, connect_loop and conn_rate, from the Makefile's own rule."""
+    targets = [os.path.join(build_dir, "bench", n) for n in ("grpc_backend", "connect_loop",
+                                                              "conn_rate")]
     r = subprocess.run(["make", "-s", "--no-print-directory", f"BUILD={build_dir}", *targets],
                        cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"building the benchmark helpers failed:\n{r.stdout}{r.stderr}"
@@ -97,10 +103,17 @@ def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, p
         positive(s["connect_us"][case], ("p50", "mean"), f"connect {case}")
     positive(s, ("redirected_connect_vs_plain", "redirected_connect_vs_plain_mean",
                  "passed_connect_vs_plain"), "summary")
+    # New connections: every target served fresh connections, every proxy's
+    # CPU per connection measured, both ratios to nghttpx there.
+    positive(s["new_conns_s"], TARGETS, "new connections per second")
+    positive(s["new_conns_cpu_us_per_conn"], PROXIES, "proxy CPU per new connection")
+    positive(s, ("new_conns_vs_nghttpx", "new_conns_cpu_vs_nghttpx"), "summary")
     calls = res["calls_cost"]
     for v in ("on", "off"):
         positive(calls[v], ("req_s", "req_per_cpu_s"), f"calls cost, series {v}")
     for key, g in s["goals"].items():
+        if key in SMOKE_UNMEASURED and g["measured"] is None:
+            continue
         if key in ("added_p50_us_1x1", "calls_cost_pct"):  # differences, may be <= 0
             assert is_number(g["measured"]), g
         else:
@@ -112,6 +125,7 @@ def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, p
             assert all(x > 0 for x in r["backend_requests"]), r
 
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "## New connections" in md
     for g in s["goals"].values():
         assert g["what"] in md
     for c in CHARTS:

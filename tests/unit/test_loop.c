@@ -62,6 +62,30 @@ static void test_timers_fire_in_order_and_cancel(void **state)
 	loop_free(l);
 }
 
+static void test_timer_move(void **state)
+{
+	struct loop *l = loop_new();
+	struct rec r = {0};
+	struct tagged tg[3] = {{&r, 1}, {&r, 2}, {&r, 3}};
+	struct loop_timer *late, *early;
+
+	(void)state;
+	assert_non_null(l);
+	late = loop_timer_add(l, 10000, record_timer, &tg[0]);
+	assert_non_null(loop_timer_add(l, 30, record_timer, &tg[1]));
+	early = loop_timer_add(l, 0, record_timer, &tg[2]);
+	assert_non_null(late);
+	assert_non_null(early);
+	loop_timer_move(l, late, 0);   /* 10 s -> now: runs first (moved before the other 0) */
+	loop_timer_move(l, early, 60); /* now -> after the 30 ms one */
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(r.n, 3);
+	assert_int_equal(r.order[0], 1);
+	assert_int_equal(r.order[1], 2);
+	assert_int_equal(r.order[2], 3);
+	loop_free(l);
+}
+
 static void close_other(struct loop *l, int fd, uint32_t events, void *arg)
 {
 	struct rec *r = arg;
@@ -93,6 +117,47 @@ static void test_fd_removed_by_earlier_callback_is_skipped(void **state)
 	for (int i = 0; i < 2; i++)
 		for (int j = 0; j < 2; j++)
 			close(r.pipes[i][j]);
+	loop_free(l);
+}
+
+static void record_fd_stop(struct loop *l, int fd, uint32_t events, void *arg)
+{
+	struct tagged *tg = arg;
+	char c;
+
+	(void)events;
+	assert_int_equal(read(fd, &c, 1), 1);
+	tg->r->order[tg->r->n++] = tg->id;
+	loop_stop(l);
+}
+
+static void test_forgotten_fd_closed_then_reused(void **state)
+{
+	struct loop *l = loop_new();
+	struct rec r = {0};
+	struct tagged old = {&r, 1}, fresh = {&r, 2};
+	int fd;
+
+	(void)state;
+	assert_int_equal(pipe(r.pipes[0]), 0);
+	fd = r.pipes[0][0];
+	assert_int_equal(write(r.pipes[0][1], "x", 1), 1);
+	assert_int_equal(loop_add_fd(l, fd, EPOLLIN, record_fd_stop, &old), 0);
+	/* Forgotten and closed with its byte unread: the close alone takes it
+	 * out of the epoll set, and the number can be registered again. */
+	loop_forget_fd(l, fd);
+	close(fd);
+	close(r.pipes[0][1]);
+	assert_int_equal(pipe(r.pipes[1]), 0);
+	assert_int_equal(r.pipes[1][0], fd); /* lowest free number: the same */
+	assert_int_equal(loop_add_fd(l, fd, EPOLLIN, record_fd_stop, &fresh), 0);
+	assert_int_equal(write(r.pipes[1][1], "y", 1), 1);
+	assert_int_equal(loop_run(l), 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(r.order[0], 2);
+	loop_del_fd(l, fd);
+	close(r.pipes[1][0]);
+	close(r.pipes[1][1]);
 	loop_free(l);
 }
 
@@ -281,7 +346,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_timers_fire_in_order_and_cancel),
+		cmocka_unit_test(test_timer_move),
 		cmocka_unit_test(test_fd_removed_by_earlier_callback_is_skipped),
+		cmocka_unit_test(test_forgotten_fd_closed_then_reused),
 		cmocka_unit_test(test_post_from_other_thread),
 		cmocka_unit_test(test_timer_added_in_callback_runs_next_pass),
 		cmocka_unit_test(test_pass_hook_runs_after_callbacks),

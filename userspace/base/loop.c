@@ -179,6 +179,12 @@ void loop_del_fd(struct loop *l, int fd)
 	l->fds[fd].gen = 0;
 }
 
+void loop_forget_fd(struct loop *l, int fd)
+{
+	if (fd >= 0 && fd < l->n_fds)
+		l->fds[fd].gen = 0;
+}
+
 /* Timer heap, ordered by (when_ms, seq). */
 static bool timer_before(const struct loop_timer *a, const struct loop_timer *b)
 {
@@ -253,6 +259,15 @@ struct loop_timer *loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb *cb
 	heap_set(l, l->heap_len++, t);
 	heap_up(l, t->heap_idx);
 	return t;
+}
+
+void loop_timer_move(struct loop *l, struct loop_timer *t, uint64_t ms)
+{
+	heap_remove(l, t);
+	t->when_ms = loop_now_ms() + ms;
+	t->seq = ++l->timer_seq; /* as if added now: not run in a pass already going */
+	heap_set(l, l->heap_len++, t);
+	heap_up(l, t->heap_idx);
 }
 
 void loop_timer_cancel(struct loop *l, struct loop_timer *t)

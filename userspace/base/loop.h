@@ -32,9 +32,16 @@ int loop_add_fd(struct loop *l, int fd, uint32_t events, loop_fd_cb *cb, void *a
 int loop_set_events(struct loop *l, int fd, uint32_t events);
 /* Stop watching |fd| (call before close()). Safe from inside its own callback. */
 void loop_del_fd(struct loop *l, int fd);
+/* loop_del_fd() for a caller that closes |fd| next and holds the only
+ * reference to its file (never dup'd or passed on): the close takes it out
+ * of the epoll set, so no EPOLL_CTL_DEL syscall. */
+void loop_forget_fd(struct loop *l, int fd);
 
 /* One-shot timer |ms| from now (CLOCK_MONOTONIC). NULL on ENOMEM. */
 struct loop_timer *loop_timer_add(struct loop *l, uint64_t ms, loop_timer_cb *cb, void *arg);
+/* Make pending timer |t| fire |ms| from now instead (no allocation), as if
+ * just added. */
+void loop_timer_move(struct loop *l, struct loop_timer *t, uint64_t ms);
 /* Cancel a pending timer; |t| must not be used afterwards. NULL is a no-op.
  * Must not be called on a timer whose callback is running (it is already gone). */
 void loop_timer_cancel(struct loop *l, struct loop_timer *t);

@@ -150,7 +150,9 @@ static void on_sniff_readable(struct loop *l, int fd, uint32_t events, void *arg
 	sniff_step(arg);
 }
 
-static void start_sniff(struct worker *w, int fd, struct conn_info *ci)
+/* Not enough bytes yet to tell HTTP/2 from anything else: wait for more
+ * (the |n| already read come along), at most SNIFF_TIMEOUT_MS. */
+static void sniff_wait(struct worker *w, int fd, struct conn_info *ci, const uint8_t *buf, size_t n)
 {
 	struct sniff *s = malloc(sizeof(*s));
 
@@ -159,7 +161,8 @@ static void start_sniff(struct worker *w, int fd, struct conn_info *ci)
 	s->w = w;
 	s->fd = fd;
 	s->ci = *ci;
-	s->n = 0;
+	memcpy(s->buf, buf, n);
+	s->n = n;
 	s->timer = loop_timer_add(w->loop, SNIFF_TIMEOUT_MS, on_sniff_timeout, s);
 	if (!s->timer || loop_add_fd(w->loop, fd, EPOLLIN, on_sniff_readable, s)) {
 		loop_timer_cancel(w->loop, s->timer);
@@ -171,6 +174,41 @@ fail:
 	close(fd);
 	netns_ref_put(w->sh->netns, ci->netns);
 	conn_closed(w, ci->pod_key);
+}
+
+/*
+ * The first look at a new connection, straight after accept: a client that
+ * speaks first has usually sent its preface (and SETTINGS, often a whole
+ * first request) by the time we accept, so it goes to the splitter (or the
+ * L4 path) at once, without a sniff buffer, timer or epoll registration of
+ * its own. Only a connection that has sent nothing or a partial preface
+ * waits in sniff_wait().
+ */
+static void start_sniff(struct worker *w, int fd, struct conn_info *ci)
+{
+	uint8_t buf[SNIFF_BUF];
+	ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	size_t cmp;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		sniff_wait(w, fd, ci, buf, 0);
+		return;
+	}
+	if (n <= 0) { /* closed (or reset) before a byte */
+		close(fd);
+		netns_ref_put(w->sh->netns, ci->netns);
+		conn_closed(w, ci->pod_key);
+		return;
+	}
+	cmp = (size_t)n < H2_PREFACE_LEN ? (size_t)n : H2_PREFACE_LEN;
+	if (memcmp(buf, h2_preface, cmp) != 0) {
+		l4_proxy_start(&w->l4, fd, ci, buf, (size_t)n);
+	} else if ((size_t)n >= H2_PREFACE_LEN) {
+		stats_inc(&w->stats, ST_DOWNSTREAM_H2_CONNS_TOTAL);
+		splitter_conn_start(w->splitter, fd, ci, buf, (size_t)n);
+	} else {
+		sniff_wait(w, fd, ci, buf, (size_t)n);
+	}
 }
 
 /* --max-connections-per-pod: count the connection against its client (the
@@ -217,21 +255,27 @@ static void log_recovered(struct worker *w, const struct conn_info *ci)
 	w->recovered_log_ms = now;
 	log_warn("original_dst_recovered client=%s orig=%s note=\"a NAT sent it to the listener, "
 		 "bypassing BPF: served from the node's netns, so the backend sees the node's IP\"",
-		 config_addr_str(&ci->client, a, sizeof(a)), config_addr_str(&ci->orig, b, sizeof(b)));
+		 config_addr_str(&ci->client, a, sizeof(a)),
+		 config_addr_str(&ci->orig, b, sizeof(b)));
 }
 
-static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer)
+/* A connection accepted on a listener bound to |bound| (NULL: a wildcard
+ * address, so the local address is asked of the socket). TCP_NODELAY comes
+ * from the listener (accepted sockets inherit it). */
+static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storage *peer,
+			  const struct sockaddr_storage *bound)
 {
 	struct conn_info ci = {.client = *peer};
 	struct sockaddr_storage local;
 	socklen_t len = sizeof(local);
-	int one = 1, err;
+	int err;
 
 	w->n_conns++;
 	stats_inc(&w->stats, ST_DOWNSTREAM_CONNS_TOTAL);
 	stats_inc(&w->stats, ST_DOWNSTREAM_CONNS_ACTIVE);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (getsockname(fd, (struct sockaddr *)&local, &len)) {
+	if (bound) {
+		local = *bound;
+	} else if (getsockname(fd, (struct sockaddr *)&local, &len)) {
 		stats_inc(&w->stats, ST_ACCEPT_ERRORS);
 		goto drop;
 	}
@@ -254,9 +298,10 @@ static void conn_accepted(struct worker *w, int fd, const struct sockaddr_storag
 	if (log_get_level() <= LOG_DEBUG) {
 		char a[64], b[64];
 
-		log_debug("accepted client=%s orig=%s service_id=%u cgroup_id=%llu pid=%u worker=%d",
-			  config_addr_str(peer, a, sizeof(a)), config_addr_str(&ci.orig, b, sizeof(b)),
-			  ci.od.service_id, (unsigned long long)ci.od.cgroup_id, ci.od.pid, w->id);
+		log_debug(
+		    "accepted client=%s orig=%s service_id=%u cgroup_id=%llu pid=%u worker=%d",
+		    config_addr_str(peer, a, sizeof(a)), config_addr_str(&ci.orig, b, sizeof(b)),
+		    ci.od.service_id, (unsigned long long)ci.od.cgroup_id, ci.od.pid, w->id);
 	}
 	if (pod_limit_refuses(w, fd, &ci))
 		return;
@@ -279,7 +324,8 @@ drop:
 static void set_accepting(struct worker *w, bool on)
 {
 	for (int i = 0; i < 2; i++)
-		if (w->listen_fds[i] >= 0 && loop_set_events(w->loop, w->listen_fds[i], on ? EPOLLIN : 0))
+		if (w->listen_fds[i] >= 0 &&
+		    loop_set_events(w->loop, w->listen_fds[i], on ? EPOLLIN : 0))
 			stats_inc(&w->stats, ST_UNEXPECTED);
 }
 
@@ -368,10 +414,10 @@ static void fd_exhausted(struct worker *w, int fd)
 	if (!w->accept_paused) {
 		w->accept_paused = true;
 		stats_inc(&w->stats, ST_FD_PAUSES);
-		log_warn("accept_paused reason=fd_exhaustion worker=%d fd=%d limit=%llu reserve=%llu "
-			 "fix=\"raise the daemon's RLIMIT_NOFILE\"",
-			 w->id, fd, (unsigned long long)w->fd_limit,
-			 (unsigned long long)fd_reserve(w));
+		log_warn(
+		    "accept_paused reason=fd_exhaustion worker=%d fd=%d limit=%llu reserve=%llu "
+		    "fix=\"raise the daemon's RLIMIT_NOFILE\"",
+		    w->id, fd, (unsigned long long)w->fd_limit, (unsigned long long)fd_reserve(w));
 		set_accepting(w, false);
 		if (w->sh->fd_pressure)
 			w->sh->fd_pressure(w->sh->fd_pressure_arg, true);
@@ -409,9 +455,27 @@ static void on_fd_check(struct loop *l, struct loop_timer *t, void *arg)
 	log_info("accept_resumed worker=%d", w->id);
 }
 
+/* The address listener |lfd| is bound to, when that is the local address
+ * of every connection it accepts (not a wildcard); else NULL. */
+static const struct sockaddr_storage *bound_addr(const struct worker *w, int lfd)
+{
+	static const uint8_t any6[16];
+	const struct sockaddr_storage *a;
+
+	if (lfd == w->listen_fds[0]) {
+		a = &w->sh->cfg->listen_v4;
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr != htonl(INADDR_ANY) ? a
+											     : NULL;
+	}
+	a = &w->sh->cfg->listen_v6;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, any6, 16) ? a : NULL;
+}
+
 /* Accept up to |max| connections; false once the queue is empty. */
 static bool accept_some(struct worker *w, int lfd, int max)
 {
+	const struct sockaddr_storage *bound = bound_addr(w, lfd);
+
 	for (int i = 0; i < max; i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
@@ -436,7 +500,7 @@ static bool accept_some(struct worker *w, int lfd, int max)
 			fd_exhausted(w, fd);
 			return false;
 		}
-		conn_accepted(w, fd, &peer);
+		conn_accepted(w, fd, &peer, bound);
 	}
 	return true;
 }
@@ -450,15 +514,18 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *arg)
 
 static int open_listener(const struct sockaddr_storage *addr)
 {
-	socklen_t alen = addr->ss_family == AF_INET ? sizeof(struct sockaddr_in)
-						    : sizeof(struct sockaddr_in6);
+	socklen_t alen =
+	    addr->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1, err;
 
 	if (fd < 0)
 		return -errno;
+	/* TCP_NODELAY here: every accepted socket inherits it (one setsockopt
+	 * fewer per connection). */
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
 	    (addr->ss_family == AF_INET6 &&
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one))) ||
 	    bind(fd, (const struct sockaddr *)addr, alen)) {

@@ -319,6 +319,8 @@ void h2_conn_flush(struct h2_conn *c)
 		c->ops->destroy(c);
 		return;
 	}
+	if (c->ops->hold && c->ops->hold(c))
+		return;
 	err = h2_conn_write(c);
 	if (err) {
 		log_debug("h2_write_failed side=%s err=%d", c->ops->side, err);

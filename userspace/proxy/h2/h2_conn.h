@@ -48,6 +48,9 @@ struct h2_conn_ops {
 	void (*end)(struct h2_conn *c, const char *why, int err);
 	/* A flush of a live connection is over. NULL: nothing to do. */
 	void (*flushed)(struct h2_conn *c);
+	/* True: write nothing in this flush (the side flags it dirty again
+	 * when the hold ends). NULL: never held. */
+	bool (*hold)(struct h2_conn *c);
 	/* Free |c| and what it owns (from h2_conn_flush() of a killed one). */
 	void (*destroy)(struct h2_conn *c);
 };

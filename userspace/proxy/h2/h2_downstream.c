@@ -34,8 +34,8 @@ static void limit_hit(struct h2_downstream *ds, enum limit_id id)
 	if (ds->limits_logged & (1u << id))
 		return;
 	ds->limits_logged |= 1u << id;
-	log_msg(lvl, "limit_exceeded limit=%s client=%s cgroup_id=%llu", limit_names[id], ds->peer,
-		(unsigned long long)ds->ci.od.cgroup_id);
+	log_msg(lvl, "limit_exceeded limit=%s client=%s cgroup_id=%llu", limit_names[id],
+		h2_downstream_peer(ds), (unsigned long long)ds->ci.od.cgroup_id);
 }
 
 /* Token bucket: |rate| tokens a second, at most |burst|. False: empty. */
@@ -71,10 +71,14 @@ static void arm_timer(struct h2_downstream *ds)
 	if (ds->idle_since_ms && cfg->idle_timeout_s &&
 	    ds->idle_since_ms + (uint64_t)cfg->idle_timeout_s * 1000 < at)
 		at = ds->idle_since_ms + (uint64_t)cfg->idle_timeout_s * 1000;
+	if (ds->hold_until_ms && ds->hold_until_ms < at)
+		at = ds->hold_until_ms;
 	if (at == UINT64_MAX || (ds->timer && ds->timer_at_ms <= at) || ds->c.dead)
 		return;
-	loop_timer_cancel(l, ds->timer);
-	ds->timer = loop_timer_add(l, at > now ? at - now : 0, on_timer, ds);
+	if (ds->timer)
+		loop_timer_move(l, ds->timer, at > now ? at - now : 0);
+	else
+		ds->timer = loop_timer_add(l, at > now ? at - now : 0, on_timer, ds);
 	ds->timer_at_ms = at;
 	if (!ds->timer)
 		stats_inc(ds->s->stats, ST_UNEXPECTED);
@@ -99,6 +103,10 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *arg)
 	ds->timer = NULL;
 	if (ds->c.dead)
 		return;
+	if (ds->hold_until_ms && now >= ds->hold_until_ms) {
+		ds->hold_until_ms = 0; /* no response in time: SETTINGS go alone */
+		h2_conn_dirty(&ds->c);
+	}
 	if (expired(ds->hdr_since_ms, cfg->header_timeout_s, now)) {
 		limit_hit(ds, LIMIT_HEADER_TIMEOUT);
 		ds->hdr_since_ms = ds->idle_since_ms = 0;
@@ -173,7 +181,7 @@ static int check_stream_id(struct h2_downstream *ds, int32_t id)
 		return 0;
 	log_info("downstream_protocol_error client=%s why=\"HEADERS on stream %d, lower than %u "
 		 "and never opened\"",
-		 ds->peer, id, ds->ids.max);
+		 h2_downstream_peer(ds), id, ds->ids.max);
 	ds->c.fatal_code = NGHTTP2_PROTOCOL_ERROR;
 	return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
@@ -268,7 +276,7 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 		break;
 	case NGHTTP2_GOAWAY:
 		stats_inc(ds->s->stats, ST_GOAWAY_RECEIVED);
-		log_debug("downstream_goaway_received client=%s code=%u", ds->peer,
+		log_debug("downstream_goaway_received client=%s code=%u", h2_downstream_peer(ds),
 			  frame->goaway.error_code);
 		break;
 	default:
@@ -338,8 +346,8 @@ static int on_error(nghttp2_session *session, int code, const char *msg, size_t 
 	struct h2_downstream *ds = ud;
 
 	(void)session;
-	log_debug("downstream_protocol_error client=%s code=%d msg=\"%.*s\"", ds->peer, code,
-		  (int)len, msg);
+	log_debug("downstream_protocol_error client=%s code=%d msg=\"%.*s\"",
+		  h2_downstream_peer(ds), code, (int)len, msg);
 	return 0;
 }
 
@@ -390,7 +398,7 @@ static void ds_io(struct loop *l, int fd, uint32_t events, void *arg)
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
 		err = h2_conn_read(&ds->c);
 		if (err) {
-			log_debug("downstream_eof client=%s err=%d", ds->peer, err);
+			log_debug("downstream_eof client=%s err=%d", h2_downstream_peer(ds), err);
 			h2_conn_kill(&ds->c);
 		}
 	}
@@ -398,12 +406,11 @@ static void ds_io(struct loop *l, int fd, uint32_t events, void *arg)
 	h2_conn_kick(ds->c.io);
 }
 
-static void peer_str(const struct sockaddr_storage *ss, char *buf, size_t len)
+const char *h2_downstream_peer(struct h2_downstream *ds)
 {
-	char tmp[64];
-
-	config_addr_str(ss, tmp, sizeof(tmp));
-	snprintf(buf, len, "%s", tmp);
+	if (!ds->peer[0])
+		config_addr_str(&ds->ci.client, ds->peer, sizeof(ds->peer));
+	return ds->peer;
 }
 
 static int session_init(struct h2_downstream *ds)
@@ -425,6 +432,44 @@ static int session_init(struct h2_downstream *ds)
 	return 0;
 }
 
+/*
+ * The first write of a new connection whose first bytes held a whole
+ * request waits for the response (at most H2_DS_SETTINGS_HOLD_MS), so our
+ * SETTINGS, the ACK of the client's, the connection WINDOW_UPDATE and the
+ * response go out in one write and one packet: one send() fewer per new
+ * connection, one wakeup fewer for the client. The client needs none of
+ * them to get its response: it has sent the request already. Anything
+ * else queued (a response, RST_STREAM, GOAWAY) ends the hold.
+ */
+static bool ds_hold(struct h2_conn *c)
+{
+	struct h2_downstream *ds = (struct h2_downstream *)c;
+
+	if (!ds->hold_until_ms)
+		return false;
+	if (loop_now_ms() < ds->hold_until_ms &&
+	    nghttp2_session_get_outbound_queue_size(c->session) == ds->hold_queue)
+		return true;
+	ds->hold_until_ms = 0;
+	return false;
+}
+
+/* Hold the first write (ds_hold()) when the first bytes held a request the
+ * client has finished sending, and nothing but the connection's setup is
+ * queued. */
+static void hold_first_write(struct h2_downstream *ds)
+{
+	int32_t id = nghttp2_session_get_last_proc_stream_id(ds->c.session);
+	const struct h2_stream *st = id > 0 ? stream_of(ds->c.session, id) : NULL;
+
+	if (ds->c.dead || ds->s->draining || !st || !st->req_end || st->resp_hdrs_sent ||
+	    st->resp_end)
+		return;
+	ds->hold_queue = nghttp2_session_get_outbound_queue_size(ds->c.session);
+	ds->hold_until_ms = loop_now_ms() + H2_DS_SETTINGS_HOLD_MS;
+	arm_timer(ds);
+}
+
 static void end(struct h2_conn *c, const char *why, int err)
 {
 	(void)why;
@@ -442,6 +487,7 @@ static const struct h2_conn_ops ds_ops = {
     .counts_bytes = true,
     .recv_failed = recv_failed,
     .end = end,
+    .hold = ds_hold,
     .destroy = destroy,
 };
 
@@ -465,7 +511,6 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	ds->ctl_tokens = s->cfg->max_control_frame_rate;
 	/* The preface counts as a header block until the client's SETTINGS. */
 	ds->hdr_since_ms = ds->idle_since_ms = loop_now_ms();
-	peer_str(&ci->client, ds->peer, sizeof(ds->peer));
 	err = session_init(ds);
 	if (!err)
 		err = loop_add_fd(s->ctx.loop, fd, EPOLLIN, ds_io, ds);
@@ -482,7 +527,8 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 		s->ds_list->prev = ds;
 	s->ds_list = ds;
 	s->n_ds++;
-	log_debug("downstream_open client=%s service_id=%u", ds->peer, ci->od.service_id);
+	log_debug("downstream_open client=%s service_id=%u", h2_downstream_peer(ds),
+		  ci->od.service_id);
 	if (s->draining)
 		h2_downstream_shutdown_notice(ds);
 	if (s->drain_final)
@@ -490,6 +536,8 @@ int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const 
 	stats_add(s->stats, ST_BYTES_IN, n);
 	if (h2_conn_recv(&ds->c, pre, n))
 		h2_conn_kill(&ds->c);
+	else
+		hold_first_write(ds);
 	h2_conn_dirty(&ds->c);
 	h2_conn_kick(&s->io);
 	return 0;
@@ -510,7 +558,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 	while (ds->streams)
 		h2_stream_free_detached(ds->streams);
 	nghttp2_session_del(ds->c.session);
-	loop_del_fd(s->ctx.loop, ds->c.fd);
+	loop_forget_fd(s->ctx.loop, ds->c.fd); /* closed next, ours alone: no EPOLL_CTL_DEL */
 	h2_conn_fini(&ds->c);
 	netns_ref_put(s->ctx.netns, ds->ci.netns);
 	if (ds->prev)
@@ -520,7 +568,7 @@ void h2_downstream_destroy(struct h2_downstream *ds)
 	if (ds->next)
 		ds->next->prev = ds->prev;
 	s->n_ds--;
-	log_debug("downstream_closed client=%s", ds->peer);
+	log_debug("downstream_closed client=%s", h2_downstream_peer(ds));
 	conn_owner_closed(&s->ctx.owner, ds->ci.pod_key);
 	free(ds);
 }
@@ -576,7 +624,7 @@ void h2_downstream_retire(struct h2_downstream *ds)
 		return;
 	ds->retired_ms = loop_now_ms();
 	stats_inc(ds->s->stats, ST_DOWNSTREAM_RETIRED);
-	log_info("downstream_retired client=%s service_id=%u action=goaway", ds->peer,
+	log_info("downstream_retired client=%s service_id=%u action=goaway", h2_downstream_peer(ds),
 		 ds->ci.od.service_id);
 	h2_downstream_shutdown_notice(ds);
 	retire_arm(ds->s);

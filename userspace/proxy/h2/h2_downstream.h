@@ -35,11 +35,16 @@ struct h2_downstream {
 	struct loop_timer *timer;     /* owned: the next header/idle deadline */
 	uint64_t timer_at_ms;
 	uint64_t retired_ms; /* its Service left the desired state then; 0: not */
+	uint64_t hold_until_ms; /* first write held for the first response till then; 0: not */
+	size_t hold_queue;	/* outbound frames queued when the hold began */
 	struct h2_stream_ids ids; /* stream ids the client skipped (RFC 9113 5.1.1) */
 	bool notice_sent, goaway_sent;
-	char peer[64]; /* client address, for logs */
+	char peer[64]; /* client address, for logs; "" until h2_downstream_peer() */
 };
 
+/* The client's address as text, for logs: formatted on first use, not for
+ * every connection. */
+const char *h2_downstream_peer(struct h2_downstream *ds);
 /* See splitter_conn_start(). */
 int h2_downstream_start(struct splitter *s, int fd, struct conn_info *ci, const uint8_t *pre,
 			size_t n);

@@ -389,8 +389,8 @@ static void access_log(struct h2_stream *st, uint32_t code)
 	    "access_log client=%s method=%.*s authority=%.*s path=%.*s endpoint=%s status=%d "
 	    "grpc_status=%d reset=%u attempts=%u req_bytes=%" PRIu64 " resp_bytes=%" PRIu64
 	    " duration_us=%" PRIu64,
-	    st->ds->peer, (int)ml, m ? (const char *)m : "", (int)al, a ? (const char *)a : "",
-	    (int)pl, p ? (const char *)p : "",
+	    h2_downstream_peer(st->ds), (int)ml, m ? (const char *)m : "", (int)al,
+	    a ? (const char *)a : "", (int)pl, p ? (const char *)p : "",
 	    h2_endpoint_str(st->ep ? st->ep : (st->n_tried ? st->tried[st->n_tried - 1] : NULL), ep,
 			    sizeof(ep)),
 	    st->resp_status, st->grpc_status, code, st->n_tried, st->req_bytes, st->resp_bytes,

@@ -40,6 +40,10 @@
 #define H2_MAX_HEADER_LIST H2_HDRS_MAX_BYTES
 #define H2_DS_RESET_BURST 1000
 #define H2_DS_RESET_RATE 33
+/* A new connection whose first bytes held a whole request: our SETTINGS
+ * (and the ACK of the client's) wait this long for the response, so both
+ * go out in one write (h2_downstream.c, ds_hold()). */
+#define H2_DS_SETTINGS_HOLD_MS 2
 /* Retries: one attempt (of a retry or hedging policy, or the only one) tries
  * at most H2_MAX_ATTEMPTS endpoints that surely did not process it; a stream
  * at most H2_TRIED_MAX in all. A request body is held for a retry only up to
