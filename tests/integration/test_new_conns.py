@@ -166,8 +166,9 @@ def test_new_connections_reuse_pooled_upstreams(bed, build_dir):
     node, svc, client, daemon, _ = bed
     tool = os.path.join(build_dir, "bench", "conn_rate")
     if not os.access(tool, os.X_OK):
-        r = testbed.util.run(["make", "-s", "--no-print-directory", f"BUILD={build_dir}", tool],
-                             timeout=300, check=False)
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        r = testbed.util.run(["make", "-C", repo, "-s", "--no-print-directory",
+                              f"BUILD={build_dir}", tool], timeout=300, check=False)
         assert r.returncode == 0, r.stdout + r.stderr
     one(bed, "together")  # the pool has its connections
     before = metric(node, "upstream_connections_total")
