@@ -84,9 +84,10 @@ def test_bench_smoke_produces_every_figure(require_bed, build_dir, bench_bins, p
     positive(s["cpu_s_per_10k_small"], PROXIES, "CPU s per 10k requests")
     positive(s["peak_rss_mib"], PROXIES, "peak RSS")
     positive(s["idle_kib_per_conn_all"], PROXIES, "RSS per idle connection")
+    positive(s["inflight_kib_per_stream_all"], PROXIES, "RSS per stream in flight")
     positive(s["requests_per_cpu_second_small"], PROXIES, "requests per CPU second")
     positive(s, ("efficiency_vs_nghttpx", "efficiency_vs_haproxy", "efficiency_vs_nginx",
-                 "idle_kib_per_conn"), "summary")
+                 "idle_kib_per_conn", "inflight_kib_per_stream"), "summary")
     for t in PROXIES:
         shares, spread = s["balance"][t]["shares"], s["balance"][t]["spread"]
         assert len(shares) == 3 and all(is_number(x) and x > 0 for x in shares), \
