@@ -4,8 +4,9 @@
  * backend pods are never what is measured. Every POST is answered with
  * :status 200, content-type application/grpc, one gRPC message (5-byte
  * prefix + payload, by default as long as the request's) and trailers
- * grpc-status 0. GET /stats answers "requests N bytes_in N conns N\n" (totals
- * since start; conns counts accepted connections).
+ * grpc-status 0. GET /stats answers "requests N bytes_in N conns N arrived N\n"
+ * (totals since start; requests counts answered RPCs, arrived complete ones
+ * in, still held by a delay or not; conns counts accepted connections).
  * One epoll loop per thread, each on its own SO_REUSEPORT listener; all
  * frames a pass produces go out in one send() per connection.
  *
@@ -66,7 +67,8 @@ static atomic_int g_fail_pct;
 static atomic_long g_cold_ms;
 static atomic_int g_cold_factor = 1;
 static atomic_ullong g_cold_start_ns; /* first RPC since the last change; 0: none yet */
-static atomic_ulong g_requests;
+static atomic_ulong g_requests;	      /* answered */
+static atomic_ulong g_arrived;	      /* complete requests in, answered or still held */
 static atomic_ulong g_bytes_in;
 static atomic_ulong g_conns;
 static uint8_t g_zeros[65536];
@@ -264,9 +266,9 @@ static int respond(nghttp2_session *h2, struct stream *st)
 			    atomic_load(&g_cold_ms), atomic_load(&g_cold_factor));
 		} else {
 			n = (size_t)snprintf(st->stats, sizeof(st->stats),
-					     "requests %lu bytes_in %lu conns %lu\n",
+					     "requests %lu bytes_in %lu conns %lu arrived %lu\n",
 					     atomic_load(&g_requests), atomic_load(&g_bytes_in),
-					     atomic_load(&g_conns));
+					     atomic_load(&g_conns), atomic_load(&g_arrived));
 		}
 		st->resp_len = n;
 		return nghttp2_submit_response(h2, st->id, text_hdrs, 2, &dp);
@@ -358,6 +360,7 @@ static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *f, void *ud)
 	if (!st->is_stats) {
 		int pct = atomic_load(&g_fail_pct);
 
+		atomic_fetch_add_explicit(&g_arrived, 1, memory_order_relaxed);
 		if (pct && rand_pct() < (uint32_t)pct) {
 			st->resp_len = SIZE_MAX; /* fail fast: no delay */
 		} else {

@@ -15,7 +15,8 @@ over the same three pods with the same worker count:
   h2split  h2load to the Service's ClusterIP; connect4 redirects it to h2splitd;
   nghttpx / haproxy / nginx  on the node's address 169.254.1.1 (tests/bench/peers.py).
 Phases: connect cost (connect_cost.py), idle connections (RSS per held h2
-connection), closed-loop sweep (connections x streams x payload: req/s,
+connection), streams in flight (RSS per 10 B request held open by the
+backends' delay), closed-loop sweep (connections x streams x payload: req/s,
 latency percentiles from h2load's per-request log, CPU seconds per 10k
 requests from /proc utime+stime of the proxy's process tree, backend spread
 from the backends' own counters), fixed-rate runs at 50% of nghttpx's
@@ -49,11 +50,14 @@ PROXIES = ("h2split", "nghttpx", "haproxy", "nginx")
 
 FULL = dict(conns="1x1,4x32,64x16,512x4", payloads="10,1024,65536", rate_conns="64x16,4x32",
             duration=3.0, warmup=1.0, repeat=3, rate_repeat=5, idle_conns=8000,
-            connect_count=20000, connect_rounds=5, calls_rounds=5, new_conns_rounds=5,
-            new_conns_concurrency=16)
+            inflight="50x100", connect_count=20000, connect_rounds=5, calls_rounds=5,
+            new_conns_rounds=5, new_conns_concurrency=16)
 SMOKE = dict(conns="1x1,4x32", payloads="10,65536", rate_conns="4x8", duration=1.0, warmup=0.3,
-             repeat=1, rate_repeat=1, idle_conns=200, connect_count=1000, connect_rounds=1,
-             calls_rounds=1, new_conns_rounds=1, new_conns_concurrency=8)
+             repeat=1, rate_repeat=1, idle_conns=200, inflight="20x50", connect_count=1000,
+             connect_rounds=1, calls_rounds=1, new_conns_rounds=1, new_conns_concurrency=8)
+# How long the backends hold every answer in the in-flight phase (grpc_backend's
+# /control allows up to 10 s): all streams must be open before the first answer.
+INFLIGHT_DELAY_S = 8.0
 # The caller and method series, on (the defaults) and off: what they cost.
 CALLS_VARIANTS = {
     "on": (),
@@ -76,6 +80,8 @@ def parse_args(argv=None):
     ap.add_argument("--repeat", type=int, help="rounds of every run (the report takes medians)")
     ap.add_argument("--rate-repeat", type=int, help="rounds of every fixed-rate run")
     ap.add_argument("--idle-conns", type=int)
+    ap.add_argument("--inflight", help="connections x streams held open at once for the "
+                    "in-flight RSS test, e.g. 100x100 (0x0: skip it)")
     ap.add_argument("--connect-count", type=int)
     ap.add_argument("--connect-rounds", type=int)
     ap.add_argument("--skip-connect", action="store_true")
@@ -97,6 +103,7 @@ def parse_args(argv=None):
     a.conns = [tuple(map(int, c.split("x"))) for c in a.conns.split(",") if c]
     a.rate_conns = [tuple(map(int, c.split("x"))) for c in a.rate_conns.split(",") if c]
     a.payloads = [int(p) for p in a.payloads.split(",") if p]
+    a.inflight = tuple(map(int, a.inflight.split("x")))
     a.peers = [p for p in a.peers.split(",") if p]
     if a.docs is None and not a.smoke and not a.new_conns_only:
         a.docs = os.path.join(benchlib.REPO_DIR, "docs")
@@ -235,15 +242,23 @@ class Bench:
 
     # ---- measuring ---------------------------------------------------------
 
-    def backend_counts(self):
-        """([requests per backend], [accepted connections per backend]), totals."""
+    def backend_stats(self):
         urls = [f"http://{p.ip4}:{GRPC_PORT}/stats" for p in self.be]
         r = self.node.run(["curl", "-s", "--http2-prior-knowledge", "--max-time", "5", *urls])
         stats = [dict(zip(line.split()[::2], map(int, line.split()[1::2])))
                  for line in r.stdout.splitlines() if line]
         if len(stats) != 3:
             raise RuntimeError(f"backend /stats: {r.stdout!r}")
+        return stats
+
+    def backend_counts(self):
+        """([requests per backend], [accepted connections per backend]), totals."""
+        stats = self.backend_stats()
         return [x["requests"] for x in stats], [x["conns"] for x in stats]
+
+    def backend_arrived(self):
+        """Complete requests the backends took in, answered or held: total."""
+        return sum(x["arrived"] for x in self.backend_stats())
 
     def tree(self, target):
         p = self.procs.get(target)
@@ -483,6 +498,74 @@ class Bench:
             f"p99 {res['p99_us']}us cpu/conn {res.get('cpu_us_per_conn')}us "
             f"failed {res['failed']}")
         self.check_alive(target)
+    def backend_delay(self, us):
+        urls = [f"http://{p.ip4}:{GRPC_PORT}/control?delay_us={us}" for p in self.be]
+        r = self.node.run(["curl", "-s", "--http2-prior-knowledge", "--max-time", "5", *urls])
+        if r.stdout.count(f"delay_us {us} ") != len(self.be):
+            raise RuntimeError(f"backend /control?delay_us={us}: {r.stdout!r}")
+
+    def inflight(self):
+        """RSS per stream in flight: the backends hold every answer
+        INFLIGHT_DELAY_S, h2load opens C x S 10 B requests at once through each
+        proxy; once the backends have taken in all C*S (every one is then open in
+        the proxy, both legs), the proxy's RSS growth / C*S. Then every request
+        must succeed."""
+        conns, streams = self.args.inflight
+        total = conns * streams
+        res = {}
+        if not total:
+            return res
+        payload = min(self.args.payloads)
+        for t in self.targets():
+            if t == "direct" or not self.check_alive(t):
+                continue
+            res[t] = r = {"conns": conns, "streams": streams, "total": total,
+                          "payload": payload, "delay_s": INFLIGHT_DELAY_S}
+            argv = ["h2load", "-n", str(total), "-c", str(conns), "-m", str(streams), "-t", "1",
+                    "-d", self.bodies[payload], "-H", "content-type: application/grpc",
+                    "-H", "te: trailers", self.urls[t]]
+            self.backend_delay(int(INFLIGHT_DELAY_S * 1e6))
+            c0 = self.backend_arrived()
+            before = benchlib.rss_kib(self.tree(t))
+            t0 = time.monotonic()
+            p = subprocess.Popen(self.client.argv(argv), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True,
+                                 env=testbed.util.child_env())
+
+            def all_open():
+                if p.poll() is not None:
+                    raise testbed.StopWaiting("h2load exited early")
+                return self.backend_arrived() - c0 >= total
+            try:
+                testbed.wait_for(all_open, INFLIGHT_DELAY_S * 0.8,
+                                 f"{total} requests held at the backends through {t}")
+                at = benchlib.rss_kib(self.tree(t))
+                r.update(rss_before_kib=before, rss_inflight_kib=at,
+                         seconds_to_open=round(time.monotonic() - t0, 2),
+                         kib_per_stream=round((at - before) / total, 2))
+            except (TimeoutError, testbed.StopWaiting) as e:
+                r["error"] = f"{e}; the backends took in {self.backend_arrived() - c0}"
+            finally:
+                self.backend_delay(0)
+                try:
+                    out, _ = p.communicate(timeout=INFLIGHT_DELAY_S + 60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    out, _ = p.communicate(timeout=5)
+            try:
+                h = benchlib.parse_h2load(out)
+                r["succeeded"] = h["succeeded"]
+                if h["succeeded"] != total and "error" not in r:
+                    r["error"] = f"h2load: {h['succeeded']} of {total} succeeded\n{out[-600:]}"
+            except ValueError as e:
+                r.setdefault("error", str(e)[-600:])
+            if "error" in r:
+                self.notes.append(f"in flight, {t} {conns}x{streams}: {r['error'][:400]}")
+            log(f"inflight {t:8} {conns}x{streams}: " + (
+                f"RSS {before} -> {r['rss_inflight_kib']} KiB, {r['kib_per_stream']} KiB/stream"
+                if "kib_per_stream" in r else "") + (f" ERROR {r['error'][:300]}"
+                                                     if "error" in r else ""))
+            self.check_alive(t)
         return res
 
     def settled_rss(self, target, still=6.0, timeout=15.0):
@@ -539,8 +622,8 @@ def run(args):
         "params": {k: getattr(args, k) for k in (
             "workers", "backend_threads", "lb_policy", "duration", "warmup", "repeat",
             "rate_repeat", "conns",
-            "payloads", "rate_conns", "idle_conns", "connect_count", "connect_rounds",
-            "calls_rounds", "new_conns_rounds", "new_conns_concurrency")}}
+            "payloads", "rate_conns", "idle_conns", "inflight", "connect_count",
+            "connect_rounds", "calls_rounds", "new_conns_rounds", "new_conns_concurrency")}}
     with testbed.Node(prefix=args.prefix) as node:
         b = Bench(node, args)
         cc = None
@@ -568,6 +651,10 @@ def run(args):
                                f"case made {check['expected']} connects")
         if not args.new_conns_only:
             results["idle"] = b.idle()
+            if all(args.inflight):
+                log("restarting every proxy for the in-flight test")
+                b.restart_all()
+                results["inflight"] = b.inflight()
             log("restarting every proxy for the load sweep")
             b.restart_all()
             results["rss_at_sweep_start_kib"] = {t: benchlib.rss_kib(b.tree(t))

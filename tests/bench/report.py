@@ -173,6 +173,10 @@ def summarize(results):
     s["idle_kib_per_conn_all"] = {t: v["kib_per_conn"] for t, v in idle.items()
                                   if "kib_per_conn" in v}
     s["idle_kib_per_conn"] = s["idle_kib_per_conn_all"].get("h2split")
+    inflight = results.get("inflight") or {}
+    s["inflight_kib_per_stream_all"] = {t: v["kib_per_stream"] for t, v in inflight.items()
+                                        if "kib_per_stream" in v and "error" not in v}
+    s["inflight_kib_per_stream"] = s["inflight_kib_per_stream_all"].get("h2split")
 
     # Balance: per-backend share of everything a proxy sent in the sweep.
     bal = {}
@@ -411,7 +415,8 @@ def render(results, chart_names=()):
     for key, g in s["goals"].items():
         val = g["measured"]
         shown = "—" if val is None else (f"{val:g} us" if key == "added_p50_us_1x1" else
-                                         f"{val:g} KiB" if key == "idle_kib_per_conn" else
+                                         f"{val:g} KiB" if key in ("idle_kib_per_conn",
+                                                                    "inflight_kib_per_stream") else
                                          f"{val:g} %" if key == "calls_cost_pct" else
                                          f"{val:.2f}x")
         w(f"| {g['what']} | {g['goal_text']} | {shown} | {_met(g)} |")
@@ -539,8 +544,11 @@ def render(results, chart_names=()):
       f"{prm['idle_conns']:,} idle h2 connections (each did one call first), divided by "
       "that number; kernel socket memory is not in RSS. (Not 10,000: the fd limit of "
       "every process here is 20,000 and cannot be raised, and HAProxy reserves two fds per "
-      "connection up to its maxconn.) Every proxy is restarted between the idle test and "
-      "the load sweep.\n")
+      "connection up to its maxconn.) In flight: the backends hold every answer a few "
+      "seconds, h2load opens connections x streams 10 B gRPC requests at once through the "
+      "proxy; once the backends have counted all of them (each is then open on both of the "
+      "proxy's sides), the tree's RSS growth divided by their number. Every proxy is "
+      "restarted before the in-flight test and before the load sweep.\n")
     pr = [t for t in PROXIES if t in targets]
     w("| | " + " | ".join(pr) + " |")
     w("|---|" + "---|" * len(pr))
@@ -585,6 +593,13 @@ def render(results, chart_names=()):
     w("| RSS per idle downstream connection, KiB | " +
       " | ".join(_f(idle[t].get("kib_per_conn"), 2) if t in idle and "kib_per_conn" in idle[t]
                  else "err" if t in idle else "—" for t in pr) + " |")
+    inflight = results.get("inflight") or {}
+    shape = next((f"{v['conns']}x{v['streams']}" for v in inflight.values()), None)
+    if shape:
+        w(f"| RSS per stream in flight ({shape} 10 B requests held open), KiB | " + " | ".join(
+            _f(s["inflight_kib_per_stream_all"].get(t), 2)
+            if t in s["inflight_kib_per_stream_all"] else "err" if t in inflight else "—"
+            for t in pr) + " |")
     w("")
     cpu_by_shape(results, w, payloads, pr)
 

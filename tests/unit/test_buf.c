@@ -49,12 +49,12 @@ static void test_chain(void **state)
 	h2_chain_drop(&c, &fl, H2_BLOCK_SIZE + 17);
 	assert_int_equal(c.len, total - H2_BLOCK_SIZE - 17);
 	assert_int_equal(fl.n_live, 3);
-	assert_int_equal(fl.n_free, 1);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 1);
 	h2_chain_copy(&c, 0, dst, c.len);
 	assert_memory_equal(src + H2_BLOCK_SIZE + 17, dst, c.len);
 	/* Freed blocks are reused, not reallocated. */
 	assert_int_equal(h2_chain_append(&c, &fl, src, H2_BLOCK_SIZE), 0);
-	assert_int_equal(fl.n_free, 0);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 0);
 	h2_chain_clear(&c, &fl);
 	assert_int_equal(c.len, 0);
 	assert_null(c.head);
@@ -80,43 +80,63 @@ static void test_free_list_cap(void **state)
 	(void)state;
 	assert_int_equal(h2_chain_append(&c, &fl, src, n), 0);
 	h2_chain_clear(&c, &fl);
-	assert_int_equal(fl.n_free, H2_BLOCKS_KEEP);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], H2_BLOCKS_KEEP);
 	h2_blocks_fini(&fl);
-	assert_int_equal(fl.n_free, 0);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 0);
 	free(src);
 }
 
-/* A first append that fits gets a small block; growth goes on in big ones,
- * and each size goes back to its own free list. */
-static void test_small_first_block(void **state)
+/* A first append gets the smallest block that holds it; growth goes on one
+ * size up per block, and each size goes back to its own free list. */
+static void test_first_block_grows(void **state)
 {
 	struct h2_blocks fl = {0};
 	struct h2_chain c = {0};
-	size_t total = H2_SMALL_BLOCK_SIZE + H2_BLOCK_SIZE + 5;
+	size_t total = H2_TINY_BLOCK_SIZE + H2_SMALL_BLOCK_SIZE + 2 * H2_BLOCK_SIZE + 5;
 	uint8_t *src = malloc(total), *dst = malloc(total);
+	const struct h2_block *b;
 
 	(void)state;
 	fill(src, total, 3);
 	assert_int_equal(h2_chain_append(&c, &fl, src, 15), 0);
-	assert_int_equal(c.head->cap, H2_SMALL_BLOCK_SIZE);
+	assert_int_equal(c.head->cap, H2_TINY_BLOCK_SIZE);
 	assert_int_equal(h2_chain_append(&c, &fl, src + 15, total - 15), 0);
-	assert_int_equal(fl.n_live, 3);
-	assert_int_equal(c.head->len, H2_SMALL_BLOCK_SIZE);
+	assert_int_equal(fl.n_live, 5);
+	b = c.head;
+	assert_int_equal(b->len, H2_TINY_BLOCK_SIZE);
+	b = b->next;
+	assert_int_equal(b->cap, H2_SMALL_BLOCK_SIZE);
+	assert_int_equal(b->len, H2_SMALL_BLOCK_SIZE);
+	b = b->next;
+	assert_int_equal(b->cap, H2_BLOCK_SIZE);
+	assert_int_equal(b->next->cap, H2_BLOCK_SIZE);
 	assert_int_equal(c.tail->cap, H2_BLOCK_SIZE);
+	assert_int_equal(c.tail->len, 5);
 	h2_chain_copy(&c, 0, dst, total);
 	assert_memory_equal(src, dst, total);
-	h2_chain_copy(&c, H2_SMALL_BLOCK_SIZE - 2, dst, 4);
-	assert_memory_equal(src + H2_SMALL_BLOCK_SIZE - 2, dst, 4);
+	h2_chain_copy(&c, H2_TINY_BLOCK_SIZE - 2, dst, 4);
+	assert_memory_equal(src + H2_TINY_BLOCK_SIZE - 2, dst, 4);
+	h2_chain_copy(&c, H2_TINY_BLOCK_SIZE + H2_SMALL_BLOCK_SIZE - 2, dst, 4);
+	assert_memory_equal(src + H2_TINY_BLOCK_SIZE + H2_SMALL_BLOCK_SIZE - 2, dst, 4);
 	h2_chain_clear(&c, &fl);
-	assert_int_equal(fl.n_free_small, 1);
-	assert_int_equal(fl.n_free, 2);
-	/* Too big for a small block from the start: a big one. */
+	assert_int_equal(fl.n_live, 0);
+	assert_int_equal(fl.n_free[H2_BLOCK_TINY], 1);
+	assert_int_equal(fl.n_free[H2_BLOCK_SMALL], 1);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 3);
+	/* Too big for a tiny block from the start: a small one, then big ones. */
+	assert_int_equal(h2_chain_append(&c, &fl, src, H2_TINY_BLOCK_SIZE + 1), 0);
+	assert_int_equal(c.head->cap, H2_SMALL_BLOCK_SIZE);
+	assert_int_equal(h2_chain_append(&c, &fl, src, H2_SMALL_BLOCK_SIZE), 0);
+	assert_int_equal(c.tail->cap, H2_BLOCK_SIZE);
+	h2_chain_clear(&c, &fl);
+	/* Too big for a small block: a big one, taken from the free list. */
 	assert_int_equal(h2_chain_append(&c, &fl, src, H2_SMALL_BLOCK_SIZE + 1), 0);
 	assert_int_equal(c.head->cap, H2_BLOCK_SIZE);
-	assert_int_equal(fl.n_free, 1);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 2);
 	h2_chain_clear(&c, &fl);
 	h2_blocks_fini(&fl);
-	assert_int_equal(fl.n_free_small, 0);
+	for (int i = 0; i < H2_BLOCK_CLASSES; i++)
+		assert_int_equal(fl.n_free[i], 0);
 	free(src);
 	free(dst);
 }
@@ -152,7 +172,8 @@ static void test_pieces(void **state)
 	fill(src, total, 5);
 	assert_int_equal(h2_chain_append(&c, &fl, src, 10), 0);
 	assert_int_equal(h2_chain_append(&c, &fl, src + 10, total - 10), 0);
-	/* From inside the small block to inside the last big one: 3 pieces. */
+	/* From inside the first (tiny) block, over the small one, to inside the
+	 * first big one: 3 pieces. */
 	assert_int_equal(
 	    h2_chain_pieces(&c, 100, H2_SMALL_BLOCK_SIZE + H2_BLOCK_SIZE, take_piece, &pc), 7);
 	assert_int_equal(pc.n, 3);
@@ -186,7 +207,7 @@ static void test_hold(void **state)
 	first = c.head->data;
 	h2_blocks_hold(&fl);
 	h2_chain_drop(&c, &fl, H2_BLOCK_SIZE);
-	assert_int_equal(fl.n_free, 0);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 0);
 	assert_int_equal(fl.n_live, 1);
 	/* A new block meanwhile is a fresh one, not the retired one. */
 	assert_int_equal(h2_chain_append(&d, &fl, src, H2_BLOCK_SIZE), 0);
@@ -195,10 +216,10 @@ static void test_hold(void **state)
 	h2_chain_clear(&c, &fl);
 	h2_blocks_release(&fl);
 	assert_false(fl.held);
-	assert_int_equal(fl.n_free, 2);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 2);
 	assert_int_equal(fl.n_live, 1);
 	h2_chain_clear(&d, &fl);
-	assert_int_equal(fl.n_free, 3);
+	assert_int_equal(fl.n_free[H2_BLOCK_BIG], 3);
 	assert_int_equal(fl.n_live, 0);
 	h2_blocks_fini(&fl);
 	(void)dst;
@@ -211,7 +232,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_chain),
 	    cmocka_unit_test(test_free_list_cap),
-	    cmocka_unit_test(test_small_first_block),
+	    cmocka_unit_test(test_first_block_grows),
 	    cmocka_unit_test(test_pieces),
 	    cmocka_unit_test(test_hold),
 	};

@@ -2,7 +2,8 @@
 /*
  * Unit tests for h2_mem.c: nghttp2's allocator hands chunks back from its
  * size-class lists (not under ASan, which sees every free), keeps contents
- * across realloc, zeroes calloc, sends big sizes to malloc, and an nghttp2
+ * across realloc, zeroes calloc, sends big sizes to malloc (ending the ones
+ * with a long untouched tail on a page boundary), and an nghttp2
  * session runs on it from creation to deletion with nothing left live.
  */
 #include <setjmp.h>
@@ -10,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -83,6 +85,44 @@ static void test_keep_cap(void **state)
 	h2_mem_fini(&m);
 }
 
+/* A big chunk (a session's frame buffer) ends on the first page boundary at
+ * or past its last byte, so its untouched tail shares no page with the next
+ * allocation; it is whole and its bytes move along on realloc. */
+static void test_big_page_end(void **state)
+{
+	const size_t sizes[] = {H2_MEM_PAGE_END_MIN, 16394, 16384 + 4096 - 7, 100000};
+	struct h2_mem m;
+
+	(void)state;
+	h2_mem_init(&m);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		uint8_t *p = m_alloc(&m, sizes[i]), *q;
+		uintptr_t end, page_end;
+
+		assert_non_null(p);
+		memset(p, (int)i + 1, sizes[i]);
+		end = (uintptr_t)p + sizes[i];
+		page_end = (end + H2_MEM_PAGE_SIZE - 1) & ~(uintptr_t)(H2_MEM_PAGE_SIZE - 1);
+#if !defined(__SANITIZE_ADDRESS__)
+		{
+			uint8_t *chunk = p - 16; /* h2_mem's chunk header */
+			uintptr_t usable_end = (uintptr_t)chunk + malloc_usable_size(chunk);
+
+			assert_true(usable_end >= end);
+			assert_true(usable_end + 16 >= page_end);
+			assert_true(usable_end <= page_end + 16);
+		}
+#endif
+		q = m.mem.realloc(p, sizes[i] + 5000, &m);
+		assert_non_null(q);
+		for (size_t k = 0; k < sizes[i]; k += 97)
+			assert_int_equal(q[k], (int)i + 1);
+		m_free(&m, q);
+	}
+	assert_int_equal(m.n_live, 0);
+	h2_mem_fini(&m);
+}
+
 static ssize_t sink(nghttp2_session *s, const uint8_t *d, size_t n, int f, void *ud)
 {
 	(void)s;
@@ -125,6 +165,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_classes),
 	    cmocka_unit_test(test_keep_cap),
+	    cmocka_unit_test(test_big_page_end),
 	    cmocka_unit_test(test_session),
 	};
 

@@ -24,7 +24,8 @@ static bool fail_blocks;
 void *__wrap_malloc(size_t size)
 {
 	if (fail_blocks && (size == sizeof(struct h2_block) + H2_BLOCK_SIZE ||
-			    size == sizeof(struct h2_block) + H2_SMALL_BLOCK_SIZE))
+			    size == sizeof(struct h2_block) + H2_SMALL_BLOCK_SIZE ||
+			    size == sizeof(struct h2_block) + H2_TINY_BLOCK_SIZE))
 		return NULL;
 	return __real_malloc(size);
 }
@@ -97,7 +98,8 @@ static int client_frames(uint8_t type, int32_t sid)
 		const uint8_t *p = buf + off;
 		size_t flen = (size_t)p[0] << 16 | (size_t)p[1] << 8 | p[2];
 		int32_t fsid = (int32_t)(((uint32_t)p[5] << 24 | (uint32_t)p[6] << 16 |
-					  (uint32_t)p[7] << 8 | p[8]) & 0x7fffffff);
+					  (uint32_t)p[7] << 8 | p[8]) &
+					 0x7fffffff);
 
 		if (len - off < 9 + flen)
 			break;

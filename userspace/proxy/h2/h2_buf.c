@@ -1,42 +1,65 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
  * Block chains and their free lists (see h2_buf.h). Appends fill the tail
- * block first; drops return emptied blocks to the free list of their size,
- * which keeps at most H2_BLOCKS_KEEP (H2_SMALL_BLOCKS_KEEP) of them so a
- * burst does not pin memory forever.
+ * block first, then take blocks each one size up from the last (see
+ * h2_buf.h); drops return emptied blocks to the free list of their size,
+ * which keeps at most H2_*BLOCKS_KEEP of them so a burst does not pin memory
+ * forever.
  */
 #include <errno.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "proxy/h2/h2_buf.h"
 
-static struct h2_block *block_get(struct h2_blocks *fl, bool small)
+static const uint32_t class_cap[H2_BLOCK_CLASSES] = {
+    [H2_BLOCK_TINY] = H2_TINY_BLOCK_SIZE,
+    [H2_BLOCK_SMALL] = H2_SMALL_BLOCK_SIZE,
+    [H2_BLOCK_BIG] = H2_BLOCK_SIZE,
+};
+static const size_t class_keep[H2_BLOCK_CLASSES] = {
+    [H2_BLOCK_TINY] = H2_TINY_BLOCKS_KEEP,
+    [H2_BLOCK_SMALL] = H2_SMALL_BLOCKS_KEEP,
+    [H2_BLOCK_BIG] = H2_BLOCKS_KEEP,
+};
+
+static int class_of(const struct h2_block *b)
 {
-	struct h2_block **head = small ? &fl->free_small : &fl->free;
-	size_t *n_free = small ? &fl->n_free_small : &fl->n_free;
-	uint32_t cap = small ? H2_SMALL_BLOCK_SIZE : H2_BLOCK_SIZE;
-	struct h2_block *b = *head;
+	return b->cap == H2_TINY_BLOCK_SIZE    ? H2_BLOCK_TINY
+	       : b->cap == H2_SMALL_BLOCK_SIZE ? H2_BLOCK_SMALL
+					       : H2_BLOCK_BIG;
+}
+
+/* The smallest class that holds |n| bytes. */
+static int class_fit(size_t n)
+{
+	int cls = H2_BLOCK_TINY;
+
+	while (cls < H2_BLOCK_BIG && n > class_cap[cls])
+		cls++;
+	return cls;
+}
+
+static struct h2_block *block_get(struct h2_blocks *fl, int cls)
+{
+	struct h2_block *b = fl->free[cls];
 
 	if (b) {
-		*head = b->next;
-		(*n_free)--;
-	} else if (!(b = malloc(sizeof(*b) + cap))) {
+		fl->free[cls] = b->next;
+		fl->n_free[cls]--;
+	} else if (!(b = malloc(sizeof(*b) + class_cap[cls]))) {
 		return NULL;
 	}
 	b->next = NULL;
 	b->len = 0;
-	b->cap = cap;
+	b->cap = class_cap[cls];
 	fl->n_live++;
 	return b;
 }
 
 static void block_put(struct h2_blocks *fl, struct h2_block *b)
 {
-	bool small = b->cap == H2_SMALL_BLOCK_SIZE;
-	struct h2_block **head = small ? &fl->free_small : &fl->free;
-	size_t *n_free = small ? &fl->n_free_small : &fl->n_free;
+	int cls = class_of(b);
 
 	fl->n_live--;
 	if (fl->held) {
@@ -44,23 +67,13 @@ static void block_put(struct h2_blocks *fl, struct h2_block *b)
 		fl->retired = b;
 		return;
 	}
-	if (*n_free >= (small ? H2_SMALL_BLOCKS_KEEP : H2_BLOCKS_KEEP)) {
+	if (fl->n_free[cls] >= class_keep[cls]) {
 		free(b);
 		return;
 	}
-	b->next = *head;
-	*head = b;
-	(*n_free)++;
-}
-
-static void free_list(struct h2_block **head, size_t *n)
-{
-	for (struct h2_block *b = *head, *next; b; b = next) {
-		next = b->next;
-		free(b);
-	}
-	*head = NULL;
-	*n = 0;
+	b->next = fl->free[cls];
+	fl->free[cls] = b;
+	fl->n_free[cls]++;
 }
 
 void h2_blocks_release(struct h2_blocks *fl)
@@ -79,20 +92,26 @@ void h2_blocks_release(struct h2_blocks *fl)
 void h2_blocks_fini(struct h2_blocks *fl)
 {
 	h2_blocks_release(fl);
-	free_list(&fl->free, &fl->n_free);
-	free_list(&fl->free_small, &fl->n_free_small);
+	for (int cls = 0; cls < H2_BLOCK_CLASSES; cls++) {
+		for (struct h2_block *b = fl->free[cls], *next; b; b = next) {
+			next = b->next;
+			free(b);
+		}
+		fl->free[cls] = NULL;
+		fl->n_free[cls] = 0;
+	}
 }
 
 int h2_chain_append(struct h2_chain *c, struct h2_blocks *fl, const uint8_t *p, size_t n)
 {
 	size_t room = c->tail ? c->tail->cap - c->tail->len : 0;
-	bool small = !c->tail && n <= H2_SMALL_BLOCK_SIZE;
+	int cls = c->tail ? class_of(c->tail) + 1 : class_fit(n);
 	struct h2_block *first = NULL, *last = NULL;
 	size_t rest = n > room ? n - room : 0;
 
 	/* Get every block first so a failure leaves the chain untouched. */
 	while (rest) {
-		struct h2_block *b = block_get(fl, small);
+		struct h2_block *b = block_get(fl, cls < H2_BLOCK_BIG ? cls : H2_BLOCK_BIG);
 
 		if (!b) {
 			for (; first; first = last) {
@@ -107,6 +126,7 @@ int h2_chain_append(struct h2_chain *c, struct h2_blocks *fl, const uint8_t *p, 
 			first = b;
 		last = b;
 		rest -= rest > b->cap ? b->cap : rest;
+		cls++;
 	}
 	if (room) {
 		size_t k = n < room ? n : room;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Byte chains for DATA in transit between the two sessions of a stream:
- * blocks of two sizes from per-worker free lists, so buffering a frame costs
+ * blocks of three sizes from per-worker free lists, so buffering a frame costs
  * no allocation in the steady state. A chain only ever holds what the
  * receiving session's flow-control window let in, which is what bounds it.
  */
@@ -12,27 +12,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Block sizes (the h2_block header included): a chain's first block is the
+ * smallest that holds its first append, and each block after it is of the
+ * next size up, so a small unary message in flight costs 256 bytes and a
+ * stream of big frames soon moves in 16 KiB blocks. */
+enum h2_block_class { H2_BLOCK_TINY, H2_BLOCK_SMALL, H2_BLOCK_BIG, H2_BLOCK_CLASSES };
 #define H2_BLOCK_SIZE (16384 - 2 * sizeof(void *))
-/* Free blocks a worker keeps around (4 MiB). */
-#define H2_BLOCKS_KEEP 256
-/* The first block of a chain whose first append fits is a small one: a
- * small unary message in flight costs 2 KiB, not 16. */
 #define H2_SMALL_BLOCK_SIZE (2048 - 2 * sizeof(void *))
+#define H2_TINY_BLOCK_SIZE (256 - 2 * sizeof(void *))
+/* Free blocks a worker keeps around: 4 MiB of big ones, 4 MiB of small ones,
+ * 2 MiB of tiny ones. */
+#define H2_BLOCKS_KEEP 256
 #define H2_SMALL_BLOCKS_KEEP 2048
+#define H2_TINY_BLOCKS_KEEP 8192
 
 struct h2_block {
 	struct h2_block *next;
 	uint32_t len; /* bytes used from data[0] */
-	uint32_t cap; /* H2_BLOCK_SIZE or H2_SMALL_BLOCK_SIZE */
+	uint32_t cap; /* H2_BLOCK_SIZE, H2_SMALL_BLOCK_SIZE or H2_TINY_BLOCK_SIZE */
 	uint8_t data[];
 };
 
-/* The free lists, one per block size; own their blocks. While |held|, a
- * returned block goes to |retired| instead, untouched: a write in progress
- * may still point into it (see h2_blocks_hold()). */
+/* The free lists, one per enum h2_block_class; own their blocks. While
+ * |held|, a returned block goes to |retired| instead, untouched: a write in
+ * progress may still point into it (see h2_blocks_hold()). */
 struct h2_blocks {
-	struct h2_block *free, *free_small;
-	size_t n_free, n_free_small;
+	struct h2_block *free[H2_BLOCK_CLASSES];
+	size_t n_free[H2_BLOCK_CLASSES];
 	size_t n_live; /* blocks handed out and not returned */
 	struct h2_block *retired;
 	bool held;

@@ -39,6 +39,25 @@ static size_t usable(const struct h2_mem_chunk *c)
 	return c->cls == BIG ? c->size : (size_t)(c->cls + 1) * H2_MEM_CLASS_SIZE;
 }
 
+/* A big chunk with a long untouched tail (a session's 16 KiB frame buffer,
+ * of which small frames only write the head) ends on a page boundary: glibc
+ * reuses what the shrink gives back for the next allocations, and the tail's
+ * last page is not shared with them, so it is never made resident. */
+static struct h2_mem_chunk *big_chunk(size_t size)
+{
+	size_t page = H2_MEM_PAGE_SIZE, want, end;
+	struct h2_mem_chunk *c, *shrunk;
+
+	if (size < H2_MEM_PAGE_END_MIN || size > SIZE_MAX - sizeof(*c) - page)
+		return malloc(sizeof(*c) + size);
+	if (!(c = malloc(sizeof(*c) + size + page)))
+		return NULL;
+	end = ((uintptr_t)c->data + size + page - 1) & ~(uintptr_t)(page - 1);
+	want = end - (uintptr_t)c;
+	shrunk = realloc(c, want);
+	return shrunk ? shrunk : c;
+}
+
 static void *mem_malloc(size_t size, void *ud)
 {
 	struct h2_mem *m = ud;
@@ -46,7 +65,7 @@ static void *mem_malloc(size_t size, void *ud)
 	struct h2_mem_chunk *c;
 
 	if (size > H2_MEM_CLASSES * H2_MEM_CLASS_SIZE) {
-		c = malloc(sizeof(*c) + size);
+		c = big_chunk(size);
 		if (!c)
 			return NULL;
 		c->size = size;

@@ -5,7 +5,9 @@
  * copies nghttp2 makes for every stream come back from a list instead of
  * malloc. One worker thread only. Each list keeps at most H2_MEM_KEEP_BYTES;
  * bigger allocations go straight to malloc. Every chunk carries a 16-byte
- * header with its class (or its size, when it is a big one).
+ * header with its class (or its size, when it is a big one). A big chunk
+ * with a long tail nothing writes (nghttp2's 16 KiB frame buffer per session)
+ * ends on a page boundary, so that tail costs no RSS.
  */
 #ifndef H2SPLIT_H2_MEM_H
 #define H2SPLIT_H2_MEM_H
@@ -18,6 +20,9 @@
 #define H2_MEM_CLASS_SIZE 64
 #define H2_MEM_CLASSES 16 /* up to 1 KiB */
 #define H2_MEM_KEEP_BYTES (256 * 1024)
+/* Big chunks from this size on end on a page boundary (see h2_mem.c). */
+#define H2_MEM_PAGE_END_MIN (8 * 1024)
+#define H2_MEM_PAGE_SIZE 4096
 
 struct h2_mem_chunk;
 
