@@ -498,6 +498,8 @@ class Bench:
             f"p99 {res['p99_us']}us cpu/conn {res.get('cpu_us_per_conn')}us "
             f"failed {res['failed']}")
         self.check_alive(target)
+        return res
+
     def backend_delay(self, us):
         urls = [f"http://{p.ip4}:{GRPC_PORT}/control?delay_us={us}" for p in self.be]
         r = self.node.run(["curl", "-s", "--http2-prior-knowledge", "--max-time", "5", *urls])
