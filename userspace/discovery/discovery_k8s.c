@@ -21,7 +21,12 @@
 #include "discovery/discovery.h"
 #include "discovery/k8s_source.h"
 
+/* A change after a quiet spell goes out SETTLE_MS later: the rest of one
+ * edit (a Service and its EndpointSlice come on two watches) mostly arrives
+ * within it. Within DEBOUNCE_MS of the last state, changes wait for the next
+ * one together, so a burst costs one state build per DEBOUNCE_MS. */
 #define DEBOUNCE_MS 100
+#define SETTLE_MS 20
 #define WATCH_IDLE_DEFAULT_S 300
 /* client-go's reflector: the first retry after [0.8, 1.6) s, doubling to
  * [30, 60) s, and back to the start once nothing failed for 2 minutes. Our
@@ -208,6 +213,7 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 		sync_exclusions(dk);
 	if (!dk->dirty_state)
 		return;
+	dk->last_deliver_ms = loop_now_ms();
 	st = k8s_store_build(dk->store);
 	if (!st) {
 		log_error("kube_state_build_failed error=\"out of memory\" action=retry");
@@ -225,12 +231,18 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 	dk->base.on_update(dk->base.arg, st, NULL);
 }
 
-/* Coalesce: the first change of a burst arms the timer, the rest ride along. */
+/* Coalesce: the first change arms the timer, the rest ride along; a lone
+ * change waits SETTLE_MS, one soon after the last state its debounce. */
 void k8s_source_deliver_soon(struct discovery_k8s *dk)
 {
+	uint64_t now, at;
+
 	if (dk->deliver || !dk->loop)
 		return;
-	dk->deliver = loop_timer_add(dk->loop, DEBOUNCE_MS, deliver_cb, dk);
+	now = loop_now_ms();
+	at = dk->last_deliver_ms + DEBOUNCE_MS;
+	dk->deliver =
+	    loop_timer_add(dk->loop, at > now + SETTLE_MS ? at - now : SETTLE_MS, deliver_cb, dk);
 }
 
 /* ---- the source ---- */
