@@ -275,7 +275,7 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
 	(void)t;
 	d->retired_timer = NULL;
 	for (int i = 0; st && i < cur->n_svcs; i++)
-		if (!cur->svcs[i].retired_ms && state_add_service(st, &cur->svcs[i])) {
+		if (!cur->svcs[i].retired_ms && state_add_service_shared(st, &cur->svcs[i])) {
 			state_free(st);
 			st = NULL;
 		}
@@ -295,7 +295,9 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
  * or that none is known (zone preferences then change nothing). */
 static void resolve_locality(struct daemon *d, struct state *st)
 {
-	locality_resolve(st, d->cfg.node_name, d->cfg.zone);
+	if (locality_resolve(st, d->cfg.node_name, d->cfg.zone))
+		log_error("locality_resolve_failed err=\"out of memory\" "
+			  "action=\"some endpoints keep their last tiers\"");
 	if (d->zone_logged && !strcmp(d->zone, st->node_zone))
 		return;
 	d->zone_logged = true;

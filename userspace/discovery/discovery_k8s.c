@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "base/config.h"
+#include "base/locality.h"
 #include "base/log.h"
 #include "discovery/discovery.h"
 #include "discovery/k8s_source.h"
@@ -202,7 +203,7 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct discovery_k8s *dk = arg;
 	struct state *st;
-	int n_eps = 0;
+	int n_eps = 0, reused, built;
 
 	(void)l;
 	(void)t;
@@ -214,7 +215,7 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 	if (!dk->dirty_state)
 		return;
 	dk->last_deliver_ms = loop_now_ms();
-	st = k8s_store_build(dk->store);
+	st = k8s_store_build_cached(dk->store, dk->cache);
 	if (!st) {
 		log_error("kube_state_build_failed error=\"out of memory\" action=retry");
 		k8s_source_deliver_soon(dk);
@@ -223,10 +224,16 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 	dk->dirty_state = false;
 	add_callers(dk, st);
 	state_version(dk, st->version, sizeof(st->version));
+	/* The daemon resolves locality too, with the same inputs: endpoints the
+	 * cache keeps are then final, and the next state shares them as they are. */
+	if (!locality_resolve(st, dk->cfg->node_name, dk->cfg->zone))
+		k8s_build_cache_commit(dk->cache, st);
+	k8s_build_cache_counts(dk->cache, &reused, &built);
 	for (int i = 0; i < st->n_svcs; i++)
 		n_eps += st->svcs[i].n_eps;
-	log_info("kube_state services=%d endpoints=%d callers=%d first=%s", st->n_svcs, n_eps,
-		 st->n_callers, dk->base.synced ? "false" : "true");
+	log_info("kube_state services=%d endpoints=%d callers=%d first=%s reused=%d built=%d",
+		 st->n_svcs, n_eps, st->n_callers, dk->base.synced ? "false" : "true", reused,
+		 built);
 	dk->base.synced = true;
 	dk->base.on_update(dk->base.arg, st, NULL);
 }
@@ -358,6 +365,7 @@ static void k8s_destroy(struct discovery *d)
 		loop_timer_cancel(dk->loop, dk->exclude_retry);
 	}
 	k8s_store_free(dk->store);
+	k8s_build_cache_free(dk->cache);
 	k8s_pods_free(dk->pods);
 	free(dk->excl_ids);
 	free(dk);
@@ -384,6 +392,7 @@ struct discovery *discovery_kubernetes_new(const struct config *cfg,
 	dk->cg = cg;
 	dk->dirty_state = true; /* the first state goes out even when empty */
 	dk->store = k8s_store_new();
+	dk->cache = k8s_build_cache_new();
 	dk->pods = k8s_pods_new();
 	for (int i = 0; i < RES_COUNT; i++) {
 		struct reflector *r = &dk->r[i];
@@ -396,7 +405,7 @@ struct discovery *discovery_kubernetes_new(const struct config *cfg,
 		if (k8s_res_info[i].store && !(r->keys = json_object_new_object()))
 			goto fail;
 	}
-	if (!dk->store || !dk->pods)
+	if (!dk->store || !dk->cache || !dk->pods)
 		goto fail;
 	return &dk->base;
 fail:

@@ -70,6 +70,7 @@ struct discovery_k8s {
 	struct loop *loop;		       /* not owned; set by start() */
 	struct k8s_target target;
 	struct k8s_store *store; /* owned */
+	struct k8s_build_cache *cache; /* owned: endpoints of unchanged Services */
 	struct k8s_pods *pods;	 /* owned */
 	struct reflector r[RES_COUNT];
 	struct loop_timer *deliver; /* owned: debounce, NULL none */
