@@ -49,6 +49,7 @@ struct cache_ent {
 	int n_slices;
 	struct state_endpoint *eps; /* a reference (state_eps_ref), NULL none */
 	int n_eps;
+	bool kept; /* eps is that of the committed state's service */
 };
 
 struct k8s_build_cache {
@@ -120,10 +121,11 @@ void k8s_build_cache_commit(struct k8s_build_cache *c, const struct state *st)
 			continue;
 		key_of(&key, svc);
 		e = n ? bsearch(&key, v, (size_t)n, sizeof(*v), cmp_ent) : NULL;
-		if (!e || e->eps)
+		if (!e || e->kept)
 			continue;
 		e->eps = svc->eps;
 		e->n_eps = svc->n_eps;
+		e->kept = true;
 		state_eps_ref(e->eps);
 	}
 	drop_ents(c->ents, c->n);
@@ -143,7 +145,7 @@ static const struct cache_ent *cache_hit(const struct k8s_build_cache *c,
 		return NULL;
 	key_of(&key, svc);
 	e = bsearch(&key, c->ents, (size_t)c->n, sizeof(*e), cmp_ent);
-	if (!e || e->rev != rev || e->n_slices != n_slices || (e->n_eps && !e->eps))
+	if (!e || !e->kept || e->rev != rev || e->n_slices != n_slices)
 		return NULL;
 	return e;
 }
@@ -171,6 +173,7 @@ static int cache_note(struct k8s_build_cache *c, const struct state_service *svc
 	e->n_slices = n_slices;
 	e->eps = NULL;
 	e->n_eps = 0;
+	e->kept = false;
 	return 0;
 }
 
