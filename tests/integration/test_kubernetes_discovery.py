@@ -26,6 +26,8 @@ from testbed.kube_api import KubeAPIProcess, endpoint_slice, namespace, node as 
     service
 
 NODE_NAME = "test-node"
+# What h2splitd watches here (--node-name: this node's Pods and Node too).
+WATCHED = ("services", "endpointslices", "namespaces", "pods", "nodes")
 WATCH_IDLE_S = 2  # H2SPLIT_KUBE_WATCH_IDLE: a silent watch is restarted after this
 
 
@@ -108,6 +110,8 @@ def clean(kbed):
     reflectors: SIGHUP relists everything with the backoff reset, so no test
     waits out the delays an earlier test's failures built up."""
     mark = kbed.mark()
+    kbed.watches_before = {r: kbed.api.count_requests(status=200, resource=r, watch=True)
+                           for r in WATCHED}
     kbed.daemon.send_signal(signal.SIGHUP)
     mark = kbed.wait_logged(mark, r"kube_relist reason=reload")
     for res in ("services", "endpointslices", "namespaces", "pods"):
@@ -172,6 +176,13 @@ def test_follows_a_token_rotation(clean):
     k = clean
     k.add("alpha", "10.96.0.50")
     k.wait_vips({"10.96.0.50:50051"})
+    # A request reads the token before its TLS handshake: one still on its way
+    # when the token changes is a 401 for a reason of the test's making. A
+    # state goes out 20 ms after a lone change, which can be before the
+    # watches that follow the fixture's relist are all up: wait for them.
+    testbed.wait_for(lambda: all(
+        k.api.count_requests(status=200, resource=r, watch=True) > k.watches_before[r]
+        for r in WATCHED), 15, "a watch of every resource after the relist")
     before = k.api.count_requests(status=401)
     k.api.rotate_token()
     k.api.drop_watches()

@@ -297,6 +297,96 @@ static void test_watch_events(void **unused)
 	k8s_store_free(s);
 }
 
+/* |cached| holds what a build without a cache makes of |s|, endpoint for endpoint. */
+static void same_as_uncached(const struct k8s_store *s, const struct state *cached)
+{
+	struct state *fresh = k8s_store_build(s);
+
+	assert_non_null(fresh);
+	assert_int_equal(cached->n_svcs, fresh->n_svcs);
+	for (int i = 0; i < fresh->n_svcs; i++) {
+		const struct state_service *x = &cached->svcs[i], *y = &fresh->svcs[i];
+
+		assert_string_equal(x->name, y->name);
+		assert_string_equal(x->port_name, y->port_name);
+		assert_int_equal(x->n_eps, y->n_eps);
+		assert_memory_equal(x->eps, y->eps, (size_t)y->n_eps * sizeof(*y->eps));
+	}
+	state_free(fresh);
+}
+
+static void counts_are(const struct k8s_build_cache *c, int reused, int built)
+{
+	int r, b;
+
+	k8s_build_cache_counts(c, &r, &b);
+	assert_int_equal(r, reused);
+	assert_int_equal(b, built);
+}
+
+/* A build with a cache gathers again only the Services whose object or
+ * EndpointSlices changed; the others share their endpoints with the last
+ * state, and every build equals one without a cache. */
+static void test_build_cache_reuses_unchanged(void **unused)
+{
+	struct k8s_store *s = load_fixture();
+	struct k8s_build_cache *c = k8s_build_cache_new();
+	struct state *st1, *st2, *st3, *st4;
+	const struct state_service *g;
+	const char *err = NULL;
+
+	(void)unused;
+	assert_non_null(c);
+	st1 = k8s_store_build_cached(s, c);
+	assert_non_null(st1);
+	counts_are(c, 0, 4);
+	same_as_uncached(s, st1);
+	k8s_build_cache_commit(c, st1);
+
+	st2 = k8s_store_build_cached(s, c);
+	counts_are(c, 4, 0);
+	same_as_uncached(s, st2);
+	for (int i = 0; i < st2->n_svcs; i++)
+		if (st2->svcs[i].n_eps)
+			assert_ptr_equal(st2->svcs[i].eps, st1->svcs[i].eps);
+	k8s_build_cache_commit(c, st2);
+	state_free(st1); /* st2 and the cache still hold the endpoints */
+
+	/* One slice of greeter replaced: greeter alone is gathered again. */
+	assert_int_equal(apply(s, K8S_MODIFIED, slice_9qzv4_modified, &err), 0);
+	st3 = k8s_store_build_cached(s, c);
+	counts_are(c, 3, 1);
+	same_as_uncached(s, st3);
+	g = find_svc(st3, "default", "greeter", "");
+	assert_non_null(find_ep(g, "10.244.5.5", 8080));
+	assert_null(find_ep(g, "10.244.4.2", 8080));
+	assert_ptr_not_equal(g->eps, find_svc(st2, "default", "greeter", "")->eps);
+	assert_ptr_equal(find_svc(st3, "shop", "checkout", "grpc")->eps,
+			 find_svc(st2, "shop", "checkout", "grpc")->eps);
+	k8s_build_cache_commit(c, st3);
+	state_free(st2);
+
+	/* A slice deleted (no revision is newer, one slice fewer). */
+	assert_int_equal(
+	    apply(s, K8S_DELETED,
+		  "{\"kind\":\"EndpointSlice\",\"apiVersion\":\"discovery.k8s.io/v1\","
+		  "\"metadata\":{\"name\":\"greeter-x7k2p\",\"namespace\":\"default\"}}",
+		  &err),
+	    0);
+	/* Without a commit the next build still reuses what is unchanged. */
+	st4 = k8s_store_build_cached(s, c);
+	state_free(st4);
+	st4 = k8s_store_build_cached(s, c);
+	counts_are(c, 3, 1);
+	same_as_uncached(s, st4);
+	assert_int_equal(find_svc(st4, "default", "greeter", "")->n_eps, 1);
+	k8s_build_cache_commit(c, st4);
+	state_free(st3);
+	state_free(st4);
+	k8s_build_cache_free(c);
+	k8s_store_free(s);
+}
+
 /* A state's services as "ns/name:port id=N eps=N" lines, for before/after comparisons. */
 static void summarize(const struct state *st, char *buf, size_t len)
 {
@@ -638,6 +728,7 @@ int main(void)
 	    cmocka_unit_test(test_retry_annotations),
 	    cmocka_unit_test(test_ids_stable_across_reloads),
 	    cmocka_unit_test(test_many_objects),
+	    cmocka_unit_test(test_build_cache_reuses_unchanged),
 	};
 
 	log_set_level(LOG_ERROR); /* the fixture's bad annotations warn on every load */

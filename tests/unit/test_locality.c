@@ -80,6 +80,40 @@ static void tiers_are(const struct state *st, const char *want)
 		assert_int_equal(st->svcs[0].eps[i].tier, want[i] - '0');
 }
 
+/* A state sharing another's endpoints (state_add_service_shared, as a
+ * source's cache or the daemon's retired services do) resolves without
+ * writing them: unchanged tiers keep the block, new ones go to a copy, and
+ * the first state's tiers stay as they were. */
+static void test_shared_endpoints_are_not_written(void **state)
+{
+	struct state *a = make(STATE_TOPO_ZONE, false, four, 4, "z1", NULL);
+	struct state *b = state_new(), *c = state_new();
+
+	(void)state;
+	assert_non_null(b);
+	assert_non_null(c);
+	assert_int_equal(state_add_service_shared(b, &a->svcs[0]), 0);
+	assert_int_equal(state_add_service_shared(c, &a->svcs[0]), 0);
+	assert_int_equal(state_finish(b), 0);
+	assert_int_equal(state_finish(c), 0);
+	assert_ptr_equal(b->svcs[0].eps, a->svcs[0].eps);
+	/* Same node and zone: nothing to write, the block stays shared. */
+	assert_int_equal(locality_resolve(b, "n1", "z1"), 0);
+	assert_ptr_equal(b->svcs[0].eps, a->svcs[0].eps);
+	tiers_are(b, "1122");
+	/* Another zone: c gets endpoints of its own; a's are untouched. */
+	assert_int_equal(locality_resolve(c, "n1", "z2"), 0);
+	assert_ptr_not_equal(c->svcs[0].eps, a->svcs[0].eps);
+	tiers_are(c, "1211");
+	tiers_are(a, "1122");
+	/* The block outlives the state that made it. */
+	state_free(a);
+	tiers_are(b, "1122");
+	assert_string_equal(b->svcs[0].eps[3].node, "n4");
+	state_free(b);
+	state_free(c);
+}
+
 static void test_resolve_by_distribution(void **state)
 {
 	struct state *st;
@@ -407,6 +441,7 @@ int main(void)
 	    cmocka_unit_test(test_spill_on_load),
 	    cmocka_unit_test(test_local_only),
 	    cmocka_unit_test(test_no_locality_unchanged),
+	    cmocka_unit_test(test_shared_endpoints_are_not_written),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,6 +5,7 @@
  * decide the set; else nodeName and zone do. Unlike kube-proxy's filter, a
  * tier is only a preference: the balancer falls over to the next one.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -64,45 +65,73 @@ static bool hints_decide(const struct state_service *svc, bool zones, const char
 	return all && here;
 }
 
-static void resolve_service(struct state_service *svc, const struct state *st)
+/* Where |ep| runs, and its tier for a service whose tiers in force are |t|. */
+static void resolve_ep(const struct state_endpoint *ep, const struct state *st, uint8_t t,
+		       bool node_hints, bool zone_hints, uint8_t *loc, uint8_t *tier)
+{
+	enum state_locality l = where(ep, st);
+	bool on_node =
+	    node_hints ? locality_list_has(ep->for_nodes, st->node_name) : l == STATE_LOC_NODE;
+	/* Zone tiers need this node's zone: without it only the node tier is. */
+	bool in_zone = zone_hints ? locality_list_has(ep->for_zones, st->node_zone)
+				  : st->node_zone[0] && l >= STATE_LOC_ZONE;
+
+	*loc = (uint8_t)l;
+	*tier = STATE_TIER_REST;
+	if (t == STATE_TOPO_NODE && on_node)
+		*tier = STATE_TIER_NODE;
+	else if ((t == STATE_TOPO_NODE || t == STATE_TOPO_ZONE) && in_zone)
+		*tier = STATE_TIER_ZONE;
+}
+
+/* Endpoints shared with a published state (state.h) are written only when
+ * something changed, and then as a copy of their own. */
+static int resolve_service(struct state_service *svc, const struct state *st)
 {
 	bool zone_hints = st->node_zone[0] && hints_decide(svc, true, st->node_zone);
 	bool node_hints = st->node_name[0] && hints_decide(svc, false, st->node_name);
-	uint8_t t = svc->topology;
+	uint8_t t = svc->topology, loc, tier;
+	struct state_endpoint *eps;
+	int i;
 
 	if (t == STATE_TOPO_DEFAULT)
 		t = node_hints ? STATE_TOPO_NODE : zone_hints ? STATE_TOPO_ZONE : STATE_TOPO_OFF;
 	svc->topology_in_force = t;
-	for (int i = 0; i < svc->n_eps; i++) {
-		struct state_endpoint *ep = &svc->eps[i];
-		bool on_node = node_hints ? locality_list_has(ep->for_nodes, st->node_name)
-					  : ep->locality == STATE_LOC_NODE;
-		/* Zone tiers need this node's zone: without it only the node tier is. */
-		bool in_zone = zone_hints ? locality_list_has(ep->for_zones, st->node_zone)
-					  : st->node_zone[0] && ep->locality >= STATE_LOC_ZONE;
-
-		ep->tier = STATE_TIER_REST;
-		if (t == STATE_TOPO_NODE && on_node)
-			ep->tier = STATE_TIER_NODE;
-		else if ((t == STATE_TOPO_NODE || t == STATE_TOPO_ZONE) && in_zone)
-			ep->tier = STATE_TIER_ZONE;
+	for (i = 0; i < svc->n_eps; i++) {
+		resolve_ep(&svc->eps[i], st, t, node_hints, zone_hints, &loc, &tier);
+		if (loc != svc->eps[i].locality || tier != svc->eps[i].tier)
+			break;
 	}
+	if (i == svc->n_eps)
+		return 0;
+	eps = state_service_eps_own(svc);
+	if (!eps)
+		return -ENOMEM;
+	for (; i < svc->n_eps; i++)
+		resolve_ep(&eps[i], st, t, node_hints, zone_hints, &eps[i].locality, &eps[i].tier);
+	return 0;
 }
 
-void locality_resolve(struct state *st, const char *node, const char *zone)
+int locality_resolve(struct state *st, const char *node, const char *zone)
 {
-	snprintf(st->node_name, sizeof(st->node_name), "%s", node ? node : "");
-	st->node_zone[0] = '\0';
-	if (zone && zone[0])
-		snprintf(st->node_zone, sizeof(st->node_zone), "%s", zone);
-	for (int i = 0; !st->node_zone[0] && st->node_name[0] && i < st->n_nodes; i++)
-		if (!strcmp(st->nodes[i].name, st->node_name))
-			memcpy(st->node_zone, st->nodes[i].zone, sizeof(st->node_zone));
-	for (int i = 0; i < st->n_svcs; i++) {
-		struct state_service *svc = &st->svcs[i];
+	char name[sizeof(st->node_name)], node_zone[sizeof(st->node_zone)] = "";
+	int err = 0;
 
-		for (int j = 0; j < svc->n_eps; j++)
-			svc->eps[j].locality = (uint8_t)where(&svc->eps[j], st);
-		resolve_service(svc, st);
-	}
+	snprintf(name, sizeof(name), "%s", node ? node : "");
+	if (zone && zone[0])
+		snprintf(node_zone, sizeof(node_zone), "%s", zone);
+	for (int i = 0; !node_zone[0] && name[0] && i < st->n_nodes; i++)
+		if (!strcmp(st->nodes[i].name, name))
+			memcpy(node_zone, st->nodes[i].zone, sizeof(node_zone));
+	/* A source may resolve a state before the daemon does, alike. */
+	if (st->locality_resolved && !strcmp(name, st->node_name) &&
+	    !strcmp(node_zone, st->node_zone))
+		return 0;
+	memcpy(st->node_name, name, sizeof(name));
+	memcpy(st->node_zone, node_zone, sizeof(node_zone));
+	for (int i = 0; i < st->n_svcs; i++)
+		if (resolve_service(&st->svcs[i], st))
+			err = -ENOMEM;
+	st->locality_resolved = !err;
+	return err;
 }

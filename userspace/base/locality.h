@@ -13,8 +13,11 @@
 /* Set st->node_name, st->node_zone (|zone| when not "", else the zone label
  * of the Node named |node| among st->nodes) and every endpoint's locality and
  * tier, and every service's topology_in_force. Without a zone, zone tiers are
- * empty (the Service routes as without locality unless it prefers the node). */
-void locality_resolve(struct state *st, const char *node, const char *zone);
+ * empty (the Service routes as without locality unless it prefers the node).
+ * Endpoints shared with another state are copied before they are written.
+ * 0, or -ENOMEM: the services whose endpoints could not be copied keep the
+ * locality they had. */
+int locality_resolve(struct state *st, const char *node, const char *zone);
 /* True when |name| is one of the comma-terminated names in |list|. */
 bool locality_list_has(const char *list, const char *name);
 /* "node", "zone", "other" or "unknown". */

@@ -4,9 +4,14 @@
  * a discovery source, then sorted, numbered and indexed once by
  * state_finish(). Invariant: after state_finish() nothing changes, so any
  * number of threads may read the state and its lookup tables without locks.
+ * A service's endpoints are a refcounted block that consecutive states (and
+ * a source's cache) share while they are unchanged; a shared block is never
+ * written.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +37,69 @@ struct state_index {
 	int n_vips;
 };
 
+/* The endpoints of a service: |eps| is what state_service.eps points at. */
+struct eps_block {
+	atomic_int refs;
+	int n;
+	struct state_endpoint eps[];
+};
+
+static struct eps_block *block_of(struct state_endpoint *eps)
+{
+	return (struct eps_block *)((char *)eps - offsetof(struct eps_block, eps));
+}
+
+static struct state_endpoint *eps_copy(const struct state_endpoint *eps, int n)
+{
+	struct eps_block *b;
+
+	if (n <= 0)
+		return NULL;
+	b = malloc(sizeof(*b) + (size_t)n * sizeof(*eps));
+	if (!b)
+		return NULL;
+	atomic_init(&b->refs, 1);
+	b->n = n;
+	memcpy(b->eps, eps, (size_t)n * sizeof(*eps));
+	return b->eps;
+}
+
+void state_eps_ref(struct state_endpoint *eps)
+{
+	if (eps)
+		atomic_fetch_add_explicit(&block_of(eps)->refs, 1, memory_order_relaxed);
+}
+
+void state_eps_unref(struct state_endpoint *eps)
+{
+	struct eps_block *b;
+
+	if (!eps)
+		return;
+	b = block_of(eps);
+	if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+		free(b);
+}
+
+static bool eps_shared(struct state_endpoint *eps)
+{
+	return eps && atomic_load_explicit(&block_of(eps)->refs, memory_order_acquire) > 1;
+}
+
+struct state_endpoint *state_service_eps_own(struct state_service *svc)
+{
+	struct state_endpoint *eps;
+
+	if (!eps_shared(svc->eps))
+		return svc->eps;
+	eps = eps_copy(svc->eps, svc->n_eps);
+	if (!eps)
+		return NULL;
+	state_eps_unref(svc->eps);
+	svc->eps = eps;
+	return eps;
+}
+
 struct state *state_new(void)
 {
 	return calloc(1, sizeof(struct state));
@@ -51,7 +119,7 @@ void state_free(struct state *st)
 	if (!st)
 		return;
 	for (int i = 0; i < st->n_svcs; i++)
-		free(st->svcs[i].eps);
+		state_eps_unref(st->svcs[i].eps);
 	free(st->svcs);
 	free(st->nodes);
 	free(st->callers);
@@ -119,7 +187,7 @@ const struct state_caller *state_find_caller(const struct state *st, uint64_t cg
 	return bsearch(&key, st->callers, (size_t)st->n_callers, sizeof(key), cmp_caller);
 }
 
-int state_add_service(struct state *st, const struct state_service *svc)
+static int add_service(struct state *st, const struct state_service *svc, bool share)
 {
 	struct state_service *dst;
 	struct state_endpoint *eps = NULL;
@@ -133,17 +201,29 @@ int state_add_service(struct state *st, const struct state_service *svc)
 		st->svcs = s;
 		st->n_alloc = n;
 	}
-	if (svc->n_eps > 0) {
-		eps = malloc((size_t)svc->n_eps * sizeof(*eps));
+	if (svc->n_eps > 0 && share) {
+		eps = svc->eps;
+		state_eps_ref(eps);
+	} else if (svc->n_eps > 0) {
+		eps = eps_copy(svc->eps, svc->n_eps);
 		if (!eps)
 			return -ENOMEM;
-		memcpy(eps, svc->eps, (size_t)svc->n_eps * sizeof(*eps));
 	}
 	dst = &st->svcs[st->n_svcs++];
 	*dst = *svc;
 	dst->eps = eps;
 	dst->n_eps = eps ? svc->n_eps : 0;
 	return 0;
+}
+
+int state_add_service(struct state *st, const struct state_service *svc)
+{
+	return add_service(st, svc, false);
+}
+
+int state_add_service_shared(struct state *st, const struct state_service *svc)
+{
+	return add_service(st, svc, true);
 }
 
 static int cmp_service(const void *a, const void *b)
@@ -290,7 +370,8 @@ int state_finish(struct state *st)
 	if (st->n_svcs > 1)
 		qsort(st->svcs, (size_t)st->n_svcs, sizeof(*st->svcs), cmp_service);
 	for (int i = 0; i < st->n_svcs; i++) {
-		if (st->svcs[i].n_eps > 1)
+		/* A shared block comes from a finished state: sorted, and read by others. */
+		if (st->svcs[i].n_eps > 1 && !eps_shared(st->svcs[i].eps))
 			qsort(st->svcs[i].eps, (size_t)st->svcs[i].n_eps,
 			      sizeof(struct state_endpoint), cmp_endpoint);
 	}
@@ -322,7 +403,7 @@ int state_carry_retired(struct state *st, const struct state *prev, uint64_t now
 			continue;
 		if (!svc.retired_ms)
 			svc.retired_ms = now_ms ? now_ms : 1;
-		err = state_add_service(st, &svc);
+		err = state_add_service_shared(st, &svc);
 		if (err)
 			return err;
 		n++;

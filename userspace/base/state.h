@@ -106,7 +106,7 @@ struct state_service {
 	/* Set by locality_resolve(): the tiers in force (STATE_TOPO_OFF: none,
 	 * every endpoint is STATE_TIER_REST, routing as without locality). */
 	uint8_t topology_in_force;
-	struct state_endpoint *eps; /* owned */
+	struct state_endpoint *eps; /* a reference: shared by states while unchanged */
 	int n_eps;
 	/* 0: desired (redirected). Else the loop_now_ms() at which it left the
 	 * desired state: kept, with its id and last known endpoints, only so
@@ -144,6 +144,7 @@ struct state {
 	/* Set by locality_resolve(): this node's name and zone ("" unknown). */
 	char node_name[STATE_NAME_MAX];
 	char node_zone[STATE_NAME_MAX];
+	bool locality_resolved;	      /* for node_name and node_zone, every service */
 	struct state_caller *callers; /* owned, sorted by cgroup_id, unique */
 	int n_callers;
 };
@@ -152,6 +153,18 @@ struct state *state_new(void);
 void state_free(struct state *st);
 /* Append a service (deep copy of |svc|, endpoints included). 0 or -ENOMEM. */
 int state_add_service(struct state *st, const struct state_service *svc);
+/* Append a service whose endpoints (|svc->eps|) are those of a service of a
+ * finished state, or held by state_eps_ref(): shared (a reference), not
+ * copied. 0 or -ENOMEM. */
+int state_add_service_shared(struct state *st, const struct state_service *svc);
+/* A reference to the endpoints of a service of a state (for a source's cache
+ * of unchanged services), and its release. NULL is a no-op. Endpoints that
+ * are shared are never written. */
+void state_eps_ref(struct state_endpoint *eps);
+void state_eps_unref(struct state_endpoint *eps);
+/* Make |svc|'s endpoints its own (a copy when shared), to write them before
+ * |svc|'s state is published. The endpoints, or NULL on ENOMEM (or none). */
+struct state_endpoint *state_service_eps_own(struct state_service *svc);
 /* Record Node |n| (a copy). 0 or -ENOMEM. */
 int state_add_node(struct state *st, const struct state_node *n);
 /* Sort services (and each one's endpoints by address, port), assign ids

@@ -144,14 +144,32 @@ static void on_fd_pressure(void *arg, bool paused)
  * keeps: the JSON tree of every Service and EndpointSlice of the cluster.
  * Give those pages back, or RSS stays at that peak. Only then: the state
  * built at every change reuses the last one's freed memory, and trimming it
- * each time would make every change fault its pages in afresh. */
+ * each time would make every change fault its pages in afresh (at 5,000
+ * Services x 10 endpoints, before states shared unchanged endpoints, a third
+ * of a change's CPU). Free chunks count as free (mallinfo2) even once
+ * trimmed, so what decides is how much of RSS is not in use. */
 #define TRIM_FREE_BYTES (32u << 20)
+
+static size_t resident_bytes(void)
+{
+	unsigned long size = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "re");
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
 
 static void trim_heap(void)
 {
 	struct mallinfo2 mi = mallinfo2();
+	size_t rss = resident_bytes();
+	size_t idle = rss > mi.uordblks ? rss - mi.uordblks : 0;
 
-	if (mi.fordblks > TRIM_FREE_BYTES)
+	if (mi.fordblks > TRIM_FREE_BYTES && (!rss || idle > TRIM_FREE_BYTES))
 		malloc_trim(0);
 }
 
@@ -256,7 +274,7 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
 	(void)t;
 	d->retired_timer = NULL;
 	for (int i = 0; st && i < cur->n_svcs; i++)
-		if (!cur->svcs[i].retired_ms && state_add_service(st, &cur->svcs[i])) {
+		if (!cur->svcs[i].retired_ms && state_add_service_shared(st, &cur->svcs[i])) {
 			state_free(st);
 			st = NULL;
 		}
@@ -276,7 +294,9 @@ static void on_retired_expiry(struct loop *l, struct loop_timer *t, void *arg)
  * or that none is known (zone preferences then change nothing). */
 static void resolve_locality(struct daemon *d, struct state *st)
 {
-	locality_resolve(st, d->cfg.node_name, d->cfg.zone);
+	if (locality_resolve(st, d->cfg.node_name, d->cfg.zone))
+		log_error("locality_resolve_failed err=\"out of memory\" "
+			  "action=\"some endpoints keep their last tiers\"");
 	if (d->zone_logged && !strcmp(d->zone, st->node_zone))
 		return;
 	d->zone_logged = true;

@@ -17,11 +17,17 @@
 #include <json-c/json.h>
 
 #include "base/config.h"
+#include "base/locality.h"
 #include "base/log.h"
 #include "discovery/discovery.h"
 #include "discovery/k8s_source.h"
 
+/* A change after a quiet spell goes out SETTLE_MS later: the rest of one
+ * edit (a Service and its EndpointSlice come on two watches) mostly arrives
+ * within it. Within DEBOUNCE_MS of the last state, changes wait for the next
+ * one together, so a burst costs one state build per DEBOUNCE_MS. */
 #define DEBOUNCE_MS 100
+#define SETTLE_MS 20
 #define WATCH_IDLE_DEFAULT_S 300
 /* client-go's reflector: the first retry after [0.8, 1.6) s, doubling to
  * [30, 60) s, and back to the start once nothing failed for 2 minutes. Our
@@ -197,7 +203,7 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 {
 	struct discovery_k8s *dk = arg;
 	struct state *st;
-	int n_eps = 0;
+	int n_eps = 0, reused, built;
 
 	(void)l;
 	(void)t;
@@ -208,7 +214,8 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 		sync_exclusions(dk);
 	if (!dk->dirty_state)
 		return;
-	st = k8s_store_build(dk->store);
+	dk->last_deliver_ms = loop_now_ms();
+	st = k8s_store_build_cached(dk->store, dk->cache);
 	if (!st) {
 		log_error("kube_state_build_failed error=\"out of memory\" action=retry");
 		k8s_source_deliver_soon(dk);
@@ -217,20 +224,32 @@ static void deliver_cb(struct loop *l, struct loop_timer *t, void *arg)
 	dk->dirty_state = false;
 	add_callers(dk, st);
 	state_version(dk, st->version, sizeof(st->version));
+	/* The daemon resolves locality too, with the same inputs: endpoints the
+	 * cache keeps are then final, and the next state shares them as they are. */
+	if (!locality_resolve(st, dk->cfg->node_name, dk->cfg->zone))
+		k8s_build_cache_commit(dk->cache, st);
+	k8s_build_cache_counts(dk->cache, &reused, &built);
 	for (int i = 0; i < st->n_svcs; i++)
 		n_eps += st->svcs[i].n_eps;
-	log_info("kube_state services=%d endpoints=%d callers=%d first=%s", st->n_svcs, n_eps,
-		 st->n_callers, dk->base.synced ? "false" : "true");
+	log_info("kube_state services=%d endpoints=%d callers=%d first=%s reused=%d built=%d",
+		 st->n_svcs, n_eps, st->n_callers, dk->base.synced ? "false" : "true", reused,
+		 built);
 	dk->base.synced = true;
 	dk->base.on_update(dk->base.arg, st, NULL);
 }
 
-/* Coalesce: the first change of a burst arms the timer, the rest ride along. */
+/* Coalesce: the first change arms the timer, the rest ride along; a lone
+ * change waits SETTLE_MS, one soon after the last state its debounce. */
 void k8s_source_deliver_soon(struct discovery_k8s *dk)
 {
+	uint64_t now, at;
+
 	if (dk->deliver || !dk->loop)
 		return;
-	dk->deliver = loop_timer_add(dk->loop, DEBOUNCE_MS, deliver_cb, dk);
+	now = loop_now_ms();
+	at = dk->last_deliver_ms + DEBOUNCE_MS;
+	dk->deliver =
+	    loop_timer_add(dk->loop, at > now + SETTLE_MS ? at - now : SETTLE_MS, deliver_cb, dk);
 }
 
 /* ---- the source ---- */
@@ -346,6 +365,7 @@ static void k8s_destroy(struct discovery *d)
 		loop_timer_cancel(dk->loop, dk->exclude_retry);
 	}
 	k8s_store_free(dk->store);
+	k8s_build_cache_free(dk->cache);
 	k8s_pods_free(dk->pods);
 	free(dk->excl_ids);
 	free(dk);
@@ -372,6 +392,7 @@ struct discovery *discovery_kubernetes_new(const struct config *cfg,
 	dk->cg = cg;
 	dk->dirty_state = true; /* the first state goes out even when empty */
 	dk->store = k8s_store_new();
+	dk->cache = k8s_build_cache_new();
 	dk->pods = k8s_pods_new();
 	for (int i = 0; i < RES_COUNT; i++) {
 		struct reflector *r = &dk->r[i];
@@ -384,7 +405,7 @@ struct discovery *discovery_kubernetes_new(const struct config *cfg,
 		if (k8s_res_info[i].store && !(r->keys = json_object_new_object()))
 			goto fail;
 	}
-	if (!dk->store || !dk->pods)
+	if (!dk->store || !dk->cache || !dk->pods)
 		goto fail;
 	return &dk->base;
 fail:

@@ -50,4 +50,20 @@ int k8s_store_load_json(struct k8s_store *s, const char *json, size_t len, char 
  * address and port. Finished (state_finish()). NULL on ENOMEM. */
 struct state *k8s_store_build(const struct k8s_store *s);
 
+/* What k8s_store_build_cached() reuses: the endpoints of each service port as
+ * last built, with the revisions of the Service and EndpointSlices they came
+ * from. Holds references to state endpoints (state.h). */
+struct k8s_build_cache;
+struct k8s_build_cache *k8s_build_cache_new(void);
+void k8s_build_cache_free(struct k8s_build_cache *c);
+/* As k8s_store_build(), but a service port whose Service and EndpointSlices
+ * are those of |c|'s last commit shares its endpoints (state.h) instead of
+ * gathering them again. Then, once the state's endpoints are final (after
+ * locality_resolve()), k8s_build_cache_commit(|c|, state) keeps them for the
+ * next build; without a commit the next build reuses nothing. */
+struct state *k8s_store_build_cached(const struct k8s_store *s, struct k8s_build_cache *c);
+void k8s_build_cache_commit(struct k8s_build_cache *c, const struct state *st);
+/* Service ports the last build took from |c|, and those it gathered afresh. */
+void k8s_build_cache_counts(const struct k8s_build_cache *c, int *reused, int *built);
+
 #endif

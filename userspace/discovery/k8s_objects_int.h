@@ -75,6 +75,7 @@ struct obj {
 	char ns[STATE_NAME_MAX];
 	char name[OBJ_NAME_MAX];
 	uint32_t hash;
+	uint64_t rev;	  /* the store's revision when this object was put */
 	struct obj *next; /* hash chain, owned by the store */
 	union {
 		struct svc svc;
@@ -87,6 +88,7 @@ struct k8s_store {
 	struct obj **buckets; /* owned, with every chain; n_buckets is a power of 2 */
 	size_t n_buckets;
 	size_t n_objs;
+	uint64_t rev; /* counts puts; never reset, so an object put later has a higher one */
 };
 
 /* Reject with a static description; the caller returns -EINVAL. */

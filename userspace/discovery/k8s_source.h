@@ -70,9 +70,11 @@ struct discovery_k8s {
 	struct loop *loop;		       /* not owned; set by start() */
 	struct k8s_target target;
 	struct k8s_store *store; /* owned */
+	struct k8s_build_cache *cache; /* owned: endpoints of unchanged Services */
 	struct k8s_pods *pods;	 /* owned */
 	struct reflector r[RES_COUNT];
 	struct loop_timer *deliver; /* owned: debounce, NULL none */
+	uint64_t last_deliver_ms;   /* the last state build began (loop_now_ms()) */
 	struct loop_timer *exclude_retry;
 	bool dirty_state, dirty_excl;
 	uint32_t watch_idle_ms;
@@ -82,8 +84,9 @@ struct discovery_k8s {
 	bool excl_synced;
 };
 
-/* Have a state (or new exclusions) delivered after the debounce, coalescing
- * a burst of changes (discovery_k8s.c). */
+/* Have a state (or new exclusions) delivered soon: SETTLE_MS after a quiet
+ * spell, else DEBOUNCE_MS after the last state, coalescing a burst of
+ * changes (discovery_k8s.c). */
 void k8s_source_deliver_soon(struct discovery_k8s *dk);
 
 /* Start a list (|list|) or a watch of |r| in |delay_ms| (k8s_reflector.c). */

@@ -3,7 +3,9 @@
  * k8s_store_build(): joins the store's Services and EndpointSlices into the
  * desired state. Slices are sorted by (namespace, service) so each Service
  * finds its own with a binary search; endpoints are mapped by port name as
- * kube-proxy does and deduplicated by address and port.
+ * kube-proxy does and deduplicated by address and port. With a build cache,
+ * a Service whose objects are unchanged (same revisions, same number of
+ * slices) shares the endpoints it had in the last state.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -37,6 +39,143 @@ struct scratch {
 	struct state_endpoint *eps; /* owned */
 	int eps_cap;
 };
+
+/* One service port's endpoints as built, and what they were built from. */
+struct cache_ent {
+	char ns[STATE_NAME_MAX];
+	char name[STATE_NAME_MAX];
+	char port_name[STATE_NAME_MAX];
+	uint64_t rev; /* the highest revision of the Service and its slices */
+	int n_slices;
+	struct state_endpoint *eps; /* a reference (state_eps_ref), NULL none */
+	int n_eps;
+	bool kept; /* eps is that of the committed state's service */
+};
+
+struct k8s_build_cache {
+	struct cache_ent *ents; /* owned, sorted by key: the last commit */
+	int n;
+	struct cache_ent *pending; /* owned: the last build's, committed next */
+	int n_pending, cap_pending;
+	int reused, built;
+};
+
+static int cmp_ent(const void *a, const void *b)
+{
+	const struct cache_ent *x = a, *y = b;
+	int c = strcmp(x->ns, y->ns);
+
+	if (!c)
+		c = strcmp(x->name, y->name);
+	return c ? c : strcmp(x->port_name, y->port_name);
+}
+
+static void drop_ents(struct cache_ent *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		state_eps_unref(v[i].eps);
+	free(v);
+}
+
+struct k8s_build_cache *k8s_build_cache_new(void)
+{
+	return calloc(1, sizeof(struct k8s_build_cache));
+}
+
+void k8s_build_cache_free(struct k8s_build_cache *c)
+{
+	if (!c)
+		return;
+	drop_ents(c->ents, c->n);
+	free(c->pending);
+	free(c);
+}
+
+void k8s_build_cache_counts(const struct k8s_build_cache *c, int *reused, int *built)
+{
+	*reused = c->reused;
+	*built = c->built;
+}
+
+static void key_of(struct cache_ent *key, const struct state_service *svc)
+{
+	memcpy(key->ns, svc->ns, sizeof(key->ns));
+	memcpy(key->name, svc->name, sizeof(key->name));
+	memcpy(key->port_name, svc->port_name, sizeof(key->port_name));
+}
+
+void k8s_build_cache_commit(struct k8s_build_cache *c, const struct state *st)
+{
+	struct cache_ent *v = c->pending;
+	int n = c->n_pending;
+
+	c->pending = NULL;
+	c->n_pending = c->cap_pending = 0;
+	if (n > 1)
+		qsort(v, (size_t)n, sizeof(*v), cmp_ent);
+	for (int i = 0; i < st->n_svcs; i++) {
+		const struct state_service *svc = &st->svcs[i];
+		struct cache_ent key, *e;
+
+		if (svc->retired_ms)
+			continue;
+		key_of(&key, svc);
+		e = n ? bsearch(&key, v, (size_t)n, sizeof(*v), cmp_ent) : NULL;
+		if (!e || e->kept)
+			continue;
+		e->eps = svc->eps;
+		e->n_eps = svc->n_eps;
+		e->kept = true;
+		state_eps_ref(e->eps);
+	}
+	drop_ents(c->ents, c->n);
+	c->ents = v;
+	c->n = n;
+}
+
+/* |c|'s endpoints of |svc| built from |rev| and |n_slices|, or NULL. */
+static const struct cache_ent *cache_hit(const struct k8s_build_cache *c,
+					 const struct state_service *svc, uint64_t rev,
+					 int n_slices)
+{
+	const struct cache_ent *e;
+	struct cache_ent key;
+
+	if (!c || !c->n)
+		return NULL;
+	key_of(&key, svc);
+	e = bsearch(&key, c->ents, (size_t)c->n, sizeof(*e), cmp_ent);
+	if (!e || !e->kept || e->rev != rev || e->n_slices != n_slices)
+		return NULL;
+	return e;
+}
+
+/* Remember what |svc| is built from, for the next commit. */
+static int cache_note(struct k8s_build_cache *c, const struct state_service *svc, uint64_t rev,
+		      int n_slices)
+{
+	struct cache_ent *e;
+
+	if (!c)
+		return 0;
+	if (c->n_pending == c->cap_pending) {
+		int cap = c->cap_pending ? c->cap_pending * 2 : 256;
+
+		e = realloc(c->pending, (size_t)cap * sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		c->pending = e;
+		c->cap_pending = cap;
+	}
+	e = &c->pending[c->n_pending++];
+	key_of(e, svc);
+	e->rev = rev;
+	e->n_slices = n_slices;
+	e->eps = NULL;
+	e->n_eps = 0;
+	e->kept = false;
+	return 0;
+}
 
 static int cmp_cand(const void *a, const void *b)
 {
@@ -146,14 +285,19 @@ static void slice_range(struct obj **slices, size_t n, const struct obj *svc, st
 	*last = slices + lo;
 }
 
-static int add_service_ports(struct state *st, struct scratch *sc, const struct obj *o,
-			     struct obj **slices, size_t n_slices)
+static int add_service_ports(struct state *st, struct scratch *sc, struct k8s_build_cache *c,
+			     const struct obj *o, struct obj **slices, size_t n_slices)
 {
 	struct obj **first, **last;
+	uint64_t rev = o->rev;
 
 	slice_range(slices, n_slices, o, &first, &last);
+	for (struct obj **p = first; p < last; p++)
+		if ((*p)->rev > rev)
+			rev = (*p)->rev;
 	for (int i = 0; i < o->svc.n_ports; i++) {
 		const struct svc_port *sp = &o->svc.ports[i];
+		const struct cache_ent *hit;
 		struct state_service svc = {
 		    .port = sp->port,
 		    .n_vips = o->svc.n_vips,
@@ -180,10 +324,23 @@ static int add_service_ports(struct state *st, struct scratch *sc, const struct 
 		memcpy(svc.port_name, sp->name, sizeof(svc.port_name));
 		memcpy(svc.vips, o->svc.vips, sizeof(svc.vips));
 		memcpy(svc.health_service, o->svc.health_service, sizeof(svc.health_service));
+		if (cache_note(c, &svc, rev, (int)(last - first)))
+			return -ENOMEM;
+		hit = cache_hit(c, &svc, rev, (int)(last - first));
+		if (hit) {
+			svc.eps = hit->eps;
+			svc.n_eps = hit->n_eps;
+			c->reused++;
+			if (state_add_service_shared(st, &svc))
+				return -ENOMEM;
+			continue;
+		}
 		if (gather_endpoints(sc, first, last, &svc))
 			return -ENOMEM;
 		for (int j = 0; j < svc.n_eps; j++)
 			svc.eps[j].weight = k8s_service_weight(&o->svc, svc.eps[j].pod);
+		if (c)
+			c->built++;
 		if (state_add_service(st, &svc))
 			return -ENOMEM;
 	}
@@ -209,12 +366,21 @@ static struct obj **collect_slices(const struct k8s_store *s, size_t *n)
 
 struct state *k8s_store_build(const struct k8s_store *s)
 {
+	return k8s_store_build_cached(s, NULL);
+}
+
+struct state *k8s_store_build_cached(const struct k8s_store *s, struct k8s_build_cache *c)
+{
 	struct scratch sc = {0};
 	struct state *st = state_new();
 	struct obj **slices = NULL;
 	size_t n_slices;
 	int rc = -ENOMEM;
 
+	if (c) {
+		c->n_pending = 0;
+		c->reused = c->built = 0;
+	}
 	if (!st || !(slices = collect_slices(s, &n_slices)))
 		goto out;
 	for (size_t b = 0; b < s->n_buckets; b++) {
@@ -223,7 +389,7 @@ struct state *k8s_store_build(const struct k8s_store *s)
 				goto out;
 			if (o->kind != OBJ_SERVICE || !o->svc.routable)
 				continue;
-			if (add_service_ports(st, &sc, o, slices, n_slices))
+			if (add_service_ports(st, &sc, c, o, slices, n_slices))
 				goto out;
 		}
 	}
@@ -233,6 +399,8 @@ out:
 	free(sc.c);
 	free(sc.eps);
 	if (rc) {
+		if (c)
+			c->n_pending = 0; /* nothing to commit */
 		state_free(st);
 		return NULL;
 	}

@@ -98,6 +98,7 @@ static void put(struct k8s_store *s, struct obj *o)
 	struct obj **pp = find_slot(s, o->kind, o->ns, o->name, o->hash);
 	struct obj *old = *pp;
 
+	o->rev = ++s->rev;
 	if (old) {
 		o->next = old->next;
 		obj_free(old);
