@@ -156,24 +156,6 @@ int h2_chain_append(struct h2_chain *c, struct h2_blocks *fl, const uint8_t *p, 
 	return 0;
 }
 
-void h2_chain_copy(const struct h2_chain *c, size_t off, uint8_t *dst, size_t n)
-{
-	const struct h2_block *b = c->head;
-
-	off += c->head_off;
-	while (b && off >= b->len) {
-		off -= b->len;
-		b = b->next;
-	}
-	for (; b && n; b = b->next, off = 0) {
-		size_t k = b->len - off < n ? b->len - off : n;
-
-		memcpy(dst, b->data + off, k);
-		dst += k;
-		n -= k;
-	}
-}
-
 int h2_chain_pieces(const struct h2_chain *c, size_t off, size_t n,
 		    int (*fn)(void *arg, const uint8_t *p, size_t len), void *arg)
 {
@@ -193,6 +175,20 @@ int h2_chain_pieces(const struct h2_chain *c, size_t off, size_t n,
 		n -= k;
 	}
 	return 0;
+}
+
+static int copy_piece(void *arg, const uint8_t *p, size_t len)
+{
+	uint8_t **dst = arg;
+
+	memcpy(*dst, p, len);
+	*dst += len;
+	return 0;
+}
+
+void h2_chain_copy(const struct h2_chain *c, size_t off, uint8_t *dst, size_t n)
+{
+	h2_chain_pieces(c, off, n, copy_piece, &dst);
 }
 
 void h2_chain_drop(struct h2_chain *c, struct h2_blocks *fl, size_t n)
