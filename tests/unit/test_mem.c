@@ -97,14 +97,14 @@ static void test_big_page_end(void **state)
 	h2_mem_init(&m);
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		uint8_t *p = m_alloc(&m, sizes[i]), *q;
-		uintptr_t end, page_end;
 
 		assert_non_null(p);
 		memset(p, (int)i + 1, sizes[i]);
-		end = (uintptr_t)p + sizes[i];
-		page_end = (end + H2_MEM_PAGE_SIZE - 1) & ~(uintptr_t)(H2_MEM_PAGE_SIZE - 1);
 #if !defined(__SANITIZE_ADDRESS__)
 		{
+			uintptr_t end = (uintptr_t)p + sizes[i];
+			uintptr_t page_end =
+			    (end + H2_MEM_PAGE_SIZE - 1) & ~(uintptr_t)(H2_MEM_PAGE_SIZE - 1);
 			uint8_t *chunk = p - 16; /* h2_mem's chunk header */
 			uintptr_t usable_end = (uintptr_t)chunk + malloc_usable_size(chunk);
 
